@@ -1,0 +1,165 @@
+//! `mpbond demo`: the one-command tour. Until the bonding gateway lands, it builds a lab with two
+//! emulated lines, measures each line's round-trip time and TCP goodput from inside the lab, and
+//! shows them against the lines' settings, with live per-line throughput while traffic runs.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::DemoArgs;
+use crate::lab::measure::{Goodput, expected_goodput, tcp_goodput_per_line, udp_rtt};
+use crate::lab::spec::LabSpec;
+use crate::lab::{self, LabGuard, Role, netns};
+use crate::units::format_duration;
+
+const LAB: &str = "demo";
+
+/// Runs the demo.
+pub fn run(args: &DemoArgs) -> Result<ExitCode> {
+    if !netns::is_root() {
+        bail!("mpbond demo needs root (it builds network namespaces); run it with sudo");
+    }
+    // Ctrl-C ends the demo after the current step, so the lab is always removed.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&interrupted))?;
+    }
+    if lab::list().iter().any(|l| l.name == LAB) {
+        println!("removing the lab `{LAB}` left by an earlier run");
+        lab::down(LAB)?;
+    }
+    let spec = LabSpec {
+        name: LAB.into(),
+        seed: 1,
+        lines: LabSpec::default_lines(),
+    };
+    println!("mpbond demo: building a lab with two emulated lines\n");
+    let exe = std::env::current_exe().context("locating the mpbond binary")?;
+    let guard = LabGuard::up(&spec, &exe)?;
+    let info = &guard.info;
+    println!("  lan ── gw ══ dsl: 20mbit, 10 ms each way ══ emu ══ vps ── web");
+    println!("              ══ lte: 10mbit, 40 ms each way ══\n");
+
+    for l in &info.lines {
+        let dst = info.vps_line_addr(&l.name, false).context("line address")?;
+        let samples = udp_rtt(
+            info,
+            Role::Gw,
+            Role::Vps,
+            dst,
+            20,
+            Duration::from_millis(20),
+        )?;
+        let mut got: Vec<Duration> = samples.into_iter().flatten().collect();
+        got.sort();
+        let median = got.get(got.len() / 2).copied();
+        println!(
+            "  {:<4} round trip: {} (configured: 2 × {})",
+            l.name,
+            median.map_or_else(
+                || "no answer".into(),
+                |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)
+            ),
+            format_duration(l.downstream.spec.delay)
+        );
+        if interrupted.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+    }
+
+    println!(
+        "\n  one TCP download per line, both at once, {} s:",
+        args.seconds
+    );
+    let goodputs = downloads(info, args.seconds.max(2))?;
+    println!(
+        "\n  {:<5} {:>12} {:>14} {:>12} {:>10}",
+        "line", "configured", "goodput", "expected", "measured"
+    );
+    for (l, g) in info.lines.iter().zip(&goodputs) {
+        let rate = l.downstream.spec.rate;
+        let expected = expected_goodput(rate, false);
+        println!(
+            "  {:<5} {:>12} {:>9.2} Mb/s {:>7.2} Mb/s {:>9.1}%",
+            l.name,
+            rate.to_string(),
+            g / 1e6,
+            expected / 1e6,
+            100.0 * g / expected
+        );
+    }
+    let total: f64 = goodputs.iter().sum();
+    let best = goodputs.iter().copied().fold(0.0, f64::max);
+    println!(
+        "\n  Each line on its own: best {:.1} Mb/s; both side by side {:.1} Mb/s.",
+        best / 1e6,
+        total / 1e6
+    );
+    println!(
+        "  Bonding them into one connection comes with `mpbond gateway` and `mpbond converter`."
+    );
+    drop(guard);
+    println!("  lab removed.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One TCP download per line, all at once, showing live throughput; returns goodputs (bit/s).
+fn downloads(info: &lab::LabInfo, seconds: u64) -> Result<Vec<f64>> {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| -> Result<Vec<f64>> {
+        let done = &done;
+        let live = s.spawn(move || show_live(&info.name, done));
+        let result = tcp_goodput_per_line(
+            info,
+            false,
+            Duration::from_secs(seconds),
+            Duration::from_secs(1),
+        );
+        done.store(true, Ordering::Relaxed);
+        let _ = live.join();
+        Ok(result?.iter().map(Goodput::bps).collect())
+    })
+}
+
+/// Prints each line's downstream throughput twice a second from the emulator's counters.
+fn show_live(lab_name: &str, done: &AtomicBool) {
+    let mut last: Option<Vec<u64>> = None;
+    let interval = Duration::from_millis(500);
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(interval);
+        let Ok(stats) = lab::stats(lab_name) else {
+            continue;
+        };
+        let bytes: Vec<u64> = stats
+            .lines
+            .iter()
+            .map(|l| l.downstream.delivered_bytes)
+            .collect();
+        if let Some(prev) = &last {
+            let mut line = String::from("\r ");
+            for (l, (now, before)) in stats.lines.iter().zip(bytes.iter().zip(prev)) {
+                let mbps = (now - before) as f64 * 8.0 / interval.as_secs_f64() / 1e6;
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "bar length from a small positive rate"
+                )]
+                let bar = "█".repeat((mbps.clamp(0.0, 40.0)) as usize);
+                let _ = write!(line, " {:<4} {:<22} {:>5.1} Mb/s ", l.name, bar, mbps);
+            }
+            if std::io::stdout().is_terminal() {
+                print!("{line}");
+                let _ = std::io::stdout().flush();
+            } else {
+                println!("{}", line.trim_start_matches('\r'));
+            }
+        }
+        last = Some(bytes);
+    }
+    println!();
+}

@@ -1,0 +1,322 @@
+//! The link emulator: a daemon in the lab's `emu` namespace that carries every line's frames
+//! between the gateway's end and the vps's end, applying rate, queue, delay, jitter and loss per
+//! direction, and obeys `mpbond lab line` (down, up, blackhole, set) at run time.
+//!
+//! Layout: [`model`] decides (pure, virtual time), [`worker`] runs one line in real time over
+//! [`packet_socket`]s, [`control`] is the protocol of the control socket, [`stats`] the counters.
+
+pub mod control;
+pub mod model;
+pub mod packet_socket;
+pub mod stats;
+pub mod worker;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use self::control::{LineChanges, Request, Response};
+use self::packet_socket::{PacketSocket, set_link_up};
+use self::stats::{LabStats, LineState, LineStats};
+use self::worker::LineShared;
+use super::plan::{LabInfo, Role};
+use super::spec::LineSpec;
+use super::{netns, run_dir};
+
+/// A line being emulated.
+struct Line {
+    shared: Arc<LineShared>,
+    gw_side: String,
+    vps_side: String,
+}
+
+/// The seed of one direction's random decisions, from the lab's seed.
+fn direction_seed(lab_seed: u64, line_index: u8, direction: usize) -> u64 {
+    lab_seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (u64::from(line_index) << 8 | direction as u64)
+}
+
+/// Runs the emulator of lab `name` until it is told to stop (a `shutdown` request, SIGTERM or
+/// SIGINT). With `detach`, forks into the background first and returns in the parent at once.
+///
+/// Must be called before the process starts any thread (it may fork).
+pub fn run(name: &str, detach: bool) -> Result<()> {
+    let dir = run_dir(name);
+    let info_path = dir.join("lab.json");
+    let info: LabInfo = serde_json::from_slice(
+        &std::fs::read(&info_path).with_context(|| format!("reading {}", info_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", info_path.display()))?;
+
+    if detach {
+        // SAFETY: no other thread exists yet (documented precondition), so the child is a
+        // faithful copy; the parent only exits.
+        match unsafe { libc::fork() } {
+            -1 => bail!("fork: {}", std::io::Error::last_os_error()),
+            0 => {
+                // SAFETY: plain system call; the child is not a group leader, so it succeeds.
+                unsafe { libc::setsid() };
+            }
+            // The parent's only job was to let `lab up` reap it, leaving the daemon to init.
+            _ => std::process::exit(0),
+        }
+    }
+
+    netns::enter(info.netns(Role::Emu)).context("entering the emulator's namespace")?;
+    // Wake-ups on time matter more here than power: ask the kernel for 1 µs timer slack.
+    // SAFETY: plain prctl with an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000, 0, 0, 0) };
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&shutdown))
+            .context("installing signal handlers")?;
+    }
+
+    let mut lines = Vec::new();
+    let mut threads = Vec::new();
+    for l in &info.lines {
+        let spec = LineSpec {
+            name: l.name.clone(),
+            upstream: l.upstream.spec.clone(),
+            downstream: l.downstream.spec.clone(),
+        };
+        let gw_side = format!("g-{}", l.name);
+        let vps_side = format!("v-{}", l.name);
+        let sockets = [
+            PacketSocket::bind(&gw_side)
+                .with_context(|| format!("opening a packet socket on {gw_side}"))?,
+            PacketSocket::bind(&vps_side)
+                .with_context(|| format!("opening a packet socket on {vps_side}"))?,
+        ];
+        let shared = Arc::new(LineShared::new(&spec).context("creating an eventfd")?);
+        let seeds = [
+            direction_seed(info.seed, l.index, 0),
+            direction_seed(info.seed, l.index, 1),
+        ];
+        let (s, stop) = (Arc::clone(&shared), Arc::clone(&shutdown));
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("line-{}", l.name))
+                .spawn(move || worker::run(&s, &sockets, seeds, &stop))
+                .context("starting a line thread")?,
+        );
+        lines.push(Line {
+            shared,
+            gw_side,
+            vps_side,
+        });
+    }
+
+    let sock = &info.emulator.control;
+    let _ = std::fs::remove_file(sock);
+    let listener =
+        UnixListener::bind(sock).with_context(|| format!("binding {}", sock.display()))?;
+    listener.set_nonblocking(true)?;
+    std::fs::write(
+        dir.join("emulator.pid"),
+        format!("{}\n", std::process::id()),
+    )?;
+    tracing::info!(lab = name, lines = lines.len(), "emulator running");
+
+    let started = Instant::now();
+    while !shutdown.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if let Err(e) = serve(&stream, &info, &lines, started, &shutdown) {
+                    tracing::warn!("control connection: {e}");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                wait_readable(&listener, Duration::from_millis(100));
+            }
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    shutdown.store(true, Ordering::Relaxed);
+    for l in &lines {
+        l.shared.poke();
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let _ = std::fs::remove_file(sock);
+    let _ = std::fs::remove_file(dir.join("emulator.pid"));
+    tracing::info!(lab = name, "emulator stopped");
+    Ok(())
+}
+
+fn wait_readable(listener: &UnixListener, timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(100);
+    // SAFETY: one live pollfd.
+    unsafe { libc::poll(&raw mut fd, 1, ms) };
+}
+
+fn serve(
+    stream: &UnixStream,
+    info: &LabInfo,
+    lines: &[Line],
+    started: Instant,
+    shutdown: &AtomicBool,
+) -> Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut request = String::new();
+    BufReader::new(stream).read_line(&mut request)?;
+    let response = match serde_json::from_str::<Request>(&request) {
+        Ok(req) => {
+            tracing::debug!(?req, "control request");
+            handle(req, info, lines, started, shutdown)
+        }
+        Err(e) => Response::error(format!("bad request: {e}")),
+    };
+    let mut out = serde_json::to_vec(&response)?;
+    out.push(b'\n');
+    let mut w = stream;
+    w.write_all(&out)?;
+    Ok(())
+}
+
+fn find<'a>(lines: &'a [Line], name: &str) -> Result<&'a Line, Response> {
+    lines.iter().find(|l| l.shared.name == name).ok_or_else(|| {
+        let known: Vec<&str> = lines.iter().map(|l| l.shared.name.as_str()).collect();
+        Response::error(format!(
+            "unknown line `{name}` (lines: {})",
+            known.join(", ")
+        ))
+    })
+}
+
+fn handle(
+    req: Request,
+    info: &LabInfo,
+    lines: &[Line],
+    started: Instant,
+    shutdown: &AtomicBool,
+) -> Response {
+    match req {
+        Request::Ping => Response {
+            pid: Some(std::process::id()),
+            ..Response::ok()
+        },
+        Request::Shutdown => {
+            shutdown.store(true, Ordering::Relaxed);
+            Response::ok()
+        }
+        Request::Stats => Response {
+            stats: Some(stats(info, lines, started)),
+            ..Response::ok()
+        },
+        Request::State { line, state } => {
+            let l = match find(lines, &line) {
+                Ok(l) => l,
+                Err(r) => return r,
+            };
+            match set_state(l, state) {
+                Ok(()) => {
+                    tracing::info!(line, %state, "line state changed");
+                    Response::ok()
+                }
+                Err(e) => Response::error(format!("line `{line}`: {e}")),
+            }
+        }
+        Request::Set { line, settings } => {
+            let l = match find(lines, &line) {
+                Ok(l) => l,
+                Err(r) => return r,
+            };
+            let (dirs, changes) = match LineChanges::parse(&settings) {
+                Ok(c) => c,
+                Err(e) => return Response::error(e),
+            };
+            // Validate on a copy so a bad combination changes nothing.
+            let mut params = {
+                let c = l
+                    .shared
+                    .control
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                c.params.clone()
+            };
+            for (k, p) in params.iter_mut().enumerate() {
+                if dirs.includes(k) {
+                    changes.apply(p);
+                }
+            }
+            let check = LineSpec {
+                name: line.clone(),
+                upstream: params[0].clone(),
+                downstream: params[1].clone(),
+            };
+            if let Err(e) = check.validate() {
+                return Response::error(e.to_string());
+            }
+            match l.shared.update(|c| c.params = params) {
+                Ok(()) => {
+                    tracing::info!(line, ?settings, "line settings changed");
+                    Response::ok()
+                }
+                Err(e) => Response::error(format!("line `{line}`: {e}")),
+            }
+        }
+    }
+}
+
+/// Changes a line's state. Going down, the worker first stops carrying (and forgets what was in
+/// flight), then the links lose carrier; coming up, the reverse.
+fn set_state(l: &Line, state: LineState) -> std::io::Result<()> {
+    let links_up = state != LineState::Down;
+    if links_up {
+        set_link_up(&l.gw_side, true)?;
+        set_link_up(&l.vps_side, true)?;
+    }
+    l.shared.update(|c| c.state = state)?;
+    if !links_up {
+        set_link_up(&l.gw_side, false)?;
+        set_link_up(&l.vps_side, false)?;
+    }
+    Ok(())
+}
+
+fn stats(info: &LabInfo, lines: &[Line], started: Instant) -> LabStats {
+    LabStats {
+        lab: info.name.clone(),
+        uptime_s: started.elapsed().as_secs_f64(),
+        lines: lines
+            .iter()
+            .map(|l| {
+                let c = l
+                    .shared
+                    .control
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                LineStats {
+                    name: l.shared.name.clone(),
+                    state: c.state,
+                    upstream: l.shared.counters[0].snapshot(c.params[0].clone()),
+                    downstream: l.shared.counters[1].snapshot(c.params[1].clone()),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Asks the emulator behind `control` whether it runs; returns its pid.
+pub fn ping(control: &Path) -> Result<u32, control::ControlError> {
+    let r = control::request(control, &Request::Ping, Duration::from_secs(2))?;
+    Ok(r.pid.unwrap_or(0))
+}

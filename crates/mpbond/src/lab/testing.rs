@@ -1,0 +1,246 @@
+//! Labs for tests: each [`TestLab`] gets a unique name, holds a machine-wide lock so that labs of
+//! concurrent tests (threads or processes) do not measure each other's load, and is always torn
+//! down when dropped, including when the test panics. Labs left by a test process that was
+//! killed are removed by the next one.
+//!
+//! ```no_run
+//! use mpbond::lab::testing::{TestLab, skip_unless_root};
+//!
+//! // In an integration test, `mpbond_exe` is `env!("CARGO_BIN_EXE_mpbond")`.
+//! fn line_answers_pings(mpbond_exe: &str) {
+//!     if skip_unless_root("line_answers_pings") {
+//!         return;
+//!     }
+//!     let lab = TestLab::up(mpbond_exe, &["dsl:20mbit:10ms"]);
+//!     let out = lab.cmd(mpbond::lab::Role::Gw, "ping").args(["-c1", "10.1.0.1"]).output().unwrap();
+//!     assert!(out.status.success());
+//! } // the lab is removed here, also if an assertion failed
+//! ```
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::spec::{LabSpec, LineSpec};
+use super::{LabInfo, LabStats, LineState, Role, netns};
+
+/// Prefix of test lab names: `t<pid>-<n>`.
+const PREFIX: char = 't';
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Returns true, after saying so on the terminal, when the test must be skipped because it is
+/// not running as root. The message goes straight to stderr so that `cargo test` shows it even
+/// though it captures test output.
+#[must_use]
+pub fn skip_unless_root(test: &str) -> bool {
+    if netns::is_root() {
+        return false;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs root to create network namespaces (CI runs it as root)"
+    );
+    true
+}
+
+/// The machine-wide right to run lab tests: held, no other lab test runs. [`TestLab`] takes it;
+/// tests that build labs through the command line take it themselves.
+#[derive(Debug)]
+pub struct Serial(#[expect(dead_code, reason = "held for its lock")] File);
+
+/// Waits for, then takes, the right to run lab tests. Also removes labs left by test processes
+/// that were killed.
+#[must_use]
+pub fn serial() -> Serial {
+    let s = Serial(serial_lock());
+    remove_stale();
+    s
+}
+
+/// A lab name no other test uses: `t<pid>-<n>`.
+#[must_use]
+pub fn unique_name() -> String {
+    format!(
+        "{PREFIX}{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes lab `.0` when dropped, whether or not it still exists: for tests that build labs
+/// through the command line.
+#[derive(Debug)]
+pub struct DownOnDrop(pub String);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        if super::run_dir(&self.0).exists() || !super::existing_namespaces(&self.0).is_empty() {
+            if let Err(e) = super::down(&self.0) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "warning: removing test lab {}: {e}",
+                    self.0
+                );
+            }
+        }
+    }
+}
+
+/// A lab that exists for the life of a test.
+#[derive(Debug)]
+pub struct TestLab {
+    info: LabInfo,
+    exe: PathBuf,
+    _serial: Serial,
+}
+
+impl TestLab {
+    /// Builds a lab with `lines` (`--line` syntax) or the default two lines when empty, running
+    /// the emulator from `exe` (pass `env!("CARGO_BIN_EXE_mpbond")`).
+    ///
+    /// # Panics
+    /// When the lab cannot be built: the test cannot go on.
+    #[must_use]
+    pub fn up(exe: impl AsRef<Path>, lines: &[&str]) -> Self {
+        let lines: Vec<LineSpec> = lines
+            .iter()
+            .map(|l| LineSpec::parse(l).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        Self::with_lines(exe, lines)
+    }
+
+    /// Builds a lab with the given lines (the default pair when empty).
+    ///
+    /// # Panics
+    /// When the lab cannot be built.
+    #[must_use]
+    pub fn with_lines(exe: impl AsRef<Path>, lines: Vec<LineSpec>) -> Self {
+        let serial = serial();
+        let name = unique_name();
+        let lines = if lines.is_empty() {
+            LabSpec::default_lines()
+        } else {
+            lines
+        };
+        let spec = LabSpec {
+            name,
+            seed: 1,
+            lines,
+        };
+        let info =
+            super::up(&spec, exe.as_ref()).unwrap_or_else(|e| panic!("lab up {}: {e}", spec.name));
+        TestLab {
+            info,
+            exe: exe.as_ref().to_owned(),
+            _serial: serial,
+        }
+    }
+
+    /// The lab's description.
+    #[must_use]
+    pub fn info(&self) -> &LabInfo {
+        &self.info
+    }
+
+    /// The lab's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// A command that runs `program` in host `role`.
+    #[must_use]
+    pub fn cmd(&self, role: Role, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.info.netns(role), program]);
+        c
+    }
+
+    /// A command that runs the `mpbond` binary (the one that runs the emulator) with `args`.
+    #[must_use]
+    pub fn mpbond(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.args(args);
+        c
+    }
+
+    /// Takes a line down, up, or blackholes it.
+    ///
+    /// # Panics
+    /// When the emulator refuses.
+    pub fn set_state(&self, line: &str, state: LineState) {
+        super::set_line_state(self.name(), line, state).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Changes a line's settings (`loss=5`, `rate=10mbit`, ...).
+    ///
+    /// # Panics
+    /// When the emulator refuses.
+    pub fn set(&self, line: &str, settings: &[&str]) {
+        let s: Vec<String> = settings.iter().map(|s| (*s).to_owned()).collect();
+        super::set_line(self.name(), line, &s).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The emulator's counters.
+    ///
+    /// # Panics
+    /// When the emulator does not answer.
+    #[must_use]
+    pub fn stats(&self) -> LabStats {
+        super::stats(self.name()).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if let Err(e) = super::down(&self.info.name) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: removing test lab {}: {e}",
+                self.info.name
+            );
+        }
+    }
+}
+
+/// Blocks until no other test lab exists on this machine, then holds that right.
+fn serial_lock() -> File {
+    std::fs::create_dir_all(super::RUN_BASE).unwrap_or_else(|e| panic!("{}: {e}", super::RUN_BASE));
+    let path = Path::new(super::RUN_BASE).join(".tests.lock");
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // SAFETY: `f` is an open file; flock blocks until the lock is ours.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(
+        r,
+        0,
+        "flock {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    f
+}
+
+/// Removes test labs whose test process is gone (it was killed before its labs' `Drop` ran).
+fn remove_stale() {
+    for lab in super::list() {
+        let owner = lab
+            .name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if let Some(pid) = owner {
+            if pid != std::process::id() && !netns::alive(pid) {
+                let _ = super::down(&lab.name);
+            }
+        }
+    }
+}

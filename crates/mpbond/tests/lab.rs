@@ -1,0 +1,700 @@
+//! The lab and its link emulator, measured against their settings in real network namespaces.
+//!
+//! Every test here needs root (network namespaces); without it each says so and passes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first surprise"
+)]
+
+use std::net::IpAddr;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use mpbond::lab::emulator::packet_socket::clock_ns;
+use mpbond::lab::measure::{UdpStream, expected_goodput, tcp_goodput_per_line};
+use mpbond::lab::testing::{DownOnDrop, TestLab, serial, skip_unless_root, unique_name};
+use mpbond::lab::{LabInfo, LineState, Role, netns, run_dir};
+
+const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
+
+/// The two lines the issue measures the emulator with.
+const LINES: [&str; 2] = ["dsl:20mbit:10ms", "lte:10mbit:40ms"];
+
+fn realtime() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// Runs `mpbond args...`.
+fn mpbond(args: &[&str]) -> Output {
+    Command::new(EXE).args(args).output().expect("run mpbond")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts that a command failed with exactly one line of error output.
+fn assert_one_line_failure(o: &Output, expect_in_message: &str) {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error is not one line: {err:?}"
+    );
+    assert!(
+        err.contains(expect_in_message),
+        "error does not mention `{expect_in_message}`: {err}"
+    );
+}
+
+/// Round-trip times (ms) of `count` pings from the gateway to `dst`, after one warm-up ping that
+/// resolves the neighbour.
+fn ping(lab: &TestLab, dst: IpAddr, count: usize) -> Vec<f64> {
+    let _ = lab
+        .cmd(Role::Gw, "ping")
+        .args(["-n", "-c1", "-W2", &dst.to_string()])
+        .output();
+    let out = lab
+        .cmd(Role::Gw, "ping")
+        .args([
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.05",
+            "-W2",
+            &dst.to_string(),
+        ])
+        .output()
+        .expect("ping (install iputils-ping)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn ping_rtt_is_twice_the_line_delay() {
+    if skip_unless_root("ping_rtt_is_twice_the_line_delay") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &LINES);
+    for (line, delay_ms) in [("dsl", 10.0), ("lte", 40.0)] {
+        for v6 in [false, true] {
+            let dst = lab.info().vps_line_addr(line, v6).unwrap();
+            let rtts = ping(&lab, dst, 20);
+            assert_eq!(rtts.len(), 20, "{line} {dst}: lost pings: {rtts:?}");
+            let want = 2.0 * delay_ms;
+            let tolerance = 1.0 + 0.05 * want;
+            let avg = rtts.iter().sum::<f64>() / rtts.len() as f64;
+            let min = rtts.iter().copied().fold(f64::MAX, f64::min);
+            let within = rtts
+                .iter()
+                .filter(|r| (*r - want).abs() <= tolerance)
+                .count();
+            eprintln!(
+                "{line} {dst}: avg {avg:.3} ms, min {min:.3} ms, want {want} ± {tolerance:.2}"
+            );
+            assert!(
+                (avg - want).abs() <= tolerance,
+                "{line} {dst}: average {avg:.3} ms, want {want} ± {tolerance}"
+            );
+            assert!(
+                min >= want - 0.05,
+                "{line} {dst}: {min:.3} ms is faster than the line"
+            );
+            assert!(
+                within >= 18,
+                "{line} {dst}: only {within}/20 pings within tolerance: {rtts:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tcp_goodput_of_one_flow_reaches_each_line_rate() {
+    if skip_unless_root("tcp_goodput_of_one_flow_reaches_each_line_rate") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &LINES);
+    for upstream in [true, false] {
+        let goodputs = tcp_goodput_per_line(
+            lab.info(),
+            upstream,
+            Duration::from_secs(6),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        for (l, g) in lab.info().lines.iter().zip(goodputs) {
+            let (line, got) = (&l.name, g.bps());
+            let rate = if upstream {
+                l.upstream.spec.rate
+            } else {
+                l.downstream.spec.rate
+            };
+            let want = expected_goodput(rate, false);
+            let dir = if upstream { "upstream" } else { "downstream" };
+            eprintln!(
+                "{line} {dir}: {:.2} Mbit/s of {:.2} expected",
+                got / 1e6,
+                want / 1e6
+            );
+            assert!(
+                (got - want).abs() <= 0.10 * want,
+                "{line} {dir}: {got:.0} bit/s, expected {want:.0} ± 10 %"
+            );
+        }
+    }
+    let stats = lab.stats();
+    for l in &stats.lines {
+        for d in [&l.upstream, &l.downstream] {
+            assert_eq!(d.dropped.overrun, 0, "{}: the emulator fell behind", l.name);
+            assert_eq!(d.dropped.error, 0, "{}: send errors", l.name);
+        }
+    }
+}
+
+#[test]
+fn random_loss_matches_the_setting_in_both_directions() {
+    if skip_unless_root("random_loss_matches_the_setting_in_both_directions") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &LINES);
+    let info = lab.info();
+    lab.set("dsl", &["loss=5"]);
+    let n: u64 = 20_000;
+    for (from, to, dst) in [
+        (
+            Role::Gw,
+            Role::Vps,
+            info.vps_line_addr("dsl", false).unwrap(),
+        ),
+        (
+            Role::Vps,
+            Role::Gw,
+            info.gw_line_addr("dsl", false).unwrap(),
+        ),
+    ] {
+        let before = lab.stats();
+        let stream =
+            UdpStream::start(info, from, to, dst, Duration::from_micros(100), 100, n).unwrap();
+        while !stream.is_finished() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let report = stream.stop().unwrap();
+        let after = lab.stats();
+        assert_eq!(report.sent_at.len() as u64, n);
+        let lost = report.lost() as u64;
+        // Binomial(20000, 0.05): mean 1000, sd 30.8; accept 5 sd either side.
+        eprintln!("{from}->{to}: lost {lost} of {n}");
+        assert!(
+            (846..=1154).contains(&lost),
+            "{from}->{to}: {lost} of {n} lost, expected 1000 ± 154"
+        );
+        // Every loss is one the emulator decided; nothing else dropped anything.
+        let dir = |s: &mpbond::lab::LabStats| {
+            let l = s.line("dsl").unwrap();
+            if from == Role::Gw {
+                l.upstream.dropped.loss
+            } else {
+                l.downstream.dropped.loss
+            }
+        };
+        assert_eq!(
+            dir(&after) - dir(&before),
+            lost,
+            "{from}->{to}: emulator counted other losses than the receiver saw"
+        );
+    }
+    lab.set("dsl", &["loss=0"]);
+    let rtts = ping(&lab, info.vps_line_addr("dsl", false).unwrap(), 20);
+    assert_eq!(rtts.len(), 20, "loss=0 restored, yet pings were lost");
+}
+
+/// Whether interface `ifname` in `role` has carrier (operstate UP).
+fn carrier(lab: &TestLab, role: Role, ifname: &str) -> bool {
+    let out = lab
+        .cmd(role, "ip")
+        .args(["-j", "link", "show", ifname])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["operstate"] == "UP"
+}
+
+/// Cuts `line` with `state` while a UDP stream crosses it, then brings it back, and checks that
+/// nothing arrived from the moment the cut returned until the line came back, and that traffic
+/// resumed promptly.
+fn outage(state: LineState) {
+    let lab = TestLab::up(EXE, &LINES);
+    let info = lab.info();
+    let line = "lte";
+    let rtt_ms = 80;
+    let dst = info.vps_line_addr(line, false).unwrap();
+    let stream = UdpStream::start(
+        info,
+        Role::Gw,
+        Role::Vps,
+        dst,
+        Duration::from_millis(1),
+        64,
+        10_000,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    lab.set_state(line, state);
+    let cut = realtime();
+    assert_eq!(
+        carrier(&lab, Role::Gw, line),
+        state == LineState::Blackhole,
+        "carrier during {state}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let before_up = lab.stats();
+    lab.set_state(line, LineState::Up);
+    let restored = realtime();
+    assert!(carrier(&lab, Role::Gw, line), "carrier after up");
+    std::thread::sleep(Duration::from_millis(1800));
+    let report = stream.stop().unwrap();
+
+    let during: Vec<_> = report
+        .received
+        .iter()
+        .filter(|(_, at)| *at > cut && *at < restored)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "{} datagrams arrived while the line was {state}: {:?}",
+        during.len(),
+        &during[..during.len().min(5)]
+    );
+    let before = report.received.iter().filter(|(_, at)| *at <= cut).count();
+    assert!(before > 300, "only {before} datagrams before the cut");
+    let first_after = report
+        .received
+        .iter()
+        .map(|(_, at)| *at)
+        .filter(|at| *at >= restored)
+        .min();
+    let first_after = first_after.expect("no datagram after the line came back");
+    let resume_ms = (first_after - restored) / 1_000_000;
+    eprintln!("{state}: traffic resumed {resume_ms} ms after up");
+    // With carrier kept (blackhole), traffic flows again within a round trip. After carrier
+    // loss the gateway's kernel has flushed its neighbour entry and retries address resolution
+    // every second (`neigh.*.retrans_time_ms`): up to that second, plus a round trip for the
+    // resolution and one for the data.
+    let bound = if state == LineState::Down {
+        1000 + 2 * rtt_ms + 100
+    } else {
+        rtt_ms + 100
+    };
+    assert!(
+        resume_ms <= bound,
+        "traffic resumed {resume_ms} ms after `up` (bound {bound} ms)"
+    );
+    let late = restored + (bound + 100) * 1_000_000;
+    let sent_late: Vec<u64> = (0u64..)
+        .zip(&report.sent_at)
+        .filter(|&(_, &at)| at > late)
+        .map(|(seq, _)| seq)
+        .collect();
+    let got_late = report
+        .received
+        .iter()
+        .filter(|(s, _)| sent_late.binary_search(s).is_ok())
+        .count();
+    assert!(
+        got_late * 100 >= sent_late.len() * 99,
+        "after up: {got_late} of {} received",
+        sent_late.len()
+    );
+    let l = before_up.line(line).unwrap();
+    assert_eq!(l.state, state);
+    assert!(
+        l.upstream.dropped.down > 0,
+        "the emulator did not count the drops"
+    );
+}
+
+#[test]
+fn line_down_stops_traffic_at_once_and_up_restores_it() {
+    if skip_unless_root("line_down_stops_traffic_at_once_and_up_restores_it") {
+        return;
+    }
+    outage(LineState::Down);
+}
+
+#[test]
+fn line_blackhole_drops_silently_with_carrier_up() {
+    if skip_unless_root("line_blackhole_drops_silently_with_carrier_up") {
+        return;
+    }
+    outage(LineState::Blackhole);
+}
+
+#[test]
+fn topology_routes_lan_to_web_and_keeps_lines_apart() {
+    if skip_unless_root("topology_routes_lan_to_web_and_keeps_lines_apart") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &LINES);
+    let info = lab.info();
+    for v6 in [false, true] {
+        let web = info.addr(Role::Web, v6).unwrap();
+        let out = lab
+            .cmd(Role::Lan, "ping")
+            .args(["-n", "-c2", "-i0.2", "-W2", &web.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "lan cannot reach web at {web}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // Traffic to the vps's address on one line crosses that line only.
+    let before = lab.stats();
+    let rtts = ping(&lab, info.vps_line_addr("lte", false).unwrap(), 10);
+    assert_eq!(rtts.len(), 10);
+    let after = lab.stats();
+    let crossed = |name: &str| {
+        after.line(name).unwrap().upstream.delivered_packets
+            - before.line(name).unwrap().upstream.delivered_packets
+    };
+    assert!(crossed("lte") >= 11, "pings did not cross lte");
+    assert_eq!(crossed("dsl"), 0, "pings to lte's address crossed dsl");
+}
+
+#[test]
+fn offloads_are_off_on_every_lab_veth() {
+    if skip_unless_root("offloads_are_off_on_every_lab_veth") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &LINES);
+    for role in Role::ALL {
+        for i in &lab.info().hosts.get(role).interfaces {
+            let out = lab
+                .cmd(role, "ethtool")
+                .args(["-k", &i.name])
+                .output()
+                .expect("ethtool (install ethtool)");
+            let text = String::from_utf8_lossy(&out.stdout);
+            for feature in [
+                "tcp-segmentation-offload",
+                "generic-segmentation-offload",
+                "generic-receive-offload",
+                "tx-checksumming",
+                "rx-checksumming",
+            ] {
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with(&format!("{feature}:")))
+                    .unwrap_or_else(|| panic!("{role}/{}: no {feature}", i.name));
+                assert!(line.contains(": off"), "{role}/{}: {line}", i.name);
+            }
+        }
+    }
+}
+
+/// Interfaces of the root namespace, by name.
+fn root_links() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-j", "link", "show"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+fn assert_nothing_left(name: &str, pids: &[u32]) {
+    for role in Role::ALL {
+        assert!(
+            !netns::exists(&role.netns(name)),
+            "namespace {} left behind",
+            role.netns(name)
+        );
+    }
+    assert!(!run_dir(name).exists(), "state directory left behind");
+    for &pid in pids {
+        assert!(!netns::alive(pid), "process {pid} left behind");
+    }
+    assert!(
+        mpbond::lab::list().iter().all(|l| l.name != name),
+        "lab still listed"
+    );
+}
+
+#[test]
+fn lab_down_leaves_no_namespace_link_or_process() {
+    if skip_unless_root("lab_down_leaves_no_namespace_link_or_process") {
+        return;
+    }
+    let _serial = serial();
+    let name = unique_name();
+    let _cleanup = DownOnDrop(name.clone());
+    let links_before = root_links();
+    let up = mpbond(&[
+        "lab",
+        "up",
+        "--name",
+        &name,
+        "--line",
+        "a:50mbit:1ms",
+        "--line",
+        "b:5mbit:30ms:loss=1",
+    ]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    let info: LabInfo = serde_json::from_slice(&up.stdout).unwrap();
+    assert!(netns::alive(info.emulator.pid));
+    assert!((info.lines[1].nominal.spec.loss - 1.0).abs() < 1e-12);
+    // A process the user started in a host must not survive the lab either.
+    let mut sleeper = Command::new(EXE)
+        .args(["lab", "exec", &name, "web", "--", "sleep", "600"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let in_web = netns::pids(&Role::Web.netns(&name));
+    assert!(!in_web.is_empty(), "the sleeper did not start in web");
+    let listed = mpbond(&["lab", "list", "--json"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&name));
+
+    let down = mpbond(&["lab", "down", &name]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    let _ = sleeper.wait();
+    let mut pids = in_web;
+    pids.push(info.emulator.pid);
+    assert_nothing_left(&name, &pids);
+    assert_eq!(
+        root_links(),
+        links_before,
+        "links changed in the root namespace"
+    );
+    // Removing it again is an error, not a silent success.
+    assert_one_line_failure(&mpbond(&["lab", "down", &name]), "no lab named");
+}
+
+#[test]
+fn lab_down_cleans_up_after_a_crashed_run() {
+    if skip_unless_root("lab_down_cleans_up_after_a_crashed_run") {
+        return;
+    }
+    let _serial = serial();
+    let name = unique_name();
+    let _cleanup = DownOnDrop(name.clone());
+    let up = mpbond(&["lab", "up", "--name", &name]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    let info: LabInfo = serde_json::from_slice(&up.stdout).unwrap();
+    // The emulator dies hard, and the state directory vanishes: only namespaces remain.
+    // SAFETY: plain kill of a pid we own.
+    unsafe {
+        libc::kill(
+            libc::pid_t::try_from(info.emulator.pid).unwrap(),
+            libc::SIGKILL,
+        )
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::remove_dir_all(run_dir(&name)).unwrap();
+    let listed = mpbond::lab::list();
+    let broken = listed
+        .iter()
+        .find(|l| l.name == name)
+        .expect("leftover not listed");
+    assert_eq!(broken.status, "broken");
+    // A new lab of that name is refused until the leftover is removed.
+    assert_one_line_failure(&mpbond(&["lab", "up", "--name", &name]), "already exists");
+    let down = mpbond(&["lab", "down", &name]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert_nothing_left(&name, &[info.emulator.pid]);
+}
+
+#[test]
+fn a_failed_build_leaves_nothing_half_built() {
+    if skip_unless_root("a_failed_build_leaves_nothing_half_built") {
+        return;
+    }
+    let _serial = serial();
+    let name = unique_name();
+    let _cleanup = DownOnDrop(name.clone());
+    let out = Command::new(EXE)
+        .args(["lab", "up", "--name", &name])
+        .env(mpbond::lab::FAULT_ENV, "after-links")
+        .output()
+        .unwrap();
+    assert_one_line_failure(&out, "fault injected");
+    assert_nothing_left(&name, &[]);
+}
+
+#[test]
+fn bad_input_gets_a_one_line_error_and_changes_nothing() {
+    // Parsing errors come before any privilege check: these run as any user.
+    assert_one_line_failure(
+        &mpbond(&["lab", "up", "--name", "x", "--line", "dsl:20mb:10ms"]),
+        "invalid rate",
+    );
+    assert_one_line_failure(
+        &mpbond(&["lab", "up", "--name", "x", "--line", "dsl:fast:10ms"]),
+        "invalid rate",
+    );
+    assert_one_line_failure(
+        &mpbond(&["lab", "up", "--name", "x", "--line", "dsl:20mbit"]),
+        "NAME:RATE:DELAY",
+    );
+    assert_one_line_failure(
+        &mpbond(&[
+            "lab",
+            "up",
+            "--name",
+            "x",
+            "--line",
+            "a:1mbit:1ms",
+            "--line",
+            "a:2mbit:1ms",
+        ]),
+        "defined twice",
+    );
+    assert_one_line_failure(
+        &mpbond(&["lab", "up", "--name", "Bad_Name"]),
+        "invalid lab name",
+    );
+    assert_one_line_failure(&mpbond(&["lab", "up"]), "--name");
+    assert_one_line_failure(
+        &mpbond(&["lab", "up", "--name", "x", "--config", "/nonexistent.toml"]),
+        "cannot read lab config",
+    );
+    assert_one_line_failure(
+        &mpbond(&["lab", "exec", "x", "server", "--", "true"]),
+        "unknown host",
+    );
+
+    // Missing privileges: as an unprivileged user, nothing gets built.
+    let name = unique_name();
+    let mut as_nobody = Command::new(EXE);
+    as_nobody.args(["lab", "up", "--name", &name]);
+    if netns::is_root() {
+        use std::os::unix::process::CommandExt;
+        as_nobody.uid(65534).gid(65534);
+    }
+    assert_one_line_failure(&as_nobody.output().unwrap(), "needs root");
+    assert!(Role::ALL.iter().all(|r| !netns::exists(&r.netns(&name))));
+
+    if skip_unless_root("bad_input_gets_a_one_line_error_and_changes_nothing (root part)") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &LINES);
+    let name = lab.name().to_owned();
+    assert_one_line_failure(
+        &mpbond(&["lab", "line", &name, "wifi", "down"]),
+        "unknown line `wifi` (lines: dsl, lte)",
+    );
+    assert_one_line_failure(
+        &mpbond(&["lab", "line", &name, "dsl", "set", "rate=20mb"]),
+        "invalid rate",
+    );
+    assert_one_line_failure(
+        &mpbond(&["lab", "line", &name, "dsl", "set", "jitter=50ms"]),
+        "larger than the delay",
+    );
+    assert_one_line_failure(
+        &mpbond(&["lab", "line", &name, "dsl", "sideways"]),
+        "unknown line action",
+    );
+    assert_one_line_failure(
+        &mpbond(&["lab", "line", "nosuchlab", "dsl", "down"]),
+        "no lab named",
+    );
+    // A second lab of the same name is refused, and the first keeps working.
+    assert_one_line_failure(&mpbond(&["lab", "up", "--name", &name]), "already exists");
+    let rtts = ping(&lab, lab.info().vps_line_addr("dsl", false).unwrap(), 5);
+    assert_eq!(rtts.len(), 5, "the existing lab broke");
+    // The refused `set` changed nothing.
+    let s = lab.stats();
+    assert_eq!(
+        s.line("dsl").unwrap().upstream.settings.jitter,
+        Duration::ZERO
+    );
+}
+
+#[test]
+fn lab_exec_runs_commands_in_a_host_and_returns_their_status() {
+    if skip_unless_root("lab_exec_runs_commands_in_a_host_and_returns_their_status") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &LINES);
+    let out = mpbond(&[
+        "lab",
+        "exec",
+        lab.name(),
+        "gw",
+        "--",
+        "ip",
+        "-brief",
+        "addr",
+        "show",
+        "dsl",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10.1.0.2/24"));
+    let out = mpbond(&["lab", "exec", lab.name(), "vps", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn lab_config_file_and_runtime_settings_show_in_stats() {
+    if skip_unless_root("lab_config_file_and_runtime_settings_show_in_stats") {
+        return;
+    }
+    let _serial = serial();
+    let name = unique_name();
+    let _cleanup = DownOnDrop(name.clone());
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("lab.toml");
+    std::fs::write(
+        &config,
+        "seed = 3\n[[line]]\nname = \"adsl\"\nrate = \"16mbit\"\ndelay = \"10ms\"\n[line.upstream]\nrate = \"1mbit\"\n",
+    )
+    .unwrap();
+    let up = mpbond(&[
+        "lab",
+        "up",
+        "--name",
+        &name,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    let set = mpbond(&[
+        "lab",
+        "line",
+        &name,
+        "adsl",
+        "set",
+        "delay=20ms",
+        "dir=downstream",
+    ]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    let stats = mpbond(&["lab", "stats", &name]);
+    assert!(stats.status.success());
+    let s: mpbond::lab::LabStats = serde_json::from_slice(&stats.stdout).unwrap();
+    let l = s.line("adsl").unwrap();
+    assert_eq!(l.upstream.settings.rate.bps(), 1_000_000);
+    assert_eq!(l.downstream.settings.rate.bps(), 16_000_000);
+    assert_eq!(l.upstream.settings.delay, Duration::from_millis(10));
+    assert_eq!(l.downstream.settings.delay, Duration::from_millis(20));
+    let down = mpbond(&["lab", "down", &name]);
+    assert!(down.status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

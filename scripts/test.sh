@@ -1,0 +1,15 @@
+#!/bin/sh
+# Runs every test of mpbond: formatting, lints, unit and integration tests.
+#
+# Tests that build network namespaces need root; without it they print "SKIPPED ... needs root"
+# and pass, so this script is useful (and green) as any user. CI runs it as root.
+set -eu
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+need_rust
+# The lab needs iproute2; its tests also use ping and ethtool.
+need_packages iproute2:ip iputils-ping:ping ethtool:ethtool
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
