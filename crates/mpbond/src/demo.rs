@@ -77,6 +77,9 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         args.seconds
     );
     let goodputs = downloads(info, args.seconds.max(2))?;
+    if interrupted.load(Ordering::Relaxed) {
+        bail!("interrupted (the lab was removed)");
+    }
     println!(
         "\n  {:<5} {:>12} {:>14} {:>12} {:>10}",
         "line", "configured", "goodput", "expected", "measured"

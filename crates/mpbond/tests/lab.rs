@@ -698,3 +698,150 @@ fn lab_config_file_and_runtime_settings_show_in_stats() {
     assert!(down.status.success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// One-way delays (ms) and arrival order of a UDP stream over line `line`, upstream.
+fn one_way(lab: &TestLab, line: &str, count: u64) -> (Vec<f64>, Vec<u64>) {
+    let info = lab.info();
+    let dst = info.vps_line_addr(line, false).unwrap();
+    let stream = UdpStream::start(
+        info,
+        Role::Gw,
+        Role::Vps,
+        dst,
+        Duration::from_micros(500),
+        100,
+        count,
+    )
+    .unwrap();
+    while !stream.is_finished() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = stream.stop().unwrap();
+    let mut received = report.received.clone();
+    received.sort_by_key(|&(_, at)| at);
+    let delays = received
+        .iter()
+        .map(|&(seq, at)| (at - report.sent_at[usize::try_from(seq).unwrap()]) as f64 / 1e6)
+        .collect();
+    (delays, received.iter().map(|&(seq, _)| seq).collect())
+}
+
+#[test]
+fn jitter_spreads_delay_within_bounds_and_keeps_order_unless_asked() {
+    if skip_unless_root("jitter_spreads_delay_within_bounds_and_keeps_order_unless_asked") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &["j:50mbit:20ms:jitter=5ms"]);
+    let _ = ping(&lab, lab.info().vps_line_addr("j", false).unwrap(), 1);
+    let (delays, order) = one_way(&lab, "j", 2000);
+    assert_eq!(delays.len(), 2000, "datagrams lost");
+    let min = delays.iter().copied().fold(f64::MAX, f64::min);
+    let max = delays.iter().copied().fold(0.0, f64::max);
+    eprintln!("jitter 5ms: one-way delay {min:.2}..{max:.2} ms");
+    // 20 ± 5 ms, plus the emulator's and the hosts' own small delays; order kept, which can
+    // only hold frames back, never make them early.
+    assert!(
+        min >= 15.0 && max <= 26.0,
+        "one-way delay {min:.2}..{max:.2} ms outside 20 ± 5 ms"
+    );
+    assert!(
+        max - min >= 5.0,
+        "jitter had little effect: {min:.2}..{max:.2} ms"
+    );
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "reordered without `reorder`"
+    );
+
+    lab.set("j", &["reorder=true"]);
+    let (_, order) = one_way(&lab, "j", 2000);
+    let inversions = order.windows(2).filter(|w| w[0] > w[1]).count();
+    eprintln!("with reorder: {inversions} inversions");
+    assert!(
+        inversions > 100,
+        "`reorder` asked, only {inversions} inversions"
+    );
+}
+
+#[test]
+fn overload_is_shaped_to_the_rate_with_tail_drop() {
+    if skip_unless_root("overload_is_shaped_to_the_rate_with_tail_drop") {
+        return;
+    }
+    // 1000-byte datagrams (1042-byte frames) every 0.4 ms: 20.8 Mbit/s into a 10 Mbit/s line.
+    let lab = TestLab::up(EXE, &["slow:10mbit:5ms:queue=20ms"]);
+    let info = lab.info();
+    let dst = info.vps_line_addr("slow", false).unwrap();
+    let _ = ping(&lab, dst, 1);
+    let before = lab.stats();
+    let stream = UdpStream::start(
+        info,
+        Role::Gw,
+        Role::Vps,
+        dst,
+        Duration::from_micros(400),
+        1000,
+        7500,
+    )
+    .unwrap();
+    while !stream.is_finished() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = stream.stop().unwrap();
+    let after = lab.stats();
+    let up = |s: &mpbond::lab::LabStats| s.line("slow").unwrap().upstream.clone();
+    let (b, a) = (up(&before), up(&after));
+    let arrived = a.arrived_packets - b.arrived_packets;
+    let delivered = a.delivered_packets - b.delivered_packets;
+    let queue_drops = a.dropped.queue - b.dropped.queue;
+    assert_eq!(arrived, delivered + queue_drops, "frames unaccounted for");
+    assert_eq!(
+        report.received.len() as u64,
+        delivered,
+        "the receiver saw other than what was delivered"
+    );
+    // Delivered at the line rate: first to last arrival.
+    let first = report.received.iter().map(|r| r.1).min().unwrap();
+    let last = report.received.iter().map(|r| r.1).max().unwrap();
+    let rate = (delivered - 1) as f64 * 1042.0 * 8.0 / ((last - first) as f64 / 1e9);
+    eprintln!(
+        "offered 20.8 Mbit/s: delivered {:.2} Mbit/s, {queue_drops} tail drops",
+        rate / 1e6
+    );
+    assert!(
+        (rate / 10e6 - 1.0).abs() < 0.03,
+        "delivered {rate:.0} bit/s through a 10 Mbit/s line"
+    );
+    assert!(
+        queue_drops > 2000,
+        "an overloaded queue dropped only {queue_drops}"
+    );
+    // A full 20 ms queue plus 5 ms delay bounds every datagram's one-way delay.
+    let worst = report
+        .received
+        .iter()
+        .map(|&(s, at)| at - report.sent_at[usize::try_from(s).unwrap()])
+        .max()
+        .unwrap();
+    assert!(
+        worst <= 27_000_000,
+        "one-way delay {worst} ns beyond queue + delay"
+    );
+}
+
+#[test]
+fn test_lab_is_removed_when_its_test_panics() {
+    if skip_unless_root("test_lab_is_removed_when_its_test_panics") {
+        return;
+    }
+    let mut name = String::new();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let lab = TestLab::up(EXE, &["a:10mbit:1ms"]);
+        name = lab.name().to_owned();
+        assert!(netns::exists(&Role::Emu.netns(&name)));
+        panic!("a failing test");
+    }));
+    assert!(outcome.is_err());
+    assert!(!name.is_empty());
+    assert_nothing_left(&name, &[]);
+}
