@@ -40,7 +40,7 @@ need_packages() {
 need_rust() {
     if ! command -v cargo >/dev/null 2>&1; then
         [ -x "$HOME/.cargo/bin/cargo" ] && PATH="$HOME/.cargo/bin:$PATH" && export PATH && return 0
-        echo "error: Rust is not installed; install it with rustup (https://rustup.rs), then run this again" >&2
+                echo "error: Rust (1.85 or newer) is not installed; install it with rustup (https://rustup.rs), then run this again" >&2
         exit 1
     fi
 }

@@ -103,6 +103,9 @@ pub struct UpArgs {
     /// Seed of the emulator's random loss and jitter.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Marks the lab as made by a program (`test:<pid>`), which may then remove it as stale.
+    #[arg(long, hide = true)]
+    pub owner: Option<String>,
 }
 
 /// `mpbond lab bench`
@@ -144,7 +147,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 fn run_lab(cmd: LabCommand) -> Result<ExitCode> {
     match cmd {
         LabCommand::Up(a) => {
-            let spec = LabSpec::from_parts(&a.name, a.config.as_deref(), &a.lines, a.seed)?;
+            let mut spec = LabSpec::from_parts(&a.name, a.config.as_deref(), &a.lines, a.seed)?;
+            spec.owner = a.owner;
             let exe = std::env::current_exe().context("locating the mpbond binary")?;
             let info = lab::up(&spec, &exe)?;
             println!("{}", serde_json::to_string_pretty(&info)?);

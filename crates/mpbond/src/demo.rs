@@ -18,6 +18,8 @@ use crate::lab::{self, LabGuard, Role, netns};
 use crate::units::format_duration;
 
 const LAB: &str = "demo";
+/// Marks the demo's lab, so the demo never removes a user's lab that happens to share its name.
+const OWNER: &str = "demo";
 
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> Result<ExitCode> {
@@ -29,14 +31,20 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&interrupted))?;
     }
-    if lab::list().iter().any(|l| l.name == LAB) {
-        println!("removing the lab `{LAB}` left by an earlier run");
+    if let Some(old) = lab::list().into_iter().find(|l| l.name == LAB) {
+        if old.owner.as_deref() != Some(OWNER) {
+            bail!(
+                "a lab named `{LAB}` exists and is not the demo's; remove it with `mpbond lab down {LAB}`"
+            );
+        }
+        println!("removing the lab `{LAB}` left by an earlier run of the demo");
         lab::down(LAB)?;
     }
     let spec = LabSpec {
         name: LAB.into(),
         seed: 1,
         lines: LabSpec::default_lines(),
+        owner: Some(OWNER.into()),
     };
     println!("mpbond demo: building a lab with two emulated lines\n");
     let exe = std::env::current_exe().context("locating the mpbond binary")?;

@@ -135,7 +135,7 @@ impl FromStr for Rate {
             reason,
         };
         let t = s.trim();
-        if t.eq_ignore_ascii_case("unlimited") || t == "0" {
+        if t.eq_ignore_ascii_case("unlimited") {
             return Ok(Rate::UNLIMITED);
         }
         let (num, unit) = split_number(t);
@@ -235,6 +235,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     Ok(Duration::from_nanos(total))
 }
 
+/// Parses a line setting's duration, where a bare number means milliseconds (`40` is `40ms`),
+/// as in `--line lte:10mbit:40:queue=80`.
+pub fn parse_ms_duration(s: &str) -> Result<Duration, UnitError> {
+    let t = s.trim();
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return parse_duration(&format!("{t}ms"));
+    }
+    parse_duration(t)
+}
+
 /// Formats a duration in the largest unit that keeps it exact: `10ms`, `1.5ms`, `250us`, `0ms`.
 #[must_use]
 pub fn format_duration(d: Duration) -> String {
@@ -307,7 +317,7 @@ mod tests {
     #[test]
     fn rate_refuses_malformed_and_ambiguous_input() {
         for bad in [
-            "", "mbit", "20", "20mb", "20mbps", "1..2mbit", "-1mbit", "0.5bit", "0mbit",
+            "", "0", "mbit", "20", "20mb", "20mbps", "1..2mbit", "-1mbit", "0.5bit", "0mbit",
         ] {
             let e = bad.parse::<Rate>().unwrap_err();
             assert!(matches!(e, UnitError::Rate { .. }), "{bad}: {e}");
@@ -364,6 +374,13 @@ mod tests {
         for s in ["10ms", "1.5ms", "250us", "2s", "0ms", "1.000001s"] {
             assert_eq!(format_duration(parse_duration(s).unwrap()), s);
         }
+        assert_eq!(parse_ms_duration("40").unwrap(), Duration::from_millis(40));
+        assert_eq!(
+            parse_ms_duration("0.5").unwrap(),
+            Duration::from_micros(500)
+        );
+        assert_eq!(parse_ms_duration("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_ms_duration("x").is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! One kernel TCP flow per line, all lines at once, first on shaped lines (does every line reach
 //! its rate?) and then on unshaped ones (how fast can the emulator go at all?). The emulator's own
 //! error is read from its counters: frames the kernel dropped because the emulator fell behind
-//! (overruns) and how late frames left compared with the model's schedule.
+//! (overruns, send errors, egress drops) and how late frames left compared with the model's
+//! schedule.
 
 use std::path::Path;
 use std::time::Duration;
@@ -42,8 +43,9 @@ pub struct RunResult {
     pub aggregate_goodput_bps: f64,
     /// Frames carried by the emulator per second, all lines and directions.
     pub frames_per_second: f64,
-    /// Frames the kernel dropped because the emulator did not read them in time.
-    pub overruns: u64,
+    /// Frames lost by the emulator itself: not read in time (overrun), refused at its memory
+    /// limit, failed to send, or dropped by the egress veth. A faithful emulator has none.
+    pub emulator_drops: u64,
     /// Tail drops at the emulated queues (TCP probing the line: expected on shaped runs).
     pub queue_drops: u64,
     /// 99 % of frames left less than this late, µs.
@@ -85,6 +87,7 @@ fn measure(exe: &Path, n: u8, rate: Rate, delay: Duration, seconds: u64) -> Resu
         name: format!("emubench{}", std::process::id() % 100_000),
         seed: 1,
         lines,
+        owner: Some("bench".into()),
     };
     let lab = LabGuard::up(&spec, exe)?;
     let info = &lab.info;
@@ -107,7 +110,7 @@ fn measure(exe: &Path, n: u8, rate: Rate, delay: Duration, seconds: u64) -> Resu
         lines: Vec::new(),
         aggregate_goodput_bps: 0.0,
         frames_per_second: 0.0,
-        overruns: 0,
+        emulator_drops: 0,
         queue_drops: 0,
         lateness_p99_us_below: 0,
         lateness_p999_us_below: 0,
@@ -127,7 +130,7 @@ fn measure(exe: &Path, n: u8, rate: Rate, delay: Duration, seconds: u64) -> Resu
     for l in &stats.lines {
         for d in [&l.upstream, &l.downstream] {
             frames += d.delivered_packets;
-            result.overruns += d.dropped.overrun;
+            result.emulator_drops += d.dropped.by_emulator();
             result.queue_drops += d.dropped.queue;
             result.lateness_p99_us_below =
                 result.lateness_p99_us_below.max(d.lateness.p99_us_below);
@@ -171,7 +174,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "aggregate",
         "of rate",
         "kframes/s",
-        "overruns",
+        "emu drops",
         "late p99",
         "late p99.9",
         "late max",
@@ -188,7 +191,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 |e| format!("{:.1}%", 100.0 * r.aggregate_goodput_bps / e)
             ),
             r.frames_per_second / 1000.0,
-            r.overruns,
+            r.emulator_drops,
             r.lateness_p99_us_below,
             r.lateness_p999_us_below,
             r.lateness_max_us,

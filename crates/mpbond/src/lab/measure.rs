@@ -10,7 +10,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::emulator::packet_socket::{clock_ns, timestamp};
+use super::emulator::packet_socket::{CmsgSpace, clock_ns, timestamp};
 use super::netns::in_netns;
 use super::plan::{LabInfo, Role};
 use crate::units::Rate;
@@ -342,11 +342,23 @@ impl StreamReport {
 /// A steady stream of sequence-numbered UDP datagrams from one host to another, running in the
 /// background while a test changes the lab; [`UdpStream::stop`] returns what was sent and what
 /// arrived, with kernel receive timestamps.
+///
+/// Dropping it without [`UdpStream::stop`] (a test that failed) still stops both threads, so
+/// none lingers in a removed lab's namespace.
 #[derive(Debug)]
 pub struct UdpStream {
     stop: Arc<AtomicBool>,
-    sender: JoinHandle<io::Result<Vec<u64>>>,
-    receiver: JoinHandle<io::Result<Vec<(u64, u64)>>>,
+    sender: Option<JoinHandle<io::Result<Vec<u64>>>>,
+    receiver: Option<JoinHandle<io::Result<Received>>>,
+}
+
+/// `(sequence, kernel receive time)` of each datagram a [`UdpStream`] received.
+type Received = Vec<(u64, u64)>;
+
+impl Drop for UdpStream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl UdpStream {
@@ -428,26 +440,27 @@ impl UdpStream {
         });
         Ok(UdpStream {
             stop,
-            sender,
-            receiver,
+            sender: Some(sender),
+            receiver: Some(receiver),
         })
     }
 
     /// Waits until the sender has sent everything it was allowed to (or `stop` is called).
     #[must_use]
     pub fn is_finished(&self) -> bool {
-        self.sender.is_finished()
+        self.sender.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Stops sending, waits for datagrams still in flight, and reports.
-    pub fn stop(self) -> io::Result<StreamReport> {
+    pub fn stop(mut self) -> io::Result<StreamReport> {
         self.stop.store(true, Ordering::Relaxed);
-        let sent_at = self
-            .sender
+        let gone = || io::Error::other("stream already stopped");
+        let tx = self.sender.take().ok_or_else(gone)?;
+        let rx = self.receiver.take().ok_or_else(gone)?;
+        let sent_at = tx
             .join()
             .map_err(|_| io::Error::other("sender panicked"))??;
-        let received = self
-            .receiver
+        let received = rx
             .join()
             .map_err(|_| io::Error::other("receiver panicked"))??;
         Ok(StreamReport { sent_at, received })
@@ -457,7 +470,7 @@ impl UdpStream {
 /// Reads one datagram: its sequence number and kernel receive time. `None` on timeout.
 fn recv_stamped(sock: &UdpSocket) -> io::Result<Option<(u64, u64)>> {
     let mut buf = [0u8; 2048];
-    let mut control = [0u8; 64];
+    let mut control = CmsgSpace::default();
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -466,8 +479,8 @@ fn recv_stamped(sock: &UdpSocket) -> io::Result<Option<(u64, u64)>> {
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = control.len();
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len();
     // SAFETY: `msg` points at live buffers of the lengths given.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, 0) };
     if n < 0 {

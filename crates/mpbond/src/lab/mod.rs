@@ -358,13 +358,10 @@ fn remove(name: &str) -> Result<DownReport, LabError> {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    if let Some(pid) = read_pid(&pid_file) {
-        // Only if it still is our emulator: the pid may have been reused since a crash.
-        if netns::cmdline(pid).is_some_and(|c| c.contains("emulate") && c.contains(name)) {
-            report
-                .processes
-                .extend(netns::stop_processes(&[pid], Duration::from_secs(1)));
-        }
+    if let Some(pid) = read_pid(&pid_file).filter(|&pid| is_emulator_of(pid, name)) {
+        report
+            .processes
+            .extend(netns::stop_processes(&[pid], Duration::from_secs(1)));
     }
     let namespaces = existing_namespaces(name);
     for _ in 0..3 {
@@ -397,6 +394,23 @@ fn remove(name: &str) -> Result<DownReport, LabError> {
     }
 }
 
+/// Whether process `pid` is the emulator of lab `name`: its arguments are exactly
+/// `... lab emulate NAME ...` and, while the lab's emulator namespace exists, it lives there. A
+/// pid file left by a crash may name a process that has since reused the pid.
+fn is_emulator_of(pid: u32, name: &str) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+    let argv_matches = args
+        .windows(3)
+        .any(|w| w[0] == b"lab" && w[1] == b"emulate" && w[2] == name.as_bytes());
+    let emu = netns::path(&Role::Emu.netns(name));
+    let ns_matches =
+        !emu.exists() || netns::same_namespace(&emu, &PathBuf::from(format!("/proc/{pid}/ns/net")));
+    argv_matches && ns_matches
+}
+
 /// Reads the description of a running lab.
 pub fn load(name: &str) -> Result<LabInfo, LabError> {
     spec::validate_lab_name(name)?;
@@ -418,6 +432,8 @@ pub struct LabSummary {
     pub status: &'static str,
     /// Emulator pid when running.
     pub emulator_pid: Option<u32>,
+    /// Who made it, when not a user (`test:<pid>`, `demo`, `bench`).
+    pub owner: Option<String>,
     /// Line names.
     pub lines: Vec<String>,
     /// Namespaces that exist.
@@ -454,6 +470,7 @@ pub fn list() -> Vec<LabSummary> {
             LabSummary {
                 status: if complete { "running" } else { "broken" },
                 emulator_pid: pid,
+                owner: info.as_ref().and_then(|i| i.owner.clone()),
                 lines: info
                     .map(|i| i.lines.into_iter().map(|l| l.name).collect())
                     .unwrap_or_default(),
@@ -470,6 +487,9 @@ pub fn list() -> Vec<LabSummary> {
 pub fn exec(name: &str, role: Role, argv: &[String]) -> LabError {
     if let Err(e) = spec::validate_lab_name(name) {
         return e.into();
+    }
+    if let Err(e) = require_root() {
+        return e;
     }
     let ns = role.netns(name);
     if !netns::exists(&ns) {
@@ -488,8 +508,12 @@ pub fn exec(name: &str, role: Role, argv: &[String]) -> LabError {
     ))
 }
 
+/// The control socket of lab `name`. Talking to it takes root, like everything that changes a
+/// lab (the socket is root's).
 fn control_path(name: &str) -> Result<PathBuf, LabError> {
-    Ok(load(name)?.emulator.control)
+    let path = load(name)?.emulator.control;
+    require_root()?;
+    Ok(path)
 }
 
 /// Takes line `line` of lab `name` down, up, or blackholes it. Returns once the emulator applies

@@ -277,6 +277,13 @@ fn ns_id(p: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Whether two namespace files (a `/run/netns/NAME`, a `/proc/PID/ns/net`) are the same
+/// namespace.
+#[must_use]
+pub fn same_namespace(a: &Path, b: &Path) -> bool {
+    matches!((ns_id(a), ns_id(b)), (Some(x), Some(y)) if x == y)
+}
+
 /// Processes (other than this one) whose main thread lives in namespace `name`.
 #[must_use]
 pub fn pids(name: &str) -> Vec<u32> {

@@ -312,6 +312,9 @@ pub struct LabInfo {
     pub lines: Vec<LineInfo>,
     /// The link emulator.
     pub emulator: EmulatorInfo,
+    /// Who made the lab, when not a user (see [`LabSpec::owner`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl LabInfo {
@@ -518,6 +521,7 @@ pub fn plan(spec: &LabSpec, run_dir: &std::path::Path) -> LabInfo {
             control: run_dir.join("control.sock"),
             log: run_dir.join("emulator.log"),
         },
+        owner: spec.owner.clone(),
     }
 }
 
@@ -540,6 +544,7 @@ mod tests {
             name: "t".into(),
             seed: 1,
             lines: LabSpec::default_lines(),
+            owner: None,
         }
     }
 

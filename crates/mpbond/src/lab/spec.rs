@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::{Rate, UnitError, duration_str, format_duration, parse_duration, parse_percent};
+use crate::units::{
+    Rate, UnitError, duration_str, format_duration, parse_ms_duration as parse_duration,
+    parse_percent,
+};
 
 /// At most this many lines per lab (addresses are planned per line index).
 pub const MAX_LINES: usize = 16;
@@ -97,7 +100,9 @@ pub struct DirectionSpec {
     /// One-way propagation delay added after serialisation.
     #[serde(with = "duration_str")]
     pub delay: Duration,
-    /// Each packet's delay varies uniformly within ±`jitter` (≤ `delay`).
+    /// Each packet's delay is drawn uniformly within ±`jitter` (≤ `delay`). Without `reorder`,
+    /// a packet is also held behind any earlier one, so closely spaced traffic sees delays
+    /// skewed towards `delay + jitter` (netem behaves the same way).
     #[serde(with = "duration_str")]
     pub jitter: Duration,
     /// Random loss, percent, on the wire (a lost packet still used the line's capacity).
@@ -289,6 +294,10 @@ pub struct LabSpec {
     pub seed: u64,
     /// The lines, in order; the first is the gateway's default route.
     pub lines: Vec<LineSpec>,
+    /// Who made the lab when it is not a user: `test:<pid>`, `demo`, `bench`. Tests and the
+    /// demo only ever remove labs they own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl LabSpec {
@@ -330,6 +339,7 @@ impl LabSpec {
             name: name.to_owned(),
             seed: seed.or(file.seed).unwrap_or(1),
             lines,
+            owner: None,
         };
         spec.validate()?;
         Ok(spec)
@@ -510,6 +520,14 @@ mod tests {
     }
 
     #[test]
+    fn bare_numbers_are_milliseconds() {
+        let l = LineSpec::parse("lte:10mbit:40:queue=80:jitter=2").unwrap();
+        assert_eq!(l.upstream.delay, Duration::from_millis(40));
+        assert_eq!(l.upstream.queue, Duration::from_millis(80));
+        assert_eq!(l.upstream.jitter, Duration::from_millis(2));
+    }
+
+    #[test]
     fn default_queue_holds_a_bdp() {
         let l = LineSpec::parse("sat:5mbit:300ms").unwrap();
         assert_eq!(l.upstream.queue, Duration::from_millis(600));
@@ -523,7 +541,7 @@ mod tests {
             "dsl",
             "dsl:20mbit",
             "dsl:20mb:10ms",
-            "dsl:20mbit:10",
+            "dsl:20mbit:10x",
             "dsl:20mbit:10ms:loss=200",
             "dsl:20mbit:10ms:jitter=20ms",
             "dsl:20mbit:10ms:colour=red",

@@ -30,6 +30,12 @@ use super::{LabInfo, LabStats, LineState, Role, netns};
 /// Prefix of test lab names: `t<pid>-<n>`.
 const PREFIX: char = 't';
 
+/// The owner mark of this test process's labs: `test:<pid>`.
+#[must_use]
+pub fn test_owner() -> String {
+    format!("test:{}", std::process::id())
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Returns true, after saying so on the terminal, when the test must be skipped because it is
@@ -130,6 +136,7 @@ impl TestLab {
             name,
             seed: 1,
             lines,
+            owner: Some(test_owner()),
         };
         let info =
             super::up(&spec, exe.as_ref()).unwrap_or_else(|e| panic!("lab up {}: {e}", spec.name));
@@ -230,14 +237,15 @@ fn serial_lock() -> File {
 }
 
 /// Removes test labs whose test process is gone (it was killed before its labs' `Drop` ran).
+/// Only labs marked as a test's (`owner` `test:<pid>`) are touched, never a user's.
 fn remove_stale() {
     for lab in super::list() {
-        let owner = lab
-            .name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok());
-        if let Some(pid) = owner {
+        let owner_pid = lab
+            .owner
+            .as_deref()
+            .and_then(|o| o.strip_prefix("test:"))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = owner_pid {
             if pid != std::process::id() && !netns::alive(pid) {
                 let _ = super::down(&lab.name);
             }

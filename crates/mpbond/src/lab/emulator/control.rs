@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::{LabStats, LineState};
 use crate::lab::spec::DirectionSpec;
-use crate::units::{Rate, parse_duration, parse_percent};
+use crate::units::{Rate, parse_ms_duration as parse_duration, parse_percent};
 
 /// A request to the emulator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

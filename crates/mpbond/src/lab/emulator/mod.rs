@@ -33,6 +33,24 @@ struct Line {
     shared: Arc<LineShared>,
     gw_side: String,
     vps_side: String,
+    /// `tx_dropped` of `[gw_side, vps_side]` when the emulator started.
+    tx_dropped_base: [u64; 2],
+}
+
+/// `tx_dropped` of every interface of the calling thread's namespace, from `/proc/net/dev`
+/// (which shows the reader's namespace).
+fn tx_dropped() -> std::collections::HashMap<String, u64> {
+    let text = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            // Receive: bytes packets errs drop fifo frame compressed multicast; then transmit:
+            // bytes packets errs drop ...
+            let drop = rest.split_whitespace().nth(11)?.parse().ok()?;
+            Some((name.trim().to_owned(), drop))
+        })
+        .collect()
 }
 
 /// The seed of one direction's random decisions, from the lab's seed.
@@ -52,6 +70,10 @@ pub fn run(name: &str, detach: bool) -> Result<()> {
     )
     .with_context(|| format!("parsing {}", info_path.display()))?;
 
+    let sock = &info.emulator.control;
+    if ping(sock).is_ok() {
+        bail!("lab {name} already has a running emulator");
+    }
     if detach {
         // SAFETY: no other thread exists yet (documented precondition), so the child is a
         // faithful copy; the parent only exits.
@@ -64,6 +86,15 @@ pub fn run(name: &str, detach: bool) -> Result<()> {
             // The parent's only job was to let `lab up` reap it, leaving the daemon to init.
             _ => std::process::exit(0),
         }
+    }
+    // The pid goes on record at once, so that `lab up` notices quickly if we die while setting
+    // up, and `lab down` finds us whatever happens next.
+    std::fs::write(
+        dir.join("emulator.pid"),
+        format!("{}\n", std::process::id()),
+    )?;
+    if std::env::var(super::FAULT_ENV).as_deref() == Ok("emulator") {
+        bail!("fault injected at emulator start");
     }
 
     netns::enter(info.netns(Role::Emu)).context("entering the emulator's namespace")?;
@@ -80,47 +111,15 @@ pub fn run(name: &str, detach: bool) -> Result<()> {
     let mut lines = Vec::new();
     let mut threads = Vec::new();
     for l in &info.lines {
-        let spec = LineSpec {
-            name: l.name.clone(),
-            upstream: l.upstream.spec.clone(),
-            downstream: l.downstream.spec.clone(),
-        };
-        let gw_side = format!("g-{}", l.name);
-        let vps_side = format!("v-{}", l.name);
-        let sockets = [
-            PacketSocket::bind(&gw_side)
-                .with_context(|| format!("opening a packet socket on {gw_side}"))?,
-            PacketSocket::bind(&vps_side)
-                .with_context(|| format!("opening a packet socket on {vps_side}"))?,
-        ];
-        let shared = Arc::new(LineShared::new(&spec).context("creating an eventfd")?);
-        let seeds = [
-            direction_seed(info.seed, l.index, 0),
-            direction_seed(info.seed, l.index, 1),
-        ];
-        let (s, stop) = (Arc::clone(&shared), Arc::clone(&shutdown));
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("line-{}", l.name))
-                .spawn(move || worker::run(&s, &sockets, seeds, &stop))
-                .context("starting a line thread")?,
-        );
-        lines.push(Line {
-            shared,
-            gw_side,
-            vps_side,
-        });
+        let (line, thread) = start_line(l, info.seed, &shutdown)?;
+        lines.push(line);
+        threads.push(thread);
     }
 
-    let sock = &info.emulator.control;
     let _ = std::fs::remove_file(sock);
     let listener =
         UnixListener::bind(sock).with_context(|| format!("binding {}", sock.display()))?;
     listener.set_nonblocking(true)?;
-    std::fs::write(
-        dir.join("emulator.pid"),
-        format!("{}\n", std::process::id()),
-    )?;
     tracing::info!(lab = name, lines = lines.len(), "emulator running");
 
     let started = Instant::now();
@@ -151,6 +150,51 @@ pub fn run(name: &str, detach: bool) -> Result<()> {
     let _ = std::fs::remove_file(dir.join("emulator.pid"));
     tracing::info!(lab = name, "emulator stopped");
     Ok(())
+}
+
+/// Opens the packet sockets of line `l` and starts its worker thread.
+fn start_line(
+    l: &super::plan::LineInfo,
+    lab_seed: u64,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<(Line, std::thread::JoinHandle<()>)> {
+    let spec = LineSpec {
+        name: l.name.clone(),
+        upstream: l.upstream.spec.clone(),
+        downstream: l.downstream.spec.clone(),
+    };
+    let gw_side = format!("g-{}", l.name);
+    let vps_side = format!("v-{}", l.name);
+    let sockets = [
+        PacketSocket::bind(&gw_side)
+            .with_context(|| format!("opening a packet socket on {gw_side}"))?,
+        PacketSocket::bind(&vps_side)
+            .with_context(|| format!("opening a packet socket on {vps_side}"))?,
+    ];
+    let shared = Arc::new(LineShared::new(&spec).context("creating an eventfd")?);
+    let seeds = [
+        direction_seed(lab_seed, l.index, 0),
+        direction_seed(lab_seed, l.index, 1),
+    ];
+    let (s, stop) = (Arc::clone(&shared), Arc::clone(shutdown));
+    let thread = std::thread::Builder::new()
+        .name(format!("line-{}", l.name))
+        .spawn(move || worker::run(&s, &sockets, seeds, &stop))
+        .context("starting a line thread")?;
+    let drops = tx_dropped();
+    let tx_dropped_base = [
+        drops.get(&gw_side).copied().unwrap_or(0),
+        drops.get(&vps_side).copied().unwrap_or(0),
+    ];
+    Ok((
+        Line {
+            shared,
+            gw_side,
+            vps_side,
+            tx_dropped_base,
+        },
+        thread,
+    ))
 }
 
 fn wait_readable(listener: &UnixListener, timeout: Duration) {
@@ -292,6 +336,7 @@ fn set_state(l: &Line, state: LineState) -> std::io::Result<()> {
 }
 
 fn stats(info: &LabInfo, lines: &[Line], started: Instant) -> LabStats {
+    let drops = tx_dropped();
     LabStats {
         lab: info.name.clone(),
         uptime_s: started.elapsed().as_secs_f64(),
@@ -304,11 +349,19 @@ fn stats(info: &LabInfo, lines: &[Line], started: Instant) -> LabStats {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone();
+                let mut upstream = l.shared.counters[0].snapshot(c.params[0].clone());
+                let mut downstream = l.shared.counters[1].snapshot(c.params[1].clone());
+                // Upstream leaves by the vps-side veth, downstream by the gateway-side one.
+                let egress = |ifname: &str, base: u64| {
+                    drops.get(ifname).map_or(0, |d| d.saturating_sub(base))
+                };
+                upstream.dropped.egress = egress(&l.vps_side, l.tx_dropped_base[1]);
+                downstream.dropped.egress = egress(&l.gw_side, l.tx_dropped_base[0]);
                 LineStats {
                     name: l.shared.name.clone(),
                     state: c.state,
-                    upstream: l.shared.counters[0].snapshot(c.params[0].clone()),
-                    downstream: l.shared.counters[1].snapshot(c.params[1].clone()),
+                    upstream,
+                    downstream,
                 }
             })
             .collect(),

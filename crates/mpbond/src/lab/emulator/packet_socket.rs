@@ -26,6 +26,18 @@ pub const BATCH: usize = 64;
 /// Room for one `SCM_TIMESTAMPNS` control message (and some slack for others).
 const CMSG_ROOM: usize = 64;
 
+/// A control-message buffer, aligned as `cmsghdr` requires (the `CMSG_*` walk makes references
+/// to headers inside it).
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+pub(crate) struct CmsgSpace(pub(crate) [u8; CMSG_ROOM]);
+
+impl Default for CmsgSpace {
+    fn default() -> Self {
+        CmsgSpace([0; CMSG_ROOM])
+    }
+}
+
 /// Socket buffer size asked for: a few milliseconds of a 10 Gbit/s burst, so a scheduling
 /// hiccup of the emulator does not become loss.
 const SOCKET_BUFFER: libc::c_int = 32 << 20;
@@ -223,7 +235,7 @@ impl AsRawFd for PacketSocket {
 /// Buffers and headers for one `recvmmsg` call, reused across calls.
 pub struct RecvBatch {
     buffers: Box<[[u8; MAX_FRAME]]>,
-    control: Box<[[u8; CMSG_ROOM]]>,
+    control: Box<[CmsgSpace]>,
     iovecs: Box<[libc::iovec; BATCH]>,
     headers: Box<[libc::mmsghdr; BATCH]>,
     len: usize,
@@ -264,7 +276,7 @@ impl RecvBatch {
     pub fn new() -> Self {
         RecvBatch {
             buffers: vec![[0; MAX_FRAME]; BATCH].into_boxed_slice(),
-            control: vec![[0; CMSG_ROOM]; BATCH].into_boxed_slice(),
+            control: vec![CmsgSpace::default(); BATCH].into_boxed_slice(),
             // SAFETY: all-zero iovecs and mmsghdrs are valid values.
             iovecs: Box::new(unsafe { zeroed() }),
             // SAFETY: as above.
@@ -284,7 +296,7 @@ impl RecvBatch {
             h.msg_hdr.msg_namelen = 0;
             h.msg_hdr.msg_iov = &raw mut self.iovecs[i];
             h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.control[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_control = self.control[i].0.as_mut_ptr().cast();
             h.msg_hdr.msg_controllen = CMSG_ROOM;
             h.msg_hdr.msg_flags = 0;
         }

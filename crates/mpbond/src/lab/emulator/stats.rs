@@ -33,6 +33,8 @@ pub struct DirCounters {
     /// Dropped by the kernel before the emulator could read them (socket buffer full): an
     /// emulator that keeps up has none.
     pub dropped_overrun: AtomicU64,
+    /// Refused because the emulator already held its limit of frames for this direction.
+    pub dropped_memory: AtomicU64,
     /// Frames waiting in the queue or on the wire right now.
     pub in_flight_packets: AtomicU64,
     /// Queueing delay a frame arriving now would see, ns.
@@ -101,6 +103,8 @@ impl DirCounters {
                 down: self.dropped_down.load(Relaxed),
                 error: self.dropped_error.load(Relaxed),
                 overrun: self.dropped_overrun.load(Relaxed),
+                memory: self.dropped_memory.load(Relaxed),
+                egress: 0,
             },
             in_flight_packets: self.in_flight_packets.load(Relaxed),
             backlog_us: self.backlog_ns.load(Relaxed) / 1000,
@@ -132,6 +136,20 @@ pub struct Dropped {
     pub error: u64,
     /// Kernel socket buffer overruns: the emulator did not keep up.
     pub overrun: u64,
+    /// Refused at the emulator's own limit of held frames (memory bound).
+    pub memory: u64,
+    /// Dropped by the egress veth after the emulator sent them (the far host's backlog was
+    /// full): counted by the kernel as the veth's `tx_dropped`.
+    pub egress: u64,
+}
+
+impl Dropped {
+    /// Frames lost by the emulator itself rather than by what it emulates: a faithful
+    /// emulator keeps this at 0.
+    #[must_use]
+    pub fn by_emulator(&self) -> u64 {
+        self.error + self.overrun + self.memory + self.egress
+    }
 }
 
 /// How late the emulator delivered frames compared with the model's schedule: the emulator's

@@ -401,7 +401,7 @@ impl Worker<'_> {
                     continue;
                 }
                 if dir.line.len() >= MAX_HELD_FRAMES {
-                    counters.dropped_overrun.fetch_add(1, Ordering::Relaxed);
+                    counters.dropped_memory.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 let arrival = frame
