@@ -29,6 +29,15 @@ pub enum Command {
     Lab(LabCommand),
     /// Build a lab with two emulated lines, measure them, and remove it again.
     Demo(DemoArgs),
+    /// Print every TCP packet of a pcap/pcapng capture with its MPTCP options, checking tokens,
+    /// HMACs and DSS checksums, and a summary of the connections.
+    Decode {
+        /// The capture file (pcap or pcapng; Ethernet, Linux cooked, raw IP or loopback).
+        file: PathBuf,
+        /// One JSON object per TCP packet, and a final `{"summary": ...}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `mpbond lab ...`
@@ -141,6 +150,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Lab(cmd) => run_lab(cmd),
         Command::Demo(args) => crate::demo::run(&args),
+        Command::Decode { file, json } => {
+            crate::decode::run(&file, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

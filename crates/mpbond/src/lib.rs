@@ -4,6 +4,7 @@
 //! with its link emulator ([`lab`]), and the demo ([`demo`]). See `docs/` for the user guide.
 
 pub mod cli;
+pub mod decode;
 pub mod demo;
 pub mod lab;
 pub mod units;
