@@ -7,8 +7,9 @@ set -eu
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 need_rust
-# The lab needs iproute2; its tests also use ping and ethtool.
-need_packages iproute2:ip iputils-ping:ping ethtool:ethtool
+# The lab needs iproute2; its tests also use ping and ethtool, and the decoder's tests capture
+# the kernel's MPTCP with tcpdump and compare with tshark.
+need_packages iproute2:ip iputils-ping:ping ethtool:ethtool tcpdump:tcpdump tshark:tshark
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -32,7 +32,8 @@ pub enum Command {
     /// Print every TCP packet of a pcap/pcapng capture with its MPTCP options, checking tokens,
     /// HMACs and DSS checksums, and a summary of the connections.
     Decode {
-        /// The capture file (pcap or pcapng; Ethernet, Linux cooked, raw IP or loopback).
+        /// The capture file (pcap or pcapng; Ethernet, Linux cooked, raw IP or loopback), or `-`
+        /// for standard input (`tcpdump -U -w - | mpbond decode -`).
         file: PathBuf,
         /// One JSON object per TCP packet, and a final `{"summary": ...}`.
         #[arg(long)]

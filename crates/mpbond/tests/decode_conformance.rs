@@ -424,3 +424,78 @@ fn json_fields_use_the_rfc_words_and_types() {
         }
     }
 }
+
+/// A capture of the lab's own kernel traffic, kept in the repository as a fuzz seed.
+fn own_capture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/capture/ethernet.pcap")
+}
+
+#[test]
+fn the_command_prints_json_lines_and_a_summary() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mpbond"))
+        .args(["decode", "--json"])
+        .arg(own_capture())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (summary, packets) = lines.split_last().unwrap();
+    assert_eq!(packets.len(), 30);
+    assert!(packets.iter().all(|p| p["mptcp"].is_array()));
+    assert_eq!(
+        summary["summary"]["connections"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(summary["summary"]["checks"]["failed"], 0);
+    assert!(summary["summary"]["checks"]["passed"].as_u64().unwrap() > 10);
+    // Reading standard input gives the same.
+    let file = std::fs::File::open(own_capture()).unwrap();
+    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_mpbond"))
+        .args(["decode", "-"])
+        .stdin(file)
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    let text = String::from_utf8(piped.stdout).unwrap();
+    assert!(
+        text.contains("MP_CAPABLE") && text.contains("checks: "),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_files_get_a_one_line_error() {
+    let run = |path: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mpbond"))
+            .arg("decode")
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let dir = std::env::temp_dir().join(format!("mpbond-decode-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "not a capture at all, just some words").unwrap();
+    let empty = dir.join("empty.pcap");
+    std::fs::write(&empty, "").unwrap();
+    for (path, want) in [
+        (dir.join("missing.pcap"), "cannot open"),
+        (text, "not a pcap or pcapng file"),
+        (empty, "empty"),
+    ] {
+        let out = run(&path);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}", path.display());
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -164,3 +164,50 @@ pub fn for_each_frame<R: Read + Send>(
         }
     }
 }
+
+/// Writes pcap files (microsecond timestamps): for tests, benchmarks, and anything that records
+/// packets it made itself.
+#[derive(Debug)]
+pub struct PcapWriter<W: std::io::Write> {
+    out: W,
+}
+
+impl<W: std::io::Write> PcapWriter<W> {
+    /// Starts a file with link type `linktype` (see [`super::link::linktype`]).
+    pub fn new(mut out: W, linktype: i32) -> std::io::Result<Self> {
+        let mut h = Vec::with_capacity(24);
+        h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&0i32.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
+        h.extend_from_slice(&262_144u32.to_le_bytes());
+        h.extend_from_slice(&linktype.to_le_bytes());
+        out.write_all(&h)?;
+        Ok(PcapWriter { out })
+    }
+
+    /// Appends a frame captured at `time` (seconds since the epoch).
+    pub fn write(&mut self, time: f64, frame: &[u8]) -> std::io::Result<()> {
+        let len =
+            u32::try_from(frame.len()).map_err(|_| std::io::Error::other("frame over 4 GiB"))?;
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "capture times fit u32 seconds"
+        )]
+        let (secs, micros) = (time.trunc() as u32, (time.fract() * 1e6) as u32);
+        let mut h = [0u8; 16];
+        h[..4].copy_from_slice(&secs.to_le_bytes());
+        h[4..8].copy_from_slice(&micros.to_le_bytes());
+        h[8..12].copy_from_slice(&len.to_le_bytes());
+        h[12..].copy_from_slice(&len.to_le_bytes());
+        self.out.write_all(&h)?;
+        self.out.write_all(frame)
+    }
+
+    /// The underlying writer.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}

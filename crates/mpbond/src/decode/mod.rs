@@ -702,30 +702,47 @@ pub fn summary_text(s: &Summary) -> String {
     t
 }
 
-/// `mpbond decode`: prints every TCP packet of `path` and a summary.
+/// `mpbond decode`: prints every TCP packet of `path` (`-` for standard input, as in
+/// `tcpdump -U -w - | mpbond decode -`) and a summary.
 pub fn run(path: &Path, json: bool) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let live = path == Path::new("-");
+    let input: Box<dyn Read + Send> = if live {
+        Box::new(io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        )
+    };
     let stdout = io::stdout();
     let mut w = io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut write_error: Option<io::Error> = None;
-    let summary = decode(io::BufReader::with_capacity(1 << 20, file), |rec| {
+    let summary = decode(io::BufReader::with_capacity(1 << 20, input), |rec| {
         if write_error.is_some() {
             return;
         }
-        let r = if json {
+        let mut r = if json {
             serde_json::to_writer(&mut w, rec)
                 .map_err(io::Error::from)
                 .and_then(|()| w.write_all(b"\n"))
         } else {
             writeln!(w, "{rec}")
         };
+        if live {
+            // Reading a live capture: show each packet as it comes.
+            r = r.and_then(|()| w.flush());
+        }
         if let Err(e) = r {
             write_error = Some(e);
         }
     })
-    .with_context(|| format!("{}", path.display()))?;
+    .with_context(|| {
+        if live {
+            "standard input".to_owned()
+        } else {
+            path.display().to_string()
+        }
+    })?;
     if let Some(e) = write_error {
         // `mpbond decode x.pcap | head` is not an error.
         if e.kind() == io::ErrorKind::BrokenPipe {

@@ -109,9 +109,9 @@ pub enum SubflowKind {
 /// A mapping whose DSS checksum waits for its data.
 #[derive(Debug, Clone)]
 struct PendingMapping {
-    /// The record and option to report to.
-    record: u64,
-    option: usize,
+    /// The records and options to report to: a sender may repeat a mapping on every segment
+    /// it covers (Linux does), and each repetition gets the same verdict.
+    reporters: Vec<(u64, usize)>,
     /// Absolute subflow sequence number of the first byte.
     start: u32,
     /// The mapped bytes, and which are here yet.
@@ -590,17 +590,23 @@ impl Tracker {
             return;
         }
         let pending = &mut sub.mappings[dir];
-        if pending.len() >= MAX_PENDING_PER_DIRECTION {
-            out.checksum_ok = Check::Unknown;
-            return;
-        }
         // Resolved (or given up) by `feed`, which runs for this segment too.
         out.checksum_ok = Check::Unknown;
+        let start = isn.wrapping_add(ssn);
+        if let Some(same) = pending.iter_mut().find(|m| {
+            m.start == start && m.dsn == dsn && m.data_len == data_len && m.checksum == checksum
+        }) {
+            same.reporters.push((record, option));
+            *waiting += 1;
+            return;
+        }
+        if pending.len() >= MAX_PENDING_PER_DIRECTION {
+            return;
+        }
         *waiting += 1;
         pending.push(PendingMapping {
-            record,
-            option,
-            start: isn.wrapping_add(ssn),
+            reporters: vec![(record, option)],
+            start,
             data: vec![0; expected],
             present: vec![false; expected],
             missing: expected,
@@ -629,32 +635,43 @@ impl Tracker {
                 if off < m.data.len()
                     || m.start.wrapping_sub(payload_seq) as usize <= s.payload.len()
                 {
-                    done.push(Resolution {
-                        record: m.record,
-                        option: m.option,
+                    done.extend(m.reporters.iter().map(|&(record, option)| Resolution {
+                        record,
+                        option,
                         check: Check::Unknown,
-                    });
+                    }));
                     return false;
                 }
                 return true;
             }
-            for (i, &b) in s.payload.iter().enumerate() {
-                let off = payload_seq
-                    .wrapping_add(u32::try_from(i).unwrap_or(u32::MAX))
-                    .wrapping_sub(m.start) as usize;
-                if off < m.data.len() && !m.present[off] {
-                    m.data[off] = b;
-                    m.present[off] = true;
-                    m.missing -= 1;
-                }
+            // Where this payload and the mapping overlap: `payload[from..to]` is mapping[at..].
+            // Either the payload starts inside the mapping, or the mapping inside the payload.
+            let (n, len) = (s.payload.len(), m.data.len());
+            let payload_in_map = payload_seq.wrapping_sub(m.start) as usize;
+            let map_in_payload = m.start.wrapping_sub(payload_seq) as usize;
+            let (from, to, at) = if payload_in_map < len {
+                (0, n.min(len - payload_in_map), payload_in_map)
+            } else if map_in_payload < n {
+                (map_in_payload, n.min(map_in_payload + len), 0)
+            } else {
+                (0, 0, 0)
+            };
+            if from < to {
+                let range = at..at + (to - from);
+                let new = m.present[range.clone()].iter().filter(|p| !**p).count();
+                m.data[range.clone()].copy_from_slice(&s.payload[from..to]);
+                m.present[range].fill(true);
+                m.missing -= new;
             }
             if m.missing == 0 {
-                let ok = crypto::dss_checksum(m.dsn, m.ssn, m.data_len, &m.data) == m.checksum;
-                done.push(Resolution {
-                    record: m.record,
-                    option: m.option,
-                    check: Check::Checked(ok),
-                });
+                let check = Check::Checked(
+                    crypto::dss_checksum(m.dsn, m.ssn, m.data_len, &m.data) == m.checksum,
+                );
+                done.extend(m.reporters.iter().map(|&(record, option)| Resolution {
+                    record,
+                    option,
+                    check,
+                }));
                 return false;
             }
             true
@@ -668,13 +685,16 @@ impl Tracker {
         for sub in &mut self.subflows {
             for pending in &mut sub.mappings {
                 pending.retain(|m| {
-                    let keep = m.record >= record;
+                    let keep = m
+                        .reporters
+                        .first()
+                        .is_some_and(|&(first, _)| first >= record);
                     if !keep {
-                        out.push(Resolution {
-                            record: m.record,
-                            option: m.option,
+                        out.extend(m.reporters.iter().map(|&(record, option)| Resolution {
+                            record,
+                            option,
                             check: Check::Unknown,
-                        });
+                        }));
                     }
                     keep
                 });

@@ -1,0 +1,33 @@
+//! Runs the `capture` fuzz target's body (the whole decoder) over its seed corpus
+//! (`fuzz/corpus/capture/`: small captures of the lab's own traffic) and over deterministic
+//! mutations of each: truncations, and byte flips spread over the file.
+
+use std::path::PathBuf;
+
+#[test]
+fn capture_corpus() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/capture");
+    let mut seeds = 0;
+    let mut inputs = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let seed = std::fs::read(entry.unwrap().path()).unwrap();
+        seeds += 1;
+        mpbond::decode::fuzz_capture(&seed);
+        for n in (0..seed.len()).step_by(61) {
+            mpbond::decode::fuzz_capture(&seed[..n]);
+            inputs += 1;
+        }
+        for i in (0..seed.len()).step_by(7) {
+            for b in [0x00, 0xff, seed[i] ^ 0x80] {
+                let mut m = seed.clone();
+                m[i] = b;
+                mpbond::decode::fuzz_capture(&m);
+                inputs += 1;
+            }
+        }
+    }
+    assert!(
+        seeds >= 4 && inputs > 1000,
+        "{seeds} seeds, {inputs} inputs"
+    );
+}

@@ -1,0 +1,3 @@
+#![no_main]
+//! Fuzz target: `mptcp_proto::fuzzing::tcp_segment` (no panic; what parses re-emits identically).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mptcp_proto::fuzzing::tcp_segment(data));
