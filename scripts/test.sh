@@ -11,6 +11,18 @@ need_rust
 # the kernel's MPTCP with tcpdump and compare with tshark.
 need_packages iproute2:ip iputils-ping:ping ethtool:ethtool tcpdump:tcpdump tshark:tshark
 
+# Third-party conformance captures (tcpdump's MPTCP tests) are not redistributed in the
+# repository; the workplace keeps them in ../shared/conformance. Say whether they are there.
+for c in "${MPBOND_CONFORMANCE:-}" ../shared/conformance /work/shared/conformance; do
+    if [ -n "$c" ] && [ -d "$c/tcpdump-tests" ]; then
+        MPBOND_CONFORMANCE=$(cd "$c" && pwd)
+        export MPBOND_CONFORMANCE
+        echo "conformance captures: $MPBOND_CONFORMANCE"
+        break
+    fi
+done
+[ -n "${MPBOND_CONFORMANCE:-}" ] || echo "note: conformance captures not found; the tcpdump comparison tests will be skipped" >&2
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -24,8 +24,8 @@ use mptcp_proto::wire::tcp::{SeqNumber, TcpFlags, TcpRepr};
 const CLIENT_KEY: u64 = 0x1fdb_5df3_28bc_3def;
 const SERVER_KEY: u64 = 0x29a6_c869_81ad_933c;
 
-/// A capture of `segments` data segments of `payload` bytes each (headers only, as with a short
-/// snap length, when `payload` is 0), with DSS checksums when `checksums`.
+/// A capture of `segments` data segments of `payload` bytes each (0: empty segments, so only
+/// headers and options are decoded), with DSS checksums when `checksums`.
 fn capture(segments: u32, payload: usize, checksums: bool) -> Vec<u8> {
     let src = Ipv4Addr::new(10, 1, 0, 2);
     let dst = Ipv4Addr::new(10, 1, 0, 1);
@@ -111,7 +111,7 @@ fn capture(segments: u32, payload: usize, checksums: bool) -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     for (name, payload, checksums) in [
-        ("headers only", 0, false),
+        ("empty segments", 0, false),
         ("1400-byte payloads, DSS checksums", 1400, true),
     ] {
         let segments = 50_000;

@@ -32,10 +32,14 @@ fn conformance_dir() -> Option<PathBuf> {
         .find(|p| p.join("tcpdump-tests").is_dir())
 }
 
+/// The tcpdump captures, or `None` (with a message on the terminal) where this checkout has no
+/// conformance material beside it. `scripts/test.sh` says up front whether it found it.
 fn tcpdump_dir() -> Option<PathBuf> {
+    use std::io::Write as _;
     let d = conformance_dir().map(|d| d.join("tcpdump-tests"));
     if d.is_none() {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED: tcpdump conformance captures not found (set MPBOND_CONFORMANCE to the shared/conformance directory)"
         );
     }
@@ -158,6 +162,11 @@ fn check_option(frame: u64, text: &str, ours: &OptionRecord) {
                 .find_map(|w| w.strip_prefix("data_len="))
                 .map(|v| v.parse().unwrap());
             assert_eq!(ours.data_len, data_len, "data_len: {ctx}");
+            let csum = inner
+                .iter()
+                .find_map(|w| w.strip_prefix("csum="))
+                .map(|v| format!("{:0>4}", hex(v)));
+            assert_eq!(ours.checksum.map(|c| c.to_string()), csum, "csum: {ctx}");
         }
         "join" => {
             assert_eq!(ours.subtype, "MP_JOIN", "{ctx}");
@@ -261,6 +270,11 @@ fn check_option(frame: u64, text: &str, ours: &OptionRecord) {
         "prio" => {
             assert_eq!(ours.subtype, "MP_PRIO", "{ctx}");
             assert_eq!(ours.backup, Some(words[0] == "backup"), "{ctx}");
+            let id = words
+                .iter()
+                .position(|w| *w == "id")
+                .map(|i| words[i + 1].parse().unwrap());
+            assert_eq!(ours.address_id, id, "{ctx}");
         }
         "fail" => {
             assert_eq!(ours.subtype, "MP_FAIL", "{ctx}");
@@ -309,6 +323,15 @@ fn every_option_of_every_capture_agrees_with_tcpdump() {
                 .filter(|o| o.starts_with("mptcp"))
                 .collect();
             if theirs.is_empty() {
+                // No MPTCP option for tcpdump: none for us either (if it is a TCP packet at all).
+                if let Some(rec) = ours.get(&frame) {
+                    assert!(
+                        rec.mptcp.is_empty(),
+                        "{}: frame {frame}: spurious {:?}",
+                        path.display(),
+                        rec.mptcp
+                    );
+                }
                 continue;
             }
             let rec = ours

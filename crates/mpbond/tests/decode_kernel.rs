@@ -330,6 +330,13 @@ fn agree(frame: u64, ours: &OptionRecord, t: &serde_json::Value) {
                 hex_num(ours.nonce.as_ref()),
                 "{ctx}"
             );
+            if ours.form != Some("ack") {
+                assert_eq!(
+                    flag(t, "tcp.options.mptcp.backup.flag"),
+                    ours.backup,
+                    "backup: {ctx}"
+                );
+            }
             match ours.form {
                 Some("synack") => assert_eq!(
                     num(t, "tcp.options.mptcp.sendtrunchmac"),
@@ -406,11 +413,21 @@ fn agree(frame: u64, ours: &OptionRecord, t: &serde_json::Value) {
             );
         }
         "REMOVE_ADDR" => {
-            assert_eq!(
-                num(t, "tcp.options.mptcp.addrid"),
-                ours.address_ids.as_ref().map(|ids| u64::from(ids[0])),
-                "{ctx}"
-            );
+            let theirs: Vec<u64> = match &t["tcp.options.mptcp.addrid"] {
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|v| v.as_str().unwrap().parse().unwrap())
+                    .collect(),
+                v => vec![v.as_str().unwrap().parse().unwrap()],
+            };
+            let ours: Vec<u64> = ours
+                .address_ids
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|&i| u64::from(i))
+                .collect();
+            assert_eq!(theirs, ours, "{ctx}");
         }
         "MP_PRIO" => assert_eq!(
             flag(t, "tcp.options.mptcp.backup.flag"),

@@ -263,6 +263,28 @@ mod tests {
         assert_eq!(v0::token_and_idsn(0x967d_2770_b696_0552).0, 0xe47f_0142);
     }
 
+    /// `ADD_ADDR` HMACs sent by Linux 6.18 in the lab (RFC 8684 §3.4.1: rightmost 64 bits), with
+    /// and without a port; the sender is the server, key e64368c5434c751f, the receiver the
+    /// client, key 7d6c844509515344. Checked independently with Python's hmac module.
+    #[test]
+    fn add_addr_hmac_known_answers_from_the_kernel() {
+        let addr: IpAddr = "10.2.0.1".parse().unwrap();
+        let (server, client) = (0xe643_68c5_434c_751f, 0x7d6c_8445_0951_5344);
+        assert_eq!(
+            add_addr_hmac(server, client, 2, addr, None),
+            0x735f_2690_e76f_bfb7
+        );
+        assert_eq!(
+            add_addr_hmac(server, client, 3, addr, Some(5010)),
+            0xfa24_7c90_4427_de80
+        );
+        // Keys in the other order give another HMAC.
+        assert_ne!(
+            add_addr_hmac(client, server, 2, addr, None),
+            0x735f_2690_e76f_bfb7
+        );
+    }
+
     #[test]
     fn dss_checksum_verifies_against_the_internet_checksum() {
         let payload = b"hello, multipath";

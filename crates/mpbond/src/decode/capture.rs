@@ -56,8 +56,19 @@ pub struct ReadOutcome {
 #[derive(Debug, Clone, Copy)]
 struct Interface {
     linktype: i32,
-    resolution: u64,
-    offset: u64,
+    /// Timestamp units per second.
+    resolution: f64,
+    /// Seconds added to every timestamp (`if_tsoffset`, may be negative).
+    offset: f64,
+}
+
+impl Interface {
+    /// A packet's time in seconds. Computed in floating point: the file's fields are not
+    /// trusted not to overflow integer arithmetic.
+    fn time(&self, high: u32, low: u32) -> f64 {
+        let ticks = (u64::from(high) << 32) | u64::from(low);
+        ticks as f64 / self.resolution + self.offset
+    }
 }
 
 /// Largest block accepted (a frame of a jumbo-frame capture fits many times over).
@@ -100,10 +111,12 @@ pub fn for_each_frame<R: Read + Send>(
                     }
                     PcapBlockOwned::NG(Block::SectionHeader(_)) => interfaces.clear(),
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                        let resolution =
+                            idb.ts_resolution().filter(|&r| r > 0).unwrap_or(1_000_000);
                         interfaces.push(Interface {
                             linktype: idb.linktype.0,
-                            resolution: idb.ts_resolution().unwrap_or(1_000_000),
-                            offset: u64::try_from(idb.ts_offset()).unwrap_or(0),
+                            resolution: resolution as f64,
+                            offset: idb.ts_offset() as f64,
                         });
                     }
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
@@ -112,7 +125,7 @@ pub fn for_each_frame<R: Read + Send>(
                         let len = (epb.caplen as usize).min(epb.data.len());
                         f(Frame {
                             number: out.frames,
-                            time: iface.map_or(0.0, |i| epb.decode_ts_f64(i.offset, i.resolution)),
+                            time: iface.map_or(0.0, |i| i.time(epb.ts_high, epb.ts_low)),
                             linktype: iface.map_or(-1, |i| i.linktype),
                             data: &epb.data[..len],
                             orig_len: epb.origlen,

@@ -9,6 +9,7 @@
 
 pub mod capture;
 pub mod link;
+pub mod mapping;
 pub mod record;
 pub mod track;
 
@@ -210,7 +211,8 @@ impl<F: FnMut(&PacketRecord)> Decoder<F> {
                     skipped.bad_headers += 1;
                     return None;
                 };
-                if p.frag_offset() != 0 {
+                if p.is_fragment() {
+                    // First fragments too: their TCP payload is incomplete.
                     skipped.fragments += 1;
                     return None;
                 }
@@ -343,7 +345,8 @@ impl<F: FnMut(&PacketRecord)> Decoder<F> {
             flags: tcp.flags(),
             seq: rec.seq,
             payload: captured,
-            payload_complete: captured.len() >= wire_payload,
+            wire_len: wire_payload,
+            time: f.time,
         };
         let id = self.next_record;
         let (resolved, waiting, conn, subflow) =

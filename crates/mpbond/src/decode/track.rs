@@ -15,6 +15,7 @@ use mptcp_proto::crypto;
 use mptcp_proto::wire::mptcp::{AddAddrForm, DataSeqField, MpCapableKeys, MpJoin, MptcpOption};
 use mptcp_proto::wire::tcp::TcpFlags;
 
+use super::mapping::{self, MappingKey};
 use super::record::{Check, OptionRecord};
 
 /// One end of a subflow.
@@ -106,26 +107,8 @@ pub enum SubflowKind {
     },
 }
 
-/// A mapping whose DSS checksum waits for its data.
-#[derive(Debug, Clone)]
-struct PendingMapping {
-    /// The records and options to report to: a sender may repeat a mapping on every segment
-    /// it covers (Linux does), and each repetition gets the same verdict.
-    reporters: Vec<(u64, usize)>,
-    /// Absolute subflow sequence number of the first byte.
-    start: u32,
-    /// The mapped bytes, and which are here yet.
-    data: Vec<u8>,
-    present: Vec<bool>,
-    missing: usize,
-    dsn: u64,
-    ssn: u32,
-    data_len: u16,
-    checksum: u16,
-}
-
 /// A subflow seen in the capture.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Subflow {
     /// 1-based number.
     pub id: usize,
@@ -145,8 +128,8 @@ pub struct Subflow {
     pub packets: u64,
     /// First frame.
     pub first_frame: u64,
-    /// Mappings waiting for their data, by direction (`[from initiator, from responder]`).
-    mappings: [Vec<PendingMapping>; 2],
+    /// DSS mappings waiting for their data, by direction (`[from initiator, from responder]`).
+    mappings: [mapping::Direction; 2],
 }
 
 /// A DSS checksum decided after its packet was recorded.
@@ -175,12 +158,11 @@ pub struct Segment<'a> {
     pub seq: u32,
     /// Captured payload.
     pub payload: &'a [u8],
-    /// Whether `payload` is all of it.
-    pub payload_complete: bool,
+    /// Payload length on the wire (more than `payload` when the capture cut it).
+    pub wire_len: usize,
+    /// Capture time, seconds.
+    pub time: f64,
 }
-
-/// Most mappings kept waiting per subflow direction.
-const MAX_PENDING_PER_DIRECTION: usize = 64;
 
 /// Connections and subflows of a capture.
 #[derive(Debug, Default)]
@@ -191,6 +173,7 @@ pub struct Tracker {
     pub subflows: Vec<Subflow>,
     by_tuple: HashMap<(Endpoint, Endpoint), usize>,
     by_token: HashMap<u32, (usize, Side)>,
+    budget: mapping::Budget,
 }
 
 fn tuple(a: Endpoint, b: Endpoint) -> (Endpoint, Endpoint) {
@@ -228,17 +211,21 @@ impl Tracker {
         }
     }
 
-    /// The subflow of `s`, created if new (a SYN starts a fresh one even on a reused 4-tuple),
-    /// and whether `s` goes from its initiator.
-    fn subflow_for(&mut self, s: &Segment) -> (usize, bool) {
+    /// The subflow of `s`, created if new (a SYN starts a fresh one even on a reused 4-tuple,
+    /// and the old one's waiting checksums are given up), and whether `s` goes from its
+    /// initiator.
+    fn subflow_for(&mut self, s: &Segment, resolved: &mut Vec<Resolution>) -> (usize, bool) {
         let key = tuple(s.src, s.dst);
         let fresh_syn = s.flags.contains(TcpFlags::SYN) && !s.flags.contains(TcpFlags::ACK);
         if let Some(&i) = self.by_tuple.get(&key) {
-            let sf = &self.subflows[i];
+            let sf = &mut self.subflows[i];
             let restarted =
                 fresh_syn && sf.packets > 0 && (sf.isn[0] != Some(s.seq) || sf.initiator != s.src);
             if !restarted {
                 return (i, sf.initiator == s.src);
+            }
+            for d in &mut sf.mappings {
+                resolved.extend(d.abandon(u64::MAX, &mut self.budget));
             }
         }
         let i = self.subflows.len();
@@ -252,7 +239,7 @@ impl Tracker {
             isn: [None, None],
             packets: 0,
             first_frame: s.frame,
-            mappings: [Vec::new(), Vec::new()],
+            mappings: [mapping::Direction::default(), mapping::Direction::default()],
         });
         self.by_tuple.insert(key, i);
         (i, true)
@@ -268,7 +255,8 @@ impl Tracker {
         options: &[(usize, MptcpOption<'_>)],
         rec: &mut [OptionRecord],
     ) -> (Vec<Resolution>, usize, Option<usize>, usize) {
-        let (sf, from_initiator) = self.subflow_for(s);
+        let mut resolved = Vec::new();
+        let (sf, from_initiator) = self.subflow_for(s, &mut resolved);
         let dir = usize::from(!from_initiator);
         {
             let sub = &mut self.subflows[sf];
@@ -288,14 +276,21 @@ impl Tracker {
                     o.version,
                     o.flags.checksum_required(),
                     o.keys,
-                    record_id,
-                    *index,
+                    (record_id, *index),
                     out,
                     &mut waiting,
                 ),
                 MptcpOption::MpJoin(j) => self.mp_join(sf, *j, out),
                 MptcpOption::Dss(d) => {
-                    self.dss(sf, from_initiator, d, record_id, *index, out, &mut waiting);
+                    self.dss(
+                        sf,
+                        from_initiator,
+                        d,
+                        (record_id, *index),
+                        s.time,
+                        out,
+                        &mut waiting,
+                    );
                 }
                 MptcpOption::AddAddr(a) => {
                     if let AddAddrForm::Announce { hmac } = a.form {
@@ -339,7 +334,16 @@ impl Tracker {
                 _ => {}
             }
         }
-        let resolved = self.feed(sf, dir, s);
+        let payload_seq = s
+            .seq
+            .wrapping_add(u32::from(s.flags.contains(TcpFlags::SYN)));
+        resolved.extend(self.subflows[sf].mappings[dir].feed(
+            payload_seq,
+            s.payload,
+            s.wire_len,
+            s.time,
+            &mut self.budget,
+        ));
         let conn = self.subflows[sf].conn;
         (resolved, waiting, conn.map(|c| c + 1), sf + 1)
     }
@@ -351,8 +355,8 @@ impl Tracker {
         sf: usize,
         from_initiator: bool,
         d: &mptcp_proto::wire::mptcp::Dss,
-        record_id: u64,
-        index: usize,
+        reporter: (u64, usize),
+        now: f64,
         out: &mut OptionRecord,
         waiting: &mut usize,
     ) {
@@ -365,15 +369,16 @@ impl Tracker {
         };
         let dsn = self.full_dsn(conn, side, m.dsn);
         let Some(c) = m.checksum else { return };
-        if m.data_len == 0 {
-            // Infinite mapping (fallback): nothing to check.
+        let Some(dsn) = dsn.filter(|_| m.data_len != 0) else {
+            // A 32-bit DSN with nothing to widen it from, or an infinite mapping (fallback):
+            // nothing to check against.
             out.checksum_ok = Check::Unknown;
             return;
-        }
+        };
         let dir = usize::from(!from_initiator);
-        let expected = usize::from(m.data_len).saturating_sub(usize::from(d.data_fin));
+        let bytes = usize::from(m.data_len).saturating_sub(usize::from(d.data_fin));
         self.expect_mapping(
-            sf, dir, record_id, index, dsn, m.ssn, m.data_len, c, expected, out, waiting,
+            sf, dir, reporter, dsn, m.ssn, m.data_len, c, bytes, now, out, waiting,
         );
     }
 
@@ -384,19 +389,20 @@ impl Tracker {
         Some((sub.conn?, if from_initiator { side } else { side.other() }))
     }
 
-    /// The 64-bit DSN of a mapping field sent by `side`.
-    fn full_dsn(&mut self, conn: usize, side: Side, field: DataSeqField) -> u64 {
+    /// The 64-bit DSN of a mapping field sent by `side`: a 64-bit field as is, a 32-bit one
+    /// widened from the last DSN seen from that side or its IDSN; `None` when there is neither.
+    fn full_dsn(&mut self, conn: usize, side: Side, field: DataSeqField) -> Option<u64> {
         let c = &mut self.connections[conn];
         let full = match field {
             DataSeqField::Long(v) => v,
             DataSeqField::Short(v) => {
                 let reference = c.dsn_ref[side as usize]
-                    .or_else(|| c.token_idsn(side).map(|(_, idsn)| idsn.wrapping_add(1)));
-                reference.map_or(u64::from(v), |r| widen(v, r))
+                    .or_else(|| c.token_idsn(side).map(|(_, idsn)| idsn.wrapping_add(1)))?;
+                widen(v, reference)
             }
         };
         c.dsn_ref[side as usize] = Some(full);
-        full
+        Some(full)
     }
 
     #[expect(clippy::too_many_arguments, reason = "one MP_CAPABLE's context")]
@@ -408,8 +414,7 @@ impl Tracker {
         version: u8,
         checksum_required: bool,
         keys: MpCapableKeys,
-        record_id: u64,
-        index: usize,
+        reporter: (u64, usize),
         out: &mut OptionRecord,
         waiting: &mut usize,
     ) {
@@ -441,10 +446,11 @@ impl Tracker {
         };
         let c = &mut self.connections[conn];
         c.checksums |= checksum_required;
-        let mut set = |side: Side, key: u64| c.keys[side as usize] = Some(key);
-        match keys {
-            MpCapableKeys::None => {}
-            MpCapableKeys::Sender { sender_key } => set(side, sender_key),
+        // Keys are learnt once; a later option repeating a key must repeat it exactly, or every
+        // check built on it would be built on sand: `key_ok` says whether it did.
+        let carried: Vec<(Side, u64)> = match keys {
+            MpCapableKeys::None => Vec::new(),
+            MpCapableKeys::Sender { sender_key } => vec![(side, sender_key)],
             MpCapableKeys::Both {
                 sender_key,
                 receiver_key,
@@ -454,9 +460,26 @@ impl Tracker {
                 receiver_key,
                 ..
             } => {
-                set(side, sender_key);
-                set(side.other(), receiver_key);
+                vec![(side, sender_key), (side.other(), receiver_key)]
             }
+        };
+        let mut compared = Vec::new();
+        for (who, key) in carried {
+            match c.keys[who as usize] {
+                Some(known) => compared.push(known == key),
+                None => c.keys[who as usize] = Some(key),
+            }
+        }
+        if matches!(
+            keys,
+            MpCapableKeys::Both { .. } | MpCapableKeys::WithData { .. }
+        ) || !compared.is_empty()
+        {
+            out.key_ok = if compared.is_empty() {
+                Check::Unknown
+            } else {
+                Check::Checked(compared.iter().all(|&ok| ok))
+            };
         }
         self.register_tokens(conn);
         if let MpCapableKeys::WithData {
@@ -474,13 +497,13 @@ impl Tracker {
                     self.expect_mapping(
                         sf,
                         dir,
-                        record_id,
-                        index,
+                        reporter,
                         dsn,
                         1,
                         data_len,
                         csum,
                         usize::from(data_len),
+                        s.time,
                         out,
                         waiting,
                     );
@@ -564,18 +587,19 @@ impl Tracker {
         }
     }
 
+    /// Arranges the check of a mapping's checksum: decided now, or waiting for its data.
     #[expect(clippy::too_many_arguments, reason = "one mapping's context")]
     fn expect_mapping(
         &mut self,
         sf: usize,
         dir: usize,
-        record: u64,
-        option: usize,
+        reporter: (u64, usize),
         dsn: u64,
         ssn: u32,
         data_len: u16,
         checksum: u16,
-        expected: usize,
+        bytes: usize,
+        now: f64,
         out: &mut OptionRecord,
         waiting: &mut usize,
     ) {
@@ -584,120 +608,29 @@ impl Tracker {
             out.checksum_ok = Check::Unknown;
             return;
         };
-        if expected == 0 {
-            out.checksum_ok =
-                Check::Checked(crypto::dss_checksum(dsn, ssn, data_len, &[]) == checksum);
-            return;
-        }
-        let pending = &mut sub.mappings[dir];
-        // Resolved (or given up) by `feed`, which runs for this segment too.
-        out.checksum_ok = Check::Unknown;
-        let start = isn.wrapping_add(ssn);
-        if let Some(same) = pending.iter_mut().find(|m| {
-            m.start == start && m.dsn == dsn && m.data_len == data_len && m.checksum == checksum
-        }) {
-            same.reporters.push((record, option));
-            *waiting += 1;
-            return;
-        }
-        if pending.len() >= MAX_PENDING_PER_DIRECTION {
-            return;
-        }
-        *waiting += 1;
-        pending.push(PendingMapping {
-            reporters: vec![(record, option)],
-            start,
-            data: vec![0; expected],
-            present: vec![false; expected],
-            missing: expected,
+        let key = MappingKey {
+            start: isn.wrapping_add(ssn),
             dsn,
             ssn,
             data_len,
             checksum,
-        });
-    }
-
-    /// Adds the payload of `s` to the mappings waiting in direction `dir` of subflow `sf`, and
-    /// returns those it completed (or could no longer complete).
-    fn feed(&mut self, sf: usize, dir: usize, s: &Segment) -> Vec<Resolution> {
-        let pending = &mut self.subflows[sf].mappings[dir];
-        if pending.is_empty() {
-            return Vec::new();
+            bytes,
+        };
+        if let Some(check) = sub.mappings[dir].announce(key, reporter, now, &mut self.budget) {
+            out.checksum_ok = check;
+        } else {
+            // Decided by a later segment (or this one, in `segment`).
+            out.checksum_ok = Check::Unknown;
+            *waiting += 1;
         }
-        let mut done = Vec::new();
-        let payload_seq = s
-            .seq
-            .wrapping_add(u32::from(s.flags.contains(TcpFlags::SYN)));
-        pending.retain_mut(|m| {
-            if !s.payload_complete && !s.payload.is_empty() {
-                // A cut payload cannot complete the check: give up on mappings it touches.
-                let off = payload_seq.wrapping_sub(m.start) as usize;
-                if off < m.data.len()
-                    || m.start.wrapping_sub(payload_seq) as usize <= s.payload.len()
-                {
-                    done.extend(m.reporters.iter().map(|&(record, option)| Resolution {
-                        record,
-                        option,
-                        check: Check::Unknown,
-                    }));
-                    return false;
-                }
-                return true;
-            }
-            // Where this payload and the mapping overlap: `payload[from..to]` is mapping[at..].
-            // Either the payload starts inside the mapping, or the mapping inside the payload.
-            let (n, len) = (s.payload.len(), m.data.len());
-            let payload_in_map = payload_seq.wrapping_sub(m.start) as usize;
-            let map_in_payload = m.start.wrapping_sub(payload_seq) as usize;
-            let (from, to, at) = if payload_in_map < len {
-                (0, n.min(len - payload_in_map), payload_in_map)
-            } else if map_in_payload < n {
-                (map_in_payload, n.min(map_in_payload + len), 0)
-            } else {
-                (0, 0, 0)
-            };
-            if from < to {
-                let range = at..at + (to - from);
-                let new = m.present[range.clone()].iter().filter(|p| !**p).count();
-                m.data[range.clone()].copy_from_slice(&s.payload[from..to]);
-                m.present[range].fill(true);
-                m.missing -= new;
-            }
-            if m.missing == 0 {
-                let check = Check::Checked(
-                    crypto::dss_checksum(m.dsn, m.ssn, m.data_len, &m.data) == m.checksum,
-                );
-                done.extend(m.reporters.iter().map(|&(record, option)| Resolution {
-                    record,
-                    option,
-                    check,
-                }));
-                return false;
-            }
-            true
-        });
-        done
     }
 
-    /// Gives up on every mapping announced by a record before `record`: they stay `null`.
+    /// Gives up every waiting checksum announced by a record before `record`: they stay `null`.
     pub fn expire_before(&mut self, record: u64) -> Vec<Resolution> {
         let mut out = Vec::new();
         for sub in &mut self.subflows {
-            for pending in &mut sub.mappings {
-                pending.retain(|m| {
-                    let keep = m
-                        .reporters
-                        .first()
-                        .is_some_and(|&(first, _)| first >= record);
-                    if !keep {
-                        out.extend(m.reporters.iter().map(|&(record, option)| Resolution {
-                            record,
-                            option,
-                            check: Check::Unknown,
-                        }));
-                    }
-                    keep
-                });
+            for d in &mut sub.mappings {
+                out.extend(d.abandon(record, &mut self.budget));
             }
         }
         out
