@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::lab::{self, LabSpec, LineState, Role};
+use crate::stack::Stack;
 
 /// Bond several Internet lines into one with Multipath TCP.
 #[derive(Debug, Parser)]
@@ -29,6 +30,22 @@ pub enum Command {
     Lab(LabCommand),
     /// Build a lab with two emulated lines, measure them, and remove it again.
     Demo(DemoArgs),
+    /// Relay gateways' MPTCP connections to their destinations (RFC 8803 Convert protocol).
+    Converter(ConverterArgs),
+    /// Open a connection and pipe standard input and output through it (MPTCP when the peer
+    /// has it); usable as ssh `ProxyCommand`.
+    Connect(ConnectArgs),
+    /// Accept one connection and pipe standard input and output through it.
+    Listen(ListenArgs),
+    /// Print a new key line `NAME KEY` for gateway NAME: the gateway's key file, and one line of
+    /// the converter's keys file.
+    Keygen {
+        /// The gateway's name (letters, digits, `.`, `_`, `-`; up to 64).
+        name: String,
+        /// Write the line to this new file (mode 600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Print every TCP packet of a pcap/pcapng capture with its MPTCP options, checking tokens,
     /// HMACs and DSS checksums, and a summary of the connections.
     Decode {
@@ -138,6 +155,82 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+/// `mpbond converter`
+#[derive(Debug, Args)]
+pub struct ConverterArgs {
+    /// Address and port to listen on, like `[::]:7000` (config: `listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// The gateways' keys file: one `NAME KEY` line per gateway, from `mpbond keygen`
+    /// (config: `keys`). SIGHUP re-reads it.
+    #[arg(long, value_name = "FILE")]
+    pub keys: Option<PathBuf>,
+    /// Relay to this range although it is refused by default (private, loopback, ...); repeat.
+    #[arg(long, value_name = "CIDR")]
+    pub allow_dest: Vec<String>,
+    /// Never relay to this range; repeat.
+    #[arg(long, value_name = "CIDR")]
+    pub deny_dest: Vec<String>,
+    /// Config file (TOML); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Relayed connections at most [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Relayed connections at most per gateway [default: 2000].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_gateway: Option<usize>,
+    /// Close relayed connections idle this long [default: 2h].
+    #[arg(long, value_name = "TIME")]
+    pub idle_timeout: Option<String>,
+    /// Time a client has to send its Convert message [default: 10s].
+    #[arg(long, value_name = "TIME")]
+    pub handshake_timeout: Option<String>,
+    /// Time to connect to a destination [default: 10s].
+    #[arg(long, value_name = "TIME")]
+    pub connect_timeout: Option<String>,
+    /// Do not accept the Convert message in the SYN (TCP Fast Open).
+    #[arg(long)]
+    pub no_fast_open: bool,
+    /// Data plane.
+    #[arg(long, value_enum)]
+    pub stack: Option<Stack>,
+}
+
+/// `mpbond connect`
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Where to connect: HOST:PORT (`%h:%p` in an ssh `ProxyCommand`).
+    #[arg(value_name = "HOST:PORT")]
+    pub target: String,
+    /// Go through this converter (HOST:PORT): MPTCP to it, plain TCP from it to the target.
+    #[arg(long, value_name = "HOST:PORT", requires = "key")]
+    pub via: Option<String>,
+    /// This gateway's key file (from `mpbond keygen NAME`), for `--via`.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Plain TCP instead of MPTCP (to compare, or for debugging).
+    #[arg(long)]
+    pub tcp: bool,
+    /// Data plane.
+    #[arg(long, value_enum, default_value = "kernel")]
+    pub stack: Stack,
+}
+
+/// `mpbond listen`
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Address and port to listen on, like `0.0.0.0:9000` or `[::]:9000`.
+    #[arg(value_name = "ADDR:PORT")]
+    pub addr: String,
+    /// Plain TCP instead of MPTCP.
+    #[arg(long)]
+    pub tcp: bool,
+    /// Data plane.
+    #[arg(long, value_enum, default_value = "kernel")]
+    pub stack: Stack,
+}
+
 /// `mpbond demo`
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -151,6 +244,35 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Lab(cmd) => run_lab(cmd),
         Command::Demo(args) => crate::demo::run(&args),
+        Command::Converter(a) => {
+            let config = converter_config(a)?;
+            runtime(true)?.block_on(crate::converter::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Connect(a) => {
+            a.stack.check_available().map_err(anyhow::Error::msg)?;
+            let via = match (a.via, a.key) {
+                (Some(via), Some(key)) => Some((via, crate::netcat::load_signer(&key)?)),
+                (None, Some(_)) => bail!("--key is only used with --via"),
+                _ => None,
+            };
+            let args = crate::netcat::ConnectArgs {
+                target: a.target,
+                via,
+                mptcp: !a.tcp,
+            };
+            runtime(false)?.block_on(crate::netcat::connect(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Listen(a) => {
+            a.stack.check_available().map_err(anyhow::Error::msg)?;
+            runtime(false)?.block_on(crate::netcat::listen(&a.addr, !a.tcp))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { name, out } => {
+            keygen(&name, out.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Decode { file, json } => {
             crate::decode::run(&file, json)?;
             Ok(ExitCode::SUCCESS)
@@ -236,6 +358,95 @@ fn run_lab(cmd: LabCommand) -> Result<ExitCode> {
         LabCommand::Emulate { name, detach } => lab::emulator::run(&name, detach)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A tokio runtime: multi-threaded for the daemons, single-threaded for the netcat.
+fn runtime(multi: bool) -> Result<tokio::runtime::Runtime> {
+    let mut b = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().context("starting the async runtime")
+}
+
+fn keygen(name: &str, out: Option<&std::path::Path>) -> Result<()> {
+    use crate::convert::auth::{Key, Name, key_line};
+    let name = Name::new(name)?;
+    let line = key_line(
+        &name,
+        &Key::generate().context("no random numbers from the OS")?,
+    );
+    match out {
+        None => println!("{line}"),
+        Some(path) => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Merges `mpbond converter`'s flags over its config file.
+fn converter_config(a: ConverterArgs) -> Result<crate::converter::Config> {
+    use crate::config::{self, ConverterFile, cidrs, duration};
+    let file: ConverterFile = match &a.config {
+        Some(p) => config::read(p)?,
+        None => ConverterFile::default(),
+    };
+    a.stack
+        .or(file.stack)
+        .unwrap_or_default()
+        .check_available()
+        .map_err(anyhow::Error::msg)?;
+    let listen = a
+        .listen
+        .or(file.listen)
+        .context("--listen ADDR:PORT is required (or `listen` in the config file)")?;
+    let listen = listen
+        .parse()
+        .with_context(|| format!("--listen: `{listen}` is not ADDR:PORT like [::]:7000"))?;
+    let keys = a
+        .keys
+        .or(file.keys)
+        .context("--keys FILE is required (or `keys` in the config file)")?;
+    let mut c = crate::converter::Config::new(listen, keys);
+    let mut allow = file.allow_dest.unwrap_or_default();
+    allow.extend(a.allow_dest);
+    let mut deny = file.deny_dest.unwrap_or_default();
+    deny.extend(a.deny_dest);
+    c.policy.allow = cidrs("--allow-dest", &allow)?;
+    c.policy.deny = cidrs("--deny-dest", &deny)?;
+    if let Some(n) = a.max_connections.or(file.max_connections) {
+        c.max_connections = n;
+    }
+    if let Some(n) = a
+        .max_connections_per_gateway
+        .or(file.max_connections_per_gateway)
+    {
+        c.max_per_gateway = n;
+    }
+    if let Some(n) = file.max_handshakes {
+        c.max_handshakes = n;
+    }
+    if let Some(t) = a.idle_timeout.or(file.idle_timeout) {
+        c.idle_timeout = duration("--idle-timeout", &t)?;
+    }
+    if let Some(t) = a.handshake_timeout.or(file.handshake_timeout) {
+        c.handshake_timeout = duration("--handshake-timeout", &t)?;
+    }
+    if let Some(t) = a.connect_timeout.or(file.connect_timeout) {
+        c.connect_timeout = duration("--connect-timeout", &t)?;
+    }
+    c.fast_open = !a.no_fast_open && file.fast_open.unwrap_or(true);
+    Ok(c)
 }
 
 /// Turns a clap error into one line: its message without the usage block.

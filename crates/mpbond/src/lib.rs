@@ -4,7 +4,14 @@
 //! with its link emulator ([`lab`]), and the demo ([`demo`]). See `docs/` for the user guide.
 
 pub mod cli;
+pub mod config;
+pub mod convert;
+pub mod converter;
 pub mod decode;
 pub mod demo;
 pub mod lab;
+pub mod netcat;
+pub mod relay;
+pub mod stack;
+mod sys;
 pub mod units;

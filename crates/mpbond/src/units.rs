@@ -207,7 +207,7 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
-/// Parses a duration such as `10ms`, `1.5ms`, `250us`, `2s` or `0`.
+/// Parses a duration such as `10ms`, `1.5ms`, `250us`, `2s`, `5min`, `2h` or `0`.
 pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let err = |reason| UnitError::Duration {
         input: s.to_owned(),
@@ -226,8 +226,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
         "us" | "µs" => 1_000,
         "ms" => 1_000_000,
         "s" => 1_000_000_000,
-        "" => return Err(err("missing unit (use us, ms or s)")),
-        _ => return Err(err("unknown unit (use ns, us, ms or s)")),
+        "min" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "" => return Err(err("missing unit (use us, ms, s, min or h)")),
+        _ => return Err(err("unknown unit (use ns, us, ms, s, min or h)")),
     };
     let (int, nanos) = parse_decimal(num).ok_or_else(|| err("malformed number"))?;
     let total =
@@ -367,6 +369,8 @@ mod tests {
         );
         assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("5min").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         for bad in ["", "10", "ms", "10 m", "1.0000000001s", "x"] {
             assert!(parse_duration(bad).is_err(), "{bad}");

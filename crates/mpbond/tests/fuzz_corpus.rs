@@ -31,3 +31,33 @@ fn capture_corpus() {
         "{seeds} seeds, {inputs} inputs"
     );
 }
+
+/// Runs the `convert` fuzz target's body over its seeds (`fuzz/corpus/convert/`, written by
+/// `cargo run -p mpbond --example convert_seeds -- fuzz/corpus`) and over every truncation and
+/// every single-byte change of each.
+#[test]
+fn convert_corpus() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/convert");
+    let mut seeds = 0;
+    let mut inputs = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let seed = std::fs::read(entry.unwrap().path()).unwrap();
+        seeds += 1;
+        for n in 0..=seed.len() {
+            mpbond::convert::fuzz_message(&seed[..n]);
+            inputs += 1;
+        }
+        for i in 0..seed.len() {
+            for b in [0x00, 0x01, 0xff, seed[i] ^ 0x80, seed[i].wrapping_add(1)] {
+                let mut m = seed.clone();
+                m[i] = b;
+                mpbond::convert::fuzz_message(&m);
+                inputs += 1;
+            }
+        }
+    }
+    assert!(
+        seeds >= 8 && inputs > 1000,
+        "{seeds} seeds, {inputs} inputs"
+    );
+}

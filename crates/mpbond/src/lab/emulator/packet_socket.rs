@@ -16,6 +16,8 @@ use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
+use crate::sys::setsockopt_int;
+
 /// Largest frame the emulator carries: a 1500-byte MTU plus Ethernet and VLAN headers fits, and
 /// anything longer (a jumbo MTU set by hand) is counted as an error and dropped.
 pub const MAX_FRAME: usize = 2048;
@@ -48,25 +50,6 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(ret)
     }
-}
-
-fn setsockopt_int(
-    fd: RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` lives for the call and its size is passed; the kernel copies it.
-    let ret = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            ptr::from_ref(&value).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    cvt(ret).map(drop)
 }
 
 /// The interface index of `name` in the calling thread's network namespace.

@@ -1,0 +1,99 @@
+//! Config files of `mpbond converter` and `mpbond gateway` (TOML): everything their flags set.
+//! A flag given on the command line wins over the file; what neither sets takes its default.
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::stack::Stack;
+use crate::units::parse_duration;
+
+/// Reads and parses a TOML file.
+pub fn read<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        // toml's message spans lines (it quotes the file); keep the first, which says what.
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or("").trim().to_owned();
+        let detail = msg.lines().last().unwrap_or("").trim().to_owned();
+        anyhow!("config file {}: {first} {detail}", path.display())
+    })
+}
+
+/// A duration from a flag or the file (`"10s"`, `"2h"`).
+pub fn duration(what: &str, s: &str) -> Result<Duration> {
+    parse_duration(s).with_context(|| what.to_owned())
+}
+
+/// CIDR ranges (`10.0.0.0/8`, `2001:db8::/32`; a bare address is a /32 or /128).
+pub fn cidrs(what: &str, list: &[String]) -> Result<Vec<IpNet>> {
+    list.iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| anyhow!("{what}: `{s}` is not a CIDR range like 10.0.0.0/8"))
+        })
+        .collect()
+}
+
+/// `mpbond converter`'s config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConverterFile {
+    /// `listen = "[::]:7000"`.
+    pub listen: Option<String>,
+    /// `keys = "/etc/mpbond/converter.keys"`.
+    pub keys: Option<PathBuf>,
+    /// Destinations allowed although refused by default.
+    pub allow_dest: Option<Vec<String>>,
+    /// Destinations refused on top of the defaults.
+    pub deny_dest: Option<Vec<String>>,
+    /// Relayed connections at most.
+    pub max_connections: Option<usize>,
+    /// Relayed connections at most per gateway.
+    pub max_connections_per_gateway: Option<usize>,
+    /// Connections at most still in their handshake.
+    pub max_handshakes: Option<usize>,
+    /// `"10s"`.
+    pub handshake_timeout: Option<String>,
+    /// `"10s"`.
+    pub connect_timeout: Option<String>,
+    /// `"2h"`.
+    pub idle_timeout: Option<String>,
+    /// TCP Fast Open for the Convert message.
+    pub fast_open: Option<bool>,
+    /// `"kernel"`.
+    pub stack: Option<Stack>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_that_say_where() {
+        let dir = std::env::temp_dir().join(format!("mpbond-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "listen = \"[::]:7000\"\nmax_conections = 5\n").unwrap();
+        let e = read::<ConverterFile>(&f).unwrap_err().to_string();
+        assert!(e.contains("max_conections") && e.contains("c.toml"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        std::fs::write(
+            &f,
+            "listen = \"[::]:7000\"\nkeys = \"/k\"\nfast_open = false\n",
+        )
+        .unwrap();
+        let c: ConverterFile = read(&f).unwrap();
+        assert_eq!(c.fast_open, Some(false));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(cidrs("--allow-dest", &["10.0.0.0/8".into(), "::1".into()]).is_ok());
+        assert!(cidrs("--allow-dest", &["10.0.0.0/33".into()]).is_err());
+        assert!(duration("idle", "2h").is_ok());
+    }
+}

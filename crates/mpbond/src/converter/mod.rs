@@ -1,0 +1,536 @@
+//! `mpbond converter`: accepts MPTCP connections from gateways, checks their Convert message
+//! (RFC 8803) and authentication, connects to the destination with plain TCP, answers, and
+//! relays both ways.
+//!
+//! Per connection (RFC 8803 §4.2):
+//! 1. read the client's Convert message, within the handshake timeout;
+//! 2. refuse with an Error TLV anything malformed (§6.2.8 codes 0–2), unauthenticated (32), for a
+//!    refused destination (32), or over a limit (64), closing gracefully so the error arrives;
+//! 3. connect to the destination; on failure answer 96 (reset), 97 (unreachable) or 65;
+//! 4. answer with an Extended TCP Header TLV (and Supported TCP Extensions if asked with Info),
+//!    then relay until both sides are closed.
+
+pub mod policy;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::convert::auth::{self, Name, Verifier};
+use crate::convert::client::unix_now;
+use crate::convert::exchange::{self, ReadError};
+use crate::convert::message::{ErrorCode, Message};
+use crate::relay::{self, BufPool};
+use crate::stack::kernel::{self, ConnectOptions, ListenOptions, Proto};
+pub use policy::Policy;
+
+/// TCP option kinds the converter uses towards servers (the kernel's): MSS, window scale,
+/// SACK permitted, timestamps. Anything else in an Extended Connect is refused with error 33.
+pub const SUPPORTED_TCP_OPTIONS: [u8; 4] = [2, 3, 4, 8];
+
+/// Everything `mpbond converter` is configured with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The gateways' keys file (one `NAME KEY` line per gateway).
+    pub keys: PathBuf,
+    /// Destination policy.
+    pub policy: Policy,
+    /// Relayed connections at most, all gateways together.
+    pub max_connections: usize,
+    /// Relayed connections at most per gateway.
+    pub max_per_gateway: usize,
+    /// Connections at most that have not yet sent their Convert message.
+    pub max_handshakes: usize,
+    /// Time a client has to send its Convert message.
+    pub handshake_timeout: Duration,
+    /// Time to connect to a destination.
+    pub connect_timeout: Duration,
+    /// A relayed connection that moves no byte for this long is closed.
+    pub idle_timeout: Duration,
+    /// Accept the Convert message in the SYN (TCP Fast Open).
+    pub fast_open: bool,
+    /// Accept MPTCP (false: plain TCP only, for tests).
+    pub mptcp: bool,
+}
+
+impl Config {
+    /// Defaults for `listen` and `keys`.
+    #[must_use]
+    pub fn new(listen: SocketAddr, keys: PathBuf) -> Self {
+        Self {
+            listen,
+            keys,
+            policy: Policy::default(),
+            max_connections: 10_000,
+            max_per_gateway: 2_000,
+            max_handshakes: 1_024,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(2 * 3600),
+            fast_open: true,
+            mptcp: true,
+        }
+    }
+}
+
+/// Counters of a running converter.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// ... of which speak MPTCP.
+    pub mptcp: AtomicU64,
+    /// ... of which fell back to plain TCP (a path without MPTCP, or a TCP-only client).
+    pub fallback: AtomicU64,
+    /// ... whose Convert message came in the SYN.
+    pub syn_data: AtomicU64,
+    /// Refused: malformed or unsupported messages.
+    pub malformed: AtomicU64,
+    /// Refused: authentication failed.
+    pub auth_failures: AtomicU64,
+    /// Refused: destination not allowed.
+    pub refused_destinations: AtomicU64,
+    /// Refused: over a limit.
+    pub over_limit: AtomicU64,
+    /// The destination could not be reached.
+    pub connect_failures: AtomicU64,
+    /// Relayed connections now.
+    pub active: AtomicU64,
+    /// Bytes from gateways to destinations.
+    pub bytes_up: AtomicU64,
+    /// Bytes from destinations to gateways.
+    pub bytes_down: AtomicU64,
+}
+
+/// A running converter's shared state.
+#[derive(Debug)]
+pub struct Converter {
+    config: Config,
+    verifier: Mutex<Verifier>,
+    per_gateway: Mutex<HashMap<Name, usize>>,
+    handshakes: Semaphore,
+    relays: Semaphore,
+    pool: BufPool,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// Holds a gateway's connection slot until dropped.
+struct GatewaySlot<'a> {
+    conv: &'a Converter,
+    name: Name,
+}
+
+impl Drop for GatewaySlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.conv.per_gateway.lock() {
+            if let Some(n) = m.get_mut(&self.name) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.name);
+                }
+            }
+        }
+    }
+}
+
+/// Reads a keys file; refuses one that others may read (it holds every gateway's secret).
+pub fn load_keys(path: &std::path::Path) -> Result<Vec<(Name, auth::Key)>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).with_context(|| format!("keys file {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        warn!(
+            "keys file {} is readable by others (mode {:o}); chmod 600 it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("keys file {}", path.display()))?;
+    auth::parse_key_lines(&text).with_context(|| format!("keys file {}", path.display()))
+}
+
+/// The options of the server's SYN/ACK as far as the kernel tells (`TCP_INFO`): the MSS it
+/// sends with, SACK permitted, timestamps (values zero: only their use is known) and window
+/// scale. Sent in the Extended TCP Header TLV (RFC 8803 §6.2.4).
+fn server_options(stream: &TcpStream) -> Vec<u8> {
+    const TCPI_OPT_TIMESTAMPS: u8 = 1;
+    const TCPI_OPT_SACK: u8 = 2;
+    const TCPI_OPT_WSCALE: u8 = 4;
+    let Some(info) = kernel::tcp_info(stream) else {
+        return Vec::new();
+    };
+    let mut o = Vec::new();
+    let mss = u16::try_from(info.tcpi_snd_mss).unwrap_or(u16::MAX);
+    o.extend_from_slice(&[2, 4]);
+    o.extend_from_slice(&mss.to_be_bytes());
+    if info.tcpi_options & TCPI_OPT_SACK != 0 {
+        o.extend_from_slice(&[4, 2]);
+    }
+    if info.tcpi_options & TCPI_OPT_TIMESTAMPS != 0 {
+        o.extend_from_slice(&[8, 10, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    if info.tcpi_options & TCPI_OPT_WSCALE != 0 {
+        // The low four bits are the peer's (send) shift.
+        o.extend_from_slice(&[1, 3, 3, info.tcpi_snd_rcv_wscale & 0x0f]);
+    }
+    o
+}
+
+/// The Error TLV for a failed connection to the destination (RFC 8803 §6.2.8), with the ICMP
+/// code for Destination Unreachable (RFC 792: 0 net, 1 host, 13 administratively prohibited).
+fn connect_error(e: &io::Error) -> (ErrorCode, u8) {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED | libc::ECONNRESET) => (ErrorCode::ConnectionReset, 0),
+        Some(libc::ENETUNREACH) => (ErrorCode::DestinationUnreachable, 0),
+        Some(libc::EHOSTUNREACH | libc::ETIMEDOUT) => (ErrorCode::DestinationUnreachable, 1),
+        Some(libc::EACCES | libc::EPERM) => (ErrorCode::DestinationUnreachable, 13),
+        _ if e.kind() == io::ErrorKind::TimedOut => (ErrorCode::DestinationUnreachable, 1),
+        _ => (ErrorCode::NetworkFailure, 0),
+    }
+}
+
+/// How long a refused client gets to read the error before the socket is closed.
+const REFUSE_LINGER: Duration = Duration::from_secs(2);
+
+impl Converter {
+    /// A converter for `config`, with the keys already loaded.
+    #[must_use]
+    pub fn new(config: Config, keys: Vec<(Name, auth::Key)>) -> Self {
+        Self {
+            verifier: Mutex::new(Verifier::new(keys)),
+            per_gateway: Mutex::new(HashMap::new()),
+            handshakes: Semaphore::new(config.max_handshakes),
+            relays: Semaphore::new(config.max_connections),
+            pool: BufPool::default(),
+            stats: Stats::default(),
+            config,
+        }
+    }
+
+    /// Re-reads the keys file (SIGHUP): added gateways may connect, removed ones no longer.
+    pub fn reload_keys(&self) -> Result<usize> {
+        let keys = load_keys(&self.config.keys)?;
+        let n = keys.len();
+        if let Ok(mut v) = self.verifier.lock() {
+            v.set_keys(keys);
+        }
+        Ok(n)
+    }
+
+    fn take_gateway_slot(&self, name: &Name) -> Option<GatewaySlot<'_>> {
+        let mut m = self.per_gateway.lock().ok()?;
+        let n = m.entry(name.clone()).or_insert(0);
+        if *n >= self.config.max_per_gateway {
+            return None;
+        }
+        *n += 1;
+        Some(GatewaySlot {
+            conv: self,
+            name: name.clone(),
+        })
+    }
+
+    /// Serves one accepted connection to its end.
+    pub async fn handle(&self, stream: TcpStream, peer: SocketAddr) {
+        let s = &self.stats;
+        s.accepted.fetch_add(1, Relaxed);
+        if kernel::is_mptcp(&stream) {
+            s.mptcp.fetch_add(1, Relaxed);
+        } else if self.config.mptcp {
+            s.fallback.fetch_add(1, Relaxed);
+            debug!(%peer, "plain TCP (MPTCP fell back on the way)");
+        }
+        if kernel::syn_data_acked(&stream) {
+            s.syn_data.fetch_add(1, Relaxed);
+        }
+        let Ok(handshake) = self.handshakes.try_acquire() else {
+            s.over_limit.fetch_add(1, Relaxed);
+            warn!(%peer, "refused: too many connections in handshake");
+            exchange::refuse(&stream, ErrorCode::ResourceExceeded, 30, REFUSE_LINGER).await;
+            return;
+        };
+        let Some(request) = self.read_request(&stream, peer).await else {
+            return;
+        };
+        let Some(_slot) = self.take_gateway_slot(&request.gateway) else {
+            s.over_limit.fetch_add(1, Relaxed);
+            warn!(gateway = %request.gateway, "refused: gateway at its limit of {} connections", self.config.max_per_gateway);
+            exchange::refuse(&stream, ErrorCode::ResourceExceeded, 30, REFUSE_LINGER).await;
+            return;
+        };
+        let Ok(_relay_permit) = self.relays.try_acquire() else {
+            s.over_limit.fetch_add(1, Relaxed);
+            warn!(gateway = %request.gateway, "refused: converter at its limit of {} connections", self.config.max_connections);
+            exchange::refuse(&stream, ErrorCode::ResourceExceeded, 30, REFUSE_LINGER).await;
+            return;
+        };
+        drop(handshake);
+        self.connect_and_relay(&stream, &request).await;
+    }
+
+    /// Reads and checks the client's Convert message; answers and returns `None` when refused.
+    async fn read_request(&self, stream: &TcpStream, peer: SocketAddr) -> Option<Request> {
+        let s = &self.stats;
+        let read = tokio::time::timeout(
+            self.config.handshake_timeout,
+            exchange::read_message(stream),
+        );
+        let msg = match read.await {
+            Err(_) => {
+                debug!(%peer, "no Convert message within the handshake timeout");
+                return None;
+            }
+            Ok(Err(ReadError::Parse(e))) => {
+                s.malformed.fetch_add(1, Relaxed);
+                info!(%peer, "refused: {e}");
+                // Unsupported Version lists the versions we speak (§6.2.8).
+                let value = u8::from(e.error_code() == ErrorCode::UnsupportedVersion);
+                exchange::refuse(stream, e.error_code(), value, REFUSE_LINGER).await;
+                return None;
+            }
+            Ok(Err(e)) => {
+                debug!(%peer, "connection ended before its Convert message: {e}");
+                return None;
+            }
+            Ok(Ok(msg)) => msg,
+        };
+        let Some(connect) = msg.connect.clone() else {
+            if msg.info {
+                // An Info TLV alone asks what the converter supports (§6.2.2).
+                let reply = Message {
+                    supported_tcp_extensions: Some(SUPPORTED_TCP_OPTIONS.to_vec()),
+                    ..Message::default()
+                };
+                let _ = exchange::write_message(stream, &reply).await;
+            } else {
+                s.malformed.fetch_add(1, Relaxed);
+                exchange::refuse(stream, ErrorCode::MalformedMessage, 0, REFUSE_LINGER).await;
+            }
+            return None;
+        };
+        let checked = self
+            .verifier
+            .lock()
+            .map_err(|_| auth::AuthError::UnknownName)
+            .and_then(|mut v| v.check(msg.auth.as_ref(), &connect, unix_now()));
+        let gateway = match checked {
+            Ok(name) => name,
+            Err(e) => {
+                s.auth_failures.fetch_add(1, Relaxed);
+                let who = msg.auth.as_ref().map_or("-", |a| a.name.as_str());
+                warn!(%peer, gateway = who, "refused: authentication failed: {e}");
+                exchange::refuse(stream, ErrorCode::NotAuthorized, 0, REFUSE_LINGER).await;
+                return None;
+            }
+        };
+        let dest = connect.remote;
+        if let Some(kind) = unsupported_option(&connect.tcp_options) {
+            s.malformed.fetch_add(1, Relaxed);
+            info!(%peer, %gateway, %dest, "refused: TCP option kind {kind} asked");
+            exchange::refuse(stream, ErrorCode::UnsupportedTcpOption, kind, REFUSE_LINGER).await;
+            return None;
+        }
+        let own: Vec<IpAddr> = policy::own_addresses();
+        if let Err(why) = self.config.policy.check(dest.ip(), dest.port(), &own) {
+            s.refused_destinations.fetch_add(1, Relaxed);
+            warn!(%peer, %gateway, %dest, "refused destination: {why}");
+            exchange::refuse(stream, ErrorCode::NotAuthorized, 0, REFUSE_LINGER).await;
+            return None;
+        }
+        Some(Request {
+            gateway,
+            dest,
+            info: msg.info,
+        })
+    }
+
+    /// Connects to the destination, answers the client, and relays.
+    async fn connect_and_relay(&self, stream: &TcpStream, req: &Request) {
+        let s = &self.stats;
+        let (gateway, dest) = (&req.gateway, req.dest);
+        let opts = ConnectOptions {
+            timeout: Some(self.config.connect_timeout),
+            ..ConnectOptions::default()
+        };
+        let down = match kernel::connect(dest, &opts).await {
+            Ok(c) => c.stream,
+            Err(e) => {
+                s.connect_failures.fetch_add(1, Relaxed);
+                let (code, value) = connect_error(&e);
+                info!(%gateway, %dest, "cannot connect: {e}; answering {code}");
+                exchange::refuse(stream, code, value, REFUSE_LINGER).await;
+                return;
+            }
+        };
+        let reply = Message {
+            extended_tcp_header: Some(server_options(&down)),
+            supported_tcp_extensions: req.info.then(|| SUPPORTED_TCP_OPTIONS.to_vec()),
+            ..Message::default()
+        };
+        if let Err(e) = exchange::write_message(stream, &reply).await {
+            debug!(%gateway, %dest, "gateway gone before the reply: {e}");
+            return;
+        }
+        debug!(%gateway, %dest, "relaying");
+        s.active.fetch_add(1, Relaxed);
+        let report = relay::relay::<std::future::Ready<io::Result<()>>>(
+            stream,
+            &down,
+            &self.pool,
+            Some(self.config.idle_timeout),
+            None,
+        )
+        .await;
+        s.active.fetch_sub(1, Relaxed);
+        s.bytes_up.fetch_add(report.a_to_b, Relaxed);
+        s.bytes_down.fetch_add(report.b_to_a, Relaxed);
+        debug!(%gateway, %dest, up = report.a_to_b, down = report.b_to_a, outcome = ?report.outcome, "closed");
+    }
+}
+
+/// An accepted Convert request.
+struct Request {
+    gateway: Name,
+    dest: SocketAddr,
+    info: bool,
+}
+
+/// The first TCP option kind in an Extended Connect that the converter cannot use.
+fn unsupported_option(options: &[u8]) -> Option<u8> {
+    let mut i = 0;
+    while i < options.len() {
+        let kind = options[i];
+        if kind == 1 {
+            i += 1;
+            continue;
+        }
+        if !SUPPORTED_TCP_OPTIONS.contains(&kind) {
+            return Some(kind);
+        }
+        i += usize::from(options.get(i + 1).copied().unwrap_or(2)).max(2);
+    }
+    None
+}
+
+/// Runs a converter until SIGINT or SIGTERM; SIGHUP reloads the keys file.
+pub async fn run(config: Config) -> Result<()> {
+    let keys = load_keys(&config.keys)?;
+    if config.fast_open {
+        match kernel::enable_tcp_fastopen(2) {
+            Ok(v) => debug!("net.ipv4.tcp_fastopen = {v:#x}"),
+            Err(e) => warn!(
+                "cannot enable TCP Fast Open for servers (net.ipv4.tcp_fastopen): {e}; Convert messages will take one more round trip"
+            ),
+        }
+    }
+    let l = kernel::listen(
+        config.listen,
+        &ListenOptions {
+            mptcp: config.mptcp,
+            fast_open: config.fast_open,
+            ..ListenOptions::default()
+        },
+    )
+    .with_context(|| format!("listen on {}", config.listen))?;
+    if let Some(e) = &l.mptcp_unavailable {
+        warn!("this kernel cannot accept MPTCP ({e}): serving plain TCP only, no bonding");
+    }
+    info!(
+        listen = %config.listen,
+        gateways = keys.len(),
+        proto = ?l.proto,
+        fast_open = l.fast_open,
+        "converter ready"
+    );
+    let conv = Arc::new(Converter::new(config, keys));
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            accepted = l.listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let conv = Arc::clone(&conv);
+                    tokio::spawn(async move { conv.handle(stream, peer).await });
+                }
+                Err(e) => {
+                    // EMFILE and the like: wait instead of spinning.
+                    warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = hup.recv() => match conv.reload_keys() {
+                Ok(n) => info!(gateways = n, "keys reloaded"),
+                Err(e) => warn!("keys not reloaded, keeping the old ones: {e:#}"),
+            },
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    info!(
+        accepted = conv.stats.accepted.load(Relaxed),
+        auth_failures = conv.stats.auth_failures.load(Relaxed),
+        "converter stopped"
+    );
+    Ok(())
+}
+
+/// For [`Proto`] in logs.
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Mptcp => "MPTCP",
+            Self::Tcp => "TCP",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_map_to_rfc_codes() {
+        let e = |n| io::Error::from_raw_os_error(n);
+        assert_eq!(
+            connect_error(&e(libc::ECONNREFUSED)),
+            (ErrorCode::ConnectionReset, 0)
+        );
+        assert_eq!(
+            connect_error(&e(libc::ENETUNREACH)),
+            (ErrorCode::DestinationUnreachable, 0)
+        );
+        assert_eq!(
+            connect_error(&e(libc::EHOSTUNREACH)),
+            (ErrorCode::DestinationUnreachable, 1)
+        );
+        assert_eq!(
+            connect_error(&io::ErrorKind::TimedOut.into()),
+            (ErrorCode::DestinationUnreachable, 1)
+        );
+        assert_eq!(
+            connect_error(&e(libc::EACCES)),
+            (ErrorCode::DestinationUnreachable, 13)
+        );
+        assert_eq!(connect_error(&e(libc::EIO)), (ErrorCode::NetworkFailure, 0));
+    }
+
+    #[test]
+    fn extended_connect_options_beyond_the_kernels_are_named() {
+        assert_eq!(unsupported_option(&[]), None);
+        assert_eq!(unsupported_option(&[2, 4, 5, 0xb4, 1, 4, 2, 3, 3, 7]), None);
+        assert_eq!(unsupported_option(&[2, 4, 5, 0xb4, 34, 2]), Some(34));
+        assert_eq!(unsupported_option(&[30, 4, 0, 0]), Some(30));
+    }
+}

@@ -1,0 +1,192 @@
+//! `mpbond connect` / `mpbond listen`: a multipath netcat. Standard input goes to the connection
+//! and the connection to standard output, over MPTCP when both ends have it, else plain TCP with
+//! a warning. `connect --via` goes through a converter (usable as ssh `ProxyCommand`).
+//!
+//! Half-close is kept: end of standard input sends FIN and the other direction goes on; the
+//! program ends when the peer has closed its direction (and standard output is flushed). The exit
+//! status is 0 when both directions ended cleanly, 1 otherwise.
+
+use std::io;
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result, bail};
+use socket2::SockRef;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use crate::convert::auth::Signer;
+use crate::convert::client::{self, ClientOptions};
+use crate::stack::kernel::{self, ConnectOptions, ListenOptions, Proto};
+
+/// Resolves `HOST:PORT` (names through the system resolver), preferring the first answer.
+pub async fn resolve(target: &str) -> Result<SocketAddr> {
+    let mut addrs = tokio::net::lookup_host(target)
+        .await
+        .with_context(|| format!("cannot resolve {target} (expected HOST:PORT)"))?;
+    addrs
+        .next()
+        .with_context(|| format!("{target} has no address"))
+}
+
+/// Says once, on standard error, that a connection is not multipath.
+fn warn_if_not_multipath(stream: &TcpStream, proto: Proto, why: Option<&io::Error>, peer: &str) {
+    match (proto, why) {
+        (Proto::Tcp, Some(e)) => {
+            warn!("this kernel has no usable MPTCP ({e}); using plain TCP to {peer}");
+        }
+        (Proto::Tcp, None) => {}
+        (Proto::Mptcp, _) if !kernel::is_mptcp(stream) => {
+            warn!("{peer} (or a middlebox on the way) does not speak MPTCP; using plain TCP");
+        }
+        (Proto::Mptcp, _) => debug!("MPTCP to {peer}"),
+    }
+}
+
+/// Copies standard input to `stream` (then FIN) and `stream` to standard output, until the peer
+/// closes. `gate` runs before anything is copied to standard output.
+async fn pipe_stdio<F>(stream: &TcpStream, gate: F) -> Result<()>
+where
+    F: Future<Output = Result<()>>,
+{
+    let up = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = stdin
+                .read(&mut buf)
+                .await
+                .context("reading standard input")?;
+            if n == 0 {
+                SockRef::from(stream)
+                    .shutdown(std::net::Shutdown::Write)
+                    .context("sending FIN")?;
+                return Ok::<(), anyhow::Error>(());
+            }
+            kernel::write_all(stream, &buf[..n])
+                .await
+                .context("sending")?;
+        }
+    };
+    let down = async {
+        gate.await?;
+        let mut stdout = tokio::io::stdout();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            stream.readable().await?;
+            match stream.try_read(&mut buf) {
+                Ok(0) => {
+                    stdout.flush().await?;
+                    return Ok::<(), anyhow::Error>(());
+                }
+                Ok(n) => stdout
+                    .write_all(&buf[..n])
+                    .await
+                    .context("writing standard output")?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e).context("receiving"),
+            }
+        }
+    };
+    tokio::pin!(up, down);
+    // The peer's close ends the program; an error on the way up ends it too.
+    tokio::select! {
+        r = &mut down => r,
+        r = &mut up => match r {
+            Ok(()) => down.await,
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// What `mpbond connect` was asked.
+#[derive(Debug)]
+pub struct ConnectArgs {
+    /// `HOST:PORT` to reach.
+    pub target: String,
+    /// Through this converter (`HOST:PORT`), with `signer`'s key.
+    pub via: Option<(String, Signer)>,
+    /// Use MPTCP (false: `--tcp`).
+    pub mptcp: bool,
+}
+
+/// `mpbond connect`.
+pub async fn connect(args: ConnectArgs) -> Result<()> {
+    let dest = resolve(&args.target).await?;
+    if let Some((via, signer)) = args.via {
+        let converter = resolve(&via).await?;
+        let mut opts = ClientOptions::new(converter);
+        opts.mptcp = args.mptcp;
+        let up = client::open(dest, &signer, &opts).await?;
+        let stream = up.stream;
+        let gate = async {
+            let reply = client::read_reply(&stream, opts.reply_timeout)
+                .await
+                .with_context(|| format!("{} through {via}", args.target))?;
+            debug!(?reply, "converter connected");
+            warn_if_not_multipath(&stream, up.proto, up.mptcp_unavailable.as_ref(), &via);
+            Ok(())
+        };
+        return pipe_stdio(&stream, gate).await;
+    }
+    let conn = kernel::connect(
+        dest,
+        &ConnectOptions {
+            mptcp: args.mptcp,
+            ..ConnectOptions::default()
+        },
+    )
+    .await
+    .with_context(|| format!("cannot connect to {}", args.target))?;
+    warn_if_not_multipath(
+        &conn.stream,
+        conn.proto,
+        conn.mptcp_unavailable.as_ref(),
+        &args.target,
+    );
+    pipe_stdio(&conn.stream, async { Ok(()) }).await
+}
+
+/// `mpbond listen`: accepts one connection, then pipes it like `connect`.
+pub async fn listen(addr: &str, mptcp: bool) -> Result<()> {
+    let addr: SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => resolve(addr).await?,
+    };
+    let l = kernel::listen(
+        addr,
+        &ListenOptions {
+            mptcp,
+            backlog: 1,
+            ..ListenOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot listen on {addr}"))?;
+    if let Some(e) = &l.mptcp_unavailable {
+        warn!("this kernel has no usable MPTCP ({e}); listening with plain TCP");
+    }
+    let (stream, peer) = l.listener.accept().await.context("accept")?;
+    drop(l);
+    if mptcp && !kernel::is_mptcp(&stream) {
+        warn!("{peer} connected with plain TCP (no MPTCP on its side or on the way)");
+    } else {
+        debug!(%peer, "connected");
+    }
+    pipe_stdio(&stream, async { Ok(()) }).await
+}
+
+/// Reads a gateway key file (one `NAME KEY` line).
+pub fn load_signer(path: &std::path::Path) -> Result<Signer> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("key file {}", path.display()))?;
+    let signer = Signer::from_key_file_text(&text).with_context(|| {
+        format!(
+            "key file {} (expected one line from `mpbond keygen NAME`)",
+            path.display()
+        )
+    })?;
+    if signer.name().as_str().is_empty() {
+        bail!("key file {} has no name", path.display());
+    }
+    Ok(signer)
+}

@@ -1,0 +1,329 @@
+//! The kernel data plane: `IPPROTO_MPTCP` sockets (Linux ≥ 5.6), falling back to TCP where the
+//! kernel has no MPTCP, and what the kernel tells about a connection.
+//!
+//! Socket options used here (values from the kernel's uapi headers; `libc` lacks some):
+//! - `TCP_FASTOPEN_CONNECT` on the client: the first write goes in the SYN once the server gave
+//!   a cookie (RFC 7413), so a Convert message costs no round trip;
+//! - `TCP_FASTOPEN` on the converter's listener: it hands out cookies and accepts data in a SYN
+//!   that carries one. Not `TCP_FASTOPEN_NO_COOKIE`, although RFC 8803 would have converters
+//!   accept data without a cookie: a Linux listener in no-cookie mode issues no cookies, so
+//!   clients would have to send data without one, and a client that does so to a server that
+//!   does not take it loses MPTCP (the kernel falls back to TCP). With cookies, the first
+//!   connection from a gateway address costs one round trip and the following ones none;
+//! - `TCP_IS_MPTCP`: 1 while an MPTCP socket really speaks MPTCP, 0 once it fell back to TCP
+//!   (a peer or a middlebox without MPTCP).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::sys;
+
+const TCP_FASTOPEN: libc::c_int = 23;
+const TCP_FASTOPEN_CONNECT: libc::c_int = 30;
+const TCP_IS_MPTCP: libc::c_int = 43;
+/// `tcpi_options` bit: the SYN's data was acknowledged (sent or received in the SYN).
+const TCPI_OPT_SYN_DATA: u8 = 32;
+
+/// Which protocol a socket was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// `IPPROTO_MPTCP`.
+    Mptcp,
+    /// Plain TCP: the kernel has no MPTCP or it is disabled (`net.mptcp.enabled=0`).
+    Tcp,
+}
+
+fn setsockopt_int(
+    fd: &impl AsFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    sys::setsockopt_int(fd.as_fd().as_raw_fd(), level, name, value)
+}
+
+fn getsockopt_int(
+    fd: &impl AsFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    sys::getsockopt_int(fd.as_fd().as_raw_fd(), level, name)
+}
+
+/// A non-blocking stream socket for `addr`'s family: MPTCP when `mptcp` is asked and the kernel
+/// allows it, else TCP. The second value says why MPTCP was not used, if it was asked.
+pub fn stream_socket(
+    addr: &SocketAddr,
+    mptcp: bool,
+) -> io::Result<(Socket, Proto, Option<io::Error>)> {
+    let domain = Domain::for_address(*addr);
+    let mut why = None;
+    if mptcp {
+        match Socket::new(domain, Type::STREAM, Some(Protocol::MPTCP)) {
+            Ok(s) => {
+                s.set_nonblocking(true)?;
+                return Ok((s, Proto::Mptcp, None));
+            }
+            // ENOPROTOOPT: net.mptcp.enabled=0; EPROTONOSUPPORT/EINVAL: no MPTCP in the kernel.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOPROTOOPT | libc::EPROTONOSUPPORT | libc::EINVAL)
+                ) =>
+            {
+                why = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    Ok((s, Proto::Tcp, why))
+}
+
+/// Whether a connected socket speaks MPTCP now (false: plain TCP, or MPTCP that fell back).
+#[must_use]
+pub fn is_mptcp(stream: &impl AsFd) -> bool {
+    getsockopt_int(stream, libc::IPPROTO_TCP, TCP_IS_MPTCP).is_ok_and(|v| v == 1)
+}
+
+/// Whether the data sent or received in this connection's SYN was accepted (TCP Fast Open).
+#[must_use]
+pub fn syn_data_acked(stream: &impl AsFd) -> bool {
+    tcp_info(stream).is_some_and(|i| i.tcpi_options & TCPI_OPT_SYN_DATA != 0)
+}
+
+/// The kernel's `TCP_INFO` for a TCP socket (for an MPTCP socket: its first subflow's).
+#[must_use]
+pub fn tcp_info(stream: &impl AsFd) -> Option<libc::tcp_info> {
+    // SAFETY: all-zero is a valid tcp_info.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(size_of::<libc::tcp_info>()).ok()?;
+    // SAFETY: `info` and `len` outlive the call; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_fd().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        )
+    };
+    (r == 0).then_some(info)
+}
+
+/// How to open a client connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Use MPTCP (else plain TCP).
+    pub mptcp: bool,
+    /// Ask for TCP Fast Open: the first write may go in the SYN.
+    pub fast_open: bool,
+    /// Source address to bind first.
+    pub bind: Option<SocketAddr>,
+    /// Give up after this long (None: the kernel's SYN retries, about 2 minutes).
+    pub timeout: Option<Duration>,
+}
+
+/// A client connection and how it was made.
+#[derive(Debug)]
+pub struct Connection {
+    /// The stream.
+    pub stream: TcpStream,
+    /// The protocol of the socket (an MPTCP socket may still fall back: see [`is_mptcp`]).
+    pub proto: Proto,
+    /// Why MPTCP was asked but not used, for a warning.
+    pub mptcp_unavailable: Option<io::Error>,
+    /// The connection is deferred until the first write, which goes in the SYN (TFO).
+    pub deferred: bool,
+}
+
+/// Opens a connection. With `fast_open`, when the kernel holds a TFO cookie for `addr` the
+/// connection is *deferred*: nothing is sent until the first write, which rides in the SYN and
+/// whose failure then reports connection errors. Without a cookie (the first connection to a
+/// server), a normal handshake runs and the kernel asks for a cookie for next time.
+pub async fn connect(addr: SocketAddr, opts: &ConnectOptions) -> io::Result<Connection> {
+    let (socket, proto, why) = stream_socket(&addr, opts.mptcp)?;
+    if let Some(bind) = opts.bind {
+        socket.bind(&bind.into())?;
+    }
+    let mut fast_open = opts.fast_open;
+    // EOPNOTSUPP: net.ipv4.tcp_fastopen lacks the client bit; go on without it.
+    if fast_open && setsockopt_int(&socket, libc::IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1).is_err() {
+        fast_open = false;
+    }
+    let deferred = match socket.connect(&addr.into()) {
+        Ok(()) => fast_open,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+        Err(e) => return Err(e),
+    };
+    let stream = TcpStream::from_std(socket.into())?;
+    if !deferred {
+        let wait = stream.writable();
+        match opts.timeout {
+            Some(t) => tokio::time::timeout(t, wait)
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??,
+            None => wait.await?,
+        }
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        // Writable without an error can still mean "not connected" on some paths.
+        stream.peer_addr()?;
+    }
+    Ok(Connection {
+        stream,
+        proto,
+        mptcp_unavailable: why,
+        deferred,
+    })
+}
+
+/// Writes all of `buf`, including the first write of a deferred (TFO) connection, which may
+/// report `EINPROGRESS` while the handshake runs.
+pub async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                // The SYN left without the data (no cookie after all): wait for the handshake.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// How to listen.
+#[derive(Debug, Clone, Default)]
+#[expect(clippy::struct_excessive_bools, reason = "independent socket options")]
+pub struct ListenOptions {
+    /// Accept MPTCP (an MPTCP listener also accepts plain TCP clients).
+    pub mptcp: bool,
+    /// Accept data in the SYN (TFO) from clients holding a cookie, and hand out cookies.
+    pub fast_open: bool,
+    /// `IP_TRANSPARENT`: accept connections to any address that TPROXY diverts here.
+    pub transparent: bool,
+    /// Only IPv6 on an IPv6 socket (else the IPv6 wildcard also takes IPv4).
+    pub v6_only: bool,
+    /// Listen backlog.
+    pub backlog: i32,
+}
+
+/// A listener and what the kernel made of the options.
+#[derive(Debug)]
+pub struct Listener {
+    /// The listener.
+    pub listener: TcpListener,
+    /// MPTCP or TCP.
+    pub proto: Proto,
+    /// Why MPTCP was asked but not used.
+    pub mptcp_unavailable: Option<io::Error>,
+    /// Whether TFO was enabled on it.
+    pub fast_open: bool,
+}
+
+/// Binds and listens on `addr`.
+pub fn listen(addr: SocketAddr, opts: &ListenOptions) -> io::Result<Listener> {
+    let (socket, proto, why) = stream_socket(&addr, opts.mptcp)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(opts.v6_only)?;
+    }
+    if opts.transparent {
+        if addr.is_ipv6() {
+            socket.set_ip_transparent_v6(true)?;
+        } else {
+            socket.set_ip_transparent_v4(true)?;
+        }
+    }
+    socket.bind(&addr.into())?;
+    let mut fast_open = false;
+    if opts.fast_open {
+        fast_open = setsockopt_int(&socket, libc::IPPROTO_TCP, TCP_FASTOPEN, 1024).is_ok();
+    }
+    socket.listen(if opts.backlog > 0 { opts.backlog } else { 1024 })?;
+    Ok(Listener {
+        listener: TcpListener::from_std(socket.into())?,
+        proto,
+        mptcp_unavailable: why,
+        fast_open,
+    })
+}
+
+/// Resets the connection when the socket is closed (`SO_LINGER` 0) instead of closing it
+/// gracefully: used to pass a reset on from the other side (RFC 8803 §4.2).
+pub fn reset_on_close(stream: &TcpStream) {
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+/// `net.ipv4.tcp_fastopen` of this network namespace.
+#[must_use]
+pub fn tcp_fastopen_sysctl() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fastopen")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Adds `bits` to `net.ipv4.tcp_fastopen` (1: client, 2: server); needs root in the namespace.
+pub fn enable_tcp_fastopen(bits: u32) -> io::Result<u32> {
+    let now = tcp_fastopen_sysctl().ok_or_else(|| io::Error::other("no net.ipv4.tcp_fastopen"))?;
+    if now & bits == bits {
+        return Ok(now);
+    }
+    std::fs::write("/proc/sys/net/ipv4/tcp_fastopen", format!("{}", now | bits))?;
+    Ok(now | bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn mptcp_loopback_speaks_mptcp_and_tcp_clients_fall_back() {
+        let opts = ListenOptions {
+            mptcp: true,
+            ..ListenOptions::default()
+        };
+        let l = listen("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        if l.proto != Proto::Mptcp {
+            eprintln!(
+                "SKIPPED mptcp_loopback: this kernel has no MPTCP ({:?})",
+                l.mptcp_unavailable
+            );
+            return;
+        }
+        let addr = l.listener.local_addr().unwrap();
+        for mptcp in [true, false] {
+            let c = connect(
+                addr,
+                &ConnectOptions {
+                    mptcp,
+                    ..ConnectOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+            let (s, _) = l.listener.accept().await.unwrap();
+            write_all(&c.stream, b"x").await.unwrap();
+            let mut b = [0u8; 1];
+            s.readable().await.unwrap();
+            assert_eq!(s.try_read(&mut b).unwrap(), 1);
+            assert_eq!(is_mptcp(&c.stream), mptcp, "client, mptcp={mptcp}");
+            assert_eq!(is_mptcp(&s), mptcp, "server, mptcp client={mptcp}");
+        }
+    }
+}
