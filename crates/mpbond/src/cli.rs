@@ -30,6 +30,8 @@ pub enum Command {
     Lab(LabCommand),
     /// Build a lab with two emulated lines, measure them, and remove it again.
     Demo(DemoArgs),
+    /// Carry the LAN's TCP connections over MPTCP across every WAN line to a converter.
+    Gateway(GatewayArgs),
     /// Relay gateways' MPTCP connections to their destinations (RFC 8803 Convert protocol).
     Converter(ConverterArgs),
     /// Open a connection and pipe standard input and output through it (MPTCP when the peer
@@ -197,6 +199,48 @@ pub struct ConverterArgs {
     pub stack: Option<Stack>,
 }
 
+/// `mpbond gateway`
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The converter, HOST:PORT (config: `converter`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub converter: Option<String>,
+    /// This gateway's key file, from `mpbond keygen NAME` (config: `key`).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// A WAN line: IFACE[:backup][:via=NEXTHOP]; repeat for each line. The gateway installs a
+    /// routing table, a rule and an MPTCP endpoint per line, and removes them on exit.
+    #[arg(long, value_name = "IFACE[:backup]")]
+    pub wan: Vec<String>,
+    /// A LAN interface whose forwarded TCP is captured; repeat. Implies --transparent 7070.
+    #[arg(long, value_name = "IFACE")]
+    pub lan: Vec<String>,
+    /// Port of the transparent (TPROXY) listener.
+    #[arg(long, value_name = "PORT")]
+    pub transparent: Option<u16>,
+    /// A SOCKS5 listener (no authentication on loopback; users from the config file otherwise).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub socks: Option<String>,
+    /// Reject UDP/443 from the LAN so browsers fall back from QUIC to TCP.
+    #[arg(long)]
+    pub block_quic: bool,
+    /// Never capture this destination range (besides private ones and the converter); repeat.
+    #[arg(long, value_name = "CIDR")]
+    pub bypass: Vec<String>,
+    /// Config file (TOML); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Close relayed connections idle this long [default: 2h].
+    #[arg(long, value_name = "TIME")]
+    pub idle_timeout: Option<String>,
+    /// Do not put the Convert message in the SYN (TCP Fast Open).
+    #[arg(long)]
+    pub no_fast_open: bool,
+    /// Data plane.
+    #[arg(long, value_enum)]
+    pub stack: Option<Stack>,
+}
+
 /// `mpbond connect`
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
@@ -244,6 +288,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Lab(cmd) => run_lab(cmd),
         Command::Demo(args) => crate::demo::run(&args),
+        Command::Gateway(a) => {
+            let config = gateway_config(a)?;
+            runtime(true)?.block_on(crate::gateway::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Converter(a) => {
             let config = converter_config(a)?;
             runtime(true)?.block_on(crate::converter::run(config))?;
@@ -444,6 +493,63 @@ fn converter_config(a: ConverterArgs) -> Result<crate::converter::Config> {
     }
     if let Some(t) = a.connect_timeout.or(file.connect_timeout) {
         c.connect_timeout = duration("--connect-timeout", &t)?;
+    }
+    c.fast_open = !a.no_fast_open && file.fast_open.unwrap_or(true);
+    Ok(c)
+}
+
+/// Merges `mpbond gateway`'s flags over its config file.
+fn gateway_config(a: GatewayArgs) -> Result<crate::gateway::Config> {
+    use crate::config::{self, GatewayFile, cidrs, duration};
+    let file: GatewayFile = match &a.config {
+        Some(p) => config::read(p)?,
+        None => GatewayFile::default(),
+    };
+    a.stack
+        .or(file.stack)
+        .unwrap_or_default()
+        .check_available()
+        .map_err(anyhow::Error::msg)?;
+    let converter = a
+        .converter
+        .or(file.converter)
+        .context("--converter HOST:PORT is required (or `converter` in the config file)")?;
+    let key = a
+        .key
+        .or(file.key)
+        .context("--key FILE is required (or `key` in the config file)")?;
+    let mut c = crate::gateway::Config::new(converter, key);
+    let wan = if a.wan.is_empty() {
+        file.wan.unwrap_or_default()
+    } else {
+        a.wan
+    };
+    c.wan = wan
+        .iter()
+        .map(|w| w.parse().map_err(|e: String| anyhow::anyhow!("--wan {e}")))
+        .collect::<Result<_>>()?;
+    c.lan = if a.lan.is_empty() {
+        file.lan.unwrap_or_default()
+    } else {
+        a.lan
+    };
+    c.transparent = a
+        .transparent
+        .or(file.transparent)
+        .or((!c.lan.is_empty()).then_some(7070));
+    if let Some(s) = a.socks.or(file.socks) {
+        c.socks = Some(
+            s.parse()
+                .with_context(|| format!("--socks: `{s}` is not ADDR:PORT like 127.0.0.1:1080"))?,
+        );
+    }
+    c.socks_users = file.socks_users.unwrap_or_default();
+    c.block_quic = a.block_quic || file.block_quic.unwrap_or(false);
+    let mut bypass = file.bypass.unwrap_or_default();
+    bypass.extend(a.bypass);
+    c.bypass.extend(cidrs("--bypass", &bypass)?);
+    if let Some(t) = a.idle_timeout.or(file.idle_timeout) {
+        c.idle_timeout = duration("--idle-timeout", &t)?;
     }
     c.fast_open = !a.no_fast_open && file.fast_open.unwrap_or(true);
     Ok(c)

@@ -71,6 +71,36 @@ pub struct ConverterFile {
     pub stack: Option<Stack>,
 }
 
+/// `mpbond gateway`'s config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// `converter = "vps.example.net:7000"`.
+    pub converter: Option<String>,
+    /// `key = "/etc/mpbond/gateway.key"`.
+    pub key: Option<PathBuf>,
+    /// `wan = ["eth1", "wwan0:backup"]`.
+    pub wan: Option<Vec<String>>,
+    /// `lan = ["br-lan"]`.
+    pub lan: Option<Vec<String>>,
+    /// Transparent listener port.
+    pub transparent: Option<u16>,
+    /// `socks = "127.0.0.1:1080"`.
+    pub socks: Option<String>,
+    /// SOCKS5 users: `[socks_users]` then `alice = "password"`.
+    pub socks_users: Option<std::collections::HashMap<String, String>>,
+    /// Reject UDP/443 from the LAN.
+    pub block_quic: Option<bool>,
+    /// More destinations never captured (the private ranges always are).
+    pub bypass: Option<Vec<String>>,
+    /// TCP Fast Open for the Convert message.
+    pub fast_open: Option<bool>,
+    /// `"2h"`.
+    pub idle_timeout: Option<String>,
+    /// `"kernel"`.
+    pub stack: Option<Stack>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

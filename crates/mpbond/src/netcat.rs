@@ -2,9 +2,10 @@
 //! and the connection to standard output, over MPTCP when both ends have it, else plain TCP with
 //! a warning. `connect --via` goes through a converter (usable as ssh `ProxyCommand`).
 //!
-//! Half-close is kept: end of standard input sends FIN and the other direction goes on; the
-//! program ends when the peer has closed its direction (and standard output is flushed). The exit
-//! status is 0 when both directions ended cleanly, 1 otherwise.
+//! Half-close is kept: end of standard input sends FIN and the other direction goes on, and the
+//! peer's FIN ends standard output while standard input still goes out; the program ends when
+//! both directions have ended (standard output flushed). The exit status is 0 when both ended
+//! cleanly, 1 otherwise (connection refused or reset, ...).
 
 use std::io;
 use std::net::SocketAddr;
@@ -43,8 +44,8 @@ fn warn_if_not_multipath(stream: &TcpStream, proto: Proto, why: Option<&io::Erro
     }
 }
 
-/// Copies standard input to `stream` (then FIN) and `stream` to standard output, until the peer
-/// closes. `gate` runs before anything is copied to standard output.
+/// Copies standard input to `stream` (then FIN) and `stream` to standard output (until the peer's
+/// FIN), each direction on its own. `gate` runs before anything is copied to standard output.
 async fn pipe_stdio<F>(stream: &TcpStream, gate: F) -> Result<()>
 where
     F: Future<Output = Result<()>>,
@@ -88,15 +89,8 @@ where
             }
         }
     };
-    tokio::pin!(up, down);
-    // The peer's close ends the program; an error on the way up ends it too.
-    tokio::select! {
-        r = &mut down => r,
-        r = &mut up => match r {
-            Ok(()) => down.await,
-            Err(e) => Err(e),
-        },
-    }
+    // Each direction ends on its own (half-close); the first error ends both.
+    tokio::try_join!(up, down).map(drop)
 }
 
 /// What `mpbond connect` was asked.
@@ -157,7 +151,6 @@ pub async fn listen(addr: &str, mptcp: bool) -> Result<()> {
         addr,
         &ListenOptions {
             mptcp,
-            backlog: 1,
             ..ListenOptions::default()
         },
     )
@@ -166,13 +159,25 @@ pub async fn listen(addr: &str, mptcp: bool) -> Result<()> {
         warn!("this kernel has no usable MPTCP ({e}); listening with plain TCP");
     }
     let (stream, peer) = l.listener.accept().await.context("accept")?;
-    drop(l);
+    // The listener stays open: the kernel takes the peer's additional subflows (MP_JOIN SYNs)
+    // through it. Other connections are refused as they come.
+    let refuse = async {
+        loop {
+            if let Ok((other, from)) = l.listener.accept().await {
+                debug!(%from, "refused: already connected");
+                kernel::reset_on_close(&other);
+            }
+        }
+    };
     if mptcp && !kernel::is_mptcp(&stream) {
         warn!("{peer} connected with plain TCP (no MPTCP on its side or on the way)");
     } else {
         debug!(%peer, "connected");
     }
-    pipe_stdio(&stream, async { Ok(()) }).await
+    tokio::select! {
+        r = pipe_stdio(&stream, async { Ok(()) }) => r,
+        () = refuse => unreachable!("the refusing loop never ends"),
+    }
 }
 
 /// Reads a gateway key file (one `NAME KEY` line).

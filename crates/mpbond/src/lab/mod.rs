@@ -242,10 +242,13 @@ fn build(info: &LabInfo) -> Result<(), LabError> {
         let host = info.hosts.get(role);
         for r in &host.routes {
             let fam = if r.via.is_ipv4() { "-4" } else { "-6" };
-            netns::ip_in(
-                &host.netns,
-                &[fam, "route", "add", &r.to, "via", &r.via.to_string()],
-            )?;
+            let via = r.via.to_string();
+            let metric = r.metric.map(|m| m.to_string());
+            let mut args = vec![fam, "route", "add", &r.to, "via", &via];
+            if let Some(m) = &metric {
+                args.extend(["metric", m]);
+            }
+            netns::ip_in(&host.netns, &args)?;
         }
     }
     Ok(())

@@ -16,8 +16,9 @@
 //! The web and vps public addresses are in documentation ranges rather than private ones, so a
 //! converter's default refusal of private destinations does not get in the way of lab traffic.
 //! Each line is its own subnet: a flow to the vps's address on line i crosses line i only.
-//! The gateway's default route uses the first line; the vps routes the LAN prefix back through
-//! the first line, so plain routed traffic from lan to web works before any bonding is set up.
+//! The gateway has a default route by every line (metrics 100, 200, ...: the first wins); the
+//! vps routes the LAN prefix back through the first line, so plain routed traffic from lan to web
+//! works before any bonding is set up.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -202,6 +203,9 @@ pub struct Route {
     pub to: String,
     /// Next hop.
     pub via: IpAddr,
+    /// Route metric (lower wins), if not the kernel's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<u32>,
 }
 
 /// One host (network namespace) of the lab.
@@ -392,14 +396,15 @@ fn link_pair(
     (a, b)
 }
 
-/// A default route (IPv4 and IPv6) towards the peer of `i`.
-fn default_routes(i: &Interface) -> Vec<Route> {
+/// A default route (IPv4 and IPv6) towards the peer of `i`, with `metric`.
+fn default_routes(i: &Interface, metric: Option<u32>) -> Vec<Route> {
     [i.peer_ipv4, i.peer_ipv6]
         .into_iter()
         .flatten()
         .map(|via| Route {
             to: "default".into(),
             via,
+            metric,
         })
         .collect()
 }
@@ -458,24 +463,30 @@ pub fn plan(spec: &LabSpec, run_dir: &std::path::Path) -> LabInfo {
     }
     vps_ifs.push(vps_web);
 
-    // The gateway leaves by its first line by default; the vps routes the LAN back that way.
-    let (gw_routes, vps_routes) = match gw_ifs.get(1) {
-        Some(first) => (
-            default_routes(first),
-            [
-                (first.ipv4, "192.168.100.0/24"),
-                (first.ipv6, "fd00:100::/64"),
-            ]
-            .into_iter()
-            .filter_map(|(via, to)| {
-                via.map(|via| Route {
-                    to: to.into(),
-                    via: via.addr,
-                })
+    // The gateway has a default route by every line, with metrics 100, 200, ... as a DHCP
+    // client on a multihomed host installs them: traffic leaves by the first line; the others'
+    // next hops are there for a gateway to find. The vps routes the LAN back by the first line.
+    let gw_routes = gw_ifs
+        .iter()
+        .skip(1)
+        .zip(1u32..)
+        .flat_map(|(i, n)| default_routes(i, Some(100 * n)))
+        .collect();
+    let vps_routes = match gw_ifs.get(1) {
+        Some(first) => [
+            (first.ipv4, "192.168.100.0/24"),
+            (first.ipv6, "fd00:100::/64"),
+        ]
+        .into_iter()
+        .filter_map(|(via, to)| {
+            via.map(|via| Route {
+                to: to.into(),
+                via: via.addr,
+                metric: None,
             })
-            .collect(),
-        ),
-        None => (Vec::new(), Vec::new()),
+        })
+        .collect(),
+        None => Vec::new(),
     };
     let host = |role: Role, interfaces, routes, forwarding| Host {
         netns: role.netns(name),
@@ -502,7 +513,7 @@ pub fn plan(spec: &LabSpec, run_dir: &std::path::Path) -> LabInfo {
             lan: host(
                 Role::Lan,
                 vec![lan_if.clone()],
-                default_routes(&lan_if),
+                default_routes(&lan_if, None),
                 false,
             ),
             gw: host(Role::Gw, gw_ifs, gw_routes, true),
@@ -511,7 +522,7 @@ pub fn plan(spec: &LabSpec, run_dir: &std::path::Path) -> LabInfo {
             web: host(
                 Role::Web,
                 vec![web_if.clone()],
-                default_routes(&web_if),
+                default_routes(&web_if, None),
                 false,
             ),
         },
@@ -572,9 +583,22 @@ mod tests {
             .map(|i| i.name.as_str())
             .collect();
         assert_eq!(emu, ["g-dsl", "v-dsl", "g-lte", "v-lte"]);
+        // A default route by every line, the first line's preferred.
+        let gw: Vec<_> = info
+            .hosts
+            .gw
+            .routes
+            .iter()
+            .map(|r| (r.via.to_string(), r.metric))
+            .collect();
         assert_eq!(
-            info.hosts.gw.routes[0].via,
-            "10.1.0.1".parse::<IpAddr>().unwrap()
+            gw,
+            [
+                ("10.1.0.1".to_owned(), Some(100)),
+                ("fd00:1::1".to_owned(), Some(100)),
+                ("10.2.0.1".to_owned(), Some(200)),
+                ("fd00:2::1".to_owned(), Some(200)),
+            ]
         );
         assert_eq!(info.hosts.vps.routes[0].to, "192.168.100.0/24");
     }

@@ -53,6 +53,34 @@ pub fn skip_unless_root(test: &str) -> bool {
     true
 }
 
+/// Runs `f` on a thread of its own in a new, unnamed network namespace that has only a loopback
+/// interface (brought up), and returns its result; the namespace vanishes with the thread, so
+/// nothing is left behind whatever `f` does. `None`, after saying why, when not root.
+///
+/// # Panics
+/// If the namespace cannot be made or `f` panics (this is a test helper).
+pub fn in_private_netns<T: Send>(test: &str, f: impl FnOnce() -> T + Send) -> Option<T> {
+    if skip_unless_root(test) {
+        return None;
+    }
+    std::thread::scope(|s| {
+        let thread = s.spawn(|| {
+            // SAFETY: unshare only changes this thread's namespace membership.
+            let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "unshare: {}", std::io::Error::last_os_error());
+            let up = Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status();
+            assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
+            f()
+        });
+        match thread.join() {
+            Ok(v) => Some(v),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
 /// The machine-wide right to run lab tests: held, no other lab test runs. [`TestLab`] takes it;
 /// tests that build labs through the command line take it themselves.
 #[derive(Debug)]

@@ -10,7 +10,6 @@
               constant, an interface-name byte, or a length bounded by BATCH or MAX_FRAME"
 )]
 
-use std::ffi::CString;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -52,17 +51,7 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// The interface index of `name` in the calling thread's network namespace.
-pub fn if_index(name: &str) -> io::Result<u32> {
-    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if index == 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(index)
-    }
-}
+pub use crate::sys::if_index;
 
 /// A raw packet socket that sees every frame arriving on one interface and sends frames out of
 /// it unchanged.

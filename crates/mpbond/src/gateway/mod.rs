@@ -1,0 +1,304 @@
+//! `mpbond gateway`: carries the LAN's TCP connections over MPTCP, across every WAN line, to a
+//! converter (RFC 8803), which talks plain TCP to the destinations.
+//!
+//! - [`wan`]: per-line routing tables, rules and MPTCP endpoints, so each subflow uses its line;
+//! - [`nft`]: transparent capture of forwarded LAN TCP (TPROXY), and the optional QUIC block;
+//! - [`socks`]: a SOCKS5 listener for devices that are not routed through the gateway.
+//!
+//! Each captured connection: open an MPTCP connection to the converter whose first bytes (in the
+//! SYN when TFO allows) are the Convert message for the original destination; relay the LAN
+//! client's bytes at once, and the converter's bytes once its reply said the destination
+//! answered; a refusal resets the LAN connection.
+
+pub mod nft;
+pub mod socks;
+pub mod wan;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ipnet::IpNet;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::convert::auth::Signer;
+use crate::convert::client::{self, ClientError, ClientOptions, Upstream};
+use crate::relay::{self, BufPool};
+use crate::stack::kernel::{self, ListenOptions};
+pub use socks::SocksAuth;
+pub use wan::WanSpec;
+
+/// Everything `mpbond gateway` is configured with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The converter, `HOST:PORT`.
+    pub converter: String,
+    /// This gateway's key file.
+    pub key: PathBuf,
+    /// WAN lines; empty: leave the kernel's MPTCP and routing configuration alone.
+    pub wan: Vec<WanSpec>,
+    /// LAN interfaces whose TCP is captured (empty: all but `lo` and the WANs).
+    pub lan: Vec<String>,
+    /// Port of the transparent listener (`None`: no transparent capture).
+    pub transparent: Option<u16>,
+    /// SOCKS5 listener.
+    pub socks: Option<SocketAddr>,
+    /// SOCKS5 users (name → password); required unless the listener is on loopback.
+    pub socks_users: HashMap<String, String>,
+    /// Reject UDP/443 from the LAN so browsers fall back from QUIC to TCP.
+    pub block_quic: bool,
+    /// Destinations never captured, besides the converter.
+    pub bypass: Vec<IpNet>,
+    /// Put the Convert message in the SYN (TCP Fast Open) when possible.
+    pub fast_open: bool,
+    /// A relayed connection that moves no byte for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for a converter and a key.
+    #[must_use]
+    pub fn new(converter: String, key: PathBuf) -> Self {
+        Self {
+            converter,
+            key,
+            wan: Vec::new(),
+            lan: Vec::new(),
+            transparent: None,
+            socks: None,
+            socks_users: HashMap::new(),
+            block_quic: false,
+            bypass: nft::default_bypass(),
+            fast_open: true,
+            idle_timeout: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+/// Counters of a running gateway.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// LAN connections taken (transparent or SOCKS).
+    pub connections: AtomicU64,
+    /// ... whose connection to the converter fell back to plain TCP.
+    pub fallback: AtomicU64,
+    /// ... refused by the converter (Error TLV).
+    pub refused: AtomicU64,
+    /// ... that could not reach the converter.
+    pub unreachable: AtomicU64,
+    /// Bytes from the LAN.
+    pub bytes_up: AtomicU64,
+    /// Bytes to the LAN.
+    pub bytes_down: AtomicU64,
+}
+
+/// A running gateway's shared state.
+#[derive(Debug)]
+pub struct Gateway {
+    signer: Signer,
+    client: ClientOptions,
+    pool: BufPool,
+    idle: Duration,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl Gateway {
+    /// Opens the converted connection for `dest` (the Convert message is sent; the reply not
+    /// yet read).
+    async fn open_upstream(&self, dest: SocketAddr) -> Result<Upstream, ClientError> {
+        self.stats.connections.fetch_add(1, Relaxed);
+        let r = client::open(dest, &self.signer, &self.client).await;
+        if let Err(e) = &r {
+            self.stats.unreachable.fetch_add(1, Relaxed);
+            warn!(%dest, "{e}");
+        }
+        r
+    }
+
+    /// Relays between the LAN connection and the converter; `gate` (reading the converter's
+    /// reply) runs before anything goes to the LAN.
+    async fn relay<F>(&self, lan: &TcpStream, up: &TcpStream, gate: Option<F>, dest: SocketAddr)
+    where
+        F: Future<Output = io::Result<()>>,
+    {
+        let report = relay::relay(lan, up, &self.pool, Some(self.idle), gate).await;
+        self.stats.bytes_up.fetch_add(report.a_to_b, Relaxed);
+        self.stats.bytes_down.fetch_add(report.b_to_a, Relaxed);
+        if !kernel::is_mptcp(up) && self.client.mptcp {
+            self.stats.fallback.fetch_add(1, Relaxed);
+        }
+        debug!(%dest, up = report.a_to_b, down = report.b_to_a, outcome = ?report.outcome, "closed");
+    }
+
+    /// Serves one transparently captured LAN connection.
+    async fn transparent(self: Arc<Self>, lan: TcpStream, peer: SocketAddr) {
+        // TPROXY keeps the original destination as the accepted socket's local address.
+        let Ok(dest) = lan.local_addr() else {
+            return;
+        };
+        debug!(%peer, %dest, "captured");
+        let Ok(up) = self.open_upstream(dest).await else {
+            kernel::reset_on_close(&lan);
+            return;
+        };
+        let stream = &up.stream;
+        let gw = &self;
+        let gate = async move {
+            match client::read_reply(stream, gw.client.reply_timeout).await {
+                Ok(_) => {
+                    if !kernel::is_mptcp(stream) {
+                        warn_fallback(gw);
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    if matches!(e, ClientError::Refused(_)) {
+                        gw.stats.refused.fetch_add(1, Relaxed);
+                    }
+                    info!(%peer, %dest, "{e}");
+                    Err(io::Error::other(e.to_string()))
+                }
+            }
+        };
+        self.relay(&lan, stream, Some(gate), dest).await;
+    }
+}
+
+/// Warns, at most once a minute, that connections to the converter are not multipath.
+fn warn_fallback(gw: &Gateway) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = client::unix_now();
+    if now.saturating_sub(LAST.swap(now, Relaxed)) >= 60 {
+        warn!(
+            converter = %gw.client.converter,
+            "connection to the converter fell back to plain TCP: the path (or the converter's kernel) strips MPTCP; no bonding"
+        );
+    }
+}
+
+/// The transparent (both families) and SOCKS5 listeners; `true` marks transparent ones.
+fn open_listeners(config: &Config) -> Result<Vec<(tokio::net::TcpListener, bool)>> {
+    let mut listeners = Vec::new();
+    if let Some(port) = config.transparent {
+        for addr in [
+            SocketAddr::from(([0, 0, 0, 0], port)),
+            SocketAddr::from(([0u16; 8], port)),
+        ] {
+            let l = kernel::listen(
+                addr,
+                &ListenOptions {
+                    transparent: true,
+                    v6_only: true,
+                    ..ListenOptions::default()
+                },
+            )
+            .with_context(|| format!("transparent listener on {addr}"))?;
+            listeners.push((l.listener, true));
+        }
+    }
+    if let Some(addr) = config.socks {
+        let l = kernel::listen(addr, &ListenOptions::default())
+            .with_context(|| format!("SOCKS5 listener on {addr}"))?;
+        listeners.push((l.listener, false));
+    }
+    Ok(listeners)
+}
+
+/// Runs a gateway until SIGINT or SIGTERM, then removes what it installed.
+pub async fn run(config: Config) -> Result<()> {
+    let signer = crate::netcat::load_signer(&config.key)?;
+    let converter = crate::netcat::resolve(&config.converter).await?;
+    if config.transparent.is_none() && config.socks.is_none() {
+        bail!(
+            "nothing to serve: give --lan (transparent capture), --transparent PORT or --socks ADDR:PORT"
+        );
+    }
+    let socks_auth = match config.socks {
+        Some(a) if !a.ip().is_loopback() && config.socks_users.is_empty() => {
+            bail!(
+                "a SOCKS5 listener on {a} (not loopback) needs users: set [socks_users] in the config file"
+            )
+        }
+        Some(a) if !a.ip().is_loopback() => SocksAuth::Users(Arc::new(config.socks_users.clone())),
+        _ => SocksAuth::None,
+    };
+    let mut client_opts = ClientOptions::new(converter);
+    client_opts.fast_open = config.fast_open;
+    let gw = Arc::new(Gateway {
+        signer,
+        client: client_opts,
+        pool: BufPool::default(),
+        idle: config.idle_timeout,
+        stats: Stats::default(),
+    });
+
+    // Kernel configuration: undone when these guards drop, on every way out of this function.
+    let _wan = if config.wan.is_empty() {
+        None
+    } else {
+        Some(wan::WanSetup::apply(&config.wan)?)
+    };
+    nft::remove_leftover_table();
+    let mut bypass = config.bypass.clone();
+    bypass.push(nft::host_net(converter.ip()));
+    let ruleset = nft::Ruleset {
+        lan: config.lan.clone(),
+        wan: config.wan.iter().map(|w| w.iface.clone()).collect(),
+        port: config.transparent,
+        bypass,
+        block_quic: config.block_quic,
+    };
+    let _capture = nft::Capture::install(&ruleset)?;
+
+    let listeners = open_listeners(&config)?;
+    info!(
+        converter = %converter,
+        gateway = %gw.signer.name(),
+        transparent = ?config.transparent,
+        socks = ?config.socks,
+        "gateway ready"
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for (l, transparent) in listeners {
+        let gw = Arc::clone(&gw);
+        let auth = socks_auth.clone();
+        tasks.spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((s, peer)) => {
+                        let gw = Arc::clone(&gw);
+                        if transparent {
+                            tokio::spawn(gw.transparent(s, peer));
+                        } else {
+                            tokio::spawn(socks::serve(gw, s, peer, auth.clone()));
+                        }
+                    }
+                    Err(e) => {
+                        warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tasks.abort_all();
+    info!(
+        connections = gw.stats.connections.load(Relaxed),
+        refused = gw.stats.refused.load(Relaxed),
+        fallback = gw.stats.fallback.load(Relaxed),
+        "gateway stopping; removing its kernel configuration"
+    );
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! The kernel's side of the WAN lines: what makes each MPTCP subflow leave by its own line.
+//!
+//! For each line (`--wan IFACE[:backup][:via=ADDR]`), in each address family it has:
+//! - a routing table (4201, 4202, ...) with a default route by that line's next hop, and a
+//!   policy rule `from <line address> lookup <table>`: a subflow bound to the line's address
+//!   leaves by the line, whatever the main table says;
+//! - an MPTCP endpoint `<line address> dev <iface> subflow [backup]`: the in-kernel path manager
+//!   opens one subflow per line on every connection, a backup line's carrying data only when no
+//!   other subflow can (RFC 8684 §3.3.8);
+//! - and MPTCP limits large enough for one subflow per line.
+//!
+//! Everything is undone by [`WanSetup::remove`] (also on drop); routes and rules carry the route
+//! protocol `mpbond` (77) so that a crashed run's are found again.
+
+use std::io;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result, bail};
+use tracing::{debug, info, warn};
+
+use crate::netlink::mptcp_pm::{Endpoint, Limits, PathManager, flag};
+use crate::netlink::route::{Route, RouteSocket, Rule};
+use crate::sys::if_index;
+
+/// First routing table (and rule priority) of the lines; line *i* (0-based) gets `+ 1 + i`.
+pub const TABLE_BASE: u32 = 4200;
+
+/// One `--wan` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WanSpec {
+    /// Interface name.
+    pub iface: String,
+    /// Used only when no other line works.
+    pub backup: bool,
+    /// Next hop, per family, when the main table has no default route by this interface.
+    pub via: Vec<IpAddr>,
+}
+
+impl std::str::FromStr for WanSpec {
+    type Err = String;
+
+    /// `IFACE[:backup][:via=ADDR]...`, like `eth1`, `wwan0:backup`, `eth2:via=192.0.2.1`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(':');
+        let iface = parts.next().unwrap_or("").to_owned();
+        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+            return Err(format!(
+                "`{s}`: expected IFACE[:backup][:via=ADDR], like eth1:backup"
+            ));
+        }
+        let mut w = Self {
+            iface,
+            backup: false,
+            via: Vec::new(),
+        };
+        // IPv6 next hops contain colons: `via=` takes the rest when it does not parse alone.
+        let rest: Vec<&str> = parts.collect();
+        let mut i = 0;
+        while i < rest.len() {
+            let p = rest[i];
+            if p == "backup" {
+                w.backup = true;
+            } else if let Some(addr) = p.strip_prefix("via=") {
+                let joined = rest[i..].join(":");
+                let joined = joined.strip_prefix("via=").unwrap_or(&joined);
+                if let Ok(ip) = addr.parse() {
+                    w.via.push(ip);
+                } else if let Ok(ip) = joined.parse() {
+                    w.via.push(ip);
+                    i = rest.len();
+                    continue;
+                } else {
+                    return Err(format!("`{s}`: `{addr}` is not an IP address"));
+                }
+            } else {
+                return Err(format!(
+                    "`{s}`: unknown part `{p}` (use backup or via=ADDR)"
+                ));
+            }
+            i += 1;
+        }
+        Ok(w)
+    }
+}
+
+/// What was installed, to be removed.
+#[derive(Debug, Default)]
+pub struct WanSetup {
+    rules: Vec<Rule>,
+    routes: Vec<Route>,
+    endpoints: Vec<Endpoint>,
+    old_limits: Option<Limits>,
+    /// Lines configured: (interface, addresses).
+    pub lines: Vec<(String, Vec<IpAddr>)>,
+}
+
+/// One WAN line being configured.
+struct Line<'a> {
+    spec: &'a WanSpec,
+    index: u32,
+    table: u32,
+}
+
+fn usable(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !a.is_loopback() && !a.is_link_local() && !a.is_unspecified(),
+        IpAddr::V6(a) => !a.is_loopback() && !a.is_unicast_link_local() && !a.is_unspecified(),
+    }
+}
+
+impl WanSetup {
+    /// Configures the kernel for `lines`. Lines without an address or a next hop are skipped
+    /// with a warning; no usable line at all is an error.
+    pub fn apply(lines: &[WanSpec]) -> Result<Self> {
+        let mut rt = RouteSocket::open().context("netlink (route)")?;
+        let mut pm = PathManager::open()
+            .context("the kernel's MPTCP path manager (is MPTCP enabled? net.mptcp.enabled)")?;
+        let leftovers = rt
+            .remove_leftovers()
+            .context("removing a previous run's routes")?;
+        if leftovers > 0 {
+            info!("removed {leftovers} routes and rules left by a previous run");
+        }
+        let addrs = rt.addresses().context("reading addresses")?;
+        let defaults = rt.default_routes().context("reading routes")?;
+        let mut setup = Self::default();
+        let old = pm.limits().context("reading MPTCP limits")?;
+        let existing = pm.endpoints().context("reading MPTCP endpoints")?;
+        for (i, w) in lines.iter().enumerate() {
+            let table = TABLE_BASE + 1 + u32::try_from(i).unwrap_or(0);
+            let index = if_index(&w.iface)
+                .with_context(|| format!("--wan {}: no such interface", w.iface))?;
+            let mine: Vec<IpAddr> = addrs
+                .iter()
+                .filter(|a| a.index == index && usable(&a.addr))
+                .map(|a| a.addr)
+                .collect();
+            if mine.is_empty() {
+                warn!("WAN {} has no address: not used", w.iface);
+                continue;
+            }
+            let mut used = Vec::new();
+            for addr in &mine {
+                let v6 = addr.is_ipv6();
+                let via = w.via.iter().find(|g| g.is_ipv6() == v6).copied();
+                let found = defaults
+                    .iter()
+                    .filter(|d| d.oif == index && d.v6 == v6)
+                    .min_by_key(|d| d.metric);
+                let gateway = match (via, found) {
+                    (Some(g), _) => Some(g),
+                    (None, Some(d)) => d.gateway,
+                    (None, None) => {
+                        warn!(
+                            "WAN {} ({addr}): no default route by it in the main table; give its next hop with --wan {}:via=ADDR",
+                            w.iface, w.iface
+                        );
+                        continue;
+                    }
+                };
+                let line = Line {
+                    spec: w,
+                    index,
+                    table,
+                };
+                setup.add_address(&mut rt, &mut pm, &existing, &line, *addr, gateway)?;
+                used.push(*addr);
+            }
+            if !used.is_empty() {
+                info!(
+                    wan = %w.iface,
+                    backup = w.backup,
+                    table,
+                    addresses = ?used,
+                    "WAN line configured"
+                );
+                setup.lines.push((w.iface.clone(), used));
+            }
+        }
+        if setup.lines.is_empty() {
+            setup.remove();
+            bail!("no usable WAN line (each needs an address and a next hop)");
+        }
+        let n = u32::try_from(setup.lines.len()).unwrap_or(8);
+        let want = Limits {
+            subflows: old.subflows.max((2 * n).min(8)),
+            add_addr_accepted: old.add_addr_accepted.max(n.min(8)),
+        };
+        if want != old {
+            pm.set_limits(want).context("setting MPTCP limits")?;
+            setup.old_limits = Some(old);
+            debug!(?old, new = ?want, "MPTCP limits");
+        }
+        Ok(setup)
+    }
+
+    /// Routes `addr`'s traffic out of its line (table + source rule) and gives the kernel an
+    /// MPTCP endpoint for it.
+    fn add_address(
+        &mut self,
+        rt: &mut RouteSocket,
+        pm: &mut PathManager,
+        existing: &[Endpoint],
+        line: &Line<'_>,
+        addr: IpAddr,
+        gateway: Option<IpAddr>,
+    ) -> Result<()> {
+        let v6 = addr.is_ipv6();
+        let route = Route {
+            v6,
+            table: line.table,
+            gateway,
+            oif: line.index,
+            local: false,
+        };
+        rt.add_route(&route)
+            .with_context(|| format!("route for WAN {} ({addr})", line.spec.iface))?;
+        self.routes.push(route);
+        let rule = Rule {
+            v6,
+            priority: line.table,
+            from: Some((addr, if v6 { 128 } else { 32 })),
+            fwmark: None,
+            table: line.table,
+        };
+        match rt.add_rule(&rule) {
+            Ok(()) => self.rules.push(rule),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self.rules.push(rule),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("rule for WAN {} ({addr})", line.spec.iface));
+            }
+        }
+        // Our endpoint replaces one the user had for the same address.
+        if let Some(prev) = existing.iter().find(|e| e.addr == addr) {
+            warn!("replacing the MPTCP endpoint of {addr} (id {})", prev.id);
+            let _ = pm.del_endpoint(prev);
+        }
+        let mut ep = Endpoint {
+            id: 0,
+            addr,
+            port: 0,
+            flags: flag::SUBFLOW | if line.spec.backup { flag::BACKUP } else { 0 },
+            ifindex: Some(line.index),
+        };
+        pm.add_endpoint(&ep)
+            .with_context(|| format!("MPTCP endpoint for WAN {} ({addr})", line.spec.iface))?;
+        // Learn the id the kernel gave it, to remove exactly this one later.
+        if let Some(e) = pm.endpoints()?.into_iter().find(|e| e.addr == addr) {
+            ep.id = e.id;
+        }
+        self.endpoints.push(ep);
+        Ok(())
+    }
+
+    /// Undoes everything; errors are logged, not returned (the thing may be gone already).
+    pub fn remove(&mut self) {
+        if let Ok(mut pm) = PathManager::open() {
+            for ep in self.endpoints.drain(..) {
+                if let Err(e) = pm.del_endpoint(&ep) {
+                    debug!("removing endpoint {}: {e}", ep.addr);
+                }
+            }
+            if let Some(l) = self.old_limits.take() {
+                let _ = pm.set_limits(l);
+            }
+        }
+        if let Ok(mut rt) = RouteSocket::open() {
+            for r in self.rules.drain(..) {
+                ignore_gone(rt.del_rule(&r));
+            }
+            for r in self.routes.drain(..) {
+                ignore_gone(rt.del_route(&r));
+            }
+        }
+    }
+}
+
+fn ignore_gone(r: io::Result<()>) {
+    if let Err(e) = r {
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::ENOENT | libc::ESRCH | libc::ENODEV)
+        ) {
+            debug!("cleanup: {e}");
+        }
+    }
+}
+
+impl Drop for WanSetup {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wan_specs_parse_with_backup_and_next_hops() {
+        let w: WanSpec = "eth1".parse().unwrap();
+        assert_eq!(
+            (w.iface.as_str(), w.backup, w.via.len()),
+            ("eth1", false, 0)
+        );
+        let w: WanSpec = "wwan0:backup".parse().unwrap();
+        assert!(w.backup);
+        let w: WanSpec = "eth2:via=192.0.2.1:backup".parse().unwrap();
+        assert_eq!(w.via, ["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        assert!(w.backup);
+        let w: WanSpec = "eth2:via=fe80::1".parse().unwrap();
+        assert_eq!(w.via, ["fe80::1".parse::<IpAddr>().unwrap()]);
+        for bad in [
+            "",
+            ":backup",
+            "eth0:fast",
+            "eth0:via=nowhere",
+            "a-very-long-interface-name",
+        ] {
+            assert!(bad.parse::<WanSpec>().is_err(), "{bad}");
+        }
+    }
+}
