@@ -233,9 +233,10 @@ pub struct GatewayArgs {
     /// Close relayed connections idle this long [default: 2h].
     #[arg(long, value_name = "TIME")]
     pub idle_timeout: Option<String>,
-    /// Do not put the Convert message in the SYN (TCP Fast Open).
+    /// Put the Convert message in the SYN (TCP Fast Open) once the kernel holds a cookie.
+    /// Experimental: Linux 6.18's MPTCP stalls after a SYN with data (docs/troubleshooting.md).
     #[arg(long)]
-    pub no_fast_open: bool,
+    pub fast_open: bool,
     /// Data plane.
     #[arg(long, value_enum)]
     pub stack: Option<Stack>,
@@ -256,6 +257,14 @@ pub struct ConnectArgs {
     /// Plain TCP instead of MPTCP (to compare, or for debugging).
     #[arg(long)]
     pub tcp: bool,
+    /// A line to use: IFACE[:backup][:via=NEXTHOP]; repeat. Installs a routing table, a rule and
+    /// an MPTCP endpoint per line for the time of the connection (needs root). Without it the
+    /// kernel's own MPTCP endpoints decide.
+    #[arg(long, value_name = "IFACE[:backup]")]
+    pub wan: Vec<String>,
+    /// With `--via`: put the Convert message in the SYN (TCP Fast Open); experimental.
+    #[arg(long, requires = "via")]
+    pub fast_open: bool,
     /// Data plane.
     #[arg(long, value_enum, default_value = "kernel")]
     pub stack: Stack,
@@ -309,6 +318,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 target: a.target,
                 via,
                 mptcp: !a.tcp,
+                wan: wan_specs(&a.wan)?,
+                fast_open: a.fast_open,
             };
             runtime(false)?.block_on(crate::netcat::connect(args))?;
             Ok(ExitCode::SUCCESS)
@@ -524,10 +535,7 @@ fn gateway_config(a: GatewayArgs) -> Result<crate::gateway::Config> {
     } else {
         a.wan
     };
-    c.wan = wan
-        .iter()
-        .map(|w| w.parse().map_err(|e: String| anyhow::anyhow!("--wan {e}")))
-        .collect::<Result<_>>()?;
+    c.wan = wan_specs(&wan)?;
     c.lan = if a.lan.is_empty() {
         file.lan.unwrap_or_default()
     } else {
@@ -551,8 +559,15 @@ fn gateway_config(a: GatewayArgs) -> Result<crate::gateway::Config> {
     if let Some(t) = a.idle_timeout.or(file.idle_timeout) {
         c.idle_timeout = duration("--idle-timeout", &t)?;
     }
-    c.fast_open = !a.no_fast_open && file.fast_open.unwrap_or(true);
+    c.fast_open = a.fast_open || file.fast_open.unwrap_or(false);
     Ok(c)
+}
+
+fn wan_specs(specs: &[String]) -> Result<Vec<crate::gateway::wan::WanSpec>> {
+    specs
+        .iter()
+        .map(|w| w.parse().map_err(|e: String| anyhow::anyhow!("--wan {e}")))
+        .collect()
 }
 
 /// Turns a clap error into one line: its message without the usage block.

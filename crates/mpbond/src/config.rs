@@ -126,4 +126,17 @@ mod tests {
         assert!(cidrs("--allow-dest", &["10.0.0.0/33".into()]).is_err());
         assert!(duration("idle", "2h").is_ok());
     }
+
+    #[test]
+    fn the_example_config_files_in_contrib_parse() {
+        let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib");
+        let g = read::<GatewayFile>(&contrib.join("gateway.toml")).unwrap();
+        assert_eq!(
+            g.wan.as_deref(),
+            Some(&["eth1".to_owned(), "wwan0".to_owned()][..])
+        );
+        assert_eq!(g.block_quic, Some(true));
+        let c = read::<ConverterFile>(&contrib.join("converter.toml")).unwrap();
+        assert_eq!(c.listen.as_deref(), Some("[::]:7000"));
+    }
 }

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 
 use crate::convert::auth::Signer;
 use crate::convert::client::{self, ClientOptions};
+use crate::gateway::wan::{WanSetup, WanSpec};
 use crate::stack::kernel::{self, ConnectOptions, ListenOptions, Proto};
 
 /// Resolves `HOST:PORT` (names through the system resolver), preferring the first answer.
@@ -102,15 +103,26 @@ pub struct ConnectArgs {
     pub via: Option<(String, Signer)>,
     /// Use MPTCP (false: `--tcp`).
     pub mptcp: bool,
+    /// Lines to configure for the connection (`--wan`); empty: leave the kernel as it is.
+    pub wan: Vec<WanSpec>,
+    /// Convert message in the SYN (`--fast-open`).
+    pub fast_open: bool,
 }
 
 /// `mpbond connect`.
 pub async fn connect(args: ConnectArgs) -> Result<()> {
     let dest = resolve(&args.target).await?;
+    // Undone when this guard drops, whichever way the connection ends.
+    let _wan = if args.wan.is_empty() {
+        None
+    } else {
+        Some(WanSetup::apply(&args.wan)?)
+    };
     if let Some((via, signer)) = args.via {
         let converter = resolve(&via).await?;
         let mut opts = ClientOptions::new(converter);
         opts.mptcp = args.mptcp;
+        opts.fast_open = args.fast_open;
         let up = client::open(dest, &signer, &opts).await?;
         let stream = up.stream;
         let gate = async {

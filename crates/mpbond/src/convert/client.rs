@@ -19,7 +19,9 @@ pub struct ClientOptions {
     pub converter: SocketAddr,
     /// Use MPTCP to the converter (the point of it all; false only for tests and debugging).
     pub mptcp: bool,
-    /// Put the Convert message in the SYN (TCP Fast Open) when the kernel has a cookie.
+    /// Put the Convert message in the SYN (TCP Fast Open) when the kernel has a cookie. Off by
+    /// default: on Linux 6.18 an MPTCP connection whose SYN carried data stalls under bulk
+    /// traffic from the server (see docs/troubleshooting.md, "TCP Fast Open").
     pub fast_open: bool,
     /// Give up connecting to the converter after this long.
     pub connect_timeout: Duration,
@@ -35,7 +37,7 @@ impl ClientOptions {
         Self {
             converter,
             mptcp: true,
-            fast_open: true,
+            fast_open: false,
             connect_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(20),
         }
@@ -99,7 +101,8 @@ pub fn connect_message(dest: SocketAddr, signer: &Signer) -> io::Result<Message>
     })
 }
 
-/// Connects to the converter and sends the Convert message asking for `dest`.
+/// Connects to the converter, sends the Convert message asking for `dest`, and returns once the
+/// converter has acknowledged it (its reply is read with [`read_reply`]).
 pub async fn open(
     dest: SocketAddr,
     signer: &Signer,
@@ -127,6 +130,14 @@ pub async fn open(
             addr: opts.converter,
             err: io::ErrorKind::TimedOut.into(),
         })?
+        .map_err(|err| ClientError::Connect {
+            addr: opts.converter,
+            err,
+        })?;
+    // Nothing more is written until the Convert message is data-acked: see
+    // `kernel::wait_data_acked` for the kernel behaviour this avoids.
+    kernel::wait_data_acked(&conn.stream, opts.connect_timeout)
+        .await
         .map_err(|err| ClientError::Connect {
             addr: opts.converter,
             err,

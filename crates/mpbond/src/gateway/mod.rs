@@ -55,7 +55,8 @@ pub struct Config {
     pub block_quic: bool,
     /// Destinations never captured, besides the converter.
     pub bypass: Vec<IpNet>,
-    /// Put the Convert message in the SYN (TCP Fast Open) when possible.
+    /// Put the Convert message in the SYN (TCP Fast Open) when possible (off by default: see
+    /// [`ClientOptions::fast_open`]).
     pub fast_open: bool,
     /// A relayed connection that moves no byte for this long is closed.
     pub idle_timeout: Duration,
@@ -75,7 +76,7 @@ impl Config {
             socks_users: HashMap::new(),
             block_quic: false,
             bypass: nft::default_bypass(),
-            fast_open: true,
+            fast_open: false,
             idle_timeout: Duration::from_secs(2 * 3600),
         }
     }
@@ -162,7 +163,8 @@ impl Gateway {
                     if matches!(e, ClientError::Refused(_)) {
                         gw.stats.refused.fetch_add(1, Relaxed);
                     }
-                    info!(%peer, %dest, "{e}");
+                    let local = stream.local_addr().ok();
+                    info!(%peer, %dest, upstream = ?local, "{e}");
                     Err(io::Error::other(e.to_string()))
                 }
             }

