@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use mpbond::lab::testing::{TestLab, skip_unless_root};
+use mpbond::lab::testing::{Daemon, TestLab, skip_unless_root};
 use mpbond::lab::{LabStats, LineState, Role, netns};
 use sha2::{Digest, Sha256};
 
@@ -217,99 +217,6 @@ fn serve_http(stream: TcpStream) -> std::io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // The bonded setup: converter on the vps, gateway on the gw host.
 
-/// A process of the lab, stopped with SIGTERM (then SIGKILL) when dropped.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(lab: &TestLab, role: Role, args: &[&str], log: PathBuf, ready: &str) -> Self {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = lab
-            .cmd(role, EXE)
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("MPBOND_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        let mut d = Self { child, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if d.log_text().contains(ready) {
-                return d;
-            }
-            if let Some(st) = d.child.try_wait().unwrap() {
-                panic!("{args:?} exited ({st}) before `{ready}`:\n{}", d.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{args:?}: no `{ready}` in 20 s:\n{}",
-                d.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The log's warnings and errors (at most 30 lines), for a failure message; the whole log
-    /// is copied next to the test binary (`target/debug/mpbond-test-logs/`).
-    fn problems(&self) -> String {
-        let text = self.log_text();
-        if let Some(dir) = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(|p| p.join("mpbond-test-logs")))
-        {
-            let _ = std::fs::create_dir_all(&dir);
-            if let Some(name) = self.log.file_name() {
-                let _ = std::fs::write(dir.join(name), &text);
-            }
-        }
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .take(30)
-            .collect();
-        lines.join("\n")
-    }
-
-    /// SIGTERM, then waits (at most 10 s) and returns whether it exited successfully.
-    fn stop(&mut self) -> bool {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.success();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.stop();
-        }
-    }
-}
-
 /// With `MPBOND_TEST_PCAP=FILE`, the vps's traffic with the converter (headers only) is
 /// captured to FILE, for looking into a failure.
 struct Capture(Child);
@@ -395,6 +302,7 @@ impl Bonded {
         let converter = Daemon::start(
             &lab,
             Role::Vps,
+            EXE,
             &[
                 "converter",
                 "--listen",
@@ -408,6 +316,7 @@ impl Bonded {
         let gateway = Daemon::start(
             &lab,
             Role::Gw,
+            EXE,
             &[
                 "gateway",
                 "--converter",

@@ -424,9 +424,62 @@ fn unsupported_option(options: &[u8]) -> Option<u8> {
     None
 }
 
+/// Extra subflows per connection the converter accepts at least (the kernel's maximum). The
+/// kernel's default, 2, refuses the joins of a gateway's fourth line and beyond.
+const MIN_SUBFLOWS: u32 = 8;
+
+/// Raises the kernel's MPTCP subflow limit to [`MIN_SUBFLOWS`] when it is lower, and puts the
+/// old value back when dropped. Without the right to (not root), says what to run instead.
+struct SubflowLimit(Option<crate::netlink::mptcp_pm::Limits>);
+
+impl SubflowLimit {
+    fn raise() -> Self {
+        use crate::netlink::mptcp_pm::{Limits, PathManager};
+        let raised = PathManager::open().and_then(|mut pm| {
+            let old = pm.limits()?;
+            if old.subflows >= MIN_SUBFLOWS {
+                return Ok(None);
+            }
+            pm.set_limits(Limits {
+                subflows: MIN_SUBFLOWS,
+                ..old
+            })?;
+            Ok(Some(old))
+        });
+        match raised {
+            Ok(old) => {
+                if let Some(o) = old {
+                    info!(
+                        "MPTCP subflow limit raised from {} to {MIN_SUBFLOWS}",
+                        o.subflows
+                    );
+                }
+                Self(old)
+            }
+            Err(e) => {
+                warn!(
+                    "cannot raise the MPTCP subflow limit ({e}); gateways with more than two lines need `ip mptcp limits set subflows {MIN_SUBFLOWS}`"
+                );
+                Self(None)
+            }
+        }
+    }
+}
+
+impl Drop for SubflowLimit {
+    fn drop(&mut self) {
+        if let Some(old) = self.0.take() {
+            if let Ok(mut pm) = crate::netlink::mptcp_pm::PathManager::open() {
+                let _ = pm.set_limits(old);
+            }
+        }
+    }
+}
+
 /// Runs a converter until SIGINT or SIGTERM; SIGHUP reloads the keys file.
 pub async fn run(config: Config) -> Result<()> {
     let keys = load_keys(&config.keys)?;
+    let _limit = config.mptcp.then(SubflowLimit::raise);
     if config.fast_open {
         match kernel::enable_tcp_fastopen(2) {
             Ok(v) => debug!("net.ipv4.tcp_fastopen = {v:#x}"),

@@ -1,0 +1,233 @@
+//! Relay benchmark: what gateway + converter cost against a direct kernel MPTCP connection over
+//! the same two unshaped lab lines, measured side by side in one run, and the memory an idle
+//! relayed connection takes in the two daemons.
+//!
+//! Needs root (it builds a lab): `sudo cargo bench --bench relay`. Prints a Markdown table.
+//! Each contender downloads for `MPBOND_BENCH_SECONDS` (default 8) seconds, twice, alternating;
+//! the better of the two runs counts (the machine is shared and noisy).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_precision_loss,
+    reason = "a benchmark program: fail loudly, print floats"
+)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mpbond::lab::testing::{Daemon, TestLab, skip_unless_root};
+use mpbond::lab::{Role, netns};
+use socket2::{Domain, Protocol, Socket, Type};
+
+const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
+const CONVERTER: &str = "198.51.100.1:7000";
+const VPS: &str = "198.51.100.1";
+const WEB: &str = "203.0.113.2";
+const IDLE_CONNECTIONS: usize = 1000;
+
+/// A server in host `ns` at `addr`: each connection gets zeros until it closes (`send`), or is
+/// held open and idle (`!send`). Runs until the process ends.
+fn server(ns: &str, addr: SocketAddr, mptcp: bool, send: bool) {
+    let ns = ns.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        netns::enter(&ns).unwrap();
+        let proto = mptcp.then_some(Protocol::MPTCP);
+        let s = Socket::new(Domain::IPV4, Type::STREAM, proto).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&addr.into()).unwrap();
+        s.listen(4096).unwrap();
+        let l: TcpListener = s.into();
+        tx.send(()).unwrap();
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = c;
+                if send {
+                    let buf = vec![0u8; 256 * 1024];
+                    while c.write_all(&buf).is_ok() {}
+                } else {
+                    let _ = c.read(&mut [0u8; 1]);
+                }
+            });
+        }
+    });
+    rx.recv().unwrap();
+}
+
+/// Downloads from `addr` in host `ns` for `secs` seconds; goodput in bit/s after a 1 s warm-up.
+fn download(ns: &str, addr: SocketAddr, mptcp: bool, secs: f64) -> f64 {
+    netns::in_netns(ns, || {
+        let proto = mptcp.then_some(Protocol::MPTCP);
+        let s = Socket::new(Domain::IPV4, Type::STREAM, proto).unwrap();
+        s.connect_timeout(&addr.into(), Duration::from_secs(10))
+            .unwrap();
+        let mut c: TcpStream = s.into();
+        let mut buf = vec![0u8; 256 * 1024];
+        let start = Instant::now();
+        let warm = Duration::from_secs(1);
+        let mut counted = 0u64;
+        while start.elapsed() < warm {
+            if c.read(&mut buf).unwrap() == 0 {
+                break;
+            }
+        }
+        let t0 = Instant::now();
+        while t0.elapsed().as_secs_f64() < secs {
+            counted += c.read(&mut buf).unwrap() as u64;
+        }
+        let bps = counted as f64 * 8.0 / t0.elapsed().as_secs_f64();
+        let _ = c.shutdown(Shutdown::Both);
+        bps
+    })
+    .unwrap()
+}
+
+/// Resident memory of a process, bytes.
+fn rss(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// User + system CPU time of a process, seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks as f64 / hz as f64
+}
+
+/// Converter on the vps and gateway on the gw host, with a fresh key.
+fn start_daemons(lab: &TestLab, dir: &std::path::Path) -> (Daemon, Daemon) {
+    let key = dir.join("home.key");
+    let out = std::process::Command::new(EXE)
+        .args(["keygen", "home"])
+        .output()
+        .unwrap();
+    std::fs::write(&key, &out.stdout).unwrap();
+    let keys = dir.join("converter.keys");
+    std::fs::copy(&key, &keys).unwrap();
+    let converter = Daemon::start(
+        lab,
+        Role::Vps,
+        EXE,
+        &[
+            "converter",
+            "--listen",
+            CONVERTER,
+            "--keys",
+            keys.to_str().unwrap(),
+        ],
+        dir.join("converter.log"),
+        "converter ready",
+    );
+    // The gateway also gives the kernel its per-line endpoints, which the direct MPTCP
+    // connection uses too: both contenders run on the same two subflows.
+    let gateway = Daemon::start(
+        lab,
+        Role::Gw,
+        EXE,
+        &[
+            "gateway",
+            "--converter",
+            CONVERTER,
+            "--key",
+            key.to_str().unwrap(),
+            "--wan",
+            "l1",
+            "--wan",
+            "l2",
+            "--lan",
+            "lan0",
+        ],
+        dir.join("gateway.log"),
+        "gateway ready",
+    );
+    (gateway, converter)
+}
+
+fn main() {
+    if skip_unless_root("relay benchmark") {
+        return;
+    }
+    let secs: f64 = std::env::var("MPBOND_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8.0);
+    let lab = TestLab::up(EXE, &["l1:unlimited:0", "l2:unlimited:0"]);
+    let dir = PathBuf::from(format!("/run/mpbond/bench-relay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (gateway, converter) = start_daemons(&lab, &dir);
+    let info = lab.info();
+    let (gw, lan) = (info.netns(Role::Gw), info.netns(Role::Lan));
+    let vps_ip: IpAddr = VPS.parse().unwrap();
+    let web_ip: IpAddr = WEB.parse().unwrap();
+    server(info.netns(Role::Vps), (vps_ip, 9100).into(), true, true);
+    server(info.netns(Role::Web), (web_ip, 9101).into(), false, true);
+    server(info.netns(Role::Web), (web_ip, 9102).into(), false, false);
+
+    let pair = |label: &str| {
+        let (mut direct, mut relayed) = (0f64, 0f64);
+        let mut cpu_per_gb = f64::MAX;
+        for _ in 0..2 {
+            direct = direct.max(download(gw, (vps_ip, 9100).into(), true, secs));
+            let c0 = cpu_seconds(gateway.pid()) + cpu_seconds(converter.pid());
+            let t0 = Instant::now();
+            let r = download(lan, (web_ip, 9101).into(), false, secs);
+            let cpu = cpu_seconds(gateway.pid()) + cpu_seconds(converter.pid()) - c0;
+            let gb = r * t0.elapsed().as_secs_f64() / 8e9;
+            relayed = relayed.max(r);
+            cpu_per_gb = cpu_per_gb.min(cpu / gb);
+        }
+        format!(
+            "| {label} | {:.0} Mbit/s | {:.0} Mbit/s | **{:.1} %** | {cpu_per_gb:.2} s |",
+            direct / 1e6,
+            relayed / 1e6,
+            100.0 * relayed / direct
+        )
+    };
+    let mut rows = vec![pair("2 × unshaped")];
+    for line in ["l1", "l2"] {
+        lab.set(line, &["rate=500mbit"]);
+    }
+    rows.push(pair("2 × 500 Mbit/s"));
+
+    // Memory: idle relayed connections held open by the web host.
+    let before = (rss(gateway.pid()), rss(converter.pid()));
+    let held = netns::in_netns(lan, || {
+        (0..IDLE_CONNECTIONS)
+            .map(|_| TcpStream::connect((web_ip, 9102)).unwrap())
+            .collect::<Vec<_>>()
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = (rss(gateway.pid()), rss(converter.pid()));
+    drop(held);
+    let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / IDLE_CONNECTIONS as f64 / 1024.0;
+
+    println!(
+        "| lines | direct kernel MPTCP (vps → gw) | gateway + converter (web → lan) | relayed / direct | CPU of both daemons per GB relayed |"
+    );
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        println!("{r}");
+    }
+    println!(
+        "\nMemory per idle relayed connection ({IDLE_CONNECTIONS} held open), resident: gateway {:.1} KiB, converter {:.1} KiB",
+        per(after.0, before.0),
+        per(after.1, before.1)
+    );
+    drop((gateway, converter));
+    let _ = std::fs::remove_dir_all(&dir);
+}
