@@ -295,6 +295,11 @@ impl Bonded {
     }
 
     fn start(lab: TestLab, web: WebServer, dir: TempDir) -> Self {
+        Self::start_with(lab, web, dir, &[])
+    }
+
+    /// Starts converter and gateway; `extra` goes on the gateway's command line.
+    fn start_with(lab: TestLab, web: WebServer, dir: TempDir, extra: &[&str]) -> Self {
         let key = dir.path("home.key");
         keygen("home", &key);
         let keys = dir.path("converter.keys");
@@ -313,23 +318,25 @@ impl Bonded {
             dir.path("converter.log"),
             "converter ready",
         );
+        let mut args = vec![
+            "gateway",
+            "--converter",
+            CONVERTER,
+            "--key",
+            key.to_str().unwrap(),
+            "--wan",
+            "dsl",
+            "--wan",
+            "lte",
+            "--lan",
+            "lan0",
+        ];
+        args.extend_from_slice(extra);
         let gateway = Daemon::start(
             &lab,
             Role::Gw,
             EXE,
-            &[
-                "gateway",
-                "--converter",
-                CONVERTER,
-                "--key",
-                key.to_str().unwrap(),
-                "--wan",
-                "dsl",
-                "--wan",
-                "lte",
-                "--lan",
-                "lan0",
-            ],
+            &args,
             dir.path("gateway.log"),
             "gateway ready",
         );
@@ -683,4 +690,159 @@ fn a_line_going_down_mid_transfer_loses_no_byte() {
     let stats = b.lab.stats();
     let lte = stats.line("lte").unwrap().downstream.delivered_bytes;
     assert!(lte > u64::try_from(size / 2).unwrap(), "lte carried {lte}");
+}
+
+#[test]
+fn socks5_clients_with_a_password_reach_the_web_through_the_bond() {
+    if skip_unless_root("socks5_clients_with_a_password_reach_the_web_through_the_bond") {
+        return;
+    }
+    let (lab, web, dir) = Bonded::lab("socks");
+    let config = dir.path("gateway.toml");
+    std::fs::write(
+        &config,
+        "socks = \"192.168.100.1:1080\"\n[socks_users]\nalice = \"correct horse\"\n",
+    )
+    .unwrap();
+    let b = Bonded::start_with(lab, web, dir, &["--config", config.to_str().unwrap()]);
+    let len = 4 * MIB;
+    let url = format!("http://{WEB}:{WEB_PORT}/bytes/{len}/9");
+    let socks = |user: &str| {
+        b.lab
+            .cmd(Role::Lan, "curl")
+            .args(["-sS", "--fail", "--max-time", "60", "-o", "-", "-x"])
+            .arg(format!("socks5://{user}@192.168.100.1:1080"))
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let good = socks("alice:correct%20horse");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert_eq!(hex(&Sha256::digest(&good.stdout)), content_sha256(9, len));
+    let bad = socks("alice:wrong");
+    assert!(!bad.status.success(), "a wrong password is refused");
+    assert!(bad.stdout.is_empty());
+}
+
+#[test]
+fn bad_clients_are_refused_while_the_converter_serves_the_gateway() {
+    use mpbond::convert::auth::{Key, Name, Signer};
+    use mpbond::convert::client::{self, ClientError, ClientOptions};
+    use mpbond::convert::message::{Connect, ErrorCode, Message};
+
+    if skip_unless_root("bad_clients_are_refused_while_the_converter_serves_the_gateway") {
+        return;
+    }
+    let (lab, web, dir) = Bonded::lab("refuse");
+    let b = Bonded::start(lab, web, dir);
+    // A LAN download runs through the gateway the whole time.
+    let size = 8 * MIB;
+    let download = std::thread::scope(|s| {
+        let d = s.spawn(|| curl_download(&b.lab, size, 11));
+        let gw = b.lab.info().netns(Role::Gw).to_owned();
+        netns::in_netns(&gw, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let conv: SocketAddr = CONVERTER.parse().unwrap();
+                let opts = ClientOptions::new(conv);
+                let web: SocketAddr = (WEB.parse::<std::net::IpAddr>().unwrap(), WEB_PORT).into();
+                let thief = Signer::new(Name::new("home").unwrap(), Key::from_bytes([9; 32]));
+                let answer = |r: Result<Message, ClientError>| match r {
+                    Err(ClientError::Refused(e)) => Some(e.code),
+                    Ok(_) => None,
+                    Err(e) => panic!("expected an Error TLV, got {e}"),
+                };
+                // Wrong key.
+                let up = client::open(web, &thief, &opts).await.unwrap();
+                let r = client::read_reply(&up.stream, REPLY).await;
+                assert_eq!(answer(r), Some(ErrorCode::NotAuthorized), "wrong key");
+                // A refused destination: the gateway's own LAN, through the converter.
+                let key = std::fs::read_to_string(b.dir.path("home.key")).unwrap();
+                let home = Signer::from_key_file_text(&key).unwrap();
+                let lan: SocketAddr = "192.168.100.2:22".parse().unwrap();
+                let up = client::open(lan, &home, &opts).await.unwrap();
+                let r = client::read_reply(&up.stream, REPLY).await;
+                assert_eq!(answer(r), Some(ErrorCode::NotAuthorized), "private range");
+                // Missing authentication, a replay, and malformed messages, as raw bytes.
+                let bare = Message {
+                    connect: Some(Connect::new(web)),
+                    ..Message::default()
+                };
+                let signed = client::connect_message(web, &home).unwrap().emit().unwrap();
+                let mut truncated_tlv = signed.clone();
+                truncated_tlv[5] = 0xff;
+                let cases: [(&str, Vec<u8>, Option<ErrorCode>); 5] = [
+                    (
+                        "missing auth",
+                        bare.emit().unwrap(),
+                        Some(ErrorCode::NotAuthorized),
+                    ),
+                    ("original", signed.clone(), None),
+                    ("replay", signed.clone(), Some(ErrorCode::NotAuthorized)),
+                    (
+                        "version 7",
+                        [&[7u8][..], &signed[1..]].concat(),
+                        Some(ErrorCode::UnsupportedVersion),
+                    ),
+                    (
+                        "TLV overruns",
+                        truncated_tlv,
+                        Some(ErrorCode::MalformedMessage),
+                    ),
+                ];
+                for (what, bytes, expected) in cases {
+                    let got = raw_answer(conv, &bytes).await;
+                    assert_eq!(got, expected, "{what}");
+                }
+            });
+        })
+        .unwrap();
+        d.join().unwrap()
+    });
+    assert_eq!(
+        download.sha256,
+        content_sha256(11, size),
+        "the gateway's download went on intact"
+    );
+    let log = b.converter.log_text();
+    assert!(log.contains("authentication failed") && log.contains("refused destination"));
+    let key = std::fs::read_to_string(b.dir.path("home.key")).unwrap();
+    let secret = key.split_whitespace().nth(1).unwrap();
+    assert!(!log.contains(secret), "the key never appears in the log");
+}
+
+const REPLY: Duration = Duration::from_secs(15);
+
+/// Sends `bytes` to the converter over MPTCP and returns the Error TLV's code (`None`: it
+/// connected, answering with an Extended TCP Header).
+async fn raw_answer(conv: SocketAddr, bytes: &[u8]) -> Option<mpbond::convert::message::ErrorCode> {
+    use mpbond::convert::message::{Message, message_len};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::MPTCP),
+    )
+    .unwrap();
+    s.connect(&conv.into()).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let mut s = tokio::net::TcpStream::from_std(s.into()).unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut head = [0u8; 4];
+    tokio::time::timeout(REPLY, s.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut msg = head.to_vec();
+    msg.resize(message_len(&head).unwrap(), 0);
+    s.read_exact(&mut msg[4..]).await.unwrap();
+    let m = Message::parse(&msg).unwrap();
+    m.error.map(|e| e.code)
 }
