@@ -298,7 +298,8 @@ impl Bonded {
         Self::start_with(lab, web, dir, &[])
     }
 
-    /// Starts converter and gateway; `extra` goes on the gateway's command line.
+    /// Starts converter and gateway; `extra` goes on the gateway's command line (with
+    /// `--wan lte:backup` in it, lte is a backup line).
     fn start_with(lab: TestLab, web: WebServer, dir: TempDir, extra: &[&str]) -> Self {
         let key = dir.path("home.key");
         keygen("home", &key);
@@ -318,6 +319,7 @@ impl Bonded {
             dir.path("converter.log"),
             "converter ready",
         );
+        let backup = extra.contains(&"lte:backup");
         let mut args = vec![
             "gateway",
             "--converter",
@@ -326,11 +328,12 @@ impl Bonded {
             key.to_str().unwrap(),
             "--wan",
             "dsl",
-            "--wan",
-            "lte",
             "--lan",
             "lan0",
         ];
+        if !backup {
+            args.extend_from_slice(&["--wan", "lte"]);
+        }
         args.extend_from_slice(extra);
         let gateway = Daemon::start(
             &lab,
@@ -845,4 +848,52 @@ async fn raw_answer(conv: SocketAddr, bytes: &[u8]) -> Option<mpbond::convert::m
     s.read_exact(&mut msg[4..]).await.unwrap();
     let m = Message::parse(&msg).unwrap();
     m.error.map(|e| e.code)
+}
+
+#[test]
+fn a_backup_line_carries_nothing_until_the_regular_line_goes_down() {
+    if skip_unless_root("a_backup_line_carries_nothing_until_the_regular_line_goes_down") {
+        return;
+    }
+    let (lab, web, dir) = Bonded::lab("backup");
+    let b = Bonded::start_with(lab, web, dir, &["--wan", "lte:backup"]);
+    let before = b.lab.stats();
+    let t = curl_download(&b.lab, 8 * MIB, 12);
+    assert_eq!(t.sha256, content_sha256(12, 8 * MIB));
+    let after = b.lab.stats();
+    let bytes = line_bytes(&before, &after, true);
+    let lte = bytes.iter().find(|(n, _)| n == "lte").unwrap().1;
+    eprintln!("8 MiB with lte as backup: bytes per line {bytes:?}");
+    // The join handshake and a few ACKs, no data.
+    assert!(
+        lte < 64 * 1024,
+        "backup line carried {lte} bytes: {bytes:?}"
+    );
+    // dsl goes down in the middle of the next download: the backup line takes over.
+    let name = b.lab.name().to_owned();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        mpbond::lab::set_line_state(&name, "dsl", LineState::Down).unwrap();
+    });
+    let t = curl_download(&b.lab, 16 * MIB, 13);
+    killer.join().unwrap();
+    assert_eq!(t.sha256, content_sha256(13, 16 * MIB));
+    let lte_after = b
+        .lab
+        .stats()
+        .line("lte")
+        .unwrap()
+        .downstream
+        .delivered_bytes;
+    let lte_before = after.line("lte").unwrap().downstream.delivered_bytes;
+    eprintln!(
+        "16 MiB, dsl down after 2 s: lte carried {} bytes, {:.1} s",
+        lte_after - lte_before,
+        t.seconds
+    );
+    assert!(
+        lte_after - lte_before > 8 * 1024 * 1024,
+        "the backup line took over: {} bytes",
+        lte_after - lte_before
+    );
 }
