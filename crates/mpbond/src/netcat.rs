@@ -21,6 +21,13 @@ use crate::convert::client::{self, ClientOptions};
 use crate::gateway::wan::{WanSetup, WanSpec};
 use crate::stack::kernel::{self, ConnectOptions, ListenOptions, Proto};
 
+/// How long `connect` and `listen` wait, after their input ended, for the peer to acknowledge
+/// the last bytes.
+const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How long a new MPTCP connection holds back its FIN so that the kernel can add subflows.
+const JOIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Resolves `HOST:PORT` (names through the system resolver), preferring the first answer.
 pub async fn resolve(target: &str) -> Result<SocketAddr> {
     let mut addrs = tokio::net::lookup_host(target)
@@ -51,6 +58,8 @@ async fn pipe_stdio<F>(stream: &TcpStream, gate: F) -> Result<()>
 where
     F: Future<Output = Result<()>>,
 {
+    let started = tokio::time::Instant::now();
+    let (peer_done_tx, mut peer_done) = tokio::sync::watch::channel(false);
     let up = async {
         let mut stdin = tokio::io::stdin();
         let mut buf = vec![0u8; 64 * 1024];
@@ -60,9 +69,24 @@ where
                 .await
                 .context("reading standard input")?;
             if n == 0 {
+                // Linux refuses new subflows once a connection's client has received the
+                // DATA_FIN: a receive-only side (stdin at its end at once) that sent its FIN
+                // straight away would keep the whole transfer on one path. So a young MPTCP
+                // connection's FIN waits for the joins (or for the peer's own end).
+                if kernel::is_mptcp(stream) {
+                    let grace = tokio::time::sleep_until(started + JOIN_GRACE);
+                    tokio::select! {
+                        () = grace => {}
+                        _ = peer_done.wait_for(|done| *done) => {}
+                    }
+                }
                 SockRef::from(stream)
                     .shutdown(std::net::Shutdown::Write)
                     .context("sending FIN")?;
+                // Success means the peer has it all (and lines set up by `--wan` stay until then).
+                kernel::wait_data_acked(stream, DELIVERY_TIMEOUT)
+                    .await
+                    .context("waiting for the peer to acknowledge the end of the data")?;
                 return Ok::<(), anyhow::Error>(());
             }
             kernel::write_all(stream, &buf[..n])
@@ -78,6 +102,7 @@ where
             stream.readable().await?;
             match stream.try_read(&mut buf) {
                 Ok(0) => {
+                    let _ = peer_done_tx.send(true);
                     stdout.flush().await?;
                     return Ok::<(), anyhow::Error>(());
                 }

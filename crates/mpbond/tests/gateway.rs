@@ -897,3 +897,70 @@ fn a_backup_line_carries_nothing_until_the_regular_line_goes_down() {
         lte_after - lte_before
     );
 }
+
+#[test]
+fn connect_with_wan_lines_sends_over_both_and_cleans_up() {
+    if skip_unless_root("connect_with_wan_lines_sends_over_both_and_cleans_up") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &LINES);
+    let size = 12 * MIB;
+    let mut data = vec![0u8; size];
+    Content::new(14).fill(&mut data);
+    // The other end: `mpbond listen` on the vps, its standard output hashed here.
+    let mut listen = lab
+        .cmd(Role::Vps, EXE)
+        .args(["listen", "198.51.100.1:9000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = listen.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        out.read_to_end(&mut got).unwrap();
+        got
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let before = lab.stats();
+    let mut connect = lab
+        .cmd(Role::Gw, EXE)
+        .args([
+            "connect",
+            "--wan",
+            "dsl",
+            "--wan",
+            "lte",
+            "198.51.100.1:9000",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = connect.stdin.take().unwrap();
+    stdin.write_all(&data).unwrap();
+    drop(stdin);
+    let c = connect.wait_with_output().unwrap();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let got = reader.join().unwrap();
+    let _ = listen.wait();
+    assert!(got == data, "listen received {} of {size} bytes", got.len());
+    let bytes = line_bytes(&before, &lab.stats(), false);
+    eprintln!("connect --wan dsl --wan lte, 12 MiB up: {bytes:?}");
+    let total: u64 = bytes.iter().map(|(_, b)| b).sum();
+    for (name, b) in &bytes {
+        assert!(
+            *b as f64 > 0.15 * total as f64,
+            "{name} carried {b} of {total}"
+        );
+    }
+    let endpoints = command_output(&lab, Role::Gw, "ip", &["mptcp", "endpoint", "show"]);
+    assert!(
+        endpoints.trim().is_empty(),
+        "endpoints removed: {endpoints}"
+    );
+    let rules = command_output(&lab, Role::Gw, "ip", &["rule", "show"]);
+    assert!(!rules.contains("lookup 42"), "rules removed: {rules}");
+}

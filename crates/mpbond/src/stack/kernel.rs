@@ -172,27 +172,43 @@ pub fn mptcp_info(stream: &impl AsFd) -> Option<MptcpInfo> {
     (r == 0).then_some(info)
 }
 
-/// Waits until the peer has acknowledged, at the connection level (a `DATA_ACK`), every byte
-/// written so far, or the connection fell back to TCP, or `limit` passed (then `TimedOut`).
-/// Returns at once for plain TCP sockets.
+/// Bytes written but not yet acknowledged by the peer (`SIOCOUTQ`), for TCP sockets.
+fn unacked_bytes(stream: &impl AsFd) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (= SIOCOUTQ) writes one int.
+    let r = unsafe { libc::ioctl(stream.as_fd().as_raw_fd(), libc::TIOCOUTQ, &raw mut n) };
+    if r == 0 {
+        usize::try_from(n).ok()
+    } else {
+        None
+    }
+}
+
+/// Waits until the peer has acknowledged every byte written so far — for MPTCP at the
+/// connection level (a `DATA_ACK`, which also covers a `DATA_FIN` once sent), for TCP by the
+/// send queue (`SIOCOUTQ`) — or `limit` passed (then `TimedOut`).
 ///
-/// Why: until its first data is data-acked, a Linux MPTCP client is not "fully established"
-/// (RFC 8684 §3.1). Bytes written in that window can leave in segments that carry no MPTCP
-/// option, covered by the first segment's mapping; if that first segment and the third ACK are
-/// both lost, the server sees option-less data first and falls back to TCP while the client
-/// cannot (it has opened more subflows), and the connection stalls (the kernel counts
-/// `MPTcpExtFallbackFailed`). Measured in the lab with 200 connections opened into saturated
-/// lines: about 1 in 200 stalled. Writing nothing more until the first bytes are data-acked
-/// closes that window; it costs at most one round trip to the converter, overlapped with the
-/// converter's own connection to the destination.
+/// Two uses:
+/// - After the Convert message, before anything else is written. Until its first data is
+///   data-acked, a Linux MPTCP client is not "fully established" (RFC 8684 §3.1). Bytes written
+///   in that window can leave in segments that carry no MPTCP option, covered by the first
+///   segment's mapping; if that first segment and the third ACK are both lost, the server sees
+///   option-less data first and falls back to TCP while the client cannot (it has opened more
+///   subflows), and the connection stalls (the kernel counts `MPTcpExtFallbackFailed`).
+///   Measured in the lab with 200 connections opened into saturated lines: about 1 in 200
+///   stalled. Waiting costs at most one round trip to the converter, overlapped with the
+///   converter's own connection to the destination.
+/// - Before `mpbond connect` exits: its success means the peer has everything, and the lines
+///   it configured (whose removal closes their subflows) must outlive the last retransmission.
 pub async fn wait_data_acked(stream: &TcpStream, limit: Duration) -> io::Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut pause = Duration::from_micros(500);
     loop {
-        let Some(info) = mptcp_info(stream) else {
-            return Ok(());
+        let done = match mptcp_info(stream) {
+            Some(i) if i.flags & MPTCP_INFO_FLAG_FALLBACK == 0 => i.snd_una >= i.write_seq,
+            _ => unacked_bytes(stream).is_none_or(|n| n == 0),
         };
-        if info.flags & MPTCP_INFO_FLAG_FALLBACK != 0 || info.snd_una >= info.write_seq {
+        if done {
             return Ok(());
         }
         if let Some(e) = stream.take_error()? {
@@ -201,7 +217,7 @@ pub async fn wait_data_acked(stream: &TcpStream, limit: Duration) -> io::Result<
         if tokio::time::Instant::now() >= deadline {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "the converter did not acknowledge the Convert message",
+                "the peer did not acknowledge what was sent",
             ));
         }
         tokio::time::sleep(pause).await;
@@ -445,9 +461,13 @@ mod tests {
         assert_eq!(after.write_seq.wrapping_sub(before.write_seq), 10_000);
         assert_eq!(after.snd_una, after.write_seq, "all data-acked");
         assert_eq!(after.flags & MPTCP_INFO_FLAG_FALLBACK, 0);
-        // A plain TCP socket has no MPTCP_INFO, and nothing to wait for.
+        // A plain TCP socket has no MPTCP_INFO; its send queue empties once acknowledged.
         let tcp = connect(addr, &ConnectOptions::default()).await.unwrap();
         assert!(mptcp_info(&tcp.stream).is_none());
-        wait_data_acked(&tcp.stream, Duration::ZERO).await.unwrap();
+        write_all(&tcp.stream, &[7u8; 10_000]).await.unwrap();
+        wait_data_acked(&tcp.stream, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(unacked_bytes(&tcp.stream), Some(0));
     }
 }
