@@ -1,6 +1,8 @@
-//! `mpbond demo`: the one-command tour. Until the bonding gateway lands, it builds a lab with two
-//! emulated lines, measures each line's round-trip time and TCP goodput from inside the lab, and
-//! shows them against the lines' settings, with live per-line throughput while traffic runs.
+//! `mpbond demo`: the one-command tour. It builds a lab with two emulated lines, measures each
+//! line's round-trip time and TCP goodput from inside the lab against the lines' settings, then
+//! starts a converter and a gateway and sends one plain TCP connection from the LAN host through
+//! them, with live per-line throughput: one connection, both lines. (The full demo with a line
+//! failing halfway comes with `mpbond bench`.)
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write as _};
@@ -12,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::cli::DemoArgs;
-use crate::lab::measure::{Goodput, expected_goodput, tcp_goodput_per_line, udp_rtt};
+use crate::lab::measure::{Goodput, expected_goodput, tcp_goodput, tcp_goodput_per_line, udp_rtt};
 use crate::lab::spec::LabSpec;
 use crate::lab::{self, LabGuard, Role, netns};
 use crate::units::format_duration;
@@ -53,38 +55,13 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
     println!("  lan ── gw ══ dsl: 20mbit, 10 ms each way ══ emu ══ vps ── web");
     println!("              ══ lte: 10mbit, 40 ms each way ══\n");
 
-    for l in &info.lines {
-        let dst = info.vps_line_addr(&l.name, false).context("line address")?;
-        let samples = udp_rtt(
-            info,
-            Role::Gw,
-            Role::Vps,
-            dst,
-            20,
-            Duration::from_millis(20),
-        )?;
-        let mut got: Vec<Duration> = samples.into_iter().flatten().collect();
-        got.sort();
-        let median = got.get(got.len() / 2).copied();
-        println!(
-            "  {:<4} round trip: {} (configured: 2 × {})",
-            l.name,
-            median.map_or_else(
-                || "no answer".into(),
-                |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)
-            ),
-            format_duration(l.downstream.spec.delay)
-        );
-        if interrupted.load(Ordering::Relaxed) {
-            bail!("interrupted");
-        }
-    }
+    print_rtts(info, &interrupted)?;
 
     println!(
         "\n  one TCP download per line, both at once, {} s:",
         args.seconds
     );
-    let goodputs = downloads(info, args.seconds.max(2))?;
+    let goodputs = per_line(info, args.seconds.max(2))?;
     if interrupted.load(Ordering::Relaxed) {
         bail!("interrupted (the lab was removed)");
     }
@@ -111,20 +88,182 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         best / 1e6,
         total / 1e6
     );
+    if interrupted.load(Ordering::Relaxed) {
+        bail!("interrupted (the lab was removed)");
+    }
+
     println!(
-        "  Bonding them into one connection comes with `mpbond gateway` and `mpbond converter`."
+        "\n  Now through mpbond: converter on vps, gateway on gw, one plain TCP upload from lan to web, {} s:",
+        args.seconds
+    );
+    let bonded = {
+        let _daemons = Daemons::start(info, &exe)?;
+        bonded_upload(info, args.seconds.max(2))?
+    };
+    println!(
+        "\n  One TCP connection through gateway and converter: {:.1} Mb/s, {:.0} % of both lines side by side, {:.2} × the best line alone.",
+        bonded / 1e6,
+        100.0 * bonded / total,
+        bonded / best
     );
     drop(guard);
     println!("  lab removed.");
     Ok(ExitCode::SUCCESS)
 }
 
+/// Each line's median round trip (20 UDP probes) against its setting.
+fn print_rtts(info: &lab::LabInfo, interrupted: &AtomicBool) -> Result<()> {
+    for l in &info.lines {
+        let dst = info.vps_line_addr(&l.name, false).context("line address")?;
+        let samples = udp_rtt(
+            info,
+            Role::Gw,
+            Role::Vps,
+            dst,
+            20,
+            Duration::from_millis(20),
+        )?;
+        let mut got: Vec<Duration> = samples.into_iter().flatten().collect();
+        got.sort();
+        let median = got.get(got.len() / 2).copied();
+        println!(
+            "  {:<4} round trip: {} (configured: 2 × {})",
+            l.name,
+            median.map_or_else(
+                || "no answer".into(),
+                |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)
+            ),
+            format_duration(l.downstream.spec.delay)
+        );
+        if interrupted.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+    }
+    Ok(())
+}
+
+/// Converter and gateway of the demo, stopped (SIGTERM, so the gateway removes its rules) when
+/// dropped.
+struct Daemons(Vec<std::process::Child>);
+
+impl Daemons {
+    fn start(info: &lab::LabInfo, exe: &std::path::Path) -> Result<Self> {
+        let dir = lab::run_dir(&info.name);
+        let name = crate::convert::auth::Name::new("demo")?;
+        let key = crate::convert::auth::Key::generate()?;
+        let key_file = dir.join("demo.key");
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&key_file)?;
+            writeln!(f, "{}", crate::convert::auth::key_line(&name, &key))?;
+        }
+        let converter = format!("{}:7000", lab::plan::VPS_PUBLIC_V4);
+        let key_arg = key_file.to_string_lossy().into_owned();
+        let mut me = Self(Vec::new());
+        let runs: [(Role, Vec<&str>, &str, &str); 2] = [
+            (
+                Role::Vps,
+                vec!["converter", "--listen", &converter, "--keys", &key_arg],
+                "converter.log",
+                "converter ready",
+            ),
+            (
+                Role::Gw,
+                vec![
+                    "gateway",
+                    "--converter",
+                    &converter,
+                    "--key",
+                    &key_arg,
+                    "--wan",
+                    "dsl",
+                    "--wan",
+                    "lte",
+                    "--lan",
+                    "lan0",
+                ],
+                "gateway.log",
+                "gateway ready",
+            ),
+        ];
+        for (role, args, log_name, ready) in runs {
+            let path = dir.join(log_name);
+            let log = std::fs::File::create(&path)?;
+            let child = std::process::Command::new("ip")
+                .args(["netns", "exec", info.netns(role)])
+                .arg(exe)
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("starting mpbond")?;
+            me.0.push(child);
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while !std::fs::read_to_string(&path).is_ok_and(|t| t.contains(ready)) {
+                if std::time::Instant::now() > deadline {
+                    bail!("{ready} did not come; see {}", path.display());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for c in self.0.iter_mut().rev() {
+            if let Ok(pid) = libc::pid_t::try_from(c.id()) {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One TCP upload from the LAN host to the web host through the gateway, live; bit/s.
+fn bonded_upload(info: &lab::LabInfo, seconds: u64) -> Result<f64> {
+    let web = info.addr(Role::Web, false).context("web address")?;
+    live(info, true, || {
+        tcp_goodput(
+            info,
+            Role::Lan,
+            Role::Web,
+            web,
+            Duration::from_secs(seconds),
+            Duration::from_secs(1),
+        )
+        .map(|g| g.bps())
+        .context("upload through the gateway")
+    })
+}
+
+/// Runs `f` while showing each line's throughput (upstream or downstream) twice a second.
+fn live<T>(info: &lab::LabInfo, upstream: bool, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let done = &done;
+        let shower = s.spawn(move || show_live(&info.name, upstream, done));
+        let r = f();
+        done.store(true, Ordering::Relaxed);
+        let _ = shower.join();
+        r
+    })
+}
+
 /// One TCP download per line, all at once, showing live throughput; returns goodputs (bit/s).
-fn downloads(info: &lab::LabInfo, seconds: u64) -> Result<Vec<f64>> {
+fn per_line(info: &lab::LabInfo, seconds: u64) -> Result<Vec<f64>> {
     let done = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<Vec<f64>> {
         let done = &done;
-        let live = s.spawn(move || show_live(&info.name, done));
+        let live = s.spawn(move || show_live(&info.name, false, done));
         let result = tcp_goodput_per_line(
             info,
             false,
@@ -137,8 +276,9 @@ fn downloads(info: &lab::LabInfo, seconds: u64) -> Result<Vec<f64>> {
     })
 }
 
-/// Prints each line's downstream throughput twice a second from the emulator's counters.
-fn show_live(lab_name: &str, done: &AtomicBool) {
+/// Prints each line's throughput (upstream or downstream) twice a second from the emulator's
+/// counters.
+fn show_live(lab_name: &str, upstream: bool, done: &AtomicBool) {
     let mut last: Option<Vec<u64>> = None;
     let interval = Duration::from_millis(500);
     while !done.load(Ordering::Relaxed) {
@@ -149,7 +289,13 @@ fn show_live(lab_name: &str, done: &AtomicBool) {
         let bytes: Vec<u64> = stats
             .lines
             .iter()
-            .map(|l| l.downstream.delivered_bytes)
+            .map(|l| {
+                if upstream {
+                    l.upstream.delivered_bytes
+                } else {
+                    l.downstream.delivered_bytes
+                }
+            })
             .collect();
         if let Some(prev) = &last {
             let mut line = String::from("\r ");
