@@ -1,11 +1,12 @@
 #!/bin/sh
-# The mpbond demo: builds a lab with two emulated lines, shows them working, and removes it.
+# The mpbond demo: builds a lab with two emulated lines, measures them, carries one connection
+# over both through a converter and a gateway (which need nftables), and removes the lab.
 # Run it as root, or as a user who may use sudo (the binary is built as you, run as root).
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 need_rust
-need_packages iproute2:ip
+need_packages iproute2:ip nftables:nft
 cargo build --release --locked --quiet
 if [ "$(id -u)" = 0 ]; then
     exec ./target/release/mpbond demo "$@"
