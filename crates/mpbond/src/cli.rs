@@ -321,12 +321,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 wan: wan_specs(&a.wan)?,
                 fast_open: a.fast_open,
             };
-            runtime(false)?.block_on(crate::netcat::connect(args))?;
+            finish(runtime(false)?, crate::netcat::connect(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Listen(a) => {
             a.stack.check_available().map_err(anyhow::Error::msg)?;
-            runtime(false)?.block_on(crate::netcat::listen(&a.addr, !a.tcp))?;
+            finish(runtime(false)?, crate::netcat::listen(&a.addr, !a.tcp))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { name, out } => {
@@ -541,6 +541,13 @@ fn gateway_config(a: GatewayArgs) -> Result<crate::gateway::Config> {
     } else {
         a.lan
     };
+    if let Some(bad) = c
+        .lan
+        .iter()
+        .find(|n| !crate::gateway::wan::valid_iface_name(n))
+    {
+        bail!("--lan `{bad}`: not an interface name (1 to 15 of A-Z a-z 0-9 _ . - @)");
+    }
     c.transparent = a
         .transparent
         .or(file.transparent)
@@ -551,7 +558,7 @@ fn gateway_config(a: GatewayArgs) -> Result<crate::gateway::Config> {
                 .with_context(|| format!("--socks: `{s}` is not ADDR:PORT like 127.0.0.1:1080"))?,
         );
     }
-    c.socks_users = file.socks_users.unwrap_or_default();
+    c.socks_users = crate::gateway::SocksUsers(file.socks_users.unwrap_or_default());
     c.block_quic = a.block_quic || file.block_quic.unwrap_or(false);
     let mut bypass = file.bypass.unwrap_or_default();
     bypass.extend(a.bypass);
@@ -568,6 +575,14 @@ fn wan_specs(specs: &[String]) -> Result<Vec<crate::gateway::wan::WanSpec>> {
         .iter()
         .map(|w| w.parse().map_err(|e: String| anyhow::anyhow!("--wan {e}")))
         .collect()
+}
+
+/// Runs `f` to its end, then shuts the runtime down without waiting for a blocked read of
+/// standard input (tokio reads it on a blocking thread that only returns at the next line).
+fn finish<T>(rt: tokio::runtime::Runtime, f: impl Future<Output = Result<T>>) -> Result<T> {
+    let r = rt.block_on(f);
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    r
 }
 
 /// Turns a clap error into one line: its message without the usage block.

@@ -134,15 +134,27 @@ pub struct ConnectArgs {
     pub fast_open: bool,
 }
 
-/// `mpbond connect`.
+/// `mpbond connect`. SIGINT and SIGTERM end it through the normal path, so that lines set up
+/// by `--wan` are removed.
 pub async fn connect(args: ConnectArgs) -> Result<()> {
-    let dest = resolve(&args.target).await?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     // Undone when this guard drops, whichever way the connection ends.
     let _wan = if args.wan.is_empty() {
         None
     } else {
         Some(WanSetup::apply(&args.wan)?)
     };
+    tokio::select! {
+        r = connect_to(args) => r,
+        _ = term.recv() => bail!("terminated"),
+        _ = int.recv() => bail!("interrupted"),
+    }
+}
+
+async fn connect_to(args: ConnectArgs) -> Result<()> {
+    let dest = resolve(&args.target).await?;
     if let Some((via, signer)) = args.via {
         let converter = resolve(&via).await?;
         let mut opts = ClientOptions::new(converter);
@@ -200,9 +212,13 @@ pub async fn listen(addr: &str, mptcp: bool) -> Result<()> {
     // through it. Other connections are refused as they come.
     let refuse = async {
         loop {
-            if let Ok((other, from)) = l.listener.accept().await {
-                debug!(%from, "refused: already connected");
-                kernel::reset_on_close(&other);
+            match l.listener.accept().await {
+                Ok((other, from)) => {
+                    debug!(%from, "refused: already connected");
+                    kernel::reset_on_close(&other);
+                }
+                // EMFILE and the like: wait instead of spinning.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
             }
         }
     };

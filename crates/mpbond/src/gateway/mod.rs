@@ -34,6 +34,16 @@ use crate::stack::kernel::{self, ListenOptions};
 pub use socks::SocksAuth;
 pub use wan::WanSpec;
 
+/// SOCKS5 users: name → password. Its `Debug` shows the names only.
+#[derive(Clone, Default)]
+pub struct SocksUsers(pub HashMap<String, String>);
+
+impl std::fmt::Debug for SocksUsers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 /// Everything `mpbond gateway` is configured with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,7 +60,7 @@ pub struct Config {
     /// SOCKS5 listener.
     pub socks: Option<SocketAddr>,
     /// SOCKS5 users (name → password); required unless the listener is on loopback.
-    pub socks_users: HashMap<String, String>,
+    pub socks_users: SocksUsers,
     /// Reject UDP/443 from the LAN so browsers fall back from QUIC to TCP.
     pub block_quic: bool,
     /// Destinations never captured, besides the converter.
@@ -73,7 +83,7 @@ impl Config {
             lan: Vec::new(),
             transparent: None,
             socks: None,
-            socks_users: HashMap::new(),
+            socks_users: SocksUsers::default(),
             block_quic: false,
             bypass: nft::default_bypass(),
             fast_open: false,
@@ -144,6 +154,14 @@ impl Gateway {
         let Ok(dest) = lan.local_addr() else {
             return;
         };
+        // TPROXY never diverts traffic for the gateway's own addresses (`fib daddr type local`),
+        // so such a connection came straight to the listener's port: relaying it would send the
+        // converter back to this listener, round and round.
+        if crate::converter::policy::own_addresses().contains(&dest.ip()) {
+            debug!(%peer, %dest, "refused: addressed to the gateway itself, not captured");
+            kernel::reset_on_close(&lan);
+            return;
+        }
         debug!(%peer, %dest, "captured");
         let Ok(up) = self.open_upstream(dest).await else {
             kernel::reset_on_close(&lan);
@@ -215,15 +233,24 @@ fn open_listeners(config: &Config) -> Result<Vec<(tokio::net::TcpListener, bool)
 
 /// Runs a gateway until SIGINT or SIGTERM, then removes what it installed.
 pub async fn run(config: Config) -> Result<()> {
+    // Signals first: one that comes while the kernel is being configured must still lead to
+    // the clean-up below, not kill the process with rules and routes left behind.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let signer = crate::netcat::load_signer(&config.key)?;
     let converter = crate::netcat::resolve(&config.converter).await?;
+    if config.transparent.is_some() && config.lan.is_empty() && config.wan.is_empty() {
+        bail!(
+            "--transparent without --lan would capture from every interface, the WAN ones too: give --lan IFACE (or --wan for each WAN line, which are then left out)"
+        );
+    }
     if config.transparent.is_none() && config.socks.is_none() {
         bail!(
             "nothing to serve: give --lan (transparent capture), --transparent PORT or --socks ADDR:PORT"
         );
     }
     let socks_auth = match config.socks {
-        Some(a) if !a.ip().is_loopback() && config.socks_users.is_empty() => {
+        Some(a) if !a.ip().is_loopback() && config.socks_users.0.is_empty() => {
             bail!(
                 "a SOCKS5 listener on {a} (not loopback) needs users: set [socks_users] in the config file"
             )
@@ -290,10 +317,9 @@ pub async fn run(config: Config) -> Result<()> {
             }
         });
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
+        _ = int.recv() => {},
     }
     tasks.abort_all();
     info!(

@@ -68,10 +68,11 @@ impl Ruleset {
                 s,
                 "    type filter hook prerouting priority mangle; policy accept;"
             );
-            // Packets of connections the listener already owns: deliver them to it.
+            // Packets of connections the listener already accepted (not the listener itself:
+            // `wildcard 0`), from the LAN: deliver them to it.
             let _ = writeln!(
                 s,
-                "    meta l4proto tcp socket transparent 1 meta mark set {MARK:#x} accept"
+                "    {lan} meta l4proto tcp socket transparent 1 socket wildcard 0 meta mark set {MARK:#x} accept"
             );
             let _ = writeln!(s, "    {lan} meta l4proto tcp fib daddr type local return");
             if !v4.is_empty() {

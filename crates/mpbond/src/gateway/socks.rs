@@ -3,7 +3,6 @@
 //! reply waits for the converter's answer, so a refused or unreachable destination is reported to
 //! the SOCKS client with the matching reply code.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -24,7 +23,7 @@ pub enum SocksAuth {
     #[default]
     None,
     /// Username and password, from the config file.
-    Users(Arc<HashMap<String, String>>),
+    Users(Arc<super::SocksUsers>),
 }
 
 /// The SOCKS reply for a failed converted connection (RFC 1928 §6).
@@ -44,33 +43,51 @@ fn reply_for(e: &ClientError) -> ReplyError {
     }
 }
 
+/// Time a SOCKS5 client has for its greeting and authentication, and again for its request:
+/// one that never finishes does not hold a task and a descriptor for ever.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves one SOCKS5 client.
 pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, auth: SocksAuth) {
-    let proto = match &auth {
-        SocksAuth::None => Socks5ServerProtocol::accept_no_auth(stream).await,
-        SocksAuth::Users(users) => {
-            Socks5ServerProtocol::accept_password_auth(stream, |u, p| {
-                // Constant-time enough for a LAN: the comparison is on equal-length digests.
-                users.get(&u).is_some_and(|want| digest(want) == digest(&p))
-            })
-            .await
-            .map(|(p, _)| p)
+    let greeting = async {
+        match &auth {
+            SocksAuth::None => Socks5ServerProtocol::accept_no_auth(stream).await,
+            SocksAuth::Users(users) => {
+                Socks5ServerProtocol::accept_password_auth(stream, |u, p| {
+                    // Constant-time enough for a LAN: the comparison is on equal-length digests.
+                    users
+                        .0
+                        .get(&u)
+                        .is_some_and(|want| digest(want) == digest(&p))
+                })
+                .await
+                .map(|(p, _)| p)
+            }
         }
     };
-    let proto = match proto {
-        Ok(p) => p,
-        Err(e) => {
+    let proto = match tokio::time::timeout(HANDSHAKE_TIMEOUT, greeting).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
             info!(%peer, "SOCKS5 handshake failed: {e}");
             return;
         }
-    };
-    let (proto, cmd, target) = match proto.read_command().await {
-        Ok(x) => x,
-        Err(e) => {
-            debug!(%peer, "SOCKS5 request: {e}");
+        Err(_) => {
+            debug!(%peer, "SOCKS5: no greeting within {HANDSHAKE_TIMEOUT:?}");
             return;
         }
     };
+    let (proto, cmd, target) =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, proto.read_command()).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                debug!(%peer, "SOCKS5 request: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "SOCKS5: no request within {HANDSHAKE_TIMEOUT:?}");
+                return;
+            }
+        };
     if cmd != Socks5Command::TCPConnect {
         let _ = proto.reply_error(&ReplyError::CommandNotSupported).await;
         return;

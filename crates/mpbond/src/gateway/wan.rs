@@ -25,6 +25,17 @@ use crate::sys::if_index;
 /// First routing table (and rule priority) of the lines; line *i* (0-based) gets `+ 1 + i`.
 pub const TABLE_BASE: u32 = 4200;
 
+/// Whether `name` can be a Linux interface name that is safe to put in an nftables ruleset:
+/// 1 to 15 of `A-Z a-z 0-9 _ . - @`.
+#[must_use]
+pub fn valid_iface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'@'))
+}
+
 /// One `--wan` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WanSpec {
@@ -43,7 +54,7 @@ impl std::str::FromStr for WanSpec {
     fn from_str(s: &str) -> Result<Self, String> {
         let mut parts = s.split(':');
         let iface = parts.next().unwrap_or("").to_owned();
-        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+        if !valid_iface_name(&iface) {
             return Err(format!(
                 "`{s}`: expected IFACE[:backup][:via=ADDR], like eth1:backup"
             ));
@@ -319,6 +330,32 @@ mod tests {
             "a-very-long-interface-name",
         ] {
             assert!(bad.parse::<WanSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn interface_names_that_could_break_a_ruleset_are_refused() {
+        for ok in [
+            "eth0",
+            "wwan0",
+            "br-lan",
+            "eth0.100",
+            "veth_a@b",
+            "a23456789012345",
+        ] {
+            assert!(valid_iface_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a234567890123456",
+            "eth0\"",
+            "x; flush ruleset",
+            "a b",
+            "eth/0",
+            "é",
+        ] {
+            assert!(!valid_iface_name(bad), "{bad}");
+            assert!(bad.is_empty() || format!("{bad}:backup").parse::<WanSpec>().is_err());
         }
     }
 }
