@@ -17,12 +17,11 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mpbond::lab::testing::{Daemon, TestLab, skip_unless_root};
+use mpbond::lab::testing::{TestLab, skip_unless_root, start_bonding};
 use mpbond::lab::{Role, netns};
 use socket2::{Domain, Protocol, Socket, Type};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
-const CONVERTER: &str = "198.51.100.1:7000";
 const VPS: &str = "198.51.100.1";
 const WEB: &str = "203.0.113.2";
 const IDLE_CONNECTIONS: usize = 1000;
@@ -108,55 +107,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / hz as f64
 }
 
-/// Converter on the vps and gateway on the gw host, with a fresh key.
-fn start_daemons(lab: &TestLab, dir: &std::path::Path) -> (Daemon, Daemon) {
-    let key = dir.join("home.key");
-    let out = std::process::Command::new(EXE)
-        .args(["keygen", "home"])
-        .output()
-        .unwrap();
-    std::fs::write(&key, &out.stdout).unwrap();
-    let keys = dir.join("converter.keys");
-    std::fs::copy(&key, &keys).unwrap();
-    let converter = Daemon::start(
-        lab,
-        Role::Vps,
-        EXE,
-        &[
-            "converter",
-            "--listen",
-            CONVERTER,
-            "--keys",
-            keys.to_str().unwrap(),
-        ],
-        dir.join("converter.log"),
-        "converter ready",
-    );
-    // The gateway also gives the kernel its per-line endpoints, which the direct MPTCP
-    // connection uses too: both contenders run on the same two subflows.
-    let gateway = Daemon::start(
-        lab,
-        Role::Gw,
-        EXE,
-        &[
-            "gateway",
-            "--converter",
-            CONVERTER,
-            "--key",
-            key.to_str().unwrap(),
-            "--wan",
-            "l1",
-            "--wan",
-            "l2",
-            "--lan",
-            "lan0",
-        ],
-        dir.join("gateway.log"),
-        "gateway ready",
-    );
-    (gateway, converter)
-}
-
 fn main() {
     if skip_unless_root("relay benchmark") {
         return;
@@ -168,7 +118,9 @@ fn main() {
     let lab = TestLab::up(EXE, &["l1:unlimited:0", "l2:unlimited:0"]);
     let dir = PathBuf::from(format!("/run/mpbond/bench-relay-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (gateway, converter) = start_daemons(&lab, &dir);
+    // The gateway also gives the kernel its per-line endpoints, which the direct MPTCP
+    // connection uses too: both contenders run on the same two subflows.
+    let (gateway, converter) = start_bonding(&lab, EXE, &dir, &["l1", "l2"], &[]);
     let info = lab.info();
     let (gw, lan) = (info.netns(Role::Gw), info.netns(Role::Lan));
     let vps_ip: IpAddr = VPS.parse().unwrap();

@@ -415,3 +415,36 @@ async fn malformed_messages_get_an_error_or_a_close_and_others_are_still_served(
         "the mutations cover parse and authentication failures: {answers:?}"
     );
 }
+
+#[test]
+fn keygen_prints_a_key_line_that_signs_and_refuses_bad_names() {
+    let exe = env!("CARGO_BIN_EXE_mpbond");
+    let out = std::process::Command::new(exe)
+        .args(["keygen", "office-2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let signer = Signer::from_key_file_text(&text).unwrap();
+    assert_eq!(signer.name().as_str(), "office-2");
+    // The same line, as a converter's keys file, verifies what it signs.
+    let keys = mpbond::convert::auth::parse_key_lines(&text).unwrap();
+    assert_eq!(keys.len(), 1);
+    let again = std::process::Command::new(exe)
+        .args(["keygen", "office-2"])
+        .output()
+        .unwrap();
+    assert_ne!(again.stdout, text.as_bytes(), "every key is new");
+    let bad = std::process::Command::new(exe)
+        .args(["keygen", "two words"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr)
+            .trim_end()
+            .lines()
+            .count(),
+        1
+    );
+}

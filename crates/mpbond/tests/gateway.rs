@@ -11,13 +11,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use mpbond::lab::testing::{Daemon, TestLab, skip_unless_root};
+use mpbond::lab::testing::{CONVERTER, Daemon, TestLab, skip_unless_root, start_bonding};
 use mpbond::lab::{LabStats, LineState, Role, netns};
 use sha2::{Digest, Sha256};
 
@@ -26,7 +26,6 @@ const LINES: [&str; 2] = ["dsl:20mbit:10ms", "lte:10mbit:40ms"];
 /// The sum of the line rates, bit/s.
 const SUM_RATES: f64 = 30e6;
 /// Where the lab puts the vps's service address and the web host (see docs/lab.md).
-const CONVERTER: &str = "198.51.100.1:7000";
 const WEB: &str = "203.0.113.2";
 const WEB_PORT: u16 = 8080;
 const MIB: usize = 1 << 20;
@@ -277,15 +276,6 @@ struct Bonded {
     lab: TestLab,
 }
 
-/// Writes a key line from `mpbond keygen name` to `path`.
-fn keygen(name: &str, path: &Path) -> String {
-    let out = Command::new(EXE).args(["keygen", name]).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let line = String::from_utf8(out.stdout).unwrap();
-    std::fs::write(path, &line).unwrap();
-    line
-}
-
 impl Bonded {
     /// The lab with a web server; gateway and converter not started yet.
     fn lab(tag: &str) -> (TestLab, WebServer, TempDir) {
@@ -298,51 +288,15 @@ impl Bonded {
         Self::start_with(lab, web, dir, &[])
     }
 
-    /// Starts converter and gateway; `extra` goes on the gateway's command line (with
-    /// `--wan lte:backup` in it, lte is a backup line).
+    /// Starts converter and gateway on lines dsl and lte; `extra` goes on the gateway's command
+    /// line (with `--wan lte:backup` in it, lte is a backup line).
     fn start_with(lab: TestLab, web: WebServer, dir: TempDir, extra: &[&str]) -> Self {
-        let key = dir.path("home.key");
-        keygen("home", &key);
-        let keys = dir.path("converter.keys");
-        std::fs::copy(&key, &keys).unwrap();
-        let converter = Daemon::start(
-            &lab,
-            Role::Vps,
-            EXE,
-            &[
-                "converter",
-                "--listen",
-                CONVERTER,
-                "--keys",
-                keys.to_str().unwrap(),
-            ],
-            dir.path("converter.log"),
-            "converter ready",
-        );
-        let backup = extra.contains(&"lte:backup");
-        let mut args = vec![
-            "gateway",
-            "--converter",
-            CONVERTER,
-            "--key",
-            key.to_str().unwrap(),
-            "--wan",
-            "dsl",
-            "--lan",
-            "lan0",
-        ];
-        if !backup {
-            args.extend_from_slice(&["--wan", "lte"]);
-        }
-        args.extend_from_slice(extra);
-        let gateway = Daemon::start(
-            &lab,
-            Role::Gw,
-            EXE,
-            &args,
-            dir.path("gateway.log"),
-            "gateway ready",
-        );
+        let wan: &[&str] = if extra.contains(&"lte:backup") {
+            &["dsl"]
+        } else {
+            &["dsl", "lte"]
+        };
+        let (gateway, converter) = start_bonding(&lab, EXE, &dir.0, wan, extra);
         let capture = std::env::var_os("MPBOND_TEST_PCAP").map(|f| Capture::start(&lab, f.into()));
         Self {
             _capture: capture,

@@ -401,3 +401,73 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Where [`start_bonding`] puts the converter: the vps's public address, port 7000.
+pub const CONVERTER: &str = "198.51.100.1:7000";
+
+/// Starts a converter on the vps (at [`CONVERTER`]) and a gateway on the gw host with WAN lines
+/// `wan` (`--wan` syntax) capturing `lan0`, with `extra` on the gateway's command line. They
+/// share a fresh key, `dir/home.key` (gateway `home`); logs go to `dir`. Returns the gateway
+/// and the converter.
+///
+/// # Panics
+/// When a key cannot be made or either daemon does not start.
+#[must_use]
+pub fn start_bonding(
+    lab: &TestLab,
+    exe: &str,
+    dir: &Path,
+    wan: &[&str],
+    extra: &[&str],
+) -> (Daemon, Daemon) {
+    use crate::convert::auth::{Key, Name, key_line};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key = dir.join("home.key");
+    let line = key_line(
+        &Name::new("home").unwrap_or_else(|e| panic!("{e}")),
+        &Key::generate().unwrap_or_else(|e| panic!("key: {e}")),
+    );
+    let keys = dir.join("converter.keys");
+    for path in [&key, &keys] {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        writeln!(f, "{line}").unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    let keys = keys.to_string_lossy().into_owned();
+    let converter = Daemon::start(
+        lab,
+        Role::Vps,
+        exe,
+        &["converter", "--listen", CONVERTER, "--keys", &keys],
+        dir.join("converter.log"),
+        "converter ready",
+    );
+    let key = key.to_string_lossy().into_owned();
+    let mut args = vec![
+        "gateway",
+        "--converter",
+        CONVERTER,
+        "--key",
+        &key,
+        "--lan",
+        "lan0",
+    ];
+    for w in wan {
+        args.extend_from_slice(&["--wan", w]);
+    }
+    args.extend_from_slice(extra);
+    let gateway = Daemon::start(
+        lab,
+        Role::Gw,
+        exe,
+        &args,
+        dir.join("gateway.log"),
+        "gateway ready",
+    );
+    (gateway, converter)
+}
