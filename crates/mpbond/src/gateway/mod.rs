@@ -34,6 +34,10 @@ use crate::stack::kernel::{self, ListenOptions};
 pub use socks::SocksAuth;
 pub use wan::WanSpec;
 
+/// SOCKS5 sessions open at most; more are closed at once (a LAN host cannot exhaust the
+/// gateway's descriptors through it).
+const MAX_SOCKS_SESSIONS: usize = 4096;
+
 /// SOCKS5 users: name → password. Its `Debug` shows the names only.
 #[derive(Clone, Default)]
 pub struct SocksUsers(pub HashMap<String, String>);
@@ -231,6 +235,39 @@ fn open_listeners(config: &Config) -> Result<Vec<(tokio::net::TcpListener, bool)
     Ok(listeners)
 }
 
+/// Accepts on `l` for ever: transparent captures, or SOCKS5 clients (at most
+/// [`MAX_SOCKS_SESSIONS`] at once).
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    l: tokio::net::TcpListener,
+    transparent: bool,
+    auth: SocksAuth,
+    socks_sessions: Arc<tokio::sync::Semaphore>,
+) {
+    loop {
+        match l.accept().await {
+            Ok((s, peer)) => {
+                let gw = Arc::clone(&gw);
+                if transparent {
+                    tokio::spawn(gw.transparent(s, peer));
+                } else if let Ok(permit) = Arc::clone(&socks_sessions).try_acquire_owned() {
+                    let auth = auth.clone();
+                    tokio::spawn(async move {
+                        socks::serve(gw, s, peer, auth).await;
+                        drop(permit);
+                    });
+                } else {
+                    debug!(%peer, "SOCKS5: refused, {MAX_SOCKS_SESSIONS} sessions open");
+                }
+            }
+            Err(e) => {
+                warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Runs a gateway until SIGINT or SIGTERM, then removes what it installed.
 pub async fn run(config: Config) -> Result<()> {
     // Signals first: one that comes while the kernel is being configured must still lead to
@@ -294,28 +331,13 @@ pub async fn run(config: Config) -> Result<()> {
         socks = ?config.socks,
         "gateway ready"
     );
+    let socks_sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SOCKS_SESSIONS));
     let mut tasks = tokio::task::JoinSet::new();
     for (l, transparent) in listeners {
         let gw = Arc::clone(&gw);
         let auth = socks_auth.clone();
-        tasks.spawn(async move {
-            loop {
-                match l.accept().await {
-                    Ok((s, peer)) => {
-                        let gw = Arc::clone(&gw);
-                        if transparent {
-                            tokio::spawn(gw.transparent(s, peer));
-                        } else {
-                            tokio::spawn(socks::serve(gw, s, peer, auth.clone()));
-                        }
-                    }
-                    Err(e) => {
-                        warn!("accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
+        let socks_sessions = Arc::clone(&socks_sessions);
+        tasks.spawn(accept_loop(gw, l, transparent, auth, socks_sessions));
     }
     tokio::select! {
         _ = term.recv() => {},

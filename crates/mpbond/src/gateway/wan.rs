@@ -100,6 +100,8 @@ pub struct WanSetup {
     rules: Vec<Rule>,
     routes: Vec<Route>,
     endpoints: Vec<Endpoint>,
+    /// Endpoints that were there for our addresses before: put back on removal.
+    replaced: Vec<Endpoint>,
     old_limits: Option<Limits>,
     /// Lines configured: (interface, addresses).
     pub lines: Vec<(String, Vec<IpAddr>)>,
@@ -244,8 +246,13 @@ impl WanSetup {
         }
         // Our endpoint replaces one the user had for the same address.
         if let Some(prev) = existing.iter().find(|e| e.addr == addr) {
-            warn!("replacing the MPTCP endpoint of {addr} (id {})", prev.id);
-            let _ = pm.del_endpoint(prev);
+            warn!(
+                "replacing the MPTCP endpoint of {addr} (id {}) until exit",
+                prev.id
+            );
+            if pm.del_endpoint(prev).is_ok() {
+                self.replaced.push(prev.clone());
+            }
         }
         let mut ep = Endpoint {
             id: 0,
@@ -270,6 +277,11 @@ impl WanSetup {
             for ep in self.endpoints.drain(..) {
                 if let Err(e) = pm.del_endpoint(&ep) {
                     debug!("removing endpoint {}: {e}", ep.addr);
+                }
+            }
+            for ep in self.replaced.drain(..) {
+                if let Err(e) = pm.add_endpoint(&ep) {
+                    warn!("could not restore the MPTCP endpoint of {}: {e}", ep.addr);
                 }
             }
             if let Some(l) = self.old_limits.take() {
@@ -357,5 +369,64 @@ mod tests {
             assert!(!valid_iface_name(bad), "{bad}");
             assert!(bad.is_empty() || format!("{bad}:backup").parse::<WanSpec>().is_err());
         }
+    }
+
+    #[test]
+    fn a_line_is_configured_and_everything_is_undone_including_a_replaced_endpoint() {
+        use crate::lab::testing::in_private_netns;
+        use crate::netlink::route::RouteSocket;
+        in_private_netns("wan_setup_applies_and_undoes", || {
+            let ip = |args: &str| {
+                let ok = std::process::Command::new("ip")
+                    .args(args.split(' '))
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "ip {args}");
+            };
+            // A veth pair (dummy interfaces are not in every kernel).
+            ip("link add d0 type veth peer name d1");
+            ip("addr add 10.9.0.2/24 dev d0");
+            ip("link set d1 up");
+            ip("link set d0 up");
+            ip("route add default via 10.9.0.1 dev d0");
+            // The user's own endpoint for the line's address, and limits.
+            let mut pm = PathManager::open().unwrap();
+            let users = Endpoint {
+                id: 5,
+                addr: "10.9.0.2".parse().unwrap(),
+                port: 0,
+                flags: flag::SIGNAL,
+                ifindex: None,
+            };
+            pm.add_endpoint(&users).unwrap();
+            let limits = pm.limits().unwrap();
+
+            let setup = WanSetup::apply(&["d0".parse().unwrap()]).unwrap();
+            assert_eq!(setup.lines.len(), 1);
+            let during = pm.endpoints().unwrap();
+            assert_eq!(during.len(), 1, "{during:?}");
+            assert_eq!(during[0].flags, flag::SUBFLOW);
+            assert!(during[0].ifindex.is_some());
+            let mut rt = RouteSocket::open().unwrap();
+            let rules = std::process::Command::new("ip")
+                .args(["rule"])
+                .output()
+                .unwrap();
+            assert!(String::from_utf8_lossy(&rules.stdout).contains("from 10.9.0.2 lookup 4201"));
+
+            drop(setup);
+            assert_eq!(
+                pm.endpoints().unwrap(),
+                vec![users],
+                "the user's endpoint is back"
+            );
+            assert_eq!(pm.limits().unwrap(), limits);
+            let rules = std::process::Command::new("ip")
+                .args(["rule"])
+                .output()
+                .unwrap();
+            assert!(!String::from_utf8_lossy(&rules.stdout).contains("4201"));
+            assert_eq!(rt.remove_leftovers().unwrap(), 0, "no route or rule left");
+        });
     }
 }
