@@ -105,6 +105,36 @@ pub struct WanSetup {
     old_limits: Option<Limits>,
     /// Lines configured: (interface, addresses).
     pub lines: Vec<(String, Vec<IpAddr>)>,
+    /// The network namespace's WAN lock, held for the life of this setup.
+    lock: Option<std::fs::File>,
+}
+
+/// Takes the WAN lock of the calling thread's network namespace: one mpbond at a time (a
+/// gateway, or a `connect --wan`) configures its lines, and routes and rules of ours found
+/// while holding it are a dead run's leftovers, safe to remove.
+fn lock_netns() -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let ns = std::fs::metadata("/proc/thread-self/ns/net")
+        .context("reading this thread's network namespace")?
+        .ino();
+    let dir = std::path::Path::new("/run/mpbond");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("wan-{ns}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "another mpbond (a gateway, or a connect --wan) is configuring this host's WAN lines; run one at a time ({} is locked)",
+            path.display()
+        );
+    }
+    Ok(f)
 }
 
 /// One WAN line being configured.
@@ -125,6 +155,7 @@ impl WanSetup {
     /// Configures the kernel for `lines`. Lines without an address or a next hop are skipped
     /// with a warning; no usable line at all is an error.
     pub fn apply(lines: &[WanSpec]) -> Result<Self> {
+        let lock = lock_netns()?;
         let mut rt = RouteSocket::open().context("netlink (route)")?;
         let mut pm = PathManager::open()
             .context("the kernel's MPTCP path manager (is MPTCP enabled? net.mptcp.enabled)")?;
@@ -137,6 +168,7 @@ impl WanSetup {
         let addrs = rt.addresses().context("reading addresses")?;
         let defaults = rt.default_routes().context("reading routes")?;
         let mut setup = Self::default();
+        setup.lock = Some(lock);
         let old = pm.limits().context("reading MPTCP limits")?;
         let existing = pm.endpoints().context("reading MPTCP endpoints")?;
         for (i, w) in lines.iter().enumerate() {
@@ -403,6 +435,8 @@ mod tests {
 
             let setup = WanSetup::apply(&["d0".parse().unwrap()]).unwrap();
             assert_eq!(setup.lines.len(), 1);
+            let second = WanSetup::apply(&["d0".parse().unwrap()]).unwrap_err();
+            assert!(second.to_string().contains("one at a time"), "{second:#}");
             let during = pm.endpoints().unwrap();
             assert_eq!(during.len(), 1, "{during:?}");
             assert_eq!(during[0].flags, flag::SUBFLOW);
