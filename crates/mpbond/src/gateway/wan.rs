@@ -25,6 +25,57 @@ use crate::sys::if_index;
 /// First routing table (and rule priority) of the lines; line *i* (0-based) gets `+ 1 + i`.
 pub const TABLE_BASE: u32 = 4200;
 
+/// Undoes what a dead run recorded in the lock file (see [`WanSetup::save_state`]): deletes its
+/// endpoints, puts the user's endpoints and the limits back. Routes and rules are found by
+/// their protocol instead ([`RouteSocket::remove_leftovers`]).
+fn undo_dead_run(lock: &mut std::fs::File, pm: &mut PathManager) {
+    use std::io::Read as _;
+    let mut text = String::new();
+    if lock.read_to_string(&mut text).is_err() || text.trim().is_empty() {
+        return;
+    }
+    let existing = pm.endpoints().unwrap_or_default();
+    let mut restore = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["endpoint", addr] => {
+                if let Some(e) = addr
+                    .parse::<IpAddr>()
+                    .ok()
+                    .and_then(|a| existing.iter().find(|e| e.addr == a))
+                {
+                    let _ = pm.del_endpoint(e);
+                }
+            }
+            ["limits", s, a] => {
+                if let (Ok(subflows), Ok(add_addr_accepted)) = (s.parse(), a.parse()) {
+                    let _ = pm.set_limits(Limits {
+                        subflows,
+                        add_addr_accepted,
+                    });
+                }
+            }
+            ["user", id, addr, flags, dev] => {
+                if let (Ok(id), Ok(addr), Ok(flags)) = (id.parse(), addr.parse(), flags.parse()) {
+                    restore.push(Endpoint {
+                        id,
+                        addr,
+                        port: 0,
+                        flags,
+                        ifindex: dev.parse().ok(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    for e in &restore {
+        let _ = pm.add_endpoint(e);
+    }
+    info!("undid the MPTCP endpoints and limits a previous run left");
+}
+
 /// Whether `name` can be a Linux interface name that is safe to put in an nftables ruleset:
 /// 1 to 15 of `A-Z a-z 0-9 _ . - @`.
 #[must_use]
@@ -111,7 +162,8 @@ pub struct WanSetup {
 
 /// Takes the WAN lock of the calling thread's network namespace: one mpbond at a time (a
 /// gateway, or a `connect --wan`) configures its lines, and routes and rules of ours found
-/// while holding it are a dead run's leftovers, safe to remove.
+/// while holding it are a dead run's leftovers, safe to remove. The lock file also holds the
+/// running setup's state (see [`WanSetup::save_state`]), empty once it was removed cleanly.
 fn lock_netns() -> Result<std::fs::File> {
     use std::os::fd::AsRawFd as _;
     use std::os::unix::fs::MetadataExt as _;
@@ -124,6 +176,7 @@ fn lock_netns() -> Result<std::fs::File> {
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
@@ -167,6 +220,8 @@ impl WanSetup {
         }
         let addrs = rt.addresses().context("reading addresses")?;
         let defaults = rt.default_routes().context("reading routes")?;
+        let mut lock = lock;
+        undo_dead_run(&mut lock, &mut pm);
         let mut setup = Self::default();
         setup.lock = Some(lock);
         let old = pm.limits().context("reading MPTCP limits")?;
@@ -236,6 +291,7 @@ impl WanSetup {
             setup.old_limits = Some(old);
             debug!(?old, new = ?want, "MPTCP limits");
         }
+        setup.save_state();
         Ok(setup)
     }
 
@@ -303,6 +359,33 @@ impl WanSetup {
         Ok(())
     }
 
+    /// Writes into the lock file what a later run must undo should this process die without
+    /// removing it: our endpoints, the limits to put back, the user's endpoints to restore.
+    fn save_state(&mut self) {
+        use std::fmt::Write as _;
+        use std::io::{Seek as _, Write as _};
+        let mut text = String::new();
+        for e in &self.endpoints {
+            let _ = writeln!(text, "endpoint {}", e.addr);
+        }
+        if let Some(l) = self.old_limits {
+            let _ = writeln!(text, "limits {} {}", l.subflows, l.add_addr_accepted);
+        }
+        for e in &self.replaced {
+            let dev = e.ifindex.map_or_else(|| "-".to_owned(), |i| i.to_string());
+            let _ = writeln!(text, "user {} {} {} {dev}", e.id, e.addr, e.flags);
+        }
+        if let Some(f) = &mut self.lock {
+            let written = f
+                .set_len(0)
+                .and_then(|()| f.rewind())
+                .and_then(|()| f.write_all(text.as_bytes()));
+            if let Err(e) = written {
+                warn!("cannot record the WAN setup for clean-up after a crash: {e}");
+            }
+        }
+    }
+
     /// Undoes everything; errors are logged, not returned (the thing may be gone already).
     pub fn remove(&mut self) {
         if let Ok(mut pm) = PathManager::open() {
@@ -327,6 +410,9 @@ impl WanSetup {
             for r in self.routes.drain(..) {
                 ignore_gone(rt.del_route(&r));
             }
+        }
+        if let Some(f) = &self.lock {
+            let _ = f.set_len(0);
         }
     }
 }
@@ -447,6 +533,17 @@ mod tests {
                 .output()
                 .unwrap();
             assert!(String::from_utf8_lossy(&rules.stdout).contains("from 10.9.0.2 lookup 4201"));
+
+            // A crash: the process dies (its lock goes with it) without removing anything.
+            let mut crashed = setup;
+            drop(crashed.lock.take());
+            std::mem::forget(crashed);
+            assert_eq!(pm.endpoints().unwrap().len(), 1);
+            // The next run undoes the dead one's state before configuring the line again.
+            let setup = WanSetup::apply(&["d0".parse().unwrap()]).unwrap();
+            let during = pm.endpoints().unwrap();
+            assert_eq!(during.len(), 1, "{during:?}");
+            assert_eq!(during[0].flags, flag::SUBFLOW);
 
             drop(setup);
             assert_eq!(
