@@ -171,6 +171,7 @@ impl Capture {
                     gateway: None,
                     oif: 1,
                     local: true,
+                    dst: None,
                 };
                 rt.add_route(&route).context("TPROXY local route")?;
                 cap.routes.push(route);

@@ -230,17 +230,17 @@ impl WanSetup {
             let table = TABLE_BASE + 1 + u32::try_from(i).unwrap_or(0);
             let index = if_index(&w.iface)
                 .with_context(|| format!("--wan {}: no such interface", w.iface))?;
-            let mine: Vec<IpAddr> = addrs
+            let mine: Vec<(IpAddr, u8)> = addrs
                 .iter()
                 .filter(|a| a.index == index && usable(&a.addr))
-                .map(|a| a.addr)
+                .map(|a| (a.addr, a.prefix))
                 .collect();
             if mine.is_empty() {
                 warn!("WAN {} has no address: not used", w.iface);
                 continue;
             }
             let mut used = Vec::new();
-            for addr in &mine {
+            for (addr, prefix) in &mine {
                 let v6 = addr.is_ipv6();
                 let via = w.via.iter().find(|g| g.is_ipv6() == v6).copied();
                 let found = defaults
@@ -263,7 +263,14 @@ impl WanSetup {
                     index,
                     table,
                 };
-                setup.add_address(&mut rt, &mut pm, &existing, &line, *addr, gateway)?;
+                setup.add_address(
+                    &mut rt,
+                    &mut pm,
+                    &existing,
+                    &line,
+                    (*addr, *prefix),
+                    gateway,
+                )?;
                 used.push(*addr);
             }
             if !used.is_empty() {
@@ -303,7 +310,7 @@ impl WanSetup {
         pm: &mut PathManager,
         existing: &[Endpoint],
         line: &Line<'_>,
-        addr: IpAddr,
+        (addr, prefix): (IpAddr, u8),
         gateway: Option<IpAddr>,
     ) -> Result<()> {
         let v6 = addr.is_ipv6();
@@ -313,10 +320,25 @@ impl WanSetup {
             gateway,
             oif: line.index,
             local: false,
+            dst: None,
         };
         rt.add_route(&route)
             .with_context(|| format!("route for WAN {} ({addr})", line.spec.iface))?;
         self.routes.push(route);
+        // The line's own subnet, on the link: traffic from this address to a neighbour on the
+        // line (its modem, say) stays off the default route.
+        if let Ok(net) = ipnet::IpNet::new(addr, prefix) {
+            if net.prefix_len() < net.max_prefix_len() {
+                let subnet = Route {
+                    gateway: None,
+                    dst: Some((net.trunc().addr(), prefix)),
+                    ..route
+                };
+                rt.add_route(&subnet)
+                    .with_context(|| format!("subnet route for WAN {} ({net})", line.spec.iface))?;
+                self.routes.push(subnet);
+            }
+        }
         let rule = Rule {
             v6,
             priority: line.table,
@@ -533,6 +555,16 @@ mod tests {
                 .output()
                 .unwrap();
             assert!(String::from_utf8_lossy(&rules.stdout).contains("from 10.9.0.2 lookup 4201"));
+            let table = std::process::Command::new("ip")
+                .args(["route", "show", "table", "4201"])
+                .output()
+                .unwrap();
+            let table = String::from_utf8_lossy(&table.stdout);
+            assert!(
+                table.contains("default via 10.9.0.1 dev d0")
+                    && table.contains("10.9.0.0/24 dev d0"),
+                "{table}"
+            );
 
             // A crash: the process dies (its lock goes with it) without removing anything.
             let mut crashed = setup;

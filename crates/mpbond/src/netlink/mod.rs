@@ -169,6 +169,7 @@ mod tests {
                 gateway: None,
                 oif: 1,
                 local: true,
+                dst: None,
             };
             let local6 = Route {
                 v6: true,

@@ -74,8 +74,10 @@ pub struct Route {
     pub gateway: Option<IpAddr>,
     /// Output interface.
     pub oif: u32,
-    /// `local` route (deliver to this host: what TPROXY needs), else unicast default route.
+    /// `local` route (deliver to this host: what TPROXY needs), else unicast route.
     pub local: bool,
+    /// Destination prefix; `None`: the default route.
+    pub dst: Option<(IpAddr, u8)>,
 }
 
 fn family(v6: bool) -> AddressFamily {
@@ -197,6 +199,11 @@ impl RouteSocket {
             };
         }
         m.attributes.push(RouteAttribute::Table(r.table));
+        if let Some((ip, len)) = r.dst {
+            m.header.destination_prefix_length = len;
+            m.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(ip)));
+        }
         m.attributes.push(RouteAttribute::Oif(r.oif));
         if let Some(g) = r.gateway {
             m.attributes
@@ -205,7 +212,7 @@ impl RouteSocket {
         m
     }
 
-    /// Adds (or replaces) a default route in a table of mpbond's.
+    /// Adds (or replaces) a route in a table of mpbond's.
     pub fn add_route(&mut self, r: &Route) -> io::Result<()> {
         let m = Self::route_message(r);
         self.0
