@@ -80,44 +80,58 @@ fn hex(bytes: &[u8]) -> String {
 struct WebServer {
     stop: Arc<AtomicBool>,
     netns: String,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
+
+/// The web host's addresses, IPv4 and IPv6 (see docs/lab.md).
+const WEB_ADDRS: [&str; 2] = [WEB, WEB6];
+const WEB6: &str = "2001:db8:113::2";
 
 impl WebServer {
     fn start(lab: &TestLab) -> Self {
-        let ns = lab.info().netns(Role::Web).to_owned();
+        let netns = lab.info().netns(Role::Web).to_owned();
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let flag = Arc::clone(&stop);
-        let netns = ns.clone();
-        let thread = std::thread::spawn(move || {
-            netns::enter(&ns).unwrap();
-            // A backlog for hundreds of simultaneous connections, like a real web server's.
-            let s =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            s.set_reuse_address(true).unwrap();
-            let addr: SocketAddr = (WEB.parse::<std::net::IpAddr>().unwrap(), WEB_PORT).into();
-            s.bind(&addr.into()).unwrap();
-            s.listen(4096).unwrap();
-            let l: TcpListener = s.into();
-            tx.send(()).unwrap();
-            for conn in l.incoming() {
-                if flag.load(Ordering::Relaxed) {
-                    break;
-                }
-                if let Ok(c) = conn {
-                    // Threads started here inherit the web host's namespace.
-                    std::thread::spawn(move || {
-                        let _ = serve_http(c);
-                    });
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let threads = WEB_ADDRS
+            .iter()
+            .map(|ip| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let flag = Arc::clone(&stop);
+                let ns = netns.clone();
+                let addr: SocketAddr = (ip.parse::<std::net::IpAddr>().unwrap(), WEB_PORT).into();
+                let t = std::thread::spawn(move || {
+                    netns::enter(&ns).unwrap();
+                    // A backlog for hundreds of simultaneous connections, like a real server's.
+                    let s = socket2::Socket::new(
+                        socket2::Domain::for_address(addr),
+                        socket2::Type::STREAM,
+                        None,
+                    )
+                    .unwrap();
+                    s.set_reuse_address(true).unwrap();
+                    s.bind(&addr.into()).unwrap();
+                    s.listen(4096).unwrap();
+                    let l: TcpListener = s.into();
+                    tx.send(()).unwrap();
+                    for conn in l.incoming() {
+                        if flag.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        if let Ok(c) = conn {
+                            // Threads started here inherit the web host's namespace.
+                            std::thread::spawn(move || {
+                                let _ = serve_http(c);
+                            });
+                        }
+                    }
+                });
+                rx.recv_timeout(Duration::from_secs(10)).unwrap();
+                t
+            })
+            .collect();
         Self {
             stop,
             netns,
-            thread: Some(thread),
+            threads,
         }
     }
 }
@@ -125,16 +139,16 @@ impl WebServer {
 impl Drop for WebServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the accepting thread with one last connection; if the lab is already gone,
-        // the thread stays blocked and ends with the process.
-        let woken = netns::in_netns(&self.netns, || {
-            TcpStream::connect_timeout(
-                &(WEB.parse::<std::net::IpAddr>().unwrap(), WEB_PORT).into(),
-                Duration::from_secs(1),
-            )
-        });
-        if let (Ok(Ok(_)), Some(t)) = (woken, self.thread.take()) {
-            let _ = t.join();
+        // Wake each accepting thread with one last connection; if the lab is already gone,
+        // the threads stay blocked and end with the process.
+        for (ip, t) in WEB_ADDRS.iter().zip(self.threads.drain(..)) {
+            let addr: SocketAddr = (ip.parse::<std::net::IpAddr>().unwrap(), WEB_PORT).into();
+            let woken = netns::in_netns(&self.netns, || {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            });
+            if let Ok(Ok(_)) = woken {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -328,7 +342,12 @@ impl Transfer {
 
 /// `curl` on the LAN host downloads `len` bytes of content `seed`; the test hashes what arrives.
 fn curl_download(lab: &TestLab, len: usize, seed: u64) -> Transfer {
-    let url = format!("http://{WEB}:{WEB_PORT}/bytes/{len}/{seed}");
+    curl_download_from(lab, &format!("http://{WEB}:{WEB_PORT}"), len, seed)
+}
+
+/// The same from the server at `base` (`http://HOST:PORT`).
+fn curl_download_from(lab: &TestLab, base: &str, len: usize, seed: u64) -> Transfer {
+    let url = format!("{base}/bytes/{len}/{seed}");
     let start = Instant::now();
     let mut child = lab
         .cmd(Role::Lan, "curl")
@@ -917,4 +936,29 @@ fn connect_with_wan_lines_sends_over_both_and_cleans_up() {
     );
     let rules = command_output(&lab, Role::Gw, "ip", &["rule", "show"]);
     assert!(!rules.contains("lookup 42"), "rules removed: {rules}");
+}
+
+#[test]
+fn an_ipv6_lan_connection_is_captured_and_bonded_too() {
+    if skip_unless_root("an_ipv6_lan_connection_is_captured_and_bonded_too") {
+        return;
+    }
+    let (lab, web, dir) = Bonded::lab("v6");
+    let b = Bonded::start(lab, web, dir);
+    let before = b.lab.stats();
+    let size = 16 * MIB;
+    let t = curl_download_from(&b.lab, &format!("http://[{WEB6}]:{WEB_PORT}"), size, 15);
+    assert_eq!(t.sha256, content_sha256(15, size));
+    let bytes = line_bytes(&before, &b.lab.stats(), true);
+    eprintln!(
+        "IPv6 LAN download, 16 MiB: {:.2} Mbit/s, {bytes:?}",
+        t.mbps()
+    );
+    let total: u64 = bytes.iter().map(|(_, b)| b).sum();
+    for (name, b) in &bytes {
+        assert!(
+            *b as f64 > 0.15 * total as f64,
+            "{name} carried {b} of {total}"
+        );
+    }
 }
