@@ -97,7 +97,8 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         args.seconds
     );
     let bonded = {
-        let _daemons = Daemons::start(info, &exe)?;
+        let _daemons =
+            lab::bonding::start(info, &exe, &lab::run_dir(&info.name), &["dsl", "lte"], &[])?;
         bonded_upload(info, args.seconds.max(2))?
     };
     println!(
@@ -140,92 +141,6 @@ fn print_rtts(info: &lab::LabInfo, interrupted: &AtomicBool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Converter and gateway of the demo, stopped (SIGTERM, so the gateway removes its rules) when
-/// dropped.
-struct Daemons(Vec<std::process::Child>);
-
-impl Daemons {
-    fn start(info: &lab::LabInfo, exe: &std::path::Path) -> Result<Self> {
-        let dir = lab::run_dir(&info.name);
-        let name = crate::convert::auth::Name::new("demo")?;
-        let key = crate::convert::auth::Key::generate()?;
-        let key_file = dir.join("demo.key");
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&key_file)?;
-            writeln!(f, "{}", crate::convert::auth::key_line(&name, &key))?;
-        }
-        let converter = format!("{}:7000", lab::plan::VPS_PUBLIC_V4);
-        let key_arg = key_file.to_string_lossy().into_owned();
-        let mut me = Self(Vec::new());
-        let runs: [(Role, Vec<&str>, &str, &str); 2] = [
-            (
-                Role::Vps,
-                vec!["converter", "--listen", &converter, "--keys", &key_arg],
-                "converter.log",
-                "converter ready",
-            ),
-            (
-                Role::Gw,
-                vec![
-                    "gateway",
-                    "--converter",
-                    &converter,
-                    "--key",
-                    &key_arg,
-                    "--wan",
-                    "dsl",
-                    "--wan",
-                    "lte",
-                    "--lan",
-                    "lan0",
-                ],
-                "gateway.log",
-                "gateway ready",
-            ),
-        ];
-        for (role, args, log_name, ready) in runs {
-            let path = dir.join(log_name);
-            let log = std::fs::File::create(&path)?;
-            let child = std::process::Command::new("ip")
-                .args(["netns", "exec", info.netns(role)])
-                .arg(exe)
-                .args(&args)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(log)
-                .spawn()
-                .context("starting mpbond")?;
-            me.0.push(child);
-            let deadline = std::time::Instant::now() + Duration::from_secs(15);
-            while !std::fs::read_to_string(&path).is_ok_and(|t| t.contains(ready)) {
-                if std::time::Instant::now() > deadline {
-                    bail!("{ready} did not come; see {}", path.display());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(me)
-    }
-}
-
-impl Drop for Daemons {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().rev() {
-            if let Ok(pid) = libc::pid_t::try_from(c.id()) {
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            let _ = c.wait();
-        }
-    }
 }
 
 /// One TCP upload from the LAN host to the web host through the gateway, live; bit/s.

@@ -453,6 +453,18 @@ fn assert_shares(what: &str, bytes: &[(String, u64)], tolerance: f64) {
     }
 }
 
+/// Asserts that every line carried more than `min_share` of all the bytes: the traffic was
+/// bonded, not left on one line.
+fn assert_every_line_carries(bytes: &[(String, u64)], min_share: f64) {
+    let total: u64 = bytes.iter().map(|(_, b)| b).sum();
+    for (name, b) in bytes {
+        assert!(
+            *b as f64 > min_share * total as f64,
+            "line {name} carried {b} of {total} bytes"
+        );
+    }
+}
+
 fn command_output(lab: &TestLab, role: Role, program: &str, args: &[&str]) -> String {
     let out = lab.cmd(role, program).args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -628,12 +640,7 @@ fn two_hundred_concurrent_connections_arrive_intact() {
     let down = line_bytes(&before, &after, true);
     let total: u64 = down.iter().map(|(_, b)| b).sum();
     assert!(total >= (N * DOWN) as u64, "{down:?}");
-    for (name, bytes) in &down {
-        assert!(
-            *bytes as f64 > 0.1 * total as f64,
-            "line {name} carried {bytes} of {total}"
-        );
-    }
+    assert_every_line_carries(&down, 0.1);
     let log = b.gateway.log_text();
     assert!(!log.contains("ERROR"), "{log}");
 }
@@ -922,13 +929,7 @@ fn connect_with_wan_lines_sends_over_both_and_cleans_up() {
     assert!(got == data, "listen received {} of {size} bytes", got.len());
     let bytes = line_bytes(&before, &lab.stats(), false);
     eprintln!("connect --wan dsl --wan lte, 12 MiB up: {bytes:?}");
-    let total: u64 = bytes.iter().map(|(_, b)| b).sum();
-    for (name, b) in &bytes {
-        assert!(
-            *b as f64 > 0.15 * total as f64,
-            "{name} carried {b} of {total}"
-        );
-    }
+    assert_every_line_carries(&bytes, 0.15);
     let endpoints = command_output(&lab, Role::Gw, "ip", &["mptcp", "endpoint", "show"]);
     assert!(
         endpoints.trim().is_empty(),
@@ -954,11 +955,5 @@ fn an_ipv6_lan_connection_is_captured_and_bonded_too() {
         "IPv6 LAN download, 16 MiB: {:.2} Mbit/s, {bytes:?}",
         t.mbps()
     );
-    let total: u64 = bytes.iter().map(|(_, b)| b).sum();
-    for (name, b) in &bytes {
-        assert!(
-            *b as f64 > 0.15 * total as f64,
-            "{name} carried {b} of {total}"
-        );
-    }
+    assert_every_line_carries(&bytes, 0.15);
 }

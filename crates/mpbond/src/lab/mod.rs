@@ -12,6 +12,7 @@
 //! Tests build labs with [`testing::TestLab`], which always tears them down.
 
 pub mod bench;
+pub mod bonding;
 pub mod emulator;
 pub mod measure;
 pub mod netns;

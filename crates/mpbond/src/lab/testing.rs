@@ -21,9 +21,8 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 use super::spec::{LabSpec, LineSpec};
 use super::{LabInfo, LabStats, LineState, Role, netns};
@@ -282,136 +281,13 @@ fn remove_stale() {
     }
 }
 
-/// A process of the lab (a converter, a gateway), stopped with SIGTERM (then SIGKILL) when
-/// dropped.
-#[derive(Debug)]
-pub struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
+pub use super::bonding::{CONVERTER, Daemon};
 
-impl Daemon {
-    /// Starts `exe args` in host `role` with its standard error in `log`, and waits (at most
-    /// 20 s) until the log says `ready`. `RUST_LOG` is `MPBOND_TEST_LOG`, else `info`.
-    ///
-    /// # Panics
-    /// When it cannot start, exits, or is not ready in time (the log is in the message).
-    #[must_use]
-    pub fn start(
-        lab: &TestLab,
-        role: Role,
-        exe: &str,
-        args: &[&str],
-        log: PathBuf,
-        ready: &str,
-    ) -> Self {
-        let file = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let child = lab
-            .cmd(role, exe)
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("MPBOND_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{exe}: {e}"));
-        let mut d = Self { child, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if d.log_text().contains(ready) {
-                return d;
-            }
-            if let Ok(Some(st)) = d.child.try_wait() {
-                panic!("{args:?} exited ({st}) before `{ready}`:\n{}", d.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{args:?}: no `{ready}` in 20 s:\n{}",
-                d.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Everything it logged so far.
-    #[must_use]
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The log's warnings and errors (at most 30 lines), for a failure message; the whole log
-    /// is copied next to the test binary (`target/debug/mpbond-test-logs/`).
-    #[must_use]
-    pub fn problems(&self) -> String {
-        let text = self.log_text();
-        if let Some(dir) = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(|p| p.join("mpbond-test-logs")))
-        {
-            let _ = std::fs::create_dir_all(&dir);
-            if let Some(name) = self.log.file_name() {
-                let _ = std::fs::write(dir.join(name), &text);
-            }
-        }
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .take(30)
-            .collect();
-        lines.join("\n")
-    }
-
-    /// Its process id.
-    #[must_use]
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM, then waits (at most 10 s, then SIGKILL) and returns whether it exited
-    /// successfully.
-    pub fn stop(&mut self) -> bool {
-        let Ok(pid) = libc::pid_t::try_from(self.child.id()) else {
-            return false;
-        };
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.success();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.stop();
-        }
-    }
-}
-
-/// Where [`start_bonding`] puts the converter: the vps's public address, port 7000.
-pub const CONVERTER: &str = "198.51.100.1:7000";
-
-/// Starts a converter on the vps (at [`CONVERTER`]) and a gateway on the gw host with WAN lines
-/// `wan` (`--wan` syntax) capturing `lan0`, with `extra` on the gateway's command line. They
-/// share a fresh key, `dir/home.key` (gateway `home`); logs go to `dir`. Returns the gateway
-/// and the converter.
+/// [`super::bonding::start`] for tests: the gateway and the converter, or a panic saying why
+/// not. `exe` is the `mpbond` binary, `dir` takes keys and logs.
 ///
 /// # Panics
-/// When a key cannot be made or either daemon does not start.
+/// When either daemon does not start.
 #[must_use]
 pub fn start_bonding(
     lab: &TestLab,
@@ -420,54 +296,6 @@ pub fn start_bonding(
     wan: &[&str],
     extra: &[&str],
 ) -> (Daemon, Daemon) {
-    use crate::convert::auth::{Key, Name, key_line};
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let key = dir.join("home.key");
-    let line = key_line(
-        &Name::new("home").unwrap_or_else(|e| panic!("{e}")),
-        &Key::generate().unwrap_or_else(|e| panic!("key: {e}")),
-    );
-    let keys = dir.join("converter.keys");
-    for path in [&key, &keys] {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        writeln!(f, "{line}").unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
-    let keys = keys.to_string_lossy().into_owned();
-    let converter = Daemon::start(
-        lab,
-        Role::Vps,
-        exe,
-        &["converter", "--listen", CONVERTER, "--keys", &keys],
-        dir.join("converter.log"),
-        "converter ready",
-    );
-    let key = key.to_string_lossy().into_owned();
-    let mut args = vec![
-        "gateway",
-        "--converter",
-        CONVERTER,
-        "--key",
-        &key,
-        "--lan",
-        "lan0",
-    ];
-    for w in wan {
-        args.extend_from_slice(&["--wan", w]);
-    }
-    args.extend_from_slice(extra);
-    let gateway = Daemon::start(
-        lab,
-        Role::Gw,
-        exe,
-        &args,
-        dir.join("gateway.log"),
-        "gateway ready",
-    );
-    (gateway, converter)
+    super::bonding::start(lab.info(), Path::new(exe), dir, wan, extra)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }

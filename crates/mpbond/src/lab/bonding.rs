@@ -1,0 +1,197 @@
+//! Converter and gateway as processes in a lab's hosts, for the tests, the benchmarks and the
+//! demo: one key, the gateway on every line, their logs in a directory, both stopped (SIGTERM,
+//! so the gateway removes what it installed) when dropped.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{LabInfo, Role};
+
+/// A process of the lab (a converter, a gateway), stopped with SIGTERM (then SIGKILL) when
+/// dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `exe args` in host `role` of the lab with its standard error in `log`, and waits
+    /// (at most 20 s) until the log says `ready`. `RUST_LOG` is `MPBOND_TEST_LOG`, else `info`.
+    ///
+    /// # Errors
+    /// When it cannot start, exits, or is not ready in time (the log is in the message).
+    pub fn start(
+        info: &LabInfo,
+        role: Role,
+        exe: &Path,
+        args: &[&str],
+        log: PathBuf,
+        ready: &str,
+    ) -> Result<Self> {
+        let file = File::create(&log).with_context(|| format!("{}", log.display()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", info.netns(role)])
+            .arg(exe)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("MPBOND_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        let mut d = Self { child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if d.log_text().contains(ready) {
+                return Ok(d);
+            }
+            if let Ok(Some(st)) = d.child.try_wait() {
+                bail!("{args:?} exited ({st}) before `{ready}`:\n{}", d.log_text());
+            }
+            if Instant::now() >= deadline {
+                bail!("{args:?}: no `{ready}` in 20 s:\n{}", d.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything it logged so far.
+    #[must_use]
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log's warnings and errors (at most 30 lines), for a failure message; the whole log
+    /// is copied next to the test binary (`target/debug/mpbond-test-logs/`).
+    #[must_use]
+    pub fn problems(&self) -> String {
+        let text = self.log_text();
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|p| p.join("mpbond-test-logs")))
+        {
+            let _ = std::fs::create_dir_all(&dir);
+            if let Some(name) = self.log.file_name() {
+                let _ = std::fs::write(dir.join(name), &text);
+            }
+        }
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(30)
+            .collect();
+        lines.join("\n")
+    }
+
+    /// Its process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits (at most 10 s, then SIGKILL) and returns whether it exited
+    /// successfully.
+    pub fn stop(&mut self) -> bool {
+        let Ok(pid) = libc::pid_t::try_from(self.child.id()) else {
+            return false;
+        };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
+/// Where [`start`] puts the converter: the vps's public address, port 7000.
+pub const CONVERTER: &str = "198.51.100.1:7000";
+
+/// Starts a converter on the vps (at [`CONVERTER`]) and a gateway on the gw host with WAN lines
+/// `wan` (`--wan` syntax) capturing `lan0`, with `extra` on the gateway's command line, both
+/// from the `mpbond` binary `exe`. They share a fresh key, `dir/home.key` (gateway `home`);
+/// logs go to `dir`. Returns the gateway and the converter.
+///
+/// # Errors
+/// When a key cannot be written or either daemon does not start.
+pub fn start(
+    info: &LabInfo,
+    exe: &Path,
+    dir: &Path,
+    wan: &[&str],
+    extra: &[&str],
+) -> Result<(Daemon, Daemon)> {
+    use crate::convert::auth::{Key, Name, key_line};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key = dir.join("home.key");
+    let line = key_line(&Name::new("home")?, &Key::generate()?);
+    let keys = dir.join("converter.keys");
+    for path in [&key, &keys] {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("{}", path.display()))?;
+        writeln!(f, "{line}").with_context(|| format!("{}", path.display()))?;
+    }
+    let keys = keys.to_string_lossy().into_owned();
+    let converter = Daemon::start(
+        info,
+        Role::Vps,
+        exe,
+        &["converter", "--listen", CONVERTER, "--keys", &keys],
+        dir.join("converter.log"),
+        "converter ready",
+    )?;
+    let key = key.to_string_lossy().into_owned();
+    let mut args = vec![
+        "gateway",
+        "--converter",
+        CONVERTER,
+        "--key",
+        &key,
+        "--lan",
+        "lan0",
+    ];
+    for w in wan {
+        args.extend_from_slice(&["--wan", w]);
+    }
+    args.extend_from_slice(extra);
+    let gateway = Daemon::start(
+        info,
+        Role::Gw,
+        exe,
+        &args,
+        dir.join("gateway.log"),
+        "gateway ready",
+    )?;
+    Ok((gateway, converter))
+}
