@@ -237,6 +237,14 @@ pub struct GatewayArgs {
     /// Experimental: Linux 6.18's MPTCP stalls after a SYN with data (docs/troubleshooting.md).
     #[arg(long)]
     pub fast_open: bool,
+    /// Path manager: `mpbond` (probes the lines, fails over in well under a second,
+    /// re-creates subflows) or `kernel` (the in-kernel one, with endpoints) [default: mpbond].
+    #[arg(long, value_name = "mpbond|kernel")]
+    pub pm: Option<crate::pm::PmKind>,
+    /// mpbond's path manager probes each line this often (ICMP echo to the peer); a line
+    /// silent for three intervals (no answer, no packet received) is given up. `0` turns probes off [default: 50ms].
+    #[arg(long, value_name = "TIME")]
+    pub probe_interval: Option<String>,
     /// Data plane.
     #[arg(long, value_enum)]
     pub stack: Option<Stack>,
@@ -265,6 +273,14 @@ pub struct ConnectArgs {
     /// With `--via`: put the Convert message in the SYN (TCP Fast Open); experimental.
     #[arg(long, requires = "via")]
     pub fast_open: bool,
+    /// Path manager: `mpbond` (probes the lines, fails over in well under a second,
+    /// re-creates subflows) or `kernel` (the in-kernel one, with endpoints) [default: mpbond].
+    #[arg(long, value_name = "mpbond|kernel")]
+    pub pm: Option<crate::pm::PmKind>,
+    /// mpbond's path manager probes each line this often (ICMP echo to the peer); a line
+    /// silent for three intervals (no answer, no packet received) is given up. `0` turns probes off [default: 50ms].
+    #[arg(long, value_name = "TIME")]
+    pub probe_interval: Option<String>,
     /// Data plane.
     #[arg(long, value_enum, default_value = "kernel")]
     pub stack: Stack,
@@ -320,6 +336,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 mptcp: !a.tcp,
                 wan: wan_specs(&a.wan)?,
                 fast_open: a.fast_open,
+                pm: a.pm.unwrap_or_default(),
+                probe: probe_config(a.probe_interval.as_deref())?,
             };
             finish(runtime(false)?, crate::netcat::connect(args))?;
             Ok(ExitCode::SUCCESS)
@@ -567,7 +585,21 @@ fn gateway_config(a: GatewayArgs) -> Result<crate::gateway::Config> {
         c.idle_timeout = duration("--idle-timeout", &t)?;
     }
     c.fast_open = a.fast_open || file.fast_open.unwrap_or(false);
+    c.pm = a.pm.or(file.pm).unwrap_or_default();
+    c.probe = probe_config(a.probe_interval.or(file.probe_interval).as_deref())?;
     Ok(c)
+}
+
+/// The probe settings of `--probe-interval`.
+fn probe_config(interval: Option<&str>) -> Result<crate::pm::ProbeConfig> {
+    let Some(t) = interval else {
+        return Ok(crate::pm::ProbeConfig::default());
+    };
+    let d = crate::config::duration("--probe-interval", t)?;
+    if !d.is_zero() && d < std::time::Duration::from_millis(10) {
+        bail!("--probe-interval {t}: at least 10ms (or 0 for no probes)");
+    }
+    Ok(crate::pm::probe_every(d))
 }
 
 fn wan_specs(specs: &[String]) -> Result<Vec<crate::gateway::wan::WanSpec>> {

@@ -99,6 +99,10 @@ pub struct GatewayFile {
     pub idle_timeout: Option<String>,
     /// `"kernel"`.
     pub stack: Option<Stack>,
+    /// Path manager: `"mpbond"` or `"kernel"`.
+    pub pm: Option<crate::pm::PmKind>,
+    /// `"100ms"`.
+    pub probe_interval: Option<String>,
 }
 
 #[cfg(test)]

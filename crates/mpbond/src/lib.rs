@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod lab;
 pub mod netcat;
 pub mod netlink;
+pub mod pm;
 pub mod relay;
 pub mod stack;
 pub mod sys;

@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use crate::convert::auth::Signer;
 use crate::convert::client::{self, ClientOptions};
-use crate::gateway::wan::{WanSetup, WanSpec};
+use crate::gateway::wan::WanSpec;
 use crate::stack::kernel::{self, ConnectOptions, ListenOptions, Proto};
 
 /// How long `connect` and `listen` wait, after their input ended, for the peer to acknowledge
@@ -132,6 +132,10 @@ pub struct ConnectArgs {
     pub wan: Vec<WanSpec>,
     /// Convert message in the SYN (`--fast-open`).
     pub fast_open: bool,
+    /// Which path manager makes the subflows over `wan`.
+    pub pm: crate::pm::PmKind,
+    /// How mpbond's path manager probes the lines.
+    pub probe: crate::pm::ProbeConfig,
 }
 
 /// `mpbond connect`. SIGINT and SIGTERM end it through the normal path, so that lines set up
@@ -140,11 +144,21 @@ pub async fn connect(args: ConnectArgs) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    // Undone when this guard drops, whichever way the connection ends.
-    let _wan = if args.wan.is_empty() {
+    // Undone when this guard drops, whichever way the connection ends. The lines are set up
+    // for the peer the connection goes to: the converter with `--via`, else the target.
+    let _bonding = if args.wan.is_empty() {
         None
     } else {
-        Some(WanSetup::apply(&args.wan)?)
+        let peer = match &args.via {
+            Some((via, _)) => resolve(via).await?,
+            None => resolve(&args.target).await?,
+        };
+        Some(crate::pm::Bonding::start(
+            &args.wan,
+            args.pm,
+            peer.ip(),
+            args.probe,
+        )?)
     };
     tokio::select! {
         r = connect_to(args) => r,

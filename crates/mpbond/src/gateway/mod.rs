@@ -74,6 +74,10 @@ pub struct Config {
     pub fast_open: bool,
     /// A relayed connection that moves no byte for this long is closed.
     pub idle_timeout: Duration,
+    /// Which path manager makes the subflows over the WAN lines.
+    pub pm: crate::pm::PmKind,
+    /// How mpbond's path manager probes the lines.
+    pub probe: crate::pm::ProbeConfig,
 }
 
 impl Config {
@@ -92,6 +96,8 @@ impl Config {
             bypass: nft::default_bypass(),
             fast_open: false,
             idle_timeout: Duration::from_secs(2 * 3600),
+            pm: crate::pm::PmKind::default(),
+            probe: crate::pm::ProbeConfig::default(),
         }
     }
 }
@@ -306,10 +312,15 @@ pub async fn run(config: Config) -> Result<()> {
     });
 
     // Kernel configuration: undone when these guards drop, on every way out of this function.
-    let _wan = if config.wan.is_empty() {
+    let _bonding = if config.wan.is_empty() {
         None
     } else {
-        Some(wan::WanSetup::apply(&config.wan)?)
+        Some(crate::pm::Bonding::start(
+            &config.wan,
+            config.pm,
+            converter.ip(),
+            config.probe,
+        )?)
     };
     nft::remove_leftover_table();
     let mut bypass = config.bypass.clone();

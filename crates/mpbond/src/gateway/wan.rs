@@ -4,10 +4,13 @@
 //! - a routing table (4201, 4202, ...) with a default route by that line's next hop, and a
 //!   policy rule `from <line address> lookup <table>`: a subflow bound to the line's address
 //!   leaves by the line, whatever the main table says;
-//! - an MPTCP endpoint `<line address> dev <iface> subflow [backup]`: the in-kernel path manager
-//!   opens one subflow per line on every connection, a backup line's carrying data only when no
-//!   other subflow can (RFC 8684 §3.3.8);
-//! - and MPTCP limits large enough for one subflow per line.
+//! - with the in-kernel path manager ([`PmKind::Kernel`]): an MPTCP endpoint `<line address> dev
+//!   <iface> subflow [backup]`, so that the kernel opens one subflow per line on every
+//!   connection, a backup line's carrying data only when no other subflow can (RFC 8684
+//!   §3.3.8), and MPTCP limits large enough for one subflow per line;
+//! - with mpbond's path manager ([`PmKind::Mpbond`], the default): `net.mptcp.pm_type=1` instead,
+//!   and [`crate::pm`] makes the subflows; a line's address that changes while running gets its
+//!   rule and routes moved ([`WanSetup::set_addresses`]).
 //!
 //! Everything is undone by [`WanSetup::remove`] (also on drop); routes and rules carry the route
 //! protocol `mpbond` (77) so that a crashed run's are found again.
@@ -19,7 +22,8 @@ use anyhow::{Context, Result, bail};
 use tracing::{debug, info, warn};
 
 use crate::netlink::mptcp_pm::{Endpoint, Limits, PathManager, flag};
-use crate::netlink::route::{Route, RouteSocket, Rule};
+use crate::netlink::route::{IfAddr, Route, RouteSocket, Rule};
+use crate::pm::PmKind;
 use crate::sys::if_index;
 
 /// First routing table (and rule priority) of the lines; line *i* (0-based) gets `+ 1 + i`.
@@ -54,6 +58,11 @@ fn undo_dead_run(lock: &mut std::fs::File, pm: &mut PathManager) {
                         subflows,
                         add_addr_accepted,
                     });
+                }
+            }
+            ["pm_type", v] => {
+                if let Ok(v) = v.parse() {
+                    let _ = crate::netlink::set_pm_type(v);
                 }
             }
             ["user", id, addr, flags, dev] => {
@@ -145,17 +154,36 @@ impl std::str::FromStr for WanSpec {
     }
 }
 
+/// A line as configured: what [`WanSetup::set_addresses`] needs to route a new address.
+#[derive(Debug, Clone)]
+pub struct ConfiguredLine {
+    /// What was asked.
+    pub spec: WanSpec,
+    /// The interface index.
+    pub index: u32,
+    /// Its routing table.
+    pub table: u32,
+}
+
 /// What was installed, to be removed.
 #[derive(Debug, Default)]
 pub struct WanSetup {
-    rules: Vec<Rule>,
-    routes: Vec<Route>,
+    /// Rules and routes, with the address they are for.
+    rules: Vec<(IpAddr, Rule)>,
+    routes: Vec<(IpAddr, Route)>,
     endpoints: Vec<Endpoint>,
     /// Endpoints that were there for our addresses before: put back on removal.
     replaced: Vec<Endpoint>,
     old_limits: Option<Limits>,
+    /// `net.mptcp.pm_type` before we set it.
+    old_pm_type: Option<u8>,
+    /// Which path manager makes the subflows.
+    kind: PmKind,
     /// Lines configured: (interface, addresses).
     pub lines: Vec<(String, Vec<IpAddr>)>,
+    /// Every line asked for, in order, also those without an address yet (mpbond's path
+    /// manager uses them when one comes).
+    pub configured: Vec<ConfiguredLine>,
     /// The network namespace's WAN lock, held for the life of this setup.
     lock: Option<std::fs::File>,
 }
@@ -197,7 +225,40 @@ struct Line<'a> {
     table: u32,
 }
 
-fn usable(ip: &IpAddr) -> bool {
+/// The next hop of the line `spec` (interface `index`) for its address `addr`: from `via=`,
+/// else the main table's default route by the line (`Some(None)`: on the link, no next hop).
+/// `Err`, with a warning, when there is neither.
+fn next_hop(
+    spec: &WanSpec,
+    index: u32,
+    addr: IpAddr,
+    defaults: &[crate::netlink::route::DefaultRoute],
+) -> Result<Option<IpAddr>, NoNextHop> {
+    let v6 = addr.is_ipv6();
+    let via = spec.via.iter().find(|g| g.is_ipv6() == v6).copied();
+    let found = defaults
+        .iter()
+        .filter(|d| d.oif == index && d.v6 == v6)
+        .min_by_key(|d| d.metric);
+    match (via, found) {
+        (Some(g), _) => Ok(Some(g)),
+        (None, Some(d)) => Ok(d.gateway),
+        (None, None) => {
+            warn!(
+                "WAN {} ({addr}): no default route by it in the main table; give its next hop with --wan {}:via=ADDR",
+                spec.iface, spec.iface
+            );
+            Err(NoNextHop)
+        }
+    }
+}
+
+/// A line's address has no next hop (see [`next_hop`]).
+#[derive(Debug)]
+struct NoNextHop;
+
+/// Whether a line's address can carry subflows (not loopback, link-local or unspecified).
+pub(crate) fn usable(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => !a.is_loopback() && !a.is_link_local() && !a.is_unspecified(),
         IpAddr::V6(a) => !a.is_loopback() && !a.is_unicast_link_local() && !a.is_unspecified(),
@@ -205,9 +266,10 @@ fn usable(ip: &IpAddr) -> bool {
 }
 
 impl WanSetup {
-    /// Configures the kernel for `lines`. Lines without an address or a next hop are skipped
-    /// with a warning; no usable line at all is an error.
-    pub fn apply(lines: &[WanSpec]) -> Result<Self> {
+    /// Configures the kernel for `lines`, for the path manager `kind`. Lines without an address
+    /// or a next hop are skipped with a warning (mpbond's path manager takes them up when they
+    /// get one); no usable line at all is an error.
+    pub fn apply(lines: &[WanSpec], kind: PmKind) -> Result<Self> {
         let lock = lock_netns()?;
         let mut rt = RouteSocket::open().context("netlink (route)")?;
         let mut pm = PathManager::open()
@@ -223,6 +285,7 @@ impl WanSetup {
         let mut lock = lock;
         undo_dead_run(&mut lock, &mut pm);
         let mut setup = Self::default();
+        setup.kind = kind;
         setup.lock = Some(lock);
         let old = pm.limits().context("reading MPTCP limits")?;
         let existing = pm.endpoints().context("reading MPTCP endpoints")?;
@@ -230,6 +293,11 @@ impl WanSetup {
             let table = TABLE_BASE + 1 + u32::try_from(i).unwrap_or(0);
             let index = if_index(&w.iface)
                 .with_context(|| format!("--wan {}: no such interface", w.iface))?;
+            setup.configured.push(ConfiguredLine {
+                spec: w.clone(),
+                index,
+                table,
+            });
             let mine: Vec<(IpAddr, u8)> = addrs
                 .iter()
                 .filter(|a| a.index == index && usable(&a.addr))
@@ -241,22 +309,8 @@ impl WanSetup {
             }
             let mut used = Vec::new();
             for (addr, prefix) in &mine {
-                let v6 = addr.is_ipv6();
-                let via = w.via.iter().find(|g| g.is_ipv6() == v6).copied();
-                let found = defaults
-                    .iter()
-                    .filter(|d| d.oif == index && d.v6 == v6)
-                    .min_by_key(|d| d.metric);
-                let gateway = match (via, found) {
-                    (Some(g), _) => Some(g),
-                    (None, Some(d)) => d.gateway,
-                    (None, None) => {
-                        warn!(
-                            "WAN {} ({addr}): no default route by it in the main table; give its next hop with --wan {}:via=ADDR",
-                            w.iface, w.iface
-                        );
-                        continue;
-                    }
+                let Ok(gateway) = next_hop(w, index, *addr, &defaults) else {
+                    continue;
                 };
                 let line = Line {
                     spec: w,
@@ -265,7 +319,7 @@ impl WanSetup {
                 };
                 setup.add_address(
                     &mut rt,
-                    &mut pm,
+                    Some(&mut pm),
                     &existing,
                     &line,
                     (*addr, *prefix),
@@ -288,18 +342,32 @@ impl WanSetup {
             setup.remove();
             bail!("no usable WAN line (each needs an address and a next hop)");
         }
-        let n = u32::try_from(setup.lines.len()).unwrap_or(8);
+        setup.hand_over(&mut pm, old)?;
+        setup.save_state();
+        Ok(setup)
+    }
+
+    /// Hands the lines to the path manager: mpbond's (`pm_type` 1, recorded to put back) or
+    /// the kernel's (limits for one subflow per line).
+    fn hand_over(&mut self, pm: &mut PathManager, old: Limits) -> Result<()> {
+        if self.kind == PmKind::Mpbond {
+            self.old_pm_type = Some(
+                crate::netlink::set_pm_type(1)
+                    .context("handing MPTCP path management to mpbond (net.mptcp.pm_type=1)")?,
+            );
+            return Ok(());
+        }
+        let n = u32::try_from(self.lines.len()).unwrap_or(8);
         let want = Limits {
             subflows: old.subflows.max((2 * n).min(8)),
             add_addr_accepted: old.add_addr_accepted.max(n.min(8)),
         };
         if want != old {
             pm.set_limits(want).context("setting MPTCP limits")?;
-            setup.old_limits = Some(old);
+            self.old_limits = Some(old);
             debug!(?old, new = ?want, "MPTCP limits");
         }
-        setup.save_state();
-        Ok(setup)
+        Ok(())
     }
 
     /// Routes `addr`'s traffic out of its line (table + source rule) and gives the kernel an
@@ -307,7 +375,7 @@ impl WanSetup {
     fn add_address(
         &mut self,
         rt: &mut RouteSocket,
-        pm: &mut PathManager,
+        pm: Option<&mut PathManager>,
         existing: &[Endpoint],
         line: &Line<'_>,
         (addr, prefix): (IpAddr, u8),
@@ -324,7 +392,7 @@ impl WanSetup {
         };
         rt.add_route(&route)
             .with_context(|| format!("route for WAN {} ({addr})", line.spec.iface))?;
-        self.routes.push(route);
+        self.routes.push((addr, route));
         // The line's own subnet, on the link: traffic from this address to a neighbour on the
         // line (its modem, say) stays off the default route.
         if let Ok(net) = ipnet::IpNet::new(addr, prefix) {
@@ -336,7 +404,7 @@ impl WanSetup {
                 };
                 rt.add_route(&subnet)
                     .with_context(|| format!("subnet route for WAN {} ({net})", line.spec.iface))?;
-                self.routes.push(subnet);
+                self.routes.push((addr, subnet));
             }
         }
         let rule = Rule {
@@ -347,13 +415,16 @@ impl WanSetup {
             table: line.table,
         };
         match rt.add_rule(&rule) {
-            Ok(()) => self.rules.push(rule),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self.rules.push(rule),
+            Ok(()) => self.rules.push((addr, rule)),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self.rules.push((addr, rule)),
             Err(e) => {
                 return Err(e)
                     .with_context(|| format!("rule for WAN {} ({addr})", line.spec.iface));
             }
         }
+        let Some(pm) = pm.filter(|_| self.kind == PmKind::Kernel) else {
+            return Ok(());
+        };
         // Our endpoint replaces one the user had for the same address.
         if let Some(prev) = existing.iter().find(|e| e.addr == addr) {
             warn!(
@@ -393,6 +464,9 @@ impl WanSetup {
         if let Some(l) = self.old_limits {
             let _ = writeln!(text, "limits {} {}", l.subflows, l.add_addr_accepted);
         }
+        if let Some(v) = self.old_pm_type {
+            let _ = writeln!(text, "pm_type {v}");
+        }
         for e in &self.replaced {
             let dev = e.ifindex.map_or_else(|| "-".to_owned(), |i| i.to_string());
             let _ = writeln!(text, "user {} {} {} {dev}", e.id, e.addr, e.flags);
@@ -425,16 +499,73 @@ impl WanSetup {
                 let _ = pm.set_limits(l);
             }
         }
+        if let Some(v) = self.old_pm_type.take() {
+            if let Err(e) = crate::netlink::set_pm_type(v) {
+                warn!("could not put net.mptcp.pm_type back to {v}: {e}");
+            }
+        }
         if let Ok(mut rt) = RouteSocket::open() {
-            for r in self.rules.drain(..) {
+            for (_, r) in self.rules.drain(..) {
                 ignore_gone(rt.del_rule(&r));
             }
-            for r in self.routes.drain(..) {
+            for (_, r) in self.routes.drain(..) {
                 ignore_gone(rt.del_route(&r));
             }
         }
         if let Some(f) = &self.lock {
             let _ = f.set_len(0);
+        }
+    }
+}
+
+impl WanSetup {
+    /// Line `line` (of [`WanSetup::configured`]) has the addresses `addrs` now: the routes and
+    /// rule of an address that went away are removed, a new address gets its own (its next hop
+    /// from `via=` or the main table's default route by the line, as at start). Errors are
+    /// logged: the line stays unused until its next change.
+    pub fn set_addresses(&mut self, line: usize, addrs: &[IfAddr]) {
+        let Some(l) = self.configured.get(line).cloned() else {
+            return;
+        };
+        let Ok(mut rt) = RouteSocket::open() else {
+            return;
+        };
+        let now: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
+        let had: Vec<IpAddr> = self
+            .rules
+            .iter()
+            .filter(|(_, r)| r.table == l.table)
+            .map(|(a, _)| *a)
+            .collect();
+        for gone in had.iter().filter(|a| !now.contains(a)) {
+            for (_, r) in self.rules.iter().filter(|(a, _)| a == gone) {
+                ignore_gone(rt.del_rule(r));
+            }
+            for (_, r) in self.routes.iter().filter(|(a, _)| a == gone) {
+                ignore_gone(rt.del_route(r));
+            }
+            self.rules.retain(|(a, _)| a != gone);
+            self.routes.retain(|(a, _)| a != gone);
+            info!(wan = %l.spec.iface, address = %gone, "address gone: its routes removed");
+        }
+        let defaults = rt.default_routes().unwrap_or_default();
+        for a in addrs.iter().filter(|a| !had.contains(&a.addr)) {
+            let Ok(gateway) = next_hop(&l.spec, l.index, a.addr, &defaults) else {
+                continue;
+            };
+            let line_ref = Line {
+                spec: &l.spec,
+                index: l.index,
+                table: l.table,
+            };
+            match self.add_address(&mut rt, None, &[], &line_ref, (a.addr, a.prefix), gateway) {
+                Ok(()) => {
+                    info!(wan = %l.spec.iface, address = %a.addr, ?gateway, "new address routed out of its line");
+                }
+                Err(e) => {
+                    warn!(wan = %l.spec.iface, address = %a.addr, "cannot route the new address: {e:#}");
+                }
+            }
         }
     }
 }
@@ -541,9 +672,9 @@ mod tests {
             pm.add_endpoint(&users).unwrap();
             let limits = pm.limits().unwrap();
 
-            let setup = WanSetup::apply(&["d0".parse().unwrap()]).unwrap();
+            let setup = WanSetup::apply(&["d0".parse().unwrap()], PmKind::Kernel).unwrap();
             assert_eq!(setup.lines.len(), 1);
-            let second = WanSetup::apply(&["d0".parse().unwrap()]).unwrap_err();
+            let second = WanSetup::apply(&["d0".parse().unwrap()], PmKind::Kernel).unwrap_err();
             assert!(second.to_string().contains("one at a time"), "{second:#}");
             let during = pm.endpoints().unwrap();
             assert_eq!(during.len(), 1, "{during:?}");
@@ -572,7 +703,7 @@ mod tests {
             std::mem::forget(crashed);
             assert_eq!(pm.endpoints().unwrap().len(), 1);
             // The next run undoes the dead one's state before configuring the line again.
-            let setup = WanSetup::apply(&["d0".parse().unwrap()]).unwrap();
+            let setup = WanSetup::apply(&["d0".parse().unwrap()], PmKind::Kernel).unwrap();
             let during = pm.endpoints().unwrap();
             assert_eq!(during.len(), 1, "{during:?}");
             assert_eq!(during[0].flags, flag::SUBFLOW);

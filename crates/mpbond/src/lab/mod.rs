@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod bonding;
 pub mod emulator;
+pub mod failover;
 pub mod measure;
 pub mod netns;
 pub mod plan;

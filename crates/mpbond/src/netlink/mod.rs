@@ -3,9 +3,12 @@
 //! doing them without an async runtime lets cleanup run anywhere, also from `Drop`.
 //!
 //! - [`route`]: `NETLINK_ROUTE` (routes, policy rules, addresses), with `netlink-packet-route`.
-//! - [`mptcp_pm`]: the generic netlink family `mptcp_pm` (endpoints, limits), typed here.
+//! - [`mptcp_pm`]: the generic netlink family `mptcp_pm` (endpoints, limits, and the userspace
+//!   path manager's commands), typed here.
+//! - [`pm_event`]: that family's events.
 
 pub mod mptcp_pm;
+pub mod pm_event;
 pub mod route;
 
 use std::fmt::Debug;
@@ -82,6 +85,23 @@ impl Netlink {
     }
 }
 
+/// Sets `net.mptcp.pm_type` of the calling thread's network namespace (0: the in-kernel path
+/// manager, 1: a userspace one) and returns the previous value.
+///
+/// # Errors
+/// If the sysctl cannot be read or written (no MPTCP, not root).
+pub fn set_pm_type(value: u8) -> io::Result<u8> {
+    // `/proc/sys/net` is that of the task that opens it: this thread's namespace.
+    let path = "/proc/sys/net/mptcp/pm_type";
+    let old = std::fs::read_to_string(path)?;
+    let old = old
+        .trim()
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("pm_type: {e}")))?;
+    std::fs::write(path, value.to_string())?;
+    Ok(old)
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
@@ -136,6 +156,118 @@ mod tests {
                 add_addr_accepted: 0,
             });
             assert!(too_many.is_err(), "the kernel caps limits at 8");
+        });
+    }
+
+    /// The userspace path manager's commands and events, against the kernel on loopback: a
+    /// second subflow is created from 127.0.0.2, reported on both sides, and withdrawn with
+    /// `REMOVE_ADDR`, which the server side sees as its peer removing that address.
+    #[test]
+    fn userspace_pm_creates_reports_and_removes_a_subflow() {
+        use std::io::{Read as _, Write as _};
+        use std::time::{Duration, Instant};
+
+        use super::pm_event::{Event, EventSocket, Kind};
+        use crate::stack::kernel::stream_socket;
+
+        in_private_netns("userspace_pm_creates_reports_and_removes_a_subflow", || {
+            assert_eq!(super::set_pm_type(1).unwrap(), 0);
+            let mut events = EventSocket::open().expect("events");
+            let mut pm = PathManager::open().unwrap();
+            let server: std::net::SocketAddr = "127.0.0.1:7999".parse().unwrap();
+            let (listener, _, _) = stream_socket(&server, true).unwrap();
+            listener.set_nonblocking(false).unwrap();
+            listener.bind(&server.into()).unwrap();
+            listener.listen(8).unwrap();
+            let (client, _, _) = stream_socket(&server, true).unwrap();
+            client.set_nonblocking(false).unwrap();
+            client.connect(&server.into()).unwrap();
+            let mut c: std::net::TcpStream = client.into();
+            let (accepted, _) = listener.accept().unwrap();
+            let mut s: std::net::TcpStream = accepted.into();
+            c.write_all(b"hello").unwrap();
+            let mut b = [0; 5];
+            s.read_exact(&mut b).unwrap();
+            s.write_all(b"world").unwrap();
+            c.read_exact(&mut b).unwrap();
+
+            let mut seen: Vec<Event> = Vec::new();
+            let mut wait_for = |pred: &dyn Fn(&Event) -> bool, what: &str| -> Event {
+                let end = Instant::now() + Duration::from_secs(5);
+                loop {
+                    if let Some(e) = seen.iter().find(|e| pred(e)) {
+                        return e.clone();
+                    }
+                    assert!(Instant::now() < end, "no {what} event in {seen:#?}");
+                    seen.extend(events.recv().unwrap());
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            };
+            let client = wait_for(
+                &|e| e.kind == Kind::Established && !e.server_side,
+                "client established",
+            );
+            let srv = wait_for(
+                &|e| e.kind == Kind::Established && e.server_side,
+                "server established",
+            );
+            assert_eq!(client.remote, Some(server));
+            assert_eq!(srv.local, Some(server));
+
+            let local = Endpoint {
+                id: 5,
+                addr: "127.0.0.2".parse().unwrap(),
+                port: 0,
+                flags: 0,
+                ifindex: None,
+            };
+            pm.subflow_create(client.token, &local, server).unwrap();
+            let sub = wait_for(
+                &|e| e.kind == Kind::SubEstablished && e.token == client.token,
+                "client subflow",
+            );
+            assert_eq!(sub.loc_id, Some(5));
+            assert_eq!(sub.local.map(|a| a.ip()), Some(local.addr));
+            let at_server = wait_for(
+                &|e| e.kind == Kind::SubEstablished && e.token == srv.token,
+                "server subflow",
+            );
+            assert_eq!(at_server.rem_id, Some(5));
+
+            pm.set_backup(client.token, sub.local.unwrap(), server, true)
+                .unwrap();
+            wait_for(
+                &|e| e.kind == Kind::SubPriority && e.token == srv.token && e.backup,
+                "server sees MP_PRIO",
+            );
+
+            pm.remove(client.token, 5).unwrap();
+            wait_for(
+                &|e| e.kind == Kind::SubClosed && e.token == client.token,
+                "client subflow closed",
+            );
+            wait_for(
+                &|e| e.kind == Kind::Removed && e.token == srv.token && e.rem_id == Some(5),
+                "server told of REMOVE_ADDR",
+            );
+            // The connection goes on over the first subflow, and a subflow from the same id
+            // can be made again.
+            c.write_all(b"again").unwrap();
+            s.read_exact(&mut b).unwrap();
+            assert_eq!(&b, b"again");
+            pm.subflow_create(client.token, &local, server).unwrap();
+            let n = |seen: &[Event]| {
+                seen.iter()
+                    .filter(|e| e.kind == Kind::SubEstablished && e.token == client.token)
+                    .count()
+            };
+            let end = Instant::now() + Duration::from_secs(5);
+            while n(&seen) < 2 {
+                assert!(Instant::now() < end, "no second subflow: {seen:#?}");
+                seen.extend(events.recv().unwrap());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(pm.remove(0xffff_ffff, 5).is_err(), "unknown token");
         });
     }
 

@@ -6,15 +6,21 @@
 //! extra subflow from it on each connection (what a gateway needs per WAN line), with `signal`
 //! it announces it (`ADD_ADDR`, what a server with several addresses does), with `backup` its
 //! subflows carry data only when no other subflow can (`MP_PRIO`, RFC 8684 §3.3.8).
+//!
+//! With `net.mptcp.pm_type=1` the kernel leaves every connection of the network namespace to a
+//! userspace path manager, which drives each connection by its token: [`PathManager::announce`]
+//! (`ADD_ADDR`), [`PathManager::remove`] (`REMOVE_ADDR`), [`PathManager::subflow_create`]
+//! (`MP_JOIN`), [`PathManager::subflow_destroy`] and [`PathManager::set_backup`] (`MP_PRIO`). The
+//! events it acts on are in [`super::pm_event`].
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use netlink_packet_core::{
     DecodeError, DefaultNla, Emitable, NLM_F_DUMP, Nla, NlaBuffer, NlasIterator, Parseable,
     ParseableParametrized,
 };
-use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::nlas::{GenlCtrlAttrs, McastGrpAttrs};
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 use netlink_sys::protocols::NETLINK_GENERIC;
@@ -37,6 +43,14 @@ pub mod cmd {
     pub const GET_LIMITS: u8 = 6;
     /// Changes an endpoint's flags (or a subflow's backup flag).
     pub const SET_FLAGS: u8 = 7;
+    /// Userspace PM: announces a local address on a connection (`ADD_ADDR`).
+    pub const ANNOUNCE: u8 = 8;
+    /// Userspace PM: withdraws a local address id from a connection (`REMOVE_ADDR`).
+    pub const REMOVE: u8 = 9;
+    /// Userspace PM: opens a subflow (`MP_JOIN`).
+    pub const SUBFLOW_CREATE: u8 = 10;
+    /// Userspace PM: closes a subflow.
+    pub const SUBFLOW_DESTROY: u8 = 11;
 }
 
 /// Endpoint flags (`MPTCP_PM_ADDR_FLAG_*`).
@@ -58,6 +72,9 @@ mod attr {
     pub const ADDR: u16 = 1;
     pub const RCV_ADD_ADDRS: u16 = 2;
     pub const SUBFLOWS: u16 = 3;
+    pub const TOKEN: u16 = 4;
+    pub const LOC_ID: u16 = 5;
+    pub const ADDR_REMOTE: u16 = 6;
 }
 
 /// Endpoint attributes (`MPTCP_PM_ADDR_ATTR_*`), nested in [`attr::ADDR`].
@@ -219,15 +236,19 @@ impl Endpoint {
 enum PmAttr {
     /// An endpoint (nested), with or without its flags.
     Addr(Vec<AddrAttr>),
+    /// The remote end of a subflow (nested).
+    Remote(Vec<AddrAttr>),
     U32(u16, u32),
+    U8(u16, u8),
     Other(DefaultNla),
 }
 
 impl Nla for PmAttr {
     fn value_len(&self) -> usize {
         match self {
-            Self::Addr(v) => v.as_slice().buffer_len(),
+            Self::Addr(v) | Self::Remote(v) => v.as_slice().buffer_len(),
             Self::U32(..) => 4,
+            Self::U8(..) => 1,
             Self::Other(a) => a.value_len(),
         }
     }
@@ -235,19 +256,21 @@ impl Nla for PmAttr {
     fn kind(&self) -> u16 {
         match self {
             Self::Addr(_) => attr::ADDR,
-            Self::U32(k, _) => *k,
+            Self::Remote(_) => attr::ADDR_REMOTE,
+            Self::U32(k, _) | Self::U8(k, _) => *k,
             Self::Other(a) => a.kind(),
         }
     }
 
     fn is_nested(&self) -> bool {
-        matches!(self, Self::Addr(_))
+        matches!(self, Self::Addr(_) | Self::Remote(_))
     }
 
     fn emit_value(&self, b: &mut [u8]) {
         match self {
-            Self::Addr(v) => v.as_slice().emit(b),
+            Self::Addr(v) | Self::Remote(v) => v.as_slice().emit(b),
             Self::U32(_, x) => b[..4].copy_from_slice(&x.to_ne_bytes()),
+            Self::U8(_, x) => b[0] = *x,
             Self::Other(a) => a.emit_value(b),
         }
     }
@@ -322,11 +345,27 @@ impl PmMessage {
     }
 }
 
+/// The nested attributes of one end of a subflow: family, address, port (0: any).
+fn sockaddr_attrs(addr: SocketAddr) -> Vec<AddrAttr> {
+    let mut v = Endpoint {
+        id: 0,
+        addr: addr.ip(),
+        port: addr.port(),
+        flags: 0,
+        ifindex: None,
+    }
+    .attrs(false);
+    v.retain(|a| !matches!(a, AddrAttr::Id(_)));
+    v
+}
+
 /// The path manager's netlink socket.
 #[derive(Debug)]
 pub struct PathManager {
     nl: Netlink,
     family: u16,
+    /// The id of the `mptcp_pm_events` multicast group.
+    events_group: Option<u32>,
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -343,16 +382,40 @@ impl PathManager {
                 PmMessage::family_name().to_owned(),
             )],
         });
-        let family = nl
+        let attrs: Vec<GenlCtrlAttrs> = nl
             .request(q, 0)?
             .into_iter()
             .flat_map(|m| m.payload.nlas)
+            .collect();
+        let family = attrs
+            .iter()
             .find_map(|a| match a {
-                GenlCtrlAttrs::FamilyId(id) => Some(id),
+                GenlCtrlAttrs::FamilyId(id) => Some(*id),
                 _ => None,
             })
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no mptcp_pm family"))?;
-        Ok(Self { nl, family })
+        let events_group = attrs.iter().find_map(|a| match a {
+            GenlCtrlAttrs::McastGroups(groups) => groups.iter().find_map(|g| {
+                let named = g
+                    .iter()
+                    .any(|x| matches!(x, McastGrpAttrs::Name(n) if n == super::pm_event::GROUP));
+                g.iter().find_map(|x| match x {
+                    McastGrpAttrs::Id(id) if named => Some(*id),
+                    _ => None,
+                })
+            }),
+            _ => None,
+        });
+        Ok(Self {
+            nl,
+            family,
+            events_group,
+        })
+    }
+
+    /// The family id and the events group (to subscribe an event socket).
+    pub(super) fn ids(&self) -> (u16, Option<u32>) {
+        (self.family, self.events_group)
     }
 
     fn request(&mut self, cmd: u8, attrs: Vec<PmAttr>, flags: u16) -> io::Result<Vec<PmMessage>> {
@@ -404,5 +467,77 @@ impl PathManager {
             PmAttr::U32(attr::SUBFLOWS, l.subflows),
         ];
         self.request(cmd::SET_LIMITS, attrs, 0).map(drop)
+    }
+
+    /// Userspace PM: announces `local` (its id, address and optional port) to the peer of the
+    /// connection `token` (`ADD_ADDR`, RFC 8684 §3.4.1).
+    pub fn announce(&mut self, token: u32, local: &Endpoint) -> io::Result<()> {
+        let attrs = vec![
+            PmAttr::U32(attr::TOKEN, token),
+            PmAttr::Addr(local.attrs(false)),
+        ];
+        self.request(cmd::ANNOUNCE, attrs, 0).map(drop)
+    }
+
+    /// Userspace PM: withdraws the local address id `loc_id` from the connection `token`: the
+    /// kernel closes our subflows from it and sends `REMOVE_ADDR` on another subflow (RFC 8684
+    /// §3.4.2), so that the peer closes its side at once and reinjects what it had in flight
+    /// there. Id 0 is the address of the initial subflow.
+    pub fn remove(&mut self, token: u32, loc_id: u8) -> io::Result<()> {
+        let attrs = vec![
+            PmAttr::U32(attr::TOKEN, token),
+            PmAttr::U8(attr::LOC_ID, loc_id),
+        ];
+        self.request(cmd::REMOVE, attrs, 0).map(drop)
+    }
+
+    /// Userspace PM: opens a subflow of the connection `token` from `local` (its id, address,
+    /// interface and `BACKUP` flag) to `remote` (`MP_JOIN`, RFC 8684 §3.2).
+    pub fn subflow_create(
+        &mut self,
+        token: u32,
+        local: &Endpoint,
+        remote: SocketAddr,
+    ) -> io::Result<()> {
+        let attrs = vec![
+            PmAttr::U32(attr::TOKEN, token),
+            PmAttr::Addr(local.attrs(true)),
+            PmAttr::Remote(sockaddr_attrs(remote)),
+        ];
+        self.request(cmd::SUBFLOW_CREATE, attrs, 0).map(drop)
+    }
+
+    /// Userspace PM: closes the subflow `local` ↔ `remote` of the connection `token`.
+    pub fn subflow_destroy(
+        &mut self,
+        token: u32,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> io::Result<()> {
+        let attrs = vec![
+            PmAttr::U32(attr::TOKEN, token),
+            PmAttr::Addr(sockaddr_attrs(local)),
+            PmAttr::Remote(sockaddr_attrs(remote)),
+        ];
+        self.request(cmd::SUBFLOW_DESTROY, attrs, 0).map(drop)
+    }
+
+    /// Userspace PM: marks the subflow `local` ↔ `remote` of `token` as a backup or not
+    /// (`MP_PRIO`, RFC 8684 §3.3.8).
+    pub fn set_backup(
+        &mut self,
+        token: u32,
+        local: SocketAddr,
+        remote: SocketAddr,
+        backup: bool,
+    ) -> io::Result<()> {
+        let mut ep = sockaddr_attrs(local);
+        ep.push(AddrAttr::Flags(if backup { flag::BACKUP } else { 0 }));
+        let attrs = vec![
+            PmAttr::U32(attr::TOKEN, token),
+            PmAttr::Addr(ep),
+            PmAttr::Remote(sockaddr_attrs(remote)),
+        ];
+        self.request(cmd::SET_FLAGS, attrs, 0).map(drop)
     }
 }

@@ -35,6 +35,17 @@ pub struct IfAddr {
     pub prefix: u8,
 }
 
+/// An interface's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkState {
+    /// Interface index.
+    pub index: u32,
+    /// Up, with carrier.
+    pub running: bool,
+    /// Packets received since it was created.
+    pub rx_packets: u64,
+}
+
 /// A default route of the main table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DefaultRoute {
@@ -130,6 +141,37 @@ impl RouteSocket {
             }
         }
         Ok(out)
+    }
+
+    /// Every interface: its index, whether it runs (administratively up with carrier:
+    /// `IFF_UP`, `IFF_RUNNING`, `IFF_LOWER_UP`) and the packets it received so far.
+    pub fn links(&mut self) -> io::Result<Vec<LinkState>> {
+        use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+        let msgs = self.0.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(LinkState {
+                    index: l.header.index,
+                    running: l
+                        .header
+                        .flags
+                        .contains(LinkFlags::Up | LinkFlags::Running | LinkFlags::LowerUp),
+                    rx_packets: l
+                        .attributes
+                        .iter()
+                        .find_map(|a| match a {
+                            LinkAttribute::Stats64(s) => Some(s.rx_packets),
+                            _ => None,
+                        })
+                        .unwrap_or(0),
+                }),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The default routes of the main table, both families.

@@ -1,0 +1,245 @@
+//! Measuring what a line failure does to a transfer: a server on the web host that sends a
+//! checkable byte pattern, and a client on the LAN host that reads it with a timestamp per read
+//! while scheduled actions (a line blackholed, taken down, brought back) happen at set times.
+//! From the [`Timeline`]: whether every byte arrived once and in order, the longest stall, and
+//! goodput in any window. Used by the path manager's tests, its benchmark and `mpbond bench`.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use super::netns;
+
+/// Byte `i` of pattern `seed`: splitmix64 of the seed and the 8-byte word index, so a byte
+/// lost, repeated or moved is seen.
+#[must_use]
+pub fn pattern_byte(seed: u64, i: u64) -> u8 {
+    let mut z = seed.wrapping_add(i / 8).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    z.to_le_bytes()[usize::try_from(i % 8).unwrap_or(0)]
+}
+
+/// Fills `buf` with the pattern from offset `from`.
+fn fill(seed: u64, from: u64, buf: &mut [u8]) {
+    for (k, b) in buf.iter_mut().enumerate() {
+        *b = pattern_byte(seed, from + k as u64);
+    }
+}
+
+/// Starts the pattern server in host netns `ns` on `addr`, for the life of the process. A
+/// client sends 16 bytes (length and seed, little-endian u64; length `u64::MAX`: until the
+/// client closes) and gets that much of the pattern.
+///
+/// # Errors
+/// If the namespace or the port cannot be had.
+pub fn serve_pattern(ns: &str, addr: SocketAddr) -> io::Result<()> {
+    let ns = ns.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let l = netns::enter(&ns).and_then(|()| {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                None,
+            )?;
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())?;
+            s.listen(1024)?;
+            Ok(TcpListener::from(s))
+        });
+        let l = match l {
+            Ok(l) => {
+                let _ = tx.send(Ok(()));
+                l
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || send_pattern(c));
+        }
+    });
+    rx.recv()
+        .unwrap_or_else(|_| Err(io::Error::other("pattern server thread died")))
+}
+
+fn send_pattern(mut c: TcpStream) -> io::Result<()> {
+    let mut req = [0u8; 16];
+    c.read_exact(&mut req)?;
+    let len = u64::from_le_bytes(req[..8].try_into().unwrap_or_default());
+    let seed = u64::from_le_bytes(req[8..].try_into().unwrap_or_default());
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0u64;
+    while sent < len {
+        let n = usize::try_from((len - sent).min(buf.len() as u64)).unwrap_or(buf.len());
+        fill(seed, sent, &mut buf[..n]);
+        c.write_all(&buf[..n])?;
+        sent += n as u64;
+    }
+    Ok(())
+}
+
+/// What a client read, when.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// `(time since the request, bytes so far)` after each read.
+    pub samples: Vec<(Duration, u64)>,
+    /// Bytes read in all.
+    pub bytes: u64,
+    /// The first byte that differed from the pattern, if any.
+    pub first_bad: Option<u64>,
+    /// Time from the request to the end.
+    pub elapsed: Duration,
+}
+
+impl Timeline {
+    /// Every byte arrived once, in order, and there were `len` of them.
+    #[must_use]
+    pub fn intact(&self, len: u64) -> bool {
+        self.first_bad.is_none() && self.bytes == len
+    }
+
+    /// The longest time without a byte between `from` and the last byte: `(when it began,
+    /// how long)`.
+    #[must_use]
+    pub fn longest_stall(&self, from: Duration) -> (Duration, Duration) {
+        self.samples
+            .windows(2)
+            .filter(|w| w[1].0 >= from)
+            .map(|w| (w[0].0, w[1].0.saturating_sub(w[0].0)))
+            .max_by_key(|&(_, gap)| gap)
+            .unwrap_or_default()
+    }
+
+    /// Bytes received by time `t`.
+    #[must_use]
+    pub fn bytes_at(&self, t: Duration) -> u64 {
+        match self.samples.binary_search_by(|s| s.0.cmp(&t)) {
+            Ok(i) => self.samples[i].1,
+            Err(0) => 0,
+            Err(i) => self.samples[i - 1].1,
+        }
+    }
+
+    /// Goodput between `from` and `to`, bit/s.
+    #[must_use]
+    pub fn goodput(&self, from: Duration, to: Duration) -> f64 {
+        let secs = to.saturating_sub(from).as_secs_f64();
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        (self.bytes_at(to).saturating_sub(self.bytes_at(from))) as f64 * 8.0 / secs
+    }
+
+    /// The first time at or after `from` when the goodput over the preceding `window`
+    /// reached `bps`.
+    #[must_use]
+    pub fn reaches(&self, from: Duration, window: Duration, bps: f64) -> Option<Duration> {
+        self.samples
+            .iter()
+            .map(|s| s.0)
+            .filter(|&t| t >= from + window)
+            .find(|&t| self.goodput(t.saturating_sub(window), t) >= bps)
+    }
+}
+
+/// An action at a time after the download started.
+pub type Scheduled = (Duration, Box<dyn FnOnce() + Send>);
+
+/// From host netns `ns`, downloads `len` bytes of pattern `seed` from a [`serve_pattern`]
+/// server at `addr` (`len` `u64::MAX`: for `duration`), running each `schedule` action at its
+/// time. Reads time out after 60 s.
+///
+/// # Errors
+/// If the connection fails or a read times out.
+pub fn download(
+    ns: &str,
+    addr: SocketAddr,
+    len: u64,
+    seed: u64,
+    duration: Option<Duration>,
+    schedule: Vec<Scheduled>,
+) -> io::Result<Timeline> {
+    netns::in_netns(ns, move || -> io::Result<Timeline> {
+        let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(20))?;
+        c.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut req = len.to_le_bytes().to_vec();
+        req.extend_from_slice(&seed.to_le_bytes());
+        c.write_all(&req)?;
+        let t0 = Instant::now();
+        let actions = std::thread::spawn(move || {
+            let mut schedule = schedule;
+            schedule.sort_by_key(|s| s.0);
+            for (at, f) in schedule {
+                std::thread::sleep(at.saturating_sub(t0.elapsed()));
+                f();
+            }
+        });
+        let mut t = Timeline::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut expect = vec![0u8; buf.len()];
+        loop {
+            if duration.is_some_and(|d| t0.elapsed() >= d) || t.bytes >= len {
+                break;
+            }
+            let n = c.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            if t.first_bad.is_none() {
+                fill(seed, t.bytes, &mut expect[..n]);
+                if let Some(k) = buf[..n].iter().zip(&expect[..n]).position(|(a, b)| a != b) {
+                    t.first_bad = Some(t.bytes + k as u64);
+                }
+            }
+            t.bytes += n as u64;
+            t.samples.push((t0.elapsed(), t.bytes));
+        }
+        t.elapsed = t0.elapsed();
+        drop(c);
+        let _ = actions.join();
+        Ok(t)
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_tells_a_moved_byte() {
+        let a: Vec<u8> = (0..64).map(|i| pattern_byte(7, i)).collect();
+        let b: Vec<u8> = (1..65).map(|i| pattern_byte(7, i)).collect();
+        assert_ne!(a, b);
+        assert_ne!(pattern_byte(7, 3), pattern_byte(8, 3));
+    }
+
+    #[test]
+    fn stalls_and_goodput_are_read_from_the_samples() {
+        let ms = Duration::from_millis;
+        let t = Timeline {
+            samples: vec![
+                (ms(0), 0),
+                (ms(100), 1000),
+                (ms(200), 2000),
+                (ms(900), 3000),
+                (ms(1000), 4000),
+            ],
+            bytes: 4000,
+            first_bad: None,
+            elapsed: ms(1000),
+        };
+        assert_eq!(t.longest_stall(ms(0)), (ms(200), ms(700)));
+        assert_eq!(t.longest_stall(ms(950)), (ms(900), ms(100)));
+        assert!((t.goodput(ms(0), ms(1000)) - 32_000.0).abs() < 1e-6);
+        assert_eq!(t.bytes_at(ms(150)), 1000);
+        assert_eq!(t.reaches(ms(0), ms(100), 80_000.0), Some(ms(100)));
+        assert_eq!(t.reaches(ms(300), ms(100), 80_000.0), Some(ms(900)));
+        assert_eq!(t.reaches(ms(300), ms(100), 90_000.0), None);
+        assert!(t.intact(4000) && !t.intact(4001));
+    }
+}

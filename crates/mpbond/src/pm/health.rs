@@ -1,0 +1,567 @@
+//! Line health, sans-IO: which WAN lines work now, from link events and from active probes
+//! (ICMP echo to the peer, sent out of each line; the I/O is in [`super::probe`]).
+//!
+//! A line is usable when its link is up, it has an address, and, once the peer has answered
+//! probes on any line (so that it answers them at all: a converter behind a firewall that drops
+//! ICMP leaves every line "unknown", judged by link and address only), it has been heard from
+//! within [`ProbeConfig::dead_after`] (or one probe interval plus twice its smallest probe RTT,
+//! if longer: a satellite line is not judged by a fibre's clock).
+//! Heard means a probe answered or any packet received on the interface: a busy line whose
+//! queue drops some probes is not silent, and an idle one has its probes. A silent line is
+//! given up within that time, well before TCP's own retransmission timeout would notice; it is
+//! usable again after [`ProbeConfig::recover_after`] answers in a row. A line given up and back
+//! within a second was probably only slow: its allowance doubles (up to 8 times), and halves
+//! again after each minute without such a false alarm.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How lines are probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// One probe per line this often (0: no probes; links and addresses only).
+    pub interval: Duration,
+    /// A line that has not answered for this long is dead.
+    pub dead_after: Duration,
+    /// Answers in a row that bring a dead line back.
+    pub recover_after: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(50),
+            dead_after: Duration::from_millis(150),
+            recover_after: 2,
+        }
+    }
+}
+
+/// How long a line that never answered gets for its first answer.
+const FIRST_ANSWER: Duration = Duration::from_secs(1);
+/// A line back this soon after it was given up was a false alarm.
+const FALSE_ALARM: Duration = Duration::from_secs(1);
+/// At most 2^3 = 8 times the allowance.
+const MAX_PENALTY: u32 = 3;
+/// A minute without a false alarm halves the allowance again.
+const FORGIVE: Duration = Duration::from_secs(60);
+
+/// Probes kept waiting for an answer per line (older ones are forgotten).
+const OUTSTANDING: usize = 64;
+
+/// One line's probing.
+#[derive(Debug, Clone)]
+struct LineProbe {
+    link_up: bool,
+    /// A probe can be sent (the line has an address of the peer's family).
+    probing: bool,
+    seq: u16,
+    next: Instant,
+    sent: VecDeque<(u16, Instant)>,
+    last_reply: Option<Instant>,
+    /// When the interface's received-packet counter last grew, and its value.
+    last_rx: Option<Instant>,
+    rx_packets: u64,
+    /// When probing (re)started: a line never answering is judged from here.
+    since: Instant,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    min_rtt: Option<Duration>,
+    /// This line's probe interval.
+    interval: Duration,
+    /// The allowance is doubled this many times (false alarms).
+    penalty: u32,
+    /// When it was last given up, and when the penalty last changed.
+    died_at: Option<Instant>,
+    penalty_at: Instant,
+    in_row: u32,
+    alive: bool,
+    probes_sent: u64,
+    replies: u64,
+}
+
+/// What [`Health`] says of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Link up, answering probes.
+    Up,
+    /// Link up, the peer answers no probes anywhere (or probes are off): assumed to work.
+    Unknown,
+    /// Link down, no address, or silent.
+    Down,
+}
+
+/// The lines' health.
+#[derive(Debug, Clone)]
+pub struct Health {
+    cfg: ProbeConfig,
+    lines: Vec<LineProbe>,
+    /// The peer has answered a probe on some line.
+    peer_answers: bool,
+    /// The verdicts last reported by [`Health::poll_change`].
+    reported: Vec<bool>,
+}
+
+/// Smoothed RTT per RFC 6298 §2 (alpha 1/8, beta 1/4).
+fn smooth(srtt: Option<Duration>, rttvar: Duration, sample: Duration) -> (Duration, Duration) {
+    match srtt {
+        None => (sample, sample / 2),
+        Some(s) => {
+            let err = s.abs_diff(sample);
+            (s * 7 / 8 + sample / 8, rttvar * 3 / 4 + err / 4)
+        }
+    }
+}
+
+impl Health {
+    /// `n` lines, all with link up and not probing yet.
+    #[must_use]
+    pub fn new(cfg: ProbeConfig, n: usize, now: Instant) -> Self {
+        let line = LineProbe {
+            link_up: true,
+            probing: false,
+            seq: 0,
+            next: now,
+            sent: VecDeque::new(),
+            last_reply: None,
+            last_rx: None,
+            rx_packets: 0,
+            since: now,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            min_rtt: None,
+            interval: cfg.interval,
+            penalty: 0,
+            died_at: None,
+            penalty_at: now,
+            in_row: 0,
+            alive: true,
+            probes_sent: 0,
+            replies: 0,
+        };
+        Self {
+            cfg,
+            lines: vec![line; n],
+            peer_answers: false,
+            reported: vec![true; n],
+        }
+    }
+
+    /// The link of `line` went up or down (rtnetlink). Down is final at once.
+    pub fn set_link(&mut self, now: Instant, line: usize, up: bool) {
+        if let Some(l) = self.lines.get_mut(line) {
+            if l.link_up != up {
+                l.link_up = up;
+                l.since = now;
+                l.in_row = 0;
+                l.sent.clear();
+                if !up {
+                    l.alive = false;
+                }
+            }
+        }
+    }
+
+    /// Whether `line` can be probed now (it has an address of the peer's family). Starting
+    /// to probe gives the line [`ProbeConfig::dead_after`] to answer.
+    pub fn set_probing(&mut self, now: Instant, line: usize, probing: bool) {
+        if let Some(l) = self.lines.get_mut(line) {
+            if l.probing != probing {
+                l.probing = probing;
+                l.since = now;
+                l.next = now;
+                l.sent.clear();
+                l.in_row = 0;
+            }
+        }
+    }
+
+    /// Probes `line` every `interval` instead (a backup line, idle, is probed less often).
+    pub fn set_interval(&mut self, line: usize, interval: Duration) {
+        if let Some(l) = self.lines.get_mut(line) {
+            l.interval = interval.max(Duration::from_millis(1));
+        }
+    }
+
+    fn probes_on(&self) -> bool {
+        !self.cfg.interval.is_zero()
+    }
+
+    /// The next probe to send, if one is due: `(line, sequence number)`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(usize, u16)> {
+        if !self.probes_on() {
+            return None;
+        }
+        let (i, l) = self
+            .lines
+            .iter_mut()
+            .enumerate()
+            .find(|(_, l)| l.link_up && l.probing && l.next <= now)?;
+        l.seq = l.seq.wrapping_add(1);
+        l.next = now + l.interval;
+        if l.sent.len() == OUTSTANDING {
+            l.sent.pop_front();
+        }
+        l.sent.push_back((l.seq, now));
+        l.probes_sent += 1;
+        Some((i, l.seq))
+    }
+
+    /// The interface of `line` has received `packets` so far: growth is a sign of life (but
+    /// does not bring a dead line back: only answers do).
+    pub fn on_rx(&mut self, now: Instant, line: usize, packets: u64) {
+        if let Some(l) = self.lines.get_mut(line) {
+            if packets != l.rx_packets {
+                if l.rx_packets != 0 {
+                    l.last_rx = Some(now);
+                }
+                l.rx_packets = packets;
+            }
+        }
+    }
+
+    /// An answer to probe `seq` of `line` arrived. Unknown or repeated numbers are ignored.
+    pub fn on_reply(&mut self, now: Instant, line: usize, seq: u16) {
+        let recover = self.cfg.recover_after.max(1);
+        let Some(l) = self.lines.get_mut(line) else {
+            return;
+        };
+        let Some(pos) = l.sent.iter().position(|&(s, _)| s == seq) else {
+            return;
+        };
+        let (_, sent_at) = l.sent[pos];
+        // Older probes still waiting are lost: only this and newer ones can count.
+        l.sent.drain(..=pos);
+        let sample = now.saturating_duration_since(sent_at);
+        let (srtt, rttvar) = smooth(l.srtt, l.rttvar, sample);
+        l.min_rtt = Some(l.min_rtt.map_or(sample, |m| m.min(sample)));
+        l.srtt = Some(srtt);
+        l.rttvar = rttvar;
+        l.last_reply = Some(now);
+        l.replies += 1;
+        l.in_row += 1;
+        self.peer_answers = true;
+        if !l.alive && l.link_up && l.in_row >= recover {
+            l.alive = true;
+            if l.died_at
+                .is_some_and(|d| now.saturating_duration_since(d) < FALSE_ALARM)
+            {
+                l.penalty = (l.penalty + 1).min(MAX_PENALTY);
+                l.penalty_at = now;
+            }
+        }
+        if l.penalty > 0 && now.saturating_duration_since(l.penalty_at) > FORGIVE {
+            l.penalty -= 1;
+            l.penalty_at = now;
+        }
+    }
+
+    /// When `l` was last heard from.
+    fn heard(l: &LineProbe) -> Instant {
+        [l.last_reply, l.last_rx]
+            .into_iter()
+            .flatten()
+            .fold(l.since, Instant::max)
+    }
+
+    /// How long `line` may stay silent.
+    fn dead_after(&self, l: &LineProbe) -> Duration {
+        // Until a line has answered once its RTT is unknown, and its first packets may wait for
+        // address resolution or a radio waking up: a second.
+        let path = l.min_rtt.map_or(FIRST_ANSWER, |m| l.interval + 2 * m);
+        self.cfg.dead_after.max(path) * (1 << l.penalty)
+    }
+
+    /// Judges silent lines at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.peer_answers || !self.probes_on() {
+            return;
+        }
+        for i in 0..self.lines.len() {
+            let l = &self.lines[i];
+            if !(l.alive && l.link_up && l.probing) {
+                continue;
+            }
+            let heard = Self::heard(l);
+            if now.saturating_duration_since(heard) > self.dead_after(l) {
+                let l = &mut self.lines[i];
+                l.alive = false;
+                l.in_row = 0;
+                l.died_at = Some(now);
+            }
+        }
+    }
+
+    /// When [`Health::handle_timeout`] or [`Health::poll_transmit`] has something to do.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.probes_on() {
+            return None;
+        }
+        self.lines
+            .iter()
+            .filter(|l| l.link_up && l.probing)
+            .flat_map(|l| {
+                let heard = Self::heard(l);
+                let judge = (self.peer_answers && l.alive)
+                    .then(|| heard + self.dead_after(l) + Duration::from_millis(1));
+                [Some(l.next), judge]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Whether `line` is usable now.
+    #[must_use]
+    pub fn usable(&self, line: usize) -> bool {
+        self.verdict(line) != Verdict::Down
+    }
+
+    /// What is said of `line`.
+    #[must_use]
+    pub fn verdict(&self, line: usize) -> Verdict {
+        match self.lines.get(line) {
+            Some(l) if !l.link_up => Verdict::Down,
+            Some(l) if !self.peer_answers || !self.probes_on() || !l.probing => {
+                if l.alive || !l.probing {
+                    Verdict::Unknown
+                } else {
+                    Verdict::Down
+                }
+            }
+            Some(l) if l.alive => Verdict::Up,
+            _ => Verdict::Down,
+        }
+    }
+
+    /// A line whose usability changed since last asked: `(line, usable)`.
+    pub fn poll_change(&mut self) -> Option<(usize, bool)> {
+        for i in 0..self.lines.len() {
+            let now = self.usable(i);
+            if self.reported[i] != now {
+                self.reported[i] = now;
+                return Some((i, now));
+            }
+        }
+        None
+    }
+
+    /// The smoothed probe RTT of `line`.
+    #[must_use]
+    pub fn rtt(&self, line: usize) -> Option<Duration> {
+        self.lines.get(line).and_then(|l| l.srtt)
+    }
+
+    /// Probes sent and answered on `line`.
+    #[must_use]
+    pub fn counts(&self, line: usize) -> (u64, u64) {
+        self.lines
+            .get(line)
+            .map_or((0, 0), |l| (l.probes_sent, l.replies))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Round numbers: a probe every 100 ms, silent for 250 ms is dead.
+    fn cfg() -> ProbeConfig {
+        ProbeConfig {
+            interval: 100 * MS,
+            dead_after: 250 * MS,
+            recover_after: 2,
+        }
+    }
+
+    /// Runs `h` from `t` for `dur` in 1 ms steps; probes of lines in `answering` are answered
+    /// after `rtt`. Returns the time each usability change was seen.
+    fn run(
+        h: &mut Health,
+        t: &mut Instant,
+        dur: Duration,
+        answering: &[usize],
+        rtt: Duration,
+        inflight: &mut Vec<(Instant, usize, u16)>,
+    ) -> Vec<(Duration, usize, bool)> {
+        let start = *t;
+        let mut changes = Vec::new();
+        while *t < start + dur {
+            *t += MS;
+            let now = *t;
+            inflight.retain(|&(at, line, seq)| {
+                if at <= now {
+                    h.on_reply(now, line, seq);
+                    false
+                } else {
+                    true
+                }
+            });
+            h.handle_timeout(now);
+            while let Some((line, seq)) = h.poll_transmit(now) {
+                if answering.contains(&line) {
+                    inflight.push((now + rtt, line, seq));
+                }
+            }
+            while let Some((line, up)) = h.poll_change() {
+                changes.push((now - start, line, up));
+            }
+        }
+        changes
+    }
+
+    #[test]
+    fn a_silent_line_is_dead_within_dead_after_and_back_after_two_answers() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut h = Health::new(cfg(), 2, t0);
+        h.set_probing(t0, 0, true);
+        h.set_probing(t0, 1, true);
+        let mut inflight = Vec::new();
+        let c = run(&mut h, &mut t, 2000 * MS, &[0, 1], 40 * MS, &mut inflight);
+        assert!(c.is_empty(), "{c:?}");
+        assert_eq!(h.verdict(0), Verdict::Up);
+        assert_eq!(h.rtt(0), Some(40 * MS));
+        // Line 0 goes silent (replies in flight are lost too).
+        inflight.retain(|&(_, l, _)| l != 0);
+        let c = run(&mut h, &mut t, 1000 * MS, &[1], 40 * MS, &mut inflight);
+        assert_eq!(c.len(), 1, "{c:?}");
+        let (at, line, up) = c[0];
+        assert_eq!((line, up), (0, false));
+        // The last answer came at most one interval before the silence.
+        assert!(at > 150 * MS && at <= 251 * MS, "dead after {at:?}");
+        assert_eq!(h.verdict(0), Verdict::Down);
+        // It answers again: usable after the second answer.
+        let c = run(&mut h, &mut t, 1000 * MS, &[0, 1], 40 * MS, &mut inflight);
+        assert_eq!(c.len(), 1, "{c:?}");
+        let (at, line, up) = c[0];
+        assert_eq!((line, up), (0, true));
+        assert!(at >= 140 * MS && at <= 241 * MS, "back after {at:?}");
+    }
+
+    #[test]
+    fn a_peer_that_never_answers_leaves_lines_unknown_and_usable() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut h = Health::new(cfg(), 2, t0);
+        h.set_probing(t0, 0, true);
+        h.set_probing(t0, 1, true);
+        let mut inflight = Vec::new();
+        let c = run(&mut h, &mut t, 3000 * MS, &[], 40 * MS, &mut inflight);
+        assert!(c.is_empty(), "{c:?}");
+        assert_eq!(h.verdict(0), Verdict::Unknown);
+        assert!(h.usable(1));
+        assert_eq!(h.counts(0).0, 30, "one probe per 100 ms");
+        // A line that never answers while another does is dead (after a second's grace).
+        let c = run(&mut h, &mut t, 1500 * MS, &[1], 40 * MS, &mut inflight);
+        assert_eq!(
+            c.iter().map(|c| (c.1, c.2)).collect::<Vec<_>>(),
+            vec![(0, false)]
+        );
+    }
+
+    #[test]
+    fn link_down_is_final_at_once_and_link_up_waits_for_answers() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut h = Health::new(cfg(), 2, t0);
+        h.set_probing(t0, 0, true);
+        h.set_probing(t0, 1, true);
+        let mut inflight = Vec::new();
+        run(&mut h, &mut t, 500 * MS, &[0, 1], 20 * MS, &mut inflight);
+        h.set_link(t, 0, false);
+        assert_eq!(h.poll_change(), Some((0, false)));
+        assert_eq!(h.poll_change(), None);
+        let c = run(&mut h, &mut t, 300 * MS, &[0, 1], 20 * MS, &mut inflight);
+        assert!(c.is_empty(), "{c:?}");
+        assert_eq!(h.counts(0), (5, 5), "no probe while the link is down");
+        h.set_link(t, 0, true);
+        assert_eq!(h.poll_change(), None, "not before it answers");
+        let c = run(&mut h, &mut t, 500 * MS, &[0, 1], 20 * MS, &mut inflight);
+        assert_eq!(
+            c.iter().map(|c| (c.1, c.2)).collect::<Vec<_>>(),
+            vec![(0, true)]
+        );
+    }
+
+    #[test]
+    fn a_slow_line_gets_a_longer_silence_allowance_than_a_fast_one() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut h = Health::new(cfg(), 2, t0);
+        h.set_probing(t0, 0, true);
+        h.set_probing(t0, 1, true);
+        let mut inflight = Vec::new();
+        run(&mut h, &mut t, 5000 * MS, &[0, 1], 250 * MS, &mut inflight);
+        inflight.clear();
+        let c = run(&mut h, &mut t, 2000 * MS, &[], 250 * MS, &mut inflight);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(c[0].0 > 400 * MS, "a 250 ms line is given 2 RTT: {c:?}");
+    }
+
+    #[test]
+    fn a_busy_line_that_drops_probes_but_receives_is_not_dead_and_silence_is() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut h = Health::new(cfg(), 2, t0);
+        h.set_probing(t0, 0, true);
+        h.set_probing(t0, 1, true);
+        let mut inflight = Vec::new();
+        run(&mut h, &mut t, 1000 * MS, &[0, 1], 30 * MS, &mut inflight);
+        // Line 0's probes are all dropped for 2 s, but packets keep arriving on it.
+        inflight.retain(|&(_, l, _)| l != 0);
+        let mut rx = 1000;
+        let start = t;
+        while t < start + 2000 * MS {
+            rx += 1;
+            h.on_rx(t, 0, rx);
+            let c = run(&mut h, &mut t, 20 * MS, &[1], 30 * MS, &mut inflight);
+            assert!(c.is_empty(), "{c:?}");
+        }
+        // Then nothing at all arrives: dead within dead_after of the last packet.
+        let c = run(&mut h, &mut t, 1000 * MS, &[1], 30 * MS, &mut inflight);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!((c[0].1, c[0].2), (0, false));
+        assert!(c[0].0 <= 251 * MS, "{c:?}");
+    }
+
+    #[test]
+    fn a_false_alarm_doubles_the_allowance() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut h = Health::new(cfg(), 2, t0);
+        h.set_probing(t0, 0, true);
+        h.set_probing(t0, 1, true);
+        let mut inflight = Vec::new();
+        run(&mut h, &mut t, 1000 * MS, &[0, 1], 20 * MS, &mut inflight);
+        let mut silences = Vec::new();
+        for _ in 0..2 {
+            // Line 0 answers nothing for 300 ms, then again.
+            inflight.retain(|&(_, l, _)| l != 0);
+            let c = run(&mut h, &mut t, 600 * MS, &[1], 20 * MS, &mut inflight);
+            silences.push(c.first().map(|c| c.0));
+            run(&mut h, &mut t, 2000 * MS, &[0, 1], 20 * MS, &mut inflight);
+        }
+        // Given up after about 250 ms the first time; it was back within a second, so the
+        // second time it is allowed 500 ms of the 600 ms silence.
+        let (a, b) = (silences[0].unwrap(), silences[1].unwrap());
+        assert!(a <= 251 * MS && b > 400 * MS, "{silences:?}");
+    }
+
+    #[test]
+    fn unknown_and_repeated_answers_are_ignored() {
+        let t0 = Instant::now();
+        let mut h = Health::new(cfg(), 1, t0);
+        h.set_probing(t0, 0, true);
+        let (_, seq) = h.poll_transmit(t0).unwrap();
+        h.on_reply(t0 + 10 * MS, 0, seq.wrapping_add(7));
+        h.on_reply(t0 + 10 * MS, 5, seq);
+        assert_eq!(h.counts(0), (1, 0));
+        h.on_reply(t0 + 10 * MS, 0, seq);
+        h.on_reply(t0 + 11 * MS, 0, seq);
+        assert_eq!(h.counts(0), (1, 1));
+    }
+}

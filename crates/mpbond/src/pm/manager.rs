@@ -1,0 +1,1015 @@
+//! The path manager's decisions, sans-IO: kernel events, line health and address changes in;
+//! commands for the kernel out ([`Command`], executed by the driver, which reports each result).
+//!
+//! On the client side (gateway, `connect`) every established connection gets one subflow per
+//! usable line (`MP_JOIN`, RFC 8684 §3.2), backups flagged (`MP_PRIO`, §3.3.8). A subflow that
+//! closes while its line works is re-created, with backoff. A line that stops working has its
+//! address id withdrawn from each connection that has another subflow (`REMOVE_ADDR`, §3.4.2): the
+//! kernel closes our subflows on it and the peer closes its side as soon as the option arrives
+//! by another line, reinjecting there what it had in flight, instead of waiting for its
+//! retransmission timer. When a line's address goes away and another comes (a laptop moving
+//! between networks), subflows from the old one are closed and new ones made from the new one
+//! (break-before-make); the old id is withdrawn once a new subflow can carry the option.
+//!
+//! On the server side (converter, `listen`) it announces the configured extra addresses
+//! (`ADD_ADDR`, §3.4.1).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::netlink::mptcp_pm::{Endpoint, flag};
+use crate::netlink::pm_event::{Event, Kind};
+
+/// A WAN line the manager may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineConfig {
+    /// Its name (the interface).
+    pub name: String,
+    /// The interface index.
+    pub ifindex: u32,
+    /// Used only while no regular line works.
+    pub backup: bool,
+}
+
+/// What the kernel is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Open a subflow of `token` from `local` to `remote`.
+    Create {
+        /// The connection.
+        token: u32,
+        /// The line it goes out of.
+        line: usize,
+        /// Local address, id, interface, backup flag.
+        local: Endpoint,
+        /// The peer.
+        remote: SocketAddr,
+    },
+    /// Withdraw a local address id (closes our subflows from it, tells the peer).
+    Remove {
+        /// The connection.
+        token: u32,
+        /// The id.
+        loc_id: u8,
+    },
+    /// Close one subflow.
+    Destroy {
+        /// The connection.
+        token: u32,
+        /// Its local end.
+        local: SocketAddr,
+        /// Its remote end.
+        remote: SocketAddr,
+    },
+    /// Announce a local address to the peer.
+    Announce {
+        /// The connection.
+        token: u32,
+        /// Address and id.
+        local: Endpoint,
+    },
+}
+
+/// One subflow as the kernel reported it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Subflow {
+    /// Local address id.
+    pub loc_id: u8,
+    /// Remote address id.
+    pub rem_id: u8,
+    /// Local end.
+    pub local: SocketAddr,
+    /// Remote end.
+    pub remote: SocketAddr,
+    /// Backup flag.
+    pub backup: bool,
+    /// The line it goes out of, if it is one of ours.
+    pub line: Option<usize>,
+}
+
+/// A subflow asked for and not reported yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pending {
+    line: usize,
+    addr: IpAddr,
+    since: Instant,
+}
+
+/// A subflow to make again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Retry {
+    /// When to try; `None` once tried (the backoff stays until a subflow is established).
+    at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// One MPTCP connection.
+#[derive(Debug, Clone)]
+struct Conn {
+    server_side: bool,
+    /// Whether we make its subflows (client side, and a peer we manage).
+    managed: bool,
+    /// The peer, as the first subflow reached it.
+    remote: SocketAddr,
+    /// The first subflow's local address.
+    local: SocketAddr,
+    subflows: Vec<Subflow>,
+    pending: Vec<Pending>,
+    /// Per line: when to try again, and the backoff that led there.
+    retry: BTreeMap<usize, Retry>,
+    /// Ids whose address is gone while no other subflow could carry `REMOVE_ADDR`.
+    stale_ids: Vec<u8>,
+    /// Subflows withdrawn and not reported closed yet (a dead line's close can take until it
+    /// comes back): no longer counted, so the line gets a new subflow as soon as it works.
+    closing: Vec<Subflow>,
+}
+
+/// Counters, for metrics and status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Subflows asked for.
+    pub subflows_requested: u64,
+    /// Subflows established.
+    pub subflows_established: u64,
+    /// Subflows closed.
+    pub subflows_closed: u64,
+    /// Address ids withdrawn from connections because their line stopped working.
+    pub withdrawals: u64,
+    /// Times a line stopped working.
+    pub line_failures: u64,
+}
+
+/// The first retry delay; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest retry delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A subflow asked for and still unreported after this is given up (the kernel's SYN
+/// retries take longer only on a dead line, which health will have caught).
+const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The state of one line as the manager sees it.
+#[derive(Debug, Clone)]
+struct Line {
+    cfg: LineConfig,
+    usable: bool,
+    addrs: Vec<IpAddr>,
+    /// Counters per line: subflows created and failovers.
+    created: u64,
+    failures: u64,
+}
+
+/// The path manager.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    lines: Vec<Line>,
+    conns: BTreeMap<u32, Conn>,
+    /// Peers whose connections we give subflows (empty: every client-side connection).
+    peers: Vec<IpAddr>,
+    /// Addresses announced on server-side connections.
+    announce: Vec<IpAddr>,
+    /// Local address ids, one per address for the life of the manager.
+    ids: BTreeMap<IpAddr, u8>,
+    commands: std::collections::VecDeque<Command>,
+    counters: Counters,
+}
+
+impl Manager {
+    /// A manager for `lines`, making subflows for connections to `peers` (empty: all) and
+    /// announcing `announce` on connections it serves.
+    #[must_use]
+    pub fn new(lines: Vec<LineConfig>, peers: Vec<IpAddr>, announce: Vec<IpAddr>) -> Self {
+        Self {
+            lines: lines
+                .into_iter()
+                .map(|cfg| Line {
+                    cfg,
+                    usable: true,
+                    addrs: Vec::new(),
+                    created: 0,
+                    failures: 0,
+                })
+                .collect(),
+            conns: BTreeMap::new(),
+            peers,
+            announce,
+            ids: BTreeMap::new(),
+            commands: std::collections::VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The id of local address `addr` (allocated on first use, never 0: that is the first
+    /// subflow's).
+    fn id_of(&mut self, addr: IpAddr) -> u8 {
+        if let Some(&id) = self.ids.get(&addr) {
+            return id;
+        }
+        let used: Vec<u8> = self.ids.values().copied().collect();
+        let id = (1..=255u8).find(|i| !used.contains(i)).unwrap_or(255);
+        self.ids.insert(addr, id);
+        id
+    }
+
+    fn line_of(&self, addr: IpAddr, ifindex: Option<u32>) -> Option<usize> {
+        self.lines
+            .iter()
+            .position(|l| l.addrs.contains(&addr))
+            .or_else(|| ifindex.and_then(|i| self.lines.iter().position(|l| l.cfg.ifindex == i)))
+    }
+
+    /// A kernel event.
+    pub fn on_event(&mut self, now: Instant, e: &Event) {
+        match e.kind {
+            Kind::Established => self.on_established(now, e),
+            Kind::Closed => {
+                self.conns.remove(&e.token);
+            }
+            Kind::SubEstablished => self.on_sub_established(now, e),
+            Kind::SubClosed => self.on_sub_closed(now, e),
+            Kind::SubPriority => {
+                if let Some(c) = self.conns.get_mut(&e.token) {
+                    for s in &mut c.subflows {
+                        if Some(s.local) == e.local && Some(s.remote) == e.remote {
+                            s.backup = e.backup;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_established(&mut self, now: Instant, e: &Event) {
+        let (Some(local), Some(remote)) = (e.local, e.remote) else {
+            return;
+        };
+        let managed =
+            !e.server_side && (self.peers.is_empty() || self.peers.contains(&remote.ip()));
+        let line = self.line_of(local.ip(), None);
+        let first = Subflow {
+            loc_id: 0,
+            rem_id: 0,
+            local,
+            remote,
+            backup: false,
+            line,
+        };
+        self.conns.insert(
+            e.token,
+            Conn {
+                server_side: e.server_side,
+                managed,
+                remote,
+                local,
+                subflows: vec![first],
+                pending: Vec::new(),
+                retry: BTreeMap::new(),
+                stale_ids: Vec::new(),
+                closing: Vec::new(),
+            },
+        );
+        if e.server_side {
+            let announce: Vec<IpAddr> = self
+                .announce
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv6() == local.is_ipv6() && *a != local.ip())
+                .collect();
+            for addr in announce {
+                let id = self.id_of(addr);
+                self.commands.push_back(Command::Announce {
+                    token: e.token,
+                    local: Endpoint {
+                        id,
+                        addr,
+                        port: 0,
+                        flags: flag::SIGNAL,
+                        ifindex: None,
+                    },
+                });
+            }
+        }
+        self.reconcile(now, e.token);
+    }
+
+    fn on_sub_established(&mut self, now: Instant, e: &Event) {
+        let (Some(local), Some(remote)) = (e.local, e.remote) else {
+            return;
+        };
+        let line = self.line_of(local.ip(), e.ifindex);
+        self.counters.subflows_established += 1;
+        let Some(c) = self.conns.get_mut(&e.token) else {
+            return;
+        };
+        c.pending.retain(|p| p.addr != local.ip());
+        if let Some(l) = line {
+            c.retry.remove(&l);
+        }
+        if !c
+            .subflows
+            .iter()
+            .any(|s| s.local == local && s.remote == remote)
+        {
+            c.subflows.push(Subflow {
+                loc_id: e.loc_id.unwrap_or(0),
+                rem_id: e.rem_id.unwrap_or(0),
+                local,
+                remote,
+                backup: e.backup,
+                line,
+            });
+        }
+        // A subflow can now carry the withdrawal of addresses that went away.
+        for id in std::mem::take(&mut c.stale_ids) {
+            self.commands.push_back(Command::Remove {
+                token: e.token,
+                loc_id: id,
+            });
+        }
+        if line.is_none_or(|l| self.lines.get(l).is_none_or(|l| l.usable)) {
+            self.withdraw_dead(e.token);
+        }
+        self.reconcile(now, e.token);
+    }
+
+    fn on_sub_closed(&mut self, now: Instant, e: &Event) {
+        self.counters.subflows_closed += 1;
+        let Some(c) = self.conns.get_mut(&e.token) else {
+            return;
+        };
+        let same = |s: &Subflow| Some(s.local) == e.local && Some(s.remote) == e.remote;
+        if c.closing.iter().any(same) {
+            // One we withdrew: expected, nothing to make again.
+            c.closing.retain(|s| !same(s));
+            return;
+        }
+        let before = c.subflows.len();
+        c.subflows
+            .retain(|s| !(Some(s.local) == e.local && Some(s.remote) == e.remote));
+        let closed_sub = c.subflows.len() < before;
+        let failed = e.local.and_then(|l| {
+            let i = c.pending.iter().position(|p| p.addr == l.ip())?;
+            Some(c.pending.remove(i))
+        });
+        if closed_sub || failed.is_some() {
+            let line = failed
+                .map(|p| p.line)
+                .or_else(|| e.local.and_then(|l| self.line_of(l.ip(), e.ifindex)));
+            if let Some(line) = line {
+                self.schedule_retry(now, e.token, line);
+            }
+        }
+        self.reconcile(now, e.token);
+    }
+
+    fn schedule_retry(&mut self, now: Instant, token: u32, line: usize) {
+        let Some(c) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let backoff = c
+            .retry
+            .get(&line)
+            .map_or(FIRST_BACKOFF, |r| (r.backoff * 2).min(MAX_BACKOFF));
+        c.retry.insert(
+            line,
+            Retry {
+                at: Some(now + backoff),
+                backoff,
+            },
+        );
+    }
+
+    /// The result of a command. A subflow that could not be asked for is tried again later;
+    /// a withdrawal the kernel refused falls back to closing the subflows one by one.
+    pub fn on_result(&mut self, now: Instant, cmd: &Command, result: Result<(), i32>) {
+        let Err(errno) = result else {
+            return;
+        };
+        match cmd {
+            &Command::Create {
+                token,
+                line,
+                ref local,
+                ..
+            } => {
+                tracing::debug!(token, line, %local.addr, "subflow refused: errno {errno}");
+                if let Some(c) = self.conns.get_mut(&token) {
+                    c.pending.retain(|p| p.addr != local.addr);
+                }
+                self.schedule_retry(now, token, line);
+            }
+            &Command::Remove { token, loc_id } => {
+                let Some(c) = self.conns.get(&token) else {
+                    return;
+                };
+                let subs: Vec<_> = c
+                    .subflows
+                    .iter()
+                    .chain(&c.closing)
+                    .filter(|s| s.loc_id == loc_id)
+                    .map(|s| (s.local, s.remote))
+                    .collect();
+                for (local, remote) in subs {
+                    self.commands.push_back(Command::Destroy {
+                        token,
+                        local,
+                        remote,
+                    });
+                }
+            }
+            Command::Destroy { .. } | Command::Announce { .. } => {}
+        }
+    }
+
+    /// Line `line` became usable or not.
+    pub fn set_line_usable(&mut self, now: Instant, line: usize, usable: bool) {
+        let Some(l) = self.lines.get_mut(line) else {
+            return;
+        };
+        if l.usable == usable {
+            return;
+        }
+        l.usable = usable;
+        if usable {
+            let tokens: Vec<u32> = self.conns.keys().copied().collect();
+            for t in tokens {
+                if let Some(c) = self.conns.get_mut(&t) {
+                    c.retry.remove(&line);
+                }
+                self.reconcile(now, t);
+            }
+        } else {
+            l.failures += 1;
+            self.counters.line_failures += 1;
+            self.withdraw_line(line, false, |s| s.line == Some(line));
+        }
+    }
+
+    /// Withdraws, from every connection, the subflows `matches` picks, by id, where a subflow
+    /// on a working line remains to tell the peer (the others are withdrawn by
+    /// [`Manager::reconcile`] once they have one). With `address_gone` the subflows can never
+    /// work again: where nothing can carry the withdrawal they are closed in place, their id
+    /// kept to withdraw later (break-before-make).
+    fn withdraw_line(
+        &mut self,
+        line: usize,
+        address_gone: bool,
+        matches: impl Fn(&Subflow) -> bool,
+    ) {
+        let usable: Vec<bool> = self.lines.iter().map(|l| l.usable).collect();
+        for (&token, c) in &mut self.conns {
+            c.pending.retain(|p| p.line != line);
+            let (gone, kept): (Vec<&Subflow>, Vec<&Subflow>) =
+                c.subflows.iter().partition(|s| matches(s));
+            if gone.is_empty() {
+                continue;
+            }
+            let mut ids: Vec<u8> = gone.iter().map(|s| s.loc_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let carrier = kept.iter().any(|s| {
+                s.line
+                    .is_none_or(|l| usable.get(l).copied().unwrap_or(true))
+            });
+            if carrier {
+                for &id in &ids {
+                    self.counters.withdrawals += 1;
+                    self.commands
+                        .push_back(Command::Remove { token, loc_id: id });
+                }
+                Self::set_closing(c, &ids);
+            } else if address_gone && c.managed {
+                for s in &gone {
+                    self.commands.push_back(Command::Destroy {
+                        token,
+                        local: s.local,
+                        remote: s.remote,
+                    });
+                }
+                c.stale_ids.extend(ids);
+            }
+        }
+    }
+
+    /// Withdraws the subflows of connection `token` that are on dead lines, now that it has a
+    /// subflow on a working one.
+    fn withdraw_dead(&mut self, token: u32) {
+        let usable: Vec<bool> = self.lines.iter().map(|l| l.usable).collect();
+        let Some(c) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let on_dead = |s: &Subflow| {
+            s.line
+                .is_some_and(|l| !usable.get(l).copied().unwrap_or(true))
+        };
+        if !c.subflows.iter().any(|s| !on_dead(s)) {
+            return;
+        }
+        let mut ids: Vec<u8> = c
+            .subflows
+            .iter()
+            .filter(|s| on_dead(s))
+            .map(|s| s.loc_id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for &id in &ids {
+            self.counters.withdrawals += 1;
+            self.commands
+                .push_back(Command::Remove { token, loc_id: id });
+        }
+        Self::set_closing(c, &ids);
+    }
+
+    /// Moves the subflows of `ids` from the live list to the closing one.
+    fn set_closing(c: &mut Conn, ids: &[u8]) {
+        let (gone, live): (Vec<Subflow>, Vec<Subflow>) = std::mem::take(&mut c.subflows)
+            .into_iter()
+            .partition(|s| ids.contains(&s.loc_id));
+        c.subflows = live;
+        c.closing.extend(gone);
+    }
+
+    /// The addresses of `line` now. Subflows from an address that went away are withdrawn;
+    /// new addresses get subflows.
+    pub fn set_addresses(&mut self, now: Instant, line: usize, addrs: Vec<IpAddr>) {
+        let Some(l) = self.lines.get_mut(line) else {
+            return;
+        };
+        if l.addrs == addrs {
+            return;
+        }
+        let gone: Vec<IpAddr> = l
+            .addrs
+            .iter()
+            .filter(|a| !addrs.contains(a))
+            .copied()
+            .collect();
+        l.addrs.clone_from(&addrs);
+        for a in addrs {
+            self.id_of(a);
+        }
+        if !gone.is_empty() {
+            self.withdraw_line(line, true, |s| gone.contains(&s.local.ip()));
+        }
+        for c in self.conns.values_mut() {
+            for s in &mut c.subflows {
+                if s.line.is_none() && self.lines[line].addrs.contains(&s.local.ip()) {
+                    s.line = Some(line);
+                }
+            }
+        }
+        let tokens: Vec<u32> = self.conns.keys().copied().collect();
+        for t in tokens {
+            self.reconcile(now, t);
+        }
+    }
+
+    /// Asks for the subflows connection `token` lacks.
+    fn reconcile(&mut self, now: Instant, token: u32) {
+        let Some(c) = self.conns.get(&token) else {
+            return;
+        };
+        if !c.managed || c.server_side {
+            return;
+        }
+        let v6 = c.remote.is_ipv6();
+        let remote = c.remote;
+        let mut wanted = Vec::new();
+        for (i, l) in self.lines.iter().enumerate() {
+            if !l.usable {
+                continue;
+            }
+            let Some(&addr) = l.addrs.iter().find(|a| a.is_ipv6() == v6) else {
+                continue;
+            };
+            let has = c
+                .subflows
+                .iter()
+                .any(|s| s.line == Some(i) && l.addrs.contains(&s.local.ip()))
+                || c.pending.iter().any(|p| p.line == i);
+            let waiting = c
+                .retry
+                .get(&i)
+                .and_then(|r| r.at)
+                .is_some_and(|at| at > now);
+            if !has && !waiting {
+                wanted.push((i, addr));
+            }
+        }
+        for (line, addr) in wanted {
+            // The first subflow's address keeps id 0 in the kernel: a subflow from it again
+            // would clash with it, so it gets its own id only once the first one is gone.
+            let id = self.id_of(addr);
+            let l = &self.lines[line];
+            let local = Endpoint {
+                id,
+                addr,
+                port: 0,
+                flags: if l.cfg.backup { flag::BACKUP } else { 0 },
+                ifindex: Some(l.cfg.ifindex),
+            };
+            self.lines[line].created += 1;
+            self.counters.subflows_requested += 1;
+            if let Some(c) = self.conns.get_mut(&token) {
+                c.pending.push(Pending {
+                    line,
+                    addr,
+                    since: now,
+                });
+                if let Some(r) = c.retry.get_mut(&line) {
+                    r.at = None;
+                }
+            }
+            self.commands.push_back(Command::Create {
+                token,
+                line,
+                local,
+                remote,
+            });
+        }
+    }
+
+    /// The next command for the kernel.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// Retries that are due, and subflows asked for that never came.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (&t, c) in &mut self.conns {
+            c.pending
+                .retain(|p| now.saturating_duration_since(p.since) < PENDING_TIMEOUT);
+            if c.retry.values().any(|r| r.at.is_some_and(|at| at <= now)) {
+                due.push(t);
+            }
+        }
+        for t in due {
+            self.reconcile(now, t);
+        }
+    }
+
+    /// When [`Manager::handle_timeout`] has something to do.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .flat_map(|c| {
+                c.retry
+                    .values()
+                    .filter_map(|r| r.at)
+                    .chain(c.pending.iter().map(|p| p.since + PENDING_TIMEOUT))
+            })
+            .min()
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Connections and their subflows, for status.
+    #[must_use]
+    pub fn connections(&self) -> Vec<ConnStatus> {
+        self.conns
+            .iter()
+            .map(|(&token, c)| ConnStatus {
+                token,
+                server_side: c.server_side,
+                managed: c.managed,
+                local: c.local,
+                remote: c.remote,
+                subflows: c.subflows.clone(),
+            })
+            .collect()
+    }
+
+    /// Per line: name, usable, addresses, subflows created, failures.
+    #[must_use]
+    pub fn lines(&self) -> Vec<(LineConfig, bool, Vec<IpAddr>, u64, u64)> {
+        self.lines
+            .iter()
+            .map(|l| {
+                (
+                    l.cfg.clone(),
+                    l.usable,
+                    l.addrs.clone(),
+                    l.created,
+                    l.failures,
+                )
+            })
+            .collect()
+    }
+}
+
+/// One connection as the path manager knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnStatus {
+    /// The kernel's local token.
+    pub token: u32,
+    /// We accepted it.
+    pub server_side: bool,
+    /// We make its subflows.
+    pub managed: bool,
+    /// The first subflow's local end.
+    pub local: SocketAddr,
+    /// The first subflow's remote end.
+    pub remote: SocketAddr,
+    /// Its subflows.
+    pub subflows: Vec<Subflow>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "198.51.100.1:7000";
+
+    fn lines() -> Vec<LineConfig> {
+        vec![
+            LineConfig {
+                name: "dsl".into(),
+                ifindex: 2,
+                backup: false,
+            },
+            LineConfig {
+                name: "lte".into(),
+                ifindex: 3,
+                backup: false,
+            },
+            LineConfig {
+                name: "sat".into(),
+                ifindex: 4,
+                backup: true,
+            },
+        ]
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn event(kind: Kind, token: u32, local: &str, loc_id: u8) -> Event {
+        Event {
+            kind,
+            token,
+            loc_id: Some(loc_id),
+            rem_id: Some(0),
+            local: Some(local.parse().unwrap()),
+            remote: Some(PEER.parse().unwrap()),
+            backup: false,
+            error: None,
+            ifindex: None,
+            server_side: false,
+        }
+    }
+
+    /// A manager with dsl 10.1.0.2, lte 10.2.0.2, sat 10.3.0.2 and one connection on dsl.
+    fn setup(now: Instant) -> Manager {
+        let mut m = Manager::new(lines(), vec![ip("198.51.100.1")], vec![]);
+        m.set_addresses(now, 0, vec![ip("10.1.0.2")]);
+        m.set_addresses(now, 1, vec![ip("10.2.0.2")]);
+        m.set_addresses(now, 2, vec![ip("10.3.0.2")]);
+        m.on_event(now, &event(Kind::Established, 9, "10.1.0.2:40000", 0));
+        m
+    }
+
+    fn drain(m: &mut Manager) -> Vec<Command> {
+        std::iter::from_fn(|| m.poll_command()).collect()
+    }
+
+    fn creates(cmds: &[Command]) -> Vec<(usize, u8, bool)> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::Create { line, local, .. } => {
+                    Some((*line, local.id, local.flags & flag::BACKUP != 0))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Answers each create with the subflow's establishment.
+    fn establish(m: &mut Manager, now: Instant, cmds: &[Command]) {
+        for (i, c) in cmds.iter().enumerate() {
+            if let Command::Create { token, local, .. } = c {
+                let port = 41000 + u16::try_from(i).unwrap();
+                let mut e = event(
+                    Kind::SubEstablished,
+                    *token,
+                    &format!("{}:{port}", local.addr),
+                    local.id,
+                );
+                e.backup = local.flags & flag::BACKUP != 0;
+                m.on_event(now, &e);
+            }
+        }
+    }
+
+    #[test]
+    fn an_established_connection_gets_a_subflow_per_other_line_backups_flagged() {
+        let now = Instant::now();
+        let mut m = setup(now);
+        let cmds = drain(&mut m);
+        assert_eq!(creates(&cmds), vec![(1, 2, false), (2, 3, true)]);
+        // Asked for once: nothing more while they are pending.
+        m.handle_timeout(now + Duration::from_secs(1));
+        assert!(drain(&mut m).is_empty());
+        establish(&mut m, now, &cmds);
+        assert_eq!(m.connections()[0].subflows.len(), 3);
+        assert!(drain(&mut m).is_empty());
+    }
+
+    #[test]
+    fn connections_to_other_peers_and_server_side_ones_are_left_alone() {
+        let now = Instant::now();
+        let mut m = setup(now);
+        drain(&mut m);
+        let mut other = event(Kind::Established, 10, "10.1.0.2:40001", 0);
+        other.remote = Some("203.0.113.9:22".parse().unwrap());
+        m.on_event(now, &other);
+        let mut served = event(Kind::Established, 11, "10.1.0.2:7000", 0);
+        served.server_side = true;
+        m.on_event(now, &served);
+        assert!(drain(&mut m).is_empty());
+    }
+
+    #[test]
+    fn a_dead_line_is_withdrawn_by_id_and_comes_back_when_it_recovers() {
+        let t = Instant::now();
+        let mut m = setup(t);
+        let cmds = drain(&mut m);
+        establish(&mut m, t, &cmds);
+        // lte dies.
+        m.set_line_usable(t, 1, false);
+        assert_eq!(
+            drain(&mut m),
+            vec![Command::Remove {
+                token: 9,
+                loc_id: 2
+            }]
+        );
+        m.on_event(t, &event(Kind::SubClosed, 9, "10.2.0.2:41000", 2));
+        assert!(drain(&mut m).is_empty(), "no retry while the line is dead");
+        // The first subflow's line (dsl) dies: withdrawn as id 0.
+        m.set_line_usable(t, 0, false);
+        assert_eq!(
+            drain(&mut m),
+            vec![Command::Remove {
+                token: 9,
+                loc_id: 0
+            }]
+        );
+        m.on_event(t, &event(Kind::SubClosed, 9, "10.1.0.2:40000", 0));
+        assert_eq!(
+            m.connections()[0].subflows.len(),
+            1,
+            "only the backup is left"
+        );
+        // lte comes back: a new subflow at once.
+        m.set_line_usable(t, 1, true);
+        assert_eq!(creates(&drain(&mut m)), vec![(1, 2, false)]);
+        m.set_line_usable(t, 0, true);
+        assert_eq!(creates(&drain(&mut m)), vec![(0, 1, false)]);
+        assert_eq!(m.counters().line_failures, 2);
+    }
+
+    #[test]
+    fn a_subflow_that_dies_on_a_working_line_is_recreated_with_backoff() {
+        let t = Instant::now();
+        let mut m = setup(t);
+        let cmds = drain(&mut m);
+        establish(&mut m, t, &cmds);
+        let mut delays = Vec::new();
+        let mut now = t;
+        for _ in 0..4 {
+            m.on_event(now, &event(Kind::SubClosed, 9, "10.2.0.2:41000", 2));
+            assert!(drain(&mut m).is_empty(), "not at once");
+            let at = m.poll_timeout().unwrap();
+            delays.push(at - now);
+            now = at;
+            m.handle_timeout(now);
+            assert_eq!(creates(&drain(&mut m)), vec![(1, 2, false)]);
+            // The join fails (say, refused): the closed event names the address.
+        }
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000].map(Duration::from_millis).to_vec()
+        );
+        // Once it works the backoff starts over.
+        m.on_event(now, &event(Kind::SubEstablished, 9, "10.2.0.2:41001", 2));
+        m.on_event(now, &event(Kind::SubClosed, 9, "10.2.0.2:41001", 2));
+        assert_eq!(m.poll_timeout().unwrap() - now, FIRST_BACKOFF);
+    }
+
+    #[test]
+    fn an_address_change_moves_the_connection_break_before_make() {
+        let t = Instant::now();
+        let mut m = Manager::new(lines()[..2].to_vec(), vec![], vec![]);
+        m.set_addresses(t, 0, vec![ip("10.1.0.2")]);
+        m.on_event(t, &event(Kind::Established, 9, "10.1.0.2:40000", 0));
+        assert!(drain(&mut m).is_empty(), "lte has no address yet");
+        // dsl loses its address: the only subflow is closed where it is.
+        m.set_addresses(t, 0, vec![]);
+        assert_eq!(
+            drain(&mut m),
+            vec![Command::Destroy {
+                token: 9,
+                local: "10.1.0.2:40000".parse().unwrap(),
+                remote: PEER.parse().unwrap()
+            }]
+        );
+        m.on_event(t, &event(Kind::SubClosed, 9, "10.1.0.2:40000", 0));
+        assert!(drain(&mut m).is_empty());
+        // lte gets one: a subflow from it, then id 0 is withdrawn through it.
+        m.set_addresses(t, 1, vec![ip("10.2.0.2")]);
+        let cmds = drain(&mut m);
+        assert_eq!(creates(&cmds), vec![(1, 2, false)], "its own id");
+        establish(&mut m, t, &cmds);
+        assert_eq!(
+            drain(&mut m),
+            vec![Command::Remove {
+                token: 9,
+                loc_id: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_dead_line_that_carries_all_is_withdrawn_once_another_subflow_exists() {
+        let t = Instant::now();
+        let mut m = setup(t);
+        let cmds = drain(&mut m);
+        // dsl dies before the joins complete: nothing can tell the peer, nothing is closed.
+        m.set_line_usable(t, 0, false);
+        assert!(drain(&mut m).is_empty());
+        establish(&mut m, t, &cmds[..1]);
+        assert_eq!(
+            drain(&mut m),
+            vec![Command::Remove {
+                token: 9,
+                loc_id: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_line_back_before_its_old_subflow_closed_gets_a_new_one_at_once() {
+        let t = Instant::now();
+        let mut m = setup(t);
+        let cmds = drain(&mut m);
+        establish(&mut m, t, &cmds);
+        m.set_line_usable(t, 1, false);
+        drain(&mut m);
+        // The close of the withdrawn subflow is not reported before the line works again.
+        m.set_line_usable(t, 1, true);
+        assert_eq!(creates(&drain(&mut m)), vec![(1, 2, false)]);
+        // Its late close changes nothing and schedules no retry.
+        m.on_event(t, &event(Kind::SubClosed, 9, "10.2.0.2:41000", 2));
+        assert!(drain(&mut m).is_empty());
+        assert_eq!(m.poll_timeout(), Some(t + PENDING_TIMEOUT));
+    }
+
+    #[test]
+    fn a_refused_withdrawal_closes_the_subflows_one_by_one() {
+        let t = Instant::now();
+        let mut m = setup(t);
+        let cmds = drain(&mut m);
+        establish(&mut m, t, &cmds);
+        m.set_line_usable(t, 1, false);
+        let rm = drain(&mut m).pop().unwrap();
+        m.on_result(t, &rm, Err(libc::EINVAL));
+        assert_eq!(
+            drain(&mut m),
+            vec![Command::Destroy {
+                token: 9,
+                local: "10.2.0.2:41000".parse().unwrap(),
+                remote: PEER.parse().unwrap()
+            }]
+        );
+    }
+
+    #[test]
+    fn the_server_side_announces_its_extra_addresses_of_the_same_family() {
+        let t = Instant::now();
+        let mut m = Manager::new(
+            vec![],
+            vec![],
+            vec![ip("198.51.100.1"), ip("198.51.100.2"), ip("2001:db8::2")],
+        );
+        let mut e = event(Kind::Established, 5, PEER, 0);
+        e.remote = Some("10.1.0.2:40000".parse().unwrap());
+        e.server_side = true;
+        m.on_event(t, &e);
+        let cmds = drain(&mut m);
+        assert_eq!(cmds.len(), 1, "{cmds:?}");
+        assert!(
+            matches!(&cmds[0], Command::Announce { token: 5, local } if local.addr == ip("198.51.100.2") && local.id != 0)
+        );
+        m.on_event(t, &event(Kind::Closed, 5, PEER, 0));
+        assert!(m.connections().is_empty());
+    }
+}
