@@ -61,3 +61,22 @@ fn convert_corpus() {
         "{seeds} seeds, {inputs} inputs"
     );
 }
+
+/// Runs the `pm_kernel_input` fuzz target's body over deterministic inputs: every reader, every
+/// length up to 96 bytes, patterns of attribute headers and of ICMP replies.
+#[test]
+fn pm_kernel_input_samples() {
+    let mut inputs = 0;
+    for sel in 0..=255u8 {
+        for len in 0..96u8 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| i.wrapping_mul(sel).wrapping_add(len))
+                .collect();
+            let mut data = vec![sel];
+            data.extend_from_slice(&bytes);
+            mpbond::pm::fuzz_kernel_input(&data);
+            inputs += 1;
+        }
+    }
+    assert_eq!(inputs, 256 * 96);
+}

@@ -121,3 +121,21 @@ pub fn probe_every(interval: std::time::Duration) -> ProbeConfig {
         ..ProbeConfig::default()
     }
 }
+
+/// The `pm_kernel_input` fuzz target's body: what the path manager reads from the kernel and
+/// the network (an `mptcp_pm` event datagram, one event's attributes, an ICMP echo reply) must
+/// not panic, whatever the bytes. The first byte picks the reader and its parameter.
+#[doc(hidden)]
+pub fn fuzz_kernel_input(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    match first % 3 {
+        0 => drop(crate::netlink::pm_event::parse_datagram(
+            u16::from(first),
+            rest,
+        )),
+        1 => drop(crate::netlink::pm_event::Event::parse(first, rest)),
+        _ => drop(probe::parse_reply(first & 4 != 0, rest, u16::from(first))),
+    }
+}
