@@ -48,6 +48,16 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Show what running gateways, converters and `connect`s know: each MPTCP connection with
+    /// its subflows (line, addresses, RTT, cwnd, bytes, state, backup), and line health.
+    Status {
+        /// JSON (an array, one object per daemon) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Ask only this daemon's socket (default: every `/run/mpbond/*.sock`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Print every TCP packet of a pcap/pcapng capture with its MPTCP options, checking tokens,
     /// HMACs and DSS checksums, and a summary of the connections.
     Decode {
@@ -345,6 +355,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Listen(a) => {
             a.stack.check_available().map_err(anyhow::Error::msg)?;
             finish(runtime(false)?, crate::netcat::listen(&a.addr, !a.tcp))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json, socket } => {
+            crate::status::run(json, socket.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { name, out } => {

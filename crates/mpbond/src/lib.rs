@@ -16,5 +16,6 @@ pub mod netlink;
 pub mod pm;
 pub mod relay;
 pub mod stack;
+pub mod status;
 pub mod sys;
 pub mod units;

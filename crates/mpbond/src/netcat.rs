@@ -146,7 +146,7 @@ pub async fn connect(args: ConnectArgs) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     // Undone when this guard drops, whichever way the connection ends. The lines are set up
     // for the peer the connection goes to: the converter with `--via`, else the target.
-    let _bonding = if args.wan.is_empty() {
+    let bonding = if args.wan.is_empty() {
         None
     } else {
         let peer = match &args.via {
@@ -160,6 +160,9 @@ pub async fn connect(args: ConnectArgs) -> Result<()> {
             args.probe,
         )?)
     };
+    let _status = crate::status::serve("connect", bonding.as_ref().and_then(|b| b.pm()))
+        .map_err(|e| debug!("no status socket: {e:#}"))
+        .ok();
     tokio::select! {
         r = connect_to(args) => r,
         _ = term.recv() => bail!("terminated"),

@@ -384,3 +384,129 @@ fn a_session_moves_to_another_line_when_its_address_changes() {
     assert_eq!(at_client, want_down, "{log}");
     assert!(log.contains("new address routed out of its line"), "{log}");
 }
+
+/// The MPTCP subflows in `ss -tniHe` output: (local token, local end, remote end, local id).
+fn ss_subflows(text: &str) -> std::collections::BTreeSet<(String, String, String, u8)> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut lines = text.lines();
+    while let Some(head) = lines.next() {
+        let Some(detail) = lines.next() else { break };
+        let Some(ulp) = detail.split("tcp-ulp-mptcp").nth(1) else {
+            continue;
+        };
+        let cols: Vec<&str> = head.split_whitespace().collect();
+        let tok = ulp
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("token:"))
+            .unwrap();
+        // token:REMOTE(id:R)/LOCAL(id:L)
+        let (_, local) = tok.split_once('/').unwrap();
+        let (token, id) = local.split_once("(id:").unwrap();
+        let id: u8 = id.trim_end_matches(')').parse().unwrap();
+        // `ss` shows a socket bound to a device as ADDR%DEV:PORT.
+        let strip = |a: &str| match (a.find('%'), a.rfind(':')) {
+            (Some(p), Some(c)) if p < c => format!("{}{}", &a[..p], &a[c..]),
+            _ => a.to_owned(),
+        };
+        out.insert((token.to_owned(), strip(cols[3]), strip(cols[4]), id));
+    }
+    out
+}
+
+/// `mpbond status --json` against the kernel's own view while a download runs: the MPTCP
+/// connections (`ss -M`) and their subflows (`ss -ti`, by token, addresses and ids) are the
+/// same, byte counters only grow from one to the other, and the joins the path manager saw
+/// established are those the kernel counted (`nstat`: `MPTcpExtMPJoinSynAckRx`).
+#[test]
+fn status_json_matches_what_the_kernel_shows() {
+    use std::collections::BTreeSet;
+    if skip_unless_root("status_json_matches_what_the_kernel_shows") {
+        return;
+    }
+    let lab = lab();
+    with_bonding(&lab, "status", &[], |gw| {
+        let ns = lab.info().netns(Role::Lan).to_owned();
+        let download = std::thread::spawn(move || {
+            failover::download(
+                &ns,
+                PATTERN.parse().unwrap(),
+                u64::MAX,
+                7,
+                Some(Duration::from_secs(6)),
+                vec![],
+            )
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        let socket = format!("/run/mpbond/gateway-{}.sock", gw.pid());
+        let out = lab
+            .cmd(Role::Gw, EXE)
+            .args(["status", "--json", "--socket", &socket])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: Vec<mpbond::status::Status> = serde_json::from_slice(&out.stdout).unwrap();
+        let ss = |args: &[&str]| {
+            let o = lab.cmd(Role::Gw, "ss").args(args).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let msk = ss(&["-MniH"]);
+        let tcp = ss(&["-tniHe"]);
+        let nstat = {
+            let o = lab.cmd(Role::Gw, "nstat").args(["-az"]).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let t = download.join().unwrap();
+        assert!(t.first_bad.is_none());
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+
+        let s = &status[0];
+        assert_eq!(s.kind, "gateway");
+        assert_eq!(s.lines.len(), 2);
+        let ours: BTreeSet<String> = s
+            .connections
+            .iter()
+            .map(|c| format!("{:08x}", c.token))
+            .collect();
+        let kernels: BTreeSet<String> = msk
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("token:"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(ours, kernels, "ss -M:\n{msk}");
+        // Subflows: (token, local, remote, local id) from both.
+        let mut ours = BTreeSet::new();
+        for c in &s.connections {
+            for f in &c.subflows {
+                ours.insert((
+                    format!("{:08x}", c.token),
+                    f.local.to_string(),
+                    f.remote.to_string(),
+                    f.ids.0,
+                ));
+            }
+        }
+        let kernels = ss_subflows(&tcp);
+        assert!(ours.len() >= 2, "a subflow per line: {ours:?}");
+        assert_eq!(ours, kernels, "ss -ti:\n{tcp}");
+        let acked: u64 = s
+            .connections
+            .iter()
+            .flat_map(|c| &c.subflows)
+            .map(|f| f.bytes_received)
+            .sum();
+        assert!(acked > 1 << 20, "bytes received over the subflows: {acked}");
+        let joins: u64 = nstat
+            .lines()
+            .find(|l| l.starts_with("MPTcpExtMPJoinSynAckRx"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let counters = s.counters.clone().unwrap();
+        assert_eq!(counters.subflows_established, joins, "{nstat}");
+    });
+}

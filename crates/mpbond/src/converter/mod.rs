@@ -500,6 +500,9 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some(e) = &l.mptcp_unavailable {
         warn!("this kernel cannot accept MPTCP ({e}): serving plain TCP only, no bonding");
     }
+    let _status = crate::status::serve("converter", None)
+        .map_err(|e| warn!("no status socket: {e:#}"))
+        .ok();
     info!(
         listen = %config.listen,
         gateways = keys.len(),

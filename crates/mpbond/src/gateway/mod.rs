@@ -312,7 +312,7 @@ pub async fn run(config: Config) -> Result<()> {
     });
 
     // Kernel configuration: undone when these guards drop, on every way out of this function.
-    let _bonding = if config.wan.is_empty() {
+    let bonding = if config.wan.is_empty() {
         None
     } else {
         Some(crate::pm::Bonding::start(
@@ -322,6 +322,9 @@ pub async fn run(config: Config) -> Result<()> {
             config.probe,
         )?)
     };
+    let _status = crate::status::serve("gateway", bonding.as_ref().and_then(|b| b.pm()))
+        .map_err(|e| warn!("no status socket: {e:#}"))
+        .ok();
     nft::remove_leftover_table();
     let mut bypass = config.bypass.clone();
     bypass.push(nft::host_net(converter.ip()));

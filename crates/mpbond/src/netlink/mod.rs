@@ -6,10 +6,12 @@
 //! - [`mptcp_pm`]: the generic netlink family `mptcp_pm` (endpoints, limits, and the userspace
 //!   path manager's commands), typed here.
 //! - [`pm_event`]: that family's events.
+//! - [`sock_diag`]: the kernel's socket tables (what `ss` shows), for `mpbond status`.
 
 pub mod mptcp_pm;
 pub mod pm_event;
 pub mod route;
+pub mod sock_diag;
 
 use std::fmt::Debug;
 use std::io;

@@ -44,7 +44,7 @@ pub struct PmConfig {
 }
 
 /// One line, for `mpbond status`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LineStatus {
     /// Its name.
     pub name: String,

@@ -81,7 +81,7 @@ struct LineProbe {
 }
 
 /// What [`Health`] says of a line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Link up, answering probes.

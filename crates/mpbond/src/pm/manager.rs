@@ -126,7 +126,7 @@ struct Conn {
 }
 
 /// Counters, for metrics and status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Subflows asked for.
     pub subflows_requested: u64,
