@@ -204,6 +204,9 @@ pub struct ConverterArgs {
     /// Do not accept the Convert message in the SYN (TCP Fast Open).
     #[arg(long)]
     pub no_fast_open: bool,
+    /// Serve Prometheus metrics on `http://ADDR:PORT/metrics` (off by default).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
     /// Data plane.
     #[arg(long, value_enum)]
     pub stack: Option<Stack>,
@@ -255,6 +258,9 @@ pub struct GatewayArgs {
     /// silent for three intervals (no answer, no packet received) is given up. `0` turns probes off [default: 50ms].
     #[arg(long, value_name = "TIME")]
     pub probe_interval: Option<String>,
+    /// Serve Prometheus metrics on `http://ADDR:PORT/metrics` (off by default).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
     /// Data plane.
     #[arg(long, value_enum)]
     pub stack: Option<Stack>,
@@ -538,6 +544,7 @@ fn converter_config(a: ConverterArgs) -> Result<crate::converter::Config> {
         c.connect_timeout = duration("--connect-timeout", &t)?;
     }
     c.fast_open = !a.no_fast_open && file.fast_open.unwrap_or(true);
+    c.metrics = metrics_addr(a.metrics.or(file.metrics))?;
     Ok(c)
 }
 
@@ -601,7 +608,17 @@ fn gateway_config(a: GatewayArgs) -> Result<crate::gateway::Config> {
     c.fast_open = a.fast_open || file.fast_open.unwrap_or(false);
     c.pm = a.pm.or(file.pm).unwrap_or_default();
     c.probe = probe_config(a.probe_interval.or(file.probe_interval).as_deref())?;
+    c.metrics = metrics_addr(a.metrics.or(file.metrics))?;
     Ok(c)
+}
+
+/// `--metrics ADDR:PORT`.
+fn metrics_addr(s: Option<String>) -> Result<Option<std::net::SocketAddr>> {
+    s.map(|s| {
+        s.parse()
+            .with_context(|| format!("--metrics: `{s}` is not ADDR:PORT like 127.0.0.1:9477"))
+    })
+    .transpose()
 }
 
 /// The probe settings of `--probe-interval`.

@@ -67,6 +67,8 @@ pub struct ConverterFile {
     pub idle_timeout: Option<String>,
     /// TCP Fast Open for the Convert message.
     pub fast_open: Option<bool>,
+    /// `"127.0.0.1:9477"`: Prometheus metrics.
+    pub metrics: Option<String>,
     /// `"kernel"`.
     pub stack: Option<Stack>,
 }
@@ -103,6 +105,8 @@ pub struct GatewayFile {
     pub pm: Option<crate::pm::PmKind>,
     /// `"100ms"`.
     pub probe_interval: Option<String>,
+    /// `"127.0.0.1:9477"`: Prometheus metrics.
+    pub metrics: Option<String>,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod decode;
 pub mod demo;
 pub mod gateway;
 pub mod lab;
+pub mod metrics;
 pub mod netcat;
 pub mod netlink;
 pub mod pm;

@@ -415,8 +415,8 @@ fn ss_subflows(text: &str) -> std::collections::BTreeSet<(String, String, String
 
 /// `mpbond status --json` against the kernel's own view while a download runs: the MPTCP
 /// connections (`ss -M`) and their subflows (`ss -ti`, by token, addresses and ids) are the
-/// same, byte counters only grow from one to the other, and the joins the path manager saw
-/// established are those the kernel counted (`nstat`: `MPTcpExtMPJoinSynAckRx`).
+/// same, and the joins the path manager saw established are those the kernel counted (`nstat`:
+/// `MPTcpExtMPJoinSynAckRx`). The metrics endpoint shows both lines up and the connection.
 #[test]
 fn status_json_matches_what_the_kernel_shows() {
     use std::collections::BTreeSet;
@@ -424,7 +424,7 @@ fn status_json_matches_what_the_kernel_shows() {
         return;
     }
     let lab = lab();
-    with_bonding(&lab, "status", &[], |gw| {
+    with_bonding(&lab, "status", &["--metrics", "127.0.0.1:9477"], |gw| {
         let ns = lab.info().netns(Role::Lan).to_owned();
         let download = std::thread::spawn(move || {
             failover::download(
@@ -450,19 +450,26 @@ fn status_json_matches_what_the_kernel_shows() {
             String::from_utf8_lossy(&out.stderr)
         );
         let status: Vec<mpbond::status::Status> = serde_json::from_slice(&out.stdout).unwrap();
-        let ss = |args: &[&str]| {
-            let o = lab.cmd(Role::Gw, "ss").args(args).output().unwrap();
+        let on_gw = |program: &str, args: &[&str]| {
+            let o = lab.cmd(Role::Gw, program).args(args).output().unwrap();
             String::from_utf8_lossy(&o.stdout).into_owned()
         };
-        let msk = ss(&["-MniH"]);
-        let tcp = ss(&["-tniHe"]);
-        let nstat = {
-            let o = lab.cmd(Role::Gw, "nstat").args(["-az"]).output().unwrap();
-            String::from_utf8_lossy(&o.stdout).into_owned()
-        };
+        let msk = on_gw("ss", &["-MniH"]);
+        let tcp = on_gw("ss", &["-tniHe"]);
+        let nstat = on_gw("nstat", &["-az"]);
+        let metrics = on_gw("curl", &["-sf", "http://127.0.0.1:9477/metrics"]);
         let t = download.join().unwrap();
         assert!(t.first_bad.is_none());
         eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        for want in [
+            "mpbond_line_state{line=\"dsl\"} 1",
+            "mpbond_line_state{line=\"lte\"} 1",
+            "mpbond_connections_total 1",
+            "mpbond_mptcp_connections 1",
+            "mpbond_line_bytes_total{line=\"lte\",direction=\"received\"}",
+        ] {
+            assert!(metrics.contains(want), "{want} in\n{metrics}");
+        }
 
         let s = &status[0];
         assert_eq!(s.kind, "gateway");

@@ -62,6 +62,8 @@ pub struct Config {
     pub fast_open: bool,
     /// Accept MPTCP (false: plain TCP only, for tests).
     pub mptcp: bool,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -78,6 +80,7 @@ impl Config {
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(2 * 3600),
+            metrics: None,
             fast_open: true,
             mptcp: true,
         }
@@ -205,6 +208,61 @@ fn connect_error(e: &io::Error) -> (ErrorCode, u8) {
 const REFUSE_LINGER: Duration = Duration::from_secs(2);
 
 impl Converter {
+    /// Its counters, for the metrics endpoint.
+    fn metrics_sample(&self) -> crate::metrics::Sample {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        crate::metrics::Sample {
+            pm: None,
+            counters: vec![
+                ("connections", "Connections accepted", g(&s.accepted)),
+                ("mptcp_connections", "... of which speak MPTCP", g(&s.mptcp)),
+                (
+                    "fallbacks",
+                    "... of which fell back to plain TCP",
+                    g(&s.fallback),
+                ),
+                (
+                    "auth_failures",
+                    "Refused: authentication failed",
+                    g(&s.auth_failures),
+                ),
+                (
+                    "malformed",
+                    "Refused: malformed or unsupported messages",
+                    g(&s.malformed),
+                ),
+                (
+                    "refused_destinations",
+                    "Refused: destination not allowed",
+                    g(&s.refused_destinations),
+                ),
+                ("over_limit", "Refused: over a limit", g(&s.over_limit)),
+                (
+                    "connect_failures",
+                    "Destinations that could not be reached",
+                    g(&s.connect_failures),
+                ),
+                (
+                    "bytes_up",
+                    "Bytes from gateways to destinations",
+                    g(&s.bytes_up),
+                ),
+                (
+                    "bytes_down",
+                    "Bytes from destinations to gateways",
+                    g(&s.bytes_down),
+                ),
+            ],
+            gauges: vec![(
+                "active_connections",
+                "Relayed connections now",
+                i64::try_from(g(&s.active)).unwrap_or(i64::MAX),
+            )],
+        }
+    }
+
     /// A converter for `config`, with the keys already loaded.
     #[must_use]
     pub fn new(config: Config, keys: Vec<(Name, auth::Key)>) -> Self {
@@ -510,7 +568,12 @@ pub async fn run(config: Config) -> Result<()> {
         fast_open = l.fast_open,
         "converter ready"
     );
+    let metrics = config.metrics;
     let conv = Arc::new(Converter::new(config, keys));
+    if let Some(addr) = metrics {
+        let c = Arc::clone(&conv);
+        crate::metrics::serve(addr, Arc::new(move || c.metrics_sample()))?;
+    }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {

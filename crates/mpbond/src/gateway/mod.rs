@@ -78,6 +78,8 @@ pub struct Config {
     pub pm: crate::pm::PmKind,
     /// How mpbond's path manager probes the lines.
     pub probe: crate::pm::ProbeConfig,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -98,6 +100,7 @@ impl Config {
             idle_timeout: Duration::from_secs(2 * 3600),
             pm: crate::pm::PmKind::default(),
             probe: crate::pm::ProbeConfig::default(),
+            metrics: None,
         }
     }
 }
@@ -131,6 +134,39 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Its counters and the path manager's view `pm`, for the metrics endpoint.
+    fn metrics_sample(&self, pm: Option<crate::pm::PmStatus>) -> crate::metrics::Sample {
+        let s = &self.stats;
+        crate::metrics::Sample {
+            pm,
+            counters: vec![
+                (
+                    "connections",
+                    "LAN connections taken",
+                    s.connections.load(Relaxed),
+                ),
+                (
+                    "fallbacks",
+                    "... whose connection to the converter fell back to plain TCP",
+                    s.fallback.load(Relaxed),
+                ),
+                (
+                    "refused",
+                    "... refused by the converter",
+                    s.refused.load(Relaxed),
+                ),
+                (
+                    "unreachable",
+                    "... that could not reach the converter",
+                    s.unreachable.load(Relaxed),
+                ),
+                ("bytes_up", "Bytes from the LAN", s.bytes_up.load(Relaxed)),
+                ("bytes_down", "Bytes to the LAN", s.bytes_down.load(Relaxed)),
+            ],
+            gauges: vec![],
+        }
+    }
+
     /// Opens the converted connection for `dest` (the Convert message is sent; the reply not
     /// yet read).
     async fn open_upstream(&self, dest: SocketAddr) -> Result<Upstream, ClientError> {
@@ -325,6 +361,19 @@ pub async fn run(config: Config) -> Result<()> {
     let _status = crate::status::serve("gateway", bonding.as_ref().and_then(|b| b.pm()))
         .map_err(|e| warn!("no status socket: {e:#}"))
         .ok();
+    if let Some(addr) = config.metrics {
+        let g = Arc::clone(&gw);
+        let pm = bonding
+            .as_ref()
+            .and_then(|b| b.pm())
+            .map(crate::pm::PmHandle::status_view);
+        crate::metrics::serve(
+            addr,
+            Arc::new(move || {
+                g.metrics_sample(pm.as_ref().and_then(|v| v.lock().ok().map(|s| s.clone())))
+            }),
+        )?;
+    }
     nft::remove_leftover_table();
     let mut bypass = config.bypass.clone();
     bypass.push(nft::host_net(converter.ip()));

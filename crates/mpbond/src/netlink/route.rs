@@ -44,6 +44,10 @@ pub struct LinkState {
     pub running: bool,
     /// Packets received since it was created.
     pub rx_packets: u64,
+    /// Bytes received since it was created.
+    pub rx_bytes: u64,
+    /// Bytes sent since it was created.
+    pub tx_bytes: u64,
 }
 
 /// A default route of the main table.
@@ -154,21 +158,22 @@ impl RouteSocket {
         Ok(msgs
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(LinkState {
-                    index: l.header.index,
-                    running: l
-                        .header
-                        .flags
-                        .contains(LinkFlags::Up | LinkFlags::Running | LinkFlags::LowerUp),
-                    rx_packets: l
-                        .attributes
-                        .iter()
-                        .find_map(|a| match a {
-                            LinkAttribute::Stats64(s) => Some(s.rx_packets),
-                            _ => None,
-                        })
-                        .unwrap_or(0),
-                }),
+                RouteNetlinkMessage::NewLink(l) => {
+                    let stats = l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Stats64(s) => Some(s),
+                        _ => None,
+                    });
+                    Some(LinkState {
+                        index: l.header.index,
+                        running: l
+                            .header
+                            .flags
+                            .contains(LinkFlags::Up | LinkFlags::Running | LinkFlags::LowerUp),
+                        rx_packets: stats.map_or(0, |s| s.rx_packets),
+                        rx_bytes: stats.map_or(0, |s| s.rx_bytes),
+                        tx_bytes: stats.map_or(0, |s| s.tx_bytes),
+                    })
+                }
                 _ => None,
             })
             .collect())

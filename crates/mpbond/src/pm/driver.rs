@@ -64,6 +64,8 @@ pub struct LineStatus {
     pub subflows_created: u64,
     /// Times it stopped working.
     pub failures: u64,
+    /// Bytes its interface received and sent (all traffic, probes included).
+    pub bytes: (u64, u64),
 }
 
 /// What the path manager knows, for `mpbond status` and metrics.
@@ -143,6 +145,8 @@ struct Driver {
     probers: Vec<Option<Prober>>,
     idents: Vec<u16>,
     addrs: Vec<Vec<IfAddr>>,
+    /// Per line: interface bytes received and sent.
+    bytes: Vec<(u64, u64)>,
     on_addresses: Option<OnAddresses>,
     status: Arc<Mutex<PmStatus>>,
 }
@@ -181,6 +185,7 @@ pub fn start(cfg: PmConfig, on_addresses: Option<OnAddresses>) -> Result<PmHandl
             .map(|i| base.wrapping_add(u16::try_from(i).unwrap_or(0)))
             .collect(),
         addrs: vec![Vec::new(); n],
+        bytes: vec![(0, 0); n],
         on_addresses,
         status: Arc::clone(&status),
         cfg,
@@ -278,6 +283,7 @@ impl Driver {
             for (i, l) in self.cfg.lines.iter().enumerate() {
                 if let Some(s) = links.iter().find(|s| s.index == l.ifindex) {
                     self.health.on_rx(now, i, s.rx_packets);
+                    self.bytes[i] = (s.rx_bytes, s.tx_bytes);
                 }
             }
         }
@@ -330,6 +336,7 @@ impl Driver {
             let running = link.is_some_and(|s| s.running);
             if let Some(s) = link {
                 self.health.on_rx(now, i, s.rx_packets);
+                self.bytes[i] = (s.rx_bytes, s.tx_bytes);
             }
             let mine: Vec<IfAddr> = all
                 .iter()
@@ -414,6 +421,7 @@ impl Driver {
                     probes_answered: answered,
                     subflows_created: created,
                     failures,
+                    bytes: self.bytes[i],
                 }
             })
             .collect();

@@ -1,0 +1,246 @@
+//! Prometheus metrics, opt-in with `--metrics ADDR:PORT`: `GET /metrics` answers the `OpenMetrics`
+//! text of what the daemon counts (connections, refusals, authentication failures, bytes) and,
+//! with mpbond's path manager, per line: state, probe RTT, bytes, failures, subflows made; and
+//! the path manager's totals (subflows established and closed, withdrawals).
+//!
+//! Each scrape builds the text afresh from the daemon's counters (a [`Sample`]): there is no
+//! second copy of any number to keep in step.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tracing::{debug, info};
+
+use crate::pm::PmStatus;
+use crate::pm::health::Verdict;
+
+/// What one scrape shows.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// The path manager's view, if the daemon runs one.
+    pub pm: Option<PmStatus>,
+    /// Daemon counters: name (without `_total`), help, value.
+    pub counters: Vec<(&'static str, &'static str, u64)>,
+    /// Daemon gauges: name, help, value.
+    pub gauges: Vec<(&'static str, &'static str, i64)>,
+}
+
+/// Where a scrape's [`Sample`] comes from.
+pub type Source = Arc<dyn Fn() -> Sample + Send + Sync>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LineLabels {
+    line: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirLabels {
+    line: String,
+    direction: &'static str,
+}
+
+fn line_metrics(reg: &mut Registry, pm: &PmStatus) {
+    let up = Family::<LineLabels, Gauge>::default();
+    let rtt = Family::<LineLabels, Gauge<f64, AtomicU64>>::default();
+    let failures = Family::<LineLabels, Counter>::default();
+    let created = Family::<LineLabels, Counter>::default();
+    let bytes = Family::<DirLabels, Counter>::default();
+    for l in &pm.lines {
+        let label = LineLabels {
+            line: l.name.clone(),
+        };
+        up.get_or_create(&label).set(match l.state {
+            Verdict::Up => 1,
+            Verdict::Unknown => 2,
+            Verdict::Down => 0,
+        });
+        if let Some(r) = l.probe_rtt_ms {
+            rtt.get_or_create(&label).set(r / 1e3);
+        }
+        failures.get_or_create(&label).inc_by(l.failures);
+        created.get_or_create(&label).inc_by(l.subflows_created);
+        for (direction, n) in [("received", l.bytes.0), ("sent", l.bytes.1)] {
+            bytes
+                .get_or_create(&DirLabels {
+                    line: l.name.clone(),
+                    direction,
+                })
+                .inc_by(n);
+        }
+    }
+    reg.register(
+        "line_state",
+        "Line health: 1 up, 0 down, 2 unknown (the peer answers no probes)",
+        up,
+    );
+    reg.register(
+        "line_probe_rtt_seconds",
+        "Smoothed probe round-trip time",
+        rtt,
+    );
+    reg.register("line_failures", "Times the line stopped working", failures);
+    reg.register(
+        "line_subflows_created",
+        "Subflows asked for on the line",
+        created,
+    );
+    reg.register("line_bytes", "Bytes through the line's interface", bytes);
+    let c = &pm.counters;
+    for (name, help, v) in [
+        (
+            "subflows_established",
+            "Subflows established (joins)",
+            c.subflows_established,
+        ),
+        ("subflows_closed", "Subflows closed", c.subflows_closed),
+        (
+            "failovers",
+            "Address ids withdrawn from connections because their line stopped working",
+            c.withdrawals,
+        ),
+    ] {
+        let m = Counter::<u64>::default();
+        m.inc_by(v);
+        reg.register(name, help, m);
+    }
+    let conns = Gauge::<i64>::default();
+    conns.set(i64::try_from(pm.connections.len()).unwrap_or(i64::MAX));
+    reg.register(
+        "mptcp_connections",
+        "MPTCP connections the path manager knows",
+        conns,
+    );
+}
+
+/// The `OpenMetrics` text of `s`.
+#[must_use]
+pub fn render(s: &Sample) -> String {
+    let mut reg = Registry::with_prefix("mpbond");
+    for &(name, help, v) in &s.counters {
+        let m = Counter::<u64>::default();
+        m.inc_by(v);
+        reg.register(name, help, m);
+    }
+    for &(name, help, v) in &s.gauges {
+        let m = Gauge::<i64>::default();
+        m.set(v);
+        reg.register(name, help, m);
+    }
+    if let Some(pm) = &s.pm {
+        line_metrics(&mut reg, pm);
+    }
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
+        debug!("metrics: {e}");
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `addr` from a thread of its own.
+///
+/// # Errors
+/// If the address cannot be bound.
+pub fn serve(addr: SocketAddr, source: Source) -> Result<()> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("--metrics {addr}"))?;
+    info!(%addr, "metrics on http://{addr}/metrics");
+    std::thread::Builder::new()
+        .name("mpbond-metrics".into())
+        .spawn(move || {
+            for c in listener.incoming() {
+                let Ok(mut c) = c else { continue };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
+                let mut request = String::new();
+                if BufReader::new(&c).read_line(&mut request).is_err() {
+                    continue;
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or("");
+                let (status, body) = if request.starts_with("GET ") && path == "/metrics" {
+                    ("200 OK", render(&source()))
+                } else {
+                    ("404 Not Found", "try /metrics\n".to_owned())
+                };
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })
+        .context("starting the metrics thread")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pm::driver::LineStatus;
+
+    #[test]
+    fn lines_and_counters_are_rendered_with_their_labels() {
+        let pm = PmStatus {
+            lines: vec![LineStatus {
+                name: "dsl".into(),
+                backup: false,
+                state: Verdict::Up,
+                addresses: vec![],
+                probe_rtt_ms: Some(20.0),
+                probes_sent: 10,
+                probes_answered: 10,
+                subflows_created: 3,
+                failures: 1,
+                bytes: (1000, 200),
+            }],
+            ..PmStatus::default()
+        };
+        let text = render(&Sample {
+            pm: Some(pm),
+            counters: vec![("auth_failures", "Refused: authentication failed", 4)],
+            gauges: vec![("active_connections", "Relayed now", 2)],
+        });
+        for want in [
+            "mpbond_auth_failures_total 4",
+            "mpbond_active_connections 2",
+            "mpbond_line_state{line=\"dsl\"} 1",
+            "mpbond_line_probe_rtt_seconds{line=\"dsl\"} 0.02",
+            "mpbond_line_failures_total{line=\"dsl\"} 1",
+            "mpbond_line_bytes_total{line=\"dsl\",direction=\"received\"} 1000",
+            "# EOF",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_endpoint_answers_metrics_and_404() {
+        use std::io::Read as _;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let source: Source = Arc::new(|| Sample {
+            counters: vec![("connections", "LAN connections taken", 7)],
+            ..Sample::default()
+        });
+        serve(addr, source).unwrap();
+        let get = |path: &str| {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut s = String::new();
+            c.read_to_string(&mut s).unwrap();
+            s
+        };
+        let ok = get("/metrics");
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("mpbond_connections_total 7"), "{ok}");
+        assert!(get("/").starts_with("HTTP/1.1 404"));
+    }
+}
