@@ -204,6 +204,10 @@ pub struct ConverterArgs {
     /// Do not accept the Convert message in the SYN (TCP Fast Open).
     #[arg(long)]
     pub no_fast_open: bool,
+    /// Announce this extra address of the host to each peer (`ADD_ADDR`); repeat. Hands the
+    /// host's MPTCP path management to mpbond while running (needs root).
+    #[arg(long, value_name = "ADDR")]
+    pub announce: Vec<std::net::IpAddr>,
     /// Serve Prometheus metrics on `http://ADDR:PORT/metrics` (off by default).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
@@ -311,6 +315,10 @@ pub struct ListenArgs {
     /// Plain TCP instead of MPTCP.
     #[arg(long)]
     pub tcp: bool,
+    /// Announce this extra address of the host to each peer (`ADD_ADDR`); repeat. Hands the
+    /// host's MPTCP path management to mpbond while running (needs root).
+    #[arg(long, value_name = "ADDR")]
+    pub announce: Vec<std::net::IpAddr>,
     /// Data plane.
     #[arg(long, value_enum, default_value = "kernel")]
     pub stack: Stack,
@@ -360,7 +368,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Listen(a) => {
             a.stack.check_available().map_err(anyhow::Error::msg)?;
-            finish(runtime(false)?, crate::netcat::listen(&a.addr, !a.tcp))?;
+            finish(
+                runtime(false)?,
+                crate::netcat::listen(&a.addr, !a.tcp, a.announce),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json, socket } => {
@@ -544,6 +555,11 @@ fn converter_config(a: ConverterArgs) -> Result<crate::converter::Config> {
         c.connect_timeout = duration("--connect-timeout", &t)?;
     }
     c.fast_open = !a.no_fast_open && file.fast_open.unwrap_or(true);
+    c.announce = if a.announce.is_empty() {
+        file.announce.unwrap_or_default()
+    } else {
+        a.announce
+    };
     c.metrics = metrics_addr(a.metrics.or(file.metrics))?;
     Ok(c)
 }

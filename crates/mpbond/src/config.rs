@@ -67,6 +67,8 @@ pub struct ConverterFile {
     pub idle_timeout: Option<String>,
     /// TCP Fast Open for the Convert message.
     pub fast_open: Option<bool>,
+    /// `announce = ["203.0.113.7"]`: extra addresses announced to gateways.
+    pub announce: Option<Vec<std::net::IpAddr>>,
     /// `"127.0.0.1:9477"`: Prometheus metrics.
     pub metrics: Option<String>,
     /// `"kernel"`.

@@ -208,10 +208,16 @@ async fn connect_to(args: ConnectArgs) -> Result<()> {
 }
 
 /// `mpbond listen`: accepts one connection, then pipes it like `connect`.
-pub async fn listen(addr: &str, mptcp: bool) -> Result<()> {
+pub async fn listen(addr: &str, mptcp: bool, announce: Vec<std::net::IpAddr>) -> Result<()> {
     let addr: SocketAddr = match addr.parse() {
         Ok(a) => a,
         Err(_) => resolve(addr).await?,
+    };
+    // Announces the extra addresses while the connection lasts.
+    let _announcer = if announce.is_empty() {
+        None
+    } else {
+        Some(crate::pm::Announcer::start(announce)?)
     };
     let l = kernel::listen(
         addr,

@@ -517,3 +517,88 @@ fn status_json_matches_what_the_kernel_shows() {
         assert_eq!(counters.subflows_established, joins, "{nstat}");
     });
 }
+
+/// `listen --announce` hands the vps's path management to mpbond for the connection: the peer
+/// is told of the extra address (`ADD_ADDR`, counted by the client's kernel), joins from the
+/// client's second line are still accepted, the data arrives whole, and `pm_type` is put back.
+#[test]
+fn a_listener_announces_its_extra_address_and_still_takes_joins() {
+    use std::io::Read as _;
+    if skip_unless_root("a_listener_announces_its_extra_address_and_still_takes_joins") {
+        return;
+    }
+    let lab = lab();
+    let on = |role: Role, program: &str, args: &[&str]| {
+        let o = lab.cmd(role, program).args(args).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let counter = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut listen = lab
+        .cmd(Role::Vps, EXE)
+        .args(["listen", "198.51.100.1:9002", "--announce", "10.2.0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = listen.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        out.read_to_end(&mut got).unwrap();
+        got
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        on(Role::Vps, "sysctl", &["-n", "net.mptcp.pm_type"]).trim(),
+        "1"
+    );
+    let data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| failover::pattern_byte(9, u64::from(i)))
+        .collect();
+    let mut connect = lab
+        .cmd(Role::Gw, EXE)
+        .args([
+            "connect",
+            "--wan",
+            "dsl",
+            "--wan",
+            "lte",
+            "198.51.100.1:9002",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = connect.stdin.take().unwrap();
+    stdin.write_all(&data).unwrap();
+    drop(stdin);
+    let c = connect.wait_with_output().unwrap();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let got = reader.join().unwrap();
+    let l = listen.wait_with_output().unwrap();
+    assert!(got == data, "{} of {} bytes", got.len(), data.len());
+    let gw = on(Role::Gw, "nstat", &["-az"]);
+    let vps = on(Role::Vps, "nstat", &["-az"]);
+    eprintln!(
+        "ADD_ADDR received by the client: {}, joins accepted by the listener: {}",
+        counter(&gw, "MPTcpExtAddAddr "),
+        counter(&vps, "MPTcpExtMPJoinAckRx")
+    );
+    assert!(counter(&gw, "MPTcpExtAddAddr ") >= 1, "{gw}");
+    assert!(
+        counter(&vps, "MPTcpExtMPJoinAckRx") >= 1,
+        "{vps}\n{}",
+        String::from_utf8_lossy(&l.stderr)
+    );
+    assert_eq!(
+        on(Role::Vps, "sysctl", &["-n", "net.mptcp.pm_type"]).trim(),
+        "0"
+    );
+}

@@ -64,6 +64,8 @@ pub struct Config {
     pub mptcp: bool,
     /// Serve Prometheus metrics here.
     pub metrics: Option<SocketAddr>,
+    /// Extra addresses announced to gateways (`ADD_ADDR`, with mpbond's path manager).
+    pub announce: Vec<IpAddr>,
 }
 
 impl Config {
@@ -81,6 +83,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(2 * 3600),
             metrics: None,
+            announce: Vec::new(),
             fast_open: true,
             mptcp: true,
         }
@@ -558,7 +561,12 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some(e) = &l.mptcp_unavailable {
         warn!("this kernel cannot accept MPTCP ({e}): serving plain TCP only, no bonding");
     }
-    let _status = crate::status::serve("converter", None)
+    let announcer = if config.announce.is_empty() {
+        None
+    } else {
+        Some(crate::pm::Announcer::start(config.announce.clone())?)
+    };
+    let _status = crate::status::serve("converter", announcer.as_ref().and_then(|a| a.pm()))
         .map_err(|e| warn!("no status socket: {e:#}"))
         .ok();
     info!(

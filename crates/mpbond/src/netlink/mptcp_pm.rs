@@ -472,9 +472,14 @@ impl PathManager {
     /// Userspace PM: announces `local` (its id, address and optional port) to the peer of the
     /// connection `token` (`ADD_ADDR`, RFC 8684 §3.4.1).
     pub fn announce(&mut self, token: u32, local: &Endpoint) -> io::Result<()> {
+        // The kernel wants the `SIGNAL` flag and a non-zero id.
+        let ep = Endpoint {
+            flags: local.flags | flag::SIGNAL,
+            ..local.clone()
+        };
         let attrs = vec![
             PmAttr::U32(attr::TOKEN, token),
-            PmAttr::Addr(local.attrs(false)),
+            PmAttr::Addr(ep.attrs(true)),
         ];
         self.request(cmd::ANNOUNCE, attrs, 0).map(drop)
     }

@@ -139,3 +139,59 @@ pub fn fuzz_kernel_input(data: &[u8]) {
         _ => drop(probe::parse_reply(first & 4 != 0, rest, u16::from(first))),
     }
 }
+
+/// mpbond's path manager on the server side (converter, `listen`): it announces `addrs` to
+/// each connection's peer (`ADD_ADDR`, RFC 8684 §3.4.1) so that a multi-homed server is reached
+/// by all its addresses. While it runs the namespace's `pm_type` is 1 (joins are accepted as
+/// long as it listens to the kernel's events); dropping it stops the path manager and puts the
+/// old `pm_type` back.
+#[derive(Debug)]
+pub struct Announcer {
+    // Field order is drop order.
+    pm: Option<PmHandle>,
+    old_pm_type: u8,
+}
+
+impl Announcer {
+    /// Starts announcing `addrs` on every connection accepted from now on.
+    ///
+    /// # Errors
+    /// If `pm_type` cannot be set or the path manager cannot start (not root, no MPTCP).
+    pub fn start(addrs: Vec<std::net::IpAddr>) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let old_pm_type = crate::netlink::set_pm_type(1)
+            .context("handing MPTCP path management to mpbond (net.mptcp.pm_type=1)")?;
+        let cfg = PmConfig {
+            lines: Vec::new(),
+            peers: Vec::new(),
+            probe_target: None,
+            probe: ProbeConfig::default(),
+            announce: addrs,
+        };
+        match start(cfg, None) {
+            Ok(pm) => Ok(Self {
+                pm: Some(pm),
+                old_pm_type,
+            }),
+            Err(e) => {
+                let _ = crate::netlink::set_pm_type(old_pm_type);
+                Err(e)
+            }
+        }
+    }
+
+    /// The path manager.
+    #[must_use]
+    pub fn pm(&self) -> Option<&PmHandle> {
+        self.pm.as_ref()
+    }
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        drop(self.pm.take());
+        if let Err(e) = crate::netlink::set_pm_type(self.old_pm_type) {
+            tracing::warn!("could not put net.mptcp.pm_type back: {e}");
+        }
+    }
+}
