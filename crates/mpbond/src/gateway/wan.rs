@@ -541,8 +541,16 @@ impl WanSetup {
             for (_, r) in self.rules.iter().filter(|(a, _)| a == gone) {
                 ignore_gone(rt.del_rule(r));
             }
+            // A route another address of the line still has (the line's default route, its
+            // subnet) stays.
             for (_, r) in self.routes.iter().filter(|(a, _)| a == gone) {
-                ignore_gone(rt.del_route(r));
+                let shared = self
+                    .routes
+                    .iter()
+                    .any(|(a, other)| a != gone && now.contains(a) && other == r);
+                if !shared {
+                    ignore_gone(rt.del_route(r));
+                }
             }
             self.rules.retain(|(a, _)| a != gone);
             self.routes.retain(|(a, _)| a != gone);

@@ -157,7 +157,14 @@ impl Event {
                 attr::SPORT => sport = u16::from_be_bytes(bytes(k, v)?),
                 attr::DPORT => dport = u16::from_be_bytes(bytes(k, v)?),
                 attr::BACKUP => e.backup = bytes::<1>(k, v)?[0] != 0,
-                attr::ERROR => e.error = Some(u32::from_ne_bytes(bytes(k, v)?)),
+                // One byte (`sk_err` as u8) in the kernels that send it; four are read too.
+                attr::ERROR => {
+                    e.error = Some(match v.len() {
+                        0 => return Err(EventError::Short(k)),
+                        1..=3 => u32::from(v[0]),
+                        _ => u32::from_ne_bytes(bytes(k, v)?),
+                    });
+                }
                 attr::IF_IDX => {
                     e.ifindex = u32::try_from(i32::from_ne_bytes(bytes(k, v)?))
                         .ok()
@@ -168,8 +175,9 @@ impl Event {
                 _ => {}
             }
         }
-        e.local = saddr.map(|a| SocketAddr::new(a, sport));
-        e.remote = daddr.map(|a| SocketAddr::new(a, dport));
+        // A dual-stack listener's IPv4 peers come as v4-mapped IPv6: use their IPv4 form.
+        e.local = saddr.map(|a| SocketAddr::new(a.to_canonical(), sport));
+        e.remote = daddr.map(|a| SocketAddr::new(a.to_canonical(), dport));
         Ok(e)
     }
 }
@@ -278,7 +286,7 @@ mod tests {
         a.extend(nla(attr::DPORT, &7000u16.to_be_bytes()));
         a.extend(nla(attr::BACKUP, &[1]));
         a.extend(nla(attr::IF_IDX, &5i32.to_ne_bytes()));
-        a.extend(nla(attr::ERROR, &110u32.to_ne_bytes()));
+        a.extend(nla(attr::ERROR, &[110]));
         let e = Event::parse(11, &a).unwrap();
         assert_eq!(e.kind, Kind::SubClosed);
         assert_eq!(e.token, 0xdead_beef);
@@ -287,6 +295,17 @@ mod tests {
         assert_eq!(e.remote, Some("198.51.100.1:7000".parse().unwrap()));
         assert!(e.backup && !e.server_side);
         assert_eq!((e.ifindex, e.error), (Some(5), Some(110)));
+    }
+
+    #[test]
+    fn v4_mapped_addresses_are_read_as_ipv4() {
+        let mut a = nla(
+            attr::SADDR6,
+            &"::ffff:198.51.100.1".parse::<Ipv6Addr>().unwrap().octets(),
+        );
+        a.extend(nla(attr::SPORT, &7000u16.to_be_bytes()));
+        let e = Event::parse(2, &a).unwrap();
+        assert_eq!(e.local, Some("198.51.100.1:7000".parse().unwrap()));
     }
 
     #[test]

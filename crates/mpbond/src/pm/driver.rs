@@ -22,8 +22,9 @@ use crate::netlink::mptcp_pm::PathManager;
 use crate::netlink::pm_event::EventSocket;
 use crate::netlink::route::{IfAddr, RouteSocket};
 
-/// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR`.
-const RTNL_GROUPS: u32 = 0x1 | 0x10 | 0x100;
+/// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR |
+/// RTMGRP_IPV6_ROUTE`: a default route that comes after its address (DHCP) is seen too.
+const RTNL_GROUPS: u32 = 0x1 | 0x10 | 0x40 | 0x100 | 0x400;
 
 /// How often the lines' received-packet counters are read (a sign of life between probes).
 const RX_POLL: Duration = Duration::from_millis(25);
@@ -343,10 +344,11 @@ impl Driver {
                 .filter(|a| a.index == index && crate::gateway::wan::usable(&a.addr))
                 .copied()
                 .collect();
+            // Every time: an address whose next hop was missing gets routed once it appears.
+            if let Some(f) = self.on_addresses.as_mut() {
+                f(i, &mine);
+            }
             if mine != self.addrs[i] {
-                if let Some(f) = self.on_addresses.as_mut() {
-                    f(i, &mine);
-                }
                 info!(line = %self.cfg.lines[i].name, addresses = ?mine.iter().map(|a| a.addr).collect::<Vec<_>>(), "line addresses");
                 self.addrs[i].clone_from(&mine);
             }
@@ -392,6 +394,11 @@ impl Driver {
                     local,
                     remote,
                 } => self.pm.subflow_destroy(*token, *local, *remote),
+                Command::SetBackup {
+                    token,
+                    local,
+                    remote,
+                } => self.pm.set_backup(*token, *local, *remote, true),
                 Command::Announce { token, local } => self.pm.announce(*token, local),
             };
             match &r {

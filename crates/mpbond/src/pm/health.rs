@@ -37,6 +37,9 @@ impl Default for ProbeConfig {
     }
 }
 
+/// Packets received between two readings of the counter that show a line carries traffic.
+pub const RX_BUSY: u64 = 4;
+
 /// How long a line that never answered gets for its first answer.
 const FIRST_ANSWER: Duration = Duration::from_secs(1);
 /// A line back this soon after it was given up was a false alarm.
@@ -156,9 +159,9 @@ impl Health {
                 l.since = now;
                 l.in_row = 0;
                 l.sent.clear();
-                if !up {
-                    l.alive = false;
-                }
+                // Up again: if the peer answers probes, the line must answer too; if it answers
+                // none, nothing better than the link is known.
+                l.alive = up && !self.peer_answers;
             }
         }
     }
@@ -210,14 +213,17 @@ impl Health {
 
     /// The interface of `line` has received `packets` so far: growth is a sign of life (but
     /// does not bring a dead line back: only answers do).
+    ///
+    /// Only growth of at least [`RX_BUSY`] packets since the last call counts: a line whose
+    /// uplink is dead still receives a trickle (ARP, router adverts, the modem's ICMP errors for
+    /// each probe), a line carrying traffic receives far more.
     pub fn on_rx(&mut self, now: Instant, line: usize, packets: u64) {
         if let Some(l) = self.lines.get_mut(line) {
-            if packets != l.rx_packets {
-                if l.rx_packets != 0 {
-                    l.last_rx = Some(now);
-                }
-                l.rx_packets = packets;
+            let grew = packets.saturating_sub(l.rx_packets);
+            if l.rx_packets != 0 && grew >= RX_BUSY {
+                l.last_rx = Some(now);
             }
+            l.rx_packets = packets;
         }
     }
 
@@ -516,7 +522,7 @@ mod tests {
         let mut rx = 1000;
         let start = t;
         while t < start + 2000 * MS {
-            rx += 1;
+            rx += 10;
             h.on_rx(t, 0, rx);
             let c = run(&mut h, &mut t, 20 * MS, &[1], 30 * MS, &mut inflight);
             assert!(c.is_empty(), "{c:?}");
@@ -549,6 +555,41 @@ mod tests {
         // second time it is allowed 500 ms of the 600 ms silence.
         let (a, b) = (silences[0].unwrap(), silences[1].unwrap());
         assert!(a <= 251 * MS && b > 400 * MS, "{silences:?}");
+    }
+
+    #[test]
+    fn a_trickle_of_packets_does_not_keep_a_dead_line_alive() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut h = Health::new(cfg(), 2, t0);
+        h.set_probing(t0, 0, true);
+        h.set_probing(t0, 1, true);
+        let mut inflight = Vec::new();
+        run(&mut h, &mut t, 1000 * MS, &[0, 1], 30 * MS, &mut inflight);
+        inflight.retain(|&(_, l, _)| l != 0);
+        // An ICMP error from the modem per probe: one packet per 100 ms.
+        let mut rx = 1000;
+        let mut changes = Vec::new();
+        for _ in 0..10 {
+            rx += 1;
+            h.on_rx(t, 0, rx);
+            changes.extend(run(&mut h, &mut t, 100 * MS, &[1], 30 * MS, &mut inflight));
+        }
+        assert_eq!(
+            changes.iter().map(|c| (c.1, c.2)).collect::<Vec<_>>(),
+            vec![(0, false)]
+        );
+    }
+
+    #[test]
+    fn without_answers_from_the_peer_a_link_back_up_is_usable_again() {
+        let t0 = Instant::now();
+        let mut h = Health::new(cfg(), 1, t0);
+        h.set_probing(t0, 0, true);
+        h.set_link(t0, 0, false);
+        assert!(!h.usable(0));
+        h.set_link(t0 + 10 * MS, 0, true);
+        assert_eq!(h.verdict(0), Verdict::Unknown);
     }
 
     #[test]

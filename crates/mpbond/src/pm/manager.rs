@@ -62,6 +62,15 @@ pub enum Command {
         /// Its remote end.
         remote: SocketAddr,
     },
+    /// Mark a subflow backup (`MP_PRIO`).
+    SetBackup {
+        /// The connection.
+        token: u32,
+        /// Its local end.
+        local: SocketAddr,
+        /// Its remote end.
+        remote: SocketAddr,
+    },
     /// Announce a local address to the peer.
     Announce {
         /// The connection.
@@ -269,6 +278,15 @@ impl Manager {
                 closing: Vec::new(),
             },
         );
+        // The first subflow went by the main routing table: on a backup line it is flagged as
+        // the joins from backup lines are.
+        if managed && line.is_some_and(|l| self.lines[l].cfg.backup) {
+            self.commands.push_back(Command::SetBackup {
+                token: e.token,
+                local,
+                remote,
+            });
+        }
         if e.server_side {
             let announce: Vec<IpAddr> = self
                 .announce
@@ -364,7 +382,7 @@ impl Manager {
     }
 
     fn schedule_retry(&mut self, now: Instant, token: u32, line: usize) {
-        let Some(c) = self.conns.get_mut(&token) else {
+        let Some(c) = self.conns.get_mut(&token).filter(|c| c.managed) else {
             return;
         };
         let backoff = c
@@ -418,7 +436,7 @@ impl Manager {
                     });
                 }
             }
-            Command::Destroy { .. } | Command::Announce { .. } => {}
+            Command::Destroy { .. } | Command::SetBackup { .. } | Command::Announce { .. } => {}
         }
     }
 
@@ -487,6 +505,7 @@ impl Manager {
                         remote: s.remote,
                     });
                 }
+                Self::set_closing(c, &ids);
                 c.stale_ids.extend(ids);
             }
         }
@@ -546,13 +565,17 @@ impl Manager {
             .filter(|a| !addrs.contains(a))
             .copied()
             .collect();
-        l.addrs.clone_from(&addrs);
-        for a in addrs {
-            self.id_of(a);
-        }
+        let back: Vec<u8> = addrs.iter().map(|&a| self.id_of(a)).collect();
+        self.lines[line].addrs = addrs;
         if !gone.is_empty() {
             self.withdraw_line(line, true, |s| gone.contains(&s.local.ip()));
         }
+        // An address that came back keeps its id: a withdrawal still queued for it would close
+        // its new subflow.
+        for c in self.conns.values_mut() {
+            c.stale_ids.retain(|id| !back.contains(id));
+        }
+        self.free_ids();
         for c in self.conns.values_mut() {
             for s in &mut c.subflows {
                 if s.line.is_none() && self.lines[line].addrs.contains(&s.local.ip()) {
@@ -564,6 +587,20 @@ impl Manager {
         for t in tokens {
             self.reconcile(now, t);
         }
+    }
+
+    /// Forgets the ids of addresses no line has and no subflow uses, so that ids (255 at most)
+    /// last however often addresses change.
+    fn free_ids(&mut self) {
+        let lines = &self.lines;
+        let conns = &self.conns;
+        self.ids.retain(|addr, id| {
+            lines.iter().any(|l| l.addrs.contains(addr))
+                || conns.values().any(|c| {
+                    c.subflows.iter().chain(&c.closing).any(|s| s.loc_id == *id)
+                        || c.stale_ids.contains(id)
+                })
+        });
     }
 
     /// Asks for the subflows connection `token` lacks.
@@ -639,15 +676,34 @@ impl Manager {
     /// Retries that are due, and subflows asked for that never came.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut due = Vec::new();
+        let mut lapsed = Vec::new();
         for (&t, c) in &mut self.conns {
-            c.pending
-                .retain(|p| now.saturating_duration_since(p.since) < PENDING_TIMEOUT);
+            // A subflow asked for and never reported: try again later.
+            c.pending.retain(|p| {
+                let keep = now.saturating_duration_since(p.since) < PENDING_TIMEOUT;
+                if !keep {
+                    lapsed.push((t, p.line));
+                }
+                keep
+            });
             if c.retry.values().any(|r| r.at.is_some_and(|at| at <= now)) {
                 due.push(t);
             }
         }
+        for (t, line) in lapsed {
+            self.schedule_retry(now, t, line);
+        }
         for t in due {
             self.reconcile(now, t);
+            // A retry whose line cannot be used now is spent: the line's return brings the
+            // subflow back, not a timer.
+            if let Some(c) = self.conns.get_mut(&t) {
+                for r in c.retry.values_mut() {
+                    if r.at.is_some_and(|at| at <= now) {
+                        r.at = None;
+                    }
+                }
+            }
         }
     }
 
@@ -927,7 +983,7 @@ mod tests {
         // lte gets one: a subflow from it, then id 0 is withdrawn through it.
         m.set_addresses(t, 1, vec![ip("10.2.0.2")]);
         let cmds = drain(&mut m);
-        assert_eq!(creates(&cmds), vec![(1, 2, false)], "its own id");
+        assert_eq!(creates(&cmds), vec![(1, 1, false)], "dsl's id, freed");
         establish(&mut m, t, &cmds);
         assert_eq!(
             drain(&mut m),
@@ -971,6 +1027,73 @@ mod tests {
         m.on_event(t, &event(Kind::SubClosed, 9, "10.2.0.2:41000", 2));
         assert!(drain(&mut m).is_empty());
         assert_eq!(m.poll_timeout(), Some(t + PENDING_TIMEOUT));
+    }
+
+    #[test]
+    fn a_retry_due_while_its_line_is_dead_is_spent_not_spun() {
+        let t = Instant::now();
+        let mut m = setup(t);
+        let cmds = drain(&mut m);
+        establish(&mut m, t, &cmds);
+        m.on_event(t, &event(Kind::SubClosed, 9, "10.2.0.2:41000", 2));
+        m.set_line_usable(t, 1, false);
+        drain(&mut m);
+        let due = t + FIRST_BACKOFF;
+        m.handle_timeout(due);
+        assert!(drain(&mut m).is_empty());
+        assert!(
+            m.poll_timeout().is_none_or(|at| at > due),
+            "{:?}",
+            m.poll_timeout()
+        );
+        m.set_line_usable(due, 1, true);
+        assert_eq!(creates(&drain(&mut m)), vec![(1, 2, false)]);
+    }
+
+    #[test]
+    fn a_first_subflow_on_a_backup_line_is_flagged_backup() {
+        let t = Instant::now();
+        let mut m = Manager::new(lines(), vec![], vec![]);
+        m.set_addresses(t, 2, vec![ip("10.3.0.2")]);
+        m.on_event(t, &event(Kind::Established, 4, "10.3.0.2:40000", 0));
+        assert_eq!(
+            drain(&mut m),
+            vec![Command::SetBackup {
+                token: 4,
+                local: "10.3.0.2:40000".parse().unwrap(),
+                remote: PEER.parse().unwrap()
+            }]
+        );
+    }
+
+    #[test]
+    fn an_address_back_before_its_withdrawal_keeps_its_new_subflow() {
+        let t = Instant::now();
+        let mut m = Manager::new(lines()[..2].to_vec(), vec![], vec![]);
+        m.set_addresses(t, 0, vec![ip("10.1.0.2")]);
+        m.set_addresses(t, 1, vec![ip("10.2.0.2")]);
+        m.on_event(t, &event(Kind::Established, 9, "10.1.0.2:40000", 0));
+        let cmds = drain(&mut m);
+        establish(&mut m, t, &cmds);
+        // dsl's address goes (withdrawn over lte), then lte's: nothing can carry its
+        // REMOVE_ADDR, so its id is kept to withdraw later.
+        m.set_addresses(t, 0, vec![]);
+        assert_eq!(
+            drain(&mut m),
+            vec![Command::Remove {
+                token: 9,
+                loc_id: 0
+            }]
+        );
+        m.set_addresses(t, 1, vec![]);
+        assert!(matches!(drain(&mut m)[..], [Command::Destroy { .. }]));
+        // The same address comes back: a subflow with the same id, which no stale withdrawal
+        // closes.
+        m.set_addresses(t, 1, vec![ip("10.2.0.2")]);
+        let cmds = drain(&mut m);
+        assert_eq!(creates(&cmds), vec![(1, 2, false)]);
+        establish(&mut m, t, &cmds);
+        assert_eq!(drain(&mut m), vec![]);
     }
 
     #[test]
