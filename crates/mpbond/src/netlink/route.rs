@@ -179,6 +179,42 @@ impl RouteSocket {
             .collect())
     }
 
+    /// Deletes the neighbour entries of interface `index` that are still being resolved or
+    /// failed (ARP, NDP), so that the next packet asks afresh at once instead of waiting for
+    /// the kernel's retry (a second): for a line whose link just came back. Returns how many.
+    pub fn flush_unresolved_neighbours(&mut self, index: u32) -> io::Result<usize> {
+        use netlink_packet_route::neighbour::{NeighbourMessage, NeighbourState};
+        let mut n = 0;
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut q = NeighbourMessage::default();
+            q.header.family = family;
+            let msgs = self
+                .0
+                .request(RouteNetlinkMessage::GetNeighbour(q), NLM_F_DUMP)?;
+            for m in msgs {
+                let RouteNetlinkMessage::NewNeighbour(nb) = m else {
+                    continue;
+                };
+                if nb.header.ifindex != index
+                    || !matches!(
+                        nb.header.state,
+                        NeighbourState::Incomplete | NeighbourState::Failed
+                    )
+                {
+                    continue;
+                }
+                if self
+                    .0
+                    .request(RouteNetlinkMessage::DelNeighbour(nb), 0)
+                    .is_ok()
+                {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// The default routes of the main table, both families.
     pub fn default_routes(&mut self) -> io::Result<Vec<DefaultRoute>> {
         let mut out = Vec::new();

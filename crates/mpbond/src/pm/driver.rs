@@ -29,6 +29,9 @@ const RTNL_GROUPS: u32 = 0x1 | 0x10 | 0x40 | 0x100 | 0x400;
 /// How often the lines' received-packet counters are read (a sign of life between probes).
 const RX_POLL: Duration = Duration::from_millis(25);
 
+/// How often a line that is up but silent has its unresolved neighbours flushed.
+const NEIGH_FLUSH: Duration = Duration::from_millis(200);
+
 /// What the path manager is started with.
 #[derive(Debug, Clone)]
 pub struct PmConfig {
@@ -148,6 +151,8 @@ struct Driver {
     addrs: Vec<Vec<IfAddr>>,
     /// Per line: interface bytes received and sent.
     bytes: Vec<(u64, u64)>,
+    /// Per line: when its unresolved neighbours were last flushed.
+    flushed: Vec<Option<Instant>>,
     on_addresses: Option<OnAddresses>,
     status: Arc<Mutex<PmStatus>>,
 }
@@ -187,6 +192,7 @@ pub fn start(cfg: PmConfig, on_addresses: Option<OnAddresses>) -> Result<PmHandl
             .collect(),
         addrs: vec![Vec::new(); n],
         bytes: vec![(0, 0); n],
+        flushed: vec![None; n],
         on_addresses,
         status: Arc::clone(&status),
         cfg,
@@ -321,6 +327,7 @@ impl Driver {
             }
             self.manager.set_line_usable(now, i, usable);
         }
+        self.unstick_neighbours(now);
         self.manager.handle_timeout(now);
         self.execute(now);
         self.publish();
@@ -358,6 +365,36 @@ impl Driver {
             self.update_prober(now, i);
         }
         Ok(())
+    }
+
+    /// A line whose link is up but that does not answer yet may be waiting on a neighbour
+    /// resolution that failed while the link came up (the first ARP request lost): every
+    /// [`NEIGH_FLUSH`], its unresolved entries are flushed so the next probe asks again.
+    fn unstick_neighbours(&mut self, now: Instant) {
+        for i in 0..self.cfg.lines.len() {
+            if self.health.usable(i) || !self.health.link_up(i) || self.probers[i].is_none() {
+                self.flushed[i] = None;
+                continue;
+            }
+            let Some(last) = self.flushed[i] else {
+                // Give the first resolution its chance.
+                self.flushed[i] = Some(now);
+                continue;
+            };
+            if now.saturating_duration_since(last) >= NEIGH_FLUSH {
+                self.flushed[i] = Some(now);
+                match self
+                    .rt
+                    .flush_unresolved_neighbours(self.cfg.lines[i].ifindex)
+                {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        debug!(line = %self.cfg.lines[i].name, "flushed {n} unresolved neighbours");
+                    }
+                    Err(e) => debug!(line = %self.cfg.lines[i].name, "neighbours: {e}"),
+                }
+            }
+        }
     }
 
     fn update_prober(&mut self, now: Instant, i: usize) {

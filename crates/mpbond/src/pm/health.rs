@@ -8,7 +8,8 @@
 //! if longer: a satellite line is not judged by a fibre's clock).
 //! Heard means a probe answered or any packet received on the interface: a busy line whose
 //! queue drops some probes is not silent, and an idle one has its probes. A silent line is
-//! given up within that time, well before TCP's own retransmission timeout would notice; it is
+//! given up within that time (two thirds of it when the line was busy: its packets came every
+//! few milliseconds), well before TCP's own retransmission timeout would notice; it is
 //! usable again after [`ProbeConfig::recover_after`] answers in a row. A line given up and back
 //! within a second was probably only slow: its allowance doubles (up to 8 times), and halves
 //! again after each minute without such a false alarm.
@@ -276,7 +277,15 @@ impl Health {
         // Until a line has answered once its RTT is unknown, and its first packets may wait for
         // address resolution or a radio waking up: a second.
         let path = l.min_rtt.map_or(FIRST_ANSWER, |m| l.interval + 2 * m);
-        self.cfg.dead_after.max(path) * (1 << l.penalty)
+        // A line that was carrying traffic (the last sign of life was a burst of packets, not
+        // a probe answer) and goes quiet is dead sooner: packets came every few milliseconds.
+        let busy = l.last_rx.is_some_and(|r| Some(r) > l.last_reply);
+        let base = if busy {
+            (self.cfg.dead_after * 2 / 3).max(l.min_rtt.unwrap_or_default() + l.interval / 2)
+        } else {
+            self.cfg.dead_after.max(path)
+        };
+        base * (1 << l.penalty)
     }
 
     /// Judges silent lines at `now`.
@@ -351,6 +360,12 @@ impl Health {
             }
         }
         None
+    }
+
+    /// Whether the link of `line` is up.
+    #[must_use]
+    pub fn link_up(&self, line: usize) -> bool {
+        self.lines.get(line).is_some_and(|l| l.link_up)
     }
 
     /// The smoothed probe RTT of `line`.
