@@ -11,6 +11,8 @@
 #![deny(unsafe_code)]
 
 pub mod crypto;
+pub mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod tcp;
 pub mod wire;

@@ -334,12 +334,32 @@ impl<'a> TcpRepr<'a> {
     /// # Panics
     /// If `buf` is too short or the options need more than [`MAX_OPTIONS_LEN`] bytes.
     pub fn emit(&self, buf: &mut [u8], src: IpAddr, dst: IpAddr) {
+        let payload = self.payload;
+        self.emit_with(buf, src, dst, payload.len(), |out| {
+            out.copy_from_slice(payload);
+        });
+    }
+
+    /// Like [`TcpRepr::emit`], but the `payload_len` payload bytes are written by `fill` straight
+    /// into the segment (so a sender copies them once, from its buffer to the packet);
+    /// `self.payload` is ignored. Returns the segment's length.
+    ///
+    /// # Panics
+    /// If `buf` is too short or the options need more than [`MAX_OPTIONS_LEN`] bytes.
+    pub fn emit_with(
+        &self,
+        buf: &mut [u8],
+        src: IpAddr,
+        dst: IpAddr,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> usize {
         let hl = self.header_len();
         assert!(
             hl - HEADER_LEN <= MAX_OPTIONS_LEN,
             "TCP options over 40 bytes"
         );
-        let total = hl + self.payload.len();
+        let total = hl + payload_len;
         let b = &mut buf[..total];
         b[field::SRC_PORT].copy_from_slice(&self.src_port.to_be_bytes());
         b[field::DST_PORT].copy_from_slice(&self.dst_port.to_be_bytes());
@@ -364,10 +384,11 @@ impl<'a> TcpRepr<'a> {
             at += o.buffer_len();
         }
         b[at..hl].fill(0); // end of option list, then zero padding
-        b[hl..].copy_from_slice(self.payload);
+        fill(&mut b[hl..]);
         let acc = pseudo_header_sum(src, dst, PROTOCOL_TCP, total);
         let c = checksum::finish(checksum::add(acc, b));
         b[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+        total
     }
 }
 

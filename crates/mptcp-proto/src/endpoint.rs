@@ -1,0 +1,918 @@
+//! The endpoint: IP packets in, IP packets out, for many TCP connections.
+//!
+//! It demultiplexes segments by their 4-tuple, answers SYNs on listening addresses (a backlog
+//! of half-open connections, SYN cookies once it is full, RFC 4987), opens connections with
+//! ephemeral ports (RFC 6056: a random start, then the next free one), sends RSTs for
+//! segments that belong to no connection (RFC 9293 §3.10.7.1), and hands connections their
+//! segments, the time and the buffer to write into.
+//!
+//! ```text
+//! endpoint.handle_packet(now, bytes)          // an IP packet arrived
+//! endpoint.poll_transmit(now, &mut buf)       // an IP packet to send, until None
+//! endpoint.poll_timeout()                     // when to call handle_timeout
+//! endpoint.handle_timeout(now)
+//! endpoint.conn_mut(h).write(..) / read(..) / close()
+//! endpoint.poll_event()                       // Incoming, Connected, Readable, Closed, ...
+//! ```
+
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use arrayvec::ArrayVec;
+
+use crate::tcp::connection::{OutgoingSegment, PeerSyn, Reaction, SegmentHook, wscale_for};
+use crate::tcp::isn::{self, Secret};
+use crate::tcp::{Config, Connection, Event, State};
+use crate::wire::ip::PROTOCOL_TCP;
+use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
+use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
+use crate::wire::mptcp::MptcpOption;
+use crate::wire::tcp::{SeqNumber, TcpFlags, TcpPacket, TcpRepr};
+
+/// Settings of an endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Settings of every connection.
+    pub tcp: Config,
+    /// Key of ISNs and SYN cookies: random, secret, per host.
+    pub secret: Secret,
+    /// Seed of the endpoint's random choices (ports, timestamp offsets); the driver gives
+    /// a random one, the simulator a reproducible one.
+    pub seed: u64,
+    /// Ephemeral ports, inclusive (RFC 6056 recommends 1024–65535; Linux uses 32768–60999).
+    pub ephemeral_ports: (u16, u16),
+    /// Half-open plus not-yet-accepted connections per listener before SYN cookies are used.
+    pub syn_backlog: usize,
+    /// TTL / hop limit of sent packets.
+    pub ttl: u8,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            tcp: Config::default(),
+            secret: [0; 32],
+            seed: 0,
+            ephemeral_ports: (32768, 60999),
+            syn_backlog: 128,
+            ttl: 64,
+        }
+    }
+}
+
+/// A connection of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnHandle {
+    index: u32,
+    generation: u32,
+}
+
+/// What happened, for the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointEvent {
+    /// A connection to this listening address completed its handshake: `accept` it.
+    Incoming(SocketAddr),
+    /// Something happened on a connection.
+    Connection(ConnHandle, Event),
+}
+
+/// An IP packet written by [`Endpoint::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Its source address (which line it must leave by).
+    pub src: IpAddr,
+    /// Its destination.
+    pub dst: IpAddr,
+    /// Its length in the buffer.
+    pub len: usize,
+}
+
+/// Why a packet was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    /// Not a well-formed IPv4/IPv6 + TCP packet, or a bad checksum.
+    #[error("malformed packet: {0}")]
+    Malformed(#[from] crate::wire::Error),
+    /// Not TCP.
+    #[error("not TCP (protocol {0})")]
+    NotTcp(u8),
+}
+
+/// Why `connect` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The 4-tuple is taken.
+    #[error("address in use")]
+    AddrInUse,
+    /// No ephemeral port is free for this destination.
+    #[error("no free ephemeral port")]
+    NoPorts,
+    /// Local and remote addresses of different families, or an unspecified remote.
+    #[error("invalid address")]
+    InvalidAddress,
+}
+
+/// Why `listen` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    /// Something listens there already.
+    #[error("already listening on that address")]
+    AddrInUse,
+}
+
+/// Counters of an endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Packets handed in.
+    pub packets_in: u64,
+    /// Packets sent.
+    pub packets_out: u64,
+    /// Packets dropped as malformed.
+    pub malformed: u64,
+    /// RSTs sent for segments of no connection.
+    pub resets_sent: u64,
+    /// SYN-ACKs sent as cookies (backlog full).
+    pub syn_cookies_sent: u64,
+    /// Connections rebuilt from a valid cookie.
+    pub syn_cookies_accepted: u64,
+    /// Stateless replies dropped because too many were queued.
+    pub replies_dropped: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    conn: Option<Box<Connection>>,
+    dirty: bool,
+    /// The listener of a passive connection until it is established.
+    half_open_of: Option<SocketAddr>,
+}
+
+#[derive(Debug)]
+struct Listener {
+    addr: SocketAddr,
+    half_open: usize,
+    ready: VecDeque<ConnHandle>,
+}
+
+/// A segment the endpoint sends on no connection's behalf: a RST or a SYN-cookie SYN-ACK.
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    local: SocketAddr,
+    remote: SocketAddr,
+    seq: SeqNumber,
+    ack: Option<SeqNumber>,
+    flags: u16,
+    window: u16,
+    mss: Option<u16>,
+    window_scale: Option<u8>,
+    sack: bool,
+    timestamps: Option<(u32, u32)>,
+}
+
+/// Most stateless replies held at once; more are dropped (a flood must not grow memory).
+const MAX_REPLIES: usize = 256;
+
+/// Many TCP connections over one IP interface.
+#[derive(Debug)]
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    epoch: Instant,
+    rng: Xoshiro256PlusPlus,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_tuple: HashMap<(SocketAddr, SocketAddr), ConnHandle>,
+    listeners: Vec<Listener>,
+    replies: VecDeque<Reply>,
+    dirty: VecDeque<ConnHandle>,
+    touched: Vec<ConnHandle>,
+    events: VecDeque<EndpointEvent>,
+    ip_ident: u16,
+    stats: EndpointStats,
+}
+
+impl Endpoint {
+    /// An endpoint whose clock starts at `now`.
+    #[must_use]
+    pub fn new(cfg: EndpointConfig, now: Instant) -> Self {
+        let rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+        Self {
+            cfg,
+            epoch: now,
+            rng,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_tuple: HashMap::new(),
+            listeners: Vec::new(),
+            replies: VecDeque::new(),
+            dirty: VecDeque::new(),
+            touched: Vec::new(),
+            events: VecDeque::new(),
+            ip_ident: 0,
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn config(&self) -> &EndpointConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Live connections (TIME-WAIT included).
+    #[must_use]
+    pub fn connection_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.conn.is_some()).count()
+    }
+
+    fn since_epoch(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.epoch)
+    }
+
+    // --- application calls ------------------------------------------------------------
+
+    /// Listens on `addr` (an unspecified IP listens on every address of its family).
+    pub fn listen(&mut self, addr: SocketAddr) -> Result<(), ListenError> {
+        if self.listeners.iter().any(|l| l.addr == addr) {
+            return Err(ListenError::AddrInUse);
+        }
+        self.listeners.push(Listener {
+            addr,
+            half_open: 0,
+            ready: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    /// Stops listening on `addr`; connections not yet accepted are reset.
+    pub fn unlisten(&mut self, now: Instant, addr: SocketAddr) {
+        let Some(i) = self.listeners.iter().position(|l| l.addr == addr) else {
+            return;
+        };
+        let l = self.listeners.remove(i);
+        for h in l.ready {
+            if let Some(c) = self.conn_mut(h) {
+                c.abort();
+            }
+            self.release(now, h);
+        }
+    }
+
+    /// The next established connection to listener `addr`.
+    pub fn accept(&mut self, addr: SocketAddr) -> Option<ConnHandle> {
+        self.listeners
+            .iter_mut()
+            .find(|l| l.addr == addr)?
+            .ready
+            .pop_front()
+    }
+
+    /// Opens a connection from `local` (port 0: an ephemeral port) to `remote`; the SYN
+    /// goes out at the next [`Endpoint::poll_transmit`].
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<ConnHandle, ConnectError> {
+        if local.is_ipv4() != remote.is_ipv4()
+            || local.ip().is_unspecified()
+            || remote.ip().is_unspecified()
+            || remote.port() == 0
+        {
+            return Err(ConnectError::InvalidAddress);
+        }
+        let local = if local.port() == 0 {
+            self.ephemeral(local.ip(), remote)?
+        } else {
+            local
+        };
+        if self.by_tuple.contains_key(&(local, remote)) {
+            return Err(ConnectError::AddrInUse);
+        }
+        let iss =
+            isn::initial_sequence_number(&self.cfg.secret, local, remote, self.since_epoch(now));
+        #[expect(clippy::cast_possible_truncation, reason = "a random 32-bit offset")]
+        let ts_offset = self.rng.next_u64() as u32;
+        let conn = Connection::connect(&self.cfg.tcp, self.epoch, local, remote, iss, ts_offset);
+        Ok(self.insert(conn, None))
+    }
+
+    /// RFC 6056 §3.3.2 (Algorithm 2's random start): the first free port from a random one.
+    fn ephemeral(&mut self, ip: IpAddr, remote: SocketAddr) -> Result<SocketAddr, ConnectError> {
+        let (lo, hi) = self.cfg.ephemeral_ports;
+        let span = u64::from(hi.saturating_sub(lo)) + 1;
+        let start = self.rng.next_u64() % span;
+        for k in 0..span {
+            let port = u16::try_from(u64::from(lo) + (start + k) % span).unwrap_or(lo);
+            let cand = SocketAddr::new(ip, port);
+            let listening = self.listeners.iter().any(|l| l.addr.port() == port);
+            if !listening && !self.by_tuple.contains_key(&(cand, remote)) {
+                return Ok(cand);
+            }
+        }
+        Err(ConnectError::NoPorts)
+    }
+
+    fn insert(&mut self, conn: Connection, half_open_of: Option<SocketAddr>) -> ConnHandle {
+        let tuple = (conn.local(), conn.remote());
+        let h = if let Some(i) = self.free.pop() {
+            let slot = &mut self.slots[i as usize];
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.conn = Some(Box::new(conn));
+            slot.dirty = false;
+            slot.half_open_of = half_open_of;
+            ConnHandle {
+                index: i,
+                generation: slot.generation,
+            }
+        } else {
+            let index = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+            self.slots.push(Slot {
+                generation: 0,
+                conn: Some(Box::new(conn)),
+                dirty: false,
+                half_open_of,
+            });
+            ConnHandle {
+                index,
+                generation: 0,
+            }
+        };
+        self.by_tuple.insert(tuple, h);
+        self.mark_dirty(h);
+        h
+    }
+
+    fn slot(&self, h: ConnHandle) -> Option<&Slot> {
+        self.slots
+            .get(h.index as usize)
+            .filter(|s| s.generation == h.generation && s.conn.is_some())
+    }
+
+    fn slot_mut(&mut self, h: ConnHandle) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(h.index as usize)
+            .filter(|s| s.generation == h.generation && s.conn.is_some())
+    }
+
+    /// A connection, to look at.
+    #[must_use]
+    pub fn conn(&self, h: ConnHandle) -> Option<&Connection> {
+        self.slot(h).and_then(|s| s.conn.as_deref())
+    }
+
+    /// A connection, to write, read or close; it is polled for output and events afterwards.
+    pub fn conn_mut(&mut self, h: ConnHandle) -> Option<&mut Connection> {
+        self.slot(h)?;
+        self.mark_dirty(h);
+        self.touched.push(h);
+        self.slot_mut(h).and_then(|s| s.conn.as_deref_mut())
+    }
+
+    /// The application is done with a connection: it is closed gracefully (FIN) if it was
+    /// not, and forgotten once it has ended (after TIME-WAIT).
+    pub fn release(&mut self, now: Instant, h: ConnHandle) {
+        if let Some(c) = self.conn_mut(h) {
+            c.close();
+            c.release(now);
+        }
+        self.reap(h);
+    }
+
+    fn mark_dirty(&mut self, h: ConnHandle) {
+        if let Some(s) = self.slot_mut(h) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push_back(h);
+            }
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<EndpointEvent> {
+        for h in std::mem::take(&mut self.touched) {
+            self.collect_events(h);
+        }
+        self.events.pop_front()
+    }
+
+    fn collect_events(&mut self, h: ConnHandle) {
+        let Some(c) = self.slot_mut(h).and_then(|s| s.conn.as_deref_mut()) else {
+            return;
+        };
+        let mut evs = Vec::new();
+        while let Some(e) = c.poll_event() {
+            evs.push(EndpointEvent::Connection(h, e));
+        }
+        self.events.extend(evs);
+    }
+
+    /// Forgets a connection that ended, if nobody needs it any more.
+    fn reap(&mut self, h: ConnHandle) {
+        let Some(slot) = self.slot(h) else { return };
+        let Some(c) = slot.conn.as_deref() else {
+            return;
+        };
+        if c.state() != State::Closed {
+            return;
+        }
+        let tuple = (c.local(), c.remote());
+        let released = c.is_released();
+        let half_open_of = slot.half_open_of;
+        if self.by_tuple.get(&tuple) == Some(&h) {
+            self.by_tuple.remove(&tuple);
+        }
+        if let Some(l) = half_open_of {
+            if let Some(li) = self.listeners.iter_mut().find(|x| x.addr == l) {
+                li.half_open = li.half_open.saturating_sub(1);
+            }
+        }
+        if released || half_open_of.is_some() {
+            self.collect_events(h);
+            if let Some(s) = self.slot_mut(h) {
+                s.conn = None;
+                s.half_open_of = None;
+                s.dirty = false;
+                self.free.push(h.index);
+            }
+        }
+    }
+
+    // --- packets ------------------------------------------------------------------------
+
+    /// Handles an IP packet (IPv4 or IPv6 carrying TCP).
+    pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), PacketError> {
+        self.stats.packets_in += 1;
+        let r = parse_packet(packet).and_then(|(src, dst, tcp)| {
+            let p = TcpPacket::new_checked(tcp)?;
+            let seg = TcpRepr::parse(&p, src, dst, true)?;
+            self.handle_segment(now, src, dst, &seg);
+            Ok(())
+        });
+        if r.is_err() {
+            self.stats.malformed += 1;
+        }
+        r.map_err(PacketError::Malformed)
+    }
+
+    /// Handles a parsed segment from `src` to `dst` (for callers that read its options
+    /// first: the MPTCP layer). Returns the connection that took it.
+    pub fn handle_segment(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        seg: &TcpRepr<'_>,
+    ) -> Option<ConnHandle> {
+        let local = SocketAddr::new(dst, seg.dst_port);
+        let remote = SocketAddr::new(src, seg.src_port);
+        if let Some(&h) = self.by_tuple.get(&(local, remote)) {
+            let reaction = {
+                let slot = self.slot_mut(h)?;
+                let conn = slot.conn.as_deref_mut()?;
+                conn.handle_segment(now, seg)
+            };
+            self.mark_dirty(h);
+            match reaction {
+                Reaction::None | Reaction::Forget => {}
+                Reaction::Reset(seq) => self.queue_reset(local, remote, seq, None),
+                Reaction::Established => {
+                    if let Some(l) = self.slot_mut(h).and_then(|s| s.half_open_of.take()) {
+                        if let Some(li) = self.listeners.iter_mut().find(|x| x.addr == l) {
+                            li.half_open = li.half_open.saturating_sub(1);
+                            li.ready.push_back(h);
+                            self.events.push_back(EndpointEvent::Incoming(l));
+                        }
+                    }
+                }
+            }
+            self.collect_events(h);
+            self.reap(h);
+            return Some(h);
+        }
+        let flags = seg.flags;
+        if flags.contains(TcpFlags::RST) {
+            return None;
+        }
+        let listener = self.listener_for(local);
+        match (listener, flags.contains(TcpFlags::SYN), seg.ack_number) {
+            (Some(l), true, None) => self.on_syn(now, l, local, remote, seg),
+            (Some(l), false, Some(ack)) => {
+                return self.on_cookie_ack(now, l, local, remote, seg, ack);
+            }
+            // RFC 9293 §3.10.7.2: without SYN or ACK, a listener drops it.
+            (Some(_), false, None) => {}
+            _ => self.reset_for(local, remote, seg),
+        }
+        None
+    }
+
+    fn listener_for(&self, local: SocketAddr) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.addr == local)
+            .or_else(|| {
+                self.listeners.iter().find(|l| {
+                    l.addr.port() == local.port()
+                        && l.addr.ip().is_unspecified()
+                        && l.addr.is_ipv4() == local.is_ipv4()
+                })
+            })
+            .map(|l| l.addr)
+    }
+
+    /// RFC 9293 §3.10.7.1: a RST for a segment that belongs to nothing.
+    fn reset_for(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr<'_>) {
+        if let Some(ack) = seg.ack_number {
+            self.queue_reset(local, remote, ack, None);
+        } else {
+            let len = seg.payload.len()
+                + usize::from(seg.flags.contains(TcpFlags::SYN))
+                + usize::from(seg.flags.contains(TcpFlags::FIN));
+            let ack = seg.seq_number.wrapping_add(u32::try_from(len).unwrap_or(0));
+            self.queue_reset(local, remote, SeqNumber(0), Some(ack));
+        }
+    }
+
+    fn queue_reset(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seq: SeqNumber,
+        ack: Option<SeqNumber>,
+    ) {
+        self.stats.resets_sent += 1;
+        self.queue_reply(Reply {
+            local,
+            remote,
+            seq,
+            ack,
+            flags: TcpFlags::RST,
+            window: 0,
+            mss: None,
+            window_scale: None,
+            sack: false,
+            timestamps: None,
+        });
+    }
+
+    fn queue_reply(&mut self, r: Reply) {
+        if self.replies.len() >= MAX_REPLIES {
+            self.stats.replies_dropped += 1;
+        } else {
+            self.replies.push_back(r);
+        }
+    }
+
+    fn on_syn(
+        &mut self,
+        now: Instant,
+        listener: SocketAddr,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seg: &TcpRepr<'_>,
+    ) {
+        let Some(l) = self.listeners.iter().find(|x| x.addr == listener) else {
+            return;
+        };
+        let syn = PeerSyn::from_repr(seg);
+        if l.half_open + l.ready.len() >= self.cfg.syn_backlog {
+            self.send_cookie(now, local, remote, &syn);
+            return;
+        }
+        let iss =
+            isn::initial_sequence_number(&self.cfg.secret, local, remote, self.since_epoch(now));
+        #[expect(clippy::cast_possible_truncation, reason = "a random 32-bit offset")]
+        let ts_offset = self.rng.next_u64() as u32;
+        let conn = Connection::accept(
+            &self.cfg.tcp,
+            self.epoch,
+            local,
+            remote,
+            iss,
+            ts_offset,
+            &syn,
+            now,
+        );
+        if let Some(li) = self.listeners.iter_mut().find(|x| x.addr == listener) {
+            li.half_open += 1;
+        }
+        self.insert(conn, Some(listener));
+    }
+
+    /// A stateless SYN-ACK whose ISN is a cookie (RFC 4987 §3.6).
+    fn send_cookie(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, syn: &PeerSyn) {
+        let since = self.since_epoch(now);
+        let peer_mss = syn.mss.unwrap_or(if local.is_ipv4() { 536 } else { 1220 });
+        let cookie = isn::make_cookie(&self.cfg.secret, local, remote, syn.isn, peer_mss, since);
+        let tcp = &self.cfg.tcp;
+        // Window scaling and SACK can be remembered only in an echoed timestamp.
+        let ts = syn.tsval.filter(|_| tcp.timestamps).map(|tsval| {
+            #[expect(clippy::cast_possible_truncation, reason = "the clock wraps by design")]
+            let clock = since.as_millis() as u32;
+            let ws = syn.wscale.filter(|_| tcp.window_scaling);
+            (
+                isn::encode_ts_options(clock, ws, syn.sack && tcp.sack),
+                tsval,
+            )
+        });
+        let ip = if local.is_ipv4() { 20 } else { 40 };
+        let our_mss = u16::try_from(tcp.mtu.saturating_sub(ip + 20)).unwrap_or(u16::MAX);
+        self.stats.syn_cookies_sent += 1;
+        self.queue_reply(Reply {
+            local,
+            remote,
+            seq: cookie,
+            ack: Some(syn.isn.wrapping_add(1)),
+            flags: TcpFlags::SYN,
+            window: u16::try_from(tcp.recv_buffer.min(65_535)).unwrap_or(u16::MAX),
+            mss: Some(our_mss),
+            window_scale: ts
+                .and(syn.wscale)
+                .and(tcp.window_scaling.then(|| wscale_for(tcp.recv_buffer_max))),
+            sack: ts.is_some() && syn.sack && tcp.sack,
+            timestamps: ts,
+        });
+    }
+
+    /// The last ACK of a handshake whose SYN-ACK was a cookie.
+    fn on_cookie_ack(
+        &mut self,
+        now: Instant,
+        listener: SocketAddr,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seg: &TcpRepr<'_>,
+        ack: SeqNumber,
+    ) -> Option<ConnHandle> {
+        let cookie = SeqNumber(ack.0.wrapping_sub(1));
+        let peer_isn = SeqNumber(seg.seq_number.0.wrapping_sub(1));
+        let Some(data) = isn::check_cookie(
+            &self.cfg.secret,
+            local,
+            remote,
+            peer_isn,
+            cookie,
+            self.since_epoch(now),
+        ) else {
+            self.reset_for(local, remote, seg);
+            return None;
+        };
+        let (ws, sack, ts) = match seg.timestamps {
+            Some((tsval, tsecr)) if self.cfg.tcp.timestamps => {
+                let (ws, sack) = isn::decode_ts_options(tsecr);
+                (ws, sack, Some((tsval, tsecr)))
+            }
+            _ => (None, false, None),
+        };
+        self.stats.syn_cookies_accepted += 1;
+        let conn = Connection::from_cookie(
+            &self.cfg.tcp,
+            self.epoch,
+            local,
+            remote,
+            cookie,
+            peer_isn,
+            data.mss,
+            ws,
+            sack,
+            ts,
+            now,
+        );
+        let h = self.insert(conn, None);
+        if let Some(li) = self.listeners.iter_mut().find(|x| x.addr == listener) {
+            li.ready.push_back(h);
+        }
+        self.events.push_back(EndpointEvent::Incoming(listener));
+        // The ACK may carry data (and its window): let the connection take it.
+        if let Some(c) = self.slot_mut(h).and_then(|s| s.conn.as_deref_mut()) {
+            let _ = c.handle_segment(now, seg);
+        }
+        self.collect_events(h);
+        Some(h)
+    }
+
+    /// Writes the next IP packet to send into `buf` (at least the MTU long). Worth calling
+    /// again, until it returns `None`, after every other call.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.poll_transmit_with(now, buf, &mut NoOptions)
+    }
+
+    /// Like [`Endpoint::poll_transmit`], with `hook` adding options to connections'
+    /// segments (the MPTCP layer).
+    pub fn poll_transmit_with(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        hook: &mut dyn EndpointHook,
+    ) -> Option<Transmit> {
+        let mtu = self.cfg.tcp.mtu.min(buf.len());
+        if let Some(r) = self.replies.pop_front() {
+            let ip_len = ip_header_len(r.local.ip());
+            let n = emit_reply(&r, &mut buf[ip_len..mtu]);
+            return Some(self.finish_packet(buf, r.local.ip(), r.remote.ip(), n));
+        }
+        while let Some(h) = self.dirty.pop_front() {
+            let Some(slot) = self.slot_mut(h) else {
+                continue;
+            };
+            let Some(conn) = slot.conn.as_deref_mut() else {
+                continue;
+            };
+            let (src, dst) = (conn.local().ip(), conn.remote().ip());
+            let ip_len = ip_header_len(src);
+            let out = &mut buf[ip_len..mtu];
+            let n = conn.poll_transmit(now, out, &mut ForConnection { hook, conn: h });
+            if let Some(n) = n {
+                // More may follow: keep it in the round.
+                self.dirty.push_back(h);
+                self.collect_events(h);
+                self.reap(h);
+                return Some(self.finish_packet(buf, src, dst, n));
+            }
+            if let Some(s) = self.slot_mut(h) {
+                s.dirty = false;
+            }
+            self.collect_events(h);
+            self.reap(h);
+        }
+        None
+    }
+
+    fn finish_packet(
+        &mut self,
+        buf: &mut [u8],
+        src: IpAddr,
+        dst: IpAddr,
+        tcp_len: usize,
+    ) -> Transmit {
+        self.stats.packets_out += 1;
+        let len = match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                self.ip_ident = self.ip_ident.wrapping_add(1);
+                Ipv4Repr {
+                    src_addr: s,
+                    dst_addr: d,
+                    protocol: PROTOCOL_TCP,
+                    payload_len: tcp_len,
+                    ttl: self.cfg.ttl,
+                    tos: 0,
+                    ident: self.ip_ident,
+                    dont_frag: true,
+                }
+                .emit(buf);
+                ipv4::HEADER_LEN + tcp_len
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                Ipv6Repr {
+                    src_addr: s,
+                    dst_addr: d,
+                    next_header: PROTOCOL_TCP,
+                    payload_len: tcp_len,
+                    hop_limit: self.cfg.ttl,
+                    traffic_class: 0,
+                    flow_label: 0,
+                }
+                .emit(buf);
+                ipv6::HEADER_LEN + tcp_len
+            }
+            // Connections are never made across families (`connect` refuses it).
+            _ => 0,
+        };
+        Transmit { src, dst, len }
+    }
+
+    /// The earliest timer of any connection.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.conn.as_deref().and_then(Connection::poll_timeout))
+            .min()
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            let Some(c) = slot.conn.as_deref_mut() else {
+                continue;
+            };
+            if c.poll_timeout().is_some_and(|t| t <= now) {
+                c.handle_timeout(now);
+                let h = ConnHandle {
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    generation: slot.generation,
+                };
+                self.mark_dirty(h);
+                self.collect_events(h);
+                self.reap(h);
+            }
+        }
+    }
+}
+
+/// Splits an IP packet into source, destination and TCP bytes.
+fn parse_packet(packet: &[u8]) -> Result<(IpAddr, IpAddr, &[u8]), crate::wire::Error> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let p = Ipv4Packet::new_checked(packet)?;
+            let r = Ipv4Repr::parse(&p)?;
+            if r.protocol != PROTOCOL_TCP {
+                return Err(crate::wire::Error::Unsupported("not TCP"));
+            }
+            let hl = p.header_len();
+            Ok((
+                r.src_addr.into(),
+                r.dst_addr.into(),
+                &packet[hl..hl + r.payload_len],
+            ))
+        }
+        Some(6) => {
+            let p = Ipv6Packet::new_checked(packet)?;
+            let r = Ipv6Repr::parse(&p)?;
+            let (proto, tcp) = p.upper_layer()?;
+            if proto != PROTOCOL_TCP {
+                return Err(crate::wire::Error::Unsupported("not TCP"));
+            }
+            // The TCP bytes end where the IPv6 payload does; re-slice the packet there.
+            let end = ipv6::HEADER_LEN + r.payload_len;
+            let at = end - tcp.len();
+            Ok((r.src_addr.into(), r.dst_addr.into(), &packet[at..end]))
+        }
+        _ => Err(crate::wire::Error::Malformed("not an IP packet")),
+    }
+}
+
+fn ip_header_len(ip: IpAddr) -> usize {
+    if ip.is_ipv4() {
+        ipv4::HEADER_LEN
+    } else {
+        ipv6::HEADER_LEN
+    }
+}
+
+fn emit_reply(r: &Reply, buf: &mut [u8]) -> usize {
+    let repr = TcpRepr {
+        src_port: r.local.port(),
+        dst_port: r.remote.port(),
+        flags: TcpFlags(r.flags),
+        seq_number: r.seq,
+        ack_number: r.ack,
+        window_len: r.window,
+        max_seg_size: r.mss,
+        window_scale: r.window_scale,
+        sack_permitted: r.sack,
+        timestamps: r.timestamps,
+        ..TcpRepr::default()
+    };
+    repr.emit_with(buf, r.local.ip(), r.remote.ip(), 0, |_| {})
+}
+
+/// Adds options to the segments of the connections of an endpoint (the MPTCP layer).
+pub trait EndpointHook {
+    /// The options for segment `seg` of connection `conn`.
+    fn outgoing_options(
+        &mut self,
+        conn: ConnHandle,
+        seg: &OutgoingSegment,
+    ) -> ArrayVec<MptcpOption<'_>, 4>;
+}
+
+/// Plain TCP: no options added.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoOptions;
+
+impl EndpointHook for NoOptions {
+    fn outgoing_options(
+        &mut self,
+        _conn: ConnHandle,
+        _seg: &OutgoingSegment,
+    ) -> ArrayVec<MptcpOption<'_>, 4> {
+        ArrayVec::new()
+    }
+}
+
+/// An [`EndpointHook`] seen by one connection.
+struct ForConnection<'a> {
+    hook: &'a mut dyn EndpointHook,
+    conn: ConnHandle,
+}
+
+impl SegmentHook for ForConnection<'_> {
+    fn outgoing_options(&mut self, seg: &OutgoingSegment) -> ArrayVec<MptcpOption<'_>, 4> {
+        self.hook.outgoing_options(self.conn, seg)
+    }
+}

@@ -1,0 +1,126 @@
+//! Congestion control behind one trait: [`NewReno`] (RFC 5681, RFC 6582) and [`Cubic`]
+//! (RFC 9438), both with HyStart++ slow start (RFC 9406). MPTCP's coupled algorithms (RFC 6356
+//! LIA, OLIA, BALIA) will implement the same trait.
+//!
+//! The connection tells its controller what happened (data acknowledged outside loss recovery,
+//! a loss found by duplicate ACKs or SACK, a retransmission timeout, the end of a recovery) and
+//! reads the window back; the controller owns `cwnd` and `ssthresh` and nothing else.
+
+mod cubic;
+mod hystart;
+mod new_reno;
+
+use core::fmt;
+use core::time::Duration;
+use std::time::Instant;
+
+pub use cubic::Cubic;
+pub use hystart::HyStart;
+pub use new_reno::NewReno;
+
+/// What an acknowledgment of new data tells the controller.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    /// When it arrived.
+    pub now: Instant,
+    /// Bytes it newly acknowledged (cumulatively).
+    pub acked: u64,
+    /// Bytes in flight before it arrived.
+    pub in_flight: u64,
+    /// Whether the sender used its whole window lately: a window is only grown while it is
+    /// what limits the sender (RFC 7661's reasoning; Linux's `tcp_is_cwnd_limited`).
+    pub cwnd_limited: bool,
+    /// The connection's sending maximum-segment size.
+    pub mss: u64,
+    /// The sample this acknowledgment gave, if any (Karn's rule may leave none).
+    pub rtt_sample: Option<Duration>,
+    /// Smoothed round-trip time.
+    pub srtt: Duration,
+    /// Smallest round-trip time seen.
+    pub min_rtt: Duration,
+    /// Highest sequence offset acknowledged after this ACK.
+    pub acked_to: u64,
+    /// Highest sequence offset sent so far: a round of HyStart++ ends when this much is acked.
+    pub sent_to: u64,
+}
+
+/// A congestion-control algorithm.
+pub trait Controller: fmt::Debug + Send {
+    /// The congestion window, bytes.
+    fn window(&self) -> u64;
+
+    /// The slow-start threshold, bytes (`u64::MAX` before the first loss).
+    fn ssthresh(&self) -> u64;
+
+    /// New data was acknowledged outside loss recovery.
+    fn on_ack(&mut self, ack: &Ack);
+
+    /// A loss was detected by duplicate ACKs or SACK and fast recovery begins (RFC 5681 §3.2,
+    /// RFC 6675 §5): reduce the window once for this recovery.
+    fn on_congestion_event(&mut self, now: Instant, in_flight: u64, mss: u64);
+
+    /// The recovery that began with [`Controller::on_congestion_event`] ended (the recovery
+    /// point was acknowledged).
+    fn on_recovery_end(&mut self, now: Instant, mss: u64);
+
+    /// The retransmission timer expired (RFC 5681 §3.1: `cwnd` falls to the loss window).
+    fn on_retransmission_timeout(&mut self, now: Instant, in_flight: u64, mss: u64);
+
+    /// Whether the window is in slow start.
+    fn in_slow_start(&self) -> bool {
+        self.window() < self.ssthresh()
+    }
+
+    /// The algorithm's name (`newreno`, `cubic`).
+    fn name(&self) -> &'static str;
+}
+
+/// The algorithms this engine has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// RFC 5681 with RFC 6582's recovery.
+    NewReno,
+    /// RFC 9438.
+    #[default]
+    Cubic,
+}
+
+impl Algorithm {
+    /// A controller of this algorithm with an initial window of `initial_window` bytes.
+    #[must_use]
+    pub fn build(self, initial_window: u64) -> Box<dyn Controller> {
+        match self {
+            Self::NewReno => Box::new(NewReno::new(initial_window)),
+            Self::Cubic => Box::new(Cubic::new(initial_window)),
+        }
+    }
+}
+
+/// RFC 5681 §3.1 (3): after a loss, `ssthresh = max(FlightSize / 2, 2 * SMSS)`.
+#[must_use]
+pub fn half_flight(in_flight: u64, mss: u64) -> u64 {
+    (in_flight / 2).max(2 * mss)
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Ack;
+    use core::time::Duration;
+    use std::time::Instant;
+
+    /// An ACK of `acked` bytes on a 100 ms path while the window is what limits the sender.
+    pub fn ack(now: Instant, acked: u64, in_flight: u64) -> Ack {
+        Ack {
+            now,
+            acked,
+            in_flight,
+            cwnd_limited: true,
+            mss: 1000,
+            rtt_sample: Some(Duration::from_millis(100)),
+            srtt: Duration::from_millis(100),
+            min_rtt: Duration::from_millis(100),
+            acked_to: 0,
+            sent_to: 0,
+        }
+    }
+}

@@ -1,0 +1,1786 @@
+//! The connection state machine: RFC 9293 §3.10's event processing, with RFC 7323
+//! (timestamps, PAWS, window scaling), RFC 2018 / RFC 6675 (SACK and SACK-based recovery),
+//! RFC 6582 (NewReno recovery without SACK), RFC 6298 (RTO) and RFC 5961 (RST, SYN and ACK
+//! validation).
+//!
+//! Sequence positions are 64-bit offsets from the initial sequence numbers: on the send side
+//! our SYN is offset 0, written byte `k` is offset `1 + k` and our FIN follows the last byte;
+//! on the receive side the same from the peer's ISN. Only [`Connection::snd_seq`] and
+//! [`Connection::rcv_seq`] (and their inverses) touch 32-bit sequence numbers.
+
+#![expect(
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "offsets are far below 2^63; signed distances between them are the point"
+)]
+
+use core::net::SocketAddr;
+use core::time::Duration;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use arrayvec::ArrayVec;
+
+use super::congestion::{Ack, Controller};
+use super::pacing::Pacer;
+use super::recv_buffer::RecvBuffer;
+use super::rtt::RttEstimator;
+use super::scoreboard::Scoreboard;
+use super::send_buffer::SendBuffer;
+use super::timer::{Timer, TimerTable};
+use super::{CloseReason, Config, Event, ReadError, State, Stats, WriteError};
+use crate::wire::mptcp::MptcpOption;
+use crate::wire::tcp::{HEADER_LEN, MAX_OPTIONS_LEN, SeqNumber, TcpFlags, TcpRepr};
+use crate::wire::tcp_option::SackBlocks;
+
+/// The default MSS when the peer sends none (RFC 9293 §3.7.1; RFC 8200 for IPv6).
+const DEFAULT_MSS_V4: u64 = 536;
+const DEFAULT_MSS_V6: u64 = 1220;
+
+/// Largest window scale (RFC 7323 §2.3).
+const MAX_WSCALE: u8 = 14;
+
+/// Challenge ACKs a connection may send per second (RFC 5961 §7).
+const CHALLENGE_ACKS_PER_SECOND: u32 = 10;
+
+/// A segment about to be sent, as the MPTCP layer sees it when it adds its options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutgoingSegment {
+    /// Control bits (ACK is on whenever an acknowledgment number is sent).
+    pub flags: TcpFlags,
+    /// Stream offset of the first payload byte (meaningful when `payload_len > 0`).
+    pub stream_offset: u64,
+    /// Payload length.
+    pub payload_len: usize,
+    /// Whether this is a retransmission.
+    pub retransmission: bool,
+}
+
+/// Adds options to outgoing segments: how the MPTCP layer puts its options on a subflow's
+/// segments. The options must fit in the space reserved with
+/// [`Connection::set_option_space`] (SYNs have room for up to 20 bytes more).
+pub trait SegmentHook {
+    /// The options for `seg`.
+    fn outgoing_options(&mut self, seg: &OutgoingSegment) -> ArrayVec<MptcpOption<'_>, 4>;
+}
+
+/// A hook that adds nothing: plain TCP.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHook;
+
+impl SegmentHook for NoHook {
+    fn outgoing_options(&mut self, _seg: &OutgoingSegment) -> ArrayVec<MptcpOption<'_>, 4> {
+        ArrayVec::new()
+    }
+}
+
+/// What the endpoint must do after a segment was handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reaction {
+    /// Nothing more.
+    None,
+    /// Answer with a RST carrying this sequence number (an unacceptable ACK in SYN-SENT or
+    /// SYN-RECEIVED, RFC 9293 §3.10.7.3–4).
+    Reset(SeqNumber),
+    /// A passive open completed: hand the connection to its listener.
+    Established,
+    /// A half-open passive connection was reset: forget it (RFC 9293: back to LISTEN).
+    Forget,
+}
+
+/// One transmitted range, for RTT samples (sent once: Karn's rule).
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    end: u64,
+    at: Instant,
+    retransmitted: bool,
+}
+
+/// An empty probe to send (zero-window or keep-alive): `SEQ = SND.UNA − 1`, no data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    ZeroWindow,
+    Keepalive,
+}
+
+/// The receive-buffer auto-tuning's measurement (Linux's `rcvq_space`).
+#[derive(Debug, Clone, Copy)]
+struct RcvSpace {
+    mark: Option<Instant>,
+    consumed_at_mark: u64,
+    space: u64,
+}
+
+/// One TCP connection. Created by the [`Endpoint`](crate::endpoint::Endpoint), which feeds it
+/// segments and the time and asks it for segments to send.
+#[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent protocol flags of RFC 9293"
+)]
+pub struct Connection {
+    local: SocketAddr,
+    remote: SocketAddr,
+    state: State,
+    cfg: Config,
+    /// The endpoint's clock origin, for timestamp values.
+    epoch: Instant,
+
+    // Send sequence space.
+    iss: SeqNumber,
+    snd_una: u64,
+    snd_nxt: u64,
+    snd_max: u64,
+    snd_wnd: u64,
+    max_snd_wnd: u64,
+    snd_wl1: SeqNumber,
+    snd_wl2: u64,
+    send: SendBuffer,
+    fin_queued: bool,
+
+    // Receive sequence space.
+    irs: SeqNumber,
+    rcv_nxt: u64,
+    /// The right edge of the window last advertised.
+    rcv_adv: u64,
+    recv: RecvBuffer,
+    /// Offset of the peer's FIN once seen (it may arrive before the data preceding it).
+    peer_fin: Option<u64>,
+    fin_consumed: bool,
+    /// Bytes the application has read.
+    consumed: u64,
+
+    // Negotiated options.
+    /// The peer's MSS (from its SYN).
+    peer_mss: u64,
+    snd_wscale: u8,
+    rcv_wscale: u8,
+    sack_ok: bool,
+    ts_ok: bool,
+    ts_recent: u32,
+    ts_offset: u32,
+    last_ack_sent: u64,
+    /// Option bytes reserved on every segment for a [`SegmentHook`].
+    option_space: usize,
+    /// The window scale our SYN offers (`None`: scaling off).
+    offered_wscale: Option<u8>,
+    /// Both sides offered window scaling (RFC 7323 §2.2).
+    ws_ok: bool,
+
+    // Timing and congestion.
+    rtt: RttEstimator,
+    /// RTT seen by a receiver from the timestamps the peer echoes.
+    rcv_rtt: Option<Duration>,
+    sent: VecDeque<Sent>,
+    cc: Box<dyn Controller>,
+    pacer: Pacer,
+    scoreboard: Scoreboard,
+    /// The recovery point (`SND.MAX` when recovery began), while in fast recovery.
+    recovery: Option<u64>,
+    dupacks: u32,
+    /// NewReno: retransmit the segment at `SND.UNA` next.
+    rtx_head: bool,
+    cwnd_limited: bool,
+    timers: TimerTable,
+    /// When the current run of timeouts began (for the user timeout).
+    stalled_since: Option<Instant>,
+
+    // Acknowledgments owed.
+    ack_now: bool,
+    unacked_segments: u32,
+    challenge_tokens: u32,
+    challenge_refill: Option<Instant>,
+    probe: Option<Probe>,
+    persist_probes: u32,
+    keepalive_probes: u32,
+    rcv_space: RcvSpace,
+    rst_due: bool,
+
+    // Application side.
+    events: VecDeque<Event>,
+    readable_signalled: bool,
+    write_blocked: bool,
+    close_reason: Option<CloseReason>,
+    released: bool,
+    stats: Stats,
+}
+
+/// The settings of an incoming SYN that the connection adopts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerSyn {
+    pub isn: SeqNumber,
+    pub mss: Option<u16>,
+    pub wscale: Option<u8>,
+    pub sack: bool,
+    pub tsval: Option<u32>,
+    pub window: u16,
+}
+
+impl PeerSyn {
+    pub(crate) fn from_repr(seg: &TcpRepr<'_>) -> Self {
+        Self {
+            isn: seg.seq_number,
+            mss: seg.max_seg_size,
+            wscale: seg.window_scale,
+            sack: seg.sack_permitted,
+            tsval: seg.timestamps.map(|t| t.0),
+            window: seg.window_len,
+        }
+    }
+}
+
+impl Connection {
+    fn new(
+        cfg: &Config,
+        epoch: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: SeqNumber,
+        ts_offset: u32,
+    ) -> Self {
+        let rcv_wscale = if cfg.window_scaling {
+            wscale_for(cfg.recv_buffer_max)
+        } else {
+            0
+        };
+        let mut c = Self {
+            local,
+            remote,
+            state: State::Closed,
+            cfg: cfg.clone(),
+            epoch,
+            iss,
+            snd_una: 0,
+            snd_nxt: 0,
+            snd_max: 0,
+            snd_wnd: 0,
+            max_snd_wnd: 0,
+            snd_wl1: SeqNumber(0),
+            snd_wl2: 0,
+            send: SendBuffer::new(cfg.send_buffer),
+            fin_queued: false,
+            irs: SeqNumber(0),
+            rcv_nxt: 0,
+            rcv_adv: 0,
+            recv: RecvBuffer::new(cfg.recv_buffer.min(cfg.recv_buffer_max)),
+            peer_fin: None,
+            fin_consumed: false,
+            consumed: 0,
+            peer_mss: if local.is_ipv4() {
+                DEFAULT_MSS_V4
+            } else {
+                DEFAULT_MSS_V6
+            },
+            snd_wscale: 0,
+            rcv_wscale,
+            sack_ok: false,
+            ts_ok: false,
+            ts_recent: 0,
+            ts_offset,
+            last_ack_sent: 0,
+            option_space: 0,
+            offered_wscale: cfg.window_scaling.then_some(rcv_wscale),
+            ws_ok: false,
+            rtt: RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto),
+            rcv_rtt: None,
+            sent: VecDeque::new(),
+            cc: cfg.congestion.build(cfg.initial_window * 1460),
+            pacer: Pacer::default(),
+            scoreboard: Scoreboard::default(),
+            recovery: None,
+            dupacks: 0,
+            rtx_head: false,
+            cwnd_limited: false,
+            timers: TimerTable::default(),
+            stalled_since: None,
+            ack_now: false,
+            unacked_segments: 0,
+            challenge_tokens: CHALLENGE_ACKS_PER_SECOND,
+            challenge_refill: None,
+            probe: None,
+            persist_probes: 0,
+            keepalive_probes: 0,
+            rcv_space: RcvSpace {
+                mark: None,
+                consumed_at_mark: 0,
+                space: 0,
+            },
+            rst_due: false,
+            events: VecDeque::new(),
+            readable_signalled: false,
+            write_blocked: false,
+            close_reason: None,
+            released: false,
+            stats: Stats::default(),
+        };
+        c.reset_cc();
+        c
+    }
+
+    /// The congestion controller with an initial window of `initial_window` segments of the
+    /// current MSS (RFC 6928).
+    fn reset_cc(&mut self) {
+        self.cc = self
+            .cfg
+            .congestion
+            .build(self.cfg.initial_window * self.smss());
+    }
+
+    /// An active open: the SYN goes out at the next `poll_transmit` (RFC 9293 §3.10.1).
+    pub(crate) fn connect(
+        cfg: &Config,
+        epoch: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: SeqNumber,
+        ts_offset: u32,
+    ) -> Self {
+        let mut c = Self::new(cfg, epoch, local, remote, iss, ts_offset);
+        c.state = State::SynSent;
+        c
+    }
+
+    /// A passive open from the peer's SYN: SYN-RECEIVED, the SYN-ACK goes out next.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a connection's identity and its SYN"
+    )]
+    pub(crate) fn accept(
+        cfg: &Config,
+        epoch: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: SeqNumber,
+        ts_offset: u32,
+        syn: &PeerSyn,
+        now: Instant,
+    ) -> Self {
+        let mut c = Self::new(cfg, epoch, local, remote, iss, ts_offset);
+        c.state = State::SynReceived;
+        c.adopt_syn(syn);
+        c.snd_wnd = u64::from(syn.window);
+        c.max_snd_wnd = c.snd_wnd;
+        c.snd_wl1 = syn.isn;
+        c.keepalive_touch(now);
+        c
+    }
+
+    /// A connection rebuilt from a SYN cookie when the handshake's last ACK arrived
+    /// (RFC 4987 §3.6): ESTABLISHED at once. `wscale`/`sack` come from the echoed timestamp,
+    /// `ts` is `(TSval, TSecr)` of that ACK.
+    #[expect(clippy::too_many_arguments, reason = "everything a cookie restores")]
+    pub(crate) fn from_cookie(
+        cfg: &Config,
+        epoch: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: SeqNumber,
+        peer_isn: SeqNumber,
+        mss: u16,
+        wscale: Option<u8>,
+        sack: bool,
+        ts: Option<(u32, u32)>,
+        now: Instant,
+    ) -> Self {
+        // The cookie's SYN-ACK echoed the peer's timestamp; use the same offset so that our
+        // clock goes on where the cookie's `TSval` left it.
+        let ts_offset = ts.map_or(0, |(_, ecr)| ecr.wrapping_sub(timestamp_clock(epoch, now)));
+        let mut c = Self::new(cfg, epoch, local, remote, iss, ts_offset);
+        c.adopt_syn(&PeerSyn {
+            isn: peer_isn,
+            mss: Some(mss),
+            wscale,
+            sack,
+            tsval: ts.map(|t| t.0),
+            window: 0,
+        });
+        c.snd_una = 1;
+        c.snd_nxt = 1;
+        c.snd_max = 1;
+        // What the cookie's SYN-ACK advertised (unscaled).
+        c.rcv_adv = c.rcv_nxt + (c.recv.window() as u64).min(65_535);
+        c.state = State::Established;
+        c.events.push_back(Event::Connected);
+        c.keepalive_touch(now);
+        c
+    }
+
+    /// Takes the peer's SYN options (RFC 9293 §3.7.1, RFC 7323 §1.3, RFC 2018 §2).
+    fn adopt_syn(&mut self, syn: &PeerSyn) {
+        self.irs = syn.isn;
+        self.rcv_nxt = 1;
+        if let Some(m) = syn.mss {
+            self.peer_mss = u64::from(m.max(64));
+        }
+        if let (Some(peer), Some(ours)) = (syn.wscale, self.offered_wscale) {
+            self.ws_ok = true;
+            self.snd_wscale = peer.min(MAX_WSCALE);
+            self.rcv_wscale = ours;
+        } else {
+            self.ws_ok = false;
+            self.snd_wscale = 0;
+            self.rcv_wscale = 0;
+            // Without scaling the window cannot exceed 64 KiB.
+            self.recv.set_capacity(self.recv.capacity().min(65_535));
+        }
+        self.sack_ok = syn.sack && self.cfg.sack;
+        if let (Some(tsval), true) = (syn.tsval, self.cfg.timestamps) {
+            self.ts_ok = true;
+            self.ts_recent = tsval;
+        }
+        self.reset_cc();
+    }
+
+    /// The local address.
+    #[must_use]
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The peer's address.
+    #[must_use]
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The RFC 9293 state.
+    #[must_use]
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Why the connection ended, once it did.
+    #[must_use]
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason
+    }
+
+    /// Counters and estimates.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.srtt = self.rtt.srtt();
+        s.rttvar = self.rtt.rttvar();
+        s.min_rtt = self.rtt.min();
+        s.cwnd = self.cc.window();
+        s.ssthresh = self.cc.ssthresh();
+        s.rto = self.rtt.rto();
+        s.snd_wnd = self.snd_wnd;
+        s.rcv_buffer = self.recv.capacity();
+        s.send_mss = self.smss();
+        s.unacked = self.snd_max - self.snd_una;
+        s.pacing_rate = self.pacer.rate();
+        s
+    }
+
+    /// The sequence numbers, as on the wire.
+    #[must_use]
+    pub fn sequence(&self) -> super::Sequence {
+        super::Sequence {
+            snd_una: self.snd_seq(self.snd_una),
+            snd_nxt: self.snd_seq(self.snd_nxt),
+            rcv_nxt: self.rcv_seq(self.rcv_nxt),
+            rcv_wnd: self.rcv_adv.saturating_sub(self.rcv_nxt),
+            ts_recent: self.ts_ok.then_some(self.ts_recent),
+        }
+    }
+
+    /// The congestion window, bytes.
+    #[must_use]
+    pub fn cwnd(&self) -> u64 {
+        self.cc.window()
+    }
+
+    /// The smoothed round-trip time, once measured.
+    #[must_use]
+    pub fn srtt(&self) -> Option<Duration> {
+        self.rtt.srtt()
+    }
+
+    /// Name of the congestion-control algorithm.
+    #[must_use]
+    pub fn congestion_algorithm(&self) -> &'static str {
+        self.cc.name()
+    }
+
+    /// Whether SACK, timestamps and window scaling (`(send, receive)` shifts) were negotiated.
+    #[must_use]
+    pub fn negotiated(&self) -> (bool, bool, Option<(u8, u8)>) {
+        let ws = self.ws_ok.then_some((self.snd_wscale, self.rcv_wscale));
+        (self.sack_ok, self.ts_ok, ws)
+    }
+
+    /// Reserves option space on every segment for a [`SegmentHook`] (the MPTCP layer); the
+    /// MSS shrinks by as much.
+    pub fn set_option_space(&mut self, bytes: usize) {
+        self.option_space = bytes.min(MAX_OPTIONS_LEN);
+    }
+
+    /// Turns Nagle's algorithm on or off (`TCP_NODELAY` is off).
+    pub fn set_nagle(&mut self, on: bool) {
+        self.cfg.nagle = on;
+    }
+
+    /// Sets keep-alive.
+    pub fn set_keepalive(&mut self, keepalive: Option<super::Keepalive>, now: Instant) {
+        self.cfg.keepalive = keepalive;
+        self.keepalive_touch(now);
+    }
+
+    /// Bytes written and not yet acknowledged by the peer.
+    #[must_use]
+    pub fn send_buffered(&self) -> usize {
+        self.send.len()
+    }
+
+    /// Room left in the send buffer.
+    #[must_use]
+    pub fn send_capacity_left(&self) -> usize {
+        if self.fin_queued || self.close_reason.is_some() {
+            0
+        } else {
+            self.send.free()
+        }
+    }
+
+    /// Bytes that can be read now.
+    #[must_use]
+    pub fn readable(&self) -> usize {
+        self.recv.readable()
+    }
+
+    /// Queues bytes for sending; returns how many were taken.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
+        if let Some(r) = self.close_reason.filter(|r| *r != CloseReason::Finished) {
+            return Err(WriteError::Closed(r));
+        }
+        if self.fin_queued || self.state == State::Closed {
+            return Err(WriteError::Finished);
+        }
+        let n = self.send.write(data);
+        if n < data.len() {
+            self.write_blocked = true;
+        }
+        if n == 0 && !data.is_empty() {
+            return Err(WriteError::Blocked);
+        }
+        Ok(n)
+    }
+
+    /// Reads received bytes; `Ok(n)` with `n > 0`.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
+        let n = self.recv.read(buf);
+        if n > 0 {
+            self.consumed += n as u64;
+            self.maybe_window_update();
+            return Ok(n);
+        }
+        if buf.is_empty() && self.recv.readable() > 0 {
+            return Ok(0);
+        }
+        self.readable_signalled = false;
+        if self.fin_consumed {
+            return Err(ReadError::Finished);
+        }
+        match self.close_reason {
+            Some(CloseReason::Finished) => Err(ReadError::Finished),
+            Some(r) => Err(ReadError::Closed(r)),
+            None => Err(ReadError::Blocked),
+        }
+    }
+
+    /// Ends the sending direction: a FIN follows the data written (a half-close; reading goes
+    /// on until the peer's FIN). RFC 9293 §3.10.4.
+    pub fn close(&mut self) {
+        if self.fin_queued || self.close_reason.is_some() {
+            return;
+        }
+        self.fin_queued = true;
+        match self.state {
+            State::Established => self.state = State::FinWait1,
+            State::CloseWait => self.state = State::LastAck,
+            // SYN-SENT and SYN-RECEIVED send the FIN once established.
+            _ => {}
+        }
+    }
+
+    /// Aborts: a RST goes out and the connection is closed (RFC 9293 §3.10.5).
+    pub fn abort(&mut self) {
+        if self.close_reason.is_some() && self.state == State::Closed {
+            return;
+        }
+        if self.state != State::Closed && self.state != State::TimeWait {
+            self.rst_due = self.state != State::SynSent || self.snd_max > 0;
+        }
+        self.terminate(CloseReason::Aborted);
+    }
+
+    /// The application no longer uses the connection; the endpoint forgets it once closed.
+    /// A connection in FIN-WAIT-2 then waits [`Config::fin_wait_2`] for the peer's FIN.
+    pub fn release(&mut self, now: Instant) {
+        self.released = true;
+        if self.state == State::FinWait2 {
+            self.timers.set(Timer::Close, now + self.cfg.fin_wait_2);
+        }
+    }
+
+    pub(crate) fn is_released(&self) -> bool {
+        self.released
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Ends the connection for `reason` (timers stop, buffers stay readable).
+    fn terminate(&mut self, reason: CloseReason) {
+        self.state = State::Closed;
+        self.timers.stop_all();
+        if self.close_reason.is_none() {
+            self.close_reason = Some(reason);
+            self.events.push_back(Event::Closed(reason));
+        }
+    }
+
+    // --- sequence numbers -------------------------------------------------------------
+
+    /// The wire sequence number of send offset `off`.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "sequence numbers wrap by design"
+    )]
+    fn snd_seq(&self, off: u64) -> SeqNumber {
+        self.iss.wrapping_add(off as u32)
+    }
+
+    /// The wire sequence number of receive offset `off`.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "sequence numbers wrap by design"
+    )]
+    fn rcv_seq(&self, off: u64) -> SeqNumber {
+        self.irs.wrapping_add(off as u32)
+    }
+
+    /// The send offset an acknowledgment number stands for, relative to `SND.UNA`.
+    #[expect(
+        clippy::cast_possible_wrap,
+        reason = "the signed distance is the point"
+    )]
+    fn ack_offset(&self, ack: SeqNumber) -> i64 {
+        self.snd_una as i64 + i64::from(ack.since(self.snd_seq(self.snd_una)) as i32)
+    }
+
+    /// The receive offset a sequence number stands for, relative to `RCV.NXT`.
+    #[expect(
+        clippy::cast_possible_wrap,
+        reason = "the signed distance is the point"
+    )]
+    fn seq_offset(&self, seq: SeqNumber) -> i64 {
+        self.rcv_nxt as i64 + i64::from(seq.since(self.rcv_seq(self.rcv_nxt)) as i32)
+    }
+
+    /// Send offset just past the last byte written.
+    fn data_end(&self) -> u64 {
+        1 + self.send.end()
+    }
+
+    /// Send offset just past everything to send (the FIN included once queued).
+    fn seq_end(&self) -> u64 {
+        self.data_end() + u64::from(self.fin_queued)
+    }
+
+    fn fin_acked(&self) -> bool {
+        self.fin_queued && self.snd_una > self.data_end()
+    }
+
+    /// Payload bytes of a full segment: the peer's MSS (RFC 6691: it excludes options) less
+    /// what timestamps and the hook's options take, and what the MTU allows.
+    fn smss(&self) -> u64 {
+        let ip = if self.local.is_ipv4() { 20 } else { 40 };
+        let opts = (if self.ts_ok { 12 } else { 0 }) + self.option_space;
+        let by_mtu = (self.cfg.mtu.saturating_sub(ip + HEADER_LEN)) as u64;
+        let by_peer = self.peer_mss;
+        by_mtu
+            .min(by_peer)
+            .saturating_sub(opts.div_ceil(4) as u64 * 4)
+            .max(64)
+    }
+
+    /// Our MSS option: what the MTU allows (RFC 9293 §3.7.1).
+    fn advertised_mss(&self) -> u16 {
+        let ip = if self.local.is_ipv4() { 20 } else { 40 };
+        u16::try_from(self.cfg.mtu.saturating_sub(ip + HEADER_LEN)).unwrap_or(u16::MAX)
+    }
+
+    /// The timestamp clock (milliseconds) with this connection's offset.
+    fn ts_now(&self, now: Instant) -> u32 {
+        timestamp_clock(self.epoch, now).wrapping_add(self.ts_offset)
+    }
+
+    // --- timers -----------------------------------------------------------------------
+
+    /// The earliest timer.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(t) = self.timers.expire(now) {
+            match t {
+                Timer::Retransmit => self.on_retransmission_timeout(now),
+                Timer::DelayedAck => self.ack_now = true,
+                Timer::Persist => self.on_persist_timeout(now),
+                Timer::Keepalive => self.on_keepalive_timeout(now),
+                Timer::Close => match self.state {
+                    State::TimeWait => {
+                        self.state = State::Closed;
+                        self.timers.stop_all();
+                    }
+                    State::FinWait2 => self.terminate(CloseReason::TimedOut),
+                    _ => {}
+                },
+                // The pacer allows the next segment: `poll_transmit` sends it.
+                Timer::Pacing => {}
+            }
+        }
+    }
+
+    /// RFC 6298 §5.4–5.7 and RFC 5681 §3.1: retransmit from `SND.UNA`, back off.
+    fn on_retransmission_timeout(&mut self, now: Instant) {
+        let give_up = match self.state {
+            State::SynSent | State::SynReceived => self.rtt.backoff() >= self.cfg.syn_retries,
+            _ => {
+                self.rtt.backoff() >= self.cfg.max_retransmissions
+                    || self.cfg.user_timeout.is_some_and(|ut| {
+                        self.stalled_since
+                            .is_some_and(|s| now.saturating_duration_since(s) >= ut)
+                    })
+            }
+        };
+        if give_up {
+            self.rst_due = self.state.is_synchronized();
+            self.terminate(CloseReason::TimedOut);
+            return;
+        }
+        self.stats.timeouts += 1;
+        self.stalled_since.get_or_insert(now);
+        self.rtt.back_off();
+        if matches!(self.state, State::SynSent | State::SynReceived) {
+            // The SYN (or SYN-ACK) goes again; RFC 6298 §5.7: the window after a lost SYN
+            // is one segment.
+            self.snd_nxt = 0;
+            self.sent.clear();
+            return;
+        }
+        if self.snd_max == self.snd_una {
+            return;
+        }
+        let in_flight = self.snd_max - self.snd_una;
+        self.cc
+            .on_retransmission_timeout(now, in_flight, self.smss());
+        self.recovery = None;
+        self.dupacks = 0;
+        self.rtx_head = false;
+        self.scoreboard.clear(self.snd_una);
+        // Go back N: everything unacknowledged is sent again (Karn: no samples from it).
+        self.snd_nxt = self.snd_una;
+        self.sent.clear();
+        self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+    }
+
+    fn on_persist_timeout(&mut self, now: Instant) {
+        if self.persist_probes >= self.cfg.max_retransmissions {
+            self.rst_due = true;
+            self.terminate(CloseReason::TimedOut);
+            return;
+        }
+        self.persist_probes += 1;
+        self.probe = Some(Probe::ZeroWindow);
+        self.timers
+            .set(Timer::Persist, now + self.persist_interval());
+    }
+
+    fn persist_interval(&self) -> Duration {
+        let shift = self.persist_probes.min(16);
+        self.rtt
+            .rto()
+            .saturating_mul(1 << shift)
+            .min(self.cfg.max_rto)
+    }
+
+    fn on_keepalive_timeout(&mut self, now: Instant) {
+        let Some(ka) = self.cfg.keepalive else { return };
+        if !self.state.is_synchronized() || self.state == State::TimeWait {
+            return;
+        }
+        if self.keepalive_probes >= ka.count {
+            self.rst_due = true;
+            self.terminate(CloseReason::TimedOut);
+            return;
+        }
+        self.keepalive_probes += 1;
+        self.probe = Some(Probe::Keepalive);
+        self.timers.set(Timer::Keepalive, now + ka.interval);
+    }
+
+    /// Something arrived from the peer: keep-alive starts over.
+    fn keepalive_touch(&mut self, now: Instant) {
+        self.keepalive_probes = 0;
+        match self.cfg.keepalive {
+            Some(ka) if self.state != State::TimeWait && self.state != State::Closed => {
+                self.timers.set(Timer::Keepalive, now + ka.idle);
+            }
+            _ => self.timers.stop(Timer::Keepalive),
+        }
+    }
+
+    // --- receiving ----------------------------------------------------------------------
+
+    /// Handles a segment addressed to this connection (RFC 9293 §3.10.7).
+    pub(crate) fn handle_segment(&mut self, now: Instant, seg: &TcpRepr<'_>) -> Reaction {
+        self.stats.segs_in += 1;
+        match self.state {
+            State::Closed => return Reaction::None,
+            State::SynSent => return self.on_segment_syn_sent(now, seg),
+            _ => {}
+        }
+        let flags = seg.flags;
+        let rst = flags.contains(TcpFlags::RST);
+        let syn = flags.contains(TcpFlags::SYN);
+        let fin = flags.contains(TcpFlags::FIN);
+
+        // RFC 7323 §5.3: PAWS.
+        if self.ts_ok && !rst {
+            if let Some((tsval, _)) = seg.timestamps {
+                let older = (tsval.wrapping_sub(self.ts_recent) as i32) < 0;
+                if older {
+                    self.stats.paws_drops += 1;
+                    self.ack_now = true;
+                    return Reaction::None;
+                }
+            }
+        }
+
+        // RFC 9293 §3.10.7.4, first check: is the segment in the window?
+        let seq = self.seq_offset(seg.seq_number);
+        let seg_len = seg.payload.len() as i64 + i64::from(syn) + i64::from(fin);
+        let rcv_nxt = self.rcv_nxt as i64;
+        let wnd = self.rcv_adv.saturating_sub(self.rcv_nxt) as i64;
+        let in_window = |s: i64| rcv_nxt <= s && s < rcv_nxt + wnd;
+        let bare_fin = fin && seg.payload.is_empty() && !syn;
+        let acceptable = match (seg_len, wnd) {
+            (0, 0) => seq == rcv_nxt,
+            (0, _) => in_window(seq),
+            // A FIN takes no buffer: it is taken at RCV.NXT even by a closed window.
+            (_, 0) => bare_fin && seq == rcv_nxt,
+            (len, _) => in_window(seq) || in_window(seq + len - 1),
+        };
+        // A zero window still takes the ACK (and RST) of a segment at RCV.NXT.
+        let ack_only = !acceptable && wnd == 0 && seq == rcv_nxt;
+        if !acceptable && !ack_only {
+            if !rst {
+                self.ack_now = true;
+            }
+            return Reaction::None;
+        }
+
+        // Second check: RST (RFC 5961 §3.2).
+        if rst {
+            if seq == rcv_nxt {
+                if self.state == State::SynReceived && !self.released {
+                    // A passive open goes back to LISTEN: the listener forgets it.
+                    self.terminate(CloseReason::Reset);
+                    return Reaction::Forget;
+                }
+                self.terminate(CloseReason::Reset);
+            } else {
+                self.challenge_ack(now);
+            }
+            return Reaction::None;
+        }
+
+        // Third/fourth check: SYN (RFC 5961 §4).
+        if syn {
+            if self.state == State::SynReceived && seg.seq_number == self.irs {
+                // Our SYN-ACK was lost: send it again.
+                self.snd_nxt = 0;
+            } else {
+                self.challenge_ack(now);
+            }
+            return Reaction::None;
+        }
+
+        // Fifth check: ACK.
+        let Some(ack) = seg.ack_number else {
+            return Reaction::None;
+        };
+        let ack_off = self.ack_offset(ack);
+        let mut reaction = Reaction::None;
+        if self.state == State::SynReceived {
+            if ack_off < 1 || ack_off > self.snd_max as i64 {
+                return Reaction::Reset(ack);
+            }
+            self.establish(now);
+            reaction = Reaction::Established;
+        }
+        if ack_off > self.snd_max as i64 {
+            // Acknowledges something not sent (RFC 9293): ACK and drop.
+            self.ack_now = true;
+            return reaction;
+        }
+        // RFC 5961 §5.2: too old to be a valid ACK.
+        if ack_off < self.snd_una as i64 - self.max_snd_wnd as i64 {
+            self.challenge_ack(now);
+            return reaction;
+        }
+        self.keepalive_touch(now);
+        self.update_ts(now, seg, seq);
+        #[expect(
+            clippy::cast_sign_loss,
+            reason = "checked to be at least SND.UNA − window"
+        )]
+        let ack_off = (ack_off.max(0)) as u64;
+        self.on_ack(now, seg, ack_off);
+        if self.state == State::Closed {
+            return reaction;
+        }
+
+        // Seventh: the segment text; eighth: FIN.
+        if !ack_only {
+            self.on_data(now, seg, seq, fin);
+        }
+        reaction
+    }
+
+    /// SYN-SENT (RFC 9293 §3.10.7.3).
+    fn on_segment_syn_sent(&mut self, now: Instant, seg: &TcpRepr<'_>) -> Reaction {
+        let rst = seg.flags.contains(TcpFlags::RST);
+        let syn = seg.flags.contains(TcpFlags::SYN);
+        let mut acked = false;
+        if let Some(ack) = seg.ack_number {
+            if self.ack_offset(ack) != 1 || self.snd_max == 0 {
+                return if rst {
+                    Reaction::None
+                } else {
+                    Reaction::Reset(ack)
+                };
+            }
+            acked = true;
+        }
+        if rst {
+            // RFC 5961 §3.2: only a RST that acknowledges our SYN.
+            if acked {
+                self.terminate(CloseReason::Refused);
+            }
+            return Reaction::None;
+        }
+        if !syn {
+            return Reaction::None;
+        }
+        self.adopt_syn(&PeerSyn::from_repr(seg));
+        self.snd_wl1 = seg.seq_number;
+        self.keepalive_touch(now);
+        if acked {
+            self.snd_wl2 = 1;
+            self.snd_wnd = u64::from(seg.window_len);
+            self.max_snd_wnd = self.snd_wnd;
+            self.on_new_ack(now, 1);
+            self.establish(now);
+            self.ack_now = true;
+            // Data in the SYN-ACK (TCP Fast Open answers) follows the SYN.
+            // Our SYN's window (unscaled) is what the peer may fill.
+            self.rcv_adv = self.rcv_nxt + (self.recv.window() as u64).min(65_535);
+            let seq = self.seq_offset(seg.seq_number) + 1;
+            if !seg.payload.is_empty() || seg.flags.contains(TcpFlags::FIN) {
+                self.on_data(now, seg, seq, seg.flags.contains(TcpFlags::FIN));
+            }
+        } else {
+            // Simultaneous open (RFC 9293 §3.5, figure 8): our SYN goes again with an ACK.
+            self.state = State::SynReceived;
+            self.snd_wnd = u64::from(seg.window_len);
+            self.max_snd_wnd = self.snd_wnd;
+            self.snd_nxt = 0;
+        }
+        Reaction::None
+    }
+
+    fn establish(&mut self, _now: Instant) {
+        self.state = if self.fin_queued {
+            State::FinWait1
+        } else {
+            State::Established
+        };
+        self.events.push_back(Event::Connected);
+    }
+
+    /// RFC 7323 §4.3: remember the timestamp to echo.
+    fn update_ts(&mut self, now: Instant, seg: &TcpRepr<'_>, seq: i64) {
+        if !self.ts_ok {
+            return;
+        }
+        if let Some((tsval, tsecr)) = seg.timestamps {
+            let newer = (tsval.wrapping_sub(self.ts_recent) as i32) >= 0;
+            if newer && seq <= self.last_ack_sent as i64 {
+                self.ts_recent = tsval;
+            }
+            if tsecr != 0 && !seg.payload.is_empty() {
+                self.rcv_rtt_sample(now, tsecr);
+            }
+        }
+    }
+
+    /// A receiver's RTT estimate from an echoed timestamp (Linux's `tcp_rcv_rtt_measure_ts`).
+    fn rcv_rtt_sample(&mut self, now: Instant, tsecr: u32) {
+        let ms = self.ts_now(now).wrapping_sub(tsecr);
+        if ms > 60_000 {
+            // Not an echo of our clock (or a minute old): no sample.
+            return;
+        }
+        let sample = Duration::from_millis(u64::from(ms.max(1)));
+        self.rcv_rtt = Some(self.rcv_rtt.map_or(sample, |r| (r * 7 + sample) / 8));
+    }
+
+    /// ACK processing of an acceptable segment (RFC 9293 §3.10.7.4 fifth check, RFC 6675).
+    fn on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, ack_off: u64) {
+        let mss = self.smss();
+        // Window update (RFC 9293 SND.WL1/SND.WL2 rule).
+        let window = u64::from(seg.window_len) << self.snd_wscale;
+        let seq_num = seg.seq_number;
+        let wl_ok = self.snd_wl1 < seq_num || (self.snd_wl1 == seq_num && self.snd_wl2 <= ack_off);
+        let window_changed = wl_ok && window != self.snd_wnd;
+        if wl_ok {
+            self.snd_wnd = window;
+            self.max_snd_wnd = self.max_snd_wnd.max(window);
+            self.snd_wl1 = seq_num;
+            self.snd_wl2 = ack_off;
+            if window > 0 {
+                self.timers.stop(Timer::Persist);
+                self.persist_probes = 0;
+            }
+        }
+        // SACK blocks (RFC 2018), clipped to what was sent.
+        let mut newly_sacked = 0;
+        if self.sack_ok {
+            for &(l, r) in &seg.sack_blocks {
+                let start = self.ack_offset(SeqNumber(l));
+                let end = self.ack_offset(SeqNumber(r));
+                if start < end && start >= self.snd_una as i64 {
+                    let (s, e) = (start as u64, end as u64);
+                    newly_sacked += self.scoreboard.add(s, e, self.snd_una, self.snd_max);
+                }
+            }
+        }
+        if ack_off > self.snd_una {
+            self.on_new_ack(now, ack_off);
+        } else if ack_off == self.snd_una && self.snd_max > self.snd_una {
+            // RFC 6675 §2 / RFC 5681 §2: a duplicate ACK.
+            let dup = if self.sack_ok {
+                newly_sacked > 0
+            } else {
+                seg.payload.is_empty() && !window_changed && !seg.flags.contains(TcpFlags::FIN)
+            };
+            if dup {
+                self.dupacks += 1;
+                self.on_duplicate_ack(now, mss);
+            }
+        }
+        if self.recovery.is_some() || !self.scoreboard.is_empty() {
+            self.update_pacer();
+        }
+    }
+
+    /// New data acknowledged up to `ack_off`.
+    fn on_new_ack(&mut self, now: Instant, ack_off: u64) {
+        let mss = self.smss();
+        let in_flight_before = self.in_flight();
+        let acked = ack_off - self.snd_una;
+        // Bytes of data acknowledged (the SYN and FIN take sequence space but are not data).
+        let data_from = self.snd_una.max(1) - 1;
+        let data_to = ack_off.min(self.data_end()).max(1) - 1;
+        self.stats.bytes_acked += data_to.saturating_sub(data_from);
+        self.send.ack_to(data_to);
+        // RTT from the newest segment acknowledged that was sent once (Karn).
+        let mut sample = None;
+        while let Some(s) = self.sent.front() {
+            if s.end > ack_off {
+                break;
+            }
+            if !s.retransmitted {
+                sample = Some(now.saturating_duration_since(s.at));
+            }
+            self.sent.pop_front();
+        }
+        if let Some(rtt) = sample {
+            self.rtt.on_sample(rtt);
+        }
+        self.snd_una = ack_off;
+        self.snd_nxt = self.snd_nxt.max(ack_off);
+        self.scoreboard.advance(ack_off);
+        self.dupacks = 0;
+        self.stalled_since = None;
+        match self.recovery {
+            Some(point) if ack_off >= point => {
+                // RFC 6675 §5 / RFC 6582 §3.2 (3): recovery ends when the recovery point is
+                // acknowledged.
+                self.recovery = None;
+                self.rtx_head = false;
+                self.cc.on_recovery_end(now, mss);
+            }
+            Some(_) => {
+                // A partial ACK: without SACK, the next hole is at SND.UNA (RFC 6582 §3.2 (4)).
+                if !self.sack_ok {
+                    self.rtx_head = true;
+                }
+            }
+            None => {
+                let ack = Ack {
+                    now,
+                    acked,
+                    in_flight: in_flight_before,
+                    cwnd_limited: self.cwnd_limited,
+                    mss,
+                    rtt_sample: sample,
+                    srtt: self.rtt.srtt_or(self.cfg.initial_rto),
+                    min_rtt: self.rtt.min().unwrap_or(self.cfg.initial_rto),
+                    acked_to: ack_off,
+                    sent_to: self.snd_max,
+                };
+                self.cc.on_ack(&ack);
+            }
+        }
+        self.update_pacer();
+        // The send buffer holds twice the window (Linux's `tcp_sndbuf_expand`), so the
+        // application can keep the window full.
+        let want = self
+            .cc
+            .window()
+            .saturating_mul(2)
+            .min(self.cfg.send_buffer_max as u64);
+        if want > self.send.capacity() as u64 {
+            self.send
+                .set_capacity(usize::try_from(want).unwrap_or(usize::MAX));
+        }
+        if self.write_blocked && self.send.free() > 0 && !self.fin_queued {
+            self.write_blocked = false;
+            self.events.push_back(Event::Writable);
+        }
+        // RFC 6298 §5.2–5.3.
+        if self.snd_una >= self.snd_max {
+            self.timers.stop(Timer::Retransmit);
+        } else {
+            self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        }
+        // Our FIN acknowledged.
+        if self.fin_acked() {
+            match self.state {
+                State::FinWait1 => {
+                    self.state = State::FinWait2;
+                    if self.released {
+                        self.timers.set(Timer::Close, now + self.cfg.fin_wait_2);
+                    }
+                }
+                State::Closing => self.enter_time_wait(now),
+                State::LastAck => {
+                    self.terminate(CloseReason::Finished);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_duplicate_ack(&mut self, now: Instant, mss: u64) {
+        if self.recovery.is_some() {
+            return;
+        }
+        let lost = self.sack_ok && self.scoreboard.is_lost(self.snd_una, mss);
+        if u64::from(self.dupacks) >= super::scoreboard::DUP_THRESH || lost {
+            // RFC 6675 §5 steps 4: enter loss recovery.
+            let in_flight = self.snd_max - self.snd_una;
+            self.recovery = Some(self.snd_max);
+            self.stats.fast_recoveries += 1;
+            self.cc.on_congestion_event(now, in_flight, mss);
+            self.scoreboard.start_recovery(self.snd_una);
+            if !self.sack_ok {
+                self.rtx_head = true;
+            }
+        }
+    }
+
+    fn update_pacer(&mut self) {
+        if self.cfg.pacing {
+            self.pacer.update(
+                self.cc.window(),
+                self.rtt.srtt(),
+                self.cc.in_slow_start(),
+                self.smss(),
+            );
+        }
+    }
+
+    /// Bytes believed in the network (RFC 6675 `pipe`).
+    fn in_flight(&self) -> u64 {
+        if self.snd_nxt < self.snd_max && self.recovery.is_none() {
+            // Going back N after a timeout: what lies beyond SND.NXT is presumed lost.
+            return self.snd_nxt - self.snd_una;
+        }
+        if self.sack_ok {
+            self.scoreboard
+                .pipe(self.snd_una, self.snd_max, self.smss())
+        } else {
+            let flight = self.snd_max - self.snd_una;
+            let left = flight.saturating_sub(u64::from(self.dupacks) * self.smss());
+            if self.recovery.is_some() {
+                left + self.smss().min(flight)
+            } else {
+                left
+            }
+        }
+    }
+
+    /// The segment text and FIN of an acceptable segment whose first sequence number is at
+    /// offset `seq` (RFC 9293 §3.10.7.4, seventh and eighth checks).
+    fn on_data(&mut self, now: Instant, seg: &TcpRepr<'_>, seq: i64, fin: bool) {
+        let receiving = matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::FinWait2 | State::SynReceived
+        );
+        let payload = seg.payload;
+        if !payload.is_empty() && receiving && !self.fin_consumed {
+            // Trim to the window: nothing before RCV.NXT (the buffer drops it) or beyond the
+            // right edge advertised.
+            let edge = self.rcv_adv as i64;
+            let end = (seq + payload.len() as i64).min(edge);
+            if end > seq && seq >= 1 {
+                let take = usize::try_from(end - seq).unwrap_or(0);
+                let stream_at = (seq - 1) as u64;
+                let r = self.recv.insert(stream_at, &payload[..take]);
+                let before = self.rcv_nxt;
+                self.rcv_nxt = 1 + self.recv.next();
+                self.stats.bytes_received += r.readable as u64;
+                if r.readable > 0 {
+                    self.signal_readable();
+                }
+                if r.out_of_order > 0 || r.filled_hole || r.duplicate || take < payload.len() {
+                    // RFC 5681 §4.2: out of order or filling a hole: ACK at once.
+                    self.ack_now = true;
+                } else if self.rcv_nxt > before {
+                    self.unacked_segments += 1;
+                    if self.unacked_segments >= 2 {
+                        self.ack_now = true;
+                    } else if !self.timers.is_set(Timer::DelayedAck) {
+                        self.timers
+                            .set(Timer::DelayedAck, now + self.delayed_ack_timeout());
+                    }
+                }
+                self.autotune(now);
+            } else {
+                self.ack_now = true;
+            }
+        }
+        if fin && !self.fin_consumed {
+            let fin_at = seq + payload.len() as i64;
+            if fin_at >= self.rcv_nxt as i64 && fin_at <= self.rcv_adv.max(self.rcv_nxt) as i64 {
+                self.peer_fin = Some(fin_at as u64);
+            }
+            self.ack_now = true;
+        }
+        if let Some(at) = self.peer_fin {
+            if at == self.rcv_nxt && !self.fin_consumed {
+                self.consume_fin(now);
+            }
+        }
+    }
+
+    /// The peer's FIN is next in sequence: the receiving direction ends.
+    fn consume_fin(&mut self, now: Instant) {
+        self.fin_consumed = true;
+        self.rcv_nxt += 1;
+        self.ack_now = true;
+        self.signal_readable();
+        match self.state {
+            State::SynReceived | State::Established => self.state = State::CloseWait,
+            State::FinWait1 => {
+                if self.fin_acked() {
+                    self.enter_time_wait(now);
+                } else {
+                    self.state = State::Closing;
+                }
+            }
+            State::FinWait2 => self.enter_time_wait(now),
+            _ => {}
+        }
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.state = State::TimeWait;
+        self.timers.stop_all();
+        self.timers.set(Timer::Close, now + self.cfg.time_wait);
+        if self.close_reason.is_none() {
+            self.close_reason = Some(CloseReason::Finished);
+            self.events.push_back(Event::Closed(CloseReason::Finished));
+        }
+    }
+
+    fn signal_readable(&mut self) {
+        if !self.readable_signalled {
+            self.readable_signalled = true;
+            self.events.push_back(Event::Readable);
+        }
+    }
+
+    fn delayed_ack_timeout(&self) -> Duration {
+        self.cfg.delayed_ack
+    }
+
+    /// Receive-buffer auto-tuning (Linux's `tcp_rcv_space_adjust`): once per round trip, let
+    /// the buffer hold twice what the application read in the last one, so the window never
+    /// limits a sender that the application keeps up with.
+    fn autotune(&mut self, now: Instant) {
+        let rtt = self
+            .rtt
+            .srtt()
+            .or(self.rcv_rtt)
+            .unwrap_or(Duration::from_millis(100));
+        let mark = *self.rcv_space.mark.get_or_insert(now);
+        if now.saturating_duration_since(mark) < rtt {
+            return;
+        }
+        let copied = self.consumed - self.rcv_space.consumed_at_mark;
+        if copied > self.rcv_space.space {
+            self.rcv_space.space = copied;
+            let mss = usize::try_from(self.smss()).unwrap_or(1460);
+            let want = usize::try_from(copied.saturating_mul(2))
+                .unwrap_or(usize::MAX)
+                .saturating_add(16 * mss);
+            let limit = if self.ws_ok {
+                self.cfg.recv_buffer_max
+            } else {
+                65_535
+            };
+            let cap = want.min(limit).max(self.recv.capacity());
+            self.recv.set_capacity(cap);
+        }
+        self.rcv_space.mark = Some(now);
+        self.rcv_space.consumed_at_mark = self.consumed;
+    }
+
+    /// After the application read: announce a window that grew a lot (RFC 9293 §3.8.6.2.2,
+    /// Linux's "window at least doubled").
+    fn maybe_window_update(&mut self) {
+        if !self.state.is_synchronized() || self.fin_consumed {
+            return;
+        }
+        let advertised = self.rcv_adv.saturating_sub(self.rcv_nxt);
+        let now_free = self.recv.window() as u64;
+        let threshold = (self.recv.capacity() as u64 / 2).min(2 * self.smss());
+        if now_free >= 2 * advertised && now_free - advertised >= threshold {
+            self.ack_now = true;
+        }
+    }
+
+    /// A challenge ACK (RFC 5961 §3.2, §4.2, §5.2), at most a few per second.
+    fn challenge_ack(&mut self, now: Instant) {
+        let refill = *self.challenge_refill.get_or_insert(now);
+        if now.saturating_duration_since(refill) >= Duration::from_secs(1) {
+            self.challenge_tokens = CHALLENGE_ACKS_PER_SECOND;
+            self.challenge_refill = Some(now);
+        }
+        if self.challenge_tokens > 0 {
+            self.challenge_tokens -= 1;
+            self.stats.challenge_acks += 1;
+            self.ack_now = true;
+        }
+    }
+
+    // --- sending ------------------------------------------------------------------------
+
+    /// The window to advertise now and the right edge it stands for (RFC 7323 §2.3; never
+    /// shrinking, RFC 9293 §3.8.6.2.2's silly-window avoidance).
+    fn window_to_advertise(&self, syn: bool) -> (u16, u64) {
+        let free = self.recv.window() as u64;
+        let mut edge = self.rcv_nxt + free;
+        let step = (self.recv.capacity() as u64 / 2).min(self.smss());
+        if edge < self.rcv_adv || (edge - self.rcv_adv < step && self.rcv_adv > self.rcv_nxt) {
+            edge = self.rcv_adv.max(self.rcv_nxt);
+        }
+        let wnd = edge - self.rcv_nxt;
+        if syn {
+            let w = wnd.min(65_535);
+            return (u16::try_from(w).unwrap_or(u16::MAX), self.rcv_nxt + w);
+        }
+        let shift = u32::from(self.rcv_wscale);
+        let scaled = wnd.div_ceil(1 << shift).min(65_535);
+        (
+            u16::try_from(scaled).unwrap_or(u16::MAX),
+            self.rcv_nxt + (scaled << shift),
+        )
+    }
+
+    /// Writes the next segment to send into `buf` (the TCP segment only: the endpoint adds
+    /// the IP header); returns its length. Worth calling again after every `handle_segment`,
+    /// `handle_timeout`, `write`, `read` or `close`, until it returns `None`.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        hook: &mut dyn SegmentHook,
+    ) -> Option<usize> {
+        if self.rst_due {
+            self.rst_due = false;
+            let flags = TcpFlags(TcpFlags::RST);
+            return Some(self.emit(now, buf, hook, flags, self.snd_nxt, 0, false));
+        }
+        match self.state {
+            State::Closed => return None,
+            State::SynSent => {
+                if self.snd_nxt == 0 {
+                    return Some(self.emit_syn(now, buf, hook, false));
+                }
+                return None;
+            }
+            State::SynReceived if self.snd_nxt == 0 => {
+                return Some(self.emit_syn(now, buf, hook, true));
+            }
+            _ => {}
+        }
+        if let Some(n) = self.poll_data(now, buf, hook) {
+            return Some(n);
+        }
+        if let Some(probe) = self.probe.take() {
+            match probe {
+                Probe::ZeroWindow => self.stats.zero_window_probes += 1,
+                Probe::Keepalive => self.stats.keepalive_probes += 1,
+            }
+            let seq = self.snd_una.saturating_sub(1);
+            return Some(self.emit(now, buf, hook, TcpFlags(0), seq, 0, false));
+        }
+        if self.ack_now {
+            return Some(self.emit(now, buf, hook, TcpFlags(0), self.snd_nxt, 0, false));
+        }
+        None
+    }
+
+    /// Our SYN (or SYN-ACK), with the options we offer or accept.
+    fn emit_syn(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        hook: &mut dyn SegmentHook,
+        ack: bool,
+    ) -> usize {
+        let mut flags = TcpFlags::SYN;
+        if ack {
+            flags |= TcpFlags::ACK;
+        }
+        let n = self.emit(now, buf, hook, TcpFlags(flags), 0, 0, false);
+        if !self.timers.is_set(Timer::Retransmit) {
+            self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        }
+        n
+    }
+
+    /// What to send next, `(start, length, retransmission)` in sequence offsets: a
+    /// retransmission in loss recovery (RFC 6582, RFC 6675 `NextSeg`), else new data (or the
+    /// data after a timeout) from `SND.NXT` as far as the windows and Nagle allow.
+    fn next_range(&mut self, now: Instant) -> Option<(u64, u64, bool)> {
+        let mss = self.smss();
+        let in_flight = self.in_flight();
+        let room = self.cc.window().saturating_sub(in_flight);
+        if self.rtx_head && self.snd_max > self.snd_una {
+            // NewReno fast retransmit (RFC 6582): the segment at SND.UNA, whatever the window.
+            return Some((self.snd_una, mss.min(self.seq_end() - self.snd_una), true));
+        }
+        let sack_recovery = self.recovery.is_some() && self.sack_ok && room >= mss;
+        // RFC 6675 NextSeg rule 1: a lost hole.
+        if let Some((s, e)) = sack_recovery
+            .then(|| {
+                self.scoreboard
+                    .next_retransmission(self.snd_una, self.snd_max, mss, true)
+            })
+            .flatten()
+        {
+            return Some((s, e - s, true));
+        }
+        let end = self.seq_end();
+        if self.snd_nxt >= end {
+            // Rule 3: nothing new to send, so resend a hole below the highest SACKed byte
+            // even if it is not known lost yet.
+            let hole = sack_recovery
+                .then(|| {
+                    self.scoreboard
+                        .next_retransmission(self.snd_una, self.snd_max, mss, false)
+                })
+                .flatten();
+            if hole.is_none() {
+                self.cwnd_limited = false;
+            }
+            return hole.map(|(s, e)| (s, e - s, true));
+        }
+        // Rule 2: new data (or going back N after a timeout) from SND.NXT.
+        let by_window = (self.snd_una + self.snd_wnd).saturating_sub(self.snd_nxt);
+        let avail = end - self.snd_nxt;
+        let mut len = avail.min(mss).min(by_window);
+        if len == 0 {
+            if avail == 1 && self.fin_queued {
+                // A bare FIN needs no window.
+                len = 1;
+            } else {
+                // The peer's window is closed: probe it until it opens (RFC 9293 §3.8.6.1).
+                if self.snd_max == self.snd_una && !self.timers.is_set(Timer::Persist) {
+                    self.persist_probes = 0;
+                    self.timers
+                        .set(Timer::Persist, now + self.persist_interval());
+                }
+                return None;
+            }
+        }
+        if in_flight > 0 && len > room {
+            self.cwnd_limited = true;
+            return None;
+        }
+        // Nagle (RFC 9293 §3.7.4): a small segment waits while data is unacknowledged, unless
+        // it ends the stream.
+        let ends_stream = self.fin_queued && self.snd_nxt + len >= end;
+        if self.cfg.nagle
+            && len < mss
+            && self.snd_max > self.snd_una
+            && self.snd_nxt >= self.snd_max
+            && !ends_stream
+        {
+            return None;
+        }
+        Some((self.snd_nxt, len, self.snd_nxt < self.snd_max))
+    }
+
+    /// A data segment (or FIN) if the windows, the pacer and Nagle allow one.
+    fn poll_data(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        hook: &mut dyn SegmentHook,
+    ) -> Option<usize> {
+        if !matches!(
+            self.state,
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::Closing
+                | State::LastAck
+        ) {
+            return None;
+        }
+        let (start, len, retransmission) = self.next_range(now)?;
+        if let Some(at) = self
+            .cfg
+            .pacing
+            .then(|| self.pacer.delay(now, len))
+            .flatten()
+        {
+            self.timers.set(Timer::Pacing, at);
+            return None;
+        }
+        self.timers.stop(Timer::Pacing);
+        // Split the range into payload and FIN.
+        let data_end = self.data_end();
+        let data_len = (start + len).min(data_end).saturating_sub(start);
+        let fin = self.fin_queued && start + len > data_end;
+        let mut flags = TcpFlags::ACK;
+        if fin {
+            flags |= TcpFlags::FIN;
+        }
+        if data_len > 0 && start + data_len == data_end {
+            flags |= TcpFlags::PSH;
+        }
+        Some(self.emit(
+            now,
+            buf,
+            hook,
+            TcpFlags(flags),
+            start,
+            usize::try_from(data_len).unwrap_or(0),
+            retransmission,
+        ))
+    }
+
+    /// Builds and writes one segment at send offset `start` with `data_len` payload bytes
+    /// (fewer if the header leaves less room), and records what was sent.
+    #[expect(clippy::too_many_arguments, reason = "one segment's description")]
+    fn emit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        hook: &mut dyn SegmentHook,
+        flags: TcpFlags,
+        start: u64,
+        data_len: usize,
+        retransmission: bool,
+    ) -> usize {
+        let syn = flags.contains(TcpFlags::SYN);
+        let rst = flags.contains(TcpFlags::RST);
+        let with_ack = !rst && (self.state != State::SynSent || flags.contains(TcpFlags::ACK));
+        let (mut repr, edge) = self.segment_header(now, flags, start, with_ack);
+        // Room for payload: the peer's MSS (plus the 20 bytes it excludes) or the buffer,
+        // less the header with its options and the hook's reserved space.
+        let base_opts = repr.options_len();
+        let reserved = (base_opts + self.option_space).min(MAX_OPTIONS_LEN);
+        let header = HEADER_LEN + reserved.div_ceil(4) * 4;
+        let limit = usize::try_from(self.peer_mss)
+            .unwrap_or(usize::MAX)
+            .saturating_add(HEADER_LEN)
+            .min(buf.len());
+        let data_len = data_len.min(limit.saturating_sub(header));
+        let seg = OutgoingSegment {
+            flags: TcpFlags(flags.0 | if with_ack { TcpFlags::ACK } else { 0 }),
+            stream_offset: start.saturating_sub(1),
+            payload_len: data_len,
+            retransmission,
+        };
+        let options = hook.outgoing_options(&seg);
+        for o in options {
+            if repr.options_len() + o.buffer_len() <= MAX_OPTIONS_LEN {
+                let _ = repr.mptcp.try_push(o);
+            }
+        }
+        let send = &self.send;
+        let from = start.saturating_sub(1);
+        let n = repr.emit_with(buf, self.local.ip(), self.remote.ip(), data_len, |out| {
+            let copied = send.read_at(from, out);
+            debug_assert_eq!(copied, out.len(), "payload outside the send buffer");
+        });
+        drop(repr);
+        // Bookkeeping.
+        self.stats.segs_out += 1;
+        if rst {
+            return n;
+        }
+        if with_ack {
+            self.ack_now = false;
+            self.unacked_segments = 0;
+            self.timers.stop(Timer::DelayedAck);
+            self.last_ack_sent = self.rcv_nxt;
+            self.rcv_adv = edge.max(self.rcv_adv);
+        }
+        let seq_len = data_len as u64 + u64::from(syn) + u64::from(flags.contains(TcpFlags::FIN));
+        if seq_len == 0 {
+            return n;
+        }
+        let end = start + seq_len;
+        self.stats.bytes_sent += data_len as u64;
+        if retransmission {
+            self.stats.retransmits += 1;
+            self.stats.bytes_retransmitted += data_len as u64;
+            self.mark_retransmitted(start, end);
+            if self.recovery.is_some() {
+                self.scoreboard.retransmitted(end);
+            }
+            if self.rtx_head {
+                self.rtx_head = false;
+            }
+        }
+        if start == self.snd_nxt || (start < self.snd_nxt && end > self.snd_nxt) {
+            self.snd_nxt = end;
+        }
+        if end > self.snd_max {
+            self.sent.push_back(Sent {
+                end,
+                at: now,
+                retransmitted: start < self.snd_max,
+            });
+            self.snd_max = end;
+        }
+        if self.cfg.pacing && !syn {
+            self.pacer.on_send(now, data_len as u64);
+        }
+        let in_flight = self.in_flight();
+        if in_flight + self.smss() > self.cc.window() {
+            self.cwnd_limited = true;
+        }
+        if !self.timers.is_set(Timer::Retransmit) {
+            self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        }
+        n
+    }
+
+    /// The header of a segment at send offset `start`: sequence and acknowledgment numbers,
+    /// window, and the options of a SYN (what we offer, or accept of the peer's) or of any
+    /// other segment (timestamps, SACK blocks). Also the window's right edge it advertises.
+    fn segment_header(
+        &self,
+        now: Instant,
+        flags: TcpFlags,
+        start: u64,
+        with_ack: bool,
+    ) -> (TcpRepr<'static>, u64) {
+        let syn = flags.contains(TcpFlags::SYN);
+        let rst = flags.contains(TcpFlags::RST);
+        let (window, edge) = self.window_to_advertise(syn);
+        let mut repr = TcpRepr {
+            src_port: self.local.port(),
+            dst_port: self.remote.port(),
+            flags: TcpFlags(flags.0 & !TcpFlags::ACK),
+            seq_number: self.snd_seq(start),
+            ack_number: with_ack.then(|| self.rcv_seq(self.rcv_nxt)),
+            window_len: if rst { 0 } else { window },
+            ..TcpRepr::default()
+        };
+        if syn {
+            repr.max_seg_size = Some(self.advertised_mss());
+            let answering = self.state != State::SynSent;
+            repr.window_scale = if answering {
+                self.ws_ok.then_some(self.rcv_wscale)
+            } else {
+                self.offered_wscale
+            };
+            repr.sack_permitted = if answering {
+                self.sack_ok
+            } else {
+                self.cfg.sack
+            };
+            let ts = self.cfg.timestamps && (!answering || self.ts_ok);
+            repr.timestamps =
+                ts.then(|| (self.ts_now(now), if answering { self.ts_recent } else { 0 }));
+        } else if !rst && self.ts_ok {
+            repr.timestamps = Some((self.ts_now(now), self.ts_recent));
+        }
+        if !syn && !rst && self.sack_ok && self.recv.held() > 0 {
+            let max_blocks = if self.ts_ok { 3 } else { 4 };
+            let mut blocks = SackBlocks::new();
+            for (s, e) in self.recv.sack_blocks(max_blocks) {
+                blocks.push((self.rcv_seq(1 + s).0, self.rcv_seq(1 + e).0));
+            }
+            repr.sack_blocks = blocks;
+        }
+        (repr, edge)
+    }
+
+    /// Marks sent ranges overlapping `[start, end)` as retransmitted (no RTT samples).
+    fn mark_retransmitted(&mut self, start: u64, end: u64) {
+        let i = self.sent.partition_point(|s| s.end <= start);
+        for s in self.sent.iter_mut().skip(i) {
+            s.retransmitted = true;
+            if s.end >= end {
+                break;
+            }
+        }
+    }
+}
+
+/// Milliseconds since `epoch`, the timestamp clock (RFC 7323 §5.4: 1 ms to 1 s per tick).
+fn timestamp_clock(epoch: Instant, now: Instant) -> u32 {
+    #[expect(clippy::cast_possible_truncation, reason = "the clock wraps by design")]
+    let ms = now.saturating_duration_since(epoch).as_millis() as u32;
+    ms
+}
+
+/// The smallest window scale that lets a 16-bit window field cover `buffer` bytes.
+pub(crate) fn wscale_for(buffer: usize) -> u8 {
+    let mut s = 0u8;
+    while s < MAX_WSCALE && (65_535usize << s) < buffer {
+        s += 1;
+    }
+    s
+}

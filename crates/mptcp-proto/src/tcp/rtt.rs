@@ -1,0 +1,167 @@
+//! Round-trip time estimation and the retransmission timeout (RFC 6298).
+//!
+//! Samples come from segments that were sent once (Karn's algorithm, RFC 6298 §3: a segment
+//! that was retransmitted gives no sample, since its ACK cannot tell which copy it acknowledges).
+//! The timeout doubles on each expiry (§5.5) and is kept between the configured bounds (§2.4,
+//! §2.5); a new sample after a backoff resets it (§5.7 leaves the backed-off value until a
+//! sample arrives).
+
+use core::time::Duration;
+
+/// RFC 6298's `SRTT`, `RTTVAR` and `RTO`, plus the smallest and latest sample.
+#[derive(Debug, Clone)]
+pub struct RttEstimator {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    latest: Duration,
+    min: Duration,
+    backoff: u32,
+    min_rto: Duration,
+    max_rto: Duration,
+    initial_rto: Duration,
+}
+
+/// `G`, the clock granularity of RFC 6298 §2: this engine's clock is exact, but a floor keeps
+/// `RTTVAR` from collapsing on a perfectly regular path.
+const GRANULARITY: Duration = Duration::from_millis(1);
+
+impl RttEstimator {
+    /// An estimator with no sample yet: the timeout is `initial_rto` (RFC 6298 §2.1: 1 s).
+    #[must_use]
+    pub fn new(initial_rto: Duration, min_rto: Duration, max_rto: Duration) -> Self {
+        Self {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            latest: Duration::ZERO,
+            min: Duration::MAX,
+            backoff: 0,
+            min_rto,
+            max_rto,
+            initial_rto,
+        }
+    }
+
+    /// Takes a sample (RFC 6298 §2.2, §2.3) and ends any backoff.
+    pub fn on_sample(&mut self, rtt: Duration) {
+        self.latest = rtt;
+        self.min = self.min.min(rtt);
+        self.backoff = 0;
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                // RTTVAR <- 3/4 RTTVAR + 1/4 |SRTT - R'|; SRTT <- 7/8 SRTT + 1/8 R'
+                let diff = srtt.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
+
+    /// Doubles the timeout after it expired (RFC 6298 §5.5).
+    pub fn back_off(&mut self) {
+        self.backoff = self.backoff.saturating_add(1);
+    }
+
+    /// How many times the timeout has doubled since the last sample.
+    #[must_use]
+    pub fn backoff(&self) -> u32 {
+        self.backoff
+    }
+
+    /// The retransmission timeout: `SRTT + max(G, 4 RTTVAR)` within the bounds, doubled per
+    /// backoff (RFC 6298 §2.2–§2.5, §5.5).
+    #[must_use]
+    pub fn rto(&self) -> Duration {
+        let base = match self.srtt {
+            None => self.initial_rto,
+            Some(srtt) => (srtt + (self.rttvar * 4).max(GRANULARITY)).max(self.min_rto),
+        };
+        let shift = self.backoff.min(16);
+        base.saturating_mul(1 << shift).min(self.max_rto)
+    }
+
+    /// The smoothed round-trip time, once there is a sample.
+    #[must_use]
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    /// The smoothed round-trip time, or `fallback` before the first sample.
+    #[must_use]
+    pub fn srtt_or(&self, fallback: Duration) -> Duration {
+        self.srtt.unwrap_or(fallback)
+    }
+
+    /// `RTTVAR`.
+    #[must_use]
+    pub fn rttvar(&self) -> Duration {
+        self.rttvar
+    }
+
+    /// The latest sample (zero before the first).
+    #[must_use]
+    pub fn latest(&self) -> Duration {
+        self.latest
+    }
+
+    /// The smallest sample so far, once there is one.
+    #[must_use]
+    pub fn min(&self) -> Option<Duration> {
+        (self.min != Duration::MAX).then_some(self.min)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn est() -> RttEstimator {
+        RttEstimator::new(
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+            Duration::from_secs(60),
+        )
+    }
+
+    #[test]
+    fn first_sample_sets_srtt_and_half_rttvar() {
+        let mut e = est();
+        assert_eq!(e.rto(), Duration::from_secs(1));
+        e.on_sample(Duration::from_millis(100));
+        assert_eq!(e.srtt(), Some(Duration::from_millis(100)));
+        assert_eq!(e.rttvar(), Duration::from_millis(50));
+        // 100 + 4 * 50 = 300 ms
+        assert_eq!(e.rto(), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn later_samples_are_smoothed_by_an_eighth_and_a_quarter() {
+        let mut e = est();
+        e.on_sample(Duration::from_millis(100));
+        e.on_sample(Duration::from_millis(180));
+        // RTTVAR = 3/4 * 50 + 1/4 * 80 = 57.5; SRTT = 7/8 * 100 + 1/8 * 180 = 110
+        assert_eq!(e.srtt(), Some(Duration::from_millis(110)));
+        assert_eq!(e.rttvar(), Duration::from_micros(57_500));
+        assert_eq!(e.min(), Some(Duration::from_millis(100)));
+        assert_eq!(e.latest(), Duration::from_millis(180));
+    }
+
+    #[test]
+    fn timeout_is_floored_doubled_on_backoff_and_capped() {
+        let mut e = est();
+        e.on_sample(Duration::from_millis(10));
+        assert_eq!(e.rto(), Duration::from_millis(200), "min_rto floor");
+        e.back_off();
+        assert_eq!(e.rto(), Duration::from_millis(400));
+        for _ in 0..20 {
+            e.back_off();
+        }
+        assert_eq!(e.rto(), Duration::from_secs(60), "max_rto cap");
+        e.on_sample(Duration::from_millis(10));
+        assert_eq!(e.backoff(), 0);
+        assert_eq!(e.rto(), Duration::from_millis(200));
+    }
+}

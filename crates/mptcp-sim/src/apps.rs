@@ -1,0 +1,296 @@
+//! Applications for simulated hosts: a bulk sender of a checkable byte pattern and a sink that
+//! checks it, each sharing its state with the test through an `Rc<RefCell<_>>`.
+
+use core::net::SocketAddr;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use mptcp_proto::endpoint::{ConnHandle, Endpoint, EndpointEvent};
+use mptcp_proto::tcp::{CloseReason, Event, ReadError, WriteError};
+
+use crate::App;
+
+/// Byte `i` of pattern `seed` (splitmix64 of the seed and the 8-byte word index), so a byte
+/// lost, repeated or moved is seen.
+#[must_use]
+pub fn pattern_byte(seed: u64, i: u64) -> u8 {
+    let mut z = seed.wrapping_add(i / 8).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    z.to_le_bytes()[usize::try_from(i % 8).unwrap_or(0)]
+}
+
+/// Fills `buf` with the pattern from offset `from`.
+pub fn fill_pattern(seed: u64, from: u64, buf: &mut [u8]) {
+    for (k, b) in buf.iter_mut().enumerate() {
+        *b = pattern_byte(seed, from + k as u64);
+    }
+}
+
+/// What a [`BulkSend`] did.
+#[derive(Debug, Clone, Default)]
+pub struct SendState {
+    /// Its connection.
+    pub conn: Option<ConnHandle>,
+    /// When the handshake completed.
+    pub connected_at: Option<Instant>,
+    /// Bytes the connection took.
+    pub written: u64,
+    /// Whether it closed its sending side.
+    pub closed: bool,
+    /// How the connection ended.
+    pub ended: Option<CloseReason>,
+    /// Bytes it read from the peer (it reads and checks nothing, only counts).
+    pub received: u64,
+}
+
+/// Connects and sends `total` bytes of a pattern, then closes its sending side.
+#[derive(Debug)]
+pub struct BulkSend {
+    local: SocketAddr,
+    remote: SocketAddr,
+    total: u64,
+    seed: u64,
+    chunk: usize,
+    close_when_done: bool,
+    state: Rc<RefCell<SendState>>,
+    buf: Vec<u8>,
+}
+
+impl BulkSend {
+    /// Sends `total` bytes of pattern `seed` from `local` (port 0: ephemeral) to `remote`.
+    #[must_use]
+    pub fn new(local: SocketAddr, remote: SocketAddr, total: u64, seed: u64) -> Self {
+        Self {
+            local,
+            remote,
+            total,
+            seed,
+            chunk: 64 * 1024,
+            close_when_done: true,
+            state: Rc::default(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes at most `chunk` bytes per call.
+    #[must_use]
+    pub fn chunk(mut self, chunk: usize) -> Self {
+        self.chunk = chunk.max(1);
+        self
+    }
+
+    /// Leaves the connection open after the last byte.
+    #[must_use]
+    pub fn keep_open(mut self) -> Self {
+        self.close_when_done = false;
+        self
+    }
+
+    /// The state shared with the test.
+    #[must_use]
+    pub fn state(&self) -> Rc<RefCell<SendState>> {
+        Rc::clone(&self.state)
+    }
+}
+
+impl App for BulkSend {
+    fn poll(&mut self, now: Instant, ep: &mut Endpoint) {
+        let mut st = self.state.borrow_mut();
+        let h = match st.conn {
+            Some(h) => h,
+            None => match ep.connect(now, self.local, self.remote) {
+                Ok(h) => {
+                    st.conn = Some(h);
+                    h
+                }
+                Err(_) => return,
+            },
+        };
+        while let Some(ev) = ep.poll_event() {
+            match ev {
+                EndpointEvent::Connection(c, Event::Connected) if c == h => {
+                    st.connected_at = Some(now);
+                }
+                EndpointEvent::Connection(c, Event::Closed(r)) if c == h => st.ended = Some(r),
+                _ => {}
+            }
+        }
+        let Some(conn) = ep.conn_mut(h) else { return };
+        while st.written < self.total {
+            let n = usize::try_from(self.total - st.written)
+                .unwrap_or(usize::MAX)
+                .min(self.chunk);
+            self.buf.resize(n, 0);
+            fill_pattern(self.seed, st.written, &mut self.buf);
+            match conn.write(&self.buf) {
+                Ok(k) => st.written += k as u64,
+                Err(WriteError::Blocked | WriteError::Finished | WriteError::Closed(_)) => break,
+            }
+        }
+        if st.written == self.total && self.close_when_done && !st.closed {
+            conn.close();
+            st.closed = true;
+        }
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut sink) {
+            st.received += n as u64;
+        }
+    }
+}
+
+/// What a [`Sink`] received.
+#[derive(Debug, Clone, Default)]
+pub struct SinkState {
+    /// The connection it accepted.
+    pub conn: Option<ConnHandle>,
+    /// Bytes read.
+    pub received: u64,
+    /// The first byte that was not the pattern's.
+    pub first_bad: Option<u64>,
+    /// The peer finished (FIN) and every byte before it was read.
+    pub finished: bool,
+    /// How the connection ended, if it did.
+    pub ended: Option<CloseReason>,
+    /// `(time, bytes so far)` after each read.
+    pub samples: Vec<(Instant, u64)>,
+}
+
+impl SinkState {
+    /// Exactly the `len` bytes of the pattern arrived, in order, then the FIN.
+    #[must_use]
+    pub fn intact(&self, len: u64) -> bool {
+        self.first_bad.is_none() && self.received == len && self.finished
+    }
+
+    /// Bytes received by time `t`.
+    #[must_use]
+    pub fn bytes_at(&self, t: Instant) -> u64 {
+        let i = self.samples.partition_point(|s| s.0 <= t);
+        if i == 0 { 0 } else { self.samples[i - 1].1 }
+    }
+
+    /// Goodput between `from` and `to`, bit/s.
+    #[must_use]
+    pub fn goodput(&self, from: Instant, to: Instant) -> f64 {
+        let secs = to.saturating_duration_since(from).as_secs_f64();
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        (self.bytes_at(to) - self.bytes_at(from)) as f64 * 8.0 / secs
+    }
+}
+
+/// Listens, accepts one connection, reads and checks a pattern, and closes when the peer did.
+#[derive(Debug)]
+pub struct Sink {
+    addr: SocketAddr,
+    seed: u64,
+    listening: bool,
+    paused_until: Option<Instant>,
+    state: Rc<RefCell<SinkState>>,
+    buf: Vec<u8>,
+    expect: Vec<u8>,
+}
+
+impl Sink {
+    /// A sink of pattern 1 on `addr`.
+    #[must_use]
+    pub fn listen(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            seed: 1,
+            listening: false,
+            paused_until: None,
+            state: Rc::default(),
+            buf: vec![0; 64 * 1024],
+            expect: vec![0; 64 * 1024],
+        }
+    }
+
+    /// Checks pattern `seed`.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Reads at most `n` bytes at a time.
+    #[must_use]
+    pub fn read_chunk(mut self, n: usize) -> Self {
+        self.buf = vec![0; n.max(1)];
+        self.expect = vec![0; n.max(1)];
+        self
+    }
+
+    /// Reads nothing until `t` (so its receive window fills up and closes).
+    #[must_use]
+    pub fn pause_until(mut self, t: Instant) -> Self {
+        self.paused_until = Some(t);
+        self
+    }
+
+    /// The state shared with the test.
+    #[must_use]
+    pub fn state(&self) -> Rc<RefCell<SinkState>> {
+        Rc::clone(&self.state)
+    }
+}
+
+impl App for Sink {
+    fn poll(&mut self, now: Instant, ep: &mut Endpoint) {
+        if !self.listening {
+            self.listening = ep.listen(self.addr).is_ok();
+        }
+        let mut st = self.state.borrow_mut();
+        while let Some(ev) = ep.poll_event() {
+            match ev {
+                EndpointEvent::Incoming(l) if st.conn.is_none() => st.conn = ep.accept(l),
+                EndpointEvent::Connection(c, Event::Closed(r)) if Some(c) == st.conn => {
+                    st.ended = Some(r);
+                }
+                _ => {}
+            }
+        }
+        match self.paused_until {
+            Some(t) if now < t => return,
+            Some(_) => self.paused_until = None,
+            None => {}
+        }
+        let Some(h) = st.conn else { return };
+        let Some(conn) = ep.conn_mut(h) else { return };
+        loop {
+            match conn.read(&mut self.buf) {
+                Ok(n) => {
+                    if st.first_bad.is_none() {
+                        fill_pattern(self.seed, st.received, &mut self.expect[..n]);
+                        if let Some(k) = self.buf[..n]
+                            .iter()
+                            .zip(&self.expect[..n])
+                            .position(|(a, b)| a != b)
+                        {
+                            st.first_bad = Some(st.received + k as u64);
+                        }
+                    }
+                    st.received += n as u64;
+                    let r = st.received;
+                    st.samples.push((now, r));
+                }
+                Err(ReadError::Finished) => {
+                    if !st.finished {
+                        st.finished = true;
+                        conn.close();
+                    }
+                    break;
+                }
+                Err(ReadError::Blocked | ReadError::Closed(_)) => break,
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.paused_until
+    }
+}

@@ -1,0 +1,525 @@
+//! mptcp-sim: a deterministic discrete-event network simulator that drives `mptcp-proto`.
+//!
+//! Hosts run the sans-IO [`Endpoint`] and an [`App`]; links between them have a rate, a
+//! tail-drop queue, delay, jitter, seeded random loss and outages ([`link`]). Time is virtual:
+//! the simulator jumps from one event (a packet arriving, a timer) to the next, so a run of
+//! minutes takes milliseconds and the same seed gives the same run, packet for packet.
+//!
+//! The seed comes from `MPTCP_SIM_SEED` when set (else from the simulation's name); a
+//! simulation that is dropped while its thread panics prints its seed, so a failure can be
+//! replayed exactly. With `MPTCP_SIM_PCAP=DIR` every simulation writes its packets to
+//! `DIR/NAME-SEED.pcap` ([`pcap`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use mptcp_sim::{Sim, apps::{BulkSend, Sink}, link::LinkParams};
+//!
+//! let mut sim = Sim::new("doc");
+//! let (a, b) = sim.pair(LinkParams::bdp_queue(10.0, Duration::from_millis(20)));
+//! let sink = Sink::listen(sim.addr(b, 80));
+//! let got = sink.state();
+//! sim.set_app(b, sink);
+//! let to = sim.addr(b, 80);
+//! sim.set_app(a, BulkSend::new(sim.addr(a, 0), to, 100_000, 1));
+//! sim.run_until(|_| got.borrow().finished, Duration::from_secs(10));
+//! assert!(got.borrow().intact(100_000));
+//! ```
+
+pub mod apps;
+pub mod link;
+pub mod pcap;
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::time::Duration;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::path::Path;
+use std::time::Instant;
+
+use mptcp_proto::endpoint::{Endpoint, EndpointConfig};
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use link::{Direction, DirectionStats, DropFilter, LinkParams};
+use pcap::PcapWriter;
+
+/// A host of the simulation.
+pub type HostId = usize;
+
+/// What runs on a host above the endpoint: it accepts, reads, writes and closes.
+pub trait App {
+    /// Called after anything happened at the host (a packet, a timer, the start).
+    fn poll(&mut self, now: Instant, ep: &mut Endpoint);
+
+    /// When the application wants to be polled even if nothing happens.
+    fn next_wake(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// An application made of a closure.
+pub struct FnApp<F>(pub F);
+
+impl<F: FnMut(Instant, &mut Endpoint)> App for FnApp<F> {
+    fn poll(&mut self, now: Instant, ep: &mut Endpoint) {
+        (self.0)(now, ep);
+    }
+}
+
+struct Interface {
+    addr: IpAddr,
+    link: usize,
+    /// Which direction of the link this host sends on.
+    dir: usize,
+}
+
+/// A simulated host.
+pub struct Host {
+    /// Its name.
+    pub name: String,
+    /// Its TCP/MPTCP endpoint.
+    pub endpoint: Endpoint,
+    interfaces: Vec<Interface>,
+    app: Option<Box<dyn App>>,
+    wake: Option<Instant>,
+}
+
+struct Link {
+    dirs: [Direction; 2],
+    /// The host at the receiving end of each direction.
+    to: [HostId; 2],
+}
+
+enum What {
+    Deliver { host: HostId, packet: Vec<u8> },
+    Wake { host: HostId },
+}
+
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    what: What,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// A simulation.
+pub struct Sim {
+    name: String,
+    seed: u64,
+    start: Instant,
+    now: Instant,
+    rng: Xoshiro256PlusPlus,
+    hosts: Vec<Host>,
+    links: Vec<Link>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    trace: Option<PcapWriter<BufWriter<File>>>,
+    buf: Vec<u8>,
+    events: u64,
+    /// Endpoint settings for hosts added after this is changed.
+    pub endpoint_config: EndpointConfig,
+}
+
+impl core::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Sim")
+            .field("name", &self.name)
+            .field("seed", &self.seed)
+            .field("elapsed", &self.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The seed for simulation `name`: `MPTCP_SIM_SEED` if set, else a hash of the name.
+#[must_use]
+pub fn seed_for(name: &str) -> u64 {
+    if let Some(s) = std::env::var("MPTCP_SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return s;
+    }
+    // FNV-1a: stable across runs and platforms.
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Sim {
+    /// A simulation named `name` (for messages and traces), seeded by [`seed_for`].
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        Self::with_seed(name, seed_for(name))
+    }
+
+    /// A simulation with a given seed.
+    #[must_use]
+    pub fn with_seed(name: &str, seed: u64) -> Self {
+        let start = Instant::now();
+        let mut sim = Self {
+            name: name.to_owned(),
+            seed,
+            start,
+            now: start,
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            hosts: Vec::new(),
+            links: Vec::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            trace: None,
+            buf: vec![0; 65_536],
+            events: 0,
+            endpoint_config: EndpointConfig::default(),
+        };
+        if let Ok(dir) = std::env::var("MPTCP_SIM_PCAP") {
+            let safe: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let path = Path::new(&dir).join(format!("{safe}-{seed}.pcap"));
+            let _ = sim.trace_to(&path);
+        }
+        sim
+    }
+
+    /// This simulation's seed.
+    #[must_use]
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Writes every packet sent from now on to a pcap file.
+    pub fn trace_to(&mut self, path: &Path) -> std::io::Result<()> {
+        self.trace = Some(PcapWriter::create(path)?);
+        Ok(())
+    }
+
+    /// Virtual time now.
+    #[must_use]
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Virtual time since the simulation began.
+    #[must_use]
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Events processed so far.
+    #[must_use]
+    pub fn events_processed(&self) -> u64 {
+        self.events
+    }
+
+    /// Adds a host with addresses `addrs` (one per link it will have, in order).
+    pub fn add_host(&mut self, name: &str) -> HostId {
+        let mut cfg = self.endpoint_config.clone();
+        cfg.seed = self.rng.next_u64();
+        for chunk in cfg.secret.chunks_mut(8) {
+            chunk.copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        }
+        self.hosts.push(Host {
+            name: name.to_owned(),
+            endpoint: Endpoint::new(cfg, self.now),
+            interfaces: Vec::new(),
+            app: None,
+            wake: None,
+        });
+        self.hosts.len() - 1
+    }
+
+    /// Links host `a` (address `a_addr`) and host `b` (address `b_addr`): `ab` from a to b,
+    /// `ba` back. Returns the link's index.
+    pub fn link(
+        &mut self,
+        a: HostId,
+        a_addr: IpAddr,
+        b: HostId,
+        b_addr: IpAddr,
+        ab: LinkParams,
+        ba: LinkParams,
+    ) -> usize {
+        let l = self.links.len();
+        self.links.push(Link {
+            dirs: [Direction::new(ab), Direction::new(ba)],
+            to: [b, a],
+        });
+        self.hosts[a].interfaces.push(Interface {
+            addr: a_addr,
+            link: l,
+            dir: 0,
+        });
+        self.hosts[b].interfaces.push(Interface {
+            addr: b_addr,
+            link: l,
+            dir: 1,
+        });
+        l
+    }
+
+    /// Two hosts, `a` (10.0.0.1) and `b` (10.0.0.2), joined by one link with `params` both
+    /// ways.
+    pub fn pair(&mut self, params: LinkParams) -> (HostId, HostId) {
+        let a = self.add_host("a");
+        let b = self.add_host("b");
+        self.link(
+            a,
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            b,
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            params.clone(),
+            params,
+        );
+        (a, b)
+    }
+
+    /// Like [`Sim::pair`] over IPv6 (`fd00::1`, `fd00::2`).
+    pub fn pair_v6(&mut self, params: LinkParams) -> (HostId, HostId) {
+        let a = self.add_host("a");
+        let b = self.add_host("b");
+        self.link(
+            a,
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+            b,
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2)),
+            params.clone(),
+            params,
+        );
+        (a, b)
+    }
+
+    /// Host `h`'s first address with `port`.
+    #[must_use]
+    pub fn addr(&self, h: HostId, port: u16) -> SocketAddr {
+        SocketAddr::new(self.hosts[h].interfaces[0].addr, port)
+    }
+
+    /// A host.
+    #[must_use]
+    pub fn host(&self, h: HostId) -> &Host {
+        &self.hosts[h]
+    }
+
+    /// Host `h`'s endpoint, to look at.
+    #[must_use]
+    pub fn endpoint(&self, h: HostId) -> &Endpoint {
+        &self.hosts[h].endpoint
+    }
+
+    /// Runs `f` on host `h`'s endpoint (to connect, write, close...), then lets the host send
+    /// what that produced.
+    pub fn with_endpoint<T>(
+        &mut self,
+        h: HostId,
+        f: impl FnOnce(Instant, &mut Endpoint) -> T,
+    ) -> T {
+        let now = self.now;
+        let r = f(now, &mut self.hosts[h].endpoint);
+        self.service(h);
+        r
+    }
+
+    /// Sets host `h`'s application (and polls it once).
+    pub fn set_app(&mut self, h: HostId, app: impl App + 'static) {
+        self.hosts[h].app = Some(Box::new(app));
+        self.service(h);
+    }
+
+    /// Changes a link direction's settings (0: from the first host of [`Sim::link`]).
+    pub fn set_link(&mut self, link: usize, dir: usize, params: LinkParams) {
+        self.links[link].dirs[dir].params = params;
+    }
+
+    /// A link direction's settings.
+    #[must_use]
+    pub fn link_params(&self, link: usize, dir: usize) -> &LinkParams {
+        &self.links[link].dirs[dir].params
+    }
+
+    /// Drops the packets of a link direction that `filter` picks.
+    pub fn set_filter(&mut self, link: usize, dir: usize, filter: DropFilter) {
+        self.links[link].dirs[dir].filter = Some(filter);
+    }
+
+    /// A link direction's counters.
+    #[must_use]
+    pub fn link_stats(&self, link: usize, dir: usize) -> DirectionStats {
+        self.links[link].dirs[dir].stats
+    }
+
+    /// Delivers `packet` to host `h` now, as if it came from the network.
+    pub fn inject(&mut self, h: HostId, packet: Vec<u8>) {
+        self.schedule(self.now, What::Deliver { host: h, packet });
+    }
+
+    fn schedule(&mut self, at: Instant, what: What) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            what,
+        }));
+    }
+
+    /// Lets host `h`'s application act, sends what its endpoint has to send, and sets its
+    /// next wake-up.
+    fn service(&mut self, h: HostId) {
+        let now = self.now;
+        {
+            let host = &mut self.hosts[h];
+            if let Some(app) = host.app.as_mut() {
+                app.poll(now, &mut host.endpoint);
+            }
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        while let Some(t) = self.hosts[h].endpoint.poll_transmit(now, &mut buf) {
+            self.send(h, t.src, t.dst, &buf[..t.len]);
+        }
+        self.buf = buf;
+        let host = &mut self.hosts[h];
+        // An application was just polled: only a wake-up still ahead of it counts.
+        let app_wake = host
+            .app
+            .as_ref()
+            .and_then(|a| a.next_wake())
+            .filter(|&t| t > now);
+        let wake = [host.endpoint.poll_timeout(), app_wake]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.max(now));
+        if wake != host.wake {
+            host.wake = wake;
+            if let Some(at) = wake {
+                self.schedule(at, What::Wake { host: h });
+            }
+        }
+    }
+
+    /// Puts a packet from host `h` on the link its source address belongs to.
+    fn send(&mut self, h: HostId, src: IpAddr, dst: IpAddr, packet: &[u8]) {
+        let elapsed = self.elapsed();
+        if let Some(t) = self.trace.as_mut() {
+            let _ = t.record(elapsed, packet);
+        }
+        let host = &self.hosts[h];
+        let iface = host
+            .interfaces
+            .iter()
+            .find(|i| i.addr == src)
+            .or_else(|| {
+                host.interfaces.iter().find(|i| {
+                    let peer = self.links[i.link].to[i.dir];
+                    self.hosts[peer].interfaces.iter().any(|p| p.addr == dst)
+                })
+            })
+            .or_else(|| host.interfaces.first());
+        let Some(&Interface { link, dir, .. }) = iface else {
+            return;
+        };
+        let to = self.links[link].to[dir];
+        let now = self.now;
+        if let Some(at) = self.links[link].dirs[dir].offer(now, elapsed, packet, &mut self.rng) {
+            self.schedule(
+                at,
+                What::Deliver {
+                    host: to,
+                    packet: packet.to_vec(),
+                },
+            );
+        }
+    }
+
+    /// Processes the next event; `false` when there is none.
+    pub fn step(&mut self) -> bool {
+        let Some(Reverse(ev)) = self.queue.pop() else {
+            return false;
+        };
+        self.now = self.now.max(ev.at);
+        self.events += 1;
+        match ev.what {
+            What::Deliver { host, packet } => {
+                let now = self.now;
+                let _ = self.hosts[host].endpoint.handle_packet(now, &packet);
+                self.service(host);
+            }
+            What::Wake { host } => {
+                if self.hosts[host].wake != Some(ev.at) {
+                    return true; // superseded
+                }
+                self.hosts[host].wake = None;
+                let now = self.now;
+                self.hosts[host].endpoint.handle_timeout(now);
+                self.service(host);
+            }
+        }
+        true
+    }
+
+    /// Runs until virtual time `d` from now has passed (or nothing is left to happen).
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.queue.peek().is_some_and(|Reverse(e)| e.at <= end) {
+            self.step();
+        }
+        self.now = self.now.max(end);
+    }
+
+    /// Runs until `done` holds (checked after every event), for at most `limit` of virtual
+    /// time; returns whether `done` held.
+    pub fn run_until(&mut self, mut done: impl FnMut(&Sim) -> bool, limit: Duration) -> bool {
+        let end = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            match self.queue.peek() {
+                Some(Reverse(e)) if e.at <= end => {
+                    self.step();
+                }
+                _ => {
+                    self.now = self.now.max(end);
+                    return done(self);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(t) = self.trace.take() {
+            let _ = t.finish();
+        }
+        if std::thread::panicking() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "mptcp-sim: simulation `{}` failed at {:?} of virtual time with seed {}; \
+                 replay it with MPTCP_SIM_SEED={} (MPTCP_SIM_PCAP=DIR writes its packets)",
+                self.name,
+                self.elapsed(),
+                self.seed,
+                self.seed
+            );
+        }
+    }
+}

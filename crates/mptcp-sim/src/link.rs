@@ -1,0 +1,334 @@
+//! A simulated link: per direction a rate (serialisation), a tail-drop queue, a one-way delay
+//! with optional jitter, seeded random loss, outages on a schedule, and a drop filter for
+//! tests that must lose one particular segment.
+
+use core::net::IpAddr;
+use core::time::Duration;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use mptcp_proto::wire::tcp::{SeqNumber, TcpFlags, TcpPacket};
+use rand_core::Rng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// The settings of one direction of a link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkParams {
+    /// Bits per second on the wire (IP packet bytes); 0: no serialisation delay.
+    pub rate_bps: u64,
+    /// One-way propagation delay.
+    pub delay: Duration,
+    /// Extra delay drawn uniformly from `[0, jitter]` per packet.
+    pub jitter: Duration,
+    /// With jitter, may a packet overtake an earlier one?
+    pub reorder: bool,
+    /// Probability that a packet is lost.
+    pub loss: f64,
+    /// Queue in bytes before the link (tail drop); 0: unlimited.
+    pub queue_bytes: usize,
+    /// Times (since the simulation began) when nothing gets through: `[start, end)`.
+    pub outages: Vec<(Duration, Duration)>,
+}
+
+impl Default for LinkParams {
+    fn default() -> Self {
+        Self {
+            rate_bps: 0,
+            delay: Duration::from_millis(10),
+            jitter: Duration::ZERO,
+            reorder: false,
+            loss: 0.0,
+            queue_bytes: 0,
+            outages: Vec::new(),
+        }
+    }
+}
+
+impl LinkParams {
+    /// A link of `mbit` Mbit/s and `rtt` round-trip time (half each way) whose queue holds
+    /// one bandwidth-delay product (at least 64 KiB).
+    #[must_use]
+    pub fn bdp_queue(mbit: f64, rtt: Duration) -> Self {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a positive rate that fits"
+        )]
+        let rate_bps = (mbit * 1e6) as u64;
+        let bdp = rate_bps as f64 / 8.0 * rtt.as_secs_f64();
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a positive size that fits"
+        )]
+        let queue_bytes = (bdp as usize).max(64 * 1024);
+        Self {
+            rate_bps,
+            delay: rtt / 2,
+            queue_bytes,
+            ..Self::default()
+        }
+    }
+}
+
+/// What a drop filter sees of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketInfo {
+    /// Index of the packet in this direction of the link (0 for the first).
+    pub index: u64,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// TCP control bits (0 if the packet is not TCP).
+    pub flags: TcpFlags,
+    /// TCP sequence number.
+    pub seq: SeqNumber,
+    /// TCP acknowledgment number (if ACK is set).
+    pub ack: Option<SeqNumber>,
+    /// TCP payload length.
+    pub payload_len: usize,
+}
+
+impl PacketInfo {
+    /// Reads what a filter needs from an IP packet; `None` if it is not IPv4/IPv6 + TCP.
+    #[must_use]
+    pub fn read(index: u64, packet: &[u8]) -> Option<Self> {
+        let (src, dst, tcp): (IpAddr, IpAddr, &[u8]) = match packet.first()? >> 4 {
+            4 => {
+                let p = mptcp_proto::wire::ipv4::Ipv4Packet::new_checked(packet).ok()?;
+                let hl = p.header_len();
+                (p.src_addr().into(), p.dst_addr().into(), packet.get(hl..)?)
+            }
+            6 => {
+                let p = mptcp_proto::wire::ipv6::Ipv6Packet::new_checked(packet).ok()?;
+                (p.src_addr().into(), p.dst_addr().into(), packet.get(40..)?)
+            }
+            _ => return None,
+        };
+        let t = TcpPacket::new_checked(tcp).ok()?;
+        let flags = t.flags();
+        Some(Self {
+            index,
+            src,
+            dst,
+            flags,
+            seq: t.seq_number(),
+            ack: flags.contains(TcpFlags::ACK).then(|| t.ack_number()),
+            payload_len: t.payload().len(),
+        })
+    }
+
+    /// Whether it carries data (or SYN/FIN): occupies sequence space.
+    #[must_use]
+    pub fn has_data(&self) -> bool {
+        self.payload_len > 0
+    }
+}
+
+/// A test's choice of packets to lose, given the time since the simulation began and the
+/// packet (it sees every packet offered, before outages and loss): `true` drops it.
+pub type DropFilter = Box<dyn FnMut(Duration, &PacketInfo) -> bool>;
+
+/// Counters of one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirectionStats {
+    /// Packets offered to the link.
+    pub offered: u64,
+    /// Packets that arrived.
+    pub delivered: u64,
+    /// IP bytes that arrived.
+    pub delivered_bytes: u64,
+    /// Lost to random loss.
+    pub lost: u64,
+    /// Dropped because the queue was full.
+    pub queue_drops: u64,
+    /// Dropped during an outage.
+    pub outage_drops: u64,
+    /// Dropped by the test's filter.
+    pub filtered: u64,
+}
+
+/// One direction of a link.
+pub(crate) struct Direction {
+    pub(crate) params: LinkParams,
+    busy_until: Option<Instant>,
+    /// Departure time and size of the packets still in the queue.
+    queued: VecDeque<(Instant, usize)>,
+    queued_bytes: usize,
+    last_arrival: Option<Instant>,
+    pub(crate) filter: Option<DropFilter>,
+    pub(crate) stats: DirectionStats,
+}
+
+impl core::fmt::Debug for Direction {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Direction")
+            .field("params", &self.params)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Direction {
+    pub(crate) fn new(params: LinkParams) -> Self {
+        Self {
+            params,
+            busy_until: None,
+            queued: VecDeque::new(),
+            queued_bytes: 0,
+            last_arrival: None,
+            filter: None,
+            stats: DirectionStats::default(),
+        }
+    }
+
+    /// Offers a packet at `now` (time since the start: `elapsed`); returns its arrival time at
+    /// the other end, or `None` if it is lost.
+    pub(crate) fn offer(
+        &mut self,
+        now: Instant,
+        elapsed: Duration,
+        packet: &[u8],
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> Option<Instant> {
+        let index = self.stats.offered;
+        self.stats.offered += 1;
+        if let Some(f) = self.filter.as_mut() {
+            if PacketInfo::read(index, packet).is_some_and(|info| f(elapsed, &info)) {
+                self.stats.filtered += 1;
+                return None;
+            }
+        }
+        if self
+            .params
+            .outages
+            .iter()
+            .any(|&(s, e)| s <= elapsed && elapsed < e)
+        {
+            self.stats.outage_drops += 1;
+            return None;
+        }
+        if self.params.loss > 0.0 && unit(rng) < self.params.loss {
+            self.stats.lost += 1;
+            return None;
+        }
+        while let Some(&(depart, len)) = self.queued.front() {
+            if depart > now {
+                break;
+            }
+            self.queued.pop_front();
+            self.queued_bytes -= len;
+        }
+        let len = packet.len();
+        if self.params.queue_bytes > 0 && self.queued_bytes + len > self.params.queue_bytes {
+            self.stats.queue_drops += 1;
+            return None;
+        }
+        let start = self.busy_until.map_or(now, |b| b.max(now));
+        let serialisation = (len as u64 * 8 * 1_000_000_000)
+            .checked_div(self.params.rate_bps)
+            .unwrap_or(0);
+        let depart = start + Duration::from_nanos(serialisation);
+        self.busy_until = Some(depart);
+        self.queued.push_back((depart, len));
+        self.queued_bytes += len;
+        let mut arrival = depart + self.params.delay;
+        if !self.params.jitter.is_zero() {
+            arrival += self.params.jitter.mul_f64(unit(rng));
+        }
+        if !self.params.reorder {
+            if let Some(last) = self.last_arrival {
+                arrival = arrival.max(last);
+            }
+        }
+        self.last_arrival = Some(arrival);
+        self.stats.delivered += 1;
+        self.stats.delivered_bytes += len as u64;
+        Some(arrival)
+    }
+}
+
+/// A uniform number in `[0, 1)`.
+pub(crate) fn unit(rng: &mut Xoshiro256PlusPlus) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::SeedableRng;
+
+    fn packet(len: usize) -> Vec<u8> {
+        vec![0u8; len]
+    }
+
+    #[test]
+    fn serialisation_queue_and_delay() {
+        let t0 = Instant::now();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        let mut d = Direction::new(LinkParams {
+            rate_bps: 8_000_000, // 1 byte per µs
+            delay: Duration::from_millis(10),
+            queue_bytes: 2500,
+            ..LinkParams::default()
+        });
+        let a = d
+            .offer(t0, Duration::ZERO, &packet(1000), &mut rng)
+            .unwrap();
+        assert_eq!(a - t0, Duration::from_millis(11));
+        let b = d
+            .offer(t0, Duration::ZERO, &packet(1000), &mut rng)
+            .unwrap();
+        assert_eq!(b - t0, Duration::from_millis(12), "waits for the first");
+        assert!(
+            d.offer(t0, Duration::ZERO, &packet(1000), &mut rng)
+                .is_none(),
+            "queue full"
+        );
+        assert_eq!(d.stats.queue_drops, 1);
+        // Once the first has left, there is room again.
+        let later = t0 + Duration::from_millis(1);
+        assert!(
+            d.offer(later, Duration::ZERO, &packet(1000), &mut rng)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn nothing_gets_through_an_outage() {
+        let t0 = Instant::now();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        let mut d = Direction::new(LinkParams {
+            outages: vec![(Duration::from_secs(1), Duration::from_secs(2))],
+            ..LinkParams::default()
+        });
+        assert!(
+            d.offer(t0, Duration::from_millis(999), &packet(40), &mut rng)
+                .is_some()
+        );
+        assert!(
+            d.offer(t0, Duration::from_millis(1500), &packet(40), &mut rng)
+                .is_none()
+        );
+        assert!(
+            d.offer(t0, Duration::from_secs(2), &packet(40), &mut rng)
+                .is_some()
+        );
+        assert_eq!(d.stats.outage_drops, 1);
+    }
+
+    #[test]
+    fn random_loss_matches_its_rate() {
+        let t0 = Instant::now();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        let mut d = Direction::new(LinkParams {
+            loss: 0.05,
+            ..LinkParams::default()
+        });
+        for _ in 0..20_000 {
+            let _ = d.offer(t0, Duration::ZERO, &packet(40), &mut rng);
+        }
+        assert!((800..1200).contains(&d.stats.lost), "{}", d.stats.lost);
+    }
+}
