@@ -1,5 +1,6 @@
 //! Writes the seed corpus of the wire fuzz targets: every MPTCP option form, TCP options fields,
-//! TCP segments and IPv4/IPv6 packets built from them, and a few known-bad inputs.
+//! TCP segments and IPv4/IPv6 packets built from them, and a few known-bad inputs; and scripts
+//! for the connection target (`tcp_connection`): handshakes, data, closes in several orders.
 //!
 //! `cargo run -p mptcp-proto --example fuzz_seeds -- fuzz/corpus`
 
@@ -228,5 +229,103 @@ fn main() -> std::io::Result<()> {
     p.extend_from_slice(&[0; 32]);
     p.extend_from_slice(&[6, 200, 0, 0, 0, 0, 0, 0]);
     write(dir, "ipv6", "bad-routing-header", &p)?;
+    for (name, script) in connection_scripts() {
+        write(dir, "tcp_connection", name, &script)?;
+    }
     Ok(())
+}
+
+/// Ops of `mptcp_proto::fuzzing::tcp_connection`, as its input encodes them.
+struct Script(Vec<u8>);
+
+impl Script {
+    fn new() -> Self {
+        // The client's ISN and port.
+        Script(vec![0x12, 0x34, 0x56, 0x78, 0])
+    }
+    /// A segment with sequence and acknowledgment numbers where the server expects them
+    /// (`delta` added to both), timestamps and `len` payload bytes.
+    fn seg(mut self, flags: u16, delta: u16, len: u16) -> Self {
+        // A SYN carries the client's ISN; other segments sit where the server expects them.
+        let syn = flags & TcpFlags::SYN != 0;
+        self.0.push(0);
+        self.0.push(u8::try_from(flags).unwrap_or(0));
+        self.0.push(if syn { 2 } else { 3 });
+        if !syn {
+            self.0
+                .extend_from_slice(&(1024u16.wrapping_add(delta)).to_be_bytes());
+        }
+        self.0
+            .extend_from_slice(&(1024u16.wrapping_add(delta)).to_be_bytes());
+        // Options: MSS, window scale, SACK-permitted, timestamps.
+        self.0.push(0x0f);
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(&65535u16.to_be_bytes()); // window
+        self.0.extend_from_slice(&1460u16.to_be_bytes()); // MSS
+        self.0.push(7); // window scale
+        self.0.extend_from_slice(&[0, 0, 1, 0, 0, 0, 0, 0]); // TSval, TSecr
+        self
+    }
+    fn op(mut self, op: u8, arg: &[u8]) -> Self {
+        self.0.push(op);
+        self.0.extend_from_slice(arg);
+        self
+    }
+}
+
+fn connection_scripts() -> Vec<(&'static str, Vec<u8>)> {
+    let syn = TcpFlags::SYN;
+    let ack = TcpFlags::ACK;
+    let fin = TcpFlags::FIN | TcpFlags::ACK;
+    let rst = TcpFlags::RST;
+    let established = || Script::new().seg(syn, 0, 0).seg(ack, 0, 0).op(3, &[0, 0]);
+    vec![
+        ("handshake", established().0),
+        (
+            "data-both-ways-then-client-close",
+            established()
+                .seg(ack, 0, 1000)
+                .op(3, &[0x10, 0])
+                .op(4, &[])
+                .seg(ack, 0, 0)
+                .seg(fin, 0, 0)
+                .op(5, &[0])
+                .seg(ack, 0, 0)
+                .op(2, &[200])
+                .0,
+        ),
+        (
+            "server-closes-first-and-times-out",
+            established().op(5, &[0]).op(2, &[255]).op(2, &[255]).0,
+        ),
+        (
+            "out-of-order-and-sack",
+            established()
+                .seg(ack, 2000, 500)
+                .seg(ack, 0, 1000)
+                .op(3, &[0x40, 0])
+                .seg(ack, 0, 0)
+                .0,
+        ),
+        (
+            "reset-in-window",
+            established().seg(rst, 100, 0).seg(rst, 0, 0).0,
+        ),
+        (
+            "zero-window-then-probes",
+            established()
+                .op(3, &[0x4e, 0x20])
+                .op(2, &[50])
+                .op(2, &[50])
+                .op(6, &[0])
+                .0,
+        ),
+        ("syn-flood", {
+            let mut s = Script::new();
+            for _ in 0..8 {
+                s = s.seg(syn, 0, 0).op(2, &[1]);
+            }
+            s.0
+        }),
+    ]
 }

@@ -657,6 +657,16 @@ impl Endpoint {
         seg: &TcpRepr<'_>,
         ack: SeqNumber,
     ) -> Option<ConnHandle> {
+        // A full accept queue takes no more connections (Linux drops the ACK too): a flood of
+        // completed handshakes must not grow memory without the application accepting.
+        if self
+            .listeners
+            .iter()
+            .find(|x| x.addr == listener)
+            .is_some_and(|l| l.ready.len() >= self.cfg.syn_backlog)
+        {
+            return None;
+        }
         let cookie = SeqNumber(ack.0.wrapping_sub(1));
         let peer_isn = SeqNumber(seg.seq_number.0.wrapping_sub(1));
         let Some(data) = isn::check_cookie(

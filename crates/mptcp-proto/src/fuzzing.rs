@@ -101,3 +101,231 @@ pub fn ipv6(data: &[u8]) {
         );
     }
 }
+
+/// Reads fuzz input as a sequence of small numbers; past the end, zeros.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u8(&mut self) -> u8 {
+        let Some((&b, rest)) = self.0.split_first() else {
+            return 0;
+        };
+        self.0 = rest;
+        b
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_be_bytes([self.u8(), self.u8()])
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_be_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What the fuzzer, playing the client, knows of the server's connection from what it sent.
+#[derive(Default)]
+struct PeerView {
+    /// The server's next sequence number, as seen.
+    srv_nxt: Option<crate::wire::tcp::SeqNumber>,
+    /// The server's acknowledgment number (what it expects from us next).
+    srv_ack: Option<crate::wire::tcp::SeqNumber>,
+    /// The client's ISN.
+    isn: u32,
+}
+
+/// The client's segment that the input describes: numbers near what the server expects (or
+/// raw), options, and a payload of up to 1599 bytes.
+fn client_segment<'p>(
+    input: &mut Bytes<'_>,
+    peer: &PeerView,
+    ports: (u16, u16),
+    payload: &'p mut Vec<u8>,
+) -> TcpRepr<'p> {
+    use crate::wire::tcp::{SeqNumber, TcpFlags};
+    let flags = u16::from(input.u8()) & 0x3f;
+    let near = input.u8();
+    // Bit 0 of `near`: the sequence number is near what the server expects (else the ISN for a
+    // SYN, else raw); bit 1: the acknowledgment near what it sent.
+    let seq = if near & 1 != 0 {
+        let base = peer.srv_ack.unwrap_or(SeqNumber(peer.isn));
+        base.wrapping_add(u32::from(input.u16()).wrapping_sub(1024))
+    } else if flags & TcpFlags::SYN != 0 {
+        SeqNumber(peer.isn)
+    } else {
+        SeqNumber(input.u32())
+    };
+    let ack = if near & 2 != 0 {
+        let base = peer.srv_nxt.unwrap_or_default();
+        base.wrapping_add(u32::from(input.u16()).wrapping_sub(1024))
+    } else {
+        SeqNumber(input.u32())
+    };
+    let opts = input.u8();
+    let mut sack = crate::wire::tcp_option::SackBlocks::new();
+    if opts & 0x10 != 0 {
+        let base = peer.srv_nxt.unwrap_or(ack);
+        for _ in 0..=(opts >> 6) {
+            let l = base.wrapping_add(u32::from(input.u16()).wrapping_sub(30000));
+            sack.push((l.0, l.wrapping_add(u32::from(input.u16())).0));
+        }
+    }
+    let len = usize::from(input.u16() % 1600);
+    payload.clear();
+    payload.extend((0..len).map(|i| i.to_le_bytes()[0]));
+    TcpRepr {
+        src_port: ports.0,
+        dst_port: ports.1,
+        flags: TcpFlags(flags & !TcpFlags::ACK),
+        seq_number: seq,
+        ack_number: (flags & TcpFlags::ACK != 0).then_some(ack),
+        window_len: input.u16(),
+        max_seg_size: (opts & 1 != 0).then(|| input.u16()),
+        window_scale: (opts & 2 != 0).then(|| input.u8()),
+        sack_permitted: opts & 4 != 0,
+        timestamps: (opts & 8 != 0).then(|| (input.u32(), input.u32())),
+        sack_blocks: sack,
+        payload,
+        ..TcpRepr::default()
+    }
+}
+
+/// Sends everything the endpoint has to send, checks each packet, and aims the client's view.
+fn drain(
+    ep: &mut crate::endpoint::Endpoint,
+    now: std::time::Instant,
+    buf: &mut [u8],
+    peer: &mut PeerView,
+) {
+    use crate::wire::tcp::TcpFlags;
+    let mut sent = 0;
+    while let Some(t) = ep.poll_transmit(now, buf) {
+        sent += 1;
+        assert!(sent < 10_000, "poll_transmit does not run dry");
+        let p = Ipv4Packet::new_checked(&buf[..t.len])
+            .unwrap_or_else(|e| panic!("the endpoint sent an unreadable IPv4 packet: {e}"));
+        let tcp = &buf[p.header_len()..t.len];
+        let q = TcpPacket::new_checked(tcp).unwrap_or_else(|e| panic!("unreadable: {e}"));
+        let seg = TcpRepr::parse(&q, t.src, t.dst, true)
+            .unwrap_or_else(|e| panic!("the endpoint sent a bad segment: {e}"));
+        let seq_len = seg.payload.len()
+            + usize::from(seg.flags.contains(TcpFlags::SYN))
+            + usize::from(seg.flags.contains(TcpFlags::FIN));
+        let end = seg
+            .seq_number
+            .wrapping_add(u32::try_from(seq_len).unwrap_or(0));
+        peer.srv_nxt = Some(peer.srv_nxt.map_or(end, |n| if end > n { end } else { n }));
+        if let Some(a) = seg.ack_number {
+            peer.srv_ack = Some(a);
+        }
+    }
+    while ep.poll_event().is_some() {}
+}
+
+/// A TCP connection (server side, behind a listener) fed arbitrary segments from a fuzzed
+/// client, interleaved with time passing and the application accepting, writing, reading,
+/// closing, aborting and releasing. No input may make it panic, loop, or hold more memory than
+/// its buffers allow.
+pub fn tcp_connection(data: &[u8]) {
+    use crate::endpoint::{Endpoint, EndpointConfig};
+    use core::net::SocketAddr;
+    use core::time::Duration;
+
+    const RECV: usize = 4096;
+    const SEND: usize = 8192;
+    let server = SocketAddr::new([10, 0, 0, 2].into(), 80);
+    let mut cfg = EndpointConfig::default();
+    cfg.tcp.recv_buffer = RECV;
+    cfg.tcp.recv_buffer_max = RECV;
+    cfg.tcp.send_buffer = SEND;
+    cfg.tcp.send_buffer_max = SEND;
+    cfg.syn_backlog = 2;
+    cfg.seed = 7;
+    cfg.secret = [9; 32];
+    let mut now = std::time::Instant::now();
+    let mut ep = Endpoint::new(cfg, now);
+    let _ = ep.listen(server);
+    let mut input = Bytes(data);
+    let mut peer = PeerView {
+        isn: input.u32(),
+        ..PeerView::default()
+    };
+    let client = SocketAddr::new([10, 0, 0, 1].into(), 40000 + u16::from(input.u8() % 4));
+    let (mut accepted, mut buf, mut scratch, mut payload) =
+        (Vec::new(), vec![0u8; 2048], vec![0u8; 4096], Vec::new());
+    let mut steps = 0;
+    while !input.is_empty() && steps < 4096 {
+        steps += 1;
+        match input.u8() % 8 {
+            0 | 1 => {
+                let seg = client_segment(
+                    &mut input,
+                    &peer,
+                    (client.port(), server.port()),
+                    &mut payload,
+                );
+                if seg.options_len() <= crate::wire::tcp::MAX_OPTIONS_LEN {
+                    let _ = ep.handle_segment(now, client.ip(), server.ip(), &seg);
+                }
+            }
+            2 => {
+                now += Duration::from_millis(u64::from(input.u8()) * 20);
+                ep.handle_timeout(now);
+                // Every timer due was handled: the next one lies ahead.
+                assert!(
+                    ep.poll_timeout().is_none_or(|t| t > now),
+                    "a timer is still due after handle_timeout"
+                );
+            }
+            3 => {
+                accepted.extend(ep.accept(server));
+                let n = usize::from(input.u16()) % scratch.len();
+                for &h in &accepted {
+                    if let Some(c) = ep.conn_mut(h) {
+                        let _ = c.write(&scratch[..n]);
+                    }
+                }
+            }
+            4 => {
+                for &h in &accepted {
+                    if let Some(c) = ep.conn_mut(h) {
+                        while c.read(&mut scratch).is_ok_and(|n| n > 0) {}
+                    }
+                }
+            }
+            5 => {
+                let abort = input.u8() & 1 == 1;
+                for &h in &accepted {
+                    if let Some(c) = ep.conn_mut(h) {
+                        if abort {
+                            c.abort();
+                        } else {
+                            c.close();
+                        }
+                    }
+                }
+            }
+            6 => {
+                let which = usize::from(input.u8());
+                if let Some(&h) = accepted.get(which % accepted.len().max(1)) {
+                    ep.release(now, h);
+                }
+            }
+            _ => {}
+        }
+        drain(&mut ep, now, &mut buf, &mut peer);
+        // Memory stays within the buffers' bounds.
+        assert!(ep.connection_count() <= 64, "connections pile up");
+        for &h in &accepted {
+            if let Some(c) = ep.conn(h) {
+                assert!(c.readable() <= RECV + 1024, "receive buffer overrun");
+                assert!(c.send_buffered() <= SEND, "send buffer overrun");
+                assert!(
+                    c.stats().unacked <= SEND as u64 + 2,
+                    "unacknowledged beyond the data"
+                );
+            }
+        }
+    }
+}

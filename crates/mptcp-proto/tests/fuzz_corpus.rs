@@ -75,3 +75,8 @@ fn ipv4_corpus() {
 fn ipv6_corpus() {
     run("ipv6", fuzzing::ipv6);
 }
+
+#[test]
+fn tcp_connection_corpus() {
+    run("tcp_connection", fuzzing::tcp_connection);
+}

@@ -172,7 +172,30 @@ impl SinkState {
         if i == 0 { 0 } else { self.samples[i - 1].1 }
     }
 
-    /// Goodput between `from` and `to`, bit/s.
+    /// Goodput between `from` and `to`, bit/s: the least-squares slope of bytes over time,
+    /// which a burst at either edge (held data released when a hole fills) barely moves.
+    #[must_use]
+    pub fn goodput_slope(&self, from: Instant, to: Instant) -> f64 {
+        let pts: Vec<(f64, f64)> = self
+            .samples
+            .iter()
+            .filter(|s| s.0 >= from && s.0 <= to)
+            .map(|s| (s.0.duration_since(from).as_secs_f64(), s.1 as f64))
+            .collect();
+        if pts.len() < 2 {
+            return 0.0;
+        }
+        let n = pts.len() as f64;
+        let (mx, my) = pts
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+        let (num, den) = pts.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
+            (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
+        });
+        if den > 0.0 { 8.0 * num / den } else { 0.0 }
+    }
+
+    /// Goodput between `from` and `to`, bit/s: bytes received in that time.
     #[must_use]
     pub fn goodput(&self, from: Instant, to: Instant) -> f64 {
         let secs = to.saturating_duration_since(from).as_secs_f64();

@@ -1,5 +1,6 @@
 //! The connection state machine: RFC 9293 §3.10's event processing, with RFC 7323
 //! (timestamps, PAWS, window scaling), RFC 2018 / RFC 6675 (SACK and SACK-based recovery),
+//! RFC 8985 (RACK-TLP loss detection),
 //! RFC 6582 (NewReno recovery without SACK), RFC 6298 (RTO) and RFC 5961 (RST, SYN and ACK
 //! validation).
 //!
@@ -25,8 +26,8 @@ use super::congestion::{Ack, Controller};
 use super::pacing::Pacer;
 use super::recv_buffer::RecvBuffer;
 use super::rtt::RttEstimator;
-use super::scoreboard::Scoreboard;
 use super::send_buffer::SendBuffer;
+use super::sent::SentQueue;
 use super::timer::{Timer, TimerTable};
 use super::{CloseReason, Config, Event, ReadError, State, Stats, WriteError};
 use crate::wire::mptcp::MptcpOption;
@@ -88,12 +89,17 @@ pub(crate) enum Reaction {
     Forget,
 }
 
-/// One transmitted range, for RTT samples (sent once: Karn's rule).
-#[derive(Debug, Clone, Copy)]
-struct Sent {
-    end: u64,
-    at: Instant,
-    retransmitted: bool,
+/// Where loss recovery stands (RFC 6675 §5, RFC 5681 §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// No loss outstanding.
+    Open,
+    /// Fast recovery after a loss found by SACK, RACK or duplicate ACKs, until the recovery
+    /// point (`SND.MAX` when it began) is acknowledged; the window was reduced once.
+    Fast { point: u64 },
+    /// After a retransmission timeout, until what was outstanding then is acknowledged
+    /// (slow start meanwhile).
+    Loss { point: u64 },
 }
 
 /// An empty probe to send (zero-window or keep-alive): `SEQ = SND.UNA − 1`, no data.
@@ -129,8 +135,11 @@ pub struct Connection {
     // Send sequence space.
     iss: SeqNumber,
     snd_una: u64,
-    snd_nxt: u64,
+    /// Highest offset sent plus one (`SND.NXT` of RFC 9293: retransmissions go to lost
+    /// segments of [`SentQueue`] instead of moving it back).
     snd_max: u64,
+    /// Our SYN (or SYN-ACK) is to be sent (again).
+    syn_due: bool,
     snd_wnd: u64,
     max_snd_wnd: u64,
     snd_wl1: SeqNumber,
@@ -171,15 +180,18 @@ pub struct Connection {
     rtt: RttEstimator,
     /// RTT seen by a receiver from the timestamps the peer echoes.
     rcv_rtt: Option<Duration>,
-    sent: VecDeque<Sent>,
+    /// Segments sent and not acknowledged, with their fate.
+    queue: SentQueue,
     cc: Box<dyn Controller>,
     pacer: Pacer,
-    scoreboard: Scoreboard,
-    /// The recovery point (`SND.MAX` when recovery began), while in fast recovery.
-    recovery: Option<u64>,
+    recovery: Recovery,
+    /// Duplicate ACKs in a row (without SACK: what starts NewReno's fast retransmit).
     dupacks: u32,
-    /// NewReno: retransmit the segment at `SND.UNA` next.
-    rtx_head: bool,
+    /// A tail loss probe is due (RFC 8985 §7).
+    tlp_due: bool,
+    /// The tail loss probe in flight: `SND.MAX` after it, and whether it was a
+    /// retransmission.
+    tlp: Option<(u64, bool)>,
     cwnd_limited: bool,
     timers: TimerTable,
     /// When the current run of timeouts began (for the user timeout).
@@ -251,8 +263,8 @@ impl Connection {
             epoch,
             iss,
             snd_una: 0,
-            snd_nxt: 0,
             snd_max: 0,
+            syn_due: true,
             snd_wnd: 0,
             max_snd_wnd: 0,
             snd_wl1: SeqNumber(0),
@@ -283,13 +295,13 @@ impl Connection {
             ws_ok: false,
             rtt: RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto),
             rcv_rtt: None,
-            sent: VecDeque::new(),
+            queue: SentQueue::default(),
             cc: cfg.congestion.build(cfg.initial_window * 1460),
             pacer: Pacer::default(),
-            scoreboard: Scoreboard::default(),
-            recovery: None,
+            recovery: Recovery::Open,
             dupacks: 0,
-            rtx_head: false,
+            tlp_due: false,
+            tlp: None,
             cwnd_limited: false,
             timers: TimerTable::default(),
             stalled_since: None,
@@ -395,8 +407,8 @@ impl Connection {
             window: 0,
         });
         c.snd_una = 1;
-        c.snd_nxt = 1;
         c.snd_max = 1;
+        c.syn_due = false;
         // What the cookie's SYN-ACK advertised (unscaled).
         c.rcv_adv = c.rcv_nxt + (c.recv.window() as u64).min(65_535);
         c.state = State::Established;
@@ -478,7 +490,7 @@ impl Connection {
     pub fn sequence(&self) -> super::Sequence {
         super::Sequence {
             snd_una: self.snd_seq(self.snd_una),
-            snd_nxt: self.snd_seq(self.snd_nxt),
+            snd_nxt: self.snd_seq(self.snd_max),
             rcv_nxt: self.rcv_seq(self.rcv_nxt),
             rcv_wnd: self.rcv_adv.saturating_sub(self.rcv_nxt),
             ts_recent: self.ts_ok.then_some(self.ts_recent),
@@ -745,11 +757,18 @@ impl Connection {
                 },
                 // The pacer allows the next segment: `poll_transmit` sends it.
                 Timer::Pacing => {}
+                Timer::Reorder => self.detect_losses(now),
+                Timer::TailProbe => {
+                    if self.recovery == Recovery::Open && self.snd_max > self.snd_una {
+                        self.tlp_due = true;
+                    }
+                }
             }
         }
     }
 
-    /// RFC 6298 §5.4–5.7 and RFC 5681 §3.1: retransmit from `SND.UNA`, back off.
+    /// RFC 6298 §5.4–5.7 and RFC 5681 §3.1: everything outstanding that the receiver does not
+    /// hold is lost and sent again from `SND.UNA`, in slow start, with the timer backed off.
     fn on_retransmission_timeout(&mut self, now: Instant) {
         let give_up = match self.state {
             State::SynSent | State::SynReceived => self.rtt.backoff() >= self.cfg.syn_retries,
@@ -772,8 +791,7 @@ impl Connection {
         if matches!(self.state, State::SynSent | State::SynReceived) {
             // The SYN (or SYN-ACK) goes again; RFC 6298 §5.7: the window after a lost SYN
             // is one segment.
-            self.snd_nxt = 0;
-            self.sent.clear();
+            self.syn_due = true;
             return;
         }
         if self.snd_max == self.snd_una {
@@ -782,13 +800,17 @@ impl Connection {
         let in_flight = self.snd_max - self.snd_una;
         self.cc
             .on_retransmission_timeout(now, in_flight, self.smss());
-        self.recovery = None;
+        self.recovery = Recovery::Loss {
+            point: self.snd_max,
+        };
         self.dupacks = 0;
-        self.rtx_head = false;
-        self.scoreboard.clear(self.snd_una);
-        // Go back N: everything unacknowledged is sent again (Karn: no samples from it).
-        self.snd_nxt = self.snd_una;
-        self.sent.clear();
+        self.tlp = None;
+        self.tlp_due = false;
+        self.timers.stop(Timer::TailProbe);
+        self.timers.stop(Timer::Reorder);
+        // A second timeout in a row: the receiver may have dropped what it SACKed (RFC 2018
+        // §8 allows it), so that is sent again too.
+        self.queue.mark_all_lost(self.rtt.backoff() >= 2);
         self.timers.set(Timer::Retransmit, now + self.rtt.rto());
     }
 
@@ -907,7 +929,7 @@ impl Connection {
         if syn {
             if self.state == State::SynReceived && seg.seq_number == self.irs {
                 // Our SYN-ACK was lost: send it again.
-                self.snd_nxt = 0;
+                self.syn_due = true;
             } else {
                 self.challenge_ack(now);
             }
@@ -1003,7 +1025,7 @@ impl Connection {
             self.state = State::SynReceived;
             self.snd_wnd = u64::from(seg.window_len);
             self.max_snd_wnd = self.snd_wnd;
-            self.snd_nxt = 0;
+            self.syn_due = true;
         }
         Reaction::None
     }
@@ -1044,7 +1066,8 @@ impl Connection {
         self.rcv_rtt = Some(self.rcv_rtt.map_or(sample, |r| (r * 7 + sample) / 8));
     }
 
-    /// ACK processing of an acceptable segment (RFC 9293 §3.10.7.4 fifth check, RFC 6675).
+    /// ACK processing of an acceptable segment (RFC 9293 §3.10.7.4 fifth check), SACK
+    /// (RFC 2018) and loss detection (RFC 6675, RFC 8985).
     fn on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, ack_off: u64) {
         let mss = self.smss();
         // Window update (RFC 9293 SND.WL1/SND.WL2 rule).
@@ -1062,22 +1085,26 @@ impl Connection {
                 self.persist_probes = 0;
             }
         }
-        // SACK blocks (RFC 2018), clipped to what was sent.
+        // SACK blocks (RFC 2018), clipped to what is outstanding.
         let mut newly_sacked = 0;
         if self.sack_ok {
+            let min_rtt = self.rtt.min();
             for &(l, r) in &seg.sack_blocks {
                 let start = self.ack_offset(SeqNumber(l));
                 let end = self.ack_offset(SeqNumber(r));
                 if start < end && start >= self.snd_una as i64 {
-                    let (s, e) = (start as u64, end as u64);
-                    newly_sacked += self.scoreboard.add(s, e, self.snd_una, self.snd_max);
+                    let d = self.queue.sack(start as u64, end as u64, now, min_rtt);
+                    newly_sacked += d.bytes;
+                    if let Some(rtt) = d.rtt_sample {
+                        self.rtt.on_sample(rtt);
+                    }
                 }
             }
         }
         if ack_off > self.snd_una {
             self.on_new_ack(now, ack_off);
         } else if ack_off == self.snd_una && self.snd_max > self.snd_una {
-            // RFC 6675 §2 / RFC 5681 §2: a duplicate ACK.
+            // RFC 5681 §2: a duplicate ACK (with SACK, one that SACKs new data).
             let dup = if self.sack_ok {
                 newly_sacked > 0
             } else {
@@ -1085,12 +1112,21 @@ impl Connection {
             };
             if dup {
                 self.dupacks += 1;
-                self.on_duplicate_ack(now, mss);
+                if !self.sack_ok
+                    && u64::from(self.dupacks) == super::sent::DUP_THRESH
+                    && self.recovery == Recovery::Open
+                {
+                    // RFC 6582 §3.2 (2): fast retransmit of the segment at SND.UNA.
+                    self.queue.mark_first_lost();
+                    self.enter_fast_recovery(now, mss);
+                }
             }
         }
-        if self.recovery.is_some() || !self.scoreboard.is_empty() {
-            self.update_pacer();
+        if self.sack_ok {
+            self.detect_losses(now);
         }
+        self.arm_tail_probe(now);
+        self.update_pacer();
     }
 
     /// New data acknowledged up to `ack_off`.
@@ -1103,47 +1139,52 @@ impl Connection {
         let data_to = ack_off.min(self.data_end()).max(1) - 1;
         self.stats.bytes_acked += data_to.saturating_sub(data_from);
         self.send.ack_to(data_to);
-        // RTT from the newest segment acknowledged that was sent once (Karn).
-        let mut sample = None;
-        while let Some(s) = self.sent.front() {
-            if s.end > ack_off {
-                break;
-            }
-            if !s.retransmitted {
-                sample = Some(now.saturating_duration_since(s.at));
-            }
-            self.sent.pop_front();
-        }
-        if let Some(rtt) = sample {
+        let delivered = self.queue.ack(ack_off, now, self.rtt.min());
+        // RFC 6298 §3, Karn: only segments sent once give samples.
+        if let Some(rtt) = delivered.rtt_sample {
             self.rtt.on_sample(rtt);
         }
         self.snd_una = ack_off;
-        self.snd_nxt = self.snd_nxt.max(ack_off);
-        self.scoreboard.advance(ack_off);
         self.dupacks = 0;
         self.stalled_since = None;
-        match self.recovery {
-            Some(point) if ack_off >= point => {
-                // RFC 6675 §5 / RFC 6582 §3.2 (3): recovery ends when the recovery point is
-                // acknowledged.
-                self.recovery = None;
-                self.rtx_head = false;
-                self.cc.on_recovery_end(now, mss);
-            }
-            Some(_) => {
-                // A partial ACK: without SACK, the next hole is at SND.UNA (RFC 6582 §3.2 (4)).
-                if !self.sack_ok {
-                    self.rtx_head = true;
+        if let Some((end, retransmission)) = self.tlp {
+            if ack_off >= end {
+                self.tlp = None;
+                // RFC 8985 §7.4: a probe that retransmitted data repaired a loss (without
+                // D-SACK we cannot tell it was not needed): respond as to a loss.
+                if retransmission && delivered.retransmission && self.recovery == Recovery::Open {
+                    self.cc.on_congestion_event(now, in_flight_before, mss);
+                    self.cc.on_recovery_end(now, mss);
                 }
             }
-            None => {
+        }
+        // After a timeout, slow start goes on until what was outstanding then is acknowledged.
+        if let Recovery::Loss { point } = self.recovery {
+            if ack_off >= point {
+                self.recovery = Recovery::Open;
+            }
+        }
+        match self.recovery {
+            Recovery::Fast { point } if ack_off >= point => {
+                // RFC 6675 §5 / RFC 6582 §3.2 (3): recovery ends when the recovery point is
+                // acknowledged.
+                self.recovery = Recovery::Open;
+                self.cc.on_recovery_end(now, mss);
+            }
+            Recovery::Fast { .. } => {
+                // A partial ACK: without SACK, the next hole is at SND.UNA (RFC 6582 §3.2 (4)).
+                if !self.sack_ok {
+                    self.queue.mark_first_lost();
+                }
+            }
+            Recovery::Loss { .. } | Recovery::Open => {
                 let ack = Ack {
                     now,
                     acked,
                     in_flight: in_flight_before,
                     cwnd_limited: self.cwnd_limited,
                     mss,
-                    rtt_sample: sample,
+                    rtt_sample: delivered.rtt_sample,
                     srtt: self.rtt.srtt_or(self.cfg.initial_rto),
                     min_rtt: self.rtt.min().unwrap_or(self.cfg.initial_rto),
                     acked_to: ack_off,
@@ -1171,6 +1212,7 @@ impl Connection {
         // RFC 6298 §5.2–5.3.
         if self.snd_una >= self.snd_max {
             self.timers.stop(Timer::Retransmit);
+            self.timers.stop(Timer::Reorder);
         } else {
             self.timers.set(Timer::Retransmit, now + self.rtt.rto());
         }
@@ -1192,21 +1234,66 @@ impl Connection {
         }
     }
 
-    fn on_duplicate_ack(&mut self, now: Instant, mss: u64) {
-        if self.recovery.is_some() {
-            return;
+    /// Runs RACK (RFC 8985 §6.2) and RFC 6675's `IsLost` over the queue; a loss starts fast
+    /// recovery, a segment not yet overdue sets the reordering timer.
+    fn detect_losses(&mut self, now: Instant) {
+        let mss = self.smss();
+        let in_recovery = self.recovery != Recovery::Open;
+        let min_rtt = self.rtt.min().unwrap_or(self.cfg.initial_rto);
+        let srtt = self.rtt.srtt_or(self.cfg.initial_rto);
+        let reo_wnd = self
+            .queue
+            .reordering_window(in_recovery, min_rtt, srtt, mss);
+        let (rack_lost, timer) = self.queue.detect_rack(now, reo_wnd);
+        let dup_lost = self.queue.detect_dupthresh(mss);
+        match timer {
+            Some(at) => self.timers.set(Timer::Reorder, at),
+            None => self.timers.stop(Timer::Reorder),
         }
-        let lost = self.sack_ok && self.scoreboard.is_lost(self.snd_una, mss);
-        if u64::from(self.dupacks) >= super::scoreboard::DUP_THRESH || lost {
-            // RFC 6675 §5 steps 4: enter loss recovery.
-            let in_flight = self.snd_max - self.snd_una;
-            self.recovery = Some(self.snd_max);
-            self.stats.fast_recoveries += 1;
-            self.cc.on_congestion_event(now, in_flight, mss);
-            self.scoreboard.start_recovery(self.snd_una);
-            if !self.sack_ok {
-                self.rtx_head = true;
-            }
+        if rack_lost + dup_lost > 0 && self.recovery == Recovery::Open {
+            self.enter_fast_recovery(now, mss);
+        }
+    }
+
+    /// RFC 6675 §5 step 4 / RFC 5681 §3.2: a loss was found; reduce the window once for
+    /// everything outstanding now.
+    fn enter_fast_recovery(&mut self, now: Instant, mss: u64) {
+        let in_flight = self.snd_max - self.snd_una;
+        self.recovery = Recovery::Fast {
+            point: self.snd_max,
+        };
+        self.stats.fast_recoveries += 1;
+        self.tlp = None;
+        self.timers.stop(Timer::TailProbe);
+        self.cc.on_congestion_event(now, in_flight, mss);
+    }
+
+    /// RFC 8985 §7.2: with data outstanding and no loss recovery going on, a probe after two
+    /// round trips turns a lost tail into a SACK-visible loss instead of a timeout.
+    fn arm_tail_probe(&mut self, now: Instant) {
+        let eligible = self.sack_ok
+            && self.recovery == Recovery::Open
+            && self.tlp.is_none()
+            && self.snd_max > self.snd_una
+            && self.state.is_synchronized();
+        let (true, Some(srtt)) = (eligible, self.rtt.srtt()) else {
+            self.timers.stop(Timer::TailProbe);
+            return;
+        };
+        let mut pto = srtt * 2;
+        if self.in_flight() <= self.smss() {
+            // One segment out: the peer may delay its ACK.
+            pto += self.cfg.delayed_ack;
+        }
+        let at = now + pto;
+        if self
+            .timers
+            .get(Timer::Retransmit)
+            .is_none_or(|rto| at < rto)
+        {
+            self.timers.set(Timer::TailProbe, at);
+        } else {
+            self.timers.stop(Timer::TailProbe);
         }
     }
 
@@ -1221,23 +1308,14 @@ impl Connection {
         }
     }
 
-    /// Bytes believed in the network (RFC 6675 `pipe`).
+    /// Bytes believed in the network (RFC 6675 `pipe`); without SACK, each duplicate ACK
+    /// stands for a segment that left it (RFC 5681 §3.2).
     fn in_flight(&self) -> u64 {
-        if self.snd_nxt < self.snd_max && self.recovery.is_none() {
-            // Going back N after a timeout: what lies beyond SND.NXT is presumed lost.
-            return self.snd_nxt - self.snd_una;
-        }
+        let pipe = self.queue.in_flight();
         if self.sack_ok {
-            self.scoreboard
-                .pipe(self.snd_una, self.snd_max, self.smss())
+            pipe
         } else {
-            let flight = self.snd_max - self.snd_una;
-            let left = flight.saturating_sub(u64::from(self.dupacks) * self.smss());
-            if self.recovery.is_some() {
-                left + self.smss().min(flight)
-            } else {
-                left
-            }
+            pipe.saturating_sub(u64::from(self.dupacks) * self.smss())
         }
     }
 
@@ -1432,17 +1510,17 @@ impl Connection {
         if self.rst_due {
             self.rst_due = false;
             let flags = TcpFlags(TcpFlags::RST);
-            return Some(self.emit(now, buf, hook, flags, self.snd_nxt, 0, false));
+            return Some(self.emit(now, buf, hook, flags, self.snd_max, 0, false));
         }
         match self.state {
             State::Closed => return None,
             State::SynSent => {
-                if self.snd_nxt == 0 {
+                if self.syn_due {
                     return Some(self.emit_syn(now, buf, hook, false));
                 }
                 return None;
             }
-            State::SynReceived if self.snd_nxt == 0 => {
+            State::SynReceived if self.syn_due => {
                 return Some(self.emit_syn(now, buf, hook, true));
             }
             _ => {}
@@ -1459,7 +1537,7 @@ impl Connection {
             return Some(self.emit(now, buf, hook, TcpFlags(0), seq, 0, false));
         }
         if self.ack_now {
-            return Some(self.emit(now, buf, hook, TcpFlags(0), self.snd_nxt, 0, false));
+            return Some(self.emit(now, buf, hook, TcpFlags(0), self.snd_max, 0, false));
         }
         None
     }
@@ -1476,53 +1554,52 @@ impl Connection {
         if ack {
             flags |= TcpFlags::ACK;
         }
-        let n = self.emit(now, buf, hook, TcpFlags(flags), 0, 0, false);
+        let retransmission = self.snd_max > 0;
+        self.syn_due = false;
+        let n = self.emit(now, buf, hook, TcpFlags(flags), 0, 0, retransmission);
         if !self.timers.is_set(Timer::Retransmit) {
             self.timers.set(Timer::Retransmit, now + self.rtt.rto());
         }
         n
     }
 
-    /// What to send next, `(start, length, retransmission)` in sequence offsets: a
-    /// retransmission in loss recovery (RFC 6582, RFC 6675 `NextSeg`), else new data (or the
-    /// data after a timeout) from `SND.NXT` as far as the windows and Nagle allow.
+    /// What to send next, `(start, length, retransmission)` in sequence offsets: the first
+    /// lost segment (RFC 6675 `NextSeg` rule 1, also after a timeout), else new data from
+    /// `SND.MAX` (rule 2) as far as the windows and Nagle allow, or a tail loss probe.
     fn next_range(&mut self, now: Instant) -> Option<(u64, u64, bool)> {
         let mss = self.smss();
         let in_flight = self.in_flight();
         let room = self.cc.window().saturating_sub(in_flight);
-        if self.rtx_head && self.snd_max > self.snd_una {
-            // NewReno fast retransmit (RFC 6582): the segment at SND.UNA, whatever the window.
-            return Some((self.snd_una, mss.min(self.seq_end() - self.snd_una), true));
-        }
-        let sack_recovery = self.recovery.is_some() && self.sack_ok && room >= mss;
-        // RFC 6675 NextSeg rule 1: a lost hole.
-        if let Some((s, e)) = sack_recovery
-            .then(|| {
-                self.scoreboard
-                    .next_retransmission(self.snd_una, self.snd_max, mss, true)
-            })
-            .flatten()
-        {
-            return Some((s, e - s, true));
+        if let Some(lost) = self.queue.first_lost() {
+            let len = lost.end - lost.start;
+            if in_flight == 0 || room >= len.min(mss) {
+                return Some((lost.start, len, true));
+            }
+            self.cwnd_limited = true;
+            return None;
         }
         let end = self.seq_end();
-        if self.snd_nxt >= end {
-            // Rule 3: nothing new to send, so resend a hole below the highest SACKed byte
-            // even if it is not known lost yet.
-            let hole = sack_recovery
-                .then(|| {
-                    self.scoreboard
-                        .next_retransmission(self.snd_una, self.snd_max, mss, false)
-                })
-                .flatten();
-            if hole.is_none() {
-                self.cwnd_limited = false;
+        let by_window = (self.snd_una + self.snd_wnd).saturating_sub(self.snd_max);
+        let avail = end.saturating_sub(self.snd_max);
+        if self.tlp_due {
+            // RFC 8985 §7.3: new data if the peer's window allows, else the last segment
+            // again, whatever the congestion window.
+            self.tlp_due = false;
+            self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+            if avail > 0 && by_window > 0 {
+                let len = avail.min(mss).min(by_window);
+                self.tlp = Some((self.snd_max + len, false));
+                return Some((self.snd_max, len, false));
             }
-            return hole.map(|(s, e)| (s, e - s, true));
+            if let Some(last) = self.queue.last().copied() {
+                self.tlp = Some((self.snd_max, true));
+                return Some((last.start, last.end - last.start, true));
+            }
         }
-        // Rule 2: new data (or going back N after a timeout) from SND.NXT.
-        let by_window = (self.snd_una + self.snd_wnd).saturating_sub(self.snd_nxt);
-        let avail = end - self.snd_nxt;
+        if avail == 0 {
+            self.cwnd_limited = false;
+            return None;
+        }
         let mut len = avail.min(mss).min(by_window);
         if len == 0 {
             if avail == 1 && self.fin_queued {
@@ -1530,6 +1607,8 @@ impl Connection {
                 len = 1;
             } else {
                 // The peer's window is closed: probe it until it opens (RFC 9293 §3.8.6.1).
+                // It is the window, not the congestion window, that limits now.
+                self.cwnd_limited = false;
                 if self.snd_max == self.snd_una && !self.timers.is_set(Timer::Persist) {
                     self.persist_probes = 0;
                     self.timers
@@ -1544,16 +1623,12 @@ impl Connection {
         }
         // Nagle (RFC 9293 §3.7.4): a small segment waits while data is unacknowledged, unless
         // it ends the stream.
-        let ends_stream = self.fin_queued && self.snd_nxt + len >= end;
-        if self.cfg.nagle
-            && len < mss
-            && self.snd_max > self.snd_una
-            && self.snd_nxt >= self.snd_max
-            && !ends_stream
-        {
+        let ends_stream = self.fin_queued && self.snd_max + len >= end;
+        if self.cfg.nagle && len < mss && self.snd_max > self.snd_una && !ends_stream {
+            self.cwnd_limited = false;
             return None;
         }
-        Some((self.snd_nxt, len, self.snd_nxt < self.snd_max))
+        Some((self.snd_max, len, false))
     }
 
     /// A data segment (or FIN) if the windows, the pacer and Nagle allow one.
@@ -1632,7 +1707,13 @@ impl Connection {
             .unwrap_or(usize::MAX)
             .saturating_add(HEADER_LEN)
             .min(buf.len());
-        let data_len = data_len.min(limit.saturating_sub(header));
+        let fits = limit.saturating_sub(header);
+        let mut flags = flags;
+        if data_len > fits {
+            // The header left less room than planned: the rest (and any FIN) goes later.
+            flags = TcpFlags(flags.0 & !(TcpFlags::FIN | TcpFlags::PSH));
+        }
+        let data_len = data_len.min(fits);
         let seg = OutgoingSegment {
             flags: TcpFlags(flags.0 | if with_ack { TcpFlags::ACK } else { 0 }),
             stream_offset: start.saturating_sub(1),
@@ -1673,23 +1754,9 @@ impl Connection {
         if retransmission {
             self.stats.retransmits += 1;
             self.stats.bytes_retransmitted += data_len as u64;
-            self.mark_retransmitted(start, end);
-            if self.recovery.is_some() {
-                self.scoreboard.retransmitted(end);
-            }
-            if self.rtx_head {
-                self.rtx_head = false;
-            }
-        }
-        if start == self.snd_nxt || (start < self.snd_nxt && end > self.snd_nxt) {
-            self.snd_nxt = end;
-        }
-        if end > self.snd_max {
-            self.sent.push_back(Sent {
-                end,
-                at: now,
-                retransmitted: start < self.snd_max,
-            });
+            self.queue.retransmitted(start, end, now);
+        } else if end > self.snd_max {
+            self.queue.push(start, end, now);
             self.snd_max = end;
         }
         if self.cfg.pacing && !syn {
@@ -1755,17 +1822,6 @@ impl Connection {
             repr.sack_blocks = blocks;
         }
         (repr, edge)
-    }
-
-    /// Marks sent ranges overlapping `[start, end)` as retransmitted (no RTT samples).
-    fn mark_retransmitted(&mut self, start: u64, end: u64) {
-        let i = self.sent.partition_point(|s| s.end <= start);
-        for s in self.sent.iter_mut().skip(i) {
-            s.retransmitted = true;
-            if s.end >= end {
-                break;
-            }
-        }
     }
 }
 

@@ -5,8 +5,9 @@
 //! - states, handshake (also simultaneous open and close), TIME-WAIT: [`connection`];
 //! - MSS, window scaling and timestamps (RFC 7323, with PAWS), SACK (RFC 2018): negotiated in
 //!   [`connection`], SACK blocks kept by [`recv_buffer`];
-//! - loss recovery: SACK-based (RFC 6675, [`scoreboard`]) or NewReno's (RFC 6582) without SACK,
-//!   retransmission timeout with Karn's rule and backoff (RFC 6298, [`rtt`]);
+//! - loss recovery: SACK-based (RFC 6675) with RACK-TLP loss detection (RFC 8985) over the
+//!   retransmission queue ([`sent`]), or NewReno's (RFC 6582) without SACK; retransmission
+//!   timeout with Karn's rule and backoff (RFC 6298, [`rtt`]);
 //! - congestion control behind a trait: NewReno and CUBIC with HyStart++ ([`congestion`]);
 //!   pacing ([`pacing`]);
 //! - delayed ACKs, receive-window auto-tuning, silly-window avoidance, zero-window probes,
@@ -24,8 +25,8 @@ pub mod isn;
 pub mod pacing;
 pub mod recv_buffer;
 pub mod rtt;
-pub mod scoreboard;
 pub mod send_buffer;
+pub mod sent;
 pub mod timer;
 
 use core::time::Duration;

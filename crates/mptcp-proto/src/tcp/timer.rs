@@ -18,9 +18,13 @@ pub enum Timer {
     Close = 4,
     /// The pacer lets the next segment go.
     Pacing = 5,
+    /// A segment RACK holds for the reordering window is due to be judged (RFC 8985 §6.3).
+    Reorder = 6,
+    /// Tail loss probe (RFC 8985 §7).
+    TailProbe = 7,
 }
 
-const COUNT: usize = 6;
+const COUNT: usize = 8;
 
 impl Timer {
     const ALL: [Timer; COUNT] = [
@@ -30,6 +34,8 @@ impl Timer {
         Timer::Keepalive,
         Timer::Close,
         Timer::Pacing,
+        Timer::Reorder,
+        Timer::TailProbe,
     ];
 }
 

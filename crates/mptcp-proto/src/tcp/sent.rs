@@ -1,0 +1,515 @@
+//! The retransmission queue: every segment sent and not yet cumulatively acknowledged, with
+//! when it was (last) sent and what became of it (in flight, SACKed, lost). Loss recovery reads
+//! it (RFC 6675: `pipe` is the bytes in flight, `NextSeg` the first lost segment) and two loss
+//! detectors write it:
+//!
+//! - RFC 6675 §4 `IsLost`: more than `(DupThresh − 1) · SMSS` bytes, or `DupThresh` segments,
+//!   SACKed above a segment;
+//! - RACK (RFC 8985 §6): a segment is lost when one sent after it (by at least a reordering
+//!   window) was delivered, which also finds lost retransmissions, where `IsLost` cannot.
+//!
+//! Positions are 64-bit sequence offsets.
+
+use core::time::Duration;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// RFC 6675's `DupThresh`.
+pub const DUP_THRESH: u64 = 3;
+
+/// What became of a sent segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegState {
+    /// Believed in the network.
+    InFlight,
+    /// Believed lost: to be retransmitted.
+    Lost,
+    /// The receiver reported it with SACK.
+    Sacked,
+}
+
+/// One transmitted segment `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// First sequence offset.
+    pub start: u64,
+    /// Sequence offset just past it.
+    pub end: u64,
+    /// When it was last sent.
+    pub sent_at: Instant,
+    /// Whether it was sent more than once (Karn: no RTT sample from it).
+    pub retransmitted: bool,
+    /// What became of it.
+    pub state: SegState,
+}
+
+impl Segment {
+    fn len(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+/// What an acknowledgment delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Bytes newly acknowledged or SACKed.
+    pub bytes: u64,
+    /// An RTT sample from the newest segment delivered that was sent once.
+    pub rtt_sample: Option<Duration>,
+    /// Whether a retransmitted segment was among those delivered.
+    pub retransmission: bool,
+}
+
+/// The retransmission queue with RACK's state (RFC 8985 §6.1).
+#[derive(Debug, Clone, Default)]
+pub struct SentQueue {
+    segs: VecDeque<Segment>,
+    in_flight: u64,
+    lost: u64,
+    sacked: u64,
+    /// `RACK.xmit_ts` and `RACK.end_seq`: the most recently sent segment that was delivered.
+    rack: Option<(Instant, u64)>,
+    /// `RACK.rtt`: the RTT of that segment.
+    rack_rtt: Duration,
+    /// `RACK.fack`: the highest SACKed sequence.
+    fack: u64,
+    /// `RACK.reordering_seen`.
+    reordering_seen: bool,
+}
+
+impl SentQueue {
+    /// Bytes in flight (RFC 6675 `pipe`).
+    #[must_use]
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight
+    }
+
+    /// Bytes marked lost and not yet retransmitted.
+    #[must_use]
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Bytes SACKed.
+    #[must_use]
+    pub fn sacked(&self) -> u64 {
+        self.sacked
+    }
+
+    /// Whether nothing is outstanding.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.segs.is_empty()
+    }
+
+    /// The last segment sent (highest sequence).
+    #[must_use]
+    pub fn last(&self) -> Option<&Segment> {
+        self.segs.back()
+    }
+
+    /// The first segment marked lost: RFC 6675 `NextSeg` rule 1.
+    #[must_use]
+    pub fn first_lost(&self) -> Option<&Segment> {
+        if self.lost == 0 {
+            return None;
+        }
+        self.segs.iter().find(|s| s.state == SegState::Lost)
+    }
+
+    /// Whether RACK saw reordering.
+    #[must_use]
+    pub fn reordering_seen(&self) -> bool {
+        self.reordering_seen
+    }
+
+    fn count(&mut self, s: &Segment, add: bool) {
+        let n = s.len();
+        let c = match s.state {
+            SegState::InFlight => &mut self.in_flight,
+            SegState::Lost => &mut self.lost,
+            SegState::Sacked => &mut self.sacked,
+        };
+        if add {
+            *c += n;
+        } else {
+            *c -= n;
+        }
+    }
+
+    fn set_state(&mut self, i: usize, state: SegState) {
+        let s = self.segs[i];
+        if s.state == state {
+            return;
+        }
+        self.count(&s, false);
+        self.segs[i].state = state;
+        let s = self.segs[i];
+        self.count(&s, true);
+    }
+
+    /// Records new data sent at `now`: `[start, end)` follows the last segment.
+    pub fn push(&mut self, start: u64, end: u64, now: Instant) {
+        debug_assert!(self.segs.back().is_none_or(|l| l.end == start));
+        let s = Segment {
+            start,
+            end,
+            sent_at: now,
+            retransmitted: false,
+            state: SegState::InFlight,
+        };
+        self.count(&s, true);
+        self.segs.push_back(s);
+    }
+
+    /// Index of the segment holding `offset`.
+    fn index_of(&self, offset: u64) -> Option<usize> {
+        let i = self.segs.partition_point(|s| s.end <= offset);
+        (i < self.segs.len() && self.segs[i].start <= offset).then_some(i)
+    }
+
+    /// Makes `offset` a segment boundary (splitting the segment that spans it).
+    fn split_at(&mut self, offset: u64) {
+        let Some(i) = self.index_of(offset) else {
+            return;
+        };
+        let s = self.segs[i];
+        if s.start == offset {
+            return;
+        }
+        self.segs[i].end = offset;
+        self.segs.insert(i + 1, Segment { start: offset, ..s });
+    }
+
+    /// Records a retransmission of `[start, end)` at `now`: those segments are in flight
+    /// again.
+    pub fn retransmitted(&mut self, start: u64, end: u64, now: Instant) {
+        self.split_at(start);
+        self.split_at(end);
+        let Some(mut i) = self.index_of(start) else {
+            return;
+        };
+        while i < self.segs.len() && self.segs[i].start < end {
+            if self.segs[i].state != SegState::Sacked {
+                self.set_state(i, SegState::InFlight);
+            }
+            self.segs[i].sent_at = now;
+            self.segs[i].retransmitted = true;
+            i += 1;
+        }
+    }
+
+    /// The cumulative acknowledgment reached `una`.
+    pub fn ack(&mut self, una: u64, now: Instant, min_rtt: Option<Duration>) -> Delivered {
+        let mut d = Delivered::default();
+        self.split_at(una);
+        while let Some(s) = self.segs.front().copied() {
+            if s.end > una {
+                break;
+            }
+            self.segs.pop_front();
+            self.count(&s, false);
+            if s.state != SegState::Sacked {
+                d.bytes += s.len();
+                self.on_delivered(&s, now, min_rtt, &mut d);
+            }
+        }
+        d
+    }
+
+    /// The receiver SACKed `[start, end)`.
+    pub fn sack(
+        &mut self,
+        start: u64,
+        end: u64,
+        now: Instant,
+        min_rtt: Option<Duration>,
+    ) -> Delivered {
+        let mut d = Delivered::default();
+        let (Some(first), Some(last)) = (self.segs.front(), self.segs.back()) else {
+            return d;
+        };
+        let (start, end) = (start.max(first.start), end.min(last.end));
+        if start >= end {
+            return d;
+        }
+        self.split_at(start);
+        self.split_at(end);
+        let Some(mut i) = self.index_of(start) else {
+            return d;
+        };
+        let fack = self.fack;
+        while i < self.segs.len() && self.segs[i].start < end {
+            let s = self.segs[i];
+            if s.state != SegState::Sacked {
+                self.set_state(i, SegState::Sacked);
+                d.bytes += s.len();
+                // RFC 8985 §6.2 step 2: delivered below the highest SACKed sequence without
+                // being retransmitted: the network reordered.
+                if s.end < fack && !s.retransmitted {
+                    self.reordering_seen = true;
+                }
+                self.on_delivered(&s, now, min_rtt, &mut d);
+            }
+            i += 1;
+        }
+        self.fack = self.fack.max(end);
+        d
+    }
+
+    /// RFC 8985 §6.2 step 1: the newest delivered segment becomes `RACK.segment`.
+    fn on_delivered(
+        &mut self,
+        s: &Segment,
+        now: Instant,
+        min_rtt: Option<Duration>,
+        d: &mut Delivered,
+    ) {
+        let rtt = now.saturating_duration_since(s.sent_at);
+        if s.retransmitted {
+            d.retransmission = true;
+            // An ACK faster than the path's RTT is for the original, not this retransmission.
+            if min_rtt.is_some_and(|m| rtt < m) {
+                return;
+            }
+        } else {
+            d.rtt_sample = Some(rtt);
+        }
+        let newer = self
+            .rack
+            .is_none_or(|(t, e)| s.sent_at > t || (s.sent_at == t && s.end > e));
+        if newer {
+            self.rack = Some((s.sent_at, s.end));
+            self.rack_rtt = rtt;
+        }
+    }
+
+    /// RACK's reordering window (RFC 8985 §6.2 step 4): none once SACKs show a loss without
+    /// reordering, else a quarter of the smallest RTT, at most the smoothed RTT.
+    #[must_use]
+    pub fn reordering_window(
+        &self,
+        in_recovery: bool,
+        min_rtt: Duration,
+        srtt: Duration,
+        mss: u64,
+    ) -> Duration {
+        if !self.reordering_seen && (in_recovery || self.sacked >= DUP_THRESH * mss) {
+            return Duration::ZERO;
+        }
+        (min_rtt / 4).min(srtt)
+    }
+
+    /// RACK loss detection (RFC 8985 §6.2 step 5): marks lost every segment in flight that
+    /// was sent before `RACK.segment` and has been out longer than `RACK.rtt + reo_wnd`.
+    /// Returns the bytes newly lost and when to look again for those not yet overdue.
+    pub fn detect_rack(&mut self, now: Instant, reo_wnd: Duration) -> (u64, Option<Instant>) {
+        let Some((rack_t, rack_end)) = self.rack else {
+            return (0, None);
+        };
+        let mut lost = 0;
+        let mut timer: Option<Instant> = None;
+        for i in 0..self.segs.len() {
+            let s = self.segs[i];
+            let before = s.sent_at < rack_t || (s.sent_at == rack_t && s.end <= rack_end);
+            if !before {
+                // Segments are in sequence order; first transmissions also in time order. A
+                // later segment sent once was sent after this one, so nothing beyond can be
+                // older than RACK.segment unless it was retransmitted.
+                if !s.retransmitted {
+                    break;
+                }
+                continue;
+            }
+            if s.state != SegState::InFlight {
+                continue;
+            }
+            let deadline = s.sent_at + self.rack_rtt + reo_wnd;
+            if deadline <= now {
+                self.set_state(i, SegState::Lost);
+                lost += s.len();
+            } else {
+                timer = Some(timer.map_or(deadline, |t| t.min(deadline)));
+            }
+        }
+        (lost, timer)
+    }
+
+    /// RFC 6675 §4 `IsLost` over the queue: every segment in flight below the point above
+    /// which more than `(DupThresh − 1) · SMSS` bytes or `DupThresh` segments are SACKed is
+    /// lost. Returns the bytes newly lost.
+    pub fn detect_dupthresh(&mut self, mss: u64) -> u64 {
+        if self.sacked == 0 {
+            return 0;
+        }
+        let mut bytes = 0;
+        let mut count = 0;
+        let mut cut = None;
+        for i in (0..self.segs.len()).rev() {
+            let s = self.segs[i];
+            if s.state == SegState::Sacked {
+                bytes += s.len();
+                count += 1;
+                if bytes > (DUP_THRESH - 1) * mss || count >= DUP_THRESH {
+                    cut = Some(i);
+                    break;
+                }
+            }
+        }
+        let Some(cut) = cut else { return 0 };
+        let mut lost = 0;
+        for i in 0..cut {
+            if self.segs[i].state == SegState::InFlight && !self.segs[i].retransmitted {
+                self.set_state(i, SegState::Lost);
+                lost += self.segs[i].len();
+            }
+        }
+        lost
+    }
+
+    /// Marks the first segment that is not SACKed lost (NewReno's fast retransmit, a tail
+    /// loss probe's repair).
+    pub fn mark_first_lost(&mut self) -> bool {
+        if let Some(i) = self.segs.iter().position(|s| s.state != SegState::Sacked) {
+            self.set_state(i, SegState::Lost);
+            return true;
+        }
+        false
+    }
+
+    /// After a retransmission timeout every segment not SACKed is lost (RFC 5681 §3.1's
+    /// going back N, skipping what the receiver holds); with `forget_sacks` (the receiver may
+    /// have reneged, RFC 2018 §8) the SACKed ones too.
+    pub fn mark_all_lost(&mut self, forget_sacks: bool) {
+        for i in 0..self.segs.len() {
+            if self.segs[i].state == SegState::InFlight
+                || (forget_sacks && self.segs[i].state == SegState::Sacked)
+            {
+                self.set_state(i, SegState::Lost);
+            }
+        }
+        if forget_sacks {
+            self.fack = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSS: u64 = 100;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Ten segments of 100 bytes sent 1 ms apart from `t0`.
+    fn queue(t0: Instant) -> SentQueue {
+        let mut q = SentQueue::default();
+        for i in 0..10 {
+            q.push(1 + i * MSS, 1 + (i + 1) * MSS, t0 + ms(i));
+        }
+        q
+    }
+
+    #[test]
+    fn acks_and_sacks_move_bytes_out_of_flight() {
+        let t0 = Instant::now();
+        let mut q = queue(t0);
+        assert_eq!(q.in_flight(), 1000);
+        let d = q.ack(201, t0 + ms(50), None);
+        assert_eq!(d.bytes, 200);
+        assert_eq!(
+            d.rtt_sample,
+            Some(ms(49)),
+            "from the newest segment acknowledged"
+        );
+        let d = q.sack(401, 601, t0 + ms(52), None);
+        assert_eq!((d.bytes, q.sacked(), q.in_flight()), (200, 200, 600));
+        // A cumulative ACK over SACKed bytes delivers only the rest.
+        let d = q.ack(601, t0 + ms(53), None);
+        assert_eq!((d.bytes, q.sacked(), q.in_flight()), (200, 0, 400));
+    }
+
+    #[test]
+    fn rfc6675_marks_a_hole_lost_below_three_sacked_segments() {
+        let t0 = Instant::now();
+        let mut q = queue(t0);
+        q.sack(101, 301, t0 + ms(40), None);
+        assert_eq!(q.detect_dupthresh(MSS), 0, "two segments SACKed above");
+        q.sack(301, 401, t0 + ms(41), None);
+        assert_eq!(q.detect_dupthresh(MSS), 100);
+        assert_eq!(q.first_lost().map(|s| s.start), Some(1));
+        assert_eq!(q.in_flight(), 1000 - 300 - 100);
+    }
+
+    #[test]
+    fn rack_marks_segments_sent_before_a_delivered_one_lost_after_the_window() {
+        let t0 = Instant::now();
+        let mut q = queue(t0);
+        // Segment 5 (sent at 5 ms) is SACKed 45 ms later: RACK.rtt = 45 ms.
+        q.sack(501, 601, t0 + ms(50), None);
+        let (lost, timer) = q.detect_rack(t0 + ms(50), ms(10));
+        // Segments 0..4 were sent at 0..4 ms: deadlines 55..59 ms.
+        assert_eq!(lost, 0);
+        assert_eq!(timer, Some(t0 + ms(55)));
+        let (lost, timer) = q.detect_rack(t0 + ms(57), ms(10));
+        assert_eq!(lost, 300, "segments 0, 1, 2");
+        assert_eq!(timer, Some(t0 + ms(58)));
+        // Later segments (6..9) were sent after segment 5: not lost.
+        let (lost, _) = q.detect_rack(t0 + ms(500), ms(10));
+        assert_eq!(lost, 200);
+        assert_eq!(q.lost(), 500);
+    }
+
+    #[test]
+    fn rack_finds_a_lost_retransmission() {
+        let t0 = Instant::now();
+        let mut q = queue(t0);
+        q.sack(201, 1001, t0 + ms(40), None);
+        q.detect_dupthresh(MSS);
+        assert_eq!(q.lost(), 200);
+        // Both lost segments are retransmitted at 41 ms; the first retransmission is lost too.
+        q.retransmitted(1, 201, t0 + ms(41));
+        assert_eq!((q.lost(), q.in_flight()), (0, 200));
+        // New data sent at 42 ms is SACKed at 82 ms.
+        q.push(1001, 1101, t0 + ms(42));
+        q.sack(1001, 1101, t0 + ms(82), None);
+        let (lost, _) = q.detect_rack(t0 + ms(82), Duration::ZERO);
+        assert_eq!(
+            lost, 200,
+            "the retransmissions, sent before, are lost again"
+        );
+        assert!(!q.reordering_seen());
+    }
+
+    #[test]
+    fn reordering_is_seen_when_a_segment_is_delivered_below_the_highest_sack() {
+        let t0 = Instant::now();
+        let mut q = queue(t0);
+        q.sack(501, 601, t0 + ms(40), None);
+        assert!(!q.reordering_seen());
+        q.sack(301, 401, t0 + ms(41), None);
+        assert!(q.reordering_seen());
+        assert_eq!(
+            q.reordering_window(true, ms(40), ms(50), MSS),
+            ms(10),
+            "a quarter of the smallest RTT once reordering was seen"
+        );
+    }
+
+    #[test]
+    fn retransmissions_and_acks_split_segments_at_their_edges() {
+        let t0 = Instant::now();
+        let mut q = queue(t0);
+        q.mark_all_lost(false);
+        assert_eq!(q.lost(), 1000);
+        q.retransmitted(1, 51, t0 + ms(300));
+        assert_eq!((q.lost(), q.in_flight()), (950, 50));
+        assert_eq!(q.first_lost().map(|s| (s.start, s.end)), Some((51, 101)));
+        let d = q.ack(76, t0 + ms(350), None);
+        assert_eq!(d.bytes, 75);
+        assert_eq!(q.lost() + q.in_flight() + q.sacked(), 1000 - 75);
+    }
+}
