@@ -1,6 +1,6 @@
 //! Running one scenario: its lab, its pattern servers, and each contender in turn (interleaved
 //! over the rounds), measuring the download at the client, the lines at the link emulator and
-//! the CPU time of the machine, the emulator and the daemons.
+//! the CPU time of the benchmark's own threads, the emulator and the daemons.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,7 +17,7 @@ use super::progress::Progress;
 use super::report::{ContenderResult, LineJson, RunFigures, ScenarioResult, Series};
 use super::scenario::{Scenario, Sizes, WARMUP, request_sizes};
 use crate::lab::failover::{PatternServer, Scheduled, Timeline, Transport, download_over, fetch};
-use crate::lab::measure::{machine_busy_time, process_cpu_time};
+use crate::lab::measure::process_cpu_time;
 use crate::lab::{self, LabGuard, LabInfo, LabStats, LineState, Role, netns};
 
 /// How often the link emulator's counters are read for the charts.
@@ -337,7 +337,6 @@ impl Competitor {
 struct Meter {
     lab: String,
     stats: LabStats,
-    machine: Duration,
     emulator_pid: u32,
     emulator: Duration,
     pids: Vec<u32>,
@@ -365,7 +364,6 @@ impl Meter {
         Ok(Self {
             lab: info.name.clone(),
             stats: lab::stats(&info.name)?,
-            machine: machine_busy_time().context("reading /proc/stat")?,
             emulator_pid: info.emulator.pid,
             emulator: process_cpu_time(info.emulator.pid).unwrap_or_default(),
             daemons: cpu_of(&pids),
@@ -376,7 +374,6 @@ impl Meter {
 
     /// Fills in the lines' bytes and the CPU times since the start; `payload` bytes arrived.
     fn finish(self, fig: &mut RunFigures, payload: u64) -> Result<()> {
-        let machine = machine_busy_time().context("reading /proc/stat")?;
         let emulator = process_cpu_time(self.emulator_pid).unwrap_or_default();
         let daemons = cpu_of(&self.pids);
         let work = work_cpu(&self.pids);
@@ -384,7 +381,6 @@ impl Meter {
         fig.line_bytes = line_bytes(&self.stats, &stats);
         fig.payload_bytes = payload;
         fig.work_cpu = work.saturating_sub(self.work);
-        fig.machine_cpu = machine.saturating_sub(self.machine);
         fig.emulator_cpu = emulator.saturating_sub(self.emulator);
         fig.daemons_cpu = daemons
             .zip(self.daemons)

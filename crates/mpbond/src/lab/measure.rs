@@ -1,7 +1,7 @@
 //! Measuring a lab's lines from inside its hosts: TCP goodput of one kernel flow, UDP round-trip
 //! times, and a timestamped UDP stream (for loss and outage timing). Each side runs on its own
 //! thread inside its host's namespace, so no external tool is needed. Also the CPU time a
-//! process, or the whole machine, spent (benchmarks' cost figures).
+//! process spent (benchmarks' cost figures).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -80,8 +80,8 @@ fn ticks_to_duration(ticks: u64, hz: u64) -> Duration {
     Duration::from_micros(ticks.saturating_mul(1_000_000) / hz)
 }
 
-/// CPU time (user + system) process `pid` has used so far, from `/proc/PID/stat`. The kernel
-/// counts in clock ticks, sampled: exact over seconds, not over milliseconds.
+/// CPU time (user + system) process `pid` has used so far, from `/proc/PID/stat` (the
+/// scheduler's run time split by tick samples; all its threads, also those that ended).
 #[must_use]
 pub fn process_cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -97,30 +97,6 @@ fn parse_process_cpu(stat: &str, hz: u64) -> Option<Duration> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(ticks_to_duration(utime + stime, hz))
-}
-
-/// Busy CPU time of the whole machine so far, summed over its cores: user, nice, system, irq
-/// and softirq time from `/proc/stat` (idle, iowait and steal are not work done here; guest
-/// time is already in user).
-#[must_use]
-pub fn machine_busy_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    parse_machine_busy(&stat, clock_ticks()?)
-}
-
-fn parse_machine_busy(stat: &str, hz: u64) -> Option<Duration> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().ok())
-        .collect::<Option<_>>()?;
-    // user nice system idle iowait irq softirq steal ...
-    let busy = [0, 1, 2, 5, 6]
-        .iter()
-        .map(|&i| f.get(i).copied())
-        .sum::<Option<u64>>()?;
-    Some(ticks_to_duration(busy, hz))
 }
 
 fn timeout_err(what: &str) -> io::Error {
@@ -578,13 +554,7 @@ mod tests {
     fn cpu_times_are_read_from_proc() {
         let stat = "4242 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0";
         assert_eq!(parse_process_cpu(stat, 100), Some(Duration::from_secs(3)));
-        let machine = "cpu  100 5 40 9000 7 3 2 11 0 0\ncpu0 50 0 20 4500 3 1 1 5 0 0\n";
-        assert_eq!(
-            parse_machine_busy(machine, 100),
-            Some(Duration::from_millis(1500))
-        );
         assert!(process_cpu_time(std::process::id()).is_some());
-        assert!(machine_busy_time().is_some());
     }
 
     #[test]
