@@ -57,14 +57,6 @@ impl Progress {
             None => eprintln!("  {summary}"),
         }
     }
-
-    /// Says something between runs without breaking the bar.
-    pub fn note(&self, text: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
-        }
-    }
 }
 
 impl Drop for Progress {

@@ -116,7 +116,11 @@ pub fn scenario(
             };
             progress.start(&format!("{}: {}{round_note}", s.name, c.id()));
             let seed = env.seed.wrapping_add(round as u64);
+            // Ctrl-C also stops the daemons (same process group), which breaks the transfer:
+            // say why it broke.
             let fig = contender_run(info, s, c, &best, env, &dir, &sizes, seed)
+                .and_then(|f| env.check().map(|()| f))
+                .or_else(|e| env.check().and(Err(e)))
                 .with_context(|| format!("{}: {}", s.name, c.id()))?;
             progress.done(&format!(
                 "{}: {:<17} {:>7.2} Mbit/s, efficiency {:.3}, longest stall {:>4.0} ms{}",
