@@ -1,6 +1,7 @@
 #!/bin/sh
-# The mpbond demo: builds a lab with two emulated lines, measures them, carries one connection
-# over both through a converter and a gateway (which need nftables), and removes the lab.
+# The mpbond demo: builds a lab with two emulated lines, measures them, carries one download
+# over both through a converter and a gateway (which need nftables) with a live chart while the
+# fast line fails and comes back, and removes the lab.
 # Run it as root, or as a user who may use sudo (the binary is built as you, run as root).
 set -eu
 cd "$(dirname "$0")/.."

@@ -28,8 +28,12 @@ pub enum Command {
     /// Network-namespace testbeds with emulated lines.
     #[command(subcommand)]
     Lab(LabCommand),
-    /// Build a lab with two emulated lines, measure them, and remove it again.
+    /// One command tour: a lab with two lines, a gateway and a converter, a download over both
+    /// lines shown live, the fast line failing and coming back; then the lab is removed.
     Demo(DemoArgs),
+    /// Measure every contender (plain TCP, kernel MPTCP, mpbond) side by side on the same
+    /// emulated lines: goodput, efficiency, stalls, completion times, CPU; JSON and SVG charts.
+    Bench(BenchArgs),
     /// Carry the LAN's TCP connections over MPTCP across every WAN line to a converter.
     Gateway(GatewayArgs),
     /// Relay gateways' MPTCP connections to their destinations (RFC 8803 Convert protocol).
@@ -114,7 +118,7 @@ pub enum LabCommand {
         name: String,
     },
     /// Measure how much traffic the link emulator carries without adding error.
-    Bench(BenchArgs),
+    Bench(LabBenchArgs),
     /// Run a lab's link emulator (started by `lab up`).
     #[command(hide = true)]
     Emulate {
@@ -149,7 +153,7 @@ pub struct UpArgs {
 
 /// `mpbond lab bench`
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub struct LabBenchArgs {
     /// Number of lines, each carrying one TCP flow.
     #[arg(long, default_value_t = 2)]
     pub lines: u8,
@@ -327,9 +331,36 @@ pub struct ListenArgs {
 /// `mpbond demo`
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Seconds of traffic per measurement.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds of the download through the gateway; the fast line fails halfway and comes back
+    /// at three quarters.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(8..=600))]
     pub seconds: u64,
+}
+
+/// `mpbond bench`
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Run this scenario (repeat for more; default: all): balanced, unbalanced, dsl-lte,
+    /// three-lines, failover, short-flows, shared-bottleneck.
+    #[arg(long, value_name = "NAME")]
+    pub scenario: Vec<String>,
+    /// Shorter runs (8 s downloads, 200 short flows, one round): every scenario within
+    /// 10 minutes on a 2-core machine.
+    #[arg(long)]
+    pub quick: bool,
+    /// Write every figure as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write one chart per scenario (throughput per line over time, per contender) to DIR.
+    #[arg(long, value_name = "DIR")]
+    pub svg: Option<PathBuf>,
+    /// Only this contender (repeat; default: all): tcp, mptcp-kernel, mpbond-kernel-pm,
+    /// mpbond, mpbond-user.
+    #[arg(long, value_name = "ID")]
+    pub contender: Vec<String>,
+    /// Runs of each contender per scenario, interleaved [default: 1 with --quick, else 3].
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
 }
 
 /// Runs the parsed command line.
@@ -337,6 +368,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Lab(cmd) => run_lab(cmd),
         Command::Demo(args) => crate::demo::run(&args),
+        Command::Bench(args) => crate::bench::run(&args),
         Command::Gateway(a) => {
             let config = gateway_config(a)?;
             runtime(true)?.block_on(crate::gateway::run(config))?;

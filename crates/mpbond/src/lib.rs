@@ -1,8 +1,10 @@
 //! mpbond: bond several Internet lines into one with Multipath TCP (RFC 8684).
 //!
 //! This crate is the `mpbond` program: its command line ([`cli`]), the network-namespace lab
-//! with its link emulator ([`lab`]), and the demo ([`demo`]). See `docs/` for the user guide.
+//! with its link emulator ([`lab`]), the benchmark ([`bench`]) and the demo ([`demo`]). See
+//! `docs/` for the user guide.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod convert;

@@ -163,6 +163,54 @@ fn tcp_goodput_of_one_flow_reaches_each_line_rate() {
 }
 
 #[test]
+fn lines_sharing_a_link_split_its_rate_and_leave_other_lines_alone() {
+    if skip_unless_root("lines_sharing_a_link_split_its_rate_and_leave_other_lines_alone") {
+        return;
+    }
+    let lab = TestLab::up(
+        EXE,
+        &[
+            "a:20mbit:10ms",
+            "b:20mbit:30ms:queue=50ms:share=a",
+            "c:10mbit:10ms",
+        ],
+    );
+    let goodputs = tcp_goodput_per_line(
+        lab.info(),
+        false,
+        Duration::from_secs(6),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let mbps: Vec<f64> = goodputs.iter().map(|g| g.bps() / 1e6).collect();
+    eprintln!(
+        "a {:.2}, b {:.2}, c {:.2} Mbit/s",
+        mbps[0], mbps[1], mbps[2]
+    );
+    let shared = expected_goodput("20mbit".parse().unwrap(), false) / 1e6;
+    let own = expected_goodput("10mbit".parse().unwrap(), false) / 1e6;
+    assert!(
+        ((mbps[0] + mbps[1]) - shared).abs() <= 0.10 * shared,
+        "a and b share one 20 Mbit/s link: {:.2} + {:.2} Mbit/s",
+        mbps[0],
+        mbps[1]
+    );
+    assert!(
+        mbps[0] > 0.1 * shared && mbps[1] > 0.1 * shared,
+        "both flows get some of it: {mbps:?}"
+    );
+    assert!(
+        (mbps[2] - own).abs() <= 0.10 * own,
+        "c is a link of its own: {mbps:?}"
+    );
+    // The shared link's rate cannot change under one of its lines.
+    let o = mpbond(&["lab", "line", lab.name(), "b", "set", "rate=5mbit"]);
+    assert_one_line_failure(&o, "shares");
+    let o = mpbond(&["lab", "line", lab.name(), "b", "set", "delay=20ms"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
 fn random_loss_matches_the_setting_in_both_directions() {
     if skip_unless_root("random_loss_matches_the_setting_in_both_directions") {
         return;

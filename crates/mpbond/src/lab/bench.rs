@@ -13,10 +13,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::measure::{expected_goodput, tcp_goodput_per_line};
+use super::measure::{expected_goodput, process_cpu_time, tcp_goodput_per_line};
 use super::spec::{DirectionSpec, LabSpec, LineSpec};
 use super::{LabGuard, netns};
-use crate::cli::BenchArgs;
+use crate::cli::LabBenchArgs;
 use crate::units::{Rate, format_duration, parse_duration};
 
 /// One line of one run.
@@ -58,21 +58,6 @@ pub struct RunResult {
     pub emulator_cpu: f64,
 }
 
-/// CPU time (user + system) of a process so far.
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5), counted after the command name (which ends at field 2).
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .ok()?
-        .max(1);
-    Some(Duration::from_millis((utime + stime) * 1000 / hz))
-}
-
 fn measure(exe: &Path, n: u8, rate: Rate, delay: Duration, seconds: u64) -> Result<RunResult> {
     let lines: Vec<LineSpec> = (1..=n)
         .map(|i| {
@@ -91,7 +76,7 @@ fn measure(exe: &Path, n: u8, rate: Rate, delay: Duration, seconds: u64) -> Resu
     };
     let lab = LabGuard::up(&spec, exe)?;
     let info = &lab.info;
-    let cpu_before = cpu_time(info.emulator.pid).unwrap_or_default();
+    let cpu_before = process_cpu_time(info.emulator.pid).unwrap_or_default();
     let started = std::time::Instant::now();
     let goodputs = tcp_goodput_per_line(
         info,
@@ -100,7 +85,7 @@ fn measure(exe: &Path, n: u8, rate: Rate, delay: Duration, seconds: u64) -> Resu
         Duration::from_secs(1),
     )?;
     let wall = started.elapsed();
-    let cpu = cpu_time(info.emulator.pid)
+    let cpu = process_cpu_time(info.emulator.pid)
         .unwrap_or_default()
         .saturating_sub(cpu_before);
     let stats = super::stats(&info.name)?;
@@ -144,7 +129,7 @@ fn measure(exe: &Path, n: u8, rate: Rate, delay: Duration, seconds: u64) -> Resu
 }
 
 /// Runs the benchmark and prints its results.
-pub fn run(args: &BenchArgs) -> Result<()> {
+pub fn run(args: &LabBenchArgs) -> Result<()> {
     if !netns::is_root() {
         bail!("mpbond lab bench needs root (it builds network namespaces); run it with sudo");
     }

@@ -6,26 +6,90 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::netns;
+
+/// Word `w` (bytes `8w..8w+8`) of pattern `seed`: splitmix64 of the seed and the word index.
+fn pattern_word(seed: u64, w: u64) -> [u8; 8] {
+    let mut z = seed.wrapping_add(w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    z.to_le_bytes()
+}
 
 /// Byte `i` of pattern `seed`: splitmix64 of the seed and the 8-byte word index, so a byte
 /// lost, repeated or moved is seen.
 #[must_use]
 pub fn pattern_byte(seed: u64, i: u64) -> u8 {
-    let mut z = seed.wrapping_add(i / 8).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    z.to_le_bytes()[usize::try_from(i % 8).unwrap_or(0)]
+    pattern_word(seed, i / 8)[usize::try_from(i % 8).unwrap_or(0)]
 }
 
-/// Fills `buf` with the pattern from offset `from`.
-fn fill(seed: u64, from: u64, buf: &mut [u8]) {
-    for (k, b) in buf.iter_mut().enumerate() {
-        *b = pattern_byte(seed, from + k as u64);
+/// Fills `buf` with the pattern from offset `from`, a word at a time: both ends of a benchmark
+/// run this on every byte, and its CPU time counts in the benchmark's CPU figures.
+pub fn fill(seed: u64, from: u64, buf: &mut [u8]) {
+    let mut pos = from;
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let word = pattern_word(seed, pos / 8);
+        let off = usize::try_from(pos % 8).unwrap_or(0);
+        let n = (8 - off).min(rest.len());
+        let (head, tail) = rest.split_at_mut(n);
+        head.copy_from_slice(&word[off..off + n]);
+        pos += n as u64;
+        rest = tail;
     }
+}
+
+/// How a pattern client and server talk: plain TCP or MPTCP (`IPPROTO_MPTCP`, which falls back
+/// to TCP when the peer has no MPTCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP.
+    Tcp,
+    /// Multipath TCP.
+    Mptcp,
+}
+
+impl Transport {
+    fn protocol(self) -> Option<socket2::Protocol> {
+        match self {
+            Transport::Tcp => None,
+            Transport::Mptcp => Some(socket2::Protocol::MPTCP),
+        }
+    }
+}
+
+/// Connects to `addr` over `transport` from the calling thread's namespace.
+///
+/// # Errors
+/// If the socket cannot be made or the connection fails within `timeout`.
+pub fn connect(addr: SocketAddr, transport: Transport, timeout: Duration) -> io::Result<TcpStream> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        transport.protocol(),
+    )?;
+    s.connect_timeout(&addr.into(), timeout)?;
+    Ok(s.into())
+}
+
+/// A listening socket for a pattern server in the calling thread's namespace.
+fn pattern_listener(addr: SocketAddr, transport: Transport) -> io::Result<TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        transport.protocol(),
+    )?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(TcpListener::from(s))
 }
 
 /// Starts the pattern server in host netns `ns` on `addr`, for the life of the process. A
@@ -38,17 +102,7 @@ pub fn serve_pattern(ns: &str, addr: SocketAddr) -> io::Result<()> {
     let ns = ns.to_owned();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let l = netns::enter(&ns).and_then(|()| {
-            let s = socket2::Socket::new(
-                socket2::Domain::for_address(addr),
-                socket2::Type::STREAM,
-                None,
-            )?;
-            s.set_reuse_address(true)?;
-            s.bind(&addr.into())?;
-            s.listen(1024)?;
-            Ok(TcpListener::from(s))
-        });
+        let l = netns::enter(&ns).and_then(|()| pattern_listener(addr, Transport::Tcp));
         let l = match l {
             Ok(l) => {
                 let _ = tx.send(Ok(()));
@@ -65,6 +119,56 @@ pub fn serve_pattern(ns: &str, addr: SocketAddr) -> io::Result<()> {
     });
     rx.recv()
         .unwrap_or_else(|_| Err(io::Error::other("pattern server thread died")))
+}
+
+/// A pattern server (see [`serve_pattern`]) that stops when dropped: for a program that builds
+/// and removes many labs, where a server per lab living as long as the process would pile up.
+#[derive(Debug)]
+pub struct PatternServer {
+    stop: Arc<AtomicBool>,
+    listener: Arc<TcpListener>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PatternServer {
+    /// Starts serving the pattern in host netns `ns` on `addr` over `transport`.
+    ///
+    /// # Errors
+    /// If the namespace or the port cannot be had.
+    pub fn start(ns: &str, addr: SocketAddr, transport: Transport) -> io::Result<Self> {
+        let listener = Arc::new(netns::in_netns(ns, || pattern_listener(addr, transport))??);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, flag) = (Arc::clone(&listener), Arc::clone(&stop));
+        // The listening socket belongs to the namespace it was made in; the threads that
+        // serve its connections need not be there.
+        let thread = std::thread::spawn(move || {
+            for c in l.incoming() {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(c) = c {
+                    std::thread::spawn(move || send_pattern(c));
+                }
+            }
+        });
+        Ok(Self {
+            stop,
+            listener,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for PatternServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Shutting a listening socket down wakes its blocked `accept` with an error.
+        // SAFETY: the listener is open for as long as `self.listener` lives.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn send_pattern(mut c: TcpStream) -> io::Result<()> {
@@ -164,12 +268,26 @@ pub fn download(
     duration: Option<Duration>,
     schedule: Vec<Scheduled>,
 ) -> io::Result<Timeline> {
+    download_over(Transport::Tcp, ns, addr, len, seed, duration, schedule)
+}
+
+/// [`download`] over `transport`.
+///
+/// # Errors
+/// If the connection fails or a read times out.
+pub fn download_over(
+    transport: Transport,
+    ns: &str,
+    addr: SocketAddr,
+    len: u64,
+    seed: u64,
+    duration: Option<Duration>,
+    schedule: Vec<Scheduled>,
+) -> io::Result<Timeline> {
     netns::in_netns(ns, move || -> io::Result<Timeline> {
-        let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(20))?;
+        let mut c = connect(addr, transport, Duration::from_secs(20))?;
         c.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let mut req = len.to_le_bytes().to_vec();
-        req.extend_from_slice(&seed.to_le_bytes());
-        c.write_all(&req)?;
+        request(&mut c, len, seed)?;
         let t0 = Instant::now();
         let actions = std::thread::spawn(move || {
             let mut schedule = schedule;
@@ -179,31 +297,66 @@ pub fn download(
                 f();
             }
         });
-        let mut t = Timeline::default();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut expect = vec![0u8; buf.len()];
-        loop {
-            if duration.is_some_and(|d| t0.elapsed() >= d) || t.bytes >= len {
-                break;
-            }
-            let n = c.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            if t.first_bad.is_none() {
-                fill(seed, t.bytes, &mut expect[..n]);
-                if let Some(k) = buf[..n].iter().zip(&expect[..n]).position(|(a, b)| a != b) {
-                    t.first_bad = Some(t.bytes + k as u64);
-                }
-            }
-            t.bytes += n as u64;
-            t.samples.push((t0.elapsed(), t.bytes));
-        }
-        t.elapsed = t0.elapsed();
+        let t = receive(&mut c, t0, len, seed, duration);
         drop(c);
         let _ = actions.join();
-        Ok(t)
+        t
     })?
+}
+
+/// One short request from the calling thread's namespace: connects to a [`serve_pattern`]
+/// server at `addr` over `transport` and reads `len` bytes of pattern `seed`. The timeline
+/// starts before the connection is made, so `elapsed` is the request's completion time as a
+/// user sees it. Reads time out after 30 s.
+///
+/// # Errors
+/// If the connection fails or a read times out.
+pub fn fetch(addr: SocketAddr, transport: Transport, len: u64, seed: u64) -> io::Result<Timeline> {
+    let t0 = Instant::now();
+    let mut c = connect(addr, transport, Duration::from_secs(20))?;
+    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    request(&mut c, len, seed)?;
+    receive(&mut c, t0, len, seed, None)
+}
+
+/// Asks a pattern server for `len` bytes of pattern `seed`.
+fn request(c: &mut TcpStream, len: u64, seed: u64) -> io::Result<()> {
+    let mut req = len.to_le_bytes().to_vec();
+    req.extend_from_slice(&seed.to_le_bytes());
+    c.write_all(&req)
+}
+
+/// Reads the pattern until `len` bytes, the end of the stream or `duration` after `t0`,
+/// checking every byte.
+fn receive(
+    c: &mut TcpStream,
+    t0: Instant,
+    len: u64,
+    seed: u64,
+    duration: Option<Duration>,
+) -> io::Result<Timeline> {
+    let mut t = Timeline::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut expect = vec![0u8; buf.len()];
+    loop {
+        if duration.is_some_and(|d| t0.elapsed() >= d) || t.bytes >= len {
+            break;
+        }
+        let n = c.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if t.first_bad.is_none() {
+            fill(seed, t.bytes, &mut expect[..n]);
+            if let Some(k) = buf[..n].iter().zip(&expect[..n]).position(|(a, b)| a != b) {
+                t.first_bad = Some(t.bytes + k as u64);
+            }
+        }
+        t.bytes += n as u64;
+        t.samples.push((t0.elapsed(), t.bytes));
+    }
+    t.elapsed = t0.elapsed();
+    Ok(t)
 }
 
 #[cfg(test)]
@@ -216,6 +369,16 @@ mod tests {
         let b: Vec<u8> = (1..65).map(|i| pattern_byte(7, i)).collect();
         assert_ne!(a, b);
         assert_ne!(pattern_byte(7, 3), pattern_byte(8, 3));
+    }
+
+    #[test]
+    fn fill_writes_the_pattern_from_any_offset() {
+        for from in [0u64, 3, 8, 13] {
+            let mut buf = [0u8; 29];
+            fill(9, from, &mut buf);
+            let want: Vec<u8> = (from..from + 29).map(|i| pattern_byte(9, i)).collect();
+            assert_eq!(buf.to_vec(), want, "from {from}");
+        }
     }
 
     #[test]

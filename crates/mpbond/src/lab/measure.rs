@@ -1,6 +1,7 @@
 //! Measuring a lab's lines from inside its hosts: TCP goodput of one kernel flow, UDP round-trip
 //! times, and a timestamped UDP stream (for loss and outage timing). Each side runs on its own
-//! thread inside its host's namespace, so no external tool is needed.
+//! thread inside its host's namespace, so no external tool is needed. Also the CPU time a
+//! process spent (benchmarks' cost figures).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -65,6 +66,37 @@ fn slope_bps(samples: &[(f64, f64)]) -> f64 {
         (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
     });
     if den > 0.0 { 8.0 * num / den } else { 0.0 }
+}
+
+/// Clock ticks per second of `/proc`'s CPU times.
+fn clock_ticks() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|&hz| hz > 0)
+}
+
+fn ticks_to_duration(ticks: u64, hz: u64) -> Duration {
+    Duration::from_micros(ticks.saturating_mul(1_000_000) / hz)
+}
+
+/// CPU time (user + system) process `pid` has used so far, from `/proc/PID/stat` (the
+/// scheduler's run time split by tick samples; all its threads, also those that ended).
+#[must_use]
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_process_cpu(&stat, clock_ticks()?)
+}
+
+/// utime + stime of a `/proc/PID/stat` line.
+fn parse_process_cpu(stat: &str, hz: u64) -> Option<Duration> {
+    // The command name (field 2) may hold spaces and parentheses: fields are counted after the
+    // last `)`. utime and stime are fields 14 and 15, the 12th and 13th after it.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(ticks_to_duration(utime + stime, hz))
 }
 
 fn timeout_err(what: &str) -> io::Error {
@@ -516,6 +548,13 @@ mod tests {
         let slope = slope_bps(&samples);
         assert!((naive / 8e6 - 1.02).abs() < 1e-9);
         assert!((slope / 8e6 - 1.0).abs() < 0.002, "{slope}");
+    }
+
+    #[test]
+    fn cpu_times_are_read_from_proc() {
+        let stat = "4242 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0";
+        assert_eq!(parse_process_cpu(stat, 100), Some(Duration::from_secs(3)));
+        assert!(process_cpu_time(std::process::id()).is_some());
     }
 
     #[test]

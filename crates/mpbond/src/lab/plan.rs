@@ -290,6 +290,23 @@ pub struct LineInfo {
     pub upstream: DirectionInfo,
     /// Vps → gateway.
     pub downstream: DirectionInfo,
+    /// The line whose serialiser this one shares (`share=NAME`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<String>,
+}
+
+impl LineInfo {
+    /// Line `line`, number `index` (1-based) of its lab.
+    fn new(line: &super::spec::LineSpec, index: u8) -> Self {
+        LineInfo {
+            name: line.name.clone(),
+            index,
+            nominal: DirectionInfo::from(&line.downstream),
+            upstream: DirectionInfo::from(&line.upstream),
+            downstream: DirectionInfo::from(&line.downstream),
+            share: line.share.clone(),
+        }
+    }
 }
 
 /// Where the lab's link emulator can be reached.
@@ -453,13 +470,7 @@ pub fn plan(spec: &LabSpec, run_dir: &std::path::Path) -> LabInfo {
         gw_ifs.push(g);
         vps_ifs.push(v);
         emu_ifs.extend(e);
-        lines.push(LineInfo {
-            name: line.name.clone(),
-            index: i,
-            nominal: DirectionInfo::from(&line.downstream),
-            upstream: DirectionInfo::from(&line.upstream),
-            downstream: DirectionInfo::from(&line.downstream),
-        });
+        lines.push(LineInfo::new(line, i));
     }
     vps_ifs.push(vps_web);
 

@@ -165,6 +165,11 @@ pub struct LineSpec {
     pub upstream: DirectionSpec,
     /// Vps → gateway.
     pub downstream: DirectionSpec,
+    /// Another line whose serialiser and queue this one shares, in each direction
+    /// (`share=NAME`): the two lines' frames queue for one link of that rate, as two paths
+    /// meeting at one bottleneck. Each keeps its own delay, jitter and loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<String>,
 }
 
 impl LineSpec {
@@ -183,10 +188,11 @@ impl LineSpec {
             name: name.to_owned(),
             upstream: dir.clone(),
             downstream: dir,
+            share: None,
         }
     }
 
-    /// Parses `NAME:RATE:DELAY[:loss=PCT][:queue=TIME][:jitter=TIME][:reorder][:up=RATE][:down=RATE]`.
+    /// Parses `NAME:RATE:DELAY[:loss=PCT][:queue=TIME][:jitter=TIME][:reorder][:up=RATE][:down=RATE][:share=LINE]`.
     pub fn parse(spec: &str) -> Result<Self, SpecError> {
         let syntax = |reason: &str| SpecError::LineSyntax {
             spec: spec.to_owned(),
@@ -229,10 +235,14 @@ impl LineSpec {
                 "reorder" if value.is_empty() => both(&mut line, &|d| d.reorder = true),
                 "up" => line.upstream.rate = value.parse().map_err(unit)?,
                 "down" => line.downstream.rate = value.parse().map_err(unit)?,
+                "share" => {
+                    validate_line_name(value)?;
+                    line.share = Some(value.to_owned());
+                }
                 _ => {
                     return Err(syntax(&format!(
                         "unknown option `{kv}` (known: loss=PCT, queue=TIME, jitter=TIME, \
-                         reorder, up=RATE, down=RATE)"
+                         reorder, up=RATE, down=RATE, share=LINE)"
                     )));
                 }
             }
@@ -358,7 +368,51 @@ impl LabSpec {
                 return Err(SpecError::DuplicateLine(line.name.clone()));
             }
         }
+        for line in &self.lines {
+            if let Some(other) = &line.share {
+                self.check_share(line, other)?;
+            }
+        }
         Ok(())
+    }
+
+    /// A line may share the serialiser of another line that shares none itself (one level, so
+    /// every bottleneck has one owner), with the same rate and queue in each direction: the
+    /// shared link has one rate, and both lines' settings say which.
+    fn check_share(&self, line: &LineSpec, other: &str) -> Result<(), SpecError> {
+        let invalid = |reason: String| SpecError::Invalid {
+            line: line.name.clone(),
+            reason,
+        };
+        let Some(owner) = self.lines.iter().find(|l| l.name == other) else {
+            return Err(invalid(format!("share={other}: no line `{other}`")));
+        };
+        if owner.name == line.name || owner.share.is_some() {
+            return Err(invalid(format!(
+                "share={other}: a line shares the serialiser of a line that shares none"
+            )));
+        }
+        for (mine, theirs) in [
+            (&line.upstream, &owner.upstream),
+            (&line.downstream, &owner.downstream),
+        ] {
+            if mine.rate != theirs.rate || mine.queue != theirs.queue {
+                return Err(invalid(format!(
+                    "share={other}: needs {other}'s rate and queue ({}, queue {}), not {}, queue {}",
+                    theirs.rate,
+                    format_duration(theirs.queue),
+                    mine.rate,
+                    format_duration(mine.queue)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Lines whose rate is a link of its own: every line but those sharing another's
+    /// serialiser. Their rates add up to what the lab can carry at most.
+    pub fn own_links(&self) -> impl Iterator<Item = &LineSpec> {
+        self.lines.iter().filter(|l| l.share.is_none())
     }
 }
 
@@ -408,6 +462,7 @@ struct LineFile {
     loss: Option<f64>,
     queue: Option<String>,
     reorder: Option<bool>,
+    share: Option<String>,
     #[serde(default)]
     upstream: DirectionFile,
     #[serde(default)]
@@ -460,10 +515,14 @@ impl LineFile {
         };
         let base = LineSpec::new(&self.name, rate, delay).upstream;
         let base = apply(base, &common, &unit)?;
+        if let Some(other) = &self.share {
+            validate_line_name(other)?;
+        }
         Ok(LineSpec {
             name: self.name.clone(),
             upstream: apply(base.clone(), &self.upstream, &unit)?,
             downstream: apply(base, &self.downstream, &unit)?,
+            share: self.share.clone(),
         })
     }
 }
@@ -564,6 +623,35 @@ mod tests {
         ));
         for bad in ["", "Lab", "a_b", "-a", "a".repeat(25).as_str()] {
             assert!(LabSpec::from_parts(bad, None, &[], None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_line_shares_the_serialiser_of_one_with_the_same_rate_and_queue() {
+        let flags = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let s = LabSpec::from_parts(
+            "x",
+            None,
+            &flags(&["a:20mbit:10ms", "b:20mbit:30ms:queue=50ms:share=a"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.lines[1].share.as_deref(), Some("a"));
+        let own: Vec<&str> = s.own_links().map(|l| l.name.as_str()).collect();
+        assert_eq!(own, ["a"]);
+        for bad in [
+            &["a:20mbit:10ms", "b:10mbit:10ms:share=a"][..],
+            &["a:20mbit:10ms", "b:20mbit:10ms:queue=80ms:share=a"],
+            &["a:20mbit:10ms", "b:20mbit:10ms:share=c"],
+            &["a:20mbit:10ms:share=a"],
+            &[
+                "a:20mbit:10ms",
+                "b:20mbit:10ms:share=a",
+                "c:20mbit:10ms:share=b",
+            ],
+        ] {
+            let e = LabSpec::from_parts("x", None, &flags(bad), None).unwrap_err();
+            assert!(e.to_string().contains("share="), "{bad:?}: {e}");
         }
     }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use self::control::{LineChanges, Request, Response};
+use self::model::Serialiser;
 use self::packet_socket::{PacketSocket, set_link_up};
 use self::stats::{LabStats, LineState, LineStats};
 use self::worker::LineShared;
@@ -31,6 +32,8 @@ use super::{netns, run_dir};
 /// A line being emulated.
 struct Line {
     shared: Arc<LineShared>,
+    /// Shares a serialiser with another line (either end of `share=`): rate and queue stay.
+    shares_serialiser: bool,
     gw_side: String,
     vps_side: String,
     /// `tx_dropped` of `[gw_side, vps_side]` when the emulator started.
@@ -108,10 +111,17 @@ pub fn run(name: &str, detach: bool) -> Result<()> {
             .context("installing signal handlers")?;
     }
 
+    // One upstream and one downstream serialiser per line that others share, by its name.
+    let mut serialisers: std::collections::HashMap<&str, [Arc<Serialiser>; 2]> =
+        std::collections::HashMap::new();
+    for owner in info.lines.iter().filter_map(|l| l.share.as_deref()) {
+        serialisers.entry(owner).or_default();
+    }
     let mut lines = Vec::new();
     let mut threads = Vec::new();
     for l in &info.lines {
-        let (line, thread) = start_line(l, info.seed, &shutdown)?;
+        let group = serialisers.get(l.share.as_deref().unwrap_or(&l.name));
+        let (line, thread) = start_line(l, info.seed, group, &shutdown)?;
         lines.push(line);
         threads.push(thread);
     }
@@ -152,16 +162,19 @@ pub fn run(name: &str, detach: bool) -> Result<()> {
     Ok(())
 }
 
-/// Opens the packet sockets of line `l` and starts its worker thread.
+/// Opens the packet sockets of line `l` and starts its worker thread; `serialisers` are the
+/// ones it shares with other lines, if any.
 fn start_line(
     l: &super::plan::LineInfo,
     lab_seed: u64,
+    serialisers: Option<&[Arc<Serialiser>; 2]>,
     shutdown: &Arc<AtomicBool>,
 ) -> Result<(Line, std::thread::JoinHandle<()>)> {
     let spec = LineSpec {
         name: l.name.clone(),
         upstream: l.upstream.spec.clone(),
         downstream: l.downstream.spec.clone(),
+        share: l.share.clone(),
     };
     let gw_side = format!("g-{}", l.name);
     let vps_side = format!("v-{}", l.name);
@@ -177,9 +190,13 @@ fn start_line(
         direction_seed(lab_seed, l.index, 1),
     ];
     let (s, stop) = (Arc::clone(&shared), Arc::clone(shutdown));
+    let line_serialisers = serialisers.map_or([None, None], |[up, down]| {
+        [Some(Arc::clone(up)), Some(Arc::clone(down))]
+    });
+    let shares_serialiser = serialisers.is_some();
     let thread = std::thread::Builder::new()
         .name(format!("line-{}", l.name))
-        .spawn(move || worker::run(&s, &sockets, seeds, &stop))
+        .spawn(move || worker::run(&s, &sockets, seeds, line_serialisers, &stop))
         .context("starting a line thread")?;
     let drops = tx_dropped();
     let tx_dropped_base = [
@@ -189,6 +206,7 @@ fn start_line(
     Ok((
         Line {
             shared,
+            shares_serialiser,
             gw_side,
             vps_side,
             tx_dropped_base,
@@ -300,10 +318,17 @@ fn handle(
                     changes.apply(p);
                 }
             }
+            if l.shares_serialiser && (changes.rate.is_some() || changes.queue.is_some()) {
+                return Response::error(format!(
+                    "line `{line}` shares a serialiser (share=): its rate and queue are fixed \
+                     while the lab runs"
+                ));
+            }
             let check = LineSpec {
                 name: line.clone(),
                 upstream: params[0].clone(),
                 downstream: params[1].clone(),
+                share: None,
             };
             if let Err(e) = check.validate() {
                 return Response::error(e.to_string());

@@ -12,6 +12,12 @@
 //!
 //! Time is nanoseconds of `CLOCK_MONOTONIC` passed in by the caller, which is what makes the model
 //! testable without a clock (and the same code runs in the emulator's real-time loop).
+//!
+//! Lines that share a bottleneck (`share=LINE`) share that state: their models, each run by its
+//! own line's thread, take turns on one [`Serialiser`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -36,6 +42,11 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
+/// The serialiser of one direction of a bottleneck that several lines share: the time it
+/// becomes idle (ns). Lines' worker threads claim time on it without a lock.
+#[derive(Debug, Default)]
+pub struct Serialiser(AtomicU64);
+
 /// The state of one direction of a line.
 #[derive(Debug, Clone)]
 pub struct LinkModel {
@@ -49,6 +60,8 @@ pub struct LinkModel {
     loss_always: bool,
     /// When the serialiser finishes the last accepted frame.
     busy_until: u64,
+    /// The serialiser shared with other lines, used instead of `busy_until` when present.
+    shared: Option<Arc<Serialiser>>,
     /// Latest delivery time handed out, to keep order when reordering is off.
     last_delivery: u64,
     rng: Xoshiro256PlusPlus,
@@ -71,11 +84,20 @@ impl LinkModel {
             loss_threshold: 0,
             loss_always: false,
             busy_until: 0,
+            shared: None,
             last_delivery: 0,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
         };
         m.set_params(params);
         m
+    }
+
+    /// Makes this model queue its frames on `serialiser`, which other lines' models share. Their
+    /// rates and queues are the same (the lab's spec checks it).
+    #[must_use]
+    pub fn sharing(mut self, serialiser: Option<Arc<Serialiser>>) -> Self {
+        self.shared = serialiser;
+        self
     }
 
     /// Changes the settings. Frames already accepted keep their delivery times; with reordering
@@ -110,7 +132,40 @@ impl LinkModel {
     /// starts: the queue's length in time.
     #[must_use]
     pub fn backlog_ns(&self, now: u64) -> u64 {
-        self.busy_until.saturating_sub(now)
+        let busy_until = match &self.shared {
+            Some(s) => s.0.load(Ordering::Acquire),
+            None => self.busy_until,
+        };
+        busy_until.saturating_sub(now)
+    }
+
+    /// Queues a `len`-byte frame arriving at `now` on the serialiser: when it has been sent, or
+    /// `None` when the queue is full.
+    fn serialise(&mut self, now: u64, len: usize) -> Option<u64> {
+        let tx = self.transmit_ns(len);
+        let Some(shared) = &self.shared else {
+            if self.backlog_ns(now) > self.queue_ns {
+                return None;
+            }
+            self.busy_until = self.busy_until.max(now).saturating_add(tx);
+            return Some(self.busy_until);
+        };
+        let mut busy_until = shared.0.load(Ordering::Acquire);
+        loop {
+            if busy_until.saturating_sub(now) > self.queue_ns {
+                return None;
+            }
+            let end = busy_until.max(now).saturating_add(tx);
+            match shared.0.compare_exchange_weak(
+                busy_until,
+                end,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(end),
+                Err(current) => busy_until = current,
+            }
+        }
     }
 
     /// Decides the fate of a `len`-byte frame arriving at `now`.
@@ -122,12 +177,10 @@ impl LinkModel {
         let finish = if self.rate_bps == 0 {
             now
         } else {
-            if self.backlog_ns(now) > self.queue_ns {
-                return Verdict::Drop(DropReason::QueueFull);
+            match self.serialise(now, len) {
+                Some(t) => t,
+                None => return Verdict::Drop(DropReason::QueueFull),
             }
-            let start = self.busy_until.max(now);
-            self.busy_until = start.saturating_add(self.transmit_ns(len));
-            self.busy_until
         };
         if self.loss_always
             || (self.loss_threshold > 0 && self.rng.next_u64() < self.loss_threshold)
@@ -148,7 +201,8 @@ impl LinkModel {
         Verdict::Deliver(at)
     }
 
-    /// Forgets every frame in the queue and on the wire (the line went down at `now`).
+    /// Forgets every frame in the queue and on the wire (the line went down at `now`). A
+    /// shared serialiser keeps its queue: the other lines' frames are in it too.
     pub fn flush(&mut self, now: u64) {
         self.busy_until = self.busy_until.min(now);
         self.last_delivery = self.last_delivery.min(now);
@@ -197,6 +251,38 @@ mod tests {
         for (k, at) in times.iter().enumerate() {
             assert_eq!(*at, (k as u64 + 1) * tx + 5 * MS);
         }
+    }
+
+    #[test]
+    fn lines_sharing_a_serialiser_split_its_rate_and_its_queue() {
+        let shared = Arc::new(Serialiser::default());
+        let mut a = LinkModel::new(&params("10mbit", 5), 1).sharing(Some(Arc::clone(&shared)));
+        let mut b = LinkModel::new(&params("10mbit", 20), 2).sharing(Some(Arc::clone(&shared)));
+        let tx = 1_211_200; // 1514 B at 10 Mbit/s
+        // Frames of both lines arriving together leave one after another, each after its own
+        // line's delay: together they get one line's rate.
+        let mut finished = Vec::new();
+        for k in 0..10u64 {
+            let (m, delay) = if k % 2 == 0 {
+                (&mut a, 5)
+            } else {
+                (&mut b, 20)
+            };
+            finished.push(deliver(m.on_arrival(0, 1514)) - delay * MS);
+        }
+        let expected: Vec<u64> = (1..=10).map(|k| k * tx).collect();
+        assert_eq!(finished, expected);
+        // One queue: b sees the backlog a's frames made, and so does a.
+        assert_eq!(b.backlog_ns(0), 10 * tx);
+        assert_eq!(a.backlog_ns(0), 10 * tx);
+        // Past the shared queue's size (50 ms), either line's frame is dropped.
+        while a.backlog_ns(0) <= 50 * MS {
+            deliver(a.on_arrival(0, 1514));
+        }
+        assert_eq!(b.on_arrival(0, 1514), Verdict::Drop(DropReason::QueueFull));
+        // A line of its own is not slowed by them.
+        let mut c = LinkModel::new(&params("10mbit", 5), 3);
+        assert_eq!(deliver(c.on_arrival(0, 1514)), tx + 5 * MS);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::model::{DropReason, LinkModel, Verdict};
+use super::model::{DropReason, LinkModel, Serialiser, Verdict};
 use super::packet_socket::{BATCH, MAX_FRAME, PacketSocket, RecvBatch, clock_ns, monotonic_ns};
 use super::stats::{DirCounters, LineState};
 use crate::lab::spec::{DirectionSpec, LineSpec};
@@ -243,13 +243,16 @@ struct Worker<'a> {
 }
 
 /// Runs the line until `shutdown` is set. `sockets[0]` faces the gateway, `sockets[1]` the vps;
-/// upstream reads 0 and writes 1, downstream the reverse.
+/// upstream reads 0 and writes 1, downstream the reverse. `serialisers` are the upstream and
+/// downstream serialisers this line shares with others (`share=`), if it does.
 pub fn run(
     shared: &Arc<LineShared>,
     sockets: &[PacketSocket; 2],
     seeds: [u64; 2],
+    serialisers: [Option<Arc<Serialiser>>; 2],
     shutdown: &AtomicBool,
 ) {
+    let [up_serialiser, down_serialiser] = serialisers;
     let (state, params) = {
         let c = shared
             .control
@@ -263,11 +266,11 @@ pub fn run(
         sockets,
         dirs: [
             Direction {
-                model: LinkModel::new(&params[0], seeds[0]),
+                model: LinkModel::new(&params[0], seeds[0]).sharing(up_serialiser),
                 line: DelayLine::default(),
             },
             Direction {
-                model: LinkModel::new(&params[1], seeds[1]),
+                model: LinkModel::new(&params[1], seeds[1]).sharing(down_serialiser),
                 line: DelayLine::default(),
             },
         ],
