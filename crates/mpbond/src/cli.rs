@@ -287,7 +287,7 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// Plain TCP instead of MPTCP (to compare, or for debugging).
-    #[arg(long)]
+    #[arg(long, alias = "no-mptcp")]
     pub tcp: bool,
     /// A line to use: IFACE[:backup][:via=NEXTHOP]; repeat. Installs a routing table, a rule and
     /// an MPTCP endpoint per line for the time of the connection (needs root). Without it the
@@ -305,7 +305,8 @@ pub struct ConnectArgs {
     /// silent for three intervals (no answer, no packet received) is given up. `0` turns probes off [default: 50ms].
     #[arg(long, value_name = "TIME")]
     pub probe_interval: Option<String>,
-    /// Data plane.
+    /// Data plane: `kernel`, or `user` (mpbond's own TCP engine on a TUN device of its own,
+    /// plain TCP so far; needs root).
     #[arg(long, value_enum, default_value = "kernel")]
     pub stack: Stack,
 }
@@ -317,13 +318,14 @@ pub struct ListenArgs {
     #[arg(value_name = "ADDR:PORT")]
     pub addr: String,
     /// Plain TCP instead of MPTCP.
-    #[arg(long)]
+    #[arg(long, alias = "no-mptcp")]
     pub tcp: bool,
     /// Announce this extra address of the host to each peer (`ADD_ADDR`); repeat. Hands the
     /// host's MPTCP path management to mpbond while running (needs root).
     #[arg(long, value_name = "ADDR")]
     pub announce: Vec<std::net::IpAddr>,
-    /// Data plane.
+    /// Data plane: `kernel`, or `user` (mpbond's own TCP engine on a TUN device of its own,
+    /// plain TCP so far; needs root).
     #[arg(long, value_enum, default_value = "kernel")]
     pub stack: Stack,
 }
@@ -380,7 +382,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Connect(a) => {
-            a.stack.check_available().map_err(anyhow::Error::msg)?;
             let via = match (a.via, a.key) {
                 (Some(via), Some(key)) => Some((via, crate::netcat::load_signer(&key)?)),
                 (None, Some(_)) => bail!("--key is only used with --via"),
@@ -394,15 +395,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 fast_open: a.fast_open,
                 pm: a.pm.unwrap_or_default(),
                 probe: probe_config(a.probe_interval.as_deref())?,
+                stack: a.stack,
             };
             finish(runtime(false)?, crate::netcat::connect(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Listen(a) => {
-            a.stack.check_available().map_err(anyhow::Error::msg)?;
             finish(
                 runtime(false)?,
-                crate::netcat::listen(&a.addr, !a.tcp, a.announce),
+                crate::netcat::listen(&a.addr, !a.tcp, a.announce, a.stack),
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -545,7 +546,7 @@ fn converter_config(a: ConverterArgs) -> Result<crate::converter::Config> {
     a.stack
         .or(file.stack)
         .unwrap_or_default()
-        .check_available()
+        .check_available("converter")
         .map_err(anyhow::Error::msg)?;
     let listen = a
         .listen
@@ -606,7 +607,7 @@ fn gateway_config(a: GatewayArgs) -> Result<crate::gateway::Config> {
     a.stack
         .or(file.stack)
         .unwrap_or_default()
-        .check_available()
+        .check_available("gateway")
         .map_err(anyhow::Error::msg)?;
     let converter = a
         .converter

@@ -21,4 +21,5 @@ pub mod relay;
 pub mod stack;
 pub mod status;
 pub mod sys;
+pub mod tun;
 pub mod units;

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::convert::auth::Signer;
 use crate::convert::client::{self, ClientOptions};
@@ -136,6 +136,8 @@ pub struct ConnectArgs {
     pub pm: crate::pm::PmKind,
     /// How mpbond's path manager probes the lines.
     pub probe: crate::pm::ProbeConfig,
+    /// The data plane.
+    pub stack: crate::stack::Stack,
 }
 
 /// `mpbond connect`. SIGINT and SIGTERM end it through the normal path, so that lines set up
@@ -144,6 +146,14 @@ pub async fn connect(args: ConnectArgs) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    if args.stack == crate::stack::Stack::User {
+        // The stack (its TUN, NAT and routes) is removed when this future ends or is dropped.
+        return tokio::select! {
+            r = connect_user(args) => r,
+            _ = term.recv() => bail!("terminated"),
+            _ = int.recv() => bail!("interrupted"),
+        };
+    }
     // Undone when this guard drops, whichever way the connection ends. The lines are set up
     // for the peer the connection goes to: the converter with `--via`, else the target.
     let bonding = if args.wan.is_empty() {
@@ -208,11 +218,29 @@ async fn connect_to(args: ConnectArgs) -> Result<()> {
 }
 
 /// `mpbond listen`: accepts one connection, then pipes it like `connect`.
-pub async fn listen(addr: &str, mptcp: bool, announce: Vec<std::net::IpAddr>) -> Result<()> {
+pub async fn listen(
+    addr: &str,
+    mptcp: bool,
+    announce: Vec<std::net::IpAddr>,
+    stack: crate::stack::Stack,
+) -> Result<()> {
     let addr: SocketAddr = match addr.parse() {
         Ok(a) => a,
         Err(_) => resolve(addr).await?,
     };
+    if stack == crate::stack::Stack::User {
+        use tokio::signal::unix::{SignalKind, signal};
+        if !announce.is_empty() {
+            bail!("--announce needs MPTCP, which the user-space stack does not speak yet");
+        }
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        return tokio::select! {
+            r = listen_user(addr, mptcp) => r,
+            _ = term.recv() => bail!("terminated"),
+            _ = int.recv() => bail!("interrupted"),
+        };
+    }
     // Announces the extra addresses while the connection lasts.
     let _announcer = if announce.is_empty() {
         None
@@ -230,6 +258,7 @@ pub async fn listen(addr: &str, mptcp: bool, announce: Vec<std::net::IpAddr>) ->
     if let Some(e) = &l.mptcp_unavailable {
         warn!("this kernel has no usable MPTCP ({e}); listening with plain TCP");
     }
+    info!(%addr, "listening");
     let (stream, peer) = l.listener.accept().await.context("accept")?;
     // The listener stays open: the kernel takes the peer's additional subflows (MP_JOIN SYNs)
     // through it. Other connections are refused as they come.
@@ -254,6 +283,112 @@ pub async fn listen(addr: &str, mptcp: bool, announce: Vec<std::net::IpAddr>) ->
         r = pipe_stdio(&stream, async { Ok(()) }) => r,
         () = refuse => unreachable!("the refusing loop never ends"),
     }
+}
+
+/// Says that the user-space stack speaks plain TCP so far.
+fn user_stack_is_tcp(mptcp: bool) {
+    if mptcp {
+        warn!(
+            "the user-space stack speaks plain TCP so far (MPTCP in it comes next); using plain TCP"
+        );
+    }
+}
+
+/// `connect --stack user`: a TUN of its own, mpbond's TCP engine on it.
+async fn connect_user(args: ConnectArgs) -> Result<()> {
+    use crate::stack::user::{UserStack, UserStackConfig};
+    if args.via.is_some() {
+        bail!("--via with --stack user is not built yet; use --stack kernel");
+    }
+    user_stack_is_tcp(args.mptcp);
+    let dest = resolve(&args.target).await?;
+    let stack = UserStack::start(&UserStackConfig {
+        listen: Vec::new(),
+        ipv6: dest.is_ipv6(),
+        lines: args.wan,
+    })?;
+    debug!(tun = %stack.ifname(), "user-space stack");
+    let stream = stack
+        .connect(dest, 0)
+        .await
+        .with_context(|| format!("cannot connect to {}", args.target))?;
+    pipe_user(stream).await
+}
+
+/// `listen --stack user`: the host's port goes to the engine; one connection is served.
+async fn listen_user(addr: SocketAddr, mptcp: bool) -> Result<()> {
+    use crate::stack::user::{UserStack, UserStackConfig};
+    user_stack_is_tcp(mptcp);
+    let stack = UserStack::start(&UserStackConfig {
+        listen: vec![addr],
+        ipv6: addr.is_ipv6(),
+        lines: Vec::new(),
+    })?;
+    let l = stack
+        .listen(addr.port())
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    info!(%addr, tun = %stack.ifname(), "listening");
+    let (stream, peer) = l.accept().await.context("accept")?;
+    debug!(%peer, "connected");
+    // Later connections get a reset: one session at a time, as with the kernel stack.
+    let refuse = async {
+        loop {
+            match l.accept().await {
+                Ok((other, from)) => {
+                    debug!(%from, "refused: already connected");
+                    other.abort();
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    };
+    tokio::select! {
+        r = pipe_user(stream) => r,
+        () = refuse => unreachable!("the refusing loop never ends"),
+    }
+}
+
+/// Standard input to the user-space stream (then FIN, then waiting until the peer has it
+/// all), the stream to standard output (until the peer's FIN), each direction on its own.
+async fn pipe_user(stream: crate::stack::user::UserStream) -> Result<()> {
+    stream.set_nodelay(true);
+    let delivery = stream.delivery();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let up = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = stdin
+                .read(&mut buf)
+                .await
+                .context("reading standard input")?;
+            if n == 0 {
+                wr.shutdown().await.context("sending FIN")?;
+                tokio::time::timeout(DELIVERY_TIMEOUT, delivery.wait())
+                    .await
+                    .context("waiting for the peer to acknowledge the end of the data")?
+                    .context("waiting for the peer to acknowledge the end of the data")?;
+                return Ok::<(), anyhow::Error>(());
+            }
+            wr.write_all(&buf[..n]).await.context("sending")?;
+        }
+    };
+    let down = async {
+        let mut stdout = tokio::io::stdout();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = rd.read(&mut buf).await.context("receiving")?;
+            if n == 0 {
+                stdout.flush().await?;
+                return Ok::<(), anyhow::Error>(());
+            }
+            stdout
+                .write_all(&buf[..n])
+                .await
+                .context("writing standard output")?;
+        }
+    };
+    tokio::try_join!(up, down).map(drop)
 }
 
 /// Reads a gateway key file (one `NAME KEY` line).

@@ -452,14 +452,17 @@ impl Endpoint {
 
     // --- packets ------------------------------------------------------------------------
 
-    /// Handles an IP packet (IPv4 or IPv6 carrying TCP).
-    pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), PacketError> {
+    /// Handles an IP packet (IPv4 or IPv6 carrying TCP); returns the connection that took it.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+    ) -> Result<Option<ConnHandle>, PacketError> {
         self.stats.packets_in += 1;
         let r = parse_packet(packet).and_then(|(src, dst, tcp)| {
             let p = TcpPacket::new_checked(tcp)?;
             let seg = TcpRepr::parse(&p, src, dst, true)?;
-            self.handle_segment(now, src, dst, &seg);
-            Ok(())
+            Ok(self.handle_segment(now, src, dst, &seg))
         });
         if r.is_err() {
             self.stats.malformed += 1;
@@ -924,5 +927,150 @@ struct ForConnection<'a> {
 impl SegmentHook for ForConnection<'_> {
     fn outgoing_options(&mut self, seg: &OutgoingSegment) -> ArrayVec<MptcpOption<'_>, 4> {
         self.hook.outgoing_options(self.conn, seg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::mptcp::MpPrio;
+
+    fn pair(mtu: usize) -> (Endpoint, Endpoint, Instant) {
+        let now = Instant::now();
+        let cfg = |seed| {
+            let mut c = EndpointConfig::default();
+            c.tcp.mtu = mtu;
+            c.seed = seed;
+            c
+        };
+        (Endpoint::new(cfg(1), now), Endpoint::new(cfg(2), now), now)
+    }
+
+    fn server() -> SocketAddr {
+        "10.0.0.2:80".parse().unwrap()
+    }
+
+    /// Moves every packet between the two endpoints until both are quiet; returns them.
+    fn pump(a: &mut Endpoint, b: &mut Endpoint, now: Instant) -> Vec<Vec<u8>> {
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let mut moved = false;
+            while let Some(t) = a.poll_transmit(now, &mut buf) {
+                seen.push(buf[..t.len].to_vec());
+                b.handle_packet(now, &buf[..t.len]).unwrap();
+                moved = true;
+            }
+            while let Some(t) = b.poll_transmit(now, &mut buf) {
+                seen.push(buf[..t.len].to_vec());
+                a.handle_packet(now, &buf[..t.len]).unwrap();
+                moved = true;
+            }
+            if !moved {
+                return seen;
+            }
+        }
+    }
+
+    /// Puts an `MP_PRIO` on every segment of the connection.
+    struct Prio;
+
+    impl EndpointHook for Prio {
+        fn outgoing_options(
+            &mut self,
+            _conn: ConnHandle,
+            _seg: &OutgoingSegment,
+        ) -> ArrayVec<MptcpOption<'_>, 4> {
+            let mut v = ArrayVec::new();
+            v.push(MptcpOption::MpPrio(MpPrio {
+                backup: true,
+                address_id: None,
+            }));
+            v
+        }
+    }
+
+    #[test]
+    fn a_hook_adds_options_within_the_space_the_connection_reserved() {
+        let (mut a, mut b, now) = pair(1500);
+        b.listen(server()).unwrap();
+        let c = a
+            .connect(now, "10.0.0.1:0".parse().unwrap(), server())
+            .unwrap();
+        pump(&mut a, &mut b, now);
+        let mss_before = a.conn(c).unwrap().stats().send_mss;
+        a.conn_mut(c).unwrap().set_option_space(4);
+        assert_eq!(a.conn(c).unwrap().stats().send_mss, mss_before - 4);
+        a.conn_mut(c).unwrap().set_nagle(false);
+        a.conn_mut(c).unwrap().write(&[1u8; 5000]).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let mut data_segments = 0;
+        while let Some(t) = a.poll_transmit_with(now, &mut buf, &mut Prio) {
+            assert!(t.len <= 1500, "the option fits in the MTU: {}", t.len);
+            let (src, dst, tcp) = parse_packet(&buf[..t.len]).unwrap();
+            let seg =
+                TcpRepr::parse(&TcpPacket::new_checked(tcp).unwrap(), src, dst, true).unwrap();
+            assert!(
+                seg.mptcp
+                    .iter()
+                    .any(|o| matches!(o, MptcpOption::MpPrio(p) if p.backup)),
+                "the hook's option is on the wire"
+            );
+            data_segments += usize::from(!seg.payload.is_empty());
+            b.handle_packet(now, &buf[..t.len]).unwrap();
+        }
+        assert!(data_segments >= 4);
+    }
+
+    #[test]
+    fn ephemeral_ports_differ_for_the_same_destination_and_listeners_keep_theirs() {
+        let (mut a, _, now) = pair(1500);
+        a.listen("10.0.0.1:33000".parse().unwrap()).unwrap();
+        let mut cfg = a.cfg.clone();
+        cfg.ephemeral_ports = (33000, 33003);
+        a.cfg = cfg;
+        let mut ports = Vec::new();
+        for _ in 0..3 {
+            let c = a
+                .connect(now, "10.0.0.1:0".parse().unwrap(), server())
+                .unwrap();
+            ports.push(a.conn(c).unwrap().local().port());
+        }
+        ports.sort_unstable();
+        assert_eq!(
+            ports,
+            vec![33001, 33002, 33003],
+            "the listener's port is skipped"
+        );
+        assert_eq!(
+            a.connect(now, "10.0.0.1:0".parse().unwrap(), server()),
+            Err(ConnectError::NoPorts)
+        );
+        assert_eq!(
+            a.connect(
+                now,
+                "10.0.0.1:0".parse().unwrap(),
+                "[::1]:80".parse().unwrap()
+            ),
+            Err(ConnectError::InvalidAddress)
+        );
+    }
+
+    #[test]
+    fn a_segment_for_nothing_gets_a_reset_and_malformed_packets_are_counted() {
+        let (mut a, mut b, now) = pair(1500);
+        // No listener on b: the SYN is answered with RST|ACK, and a's connection is refused.
+        let c = a
+            .connect(now, "10.0.0.1:0".parse().unwrap(), server())
+            .unwrap();
+        let seen = pump(&mut a, &mut b, now);
+        assert_eq!(seen.len(), 2);
+        assert_eq!(b.stats().resets_sent, 1);
+        assert_eq!(
+            a.conn(c).unwrap().close_reason(),
+            Some(crate::tcp::CloseReason::Refused)
+        );
+        assert!(b.handle_packet(now, &[0x45, 0, 0]).is_err());
+        assert_eq!(b.stats().malformed, 1);
     }
 }

@@ -101,7 +101,7 @@ impl Contender {
     /// Whether this build can run it; the reason when not.
     pub fn availability(self) -> Result<(), String> {
         match self {
-            Contender::MpbondUser => Stack::User.check_available(),
+            Contender::MpbondUser => Stack::User.check_available("gateway"),
             _ => Ok(()),
         }
     }
@@ -351,7 +351,7 @@ mod tests {
         assert!(Contender::Mpbond.availability().is_ok());
         assert_eq!(
             Contender::MpbondUser.availability().is_ok(),
-            Stack::User.check_available().is_ok()
+            Stack::User.check_available("gateway").is_ok()
         );
     }
 }

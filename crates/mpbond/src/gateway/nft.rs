@@ -107,7 +107,7 @@ impl Ruleset {
     }
 }
 
-fn nft(input: &str, args: &[&str]) -> Result<()> {
+pub(crate) fn nft(input: &str, args: &[&str]) -> Result<()> {
     let mut child = Command::new("nft")
         .args(args)
         .stdin(Stdio::piped())

@@ -192,7 +192,7 @@ pub struct WanSetup {
 /// gateway, or a `connect --wan`) configures its lines, and routes and rules of ours found
 /// while holding it are a dead run's leftovers, safe to remove. The lock file also holds the
 /// running setup's state (see [`WanSetup::save_state`]), empty once it was removed cleanly.
-fn lock_netns() -> Result<std::fs::File> {
+pub(crate) fn lock_netns() -> Result<std::fs::File> {
     use std::os::fd::AsRawFd as _;
     use std::os::unix::fs::MetadataExt as _;
     let ns = std::fs::metadata("/proc/thread-self/ns/net")

@@ -34,7 +34,34 @@ impl Daemon {
         log: PathBuf,
         ready: &str,
     ) -> Result<Self> {
+        Self::start_with_stdio(info, role, exe, args, log, ready, None, None)
+    }
+
+    /// Like [`Daemon::start`], with standard input read from `stdin` and standard output
+    /// written to `stdout` (else both null).
+    ///
+    /// # Errors
+    /// As [`Daemon::start`], and when a file cannot be opened.
+    #[expect(clippy::too_many_arguments, reason = "a process and its three streams")]
+    pub fn start_with_stdio(
+        info: &LabInfo,
+        role: Role,
+        exe: &Path,
+        args: &[&str],
+        log: PathBuf,
+        ready: &str,
+        stdin: Option<&Path>,
+        stdout: Option<&Path>,
+    ) -> Result<Self> {
         let file = File::create(&log).with_context(|| format!("{}", log.display()))?;
+        let input = match stdin {
+            Some(p) => Stdio::from(File::open(p).with_context(|| format!("{}", p.display()))?),
+            None => Stdio::null(),
+        };
+        let output = match stdout {
+            Some(p) => Stdio::from(File::create(p).with_context(|| format!("{}", p.display()))?),
+            None => Stdio::null(),
+        };
         let child = Command::new("ip")
             .args(["netns", "exec", info.netns(role)])
             .arg(exe)
@@ -44,8 +71,8 @@ impl Daemon {
                 std::env::var("MPBOND_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdin(input)
+            .stdout(output)
             .stderr(file)
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?;
@@ -63,6 +90,11 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// Everything it logged so far.

@@ -20,6 +20,7 @@ pub mod netns;
 pub mod plan;
 pub mod spec;
 pub mod testing;
+pub mod transfer;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;

@@ -1,9 +1,11 @@
 //! Data planes: how mpbond's connections are carried.
 //!
 //! - [`kernel`]: the Linux kernel's MPTCP (`IPPROTO_MPTCP` sockets).
-//! - `user` (not built yet): mpbond's own sans-IO engine over TUN.
+//! - [`user`]: mpbond's own sans-IO engine (`mptcp-proto`) over a TUN device; plain TCP so
+//!   far (MPTCP in the engine comes next).
 
 pub mod kernel;
+pub mod user;
 
 /// The data plane chosen with `--stack`.
 #[derive(
@@ -22,16 +24,18 @@ pub enum Stack {
     /// The Linux kernel's MPTCP.
     #[default]
     Kernel,
-    /// mpbond's own TCP + MPTCP engine over TUN (not built yet).
+    /// mpbond's own engine over a TUN device (plain TCP so far).
     User,
 }
 
 impl Stack {
-    /// Fails for a data plane this build cannot run yet.
-    pub fn check_available(self) -> Result<(), String> {
+    /// Fails for a data plane this command cannot run on yet: `what` names the command.
+    pub fn check_available(self, what: &str) -> Result<(), String> {
         match self {
             Self::Kernel => Ok(()),
-            Self::User => Err("--stack user is not built yet; use --stack kernel".to_owned()),
+            Self::User => Err(format!(
+                "{what} --stack user is not built yet (the user-space stack runs connect and listen so far); use --stack kernel"
+            )),
         }
     }
 }

@@ -1,0 +1,317 @@
+//! The user-space data plane (`--stack user`): mpbond's own sans-IO engine
+//! (`mptcp_proto::endpoint`) driven in real time over a TUN device.
+//!
+//! One task, the driver, owns the TUN: it hands the engine each packet the TUN gives and the
+//! time, sends what the engine has to send, sleeps until the engine's next timer, and wakes the
+//! application tasks whose connections became readable, writable, connected or closed. The
+//! application side ([`UserStream`], [`UserListener`]) reads and writes through the same
+//! engine under a mutex and nudges the driver when it gave the engine something to send.
+//!
+//! The host around it (TUN, addresses, NAT, forwarding, per-line routing) is set up by
+//! [`crate::tun`] and undone when the [`UserStack`] is dropped.
+
+mod stream;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use mptcp_proto::endpoint::{ConnHandle, Endpoint, EndpointConfig, EndpointEvent};
+use mptcp_proto::tcp::Event;
+use tokio::sync::Notify;
+use tracing::{debug, trace, warn};
+
+pub use stream::{Delivery, UserListener, UserStream};
+
+use crate::tun::nat::{HostSetup, NatConfig};
+use crate::tun::{self, Subnet};
+
+/// The TUN's MTU, and so the engine's largest packet.
+const MTU: u16 = 1500;
+
+/// Settings of a user-space stack.
+#[derive(Debug, Clone, Default)]
+pub struct UserStackConfig {
+    /// Ports the host forwards to the engine (`listen`).
+    pub listen: Vec<SocketAddr>,
+    /// Whether to set up IPv6 too.
+    pub ipv6: bool,
+    /// WAN lines, each with an engine address routed by it (empty: the main table decides).
+    pub lines: Vec<crate::gateway::wan::WanSpec>,
+}
+
+/// Who waits for what on one connection.
+#[derive(Debug, Default)]
+struct Waiters {
+    read: Option<Waker>,
+    write: Option<Waker>,
+    connect: Option<Waker>,
+    /// Waits for acknowledgments ([`UserStream::delivered`]): woken by every packet of the
+    /// connection.
+    acked: Option<Waker>,
+}
+
+impl Waiters {
+    fn wake(slot: &mut Option<Waker>) {
+        if let Some(w) = slot.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The engine and its waiters, shared by the driver and the application tasks.
+struct Inner {
+    ep: Endpoint,
+    waiters: HashMap<ConnHandle, Waiters>,
+    accept_waiters: HashMap<SocketAddr, Waker>,
+    /// The driver stopped (the TUN failed): every operation fails.
+    dead: Option<String>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Set when the application gave the engine something to send (or read, which may open
+    /// the window): the driver polls the engine again.
+    kick: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the engine in an unknown state; the process
+        // is going down anyway, so carry on with what is there.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// mpbond's TCP engine running on a TUN device of its own.
+pub struct UserStack {
+    shared: Arc<Shared>,
+    subnet: Subnet,
+    driver: tokio::task::JoinHandle<()>,
+    _host: HostSetup,
+}
+
+impl std::fmt::Debug for UserStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserStack")
+            .field("tun", &self.subnet.ifname())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserStack {
+    /// Creates the TUN, sets the host up and starts the driver (on the current tokio runtime).
+    pub fn start(cfg: &UserStackConfig) -> Result<Self> {
+        let subnet = tun::free_subnet()?;
+        let dev = tun::create(subnet, MTU)?;
+        let nat = NatConfig {
+            listen: cfg
+                .listen
+                .iter()
+                .map(|a| ((!a.ip().is_unspecified()).then_some(a.ip()), a.port()))
+                .collect(),
+            ipv6: cfg.ipv6,
+            lines: cfg.lines.clone(),
+        };
+        let host = HostSetup::install(subnet, &nat)?;
+        let mut ecfg = EndpointConfig::default();
+        ecfg.tcp.mtu = usize::from(MTU);
+        getrandom::fill(&mut ecfg.secret).context("random secret for ISNs and SYN cookies")?;
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).context("random seed")?;
+        ecfg.seed = u64::from_le_bytes(seed);
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                ep: Endpoint::new(ecfg, Instant::now()),
+                waiters: HashMap::new(),
+                accept_waiters: HashMap::new(),
+                dead: None,
+            }),
+            kick: Notify::new(),
+        });
+        let driver = tokio::spawn(drive(Arc::clone(&shared), dev));
+        debug!(tun = %subnet.ifname(), engine = %subnet.engine_v4(0), "user-space stack up");
+        Ok(Self {
+            shared,
+            subnet,
+            driver,
+            _host: host,
+        })
+    }
+
+    /// The engine's address of `remote`'s family on line `line` (0 without lines).
+    #[must_use]
+    pub fn local_addr(&self, remote: IpAddr, line: u8) -> IpAddr {
+        self.subnet.engine(remote, line)
+    }
+
+    /// The TUN's name.
+    #[must_use]
+    pub fn ifname(&self) -> String {
+        self.subnet.ifname()
+    }
+
+    /// Opens a TCP connection to `remote` (from line `line`'s engine address).
+    pub async fn connect(&self, remote: SocketAddr, line: u8) -> io::Result<UserStream> {
+        let local = SocketAddr::new(self.local_addr(remote.ip(), line), 0);
+        let h = {
+            let mut g = self.shared.lock();
+            if let Some(e) = &g.dead {
+                return Err(io::Error::other(e.clone()));
+            }
+            let h =
+                g.ep.connect(Instant::now(), local, remote)
+                    .map_err(|e| io::Error::new(io::ErrorKind::AddrNotAvailable, e))?;
+            g.waiters.insert(h, Waiters::default());
+            h
+        };
+        self.shared.kick.notify_one();
+        let stream = UserStream::new(Arc::clone(&self.shared), h);
+        stream.connected().await?;
+        Ok(stream)
+    }
+
+    /// Listens on `port` of the engine's addresses (the host maps its own addresses' port
+    /// there, see [`UserStackConfig::listen`]).
+    pub fn listen(&self, port: u16) -> io::Result<UserListener> {
+        let mut g = self.shared.lock();
+        let mut addrs = vec![SocketAddr::new(
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            port,
+        )];
+        addrs.push(SocketAddr::new(
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            port,
+        ));
+        for a in &addrs {
+            g.ep.listen(*a)
+                .map_err(|e| io::Error::new(io::ErrorKind::AddrInUse, e))?;
+        }
+        Ok(UserListener::new(Arc::clone(&self.shared), addrs))
+    }
+}
+
+impl Drop for UserStack {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// The driver: TUN packets and timers into the engine, the engine's packets out to the TUN,
+/// and wake-ups for the application.
+async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
+    let mut rx = vec![0u8; 65_536];
+    let mut tx = vec![0u8; 65_536];
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let deadline = shared.lock().ep.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = dev.recv(&mut rx) => match r {
+                Ok(n) => {
+                    let mut g = shared.lock();
+                    let now = Instant::now();
+                    take_packet(&mut g, now, &rx[..n]);
+                    // Take what else is queued without waiting: one wake-up, many packets.
+                    while let Ok(n) = dev.try_recv(&mut rx) {
+                        take_packet(&mut g, now, &rx[..n]);
+                    }
+                }
+                Err(e) => {
+                    warn!("the TUN device failed: {e}");
+                    let mut g = shared.lock();
+                    g.dead = Some(format!("the TUN device failed: {e}"));
+                    wake_everyone(&mut g);
+                    return;
+                }
+            },
+            () = sleep => {
+                shared.lock().ep.handle_timeout(Instant::now());
+            }
+            () = shared.kick.notified() => {}
+        }
+        {
+            let mut g = shared.lock();
+            let now = Instant::now();
+            while let Some(t) = g.ep.poll_transmit(now, &mut tx) {
+                out.push(tx[..t.len].to_vec());
+            }
+            dispatch(&mut g);
+        }
+        for p in out.drain(..) {
+            if let Err(e) = dev.send(&p).await {
+                debug!("TUN send: {e}");
+            }
+        }
+    }
+}
+
+/// Hands a packet from the TUN to the engine; whoever waits for its connection's
+/// acknowledgments looks again.
+fn take_packet(g: &mut Inner, now: Instant, packet: &[u8]) {
+    match g.ep.handle_packet(now, packet) {
+        Ok(Some(h)) => {
+            if let Some(w) = g.waiters.get_mut(&h) {
+                Waiters::wake(&mut w.acked);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => trace!("dropped a packet from the TUN: {e}"),
+    }
+}
+
+/// Wakes the tasks that wait on what the engine's events say changed.
+fn dispatch(g: &mut Inner) {
+    while let Some(ev) = g.ep.poll_event() {
+        match ev {
+            EndpointEvent::Incoming(l) => {
+                // A listener on the unspecified address of either family serves both.
+                for w in g.accept_waiters.values() {
+                    w.wake_by_ref();
+                }
+                if let Some(w) = g.accept_waiters.remove(&l) {
+                    w.wake();
+                }
+            }
+            EndpointEvent::Connection(h, e) => {
+                let Some(w) = g.waiters.get_mut(&h) else {
+                    continue;
+                };
+                match e {
+                    Event::Connected => Waiters::wake(&mut w.connect),
+                    Event::Readable => Waiters::wake(&mut w.read),
+                    Event::Writable => Waiters::wake(&mut w.write),
+                    Event::Closed(_) => {
+                        Waiters::wake(&mut w.connect);
+                        Waiters::wake(&mut w.read);
+                        Waiters::wake(&mut w.write);
+                        Waiters::wake(&mut w.acked);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn wake_everyone(g: &mut Inner) {
+    for w in g.waiters.values_mut() {
+        Waiters::wake(&mut w.connect);
+        Waiters::wake(&mut w.read);
+        Waiters::wake(&mut w.write);
+        Waiters::wake(&mut w.acked);
+    }
+    for (_, w) in g.accept_waiters.drain() {
+        w.wake();
+    }
+}

@@ -1,0 +1,313 @@
+//! Connections and listeners of the user-space stack as tokio streams.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use mptcp_proto::endpoint::ConnHandle;
+use mptcp_proto::tcp::{CloseReason, ReadError, State, Stats, WriteError};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{Inner, Shared, Waiters};
+
+fn closed_error(r: CloseReason) -> io::Error {
+    let kind = match r {
+        CloseReason::Refused => io::ErrorKind::ConnectionRefused,
+        CloseReason::Reset => io::ErrorKind::ConnectionReset,
+        CloseReason::TimedOut => io::ErrorKind::TimedOut,
+        CloseReason::Aborted => io::ErrorKind::ConnectionAborted,
+        CloseReason::Finished => io::ErrorKind::NotConnected,
+    };
+    io::Error::new(kind, r)
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the connection is gone")
+}
+
+/// A TCP connection of the user-space stack: `AsyncRead` until the peer's FIN, `AsyncWrite`
+/// until `shutdown` (which sends our FIN). Dropping it closes the connection gracefully.
+pub struct UserStream {
+    shared: Arc<Shared>,
+    h: ConnHandle,
+}
+
+impl std::fmt::Debug for UserStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserStream")
+            .field("h", &self.h)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserStream {
+    pub(super) fn new(shared: Arc<Shared>, h: ConnHandle) -> Self {
+        Self { shared, h }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Inner, ConnHandle) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let mut g = self.shared.lock();
+        if let Some(e) = &g.dead {
+            return Poll::Ready(Err(io::Error::other(e.clone())));
+        }
+        f(&mut g, self.h)
+    }
+
+    /// Waits for the handshake to complete (or fail).
+    pub(super) async fn connected(&self) -> io::Result<()> {
+        poll_fn(|cx| {
+            self.with(|g, h| {
+                let c = g.ep.conn(h).ok_or_else(gone)?;
+                if let Some(r) = c.close_reason() {
+                    return Poll::Ready(Err(closed_error(r)));
+                }
+                if c.state().is_synchronized() {
+                    return Poll::Ready(Ok(()));
+                }
+                g.waiters.entry(h).or_default().connect = Some(cx.waker().clone());
+                Poll::Pending
+            })
+        })
+        .await
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        let g = self.shared.lock();
+        g.ep.conn(self.h)
+            .map(mptcp_proto::tcp::Connection::local)
+            .ok_or_else(gone)
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        let g = self.shared.lock();
+        g.ep.conn(self.h)
+            .map(mptcp_proto::tcp::Connection::remote)
+            .ok_or_else(gone)
+    }
+
+    /// The connection's counters and estimates (RTT, window, retransmissions).
+    #[must_use]
+    pub fn stats(&self) -> Option<Stats> {
+        let g = self.shared.lock();
+        g.ep.conn(self.h).map(mptcp_proto::tcp::Connection::stats)
+    }
+
+    /// Turns Nagle's algorithm off (`TCP_NODELAY`), for interactive sessions.
+    pub fn set_nodelay(&self, nodelay: bool) {
+        let mut g = self.shared.lock();
+        if let Some(c) = g.ep.conn_mut(self.h) {
+            c.set_nagle(!nodelay);
+        }
+    }
+
+    /// A handle that waits for the peer to acknowledge everything, usable after the stream
+    /// was split.
+    #[must_use]
+    pub fn delivery(&self) -> Delivery {
+        Delivery {
+            shared: Arc::clone(&self.shared),
+            h: self.h,
+        }
+    }
+
+    /// Resets the connection (RST) instead of closing it.
+    pub fn abort(&self) {
+        let mut g = self.shared.lock();
+        if let Some(c) = g.ep.conn_mut(self.h) {
+            c.abort();
+        }
+        drop(g);
+        self.shared.kick.notify_one();
+    }
+}
+
+/// Waits for a connection's data to be acknowledged ([`UserStream::delivery`]).
+pub struct Delivery {
+    shared: Arc<Shared>,
+    h: ConnHandle,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("h", &self.h)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    /// Waits until the peer acknowledged everything written and the FIN (after `shutdown`);
+    /// fails if the connection ends otherwise.
+    pub async fn wait(&self) -> io::Result<()> {
+        poll_fn(|cx| {
+            let mut g = self.shared.lock();
+            if let Some(e) = &g.dead {
+                return Poll::Ready(Err(io::Error::other(e.clone())));
+            }
+            let h = self.h;
+            {
+                let g = &mut *g;
+                let c = g.ep.conn(h).ok_or_else(gone)?;
+                let fin_acked =
+                    matches!(c.state(), State::FinWait2 | State::TimeWait | State::Closed);
+                match c.close_reason() {
+                    Some(CloseReason::Finished) => return Poll::Ready(Ok(())),
+                    Some(r) if !fin_acked => return Poll::Ready(Err(closed_error(r))),
+                    _ => {}
+                }
+                if fin_acked && c.send_buffered() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                g.waiters.entry(h).or_default().acked = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+impl AsyncRead for UserStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let r = self.with(|g, h| {
+            let c = g.ep.conn_mut(h).ok_or_else(gone)?;
+            match c.read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    Poll::Ready(Ok(true))
+                }
+                Err(ReadError::Finished) => Poll::Ready(Ok(false)),
+                Err(ReadError::Closed(r)) => Poll::Ready(Err(closed_error(r))),
+                Err(ReadError::Blocked) => {
+                    g.waiters.entry(h).or_default().read = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        });
+        if let Poll::Ready(Ok(true)) = r {
+            // Reading opens the window: the driver may owe the peer an update.
+            self.shared.kick.notify_one();
+        }
+        r.map_ok(drop)
+    }
+}
+
+impl AsyncWrite for UserStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = self.with(|g, h| {
+            let c = g.ep.conn_mut(h).ok_or_else(gone)?;
+            match c.write(data) {
+                Ok(n) => Poll::Ready(Ok(n)),
+                Err(WriteError::Blocked) => {
+                    g.waiters.entry(h).or_default().write = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                Err(WriteError::Finished) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the connection was shut down for writing",
+                ))),
+                Err(WriteError::Closed(r)) => Poll::Ready(Err(closed_error(r))),
+            }
+        });
+        if let Poll::Ready(Ok(_)) = r {
+            self.shared.kick.notify_one();
+        }
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written bytes are with the engine already; it sends them as the windows allow.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = self.with(|g, h| {
+            if let Some(c) = g.ep.conn_mut(h) {
+                c.close();
+            }
+            Poll::Ready(Ok(()))
+        });
+        self.shared.kick.notify_one();
+        r
+    }
+}
+
+impl Drop for UserStream {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        g.waiters.remove(&self.h);
+        g.ep.release(Instant::now(), self.h);
+        drop(g);
+        self.shared.kick.notify_one();
+    }
+}
+
+/// Listening sockets of the user-space stack (one per family, on the engine's addresses).
+pub struct UserListener {
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for UserListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserListener")
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserListener {
+    pub(super) fn new(shared: Arc<Shared>, addrs: Vec<SocketAddr>) -> Self {
+        Self { shared, addrs }
+    }
+
+    /// The next connection that completed its handshake.
+    pub async fn accept(&self) -> io::Result<(UserStream, SocketAddr)> {
+        let h = poll_fn(|cx| {
+            let mut g = self.shared.lock();
+            if let Some(e) = &g.dead {
+                return Poll::Ready(Err(io::Error::other(e.clone())));
+            }
+            for a in &self.addrs {
+                if let Some(h) = g.ep.accept(*a) {
+                    g.waiters.insert(h, Waiters::default());
+                    return Poll::Ready(Ok(h));
+                }
+            }
+            for a in &self.addrs {
+                g.accept_waiters.insert(*a, cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await?;
+        let s = UserStream::new(Arc::clone(&self.shared), h);
+        let peer = s.peer_addr()?;
+        Ok((s, peer))
+    }
+}
+
+impl Drop for UserListener {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        for a in &self.addrs {
+            g.accept_waiters.remove(a);
+            g.ep.unlisten(Instant::now(), *a);
+        }
+    }
+}
