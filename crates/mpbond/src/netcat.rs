@@ -304,7 +304,6 @@ async fn connect_user(args: ConnectArgs) -> Result<()> {
     let dest = resolve(&args.target).await?;
     let stack = UserStack::start(&UserStackConfig {
         listen: Vec::new(),
-        ipv6: dest.is_ipv6(),
         lines: args.wan,
     })?;
     debug!(tun = %stack.ifname(), "user-space stack");
@@ -312,16 +311,23 @@ async fn connect_user(args: ConnectArgs) -> Result<()> {
         .connect(dest, 0)
         .await
         .with_context(|| format!("cannot connect to {}", args.target))?;
-    pipe_user(stream).await
+    let r = pipe_user(stream).await;
+    stack.close().await;
+    r
 }
 
 /// `listen --stack user`: the host's port goes to the engine; one connection is served.
 async fn listen_user(addr: SocketAddr, mptcp: bool) -> Result<()> {
     use crate::stack::user::{UserStack, UserStackConfig};
     user_stack_is_tcp(mptcp);
+    if addr.is_ipv6() {
+        bail!(
+            "the user-space stack listens on IPv4 only so far (IPv6 forwarding would make the host drop the routes its router advertised); use 0.0.0.0:{} or --stack kernel",
+            addr.port()
+        );
+    }
     let stack = UserStack::start(&UserStackConfig {
         listen: vec![addr],
-        ipv6: addr.is_ipv6(),
         lines: Vec::new(),
     })?;
     let l = stack
@@ -342,10 +348,13 @@ async fn listen_user(addr: SocketAddr, mptcp: bool) -> Result<()> {
             }
         }
     };
-    tokio::select! {
+    let r = tokio::select! {
         r = pipe_user(stream) => r,
         () = refuse => unreachable!("the refusing loop never ends"),
-    }
+    };
+    drop(l);
+    stack.close().await;
+    r
 }
 
 /// Standard input to the user-space stream (then FIN, then waiting until the peer has it

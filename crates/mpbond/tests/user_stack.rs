@@ -173,32 +173,51 @@ fn a_host_that_did_not_forward_gets_its_forwarding_back_and_forwards_nothing_els
     let file = dir.0.join("data");
     write_file(&file, 1 << 20, 3);
     let (want, _) = file_sha256(&file).unwrap();
-    // From the LAN host through the gw to the web server's kernel TCP.
-    let t = transfer(
+    let out = dir.0.join("out");
+    let mut listener = mpbond::lab::bonding::Daemon::start_with_stdio(
         lab.info(),
-        Path::new(EXE),
-        Role::Web,
-        &["--stack", "kernel", "--tcp", "0.0.0.0:5000"],
         Role::Lan,
-        &["--stack", "user", "--no-mptcp", "203.0.113.2:5000"],
-        Direction::Upload,
-        &file,
-        &dir.0.join("out"),
+        Path::new(EXE),
+        &["listen", "--stack", "user", "--no-mptcp", "0.0.0.0:5000"],
+        dir.0.join("listen.log"),
+        "listening",
+        None,
+        Some(&out),
     )
     .unwrap();
-    assert_eq!(t.sha256, want);
+    // While it runs: forwarding on, and the table drops every other forwarded packet.
+    assert_eq!(
+        sh(&lab, Role::Lan, "sysctl -n net.ipv4.ip_forward").trim(),
+        "1"
+    );
+    let table = sh(&lab, Role::Lan, "nft list table inet mpbu0");
+    assert!(table.contains("meta nfproto ipv4 drop"), "{table}");
+    // A kernel client on the web host reaches the LAN host's port, served by the engine.
+    let status = lab
+        .cmd(Role::Web, EXE)
+        .args([
+            "connect",
+            "--stack",
+            "kernel",
+            "--tcp",
+            "192.168.100.2:5000",
+        ])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", listener.log_text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !listener.exited() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(listener.exited(), "{}", listener.log_text());
+    assert_eq!(file_sha256(&out).unwrap().0, want);
     assert_eq!(
         sh(&lab, Role::Lan, "sysctl -n net.ipv4.ip_forward").trim(),
         "0"
     );
     assert_clean(&lab, Role::Lan);
-    // While it runs, the table drops every other forwarded packet.
-    let rules = mpbond::tun::nat::render(
-        mpbond::tun::Subnet { n: 0 },
-        &mpbond::tun::nat::NatConfig::default(),
-        true,
-    );
-    assert!(rules.contains("    drop\n"));
 }
 
 #[test]

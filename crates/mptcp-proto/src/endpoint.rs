@@ -189,6 +189,9 @@ pub struct Endpoint {
     by_tuple: HashMap<(SocketAddr, SocketAddr), ConnHandle>,
     listeners: Vec<Listener>,
     replies: VecDeque<Reply>,
+    /// Until when ACKs to a listener may carry a cookie: two cookie periods after the last
+    /// one sent. A bare ACK is never taken for a cookie otherwise (no blind guessing).
+    cookies_until: Option<Instant>,
     dirty: VecDeque<ConnHandle>,
     touched: Vec<ConnHandle>,
     events: VecDeque<EndpointEvent>,
@@ -210,6 +213,7 @@ impl Endpoint {
             by_tuple: HashMap::new(),
             listeners: Vec::new(),
             replies: VecDeque::new(),
+            cookies_until: None,
             dirty: VecDeque::new(),
             touched: Vec::new(),
             events: VecDeque::new(),
@@ -261,7 +265,20 @@ impl Endpoint {
             return;
         };
         let l = self.listeners.remove(i);
-        for h in l.ready {
+        let half_open: Vec<ConnHandle> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.conn.is_some() && s.half_open_of == Some(addr))
+            .map(|(i, s)| ConnHandle {
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                generation: s.generation,
+            })
+            .collect();
+        for h in l.ready.into_iter().chain(half_open) {
+            if let Some(s) = self.slot_mut(h) {
+                s.half_open_of = None;
+            }
             if let Some(c) = self.conn_mut(h) {
                 c.abort();
             }
@@ -425,7 +442,8 @@ impl Endpoint {
         let Some(c) = slot.conn.as_deref() else {
             return;
         };
-        if c.state() != State::Closed {
+        if c.state() != State::Closed || c.reset_pending() {
+            // Its RST goes out first (`poll_transmit` reaps it afterwards).
             return;
         }
         let tuple = (c.local(), c.remote());
@@ -512,7 +530,7 @@ impl Endpoint {
         let listener = self.listener_for(local);
         match (listener, flags.contains(TcpFlags::SYN), seg.ack_number) {
             (Some(l), true, None) => self.on_syn(now, l, local, remote, seg),
-            (Some(l), false, Some(ack)) => {
+            (Some(l), false, Some(ack)) if self.cookies_until.is_some_and(|t| now < t) => {
                 return self.on_cookie_ack(now, l, local, remote, seg, ack);
             }
             // RFC 9293 §3.10.7.2: without SYN or ACK, a listener drops it.
@@ -634,6 +652,7 @@ impl Endpoint {
         let ip = if local.is_ipv4() { 20 } else { 40 };
         let our_mss = u16::try_from(tcp.mtu.saturating_sub(ip + 20)).unwrap_or(u16::MAX);
         self.stats.syn_cookies_sent += 1;
+        self.cookies_until = Some(now + Duration::from_secs(128));
         self.queue_reply(Reply {
             local,
             remote,
@@ -1020,6 +1039,34 @@ mod tests {
             b.handle_packet(now, &buf[..t.len]).unwrap();
         }
         assert!(data_segments >= 4);
+    }
+
+    #[test]
+    fn a_connection_aborted_and_released_at_once_still_sends_its_reset() {
+        let (mut a, mut b, now) = pair(1500);
+        b.listen(server()).unwrap();
+        let c = a
+            .connect(now, "10.0.0.1:0".parse().unwrap(), server())
+            .unwrap();
+        pump(&mut a, &mut b, now);
+        let cb = b.accept(server()).unwrap();
+        b.conn_mut(cb).unwrap().abort();
+        b.release(now, cb);
+        let seen = pump(&mut a, &mut b, now);
+        assert!(
+            seen.iter().any(|p| {
+                let (src, dst, tcp) = parse_packet(p).unwrap();
+                let seg =
+                    TcpRepr::parse(&TcpPacket::new_checked(tcp).unwrap(), src, dst, true).unwrap();
+                seg.flags.contains(TcpFlags::RST)
+            }),
+            "the RST went out"
+        );
+        assert_eq!(
+            a.conn(c).unwrap().close_reason(),
+            Some(crate::tcp::CloseReason::Reset)
+        );
+        assert_eq!(b.connection_count(), 0, "and then it was forgotten");
     }
 
     #[test]

@@ -133,6 +133,14 @@ struct PeerView {
     srv_ack: Option<crate::wire::tcp::SeqNumber>,
     /// The client's ISN.
     isn: u32,
+    /// Where the client's stream starts for the server: the acknowledgment of its SYN-ACK
+    /// (`IRS + 1`), whatever sequence number the fuzzed SYN had.
+    data_base: Option<crate::wire::tcp::SeqNumber>,
+}
+
+/// Byte `offset` of the client's stream.
+fn stream_byte(offset: u32) -> u8 {
+    offset.wrapping_mul(0x9e37_79b1).to_be_bytes()[0]
 }
 
 /// The client's segment that the input describes: numbers near what the server expects (or
@@ -172,8 +180,17 @@ fn client_segment<'p>(
         }
     }
     let len = usize::from(input.u16() % 1600);
+    // The bytes are those of the client's stream at that place, whatever the segment: any
+    // reassembly that puts a byte where it does not belong shows when the server reads.
+    let base = peer.data_base.map_or(peer.isn.wrapping_add(1), |b| b.0);
+    let data_start = seq
+        .0
+        .wrapping_add(u32::from(flags & TcpFlags::SYN != 0))
+        .wrapping_sub(base);
     payload.clear();
-    payload.extend((0..len).map(|i| i.to_le_bytes()[0]));
+    payload.extend(
+        (0..u32::try_from(len).unwrap_or(0)).map(|i| stream_byte(data_start.wrapping_add(i))),
+    );
     TcpRepr {
         src_port: ports.0,
         dst_port: ports.1,
@@ -218,9 +235,33 @@ fn drain(
         peer.srv_nxt = Some(peer.srv_nxt.map_or(end, |n| if end > n { end } else { n }));
         if let Some(a) = seg.ack_number {
             peer.srv_ack = Some(a);
+            if seg.flags.contains(TcpFlags::SYN) {
+                peer.data_base = Some(a);
+            }
         }
     }
     while ep.poll_event().is_some() {}
+}
+
+/// The server application reads everything readable and checks it is the client's stream.
+fn read_and_check(
+    ep: &mut crate::endpoint::Endpoint,
+    accepted: &[crate::endpoint::ConnHandle],
+    read_offsets: &mut [u32],
+    scratch: &mut [u8],
+) {
+    for (&h, read) in accepted.iter().zip(read_offsets.iter_mut()) {
+        if let Some(c) = ep.conn_mut(h) {
+            while let Ok(n) = c.read(scratch) {
+                let mut at = *read;
+                for &b in &scratch[..n] {
+                    assert_eq!(b, stream_byte(at), "byte {at} of the stream is wrong");
+                    at = at.wrapping_add(1);
+                }
+                *read = at;
+            }
+        }
+    }
 }
 
 /// A TCP connection (server side, behind a listener) fed arbitrary segments from a fuzzed
@@ -254,6 +295,7 @@ pub fn tcp_connection(data: &[u8]) {
     let client = SocketAddr::new([10, 0, 0, 1].into(), 40000 + u16::from(input.u8() % 4));
     let (mut accepted, mut buf, mut scratch, mut payload) =
         (Vec::new(), vec![0u8; 2048], vec![0u8; 4096], Vec::new());
+    let mut read_offsets: Vec<u32> = Vec::new();
     let mut steps = 0;
     while !input.is_empty() && steps < 4096 {
         steps += 1;
@@ -279,7 +321,10 @@ pub fn tcp_connection(data: &[u8]) {
                 );
             }
             3 => {
-                accepted.extend(ep.accept(server));
+                if let Some(h) = ep.accept(server) {
+                    accepted.push(h);
+                    read_offsets.push(0u32);
+                }
                 let n = usize::from(input.u16()) % scratch.len();
                 for &h in &accepted {
                     if let Some(c) = ep.conn_mut(h) {
@@ -287,13 +332,7 @@ pub fn tcp_connection(data: &[u8]) {
                     }
                 }
             }
-            4 => {
-                for &h in &accepted {
-                    if let Some(c) = ep.conn_mut(h) {
-                        while c.read(&mut scratch).is_ok_and(|n| n > 0) {}
-                    }
-                }
-            }
+            4 => read_and_check(&mut ep, &accepted, &mut read_offsets, &mut scratch),
             5 => {
                 let abort = input.u8() & 1 == 1;
                 for &h in &accepted {

@@ -455,6 +455,33 @@ fn a_closed_window_is_probed_until_the_reader_resumes() {
 }
 
 #[test]
+fn a_receiver_that_keeps_its_window_closed_for_a_quarter_hour_is_waited_for() {
+    let mut sim = Sim::new("long zero window");
+    sim.endpoint_config.tcp.recv_buffer = 16 * 1024;
+    sim.endpoint_config.tcp.recv_buffer_max = 16 * 1024;
+    let (a, b) = sim.pair(link());
+    let t0 = sim.now();
+    // Like `mpbond connect | less` left paused: every probe is answered with a zero window.
+    let sink = Sink::listen(sim.addr(b, PORT)).pause_until(t0 + secs(15 * 60));
+    let got = sink.state();
+    sim.set_app(b, sink);
+    let send = BulkSend::new(sim.addr(a, 0), sim.addr(b, PORT), 100_000, 1);
+    let sent = send.state();
+    sim.set_app(a, send);
+    assert!(sim.run_until(|_| got.borrow().finished, secs(16 * 60)));
+    assert!(got.borrow().intact(100_000));
+    let st = sim
+        .endpoint(a)
+        .conn(sent.borrow().conn.unwrap())
+        .unwrap()
+        .stats();
+    assert!(
+        st.zero_window_probes > 15,
+        "more probes than retransmissions allowed: {st:?}"
+    );
+}
+
+#[test]
 fn a_tiny_window_still_carries_everything() {
     let mut sim = Sim::new("tiny window");
     sim.endpoint_config.tcp.recv_buffer = 2000;
@@ -677,6 +704,7 @@ fn syn_cookies_serve_a_burst_beyond_the_backlog() {
     let from = sim.addr(a, 0);
     const N: usize = 20;
     const LEN: usize = 20_000;
+    const ANSWER: usize = 50_000;
     // The server accepts everything and counts what each connection brought.
     let totals = Rc::new(RefCell::new(Vec::<usize>::new()));
     let t = Rc::clone(&totals);
@@ -699,7 +727,10 @@ fn syn_cookies_serve_a_burst_beyond_the_backlog() {
                     match c.read(&mut buf) {
                         Ok(k) => *n += k,
                         Err(ReadError::Finished) if !*done => {
+                            // An answer, so the server must know the client's window (a
+                            // connection rebuilt from a cookie must learn it too).
                             *done = true;
+                            assert_eq!(c.write(&vec![9u8; ANSWER]).unwrap(), ANSWER);
                             c.close();
                             t.borrow_mut().push(*n);
                         }
@@ -709,7 +740,9 @@ fn syn_cookies_serve_a_burst_beyond_the_backlog() {
             }
         }),
     );
-    // The client opens all connections at once and writes to each.
+    // The client opens all connections at once, writes to each and reads the answers.
+    let answers = Rc::new(RefCell::new(0usize));
+    let got_answers = Rc::clone(&answers);
     let mut opened: Vec<(ConnHandle, bool)> = Vec::new();
     sim.set_app(
         a,
@@ -727,10 +760,14 @@ fn syn_cookies_serve_a_burst_beyond_the_backlog() {
                     c.close();
                     *written = true;
                 }
+                let mut buf = [0u8; 8192];
+                while let Ok(k) = c.read(&mut buf) {
+                    *got_answers.borrow_mut() += k;
+                }
             }
         }),
     );
-    assert!(sim.run_until(|_| totals.borrow().len() == N, secs(30)));
+    assert!(sim.run_until(|_| *answers.borrow() == N * ANSWER, secs(30)));
     assert!(
         totals.borrow().iter().all(|&n| n == LEN),
         "{:?}",

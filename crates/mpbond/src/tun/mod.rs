@@ -1,12 +1,13 @@
 //! The TUN device and what the host must do for mpbond's own TCP/MPTCP engine (`--stack
 //! user`) to reach the network through it.
 //!
-//! The engine owns addresses of its own, inside the TUN's subnet (`198.18.N.0/24` and
-//! `fd6d:7062:N::/64`, instance `N`): the host's kernel routes its packets like a router
-//! would, and its TCP never sees them. What the host is given:
+//! The engine owns addresses of its own, inside the TUN's subnet (`198.18.N.0/24`, instance
+//! `N`): the host's kernel routes its packets like a router would, and its TCP never sees
+//! them. IPv4 only so far: IPv6 forwarding would make Linux drop the routes it learned from
+//! router advertisements. What the host is given:
 //!
-//! - the TUN `mpbuN` with the host's side of the subnet (`.1`, `::1`); the engine sends from
-//!   `.2` (and, per `--wan` line `i`, from `.2 + i`);
+//! - the TUN `mpbuN` with the host's side of the subnet (`.1`); the engine sends from `.2`
+//!   (and, per `--wan` line `i`, from `.2 + i`);
 //! - an nftables table `inet mpbuN` that masquerades the engine's packets on whichever
 //!   interface they leave by, and for `listen` maps the port on the host's addresses to the
 //!   engine (DNAT); [`nat`];
@@ -22,15 +23,13 @@
 pub mod nat;
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, Result, bail};
 
 /// The first three bytes of an instance's IPv4 subnet (`198.18.N.0/24`, RFC 2544's
 /// benchmarking range, which no Internet line uses).
 const V4_PREFIX: [u8; 2] = [198, 18];
-/// The IPv6 subnet's first 32 bits (`fd6d:7062:N::/64`, unique local).
-const V6_PREFIX: [u16; 2] = [0xfd6d, 0x7062];
 /// Interface name prefix.
 pub const NAME_PREFIX: &str = "mpbu";
 /// Most engine addresses per family (one per `--wan` line).
@@ -56,41 +55,10 @@ impl Subnet {
         Ipv4Addr::new(V4_PREFIX[0], V4_PREFIX[1], self.n, 1)
     }
 
-    /// The host's IPv6 address on the TUN.
-    #[must_use]
-    pub fn host_v6(self) -> Ipv6Addr {
-        Ipv6Addr::new(V6_PREFIX[0], V6_PREFIX[1], u16::from(self.n), 0, 0, 0, 0, 1)
-    }
-
-    /// The engine's IPv4 address for line `i` (0 without `--wan`).
+    /// The engine's address for line `i` (0 without `--wan`).
     #[must_use]
     pub fn engine_v4(self, i: u8) -> Ipv4Addr {
         Ipv4Addr::new(V4_PREFIX[0], V4_PREFIX[1], self.n, 2 + i)
-    }
-
-    /// The engine's IPv6 address for line `i`.
-    #[must_use]
-    pub fn engine_v6(self, i: u8) -> Ipv6Addr {
-        Ipv6Addr::new(
-            V6_PREFIX[0],
-            V6_PREFIX[1],
-            u16::from(self.n),
-            0,
-            0,
-            0,
-            0,
-            2 + u16::from(i),
-        )
-    }
-
-    /// The engine's address of `family` (of `like`) for line `i`.
-    #[must_use]
-    pub fn engine(self, like: IpAddr, i: u8) -> IpAddr {
-        if like.is_ipv4() {
-            self.engine_v4(i).into()
-        } else {
-            self.engine_v6(i).into()
-        }
     }
 
     /// The IPv4 subnet as nftables writes it.
@@ -99,15 +67,6 @@ impl Subnet {
         format!(
             "{}/24",
             Ipv4Addr::new(V4_PREFIX[0], V4_PREFIX[1], self.n, 0)
-        )
-    }
-
-    /// The IPv6 subnet as nftables writes it.
-    #[must_use]
-    pub fn v6_cidr(self) -> String {
-        format!(
-            "{}/64",
-            Ipv6Addr::new(V6_PREFIX[0], V6_PREFIX[1], u16::from(self.n), 0, 0, 0, 0, 0)
         )
     }
 }
@@ -127,20 +86,15 @@ pub fn free_subnet() -> Result<Subnet> {
 }
 
 /// Creates the TUN of `subnet` (raw IP packets, no packet-information header), with the host's
-/// addresses, up.
+/// address, up.
 pub fn create(subnet: Subnet, mtu: u16) -> Result<tun_rs::AsyncDevice> {
     let name = subnet.ifname();
-    let dev = tun_rs::DeviceBuilder::new()
+    tun_rs::DeviceBuilder::new()
         .name(&name)
         .mtu(mtu)
         .ipv4(subnet.host_v4(), 24, None)
         .build_async()
-        .with_context(|| format!("creating TUN device {name} (needs root and /dev/net/tun)"))?;
-    // IPv6 may be off on the host; the engine then speaks IPv4 only.
-    if let Err(e) = dev.add_address_v6(subnet.host_v6(), 64) {
-        tracing::debug!("no IPv6 on {name}: {e}");
-    }
-    Ok(dev)
+        .with_context(|| format!("creating TUN device {name} (needs root and /dev/net/tun)"))
 }
 
 /// Reads `/proc/sys/<key>` (dots as slashes).
@@ -167,13 +121,7 @@ mod tests {
         assert_eq!(s.host_v4(), Ipv4Addr::new(198, 18, 3, 1));
         assert_eq!(s.engine_v4(0), Ipv4Addr::new(198, 18, 3, 2));
         assert_eq!(s.engine_v4(2), Ipv4Addr::new(198, 18, 3, 4));
-        assert_eq!(s.engine_v6(1).to_string(), "fd6d:7062:3::3");
         assert_eq!(s.v4_cidr(), "198.18.3.0/24");
-        assert_eq!(s.v6_cidr(), "fd6d:7062:3::/64");
-        assert_eq!(
-            s.engine("::1".parse().unwrap(), 0).to_string(),
-            "fd6d:7062:3::2"
-        );
         assert!(Subnet { n: 255 }.ifname().len() <= 15);
     }
 }

@@ -17,24 +17,32 @@ use crate::netlink::route::{Route, RouteSocket, Rule};
 /// `TABLE_BASE + 16 n + i` (the gateway's tables are 4201–4299).
 pub const TABLE_BASE: u32 = 4300;
 
+/// Turning `ip_forward` on or off also sets these (Linux's `inet_forward_change` clears
+/// ICMP-redirect acceptance on a router): saved and put back with it.
+const FORWARDING_KEYS: [&str; 3] = [
+    "net.ipv4.ip_forward",
+    "net.ipv4.conf.all.accept_redirects",
+    "net.ipv4.conf.default.accept_redirects",
+];
+
 /// What the host must do for one engine.
 #[derive(Debug, Clone, Default)]
 pub struct NatConfig {
     /// Ports (with the host address they are for, `None`: every local address) whose
     /// connections go to the engine (`listen`).
     pub listen: Vec<(Option<IpAddr>, u16)>,
-    /// Whether the engine speaks IPv6 (turns IPv6 forwarding on).
-    pub ipv6: bool,
     /// WAN lines: engine address `i` leaves by line `i`. Empty: the main table decides.
     pub lines: Vec<WanSpec>,
 }
 
 /// The nftables ruleset of `subnet`: masquerade, DNAT for `listen`, and a forward chain that
-/// lets the engine's traffic through and, when `drop_others`, nothing else.
+/// lets the engines' traffic through and, when `drop_others`, nothing else.
 #[must_use]
 pub fn render(subnet: Subnet, cfg: &NatConfig, drop_others: bool) -> String {
     let tun = subnet.ifname();
-    let (v4, v6) = (subnet.v4_cidr(), subnet.v6_cidr());
+    let all_tuns = format!("{}*", super::NAME_PREFIX);
+    let v4 = subnet.v4_cidr();
+    let engine = subnet.engine_v4(0);
     let mut s = String::new();
     let _ = writeln!(s, "table inet {tun} {{}}");
     let _ = writeln!(s, "delete table inet {tun}");
@@ -44,44 +52,24 @@ pub fn render(subnet: Subnet, cfg: &NatConfig, drop_others: bool) -> String {
         "  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;"
     );
     let _ = writeln!(s, "    ip saddr {v4} oifname != \"{tun}\" masquerade");
-    let _ = writeln!(s, "    ip6 saddr {v6} oifname != \"{tun}\" masquerade");
     let _ = writeln!(s, "  }}");
     if !cfg.listen.is_empty() {
+        // `prerouting` takes connections from elsewhere, `output` those the host itself opens
+        // to its own addresses (but not to loopback, which stays the host's).
         for (hook, prio) in [("prerouting", "dstnat"), ("output", "-100")] {
             let _ = writeln!(
                 s,
                 "  chain {hook} {{ type nat hook {hook} priority {prio}; policy accept;"
             );
             for &(addr, port) in &cfg.listen {
-                let (v4_match, v6_match) = match addr {
-                    Some(a @ IpAddr::V4(_)) => (Some(format!("ip daddr {a}")), None),
-                    Some(a @ IpAddr::V6(_)) => (None, Some(format!("ip6 daddr {a}"))),
-                    None => (
-                        Some("meta nfproto ipv4 fib daddr type local".to_owned()),
-                        Some("meta nfproto ipv6 fib daddr type local".to_owned()),
-                    ),
+                let m = match addr {
+                    Some(a @ IpAddr::V4(_)) => format!("ip daddr {a}"),
+                    Some(IpAddr::V6(_)) => continue,
+                    None => {
+                        "meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local".to_owned()
+                    }
                 };
-                // Locally originated packets to loopback stay local: the engine is reached
-                // by the host's other addresses.
-                let not_lo = if hook == "output" {
-                    "oifname != \"lo\" "
-                } else {
-                    ""
-                };
-                if let Some(m) = v4_match {
-                    let _ = writeln!(
-                        s,
-                        "    {not_lo}{m} tcp dport {port} dnat ip to {}",
-                        subnet.engine_v4(0)
-                    );
-                }
-                if let Some(m) = v6_match.filter(|_| cfg.ipv6) {
-                    let _ = writeln!(
-                        s,
-                        "    {not_lo}{m} tcp dport {port} dnat ip6 to {}",
-                        subnet.engine_v6(0)
-                    );
-                }
+                let _ = writeln!(s, "    {m} tcp dport {port} dnat ip to {engine}");
             }
             let _ = writeln!(s, "  }}");
         }
@@ -90,10 +78,11 @@ pub fn render(subnet: Subnet, cfg: &NatConfig, drop_others: bool) -> String {
         s,
         "  chain forward {{ type filter hook forward priority filter - 5; policy accept;"
     );
-    let _ = writeln!(s, "    iifname \"{tun}\" accept");
-    let _ = writeln!(s, "    oifname \"{tun}\" accept");
+    // Every instance's TUN: with two running, one's guard must not drop the other's packets.
+    let _ = writeln!(s, "    iifname \"{all_tuns}\" accept");
+    let _ = writeln!(s, "    oifname \"{all_tuns}\" accept");
     if drop_others {
-        let _ = writeln!(s, "    drop");
+        let _ = writeln!(s, "    meta nfproto ipv4 drop");
     }
     let _ = writeln!(s, "  }}");
     let _ = writeln!(s, "}}");
@@ -101,9 +90,12 @@ pub fn render(subnet: Subnet, cfg: &NatConfig, drop_others: bool) -> String {
 }
 
 /// Where the host's forwarding settings from before any user-stack instance are kept, so the
-/// last instance to leave (or the next one, after a crash) puts them back.
+/// last instance to leave (or the next one, after a crash) puts them back. One file per
+/// network namespace: the settings are per namespace.
 fn forwarding_state() -> PathBuf {
-    PathBuf::from("/run/mpbond/user-forwarding.state")
+    use std::os::unix::fs::MetadataExt as _;
+    let ns = std::fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino());
+    PathBuf::from(format!("/run/mpbond/user-forwarding-{ns}.state"))
 }
 
 /// Whether another instance's TUN exists.
@@ -121,6 +113,8 @@ fn other_instances(ours: Subnet) -> bool {
 pub struct HostSetup {
     subnet: Subnet,
     table: bool,
+    /// Forwarding was turned on by this instance (or was already recorded as changed).
+    forwarding: bool,
     rules: Vec<Rule>,
     routes: Vec<Route>,
     /// The WAN lock while lines are configured (one mpbond at a time per namespace).
@@ -128,110 +122,109 @@ pub struct HostSetup {
 }
 
 impl HostSetup {
-    /// Sets the host up for the engine of `subnet` (its TUN exists already).
+    /// Sets the host up for the engine of `subnet` (its TUN exists already). What was done
+    /// before a failure is undone.
     pub fn install(subnet: Subnet, cfg: &NatConfig) -> Result<Self> {
         std::fs::create_dir_all("/run/mpbond").context("creating /run/mpbond")?;
         remove_leftovers(subnet);
         let mut setup = Self {
             subnet,
             table: false,
+            forwarding: false,
             rules: Vec::new(),
             routes: Vec::new(),
             wan_lock: None,
         };
-        let drop_others = Self::forwarding_on(cfg.ipv6)?;
-        nft(&render(subnet, cfg, drop_others), &["-f", "-"])
+        // The table first, so that forwarding is never on without its guard.
+        let was_off = original_forwarding()? == "0";
+        nft(&render(subnet, cfg, was_off), &["-f", "-"])
             .context("installing the user stack's nftables table")?;
         setup.table = true;
+        setup.forwarding_on()?;
         if !cfg.lines.is_empty() {
             setup.wan_lock = Some(crate::gateway::wan::lock_netns()?);
-            setup.route_lines(&cfg.lines, cfg.ipv6)?;
+            setup.route_lines(&cfg.lines)?;
         }
+        warn_about_other_firewalls(subnet);
         Ok(setup)
     }
 
-    /// Turns forwarding on (IPv4, and IPv6 when asked), remembering the host's own settings
-    /// for the last instance to restore. Returns whether the host did not forward before (then
-    /// nothing but the engine's traffic may be forwarded).
-    fn forwarding_on(ipv6: bool) -> Result<bool> {
-        let keys: &[&str] = if ipv6 {
-            &["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"]
-        } else {
-            &["net.ipv4.ip_forward"]
-        };
+    /// Turns IPv4 forwarding on, having recorded the host's own settings for the last
+    /// instance to restore.
+    fn forwarding_on(&mut self) -> Result<()> {
         let path = forwarding_state();
-        let mut saved = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut was_off = false;
-        for key in keys {
-            let old = sysctl_get(key).with_context(|| format!("reading {key}"))?;
-            let recorded = saved
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{key} ")).map(str::to_owned));
-            let original = recorded.clone().unwrap_or(old.clone());
-            was_off |= original == "0";
-            if recorded.is_none() {
-                let _ = writeln!(saved, "{key} {old}");
+        if !path.exists() {
+            let mut saved = String::new();
+            for key in FORWARDING_KEYS {
+                let v = sysctl_get(key).with_context(|| format!("reading {key}"))?;
+                let _ = writeln!(saved, "{key} {v}");
             }
-            if old != "1" {
-                sysctl_set(key, "1").with_context(|| format!("turning {key} on"))?;
-                info!("{key} on while the user-space stack runs (it was {old})");
-            }
+            std::fs::write(&path, saved).with_context(|| format!("writing {}", path.display()))?;
         }
-        std::fs::write(&path, saved).with_context(|| format!("writing {}", path.display()))?;
-        Ok(was_off)
+        self.forwarding = true;
+        let old = sysctl_get(FORWARDING_KEYS[0])?;
+        if old != "1" {
+            sysctl_set(FORWARDING_KEYS[0], "1")
+                .with_context(|| format!("turning {} on", FORWARDING_KEYS[0]))?;
+            info!(
+                "{} on while the user-space stack runs (it was {old}); nothing but the stack's traffic is forwarded",
+                FORWARDING_KEYS[0]
+            );
+        }
+        Ok(())
     }
 
     /// Line `i`'s engine address leaves by line `i`: a table with a default route by its next
     /// hop, and a rule from the address.
-    fn route_lines(&mut self, lines: &[WanSpec], ipv6: bool) -> Result<()> {
+    fn route_lines(&mut self, lines: &[WanSpec]) -> Result<()> {
         let mut rt = RouteSocket::open().context("netlink (route)")?;
         let defaults = rt.default_routes().context("reading routes")?;
         for (i, w) in lines.iter().enumerate() {
-            let i8 = u8::try_from(i).unwrap_or(u8::MAX);
+            let i8 = u8::try_from(i)
+                .ok()
+                .filter(|&i| i < super::MAX_LINES)
+                .with_context(|| format!("at most {} --wan lines", super::MAX_LINES))?;
             let table = TABLE_BASE + 16 * u32::from(self.subnet.n) + u32::from(i8);
             let index = crate::sys::if_index(&w.iface)
                 .with_context(|| format!("--wan {}: no such interface", w.iface))?;
-            for v6 in [false, true] {
-                if v6 && !ipv6 {
-                    continue;
+            let via = w.via.iter().find(|g| g.is_ipv4()).copied();
+            let hop = via.or_else(|| {
+                defaults
+                    .iter()
+                    .filter(|d| d.oif == index && !d.v6)
+                    .min_by_key(|d| d.metric)
+                    .and_then(|d| d.gateway)
+            });
+            let route = Route {
+                v6: false,
+                table,
+                gateway: hop,
+                oif: index,
+                local: false,
+                dst: None,
+            };
+            rt.add_route(&route)
+                .with_context(|| format!("--wan {}: default route in table {table}", w.iface))?;
+            self.routes.push(route);
+            let from = IpAddr::V4(self.subnet.engine_v4(i8));
+            let rule = Rule {
+                v6: false,
+                priority: table,
+                from: Some((from, 32)),
+                fwmark: None,
+                table,
+            };
+            // Our instance number is ours now: a rule already there is a killed run's.
+            if let Err(e) = rt.add_rule(&rule) {
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(e).with_context(|| format!("--wan {}: rule from {from}", w.iface));
                 }
-                let via = w.via.iter().find(|g| g.is_ipv6() == v6).copied();
-                let hop = via.or_else(|| {
-                    defaults
-                        .iter()
-                        .filter(|d| d.oif == index && d.v6 == v6)
-                        .min_by_key(|d| d.metric)
-                        .and_then(|d| d.gateway)
-                });
-                let route = Route {
-                    v6,
-                    table,
-                    gateway: hop,
-                    oif: index,
-                    local: false,
-                    dst: None,
-                };
-                rt.add_route(&route).with_context(|| {
-                    format!("--wan {}: default route in table {table}", w.iface)
-                })?;
-                self.routes.push(route);
-                let from = if v6 {
-                    IpAddr::V6(self.subnet.engine_v6(i8))
-                } else {
-                    IpAddr::V4(self.subnet.engine_v4(i8))
-                };
-                let rule = Rule {
-                    v6,
-                    priority: table,
-                    from: Some((from, if v6 { 128 } else { 32 })),
-                    fwmark: None,
-                    table,
-                };
+                let _ = rt.del_rule(&rule);
                 rt.add_rule(&rule)
                     .with_context(|| format!("--wan {}: rule from {from}", w.iface))?;
-                self.rules.push(rule);
-                debug!(line = %w.iface, %from, table, "engine address routed by its line");
             }
+            self.rules.push(rule);
+            debug!(line = %w.iface, %from, table, "engine address routed by its line");
         }
         Ok(())
     }
@@ -246,11 +239,12 @@ impl HostSetup {
                 let _ = rt.del_route(&r);
             }
         }
+        self.wan_lock = None;
+        if std::mem::take(&mut self.forwarding) && !other_instances(self.subnet) {
+            restore_forwarding();
+        }
         if std::mem::take(&mut self.table) {
             let _ = nft("", &["delete", "table", "inet", &self.subnet.ifname()]);
-            if !other_instances(self.subnet) {
-                restore_forwarding();
-            }
         }
     }
 }
@@ -261,12 +255,26 @@ impl Drop for HostSetup {
     }
 }
 
+/// The host's `ip_forward` from before any instance: the recorded one, else the current one.
+fn original_forwarding() -> Result<String> {
+    if let Ok(saved) = std::fs::read_to_string(forwarding_state()) {
+        if let Some(v) = saved
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{} ", FORWARDING_KEYS[0])))
+        {
+            return Ok(v.trim().to_owned());
+        }
+    }
+    sysctl_get(FORWARDING_KEYS[0]).with_context(|| format!("reading {}", FORWARDING_KEYS[0]))
+}
+
 /// Puts back the forwarding settings recorded before the first instance changed them.
 fn restore_forwarding() {
     let path = forwarding_state();
     let Ok(saved) = std::fs::read_to_string(&path) else {
         return;
     };
+    // `ip_forward` first: writing it resets the others, which are put back after it.
     for line in saved.lines() {
         if let Some((key, value)) = line.split_once(' ') {
             if let Err(e) = sysctl_set(key, value) {
@@ -291,15 +299,49 @@ fn remove_leftovers(ours: Subnet) {
             continue;
         };
         let name = name.trim();
-        let ours_or_alive =
-            name == ours.ifname() || std::path::Path::new("/sys/class/net").join(name).exists();
-        if name.starts_with(super::NAME_PREFIX) && !ours_or_alive {
+        let alive = std::path::Path::new("/sys/class/net").join(name).exists();
+        if name.starts_with(super::NAME_PREFIX) && name != ours.ifname() && !alive {
             let _ = nft("", &["delete", "table", "inet", name]);
             info!("removed the nftables table {name} a killed run left");
         }
     }
     if !other_instances(ours) && forwarding_state().exists() {
         restore_forwarding();
+    }
+}
+
+/// Warns when another firewall drops forwarded packets by default: its verdict stands
+/// whatever this table accepts, and the engine's connections would time out.
+fn warn_about_other_firewalls(ours: Subnet) {
+    let Ok(out) = std::process::Command::new("nft")
+        .args(["-j", "list", "chains"])
+        .output()
+    else {
+        return;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return;
+    };
+    let chains = v
+        .get("nftables")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("chain"));
+    for c in chains {
+        let field = |k: &str| c.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
+        if field("hook") == "forward"
+            && field("policy") == "drop"
+            && field("table") != ours.ifname()
+        {
+            warn!(
+                "the nftables chain {} {} {} drops forwarded packets by default: let {}* through (iifname/oifname accept) or the user-space stack's connections will time out",
+                field("family"),
+                field("table"),
+                field("name"),
+                super::NAME_PREFIX
+            );
+        }
     }
 }
 
@@ -311,20 +353,24 @@ mod tests {
     fn the_ruleset_masquerades_maps_listen_ports_and_guards_forwarding() {
         let cfg = NatConfig {
             listen: vec![(None, 9000), (Some("192.0.2.7".parse().unwrap()), 22)],
-            ipv6: true,
             lines: Vec::new(),
         };
         let r = render(Subnet { n: 2 }, &cfg, true);
         assert!(r.starts_with("table inet mpbu2 {}\ndelete table inet mpbu2\n"));
         assert!(r.contains("ip saddr 198.18.2.0/24 oifname != \"mpbu2\" masquerade"));
-        assert!(r.contains("ip6 saddr fd6d:7062:2::/64 oifname != \"mpbu2\" masquerade"));
         assert!(r.contains(
-            "meta nfproto ipv4 fib daddr type local tcp dport 9000 dnat ip to 198.18.2.2"
+            "meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local tcp dport 9000 dnat ip to 198.18.2.2"
         ));
         assert!(r.contains("ip daddr 192.0.2.7 tcp dport 22 dnat ip to 198.18.2.2"));
-        assert!(r.contains("dnat ip6 to fd6d:7062:2::2"));
-        assert!(r.contains("oifname != \"lo\" ip daddr 192.0.2.7"));
-        assert!(r.contains("    drop\n"));
+        assert!(
+            r.contains("chain output"),
+            "the host's own connections are mapped too"
+        );
+        assert!(
+            r.contains("iifname \"mpbu*\" accept"),
+            "every instance's traffic passes"
+        );
+        assert!(r.contains("    meta nfproto ipv4 drop\n"));
         let open = render(Subnet { n: 2 }, &NatConfig::default(), false);
         assert!(
             !open.contains("drop"),

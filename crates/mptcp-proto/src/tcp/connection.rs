@@ -409,6 +409,9 @@ impl Connection {
         c.snd_una = 1;
         c.snd_max = 1;
         c.syn_due = false;
+        // The window-update rule (SND.WL1 < SEG.SEQ) must take the ACK's window.
+        c.snd_wl1 = peer_isn;
+        c.snd_wl2 = 0;
         // What the cookie's SYN-ACK advertised (unscaled).
         c.rcv_adv = c.rcv_nxt + (c.recv.window() as u64).min(65_535);
         c.state = State::Established;
@@ -638,6 +641,11 @@ impl Connection {
 
     pub(crate) fn is_released(&self) -> bool {
         self.released
+    }
+
+    /// Whether a RST is still to be sent (the endpoint keeps the connection until it is).
+    pub(crate) fn reset_pending(&self) -> bool {
+        self.rst_due
     }
 
     /// The next event for the application.
@@ -887,32 +895,28 @@ impl Connection {
             }
         }
 
-        // RFC 9293 §3.10.7.4, first check: is the segment in the window?
-        let seq = self.seq_offset(seg.seq_number);
-        let seg_len = seg.payload.len() as i64 + i64::from(syn) + i64::from(fin);
-        let rcv_nxt = self.rcv_nxt as i64;
-        let wnd = self.rcv_adv.saturating_sub(self.rcv_nxt) as i64;
-        let in_window = |s: i64| rcv_nxt <= s && s < rcv_nxt + wnd;
-        let bare_fin = fin && seg.payload.is_empty() && !syn;
-        let acceptable = match (seg_len, wnd) {
-            (0, 0) => seq == rcv_nxt,
-            (0, _) => in_window(seq),
-            // A FIN takes no buffer: it is taken at RCV.NXT even by a closed window.
-            (_, 0) => bare_fin && seq == rcv_nxt,
-            (len, _) => in_window(seq) || in_window(seq + len - 1),
-        };
-        // A zero window still takes the ACK (and RST) of a segment at RCV.NXT.
-        let ack_only = !acceptable && wnd == 0 && seq == rcv_nxt;
-        if !acceptable && !ack_only {
-            if !rst {
-                self.ack_now = true;
-            }
+        // The peer's SYN again (without ACK) in SYN-RECEIVED: our SYN-ACK was lost (the SYN
+        // lies before the window, so it must be caught before the window check). A SYN-ACK
+        // here is a simultaneous open's: it goes through the checks below.
+        if syn
+            && !rst
+            && seg.ack_number.is_none()
+            && self.state == State::SynReceived
+            && seg.seq_number == self.irs
+        {
+            self.syn_due = true;
             return Reaction::None;
         }
 
+        // RFC 9293 §3.10.7.4, first check: is the segment in the window?
+        let seq = self.seq_offset(seg.seq_number);
+        let Some(ack_only) = self.acceptable(seg, seq) else {
+            return Reaction::None;
+        };
+
         // Second check: RST (RFC 5961 §3.2).
         if rst {
-            if seq == rcv_nxt {
+            if seq == self.rcv_nxt as i64 {
                 if self.state == State::SynReceived && !self.released {
                     // A passive open goes back to LISTEN: the listener forgets it.
                     self.terminate(CloseReason::Reset);
@@ -927,12 +931,7 @@ impl Connection {
 
         // Third/fourth check: SYN (RFC 5961 §4).
         if syn {
-            if self.state == State::SynReceived && seg.seq_number == self.irs {
-                // Our SYN-ACK was lost: send it again.
-                self.syn_due = true;
-            } else {
-                self.challenge_ack(now);
-            }
+            self.challenge_ack(now);
             return Reaction::None;
         }
 
@@ -976,6 +975,42 @@ impl Connection {
             self.on_data(now, seg, seq, fin);
         }
         reaction
+    }
+
+    /// RFC 9293 §3.10.7.4's first check for a segment starting at offset `seq`: `None` if
+    /// it is not acceptable (an ACK is owed unless it is a RST), `Some(true)` if only its ACK
+    /// (and RST) may be taken (a closed window, the segment at `RCV.NXT`), `Some(false)` if
+    /// all of it may.
+    fn acceptable(&mut self, seg: &TcpRepr<'_>, seq: i64) -> Option<bool> {
+        let syn = seg.flags.contains(TcpFlags::SYN);
+        let fin = seg.flags.contains(TcpFlags::FIN);
+        let rst = seg.flags.contains(TcpFlags::RST);
+        let seg_len = seg.payload.len() as i64 + i64::from(syn) + i64::from(fin);
+        let rcv_nxt = self.rcv_nxt as i64;
+        let wnd = self.rcv_adv.saturating_sub(self.rcv_nxt) as i64;
+        let in_window = |s: i64| rcv_nxt <= s && s < rcv_nxt + wnd;
+        let bare_fin = fin && seg.payload.is_empty() && !syn;
+        let acceptable = match (seg_len, wnd) {
+            (0, 0) => seq == rcv_nxt,
+            (0, _) => in_window(seq),
+            // A FIN takes no buffer: it is taken at RCV.NXT even by a closed window.
+            (_, 0) => bare_fin && seq == rcv_nxt,
+            (len, _) => in_window(seq) || in_window(seq + len - 1),
+        };
+        // A zero window still takes the ACK (and RST) of a segment at RCV.NXT; if it carried
+        // data (a one-byte zero-window probe, as BSD and Windows send), it is answered with
+        // our window.
+        let ack_only = !acceptable && wnd == 0 && seq == rcv_nxt;
+        if ack_only && seg_len > 0 {
+            self.ack_now = true;
+        }
+        if !acceptable && !ack_only {
+            if !rst {
+                self.ack_now = true;
+            }
+            return None;
+        }
+        Some(ack_only)
     }
 
     /// SYN-SENT (RFC 9293 §3.10.7.3).
@@ -1082,9 +1117,11 @@ impl Connection {
             self.snd_wl2 = ack_off;
             if window > 0 {
                 self.timers.stop(Timer::Persist);
-                self.persist_probes = 0;
             }
         }
+        // A peer that answers our zero-window probes is alive, however long it keeps its
+        // window closed (RFC 9293 §3.8.6.1): only unanswered probes count.
+        self.persist_probes = 0;
         // SACK blocks (RFC 2018), clipped to what is outstanding.
         let mut newly_sacked = 0;
         if self.sack_ok {
@@ -1434,10 +1471,11 @@ impl Connection {
             let want = usize::try_from(copied.saturating_mul(2))
                 .unwrap_or(usize::MAX)
                 .saturating_add(16 * mss);
+            // Without window scaling no window beyond 64 KiB can be advertised.
             let limit = if self.ws_ok {
                 self.cfg.recv_buffer_max
             } else {
-                65_535
+                self.cfg.recv_buffer_max.min(65_535)
             };
             let cap = want.min(limit).max(self.recv.capacity());
             self.recv.set_capacity(cap);
@@ -1720,9 +1758,17 @@ impl Connection {
             payload_len: data_len,
             retransmission,
         };
+        // The hook's options must fit in what was reserved for them (a SYN, which carries no
+        // payload, may use all the option space): a larger one would push the segment past
+        // the MSS.
+        let room = if syn {
+            MAX_OPTIONS_LEN
+        } else {
+            (base_opts + self.option_space).min(MAX_OPTIONS_LEN)
+        };
         let options = hook.outgoing_options(&seg);
         for o in options {
-            if repr.options_len() + o.buffer_len() <= MAX_OPTIONS_LEN {
+            if repr.options_len() + o.buffer_len() <= room {
                 let _ = repr.mptcp.try_push(o);
             }
         }

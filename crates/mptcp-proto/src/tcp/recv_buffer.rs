@@ -166,8 +166,7 @@ impl RecvBuffer {
                 .map(|(&s, b)| (s, s + b.len() as u64));
             let piece_end = next_block.map_or(end, |(s, _)| s);
             let n = usize::try_from(piece_end - offset).unwrap_or(0);
-            if n > 0 {
-                self.put(offset, &data[..n]);
+            if n > 0 && self.put(offset, &data[..n]) {
                 added += n;
             }
             match next_block {
@@ -182,16 +181,29 @@ impl RecvBuffer {
         added
     }
 
-    /// Stores new bytes, appending to the block that ends where they begin.
-    fn put(&mut self, offset: u64, data: &[u8]) {
-        self.held_bytes += data.len();
+    /// Most separate pieces held beyond holes: each costs a map entry and an allocation, so
+    /// a peer sending tiny segments around holes must not multiply them (legitimate traffic
+    /// has one piece per hole, far fewer).
+    fn max_pieces(&self) -> usize {
+        (self.capacity / 1024).max(64)
+    }
+
+    /// Stores new bytes, appending to the block that ends where they begin; `false` if they
+    /// would start one piece too many (they are dropped, to come again).
+    fn put(&mut self, offset: u64, data: &[u8]) -> bool {
         if let Some((&s, b)) = self.held.range_mut(..offset).next_back() {
             if s + b.len() as u64 == offset {
                 b.extend_from_slice(data);
-                return;
+                self.held_bytes += data.len();
+                return true;
             }
         }
+        if self.held.len() >= self.max_pieces() {
+            return false;
+        }
+        self.held_bytes += data.len();
         self.held.insert(offset, data.to_vec());
+        true
     }
 
     /// The held ranges `[start, end)` as SACK blocks, at most `max`: the newest arrival's
@@ -287,6 +299,20 @@ mod tests {
         assert!(b.insert(12, b"MN").duplicate);
         b.insert(0, b"ABCDEFGH");
         assert_eq!(read_all(&mut b), b"ABCDEFGHIJKLMNOPQRSTUVWX");
+    }
+
+    #[test]
+    fn a_peer_cannot_multiply_the_pieces_held_beyond_holes() {
+        let mut b = RecvBuffer::new(4096);
+        // One-byte segments two bytes apart: each would be a piece of its own.
+        let mut stored = 0;
+        for i in 0..1000u64 {
+            stored += b.insert(10 + 2 * i, b"x").out_of_order;
+        }
+        assert_eq!(stored, 64, "the 64 first pieces, no more");
+        assert_eq!(b.held(), 64);
+        // A segment that extends a held piece is still taken.
+        assert_eq!(b.insert(11, b"y").out_of_order, 1);
     }
 
     #[test]

@@ -217,7 +217,9 @@ impl SentQueue {
         d
     }
 
-    /// The receiver SACKed `[start, end)`.
+    /// The receiver SACKed `[start, end)`: every segment the block covers whole is SACKed.
+    /// Segments are never split at a block's edges (the peer chooses those): a receiver
+    /// sending tiny blocks must not be able to multiply the queue's entries.
     pub fn sack(
         &mut self,
         start: u64,
@@ -226,20 +228,10 @@ impl SentQueue {
         min_rtt: Option<Duration>,
     ) -> Delivered {
         let mut d = Delivered::default();
-        let (Some(first), Some(last)) = (self.segs.front(), self.segs.back()) else {
-            return d;
-        };
-        let (start, end) = (start.max(first.start), end.min(last.end));
-        if start >= end {
-            return d;
-        }
-        self.split_at(start);
-        self.split_at(end);
-        let Some(mut i) = self.index_of(start) else {
-            return d;
-        };
+        // The first segment that starts at or after `start`.
+        let mut i = self.segs.partition_point(|s| s.start < start);
         let fack = self.fack;
-        while i < self.segs.len() && self.segs[i].start < end {
+        while i < self.segs.len() && self.segs[i].end <= end {
             let s = self.segs[i];
             if s.state != SegState::Sacked {
                 self.set_state(i, SegState::Sacked);
@@ -250,10 +242,10 @@ impl SentQueue {
                     self.reordering_seen = true;
                 }
                 self.on_delivered(&s, now, min_rtt, &mut d);
+                self.fack = self.fack.max(s.end);
             }
             i += 1;
         }
-        self.fack = self.fack.max(end);
         d
     }
 

@@ -38,8 +38,6 @@ const MTU: u16 = 1500;
 pub struct UserStackConfig {
     /// Ports the host forwards to the engine (`listen`).
     pub listen: Vec<SocketAddr>,
-    /// Whether to set up IPv6 too.
-    pub ipv6: bool,
     /// WAN lines, each with an engine address routed by it (empty: the main table decides).
     pub lines: Vec<crate::gateway::wan::WanSpec>,
 }
@@ -77,6 +75,9 @@ struct Shared {
     /// Set when the application gave the engine something to send (or read, which may open
     /// the window): the driver polls the engine again.
     kick: Notify,
+    /// Counts the driver's rounds that ended with nothing left to send ([`UserStack::close`]).
+    drained: std::sync::atomic::AtomicU64,
+    drained_notify: Notify,
 }
 
 impl Shared {
@@ -116,7 +117,6 @@ impl UserStack {
                 .iter()
                 .map(|a| ((!a.ip().is_unspecified()).then_some(a.ip()), a.port()))
                 .collect(),
-            ipv6: cfg.ipv6,
             lines: cfg.lines.clone(),
         };
         let host = HostSetup::install(subnet, &nat)?;
@@ -134,6 +134,8 @@ impl UserStack {
                 dead: None,
             }),
             kick: Notify::new(),
+            drained: std::sync::atomic::AtomicU64::new(0),
+            drained_notify: Notify::new(),
         });
         let driver = tokio::spawn(drive(Arc::clone(&shared), dev));
         debug!(tun = %subnet.ifname(), engine = %subnet.engine_v4(0), "user-space stack up");
@@ -145,10 +147,10 @@ impl UserStack {
         })
     }
 
-    /// The engine's address of `remote`'s family on line `line` (0 without lines).
+    /// The engine's address on line `line` (0 without lines).
     #[must_use]
-    pub fn local_addr(&self, remote: IpAddr, line: u8) -> IpAddr {
-        self.subnet.engine(remote, line)
+    pub fn local_addr(&self, line: u8) -> IpAddr {
+        IpAddr::V4(self.subnet.engine_v4(line))
     }
 
     /// The TUN's name.
@@ -159,7 +161,13 @@ impl UserStack {
 
     /// Opens a TCP connection to `remote` (from line `line`'s engine address).
     pub async fn connect(&self, remote: SocketAddr, line: u8) -> io::Result<UserStream> {
-        let local = SocketAddr::new(self.local_addr(remote.ip(), line), 0);
+        if remote.is_ipv6() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the user-space stack reaches IPv4 peers only so far (IPv6 forwarding would make the host drop the routes its router advertised); use --stack kernel",
+            ));
+        }
+        let local = SocketAddr::new(self.local_addr(line), 0);
         let h = {
             let mut g = self.shared.lock();
             if let Some(e) = &g.dead {
@@ -181,14 +189,10 @@ impl UserStack {
     /// there, see [`UserStackConfig::listen`]).
     pub fn listen(&self, port: u16) -> io::Result<UserListener> {
         let mut g = self.shared.lock();
-        let mut addrs = vec![SocketAddr::new(
+        let addrs = vec![SocketAddr::new(
             IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             port,
         )];
-        addrs.push(SocketAddr::new(
-            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-            port,
-        ));
         for a in &addrs {
             g.ep.listen(*a)
                 .map_err(|e| io::Error::new(io::ErrorKind::AddrInUse, e))?;
@@ -197,11 +201,37 @@ impl UserStack {
     }
 }
 
+impl UserStack {
+    /// Lets the driver send what the engine still has to send (the last ACK of a closing
+    /// connection, say) before the stack goes; waits 200 ms at most.
+    pub async fn close(self) {
+        use std::sync::atomic::Ordering;
+        let shared = Arc::clone(&self.shared);
+        let start = shared.drained.load(Ordering::Acquire);
+        shared.kick.notify_one();
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+            loop {
+                let next = shared.drained_notify.notified();
+                if shared.drained.load(Ordering::Acquire) > start {
+                    return;
+                }
+                next.await;
+            }
+        })
+        .await;
+        drop(self);
+    }
+}
+
 impl Drop for UserStack {
     fn drop(&mut self) {
         self.driver.abort();
     }
 }
+
+/// Most packets taken from the TUN in one round before the engine's answers go out: the
+/// lock is not held for long, and ACKs keep flowing under a flood.
+const BATCH: usize = 64;
 
 /// The driver: TUN packets and timers into the engine, the engine's packets out to the TUN,
 /// and wake-ups for the application.
@@ -224,7 +254,8 @@ async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
                     let now = Instant::now();
                     take_packet(&mut g, now, &rx[..n]);
                     // Take what else is queued without waiting: one wake-up, many packets.
-                    while let Ok(n) = dev.try_recv(&mut rx) {
+                    for _ in 1..BATCH {
+                        let Ok(n) = dev.try_recv(&mut rx) else { break };
                         take_packet(&mut g, now, &rx[..n]);
                     }
                 }
@@ -254,6 +285,10 @@ async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
                 debug!("TUN send: {e}");
             }
         }
+        shared
+            .drained
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        shared.drained_notify.notify_waiters();
     }
 }
 

@@ -107,6 +107,8 @@ impl UserStream {
         if let Some(c) = g.ep.conn_mut(self.h) {
             c.set_nagle(!nodelay);
         }
+        drop(g);
+        self.shared.kick.notify_one();
     }
 
     /// A handle that waits for the peer to acknowledge everything, usable after the stream
@@ -309,5 +311,8 @@ impl Drop for UserListener {
             g.accept_waiters.remove(a);
             g.ep.unlisten(Instant::now(), *a);
         }
+        drop(g);
+        // Connections not accepted were reset: the driver sends the RSTs.
+        self.shared.kick.notify_one();
     }
 }
