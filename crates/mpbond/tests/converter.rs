@@ -448,3 +448,66 @@ fn keygen_prints_a_key_line_that_signs_and_refuses_bad_names() {
         1
     );
 }
+
+/// A converter whose Convert messages never get acknowledged (every data segment to it is
+/// dropped after the handshake): the client resets the first connection after 3 s, tries a
+/// second one, and reports that neither was acknowledged. Runs in a private network namespace
+/// (needs root).
+#[test]
+fn an_unacknowledged_convert_message_is_tried_once_more_on_a_new_connection() {
+    let outcome = mpbond::lab::testing::in_private_netns(
+        "an_unacknowledged_convert_message_is_tried_once_more_on_a_new_connection",
+        || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            // Data segments to the port vanish; the handshake and pure ACKs pass.
+            let rules = format!(
+                "table inet blackhole {{\n chain out {{\n type filter hook output priority 0;\n \
+                 tcp dport {port} tcp flags & (syn | rst) == 0 ip length > 64 drop\n }}\n}}\n"
+            );
+            let mut nft = std::process::Command::new("nft")
+                .args(["-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(nft.stdin.as_mut().unwrap(), rules.as_bytes()).unwrap();
+            assert!(nft.wait().unwrap().success());
+            let accepted = std::thread::spawn(move || {
+                listener.set_nonblocking(true).unwrap();
+                let mut held = Vec::new();
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(8);
+                while std::time::Instant::now() < end {
+                    if let Ok((c, _)) = listener.accept() {
+                        held.push(c);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                held.len()
+            });
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let started = std::time::Instant::now();
+            let r = rt.block_on(async {
+                let mut opts = ClientOptions::new(format!("127.0.0.1:{port}").parse().unwrap());
+                opts.mptcp = false;
+                opts.connect_timeout = std::time::Duration::from_secs(2);
+                let signer = mpbond::convert::auth::Signer::new(
+                    mpbond::convert::auth::Name::new("home").unwrap(),
+                    mpbond::convert::auth::Key::generate().unwrap(),
+                );
+                client::open("192.0.2.1:80".parse().unwrap(), &signer, &opts).await
+            });
+            (r.map(drop), started.elapsed(), accepted.join().unwrap())
+        },
+    );
+    let Some((r, elapsed, accepted)) = outcome else {
+        return;
+    };
+    assert!(
+        matches!(r, Err(ClientError::Unacknowledged { .. })),
+        "{r:?}"
+    );
+    assert_eq!(accepted, 2, "a second connection was tried ({elapsed:?})");
+}

@@ -58,6 +58,14 @@ pub enum ClientError {
     /// The connection to the converter failed.
     #[error("connection to the converter failed: {0}")]
     Io(#[from] io::Error),
+    /// The converter did not acknowledge the Convert message (twice, on two connections).
+    #[error("the converter {addr} did not acknowledge the Convert message within {wait:?}")]
+    Unacknowledged {
+        /// The converter.
+        addr: SocketAddr,
+        /// How long the last attempt waited.
+        wait: Duration,
+    },
     /// The converter answered with an Error TLV.
     #[error("the converter refused: {}", .0.code)]
     Refused(ErrorTlv),
@@ -101,12 +109,41 @@ pub fn connect_message(dest: SocketAddr, signer: &Signer) -> io::Result<Message>
     })
 }
 
+/// How long the first attempt waits for the converter to acknowledge the Convert message before
+/// a second connection is tried: many round trips on any line, and far less than the stall it
+/// avoids.
+const FIRST_ACK_WAIT: Duration = Duration::from_secs(3);
+
 /// Connects to the converter, sends the Convert message asking for `dest`, and returns once the
 /// converter has acknowledged it (its reply is read with [`read_reply`]).
+///
+/// A connection whose Convert message is not acknowledged within [`FIRST_ACK_WAIT`] is reset
+/// and a second one is tried, with the whole `connect_timeout`: Linux 6.18's MPTCP can stall a
+/// new connection for good when its first data segment and the handshake's third ACK are both
+/// lost (see [`kernel::wait_data_acked`]). Nothing but the Convert message was sent on the
+/// stalled one, so the retry is safe: at worst the destination saw a connection opened and
+/// closed without data.
 pub async fn open(
     dest: SocketAddr,
     signer: &Signer,
     opts: &ClientOptions,
+) -> Result<Upstream, ClientError> {
+    let first = open_once(dest, signer, opts, FIRST_ACK_WAIT.min(opts.connect_timeout)).await;
+    match first {
+        Err(ClientError::Unacknowledged { .. }) => {
+            tracing::debug!(%dest, "the converter did not acknowledge the Convert message; trying a new connection");
+            open_once(dest, signer, opts, opts.connect_timeout).await
+        }
+        r => r,
+    }
+}
+
+/// One attempt of [`open`], waiting `ack_wait` for the acknowledgment.
+async fn open_once(
+    dest: SocketAddr,
+    signer: &Signer,
+    opts: &ClientOptions,
+    ack_wait: Duration,
 ) -> Result<Upstream, ClientError> {
     let msg = connect_message(dest, signer)?;
     let conn = kernel::connect(
@@ -136,12 +173,23 @@ pub async fn open(
         })?;
     // Nothing more is written until the Convert message is data-acked: see
     // `kernel::wait_data_acked` for the kernel behaviour this avoids.
-    kernel::wait_data_acked(&conn.stream, opts.connect_timeout)
-        .await
-        .map_err(|err| ClientError::Connect {
-            addr: opts.converter,
-            err,
-        })?;
+    match kernel::wait_data_acked(&conn.stream, ack_wait).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            // The stalled connection goes with a RST: the converter drops its side at once.
+            kernel::reset_on_close(&conn.stream);
+            return Err(ClientError::Unacknowledged {
+                addr: opts.converter,
+                wait: ack_wait,
+            });
+        }
+        Err(err) => {
+            return Err(ClientError::Connect {
+                addr: opts.converter,
+                err,
+            });
+        }
+    }
     Ok(Upstream {
         stream: conn.stream,
         proto: conn.proto,

@@ -38,7 +38,9 @@ fn reply_for(e: &ClientError) -> ReplyError {
             ErrorCode::DestinationUnreachable => ReplyError::HostUnreachable,
             _ => ReplyError::GeneralFailure,
         },
-        ClientError::Timeout(_) => ReplyError::ConnectionTimeout,
+        ClientError::Timeout(_) | ClientError::Unacknowledged { .. } => {
+            ReplyError::ConnectionTimeout
+        }
         _ => ReplyError::GeneralFailure,
     }
 }
