@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mpbond::convert::auth::{Auth, Key, Name, Signer};
 use mpbond::convert::client::{self, ClientError, ClientOptions, unix_now};
@@ -475,12 +475,12 @@ fn an_unacknowledged_convert_message_is_tried_once_more_on_a_new_connection() {
             let accepted = std::thread::spawn(move || {
                 listener.set_nonblocking(true).unwrap();
                 let mut held = Vec::new();
-                let end = std::time::Instant::now() + std::time::Duration::from_secs(8);
-                while std::time::Instant::now() < end {
+                let end = Instant::now() + Duration::from_secs(8);
+                while Instant::now() < end {
                     if let Ok((c, _)) = listener.accept() {
                         held.push(c);
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    std::thread::sleep(Duration::from_millis(10));
                 }
                 held.len()
             });
@@ -488,15 +488,12 @@ fn an_unacknowledged_convert_message_is_tried_once_more_on_a_new_connection() {
                 .enable_all()
                 .build()
                 .unwrap();
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let r = rt.block_on(async {
                 let mut opts = ClientOptions::new(format!("127.0.0.1:{port}").parse().unwrap());
                 opts.mptcp = false;
-                opts.connect_timeout = std::time::Duration::from_secs(2);
-                let signer = mpbond::convert::auth::Signer::new(
-                    mpbond::convert::auth::Name::new("home").unwrap(),
-                    mpbond::convert::auth::Key::generate().unwrap(),
-                );
+                opts.connect_timeout = Duration::from_secs(2);
+                let signer = Signer::new(Name::new("home").unwrap(), Key::generate().unwrap());
                 client::open("192.0.2.1:80".parse().unwrap(), &signer, &opts).await
             });
             (r.map(drop), started.elapsed(), accepted.join().unwrap())
