@@ -80,6 +80,10 @@ where
                         _ = peer_done.wait_for(|done| *done) => {}
                     }
                 }
+                if kernel::is_mptcp(stream) {
+                    // The DATA_FIN goes alone, after the data (see `relay::pump`).
+                    let _ = kernel::wait_quiet_for_data_fin(stream, DELIVERY_TIMEOUT).await;
+                }
                 SockRef::from(stream)
                     .shutdown(std::net::Shutdown::Write)
                     .context("sending FIN")?;
@@ -98,8 +102,9 @@ where
         gate.await?;
         let mut stdout = tokio::io::stdout();
         let mut buf = vec![0u8; 64 * 1024];
+        let mut watch = crate::relay::JamWatch::new(stream);
         loop {
-            stream.readable().await?;
+            watch.readable(stream).await?;
             match stream.try_read(&mut buf) {
                 Ok(0) => {
                     let _ = peer_done_tx.send(true);

@@ -27,15 +27,17 @@ pub(crate) fn setsockopt_int(
     }
 }
 
-/// `getsockopt` of an `int` option.
-pub(crate) fn getsockopt_int(
+/// `getsockopt` of an option whose value is a plain C value of type `T`.
+fn getsockopt<T: Copy + Default>(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
-) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(4);
-    // SAFETY: `value` and `len` outlive the call; the kernel writes at most `len` bytes.
+) -> io::Result<T> {
+    let mut value = T::default();
+    let mut len = libc::socklen_t::try_from(size_of::<T>())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `value` and `len` outlive the call; the kernel writes at most `len` bytes, and
+    // `T` is a plain value for which any bytes are valid.
     let ret = unsafe {
         libc::getsockopt(
             fd,
@@ -49,6 +51,34 @@ pub(crate) fn getsockopt_int(
         Err(io::Error::last_os_error())
     } else {
         Ok(value)
+    }
+}
+
+/// `getsockopt` of an `int` option.
+pub(crate) fn getsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    getsockopt(fd, level, name)
+}
+
+/// `SO_MEMINFO`: the socket's `sk_meminfo` (`SK_MEMINFO_*` indices: 0 `rmem_alloc`, 1 `rcvbuf`,
+/// 2 `wmem_alloc`, 3 `sndbuf`, 4 `fwd_alloc`, 5 `wmem_queued`, 6 `optmem`, 7 `backlog`,
+/// 8 `drops`).
+pub(crate) fn meminfo(fd: RawFd) -> io::Result<[u32; 9]> {
+    getsockopt(fd, libc::SOL_SOCKET, libc::SO_MEMINFO)
+}
+
+/// `ioctl(FIONREAD)`: bytes ready to be read (for MPTCP: in order at the connection level).
+pub(crate) fn readable_bytes(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into `n`, which outlives the call.
+    let ret = unsafe { libc::ioctl(fd, libc::FIONREAD, &raw mut n) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 }
 

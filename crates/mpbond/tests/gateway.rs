@@ -470,6 +470,27 @@ fn command_output(lab: &TestLab, role: Role, program: &str, args: &[&str]) -> St
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What the kernels of gateway and converter hold for the connections still open and their
+/// MPTCP counters, for a failure message: tells a stall of Linux's MPTCP from one of mpbond's.
+fn kernel_view(lab: &TestLab) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    for (name, role) in [("gateway", Role::Gw), ("converter", Role::Vps)] {
+        let ss = command_output(lab, role, "ss", &["-tinmM", "state", "connected"]);
+        let nstat = command_output(lab, role, "nstat", &["-az"]);
+        let mptcp: Vec<&str> = nstat
+            .lines()
+            .filter(|l| l.starts_with("MPTcpExt") && !l.contains(" 0 "))
+            .collect();
+        let _ = writeln!(
+            text,
+            "--- {name}: ss -tinmM\n{ss}--- {name}: MPTCP counters\n{}",
+            mptcp.join("\n")
+        );
+    }
+    text
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -525,6 +546,20 @@ fn lan_downloads_and_uploads_64_mib_bonded_faster_than_the_best_line() {
         );
     }
 
+    // While it runs, lost MPTCP SYNs cannot turn MPTCP off for the whole namespace.
+    let before_stop = command_output(
+        &b.lab,
+        Role::Gw,
+        "cat",
+        &["/proc/sys/net/mptcp/blackhole_timeout"],
+    )
+    .trim()
+    .to_owned();
+    assert!(
+        before_stop.is_empty() || before_stop == "0",
+        "blackhole detection is off while the gateway runs: {before_stop}"
+    );
+
     // The gateway cleans up after itself on SIGTERM.
     let mut b = b;
     assert!(b.gateway.stop(), "gateway exit:\n{}", b.gateway.log_text());
@@ -545,6 +580,19 @@ fn lan_downloads_and_uploads_64_mib_bonded_faster_than_the_best_line() {
         endpoints.trim().is_empty(),
         "endpoints are gone: {endpoints}"
     );
+    if !before_stop.is_empty() {
+        let after_stop = command_output(
+            lab,
+            Role::Gw,
+            "cat",
+            &["/proc/sys/net/mptcp/blackhole_timeout"],
+        );
+        assert_eq!(
+            after_stop.trim(),
+            "3600",
+            "blackhole detection is back to the kernel's default"
+        );
+    }
     assert!(
         b.converter.stop(),
         "converter exit:\n{}",
@@ -581,6 +629,12 @@ fn two_hundred_concurrent_connections_arrive_intact() {
                     let mut put = TcpStream::connect_timeout(&web, Duration::from_secs(20))
                         .map_err(|e| format!("{i}: connect: {e}"))?;
                     open.wait();
+                    // Named by their ports, to be found in the daemons' debug logs.
+                    let i = format!(
+                        "{i} (get {}, put {})",
+                        get.local_addr().map_or(0, |a| a.port()),
+                        put.local_addr().map_or(0, |a| a.port())
+                    );
                     for s in [&get, &put] {
                         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
                     }
@@ -628,12 +682,23 @@ fn two_hundred_concurrent_connections_arrive_intact() {
             .collect::<Vec<_>>()
     })
     .unwrap();
+    for l in b
+        .gateway
+        .log_text()
+        .lines()
+        .chain(b.converter.log_text().lines())
+    {
+        if l.contains("jammed") {
+            eprintln!("the relay freed a jammed MPTCP receive side: {l}");
+        }
+    }
     assert!(
         failures.is_empty(),
-        "{} of {N} failed: {failures:?}\ngateway:\n{}\nconverter:\n{}",
+        "{} of {N} failed: {failures:?}\ngateway:\n{}\nconverter:\n{}\n{}",
         failures.len(),
         b.gateway.problems(),
-        b.converter.problems()
+        b.converter.problems(),
+        kernel_view(&b.lab)
     );
     // They went through the bond: both lines carried a real part of it.
     let after = b.lab.stats();

@@ -444,7 +444,9 @@ impl Converter {
             debug!(%gateway, %dest, "gateway gone before the reply: {e}");
             return;
         }
-        debug!(%gateway, %dest, "relaying");
+        let peer = stream.peer_addr().ok();
+        let outbound = down.local_addr().ok();
+        debug!(%gateway, ?peer, %dest, ?outbound, mptcp = kernel::is_mptcp(stream), "relaying");
         s.active.fetch_add(1, Relaxed);
         let report = relay::relay::<std::future::Ready<io::Result<()>>>(
             stream,
@@ -457,7 +459,7 @@ impl Converter {
         s.active.fetch_sub(1, Relaxed);
         s.bytes_up.fetch_add(report.a_to_b, Relaxed);
         s.bytes_down.fetch_add(report.b_to_a, Relaxed);
-        debug!(%gateway, %dest, up = report.a_to_b, down = report.b_to_a, outcome = ?report.outcome, "closed");
+        debug!(%gateway, ?peer, %dest, ?outbound, up = report.a_to_b, down = report.b_to_a, outcome = ?report.outcome, "closed");
     }
 }
 

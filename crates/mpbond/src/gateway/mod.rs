@@ -185,13 +185,16 @@ impl Gateway {
     where
         F: Future<Output = io::Result<()>>,
     {
+        let peer = lan.peer_addr().ok();
+        let upstream = up.local_addr().ok();
+        debug!(?peer, %dest, ?upstream, mptcp = kernel::is_mptcp(up), "relaying");
         let report = relay::relay(lan, up, &self.pool, Some(self.idle), gate).await;
         self.stats.bytes_up.fetch_add(report.a_to_b, Relaxed);
         self.stats.bytes_down.fetch_add(report.b_to_a, Relaxed);
         if !kernel::is_mptcp(up) && self.client.mptcp {
             self.stats.fallback.fetch_add(1, Relaxed);
         }
-        debug!(%dest, up = report.a_to_b, down = report.b_to_a, outcome = ?report.outcome, "closed");
+        debug!(?peer, %dest, ?upstream, up = report.a_to_b, down = report.b_to_a, outcome = ?report.outcome, "closed");
     }
 
     /// Serves one transparently captured LAN connection.
@@ -348,6 +351,7 @@ pub async fn run(config: Config) -> Result<()> {
     });
 
     // Kernel configuration: undone when these guards drop, on every way out of this function.
+    let _blackhole = crate::netlink::BlackholeDetectionOff::new();
     let bonding = if config.wan.is_empty() {
         None
     } else {

@@ -93,15 +93,81 @@ impl Netlink {
 /// # Errors
 /// If the sysctl cannot be read or written (no MPTCP, not root).
 pub fn set_pm_type(value: u8) -> io::Result<u8> {
+    set_mptcp_sysctl("pm_type", &value)
+}
+
+/// Sets `net.mptcp.NAME` of the calling thread's network namespace and returns the previous
+/// value.
+///
+/// # Errors
+/// If the sysctl cannot be read, parsed or written (no such sysctl in this kernel, not root).
+pub fn set_mptcp_sysctl<T>(name: &str, value: &T) -> io::Result<T>
+where
+    T: std::str::FromStr + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
     // `/proc/sys/net` is that of the task that opens it: this thread's namespace.
-    let path = "/proc/sys/net/mptcp/pm_type";
-    let old = std::fs::read_to_string(path)?;
+    let path = format!("/proc/sys/net/mptcp/{name}");
+    let old = std::fs::read_to_string(&path)?;
     let old = old
         .trim()
         .parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("pm_type: {e}")))?;
-    std::fs::write(path, value.to_string())?;
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{name}: {e}")))?;
+    std::fs::write(&path, value.to_string())?;
     Ok(old)
+}
+
+/// Linux's MPTCP blackhole detection turned off for as long as this lives.
+///
+/// Since Linux 6.12 a client's MPTCP SYN that goes unanswered twice is sent a third time
+/// without `MP_CAPABLE` (`net.mptcp.syn_retrans_before_tcp_fallback`), and when that plain SYN
+/// is answered the kernel concludes that a middlebox drops MPTCP and stops offering MPTCP on
+/// *every* new connection of the network namespace for `net.mptcp.blackhole_timeout` seconds
+/// (an hour, doubling on repeats; nstat `MPTcpExtBlackhole`). On a gateway, two SYNs lost to
+/// a congested or failing line are common, and that conclusion would silently turn bonding off
+/// for an hour. While a gateway runs, the detection is off (the one connection that fell back
+/// still does); the previous value is put back on drop. A kernel without the sysctl is left
+/// as it is.
+#[derive(Debug)]
+pub struct BlackholeDetectionOff {
+    old: Option<u32>,
+}
+
+impl BlackholeDetectionOff {
+    /// Turns the detection off in the calling thread's network namespace.
+    #[must_use]
+    pub fn new() -> Self {
+        match set_mptcp_sysctl("blackhole_timeout", &0u32) {
+            Ok(old) => {
+                if old != 0 {
+                    tracing::info!(
+                        "net.mptcp.blackhole_timeout {old} -> 0 while the gateway runs: lost MPTCP SYNs must not turn MPTCP off for the whole host"
+                    );
+                }
+                Self { old: Some(old) }
+            }
+            Err(e) => {
+                tracing::debug!("net.mptcp.blackhole_timeout left alone: {e}");
+                Self { old: None }
+            }
+        }
+    }
+}
+
+impl Default for BlackholeDetectionOff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for BlackholeDetectionOff {
+    fn drop(&mut self) {
+        if let Some(old) = self.old.take().filter(|&v| v != 0) {
+            if let Err(e) = set_mptcp_sysctl("blackhole_timeout", &old) {
+                tracing::warn!("could not put net.mptcp.blackhole_timeout back to {old}: {e}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -93,6 +93,42 @@ pub fn is_mptcp(stream: &impl AsFd) -> bool {
     getsockopt_int(stream, libc::IPPROTO_TCP, TCP_IS_MPTCP).is_ok_and(|v| v == 1)
 }
 
+/// The largest receive buffer [`unjam_receive`] grows a connection to.
+const UNJAM_MAX_RCVBUF: u32 = 64 << 20;
+
+/// Frees an MPTCP connection whose receive side Linux has jammed, and says how.
+///
+/// Seen on Linux 6.18 under heavy loss: data that arrived out of order at the connection level
+/// fills the receive buffer (`rmem_alloc >= rcvbuf`), and then the in-order data that would fill
+/// the hole before it is dropped on every arrival: TCP acknowledges it on its subflow, MPTCP
+/// never does (`DATA_ACK` stuck), the sender resends it for ever and nothing ever becomes
+/// readable (the subflows meanwhile hold megabytes of copies). Plain TCP prunes its
+/// out-of-order queue in that case; MPTCP's connection-level queue is not pruned, and its
+/// buffer had not grown past the initial 128 KiB when it happened.
+///
+/// When `stream` is in that state (buffer full, nothing to read), its receive buffer is doubled
+/// (`SO_RCVBUFFORCE`, needs `CAP_NET_ADMIN`; this also stops the kernel's auto-tuning of it)
+/// so the next copy of the missing data is taken, and the new size is returned. `None` when
+/// the connection is not jammed or the buffer cannot grow.
+#[must_use]
+pub fn unjam_receive(stream: &impl AsFd) -> Option<u32> {
+    let fd = stream.as_fd().as_raw_fd();
+    let mem = sys::meminfo(fd).ok()?;
+    let (rmem, rcvbuf) = (mem[0], mem[1]);
+    if rcvbuf == 0 || rmem < rcvbuf || sys::readable_bytes(fd).ok()? > 0 {
+        return None;
+    }
+    // The kernel doubles what it is given (room for its overhead): giving the current size
+    // doubles it.
+    let want = rcvbuf.min(UNJAM_MAX_RCVBUF / 2);
+    if 2 * want <= rcvbuf {
+        return None;
+    }
+    let val = libc::c_int::try_from(want).ok()?;
+    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, val).ok()?;
+    sys::meminfo(fd).ok().map(|m| m[1])
+}
+
 /// Whether the data sent or received in this connection's SYN was accepted (TCP Fast Open).
 #[must_use]
 pub fn syn_data_acked(stream: &impl AsFd) -> bool {
@@ -184,11 +220,116 @@ fn unacked_bytes(stream: &impl AsFd) -> Option<usize> {
     }
 }
 
+/// `MPTCP_TCPINFO`: the `tcp_info` of each subflow.
+const MPTCP_TCPINFO: libc::c_int = 2;
+/// The most subflows [`subflows_unacked`] looks at.
+const MAX_SUBFLOWS: usize = 16;
+
+/// `struct mptcp_subflow_data`, the header of `MPTCP_TCPINFO`'s answer.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+#[expect(clippy::struct_field_names, reason = "the kernel's field names")]
+struct SubflowData {
+    size_subflow_data: u32,
+    num_subflows: u32,
+    size_kernel: u32,
+    size_user: u32,
+}
+
+/// `MPTCP_TCPINFO`'s answer for up to [`MAX_SUBFLOWS`] subflows.
+#[repr(C)]
+struct SubflowTcpInfo {
+    head: SubflowData,
+    info: [libc::tcp_info; MAX_SUBFLOWS],
+}
+
+/// Segments sent on an MPTCP connection's subflows and not yet acknowledged there (TCP's
+/// `tcpi_unacked`, summed); `None` when the kernel does not say (not MPTCP, fell back).
+#[must_use]
+pub fn subflows_unacked(stream: &impl AsFd) -> Option<u32> {
+    // SAFETY: all-zero is a valid value of these plain C structs.
+    let mut data: SubflowTcpInfo = unsafe { std::mem::zeroed() };
+    data.head = SubflowData {
+        size_subflow_data: u32::try_from(size_of::<SubflowData>()).ok()?,
+        num_subflows: 0,
+        size_kernel: 0,
+        size_user: u32::try_from(size_of::<libc::tcp_info>()).ok()?,
+    };
+    let mut len = libc::socklen_t::try_from(size_of::<SubflowTcpInfo>()).ok()?;
+    // SAFETY: `data` and `len` outlive the call; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_fd().as_raw_fd(),
+            SOL_MPTCP,
+            MPTCP_TCPINFO,
+            (&raw mut data).cast(),
+            &raw mut len,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let n = usize::try_from(data.head.num_subflows)
+        .ok()?
+        .min(MAX_SUBFLOWS);
+    Some(data.info[..n].iter().map(|i| i.tcpi_unacked).sum())
+}
+
+/// Waits, before an MPTCP connection's `DATA_FIN` is sent, until all data written is
+/// acknowledged at the connection level *and* no subflow has a segment left to retransmit (at
+/// most `limit`; then `TimedOut`). For TCP, until the send queue is empty.
+///
+/// Linux 6.18 adds a pending `DATA_FIN` to the mapping of any segment a subflow retransmits
+/// afterwards, old data included. When that data had already arrived by another subflow, the
+/// receiving kernel drops the segment as a duplicate but has recorded the `DATA_FIN` without
+/// acting on it, and then ignores every later copy (each a bare ACK): the peer never sees the end
+/// of the stream. Seen in the lab as about one connection in 1 000 waiting for ever under a
+/// burst of 200 connections into saturated lines. With nothing left to retransmit anywhere, the
+/// `DATA_FIN` only ever travels alone and is taken.
+///
+/// # Errors
+/// The socket's error, or `TimedOut`.
+pub async fn wait_quiet_for_data_fin(stream: &TcpStream, limit: Duration) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    wait_data_acked(stream, limit).await?;
+    poll_until(
+        stream,
+        deadline,
+        || subflows_unacked(stream).is_none_or(|n| n == 0),
+        "a subflow still had segments to retransmit",
+    )
+    .await
+}
+
+/// Polls `done` (every 0.5 ms at first, backing off to 10 ms) until it holds, `stream` has an
+/// error, or `deadline` passes (then `TimedOut` with `what`).
+async fn poll_until(
+    stream: &TcpStream,
+    deadline: tokio::time::Instant,
+    mut done: impl FnMut() -> bool,
+    what: &'static str,
+) -> io::Result<()> {
+    let mut pause = Duration::from_micros(500);
+    loop {
+        if done() {
+            return Ok(());
+        }
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, what));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
 /// Waits until the peer has acknowledged every byte written so far — for MPTCP at the
 /// connection level (a `DATA_ACK`, which also covers a `DATA_FIN` once sent), for TCP by the
 /// send queue (`SIOCOUTQ`) — or `limit` passed (then `TimedOut`).
 ///
-/// Two uses:
+/// Three uses:
 /// - After the Convert message, before anything else is written. Until its first data is
 ///   data-acked, a Linux MPTCP client is not "fully established" (RFC 8684 §3.1). Bytes written
 ///   in that window can leave in segments that carry no MPTCP option, covered by the first
@@ -200,29 +341,18 @@ fn unacked_bytes(stream: &impl AsFd) -> Option<usize> {
 ///   converter's own connection to the destination.
 /// - Before `mpbond connect` exits: its success means the peer has everything, and the lines
 ///   it configured (whose removal closes their subflows) must outlive the last retransmission.
+/// - Before an MPTCP side is closed: see [`wait_quiet_for_data_fin`].
 pub async fn wait_data_acked(stream: &TcpStream, limit: Duration) -> io::Result<()> {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut pause = Duration::from_micros(500);
-    loop {
-        let done = match mptcp_info(stream) {
+    poll_until(
+        stream,
+        tokio::time::Instant::now() + limit,
+        || match mptcp_info(stream) {
             Some(i) if i.flags & MPTCP_INFO_FLAG_FALLBACK == 0 => i.snd_una >= i.write_seq,
             _ => unacked_bytes(stream).is_none_or(|n| n == 0),
-        };
-        if done {
-            return Ok(());
-        }
-        if let Some(e) = stream.take_error()? {
-            return Err(e);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the peer did not acknowledge what was sent",
-            ));
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(10));
-    }
+        },
+        "the peer did not acknowledge what was sent",
+    )
+    .await
 }
 
 /// How to open a client connection.
@@ -399,6 +529,79 @@ pub fn enable_tcp_fastopen(bits: u32) -> io::Result<u32> {
 mod tests {
     use super::*;
 
+    /// A client connection to `l` (MPTCP or not) and its accepted side.
+    async fn connected(l: &Listener, mptcp: bool) -> (Connection, TcpStream) {
+        let addr = l.listener.local_addr().unwrap();
+        let opts = ConnectOptions {
+            mptcp,
+            ..ConnectOptions::default()
+        };
+        let c = connect(addr, &opts).await.unwrap();
+        let (s, _) = l.listener.accept().await.unwrap();
+        (c, s)
+    }
+
+    /// The subflows' unacknowledged segments are read for MPTCP (none once all is delivered)
+    /// and not for TCP; waiting for quiet before a `DATA_FIN` ends when all is acknowledged.
+    #[tokio::test]
+    async fn subflows_unacked_reads_mptcp_subflows() {
+        for mptcp in [true, false] {
+            let opts = ListenOptions {
+                mptcp,
+                ..ListenOptions::default()
+            };
+            let l = listen("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+            if mptcp && l.proto != Proto::Mptcp {
+                eprintln!("SKIPPED subflows_unacked (MPTCP part): this kernel has no MPTCP");
+                continue;
+            }
+            let (c, _s) = connected(&l, mptcp).await;
+            write_all(&c.stream, &[1u8; 10_000]).await.unwrap();
+            wait_quiet_for_data_fin(&c.stream, Duration::from_secs(10))
+                .await
+                .unwrap();
+            let unacked = subflows_unacked(&c.stream);
+            if mptcp {
+                assert_eq!(unacked, Some(0), "all delivered on loopback");
+            } else {
+                assert_eq!(unacked, None, "TCP has no subflows");
+            }
+        }
+    }
+
+    /// A full receive buffer with data to read is a slow reader, not a jam; an idle connection
+    /// is not one either. Neither is touched. (The jam itself needs Linux's MPTCP under heavy
+    /// loss; the 200-connection gateway lab test is where it shows.)
+    #[tokio::test]
+    async fn a_full_buffer_with_data_to_read_is_not_a_jam() {
+        let l = listen("127.0.0.1:0".parse().unwrap(), &ListenOptions::default()).unwrap();
+        let addr = l.listener.local_addr().unwrap();
+        let c = connect(addr, &ConnectOptions::default()).await.unwrap();
+        let (s, _) = l.listener.accept().await.unwrap();
+        let before = sys::meminfo(s.as_raw_fd()).unwrap()[1];
+        assert_eq!(unjam_receive(&s), None, "idle");
+        // Fill the receiver: write until the sender's buffer is full too.
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0;
+        while let Ok(Ok(())) =
+            tokio::time::timeout(Duration::from_millis(200), c.stream.writable()).await
+        {
+            match c.stream.try_write(&chunk) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(sent > 0);
+        assert!(sys::readable_bytes(s.as_raw_fd()).unwrap() > 0);
+        assert_eq!(unjam_receive(&s), None, "full, but readable");
+        assert_eq!(
+            sys::meminfo(s.as_raw_fd()).unwrap()[1],
+            before,
+            "the buffer was left alone"
+        );
+    }
+
     #[tokio::test]
     async fn mptcp_loopback_speaks_mptcp_and_tcp_clients_fall_back() {
         let opts = ListenOptions {
@@ -413,18 +616,8 @@ mod tests {
             );
             return;
         }
-        let addr = l.listener.local_addr().unwrap();
         for mptcp in [true, false] {
-            let c = connect(
-                addr,
-                &ConnectOptions {
-                    mptcp,
-                    ..ConnectOptions::default()
-                },
-            )
-            .await
-            .unwrap();
-            let (s, _) = l.listener.accept().await.unwrap();
+            let (c, s) = connected(&l, mptcp).await;
             write_all(&c.stream, b"x").await.unwrap();
             let mut b = [0u8; 1];
             s.readable().await.unwrap();
