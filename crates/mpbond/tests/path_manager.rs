@@ -408,9 +408,15 @@ fn ss_subflows(text: &str) -> std::collections::BTreeSet<(String, String, String
             (Some(p), Some(c)) if p < c => format!("{}{}", &a[..p], &a[c..]),
             _ => a.to_owned(),
         };
-        out.insert((token.to_owned(), strip(cols[3]), strip(cols[4]), id));
+        out.insert((padded_token(token), strip(cols[3]), strip(cols[4]), id));
     }
     out
+}
+
+/// A token as `ss` prints it (hex without leading zeros) written as eight hex digits.
+fn padded_token(hex: &str) -> String {
+    let token = u32::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("token {hex}: {e}"));
+    format!("{token:08x}")
 }
 
 /// `mpbond status --json` against the kernel's own view while a download runs: the MPTCP
@@ -482,7 +488,7 @@ fn status_json_matches_what_the_kernel_shows() {
         let kernels: BTreeSet<String> = msk
             .split_whitespace()
             .filter_map(|w| w.strip_prefix("token:"))
-            .map(str::to_owned)
+            .map(padded_token)
             .collect();
         assert_eq!(ours, kernels, "ss -M:\n{msk}");
         // Subflows: (token, local, remote, local id) from both.

@@ -283,9 +283,9 @@ pub fn subflows_unacked(stream: &impl AsFd) -> Option<u32> {
 /// afterwards, old data included. When that data had already arrived by another subflow, the
 /// receiving kernel drops the segment as a duplicate but has recorded the `DATA_FIN` without
 /// acting on it, and then ignores every later copy (each a bare ACK): the peer never sees the end
-/// of the stream. Seen in the lab as about one connection in 1 000 waiting for ever under a
-/// burst of 200 connections into saturated lines. With nothing left to retransmit anywhere, the
-/// `DATA_FIN` only ever travels alone and is taken.
+/// of the stream. Seen in the lab as about one connection in 2 000 waiting for ever under a
+/// burst of 200 connections into saturated lines with the CPUs busy. With nothing left to
+/// retransmit anywhere, the `DATA_FIN` only ever travels alone and is taken.
 ///
 /// # Errors
 /// The socket's error, or `TimedOut`.
