@@ -106,9 +106,10 @@ const UNJAM_MAX_RCVBUF: u32 = 64 << 20;
 /// out-of-order queue in that case; MPTCP's connection-level queue is not pruned, and its
 /// buffer had not grown past the initial 128 KiB when it happened.
 ///
-/// When `stream` is in that state (buffer full, nothing to read), its receive buffer is doubled
-/// (`SO_RCVBUFFORCE`, needs `CAP_NET_ADMIN`; this also stops the kernel's auto-tuning of it)
-/// so the next copy of the missing data is taken, and the new size is returned. `None` when
+/// When `stream` is in that state (buffer full, nothing to read), its receive buffer is raised
+/// to `net.ipv4.tcp_rmem`'s maximum, or doubled if it is there already (`SO_RCVBUFFORCE`, needs
+/// `CAP_NET_ADMIN`; this also stops the kernel's auto-tuning of it), so the next copy of the
+/// missing data is taken, and the new size is returned. `None` when
 /// the connection is not jammed or the buffer cannot grow.
 #[must_use]
 pub fn unjam_receive(stream: &impl AsFd) -> Option<u32> {
@@ -118,15 +119,29 @@ pub fn unjam_receive(stream: &impl AsFd) -> Option<u32> {
     if rcvbuf == 0 || rmem < rcvbuf || sys::readable_bytes(fd).ok()? > 0 {
         return None;
     }
-    // The kernel doubles what it is given (room for its overhead): giving the current size
-    // doubles it.
-    let want = rcvbuf.min(UNJAM_MAX_RCVBUF / 2);
-    if 2 * want <= rcvbuf {
+    // Setting the size stops the kernel's auto-tuning of it for good, so the connection gets
+    // at once what auto-tuning could have given it (`net.ipv4.tcp_rmem`'s maximum), or twice
+    // what it has if that is more: a jam must not leave a fast connection with a small window.
+    let target = (2 * u64::from(rcvbuf))
+        .max(tcp_rmem_max().unwrap_or(0))
+        .min(u64::from(UNJAM_MAX_RCVBUF));
+    if target <= u64::from(rcvbuf) {
         return None;
     }
-    let val = libc::c_int::try_from(want).ok()?;
+    // The kernel doubles what it is given (room for its overhead).
+    let val = libc::c_int::try_from(target / 2).ok()?;
     sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, val).ok()?;
     sys::meminfo(fd).ok().map(|m| m[1])
+}
+
+/// `net.ipv4.tcp_rmem`'s maximum in the calling thread's network namespace.
+fn tcp_rmem_max() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem")
+        .ok()?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
 }
 
 /// Whether the data sent or received in this connection's SYN was accepted (TCP Fast Open).
