@@ -27,31 +27,64 @@ pub(crate) fn setsockopt_int(
     }
 }
 
-/// `getsockopt` of an option whose value is a plain C value of type `T`.
-fn getsockopt<T: Copy + Default>(
+/// A plain C value: all zeros is one, and so is any sequence of bytes the kernel writes into it.
+///
+/// # Safety
+/// Implement only for integers and `#[repr(C)]` aggregates of them.
+pub(crate) unsafe trait Plain: Copy {
+    /// The all-zero value.
+    fn zeroed() -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+// SAFETY: integers and C structs of integers.
+unsafe impl Plain for libc::c_int {}
+// SAFETY: as above.
+unsafe impl Plain for [u32; 9] {}
+// SAFETY: as above.
+unsafe impl Plain for libc::tcp_info {}
+// SAFETY: as above.
+unsafe impl Plain for libc::tpacket_stats {}
+
+/// `getsockopt` into `value`, which may also carry input to the kernel (as `MPTCP_TCPINFO`'s
+/// header does); the kernel writes at most `size_of::<T>()` bytes.
+pub(crate) fn getsockopt_into<T: Plain>(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
-) -> io::Result<T> {
-    let mut value = T::default();
+    value: &mut T,
+) -> io::Result<()> {
     let mut len = libc::socklen_t::try_from(size_of::<T>())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `value` and `len` outlive the call; the kernel writes at most `len` bytes, and
-    // `T` is a plain value for which any bytes are valid.
+    // any bytes make a valid `T` (`Plain`).
     let ret = unsafe {
         libc::getsockopt(
             fd,
             level,
             name,
-            std::ptr::from_mut(&mut value).cast(),
+            std::ptr::from_mut(value).cast(),
             &raw mut len,
         )
     };
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(value)
+        Ok(())
     }
+}
+
+/// `getsockopt` of an option whose value is a plain C value of type `T`.
+pub(crate) fn getsockopt<T: Plain>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<T> {
+    let mut value = T::zeroed();
+    getsockopt_into(fd, level, name, &mut value)?;
+    Ok(value)
 }
 
 /// `getsockopt` of an `int` option.
@@ -70,16 +103,21 @@ pub(crate) fn meminfo(fd: RawFd) -> io::Result<[u32; 9]> {
     getsockopt(fd, libc::SOL_SOCKET, libc::SO_MEMINFO)
 }
 
-/// `ioctl(FIONREAD)`: bytes ready to be read (for MPTCP: in order at the connection level).
-pub(crate) fn readable_bytes(fd: RawFd) -> io::Result<usize> {
+/// An `ioctl` that writes one `int` (`FIONREAD`, `TIOCOUTQ`, ...), its value as a count.
+pub(crate) fn ioctl_count(fd: RawFd, request: libc::Ioctl) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int into `n`, which outlives the call.
-    let ret = unsafe { libc::ioctl(fd, libc::FIONREAD, &raw mut n) };
+    // SAFETY: these requests write one int into `n`, which outlives the call.
+    let ret = unsafe { libc::ioctl(fd, request, &raw mut n) };
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(usize::try_from(n).unwrap_or(0))
     }
+}
+
+/// `ioctl(FIONREAD)`: bytes ready to be read (for MPTCP: in order at the connection level).
+pub(crate) fn readable_bytes(fd: RawFd) -> io::Result<usize> {
+    ioctl_count(fd, libc::FIONREAD)
 }
 
 /// The interface index of `name` in the calling thread's network namespace.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::sys;
+use crate::sys::{self, Plain as _};
 
 const TCP_FASTOPEN: libc::c_int = 23;
 const TCP_FASTOPEN_CONNECT: libc::c_int = 30;
@@ -153,20 +153,12 @@ pub fn syn_data_acked(stream: &impl AsFd) -> bool {
 /// The kernel's `TCP_INFO` for a TCP socket (for an MPTCP socket: its first subflow's).
 #[must_use]
 pub fn tcp_info(stream: &impl AsFd) -> Option<libc::tcp_info> {
-    // SAFETY: all-zero is a valid tcp_info.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = libc::socklen_t::try_from(size_of::<libc::tcp_info>()).ok()?;
-    // SAFETY: `info` and `len` outlive the call; the kernel writes at most `len` bytes.
-    let r = unsafe {
-        libc::getsockopt(
-            stream.as_fd().as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&raw mut info).cast(),
-            &raw mut len,
-        )
-    };
-    (r == 0).then_some(info)
+    sys::getsockopt(
+        stream.as_fd().as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_INFO,
+    )
+    .ok()
 }
 
 /// `SOL_MPTCP` and its `MPTCP_INFO` option (uapi `linux/mptcp.h`).
@@ -208,31 +200,12 @@ pub struct MptcpInfo {
 /// without `MPTCP_INFO` (before 5.16).
 #[must_use]
 pub fn mptcp_info(stream: &impl AsFd) -> Option<MptcpInfo> {
-    let mut info = MptcpInfo::default();
-    let mut len = libc::socklen_t::try_from(size_of::<MptcpInfo>()).ok()?;
-    // SAFETY: `info` and `len` outlive the call; the kernel writes at most `len` bytes.
-    let r = unsafe {
-        libc::getsockopt(
-            stream.as_fd().as_raw_fd(),
-            SOL_MPTCP,
-            MPTCP_INFO,
-            (&raw mut info).cast(),
-            &raw mut len,
-        )
-    };
-    (r == 0).then_some(info)
+    sys::getsockopt(stream.as_fd().as_raw_fd(), SOL_MPTCP, MPTCP_INFO).ok()
 }
 
 /// Bytes written but not yet acknowledged by the peer (`SIOCOUTQ`), for TCP sockets.
 fn unacked_bytes(stream: &impl AsFd) -> Option<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: TIOCOUTQ (= SIOCOUTQ) writes one int.
-    let r = unsafe { libc::ioctl(stream.as_fd().as_raw_fd(), libc::TIOCOUTQ, &raw mut n) };
-    if r == 0 {
-        usize::try_from(n).ok()
-    } else {
-        None
-    }
+    sys::ioctl_count(stream.as_fd().as_raw_fd(), libc::TIOCOUTQ).ok()
 }
 
 /// `MPTCP_TCPINFO`: the `tcp_info` of each subflow.
@@ -253,37 +226,35 @@ struct SubflowData {
 
 /// `MPTCP_TCPINFO`'s answer for up to [`MAX_SUBFLOWS`] subflows.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct SubflowTcpInfo {
     head: SubflowData,
     info: [libc::tcp_info; MAX_SUBFLOWS],
 }
 
+// SAFETY: C structs of integers.
+unsafe impl sys::Plain for SubflowTcpInfo {}
+// SAFETY: as above.
+unsafe impl sys::Plain for MptcpInfo {}
+
 /// Segments sent on an MPTCP connection's subflows and not yet acknowledged there (TCP's
 /// `tcpi_unacked`, summed); `None` when the kernel does not say (not MPTCP, fell back).
 #[must_use]
 pub fn subflows_unacked(stream: &impl AsFd) -> Option<u32> {
-    // SAFETY: all-zero is a valid value of these plain C structs.
-    let mut data: SubflowTcpInfo = unsafe { std::mem::zeroed() };
+    let mut data = SubflowTcpInfo::zeroed();
     data.head = SubflowData {
         size_subflow_data: u32::try_from(size_of::<SubflowData>()).ok()?,
         num_subflows: 0,
         size_kernel: 0,
         size_user: u32::try_from(size_of::<libc::tcp_info>()).ok()?,
     };
-    let mut len = libc::socklen_t::try_from(size_of::<SubflowTcpInfo>()).ok()?;
-    // SAFETY: `data` and `len` outlive the call; the kernel writes at most `len` bytes.
-    let r = unsafe {
-        libc::getsockopt(
-            stream.as_fd().as_raw_fd(),
-            SOL_MPTCP,
-            MPTCP_TCPINFO,
-            (&raw mut data).cast(),
-            &raw mut len,
-        )
-    };
-    if r != 0 {
-        return None;
-    }
+    sys::getsockopt_into(
+        stream.as_fd().as_raw_fd(),
+        SOL_MPTCP,
+        MPTCP_TCPINFO,
+        &mut data,
+    )
+    .ok()?;
     let n = usize::try_from(data.head.num_subflows)
         .ok()?
         .min(MAX_SUBFLOWS);

@@ -119,19 +119,11 @@ impl PacketSocket {
     /// Frames the kernel dropped because this socket's buffer was full, since the last call
     /// (reading the counters resets them).
     pub fn take_drops(&self) -> io::Result<u32> {
-        // SAFETY: all-zero is a valid `tpacket_stats`.
-        let mut stats: libc::tpacket_stats = unsafe { zeroed() };
-        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
-        // SAFETY: `stats` and `len` are valid for writes of the sizes given.
-        cvt(unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                ptr::from_mut(&mut stats).cast(),
-                &raw mut len,
-            )
-        })?;
+        let stats: libc::tpacket_stats = crate::sys::getsockopt(
+            self.fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+        )?;
         Ok(stats.tp_drops)
     }
 
