@@ -351,7 +351,7 @@ pub async fn run(config: Config) -> Result<()> {
     });
 
     // Kernel configuration: undone when these guards drop, on every way out of this function.
-    let _blackhole = crate::netlink::BlackholeDetectionOff::new();
+    let _blackhole = crate::netlink::BlackholeDetectionOff::apply();
     let bonding = if config.wan.is_empty() {
         None
     } else {

@@ -136,7 +136,7 @@ pub struct BlackholeDetectionOff {
 impl BlackholeDetectionOff {
     /// Turns the detection off in the calling thread's network namespace.
     #[must_use]
-    pub fn new() -> Self {
+    pub fn apply() -> Self {
         match set_mptcp_sysctl("blackhole_timeout", &0u32) {
             Ok(old) => {
                 if old != 0 {
@@ -151,12 +151,6 @@ impl BlackholeDetectionOff {
                 Self { old: None }
             }
         }
-    }
-}
-
-impl Default for BlackholeDetectionOff {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
