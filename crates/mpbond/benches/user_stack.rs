@@ -16,17 +16,13 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use mpbond::bench::report::median;
 use mpbond::lab::Role;
 use mpbond::lab::testing::{TestLab, skip_unless_root};
 use mpbond::lab::transfer::{Direction, file_sha256, transfer};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
 const LEN: usize = 64 << 20;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     if skip_unless_root("user-stack benchmark") {
@@ -88,8 +84,8 @@ fn main() {
     );
     println!("|---|---|---|---|");
     for (d, what) in ["download", "upload"].iter().enumerate() {
-        let k = median(results[d * 2].clone());
-        let u = median(results[d * 2 + 1].clone());
+        let k = median(&results[d * 2]);
+        let u = median(&results[d * 2 + 1]);
         println!(
             "| {what} (median of {runs}) | {:.2} Mbit/s | {:.2} Mbit/s | **{:.1} %** |",
             k / 1e6,
