@@ -25,6 +25,20 @@ fn closed_error(r: CloseReason) -> io::Error {
     io::Error::new(kind, r)
 }
 
+/// Runs `f` on the engine for connection `h`, unless the stack's driver has died (then its
+/// error).
+fn with_conn<T>(
+    shared: &Shared,
+    h: ConnHandle,
+    f: impl FnOnce(&mut Inner, ConnHandle) -> Poll<io::Result<T>>,
+) -> Poll<io::Result<T>> {
+    let mut g = shared.lock();
+    if let Some(e) = &g.dead {
+        return Poll::Ready(Err(io::Error::other(e.clone())));
+    }
+    f(&mut g, h)
+}
+
 fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "the connection is gone")
 }
@@ -53,11 +67,7 @@ impl UserStream {
         &self,
         f: impl FnOnce(&mut Inner, ConnHandle) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        let mut g = self.shared.lock();
-        if let Some(e) = &g.dead {
-            return Poll::Ready(Err(io::Error::other(e.clone())));
-        }
-        f(&mut g, self.h)
+        with_conn(&self.shared, self.h, f)
     }
 
     /// Waits for the handshake to complete (or fail).
@@ -151,13 +161,7 @@ impl Delivery {
     /// fails if the connection ends otherwise.
     pub async fn wait(&self) -> io::Result<()> {
         poll_fn(|cx| {
-            let mut g = self.shared.lock();
-            if let Some(e) = &g.dead {
-                return Poll::Ready(Err(io::Error::other(e.clone())));
-            }
-            let h = self.h;
-            {
-                let g = &mut *g;
+            with_conn(&self.shared, self.h, |g, h| {
                 let c = g.ep.conn(h).ok_or_else(gone)?;
                 let fin_acked =
                     matches!(c.state(), State::FinWait2 | State::TimeWait | State::Closed);
@@ -171,7 +175,7 @@ impl Delivery {
                 }
                 g.waiters.entry(h).or_default().acked = Some(cx.waker().clone());
                 Poll::Pending
-            }
+            })
         })
         .await
     }
