@@ -10,8 +10,9 @@ need_rust
 # The lab needs iproute2; its tests also use ping and ethtool, and the decoder's tests capture
 # the kernel's MPTCP with tcpdump and compare with tshark; the gateway's tests need nftables (the
 # gateway installs its capture with `nft`) and curl (the LAN host's HTTP client).
+# faketime moves a gateway's clock in the test of clock errors (the test skips that part without it).
 need_packages iproute2:ip iputils-ping:ping ethtool:ethtool tcpdump:tcpdump tshark:tshark \
-    nftables:nft curl:curl
+    nftables:nft curl:curl faketime:faketime
 
 # Third-party conformance captures (tcpdump's MPTCP tests) are not redistributed in the
 # repository; the workplace keeps them in ../shared/conformance. Say whether they are there.

@@ -199,9 +199,24 @@ pub struct ConverterArgs {
     /// Close relayed connections idle this long [default: 2h].
     #[arg(long, value_name = "TIME")]
     pub idle_timeout: Option<String>,
-    /// Time a client has to send its Convert message [default: 10s].
+    /// Time a client has to send its Convert message and authenticate [default: 10s; 2s for
+    /// those that arrive while over half of --max-handshakes are waiting].
     #[arg(long, value_name = "TIME")]
     pub handshake_timeout: Option<String>,
+    /// Connections at most that have not authenticated yet; beyond, the oldest (of sources
+    /// that never authenticated first) are reset [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_handshakes: Option<usize>,
+    /// Connections at most that have not authenticated yet per source address (IPv6: per /64)
+    /// that no gateway authenticated from in the last hour; beyond, its oldest are reset
+    /// [default: 32].
+    #[arg(long, value_name = "N")]
+    pub max_handshakes_per_source: Option<usize>,
+    /// Connections at most per source address (IPv6: per /64), counted and refused by the
+    /// kernel (an nftables table with conntrack, removed on exit); 0: no such limit
+    /// [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_per_source: Option<usize>,
     /// Time to connect to a destination [default: 10s].
     #[arg(long, value_name = "TIME")]
     pub connect_timeout: Option<String>,
@@ -383,7 +398,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Connect(a) => {
             let via = match (a.via, a.key) {
-                (Some(via), Some(key)) => Some((via, crate::netcat::load_signer(&key)?)),
+                (Some(via), Some(key)) => Some(crate::netcat::Via {
+                    converter: via,
+                    signer: crate::netcat::load_signer(&key)?,
+                    key_file: key,
+                }),
                 (None, Some(_)) => bail!("--key is only used with --via"),
                 _ => None,
             };
@@ -575,14 +594,23 @@ fn converter_config(a: ConverterArgs) -> Result<crate::converter::Config> {
     {
         c.max_per_gateway = n;
     }
-    if let Some(n) = file.max_handshakes {
-        c.max_handshakes = n;
+    if let Some(n) = a.max_handshakes.or(file.max_handshakes) {
+        c.admission.max_pending = n.max(1);
+    }
+    if let Some(n) = a
+        .max_handshakes_per_source
+        .or(file.max_handshakes_per_source)
+    {
+        c.admission.per_source = n.max(1);
+    }
+    if let Some(n) = a.max_per_source.or(file.max_per_source) {
+        c.max_per_source = n;
     }
     if let Some(t) = a.idle_timeout.or(file.idle_timeout) {
         c.idle_timeout = duration("--idle-timeout", &t)?;
     }
     if let Some(t) = a.handshake_timeout.or(file.handshake_timeout) {
-        c.handshake_timeout = duration("--handshake-timeout", &t)?;
+        c.admission.timeout = duration("--handshake-timeout", &t)?;
     }
     if let Some(t) = a.connect_timeout.or(file.connect_timeout) {
         c.connect_timeout = duration("--connect-timeout", &t)?;

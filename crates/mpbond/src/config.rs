@@ -57,8 +57,12 @@ pub struct ConverterFile {
     pub max_connections: Option<usize>,
     /// Relayed connections at most per gateway.
     pub max_connections_per_gateway: Option<usize>,
-    /// Connections at most still in their handshake.
+    /// Connections at most that have not authenticated yet.
     pub max_handshakes: Option<usize>,
+    /// ... per source that no gateway authenticated from lately.
+    pub max_handshakes_per_source: Option<usize>,
+    /// Connections at most per source, counted by the kernel (0: no limit).
+    pub max_per_source: Option<usize>,
     /// `"10s"`.
     pub handshake_timeout: Option<String>,
     /// `"10s"`.

@@ -120,8 +120,26 @@ where
             }
         }
     };
-    // Each direction ends on its own (half-close); the first error ends both.
-    tokio::try_join!(up, down).map(drop)
+    // Each direction ends on its own (half-close); the first error ends both. Until both ended
+    // in order, closing resets the connection, also when this process is killed: the peer must
+    // not take an interrupted session for a complete one.
+    kernel::reset_on_close(stream);
+    let r = tokio::try_join!(up, down).map(drop);
+    if r.is_ok() {
+        kernel::close_gracefully(stream);
+    }
+    r
+}
+
+/// `connect --via`: the converter and this client's key.
+#[derive(Debug)]
+pub struct Via {
+    /// The converter, `HOST:PORT`.
+    pub converter: String,
+    /// The key.
+    pub signer: Signer,
+    /// Where the key came from, for messages.
+    pub key_file: std::path::PathBuf,
 }
 
 /// What `mpbond connect` was asked.
@@ -129,8 +147,8 @@ where
 pub struct ConnectArgs {
     /// `HOST:PORT` to reach.
     pub target: String,
-    /// Through this converter (`HOST:PORT`), with `signer`'s key.
-    pub via: Option<(String, Signer)>,
+    /// Through a converter.
+    pub via: Option<Via>,
     /// Use MPTCP (false: `--tcp`).
     pub mptcp: bool,
     /// Lines to configure for the connection (`--wan`); empty: leave the kernel as it is.
@@ -165,7 +183,7 @@ pub async fn connect(args: ConnectArgs) -> Result<()> {
         None
     } else {
         let peer = match &args.via {
-            Some((via, _)) => resolve(via).await?,
+            Some(v) => resolve(&v.converter).await?,
             None => resolve(&args.target).await?,
         };
         Some(crate::pm::Bonding::start(
@@ -187,7 +205,12 @@ pub async fn connect(args: ConnectArgs) -> Result<()> {
 
 async fn connect_to(args: ConnectArgs) -> Result<()> {
     let dest = resolve(&args.target).await?;
-    if let Some((via, signer)) = args.via {
+    if let Some(Via {
+        converter: via,
+        signer,
+        key_file,
+    }) = args.via
+    {
         let converter = resolve(&via).await?;
         let mut opts = ClientOptions::new(converter);
         opts.mptcp = args.mptcp;
@@ -195,9 +218,16 @@ async fn connect_to(args: ConnectArgs) -> Result<()> {
         let up = client::open(dest, &signer, &opts).await?;
         let stream = up.stream;
         let gate = async {
-            let reply = client::read_reply(&stream, opts.reply_timeout)
-                .await
-                .with_context(|| format!("{} through {via}", args.target))?;
+            let reply = match client::read_reply(&stream, opts.reply_timeout).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let what = match e.gateway_refusal() {
+                        Some(reason) => client::advice(reason, signer.name(), &key_file),
+                        None => e.to_string(),
+                    };
+                    bail!("{} through {via}: {what}", args.target);
+                }
+            };
             debug!(?reply, "converter connected");
             warn_if_not_multipath(&stream, up.proto, up.mptcp_unavailable.as_ref(), &via);
             Ok(())

@@ -5,6 +5,11 @@
 //! - An error or reset on either side resets the other (§4.2: "a reset on one side resets the
 //!   other"; for MPTCP the kernel sends `MP_FASTCLOSE`).
 //! - A connection that moves no byte either way for the idle timeout is closed.
+//! - A relayed connection never ends in an orderly close unless both directions did: while it
+//!   is relayed both sockets are armed to reset when closed ([`kernel::reset_on_close`]), and
+//!   only a relay that ended with both FINs passed on disarms them. So a process that stops,
+//!   crashes or is killed mid-transfer resets its connections (RST, `MP_FASTCLOSE`): a
+//!   truncated download never looks complete to the client.
 //! - Memory: a buffer is taken from a shared pool only while bytes are moving, so an idle
 //!   connection holds no buffer at all (`cargo bench --bench relay`: 8 KiB per idle connection
 //!   in the gateway, 7 KiB in the converter).
@@ -200,6 +205,8 @@ pub async fn relay<F>(
 where
     F: Future<Output = io::Result<()>>,
 {
+    kernel::reset_on_close(a);
+    kernel::reset_on_close(b);
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
     let clock = Clock {
         start: Instant::now(),
@@ -240,9 +247,9 @@ where
             }
         }
     }
-    if outcome != Outcome::Closed {
-        kernel::reset_on_close(a);
-        kernel::reset_on_close(b);
+    if outcome == Outcome::Closed {
+        kernel::close_gracefully(a);
+        kernel::close_gracefully(b);
     }
     Report {
         a_to_b: up.load(Relaxed),

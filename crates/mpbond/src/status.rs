@@ -199,6 +199,7 @@ impl Drop for StatusServer {
 pub fn serve(kind: &'static str, pm: Option<&PmHandle>) -> Result<StatusServer> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
+    remove_stale_sockets();
     let path = Path::new(DIR).join(format!("{kind}-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let listener =
@@ -230,6 +231,25 @@ pub fn serve(kind: &'static str, pm: Option<&PmHandle>) -> Result<StatusServer> 
     Ok(StatusServer { path })
 }
 
+/// The pid in a status socket's name, `<kind>-<pid>.sock`.
+fn socket_pid(name: &str) -> Option<u32> {
+    name.strip_suffix(".sock")?.rsplit_once('-')?.1.parse().ok()
+}
+
+/// Removes the status sockets of daemons that are gone (killed before they could remove their
+/// own).
+pub fn remove_stale_sockets() {
+    for f in std::fs::read_dir(DIR).into_iter().flatten().flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = socket_pid(&name) {
+            if !crate::host::process_alive(pid) {
+                let _ = std::fs::remove_file(f.path());
+                debug!("removed {name}: its daemon is gone");
+            }
+        }
+    }
+}
+
 /// Asks the daemon at `path`.
 ///
 /// # Errors
@@ -247,7 +267,7 @@ pub fn query(path: &Path) -> Result<Status> {
     serde_json::from_str(&line).with_context(|| format!("{}: not a status", path.display()))
 }
 
-/// The status sockets in [`DIR`].
+/// The status sockets in [`DIR`] of daemons that run.
 #[must_use]
 pub fn sockets() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(DIR)
@@ -255,6 +275,12 @@ pub fn sockets() -> Vec<PathBuf> {
             d.flatten()
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                // A killed daemon's socket answers nothing: not worth a warning.
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| socket_pid(&n.to_string_lossy()))
+                        .is_none_or(crate::host::process_alive)
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -42,6 +42,8 @@ pub(crate) unsafe trait Plain: Copy {
 // SAFETY: integers and C structs of integers.
 unsafe impl Plain for libc::c_int {}
 // SAFETY: as above.
+unsafe impl Plain for u64 {}
+// SAFETY: as above.
 unsafe impl Plain for [u32; 9] {}
 // SAFETY: as above.
 unsafe impl Plain for libc::tcp_info {}
@@ -131,4 +133,30 @@ pub fn if_index(name: &str) -> io::Result<u32> {
     } else {
         Ok(index)
     }
+}
+/// Raises this process's limit of open descriptors to its hard limit (a daemon holds two per
+/// relayed connection, and systemd's default soft limit is 1024) and returns the limit now.
+///
+/// # Errors
+/// If the limit cannot be read.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for the call to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above; raising the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            lim = raised;
+        }
+    }
+    Ok(lim.rlim_cur)
 }

@@ -42,7 +42,7 @@ impl TestConverter {
     fn start(policy: Policy, tune: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::new(([127, 0, 0, 1], 0).into(), "/nonexistent".into());
         config.policy = policy;
-        config.handshake_timeout = Duration::from_secs(2);
+        config.admission.timeout = Duration::from_secs(2);
         config.fast_open = false;
         tune(&mut config);
         let l = kernel::listen(
@@ -357,7 +357,7 @@ fn mutate(valid: &[u8], rng: &mut XorShift) -> Vec<u8> {
 #[tokio::test]
 async fn malformed_messages_get_an_error_or_a_close_and_others_are_still_served() {
     let conv = TestConverter::start(loopback_allowed(), |c| {
-        c.handshake_timeout = Duration::from_millis(300);
+        c.admission.timeout = Duration::from_millis(300);
     });
     let (dest, accepted) = echo_server().await;
     let valid = signed(dest, &signer("home", 1));
@@ -507,4 +507,143 @@ fn an_unacknowledged_convert_message_is_tried_once_more_on_a_new_connection() {
         "{r:?}"
     );
     assert_eq!(accepted, 2, "a second connection was tried ({elapsed:?})");
+}
+
+/// The converter says why it refused a gateway, so the gateway can tell its operator; a wrong
+/// key and an unknown name get the same answer (nobody learns which names exist), and a key
+/// check is answered without relaying anything.
+#[tokio::test]
+async fn refusals_say_why_and_a_key_check_relays_nothing() {
+    use mpbond::convert::auth::Refusal;
+    let conv = TestConverter::start(loopback_allowed(), |_| {});
+    let (_, accepted) = echo_server().await;
+    let opts = conv.options();
+    client::check_key(&signer("home", 1), &opts)
+        .await
+        .expect("the right key is accepted");
+    let refusal = |r: Result<(), ClientError>| r.unwrap_err().gateway_refusal();
+    assert_eq!(
+        refusal(client::check_key(&signer("home", 2), &opts).await),
+        Some(Refusal::Credentials)
+    );
+    assert_eq!(
+        refusal(client::check_key(&signer("stranger", 1), &opts).await),
+        Some(Refusal::Credentials)
+    );
+    for (skew, expected) in [(-120i64, Refusal::ClockBehind), (120, Refusal::ClockAhead)] {
+        let connect = Connect::new(client::KEY_CHECK);
+        let when = unix_now().checked_add_signed(skew).unwrap();
+        let auth = Auth::sign(
+            &key(1),
+            &Name::new("home").unwrap(),
+            when,
+            [u8::from(skew > 0); 16],
+            &connect,
+        );
+        let msg = Message {
+            info: true,
+            connect: Some(connect),
+            auth: Some(auth),
+            ..Message::default()
+        };
+        let mut s = TcpStream::connect(conv.addr).await.unwrap();
+        s.write_all(&msg.emit().unwrap()).await.unwrap();
+        let err = client::read_reply(&s, REPLY).await.unwrap_err();
+        assert_eq!(err.gateway_refusal(), Some(expected), "{err}");
+        assert!(err.to_string().contains("clock"), "{err}");
+    }
+    // A refused destination is not about the gateway.
+    let up = client::open("10.1.2.3:80".parse().unwrap(), &signer("home", 1), &opts)
+        .await
+        .unwrap();
+    let err = client::read_reply(&up.stream, REPLY).await.unwrap_err();
+    assert_eq!(err.gateway_refusal(), None, "{err}");
+    assert!(err.to_string().contains("destination refused"), "{err}");
+    assert_eq!(accepted.load(Relaxed), 0, "nothing was relayed");
+}
+
+/// Opens `n` connections to the converter from `source` that send nothing.
+async fn idle_connections(conv: &TestConverter, source: [u8; 4], n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind((std::net::Ipv4Addr::from(source), 0).into())
+            .unwrap();
+        out.push(s.connect(conv.addr).await.unwrap());
+    }
+    out
+}
+
+/// How many of `conns` the converter closed.
+async fn closed(conns: &mut [TcpStream]) -> usize {
+    let mut n = 0;
+    for c in conns {
+        let mut b = [0u8; 1];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(20), c.read(&mut b)).await {
+            assert!(
+                !matches!(r, Ok(1..)),
+                "the converter sends an idle client nothing"
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The lockout of issue 12: hosts that open many connections and send nothing never keep a
+/// gateway out. One host keeps at most its per-source allowance; many hosts push out only
+/// strangers' connections, never a known gateway's; and the converter keeps serving.
+#[tokio::test]
+async fn idle_connections_cannot_lock_a_gateway_out() {
+    let conv = TestConverter::start(loopback_allowed(), |c| {
+        c.admission.max_pending = 64;
+        c.admission.per_source = 8;
+        c.admission.timeout = Duration::from_secs(30);
+    });
+    let (dest, _) = echo_server().await;
+    let home = signer("home", 1);
+    // The gateway's address becomes known (as a gateway's key check at start does).
+    client::check_key(&home, &conv.options()).await.unwrap();
+
+    // One host, 300 idle connections: all but its allowance are reset.
+    let mut flood = idle_connections(&conv, [127, 0, 0, 5], 300).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let gone = closed(&mut flood).await;
+    assert!(gone >= 300 - 8, "only {gone} of 300 closed");
+    echo_through(&conv, &home, dest, b"served during a flood from one host").await;
+
+    // A gateway's connection that has not sent its message yet survives a flood from many
+    // hosts, far over the budget, and is then served.
+    let mut held = TcpStream::connect(conv.addr).await.unwrap();
+    let mut floods = Vec::new();
+    for h in 0..40u8 {
+        floods.push(idle_connections(&conv, [127, 0, 1, h], 8).await);
+    }
+    held.write_all(&signed(dest, &home)).await.unwrap();
+    let reply = client::read_reply(&held, REPLY).await.unwrap();
+    assert!(reply.extended_tcp_header.is_some());
+    held.write_all(b"ping").await.unwrap();
+    let mut pong = [0u8; 4];
+    held.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"ping");
+    let stats = &conv.conv.stats;
+    let pushed = stats.pushed_out.load(Relaxed);
+    assert!(pushed >= 292 + 320 - 64, "{pushed} pushed out");
+    echo_through(&conv, &home, dest, b"and after it").await;
+}
+
+/// A connection that never authenticates is closed after the handshake timeout and counted.
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+    let conv = TestConverter::start(loopback_allowed(), |c| {
+        c.admission.timeout = Duration::from_millis(300);
+    });
+    let mut silent = idle_connections(&conv, [127, 0, 0, 9], 1).await;
+    let mut b = [0u8; 1];
+    let r = tokio::time::timeout(REPLY, silent[0].read(&mut b)).await;
+    assert!(
+        matches!(r, Ok(Ok(0) | Err(_))),
+        "closed by the converter: {r:?}"
+    );
+    assert_eq!(conv.conv.stats.handshake_timeouts.load(Relaxed), 1);
 }

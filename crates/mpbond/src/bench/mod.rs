@@ -81,7 +81,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     }
     let exe = std::env::current_exe().context("locating the mpbond binary")?;
     let started = Instant::now();
-    let date = report::utc_timestamp(
+    let date = crate::units::utc_timestamp(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),

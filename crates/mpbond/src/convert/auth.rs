@@ -306,6 +306,90 @@ pub enum AuthError {
     Replayed,
 }
 
+/// Why a converter answered Not Authorized (32), in the Error TLV's value: mpbond's use of a
+/// value that RFC 8803 §6.2.8 leaves open for this code (see docs/convert.md). What only the
+/// holder of a right key can bring about (a clock too far off, a replay) is told exactly; a
+/// wrong key, an unknown name and a missing authentication are one reason, so that nobody
+/// learns from the answers which gateway names exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 0: no reason given (converters before this one send it for every refusal).
+    Unspecified,
+    /// 1: no valid authentication: the name is unknown or the key differs.
+    Credentials,
+    /// 2: the gateway's clock is ahead of the converter's by more than the window.
+    ClockAhead,
+    /// 3: the gateway's clock is behind the converter's by more than the window.
+    ClockBehind,
+    /// 4: this authentication TLV was accepted once already.
+    Replayed,
+    /// 5: the gateway is authenticated but the destination is refused by the converter's
+    /// policy.
+    Destination,
+}
+
+impl Refusal {
+    /// The Error TLV's value byte.
+    #[must_use]
+    pub fn value(self) -> u8 {
+        match self {
+            Self::Unspecified => 0,
+            Self::Credentials => 1,
+            Self::ClockAhead => 2,
+            Self::ClockBehind => 3,
+            Self::Replayed => 4,
+            Self::Destination => 5,
+        }
+    }
+
+    /// From an Error TLV's value byte (unknown values: [`Refusal::Unspecified`]).
+    #[must_use]
+    pub fn from_value(value: u8) -> Self {
+        match value {
+            1 => Self::Credentials,
+            2 => Self::ClockAhead,
+            3 => Self::ClockBehind,
+            4 => Self::Replayed,
+            5 => Self::Destination,
+            _ => Self::Unspecified,
+        }
+    }
+
+    /// Whether it is about the gateway's key or clock (not about one destination).
+    #[must_use]
+    pub fn is_about_the_gateway(self) -> bool {
+        matches!(
+            self,
+            Self::Credentials | Self::ClockAhead | Self::ClockBehind | Self::Replayed
+        )
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Missing | AuthError::UnknownName | AuthError::BadHmac => Self::Credentials,
+            AuthError::Stale { skew_secs } if skew_secs > 0 => Self::ClockAhead,
+            AuthError::Stale { .. } => Self::ClockBehind,
+            AuthError::Replayed => Self::Replayed,
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = CLOCK_WINDOW_SECS;
+        match self {
+            Self::Unspecified => f.write_str("not authorized"),
+            Self::Credentials => f.write_str("unknown gateway name or wrong key"),
+            Self::ClockAhead => write!(f, "the gateway's clock is more than {w} s ahead"),
+            Self::ClockBehind => write!(f, "the gateway's clock is more than {w} s behind"),
+            Self::Replayed => f.write_str("authentication replayed"),
+            Self::Destination => f.write_str("destination refused by the converter's policy"),
+        }
+    }
+}
+
 /// Nonces accepted within the clock window, so each authentication TLV is accepted once.
 ///
 /// Only TLVs with a valid HMAC enter it, so filling it takes a valid key; a TLV can only be
@@ -585,6 +669,39 @@ mod tests {
             v.check(Some(&after), &connect(), now),
             Err(AuthError::UnknownName)
         );
+    }
+
+    #[test]
+    fn refusal_reasons_round_trip_and_never_tell_an_unknown_name_from_a_wrong_key() {
+        for r in [
+            Refusal::Unspecified,
+            Refusal::Credentials,
+            Refusal::ClockAhead,
+            Refusal::ClockBehind,
+            Refusal::Replayed,
+            Refusal::Destination,
+        ] {
+            assert_eq!(Refusal::from_value(r.value()), r);
+        }
+        assert_eq!(Refusal::from_value(200), Refusal::Unspecified);
+        assert_eq!(
+            Refusal::from(AuthError::UnknownName),
+            Refusal::from(AuthError::BadHmac)
+        );
+        assert_eq!(
+            Refusal::from(AuthError::Missing),
+            Refusal::from(AuthError::BadHmac)
+        );
+        assert_eq!(
+            Refusal::from(AuthError::Stale { skew_secs: 120 }),
+            Refusal::ClockAhead
+        );
+        assert_eq!(
+            Refusal::from(AuthError::Stale { skew_secs: -120 }),
+            Refusal::ClockBehind
+        );
+        assert!(!Refusal::Destination.is_about_the_gateway());
+        assert!(Refusal::ClockBehind.is_about_the_gateway());
     }
 
     #[test]

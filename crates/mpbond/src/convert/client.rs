@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpStream;
 
-use super::auth::Signer;
+use super::auth::{CLOCK_WINDOW_SECS, Name, Refusal, Signer};
 use super::exchange::{self, ReadError};
-use super::message::{Connect, ErrorTlv, Message};
+use super::message::{Connect, ErrorCode, ErrorTlv, Message};
 use crate::stack::kernel::{self, ConnectOptions, Proto};
 
 /// How to reach the converter.
@@ -67,7 +67,7 @@ pub enum ClientError {
         wait: Duration,
     },
     /// The converter answered with an Error TLV.
-    #[error("the converter refused: {}", .0.code)]
+    #[error("the converter refused: {}", refusal_text(.0))]
     Refused(ErrorTlv),
     /// The converter's reply was not a valid Convert message.
     #[error("bad reply from the converter: {0}")]
@@ -75,6 +75,92 @@ pub enum ClientError {
     /// No reply in time.
     #[error("no reply from the converter within {0:?}")]
     Timeout(Duration),
+}
+
+/// An Error TLV in words: the code, and for Not Authorized mpbond's reason.
+fn refusal_text(e: &ErrorTlv) -> String {
+    match (e.code, e.value.first()) {
+        (ErrorCode::NotAuthorized, Some(&v)) if Refusal::from_value(v) != Refusal::Unspecified => {
+            format!("{} ({})", e.code, Refusal::from_value(v))
+        }
+        _ => e.code.to_string(),
+    }
+}
+
+impl ClientError {
+    /// When the converter refused this gateway itself (its key, its clock), not one
+    /// destination: the reason.
+    #[must_use]
+    pub fn gateway_refusal(&self) -> Option<Refusal> {
+        match self {
+            Self::Refused(e) if e.code == ErrorCode::NotAuthorized => {
+                let r = Refusal::from_value(e.value.first().copied().unwrap_or(0));
+                (r.is_about_the_gateway() || r == Refusal::Unspecified).then_some(r)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What to tell the operator when the converter refuses gateway `name` (key file `key_file`)
+/// for `reason`: what is wrong and what to check. Never any key material.
+#[must_use]
+pub fn advice(reason: Refusal, name: &Name, key_file: &std::path::Path) -> String {
+    let key = key_file.display();
+    match reason {
+        Refusal::Credentials => format!(
+            "the converter does not accept this gateway's key: either it has no gateway `{name}` in its keys file, or the key there differs from {key}. Copy the line of {key} into the converter's keys file (or `mpbond keygen {name}` anew for both) and reload the converter (SIGHUP)"
+        ),
+        Refusal::ClockAhead | Refusal::ClockBehind => format!(
+            "{reason}: the key is right, but authentication allows ±{CLOCK_WINDOW_SECS} s between the two clocks. Set both clocks right (NTP, e.g. `timedatectl set-ntp true`); this host says it is {}",
+            clock_now()
+        ),
+        Refusal::Replayed => format!(
+            "the converter saw this gateway's authentication twice ({reason}): is a second gateway running with the key {key}?"
+        ),
+        Refusal::Destination => format!("{reason}"),
+        Refusal::Unspecified => format!(
+            "the converter refused this gateway (Not Authorized): the key in {key}, the name `{name}` or the clocks; the converter's log says which"
+        ),
+    }
+}
+
+/// This host's clock, for a message.
+fn clock_now() -> String {
+    crate::units::utc_timestamp(unix_now())
+}
+
+/// The Connect TLV's destination of a key check: the unspecified address and port 0, which is
+/// never a real destination.
+pub const KEY_CHECK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// Whether a Connect TLV is a key check ([`check_key`]) rather than a destination.
+#[must_use]
+pub fn is_key_check(connect: &Connect) -> bool {
+    connect.remote.ip().is_unspecified() && connect.remote.port() == 0
+}
+
+/// Asks the converter whether it accepts this gateway's authentication (key, name, clock)
+/// without relaying anything: a Convert message with the Info TLV, whose Connect TLV names no
+/// destination ([`KEY_CHECK`]). A converter that accepts it answers what it supports (§6.2.2);
+/// one that does not, Not Authorized with the reason ([`Refusal`]).
+///
+/// # Errors
+/// [`ClientError::Refused`] when refused; the others when the converter cannot be reached.
+pub async fn check_key(signer: &Signer, opts: &ClientOptions) -> Result<(), ClientError> {
+    let connect = Connect::new(KEY_CHECK);
+    let auth = signer.sign(&connect, unix_now())?;
+    let msg = Message {
+        info: true,
+        connect: Some(connect),
+        auth: Some(auth),
+        ..Message::default()
+    };
+    let conn = reach(opts, false).await?;
+    exchange::write_message(&conn.stream, &msg).await?;
+    read_reply(&conn.stream, opts.connect_timeout).await?;
+    Ok(())
 }
 
 /// A connection to the converter on which the Convert message has been sent.
@@ -146,20 +232,7 @@ async fn open_once(
     ack_wait: Duration,
 ) -> Result<Upstream, ClientError> {
     let msg = connect_message(dest, signer)?;
-    let conn = kernel::connect(
-        opts.converter,
-        &ConnectOptions {
-            mptcp: opts.mptcp,
-            fast_open: opts.fast_open,
-            bind: None,
-            timeout: Some(opts.connect_timeout),
-        },
-    )
-    .await
-    .map_err(|err| ClientError::Connect {
-        addr: opts.converter,
-        err,
-    })?;
+    let conn = reach(opts, opts.fast_open).await?;
     let send = exchange::write_message(&conn.stream, &msg);
     tokio::time::timeout(opts.connect_timeout, send)
         .await
@@ -198,6 +271,24 @@ async fn open_once(
     })
 }
 
+/// Opens a connection to the converter (`fast_open`: the first write may ride in the SYN).
+async fn reach(opts: &ClientOptions, fast_open: bool) -> Result<kernel::Connection, ClientError> {
+    kernel::connect(
+        opts.converter,
+        &ConnectOptions {
+            mptcp: opts.mptcp,
+            fast_open,
+            bind: None,
+            timeout: Some(opts.connect_timeout),
+        },
+    )
+    .await
+    .map_err(|err| ClientError::Connect {
+        addr: opts.converter,
+        err,
+    })
+}
+
 /// Reads the converter's reply: the message on success, [`ClientError::Refused`] for an Error TLV.
 pub async fn read_reply(stream: &TcpStream, timeout: Duration) -> Result<Message, ClientError> {
     let reply = tokio::time::timeout(timeout, exchange::read_message(stream))
@@ -210,5 +301,17 @@ pub async fn read_reply(stream: &TcpStream, timeout: Duration) -> Result<Message
         Ok(msg) => Ok(msg),
         Err(ReadError::Io(e)) => Err(ClientError::Io(e)),
         Err(e) => Err(ClientError::BadReply(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_check_names_no_destination() {
+        assert!(is_key_check(&Connect::new(KEY_CHECK)));
+        assert!(!is_key_check(&Connect::new("0.0.0.0:80".parse().unwrap())));
+        assert!(!is_key_check(&Connect::new("192.0.2.1:0".parse().unwrap())));
     }
 }

@@ -65,15 +65,20 @@ pub async fn write_message(stream: &TcpStream, msg: &Message) -> io::Result<()> 
 }
 
 /// Answers with an Error TLV and closes gracefully (RFC 8803 §4.2: not with a reset, so that
-/// the error reaches the client): sends FIN, then discards what the client still sends for up
-/// to `linger`, because closing a socket with unread bytes would make the kernel reset it.
+/// the error reaches the client): see [`close_gracefully`].
 pub async fn refuse(stream: &TcpStream, code: ErrorCode, value: u8, linger: Duration) {
     if write_message(stream, &Message::error(code, value))
         .await
-        .is_err()
+        .is_ok()
     {
-        return;
+        close_gracefully(stream, linger).await;
     }
+}
+
+/// Sends FIN, then discards what the client still sends for up to `linger` (or until its FIN),
+/// because closing a socket with unread bytes would make the kernel reset it and the last
+/// answer could be lost.
+pub async fn close_gracefully(stream: &TcpStream, linger: Duration) {
     let _ = SockRef::from(stream).shutdown(std::net::Shutdown::Write);
     let drain = async {
         let mut sink = [0u8; 4096];

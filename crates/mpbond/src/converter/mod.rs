@@ -3,13 +3,18 @@
 //! relays both ways.
 //!
 //! Per connection (RFC 8803 §4.2):
-//! 1. read the client's Convert message, within the handshake timeout;
+//! 1. read the client's Convert message, within the handshake timeout; until then the
+//!    connection is *pending*, and pending connections are bounded per source and in all, the
+//!    oldest of strangers pushed out first ([`admission`]), behind a kernel limit of connections
+//!    per source ([`nft`]): idle connections cannot lock gateways out;
 //! 2. refuse with an Error TLV anything malformed (§6.2.8 codes 0–2), unauthenticated (32), for a
 //!    refused destination (32), or over a limit (64), closing gracefully so the error arrives;
 //! 3. connect to the destination; on failure answer 96 (reset), 97 (unreachable) or 65;
 //! 4. answer with an Extended TCP Header TLV (and Supported TCP Extensions if asked with Info),
 //!    then relay until both sides are closed.
 
+pub mod admission;
+pub mod nft;
 pub mod policy;
 
 use std::collections::HashMap;
@@ -22,11 +27,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tracing::{debug, info, warn};
 
+use self::admission::{Admission, AdmissionConfig, Eviction};
+use crate::log_rate::Throttle;
+
 use crate::convert::auth::{self, Name, Verifier};
-use crate::convert::client::unix_now;
+use crate::convert::client::{self, unix_now};
 use crate::convert::exchange::{self, ReadError};
 use crate::convert::message::{ErrorCode, Message};
 use crate::relay::{self, BufPool};
@@ -50,10 +58,12 @@ pub struct Config {
     pub max_connections: usize,
     /// Relayed connections at most per gateway.
     pub max_per_gateway: usize,
-    /// Connections at most that have not yet sent their Convert message.
-    pub max_handshakes: usize,
-    /// Time a client has to send its Convert message.
-    pub handshake_timeout: Duration,
+    /// Connections that have not authenticated yet: how many, per source and in all, and for
+    /// how long ([`admission`]).
+    pub admission: AdmissionConfig,
+    /// Connections at most per source address (IPv6: per /64), counted by the kernel
+    /// ([`nft`]); 0: no such limit.
+    pub max_per_source: usize,
     /// Time to connect to a destination.
     pub connect_timeout: Duration,
     /// A relayed connection that moves no byte for this long is closed.
@@ -78,8 +88,8 @@ impl Config {
             policy: Policy::default(),
             max_connections: 10_000,
             max_per_gateway: 2_000,
-            max_handshakes: 1_024,
-            handshake_timeout: Duration::from_secs(10),
+            admission: AdmissionConfig::default(),
+            max_per_source: 4096,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(2 * 3600),
             metrics: None,
@@ -109,6 +119,11 @@ pub struct Stats {
     pub refused_destinations: AtomicU64,
     /// Refused: over a limit.
     pub over_limit: AtomicU64,
+    /// Closed: no Convert message (or no authentication) within the handshake timeout.
+    pub handshake_timeouts: AtomicU64,
+    /// Closed (reset) before authenticating, to make room: their source held too many
+    /// connections that had not authenticated, or the converter did.
+    pub pushed_out: AtomicU64,
     /// The destination could not be reached.
     pub connect_failures: AtomicU64,
     /// Relayed connections now.
@@ -125,7 +140,10 @@ pub struct Converter {
     config: Config,
     verifier: Mutex<Verifier>,
     per_gateway: Mutex<HashMap<Name, usize>>,
-    handshakes: Semaphore,
+    /// Connections that have not authenticated yet, each with the way to push it out.
+    pending: Mutex<Admission<oneshot::Sender<Eviction>>>,
+    /// The kernel's per-source limit, when installed (for its counter).
+    source_limit: Option<nft::SourceLimit>,
     relays: Semaphore,
     pool: BufPool,
     /// Counters.
@@ -243,6 +261,24 @@ impl Converter {
                 ),
                 ("over_limit", "Refused: over a limit", g(&s.over_limit)),
                 (
+                    "handshake_timeouts",
+                    "Closed: not authenticated within the handshake timeout",
+                    g(&s.handshake_timeouts),
+                ),
+                (
+                    "unauthenticated_pushed_out",
+                    "Reset before authenticating, to make room for newer connections",
+                    g(&s.pushed_out),
+                ),
+                (
+                    "source_limit_refusals",
+                    "New connections the kernel refused: their source had too many open",
+                    self.source_limit
+                        .as_ref()
+                        .and_then(nft::SourceLimit::refused)
+                        .unwrap_or(0),
+                ),
+                (
                     "connect_failures",
                     "Destinations that could not be reached",
                     g(&s.connect_failures),
@@ -258,11 +294,20 @@ impl Converter {
                     g(&s.bytes_down),
                 ),
             ],
-            gauges: vec![(
-                "active_connections",
-                "Relayed connections now",
-                i64::try_from(g(&s.active)).unwrap_or(i64::MAX),
-            )],
+            gauges: vec![
+                (
+                    "active_connections",
+                    "Relayed connections now",
+                    i64::try_from(g(&s.active)).unwrap_or(i64::MAX),
+                ),
+                (
+                    "unauthenticated_connections",
+                    "Connections that have not authenticated yet",
+                    self.pending
+                        .lock()
+                        .map_or(0, |p| i64::try_from(p.pending()).unwrap_or(i64::MAX)),
+                ),
+            ],
         }
     }
 
@@ -272,7 +317,8 @@ impl Converter {
         Self {
             verifier: Mutex::new(Verifier::new(keys)),
             per_gateway: Mutex::new(HashMap::new()),
-            handshakes: Semaphore::new(config.max_handshakes),
+            pending: Mutex::new(Admission::new(config.admission)),
+            source_limit: None,
             relays: Semaphore::new(config.max_connections),
             pool: BufPool::default(),
             stats: Stats::default(),
@@ -316,70 +362,123 @@ impl Converter {
         if kernel::syn_data_acked(&stream) {
             s.syn_data.fetch_add(1, Relaxed);
         }
-        let Ok(handshake) = self.handshakes.try_acquire() else {
-            s.over_limit.fetch_add(1, Relaxed);
-            warn!(%peer, "refused: too many connections in handshake");
-            exchange::refuse(&stream, ErrorCode::ResourceExceeded, 30, REFUSE_LINGER).await;
+        let (push_out, mut pushed_out) = oneshot::channel();
+        let Some(ticket) = self.admit(peer, push_out) else {
             return;
         };
-        let Some(request) = self.read_request(&stream, peer).await else {
+        let read = tokio::select! {
+            r = self.read_request(&stream, peer, ticket.deadline) => r,
+            _ = &mut pushed_out => {
+                // The oldest of too many that have not authenticated: a reset costs nothing.
+                kernel::reset_on_close(&stream);
+                return;
+            }
+        };
+        if let Ok(mut p) = self.pending.lock() {
+            p.finish(
+                ticket.id,
+                read.authenticated,
+                tokio::time::Instant::now().into_std(),
+            );
+        }
+        let Some(request) = read.request else {
             return;
         };
         let Some(_slot) = self.take_gateway_slot(&request.gateway) else {
             s.over_limit.fetch_add(1, Relaxed);
-            warn!(gateway = %request.gateway, "refused: gateway at its limit of {} connections", self.config.max_per_gateway);
+            if let Some(n) = GATEWAY_FULL.allow() {
+                warn!(gateway = %request.gateway, suppressed = n, "refused: gateway at its limit of {} connections", self.config.max_per_gateway);
+            }
             exchange::refuse(&stream, ErrorCode::ResourceExceeded, 30, REFUSE_LINGER).await;
             return;
         };
         let Ok(_relay_permit) = self.relays.try_acquire() else {
             s.over_limit.fetch_add(1, Relaxed);
-            warn!(gateway = %request.gateway, "refused: converter at its limit of {} connections", self.config.max_connections);
+            if let Some(n) = CONVERTER_FULL.allow() {
+                warn!(gateway = %request.gateway, suppressed = n, "refused: converter at its limit of {} connections", self.config.max_connections);
+            }
             exchange::refuse(&stream, ErrorCode::ResourceExceeded, 30, REFUSE_LINGER).await;
             return;
         };
-        drop(handshake);
         self.connect_and_relay(&stream, &request).await;
     }
 
-    /// Reads and checks the client's Convert message; answers and returns `None` when refused.
-    async fn read_request(&self, stream: &TcpStream, peer: SocketAddr) -> Option<Request> {
+    /// Admits a new connection from `peer` as pending and resets those pushed out to make room;
+    /// `None` if the converter's state is poisoned (a bug elsewhere: refuse rather than crash).
+    fn admit(
+        &self,
+        peer: SocketAddr,
+        push_out: oneshot::Sender<Eviction>,
+    ) -> Option<admission::Ticket> {
+        let now = tokio::time::Instant::now().into_std();
+        let (ticket, evicted) = self.pending.lock().ok()?.admit(peer.ip(), now, push_out);
+        for e in evicted {
+            self.stats.pushed_out.fetch_add(1, Relaxed);
+            if let Some(n) = PUSHED_OUT.allow() {
+                let why = match e.why {
+                    Eviction::SourceFull => "its source holds too many",
+                    Eviction::BudgetFull => "too many in all",
+                };
+                info!(
+                    source = %e.source,
+                    suppressed = n,
+                    "reset a connection that had not authenticated to make room ({why}; see the metrics)"
+                );
+            }
+            let _ = e.handle.send(e.why);
+        }
+        Some(ticket)
+    }
+
+    /// Reads and checks the client's Convert message before `deadline`; answers and returns no
+    /// request when refused (or when it only asked what the converter supports, or checked its
+    /// key).
+    async fn read_request(
+        &self,
+        stream: &TcpStream,
+        peer: SocketAddr,
+        deadline: std::time::Instant,
+    ) -> ReadRequest {
         let s = &self.stats;
-        let read = tokio::time::timeout(
-            self.config.handshake_timeout,
-            exchange::read_message(stream),
-        );
+        let mut out = ReadRequest {
+            request: None,
+            authenticated: false,
+        };
+        let read = tokio::time::timeout_at(deadline.into(), exchange::read_message(stream));
         let msg = match read.await {
             Err(_) => {
-                debug!(%peer, "no Convert message within the handshake timeout");
-                return None;
+                s.handshake_timeouts.fetch_add(1, Relaxed);
+                if let Some(n) = HANDSHAKE_TIMEOUT.allow() {
+                    info!(%peer, suppressed = n, "closed: no Convert message within the handshake timeout");
+                }
+                kernel::reset_on_close(stream);
+                return out;
             }
             Ok(Err(ReadError::Parse(e))) => {
                 s.malformed.fetch_add(1, Relaxed);
-                info!(%peer, "refused: {e}");
+                if let Some(n) = MALFORMED.allow() {
+                    info!(%peer, suppressed = n, "refused: {e}");
+                }
                 // Unsupported Version lists the versions we speak (§6.2.8).
                 let value = u8::from(e.error_code() == ErrorCode::UnsupportedVersion);
                 exchange::refuse(stream, e.error_code(), value, REFUSE_LINGER).await;
-                return None;
+                return out;
             }
             Ok(Err(e)) => {
                 debug!(%peer, "connection ended before its Convert message: {e}");
-                return None;
+                return out;
             }
             Ok(Ok(msg)) => msg,
         };
         let Some(connect) = msg.connect.clone() else {
             if msg.info {
                 // An Info TLV alone asks what the converter supports (§6.2.2).
-                let reply = Message {
-                    supported_tcp_extensions: Some(SUPPORTED_TCP_OPTIONS.to_vec()),
-                    ..Message::default()
-                };
-                let _ = exchange::write_message(stream, &reply).await;
+                let _ = exchange::write_message(stream, &supported_reply()).await;
             } else {
                 s.malformed.fetch_add(1, Relaxed);
                 exchange::refuse(stream, ErrorCode::MalformedMessage, 0, REFUSE_LINGER).await;
             }
-            return None;
+            return out;
         };
         let checked = self
             .verifier
@@ -391,30 +490,55 @@ impl Converter {
             Err(e) => {
                 s.auth_failures.fetch_add(1, Relaxed);
                 let who = msg.auth.as_ref().map_or("-", |a| a.name.as_str());
-                warn!(%peer, gateway = who, "refused: authentication failed: {e}");
-                exchange::refuse(stream, ErrorCode::NotAuthorized, 0, REFUSE_LINGER).await;
-                return None;
+                if let Some(n) = AUTH_FAILED.allow() {
+                    warn!(%peer, gateway = who, suppressed = n, "refused: authentication failed: {e}");
+                }
+                let reason = auth::Refusal::from(e);
+                exchange::refuse(
+                    stream,
+                    ErrorCode::NotAuthorized,
+                    reason.value(),
+                    REFUSE_LINGER,
+                )
+                .await;
+                return out;
             }
         };
+        out.authenticated = true;
         let dest = connect.remote;
+        if client::is_key_check(&connect) {
+            // Not a destination: the gateway asks whether its key (and clock) are accepted.
+            debug!(%peer, %gateway, "key check: accepted");
+            if exchange::write_message(stream, &supported_reply())
+                .await
+                .is_ok()
+            {
+                exchange::close_gracefully(stream, REFUSE_LINGER).await;
+            }
+            return out;
+        }
         if let Some(kind) = unsupported_option(&connect.tcp_options) {
             s.malformed.fetch_add(1, Relaxed);
             info!(%peer, %gateway, %dest, "refused: TCP option kind {kind} asked");
             exchange::refuse(stream, ErrorCode::UnsupportedTcpOption, kind, REFUSE_LINGER).await;
-            return None;
+            return out;
         }
         let own: Vec<IpAddr> = policy::own_addresses();
         if let Err(why) = self.config.policy.check(dest.ip(), dest.port(), &own) {
             s.refused_destinations.fetch_add(1, Relaxed);
-            warn!(%peer, %gateway, %dest, "refused destination: {why}");
-            exchange::refuse(stream, ErrorCode::NotAuthorized, 0, REFUSE_LINGER).await;
-            return None;
+            if let Some(n) = DESTINATION_REFUSED.allow() {
+                warn!(%peer, %gateway, %dest, suppressed = n, "refused destination: {why}");
+            }
+            let reason = auth::Refusal::Destination.value();
+            exchange::refuse(stream, ErrorCode::NotAuthorized, reason, REFUSE_LINGER).await;
+            return out;
         }
-        Some(Request {
+        out.request = Some(Request {
             gateway,
             dest,
             info: msg.info,
-        })
+        });
+        out
     }
 
     /// Connects to the destination, answers the client, and relays.
@@ -463,6 +587,31 @@ impl Converter {
     }
 }
 
+/// What reading a Convert message gave.
+struct ReadRequest {
+    /// A request to relay.
+    request: Option<Request>,
+    /// The client authenticated (whether or not it is then relayed): its source is a gateway's.
+    authenticated: bool,
+}
+
+/// The answer to an Info TLV alone, and to a key check (§6.2.2): what the converter supports.
+fn supported_reply() -> Message {
+    Message {
+        supported_tcp_extensions: Some(SUPPORTED_TCP_OPTIONS.to_vec()),
+        ..Message::default()
+    }
+}
+
+/// Log lines that a flood or a fault can repeat: at most one each per 10 s ([`Throttle`]).
+static GATEWAY_FULL: Throttle = Throttle::new(Duration::from_secs(10));
+static CONVERTER_FULL: Throttle = Throttle::new(Duration::from_secs(10));
+static PUSHED_OUT: Throttle = Throttle::new(Duration::from_secs(10));
+static HANDSHAKE_TIMEOUT: Throttle = Throttle::new(Duration::from_secs(10));
+static MALFORMED: Throttle = Throttle::new(Duration::from_secs(10));
+static AUTH_FAILED: Throttle = Throttle::new(Duration::from_secs(10));
+static DESTINATION_REFUSED: Throttle = Throttle::new(Duration::from_secs(10));
+
 /// An accepted Convert request.
 struct Request {
     gateway: Name,
@@ -491,66 +640,60 @@ fn unsupported_option(options: &[u8]) -> Option<u8> {
 /// kernel's default, 2, refuses the joins of a gateway's fourth line and beyond.
 const MIN_SUBFLOWS: u32 = 8;
 
-/// Raises the kernel's MPTCP subflow limit to [`MIN_SUBFLOWS`] when it is lower, and puts the
-/// old value back when dropped. Without the right to (not root), says what to run instead.
-struct SubflowLimit(Option<crate::netlink::mptcp_pm::Limits>);
-
-impl SubflowLimit {
-    fn raise() -> Self {
-        use crate::netlink::mptcp_pm::{Limits, PathManager};
-        let raised = PathManager::open().and_then(|mut pm| {
-            let old = pm.limits()?;
-            if old.subflows >= MIN_SUBFLOWS {
-                return Ok(None);
-            }
-            pm.set_limits(Limits {
-                subflows: MIN_SUBFLOWS,
-                ..old
-            })?;
-            Ok(Some(old))
-        });
-        match raised {
-            Ok(old) => {
-                if let Some(o) = old {
-                    info!(
-                        "MPTCP subflow limit raised from {} to {MIN_SUBFLOWS}",
-                        o.subflows
-                    );
-                }
-                Self(old)
-            }
-            Err(e) => {
-                warn!(
-                    "cannot raise the MPTCP subflow limit ({e}); gateways with more than two lines need `ip mptcp limits set subflows {MIN_SUBFLOWS}`"
+/// Raises the kernel's MPTCP subflow limit to [`MIN_SUBFLOWS`] when it is lower, until the
+/// returned change is dropped (recorded in the host journal: a crash cannot leave it raised).
+/// Without the right to (not root), says what to run instead.
+fn raise_subflow_limit() -> Option<crate::host::Change> {
+    let raised = crate::host::Change::apply(crate::host::Setting::MptcpLimits, |now| {
+        let l = crate::host::parse_limits(now)?;
+        Some(format!(
+            "{} {}",
+            l.subflows.max(MIN_SUBFLOWS),
+            l.add_addr_accepted
+        ))
+    });
+    match raised {
+        Ok(c) => {
+            if c.changed() {
+                info!(
+                    "MPTCP limits (subflows, add_addr_accepted) {} -> {}",
+                    c.original, c.value
                 );
-                Self(None)
             }
+            Some(c)
         }
-    }
-}
-
-impl Drop for SubflowLimit {
-    fn drop(&mut self) {
-        if let Some(old) = self.0.take() {
-            if let Ok(mut pm) = crate::netlink::mptcp_pm::PathManager::open() {
-                let _ = pm.set_limits(old);
-            }
+        Err(e) => {
+            warn!(
+                "cannot raise the MPTCP subflow limit ({e}); gateways with more than two lines need `ip mptcp limits set subflows {MIN_SUBFLOWS}`"
+            );
+            None
         }
     }
 }
 
 /// Runs a converter until SIGINT or SIGTERM; SIGHUP reloads the keys file.
-pub async fn run(config: Config) -> Result<()> {
+pub async fn run(mut config: Config) -> Result<()> {
     let keys = load_keys(&config.keys)?;
-    let _limit = config.mptcp.then(SubflowLimit::raise);
-    if config.fast_open {
+    crate::host::recover();
+    crate::status::remove_stale_sockets();
+    fit_descriptors(&mut config);
+    let _limit = config.mptcp.then(raise_subflow_limit).flatten();
+    let _fast_open = if config.fast_open {
         match kernel::enable_tcp_fastopen(2) {
-            Ok(v) => debug!("net.ipv4.tcp_fastopen = {v:#x}"),
-            Err(e) => warn!(
-                "cannot enable TCP Fast Open for servers (net.ipv4.tcp_fastopen): {e}; Convert messages will take one more round trip"
-            ),
+            Ok(c) => {
+                debug!("net.ipv4.tcp_fastopen = {}", c.value);
+                Some(c)
+            }
+            Err(e) => {
+                warn!(
+                    "cannot enable TCP Fast Open for servers (net.ipv4.tcp_fastopen): {e}; Convert messages will take one more round trip"
+                );
+                None
+            }
         }
-    }
+    } else {
+        None
+    };
     let l = kernel::listen(
         config.listen,
         &ListenOptions {
@@ -578,8 +721,20 @@ pub async fn run(config: Config) -> Result<()> {
         fast_open = l.fast_open,
         "converter ready"
     );
+    let source_limit = (config.max_per_source > 0)
+        .then(|| nft::SourceLimit::install(config.listen.port(), config.max_per_source))
+        .transpose()
+        .map_err(|e| {
+            warn!(
+                "no kernel limit of connections per source ({e:#}); the converter's own limits of unauthenticated connections still apply"
+            );
+        })
+        .ok()
+        .flatten();
     let metrics = config.metrics;
-    let conv = Arc::new(Converter::new(config, keys));
+    let mut conv = Converter::new(config, keys);
+    conv.source_limit = source_limit;
+    let conv = Arc::new(conv);
     if let Some(addr) = metrics {
         let c = Arc::clone(&conv);
         crate::metrics::serve(addr, Arc::new(move || c.metrics_sample()))?;
@@ -607,12 +762,37 @@ pub async fn run(config: Config) -> Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
+    // Relayed connections still open are reset as the process ends (their sockets are armed,
+    // see `relay`): none is closed as if it were complete.
     info!(
         accepted = conv.stats.accepted.load(Relaxed),
         auth_failures = conv.stats.auth_failures.load(Relaxed),
-        "converter stopped"
+        relayed_now = conv.stats.active.load(Relaxed),
+        "converter stopped; connections still relayed are reset"
     );
     Ok(())
+}
+
+/// Raises the descriptor limit, and lowers the connection limits to what it allows (two
+/// descriptors per relayed connection, one per unauthenticated one, some to spare).
+fn fit_descriptors(config: &mut Config) {
+    let Ok(limit) = crate::sys::raise_nofile_limit() else {
+        return;
+    };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let spare = 64;
+    let need = 2 * config.max_connections + config.admission.max_pending + spare;
+    if need <= limit {
+        return;
+    }
+    let pending = config.admission.max_pending.min(limit / 4).max(16);
+    let relays = (limit.saturating_sub(pending + spare) / 2).max(16);
+    warn!(
+        "only {limit} open files allowed (ulimit -n; LimitNOFILE= in systemd): at most {relays} relayed and {pending} unauthenticated connections instead of {} and {}",
+        config.max_connections, config.admission.max_pending
+    );
+    config.max_connections = relays;
+    config.admission.max_pending = pending;
 }
 
 /// For [`Proto`] in logs.

@@ -114,6 +114,8 @@ pub struct Stats {
     pub fallback: AtomicU64,
     /// ... refused by the converter (Error TLV).
     pub refused: AtomicU64,
+    /// ... of which for this gateway's key or clock (not for their destination).
+    pub refused_key: AtomicU64,
     /// ... that could not reach the converter.
     pub unreachable: AtomicU64,
     /// Bytes from the LAN.
@@ -126,6 +128,8 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Gateway {
     signer: Signer,
+    /// Where the key came from, for messages.
+    key_file: PathBuf,
     client: ClientOptions,
     pool: BufPool,
     idle: Duration,
@@ -156,6 +160,11 @@ impl Gateway {
                     s.refused.load(Relaxed),
                 ),
                 (
+                    "refused_key",
+                    "... of which for this gateway's key or clock",
+                    s.refused_key.load(Relaxed),
+                ),
+                (
                     "unreachable",
                     "... that could not reach the converter",
                     s.unreachable.load(Relaxed),
@@ -164,6 +173,60 @@ impl Gateway {
                 ("bytes_down", "Bytes to the LAN", s.bytes_down.load(Relaxed)),
             ],
             gauges: vec![],
+        }
+    }
+
+    /// Counts a refusal, and when it is about this gateway's key or clock says so (at most once
+    /// a minute), in words the operator can act on.
+    fn refused(&self, e: &ClientError) {
+        static SAID: crate::log_rate::Throttle =
+            crate::log_rate::Throttle::new(Duration::from_secs(60));
+        if !matches!(e, ClientError::Refused(_)) {
+            return;
+        }
+        self.stats.refused.fetch_add(1, Relaxed);
+        if let Some(reason) = e.gateway_refusal() {
+            self.stats.refused_key.fetch_add(1, Relaxed);
+            if let Some(n) = SAID.allow() {
+                tracing::error!(
+                    gateway = %self.signer.name(),
+                    refused_since_last = n,
+                    "LAN connections refused: {}",
+                    client::advice(reason, self.signer.name(), &self.key_file)
+                );
+            }
+        }
+    }
+
+    /// Checks this gateway's key against the converter and says what it found; returns a word
+    /// for the ready line. A key that is not accepted is an error worth the operator's eyes.
+    async fn check_key(&self) -> &'static str {
+        let check = tokio::time::timeout(
+            KEY_CHECK_WAIT,
+            client::check_key(&self.signer, &self.client),
+        );
+        match check.await {
+            Ok(Ok(())) => {
+                info!(gateway = %self.signer.name(), converter = %self.client.converter, "the converter accepts this gateway's key");
+                "accepted"
+            }
+            Ok(Err(e)) => {
+                if let Some(reason) = e.gateway_refusal() {
+                    tracing::error!(
+                        gateway = %self.signer.name(),
+                        converter = %self.client.converter,
+                        "{}",
+                        client::advice(reason, self.signer.name(), &self.key_file)
+                    );
+                    return "refused";
+                }
+                warn!(converter = %self.client.converter, "cannot check this gateway's key with the converter: {e}");
+                "unchecked"
+            }
+            Err(_) => {
+                warn!(converter = %self.client.converter, "cannot check this gateway's key: the converter did not answer within {KEY_CHECK_WAIT:?}");
+                "unchecked"
+            }
         }
     }
 
@@ -199,6 +262,9 @@ impl Gateway {
 
     /// Serves one transparently captured LAN connection.
     async fn transparent(self: Arc<Self>, lan: TcpStream, peer: SocketAddr) {
+        // Until its relay ends in order, the LAN connection is reset if it ends any other way
+        // (no converter, refused, the gateway stopped or killed): never closed as if complete.
+        kernel::reset_on_close(&lan);
         // TPROXY keeps the original destination as the accepted socket's local address.
         let Ok(dest) = lan.local_addr() else {
             return;
@@ -208,12 +274,10 @@ impl Gateway {
         // converter back to this listener, round and round.
         if crate::converter::policy::own_addresses().contains(&dest.ip()) {
             debug!(%peer, %dest, "refused: addressed to the gateway itself, not captured");
-            kernel::reset_on_close(&lan);
             return;
         }
         debug!(%peer, %dest, "captured");
         let Ok(up) = self.open_upstream(dest).await else {
-            kernel::reset_on_close(&lan);
             return;
         };
         let stream = &up.stream;
@@ -227,9 +291,7 @@ impl Gateway {
                     Ok(())
                 }
                 Err(e) => {
-                    if matches!(e, ClientError::Refused(_)) {
-                        gw.stats.refused.fetch_add(1, Relaxed);
-                    }
+                    gw.refused(&e);
                     let local = stream.local_addr().ok();
                     info!(%peer, %dest, upstream = ?local, "{e}");
                     Err(io::Error::other(e.to_string()))
@@ -237,6 +299,24 @@ impl Gateway {
             }
         };
         self.relay(&lan, stream, Some(gate), dest).await;
+    }
+}
+
+/// How long the gateway waits for the converter's answer to its key check at start.
+const KEY_CHECK_WAIT: Duration = Duration::from_secs(5);
+/// How often a key that was refused or could not be checked is checked again.
+const KEY_RECHECK: Duration = Duration::from_secs(30);
+
+/// Checks the key again every [`KEY_RECHECK`] until the converter accepts it (then says so).
+async fn recheck_key(gw: Arc<Gateway>) {
+    loop {
+        tokio::time::sleep(KEY_RECHECK).await;
+        if let Ok(Ok(())) =
+            tokio::time::timeout(KEY_CHECK_WAIT, client::check_key(&gw.signer, &gw.client)).await
+        {
+            info!(gateway = %gw.signer.name(), "the converter accepts this gateway's key now");
+            return;
+        }
     }
 }
 
@@ -313,14 +393,8 @@ async fn accept_loop(
     }
 }
 
-/// Runs a gateway until SIGINT or SIGTERM, then removes what it installed.
-pub async fn run(config: Config) -> Result<()> {
-    // Signals first: one that comes while the kernel is being configured must still lead to
-    // the clean-up below, not kill the process with rules and routes left behind.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let signer = crate::netcat::load_signer(&config.key)?;
-    let converter = crate::netcat::resolve(&config.converter).await?;
+/// Refuses a configuration that cannot work, and says how SOCKS5 clients authenticate.
+fn check(config: &Config) -> Result<SocksAuth> {
     if config.transparent.is_some() && config.lan.is_empty() && config.wan.is_empty() {
         bail!(
             "--transparent without --lan would capture from every interface, the WAN ones too: give --lan IFACE (or --wan for each WAN line, which are then left out)"
@@ -331,7 +405,7 @@ pub async fn run(config: Config) -> Result<()> {
             "nothing to serve: give --lan (transparent capture), --transparent PORT or --socks ADDR:PORT"
         );
     }
-    let socks_auth = match config.socks {
+    Ok(match config.socks {
         Some(a) if !a.ip().is_loopback() && config.socks_users.0.is_empty() => {
             bail!(
                 "a SOCKS5 listener on {a} (not loopback) needs users: set [socks_users] in the config file"
@@ -339,18 +413,36 @@ pub async fn run(config: Config) -> Result<()> {
         }
         Some(a) if !a.ip().is_loopback() => SocksAuth::Users(Arc::new(config.socks_users.clone())),
         _ => SocksAuth::None,
-    };
+    })
+}
+
+/// Runs a gateway until SIGINT or SIGTERM, then removes what it installed.
+pub async fn run(config: Config) -> Result<()> {
+    // Signals first: one that comes while the kernel is being configured must still lead to
+    // the clean-up below, not kill the process with rules and routes left behind.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let signer = crate::netcat::load_signer(&config.key)?;
+    let converter = crate::netcat::resolve(&config.converter).await?;
+    let socks_auth = check(&config)?;
     let mut client_opts = ClientOptions::new(converter);
     client_opts.fast_open = config.fast_open;
     let gw = Arc::new(Gateway {
         signer,
+        key_file: config.key.clone(),
         client: client_opts,
         pool: BufPool::default(),
         idle: config.idle_timeout,
         stats: Stats::default(),
     });
 
-    // Kernel configuration: undone when these guards drop, on every way out of this function.
+    // Kernel configuration: undone when these guards drop, on every way out of this function;
+    // first what a killed mpbond left.
+    crate::host::recover();
+    crate::status::remove_stale_sockets();
+    if let Ok(n) = crate::sys::raise_nofile_limit() {
+        debug!(open_files = n, "descriptor limit");
+    }
     let _blackhole = crate::netlink::BlackholeDetectionOff::apply();
     let bonding = if config.wan.is_empty() {
         None
@@ -391,9 +483,14 @@ pub async fn run(config: Config) -> Result<()> {
     let _capture = nft::Capture::install(&ruleset)?;
 
     let listeners = open_listeners(&config)?;
+    let key = gw.check_key().await;
+    if key != "accepted" {
+        tokio::spawn(recheck_key(Arc::clone(&gw)));
+    }
     info!(
         converter = %converter,
         gateway = %gw.signer.name(),
+        key,
         transparent = ?config.transparent,
         socks = ?config.socks,
         "gateway ready"

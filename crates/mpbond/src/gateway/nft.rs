@@ -6,11 +6,10 @@
 //! [`Capture`] installs with netlink.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ipnet::IpNet;
 
 use crate::netlink::route::{Route, RouteSocket, Rule};
@@ -107,28 +106,6 @@ impl Ruleset {
     }
 }
 
-pub(crate) fn nft(input: &str, args: &[&str]) -> Result<()> {
-    let mut child = Command::new("nft")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running nft (install nftables: apt install nftables)")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .context("writing to nft")?;
-    }
-    let out = child.wait_with_output().context("waiting for nft")?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let first = err.lines().next().unwrap_or("").trim();
-        bail!("nft refused the ruleset: {first}");
-    }
-    Ok(())
-}
-
 /// The installed capture: the table and the policy routes; removed on drop.
 #[derive(Debug)]
 pub struct Capture {
@@ -178,7 +155,7 @@ impl Capture {
             }
         }
         if ruleset.port.is_some() || ruleset.block_quic {
-            nft(&ruleset.render(), &["-f", "-"])?;
+            crate::host::nft(&ruleset.render(), &["-f", "-"])?;
             cap.table = true;
         }
         Ok(cap)
@@ -187,7 +164,7 @@ impl Capture {
     /// Removes everything (idempotent).
     pub fn remove(&mut self) {
         if std::mem::take(&mut self.table) {
-            let _ = nft("", &["delete", "table", "inet", TABLE]);
+            let _ = crate::host::nft("", &["delete", "table", "inet", TABLE]);
         }
         if let Ok(mut rt) = RouteSocket::open() {
             for r in self.rules.drain(..) {

@@ -116,6 +116,7 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, auth: 
         }
     };
     if let Err(e) = client::read_reply(&up.stream, gw.client.reply_timeout).await {
+        gw.refused(&e);
         info!(%peer, %dest, "SOCKS5: {e}");
         let _ = proto.reply_error(&reply_for(&e)).await;
         return;

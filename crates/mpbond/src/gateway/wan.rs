@@ -38,6 +38,14 @@ fn undo_dead_run(lock: &mut std::fs::File, pm: &mut PathManager) {
     if lock.read_to_string(&mut text).is_err() || text.trim().is_empty() {
         return;
     }
+    // A file written in a namespace that is gone, whose inode this one reuses: nothing of it
+    // is here.
+    let cookie = crate::host::Netns::current().map_or(0, |n| n.cookie);
+    if let Some(theirs) = text.lines().find_map(|l| l.strip_prefix("netns ")) {
+        if theirs.trim().parse::<u64>().ok() != Some(cookie) {
+            return;
+        }
+    }
     let existing = pm.endpoints().unwrap_or_default();
     let mut restore = Vec::new();
     for line in text.lines() {
@@ -60,10 +68,9 @@ fn undo_dead_run(lock: &mut std::fs::File, pm: &mut PathManager) {
                     });
                 }
             }
+            // Written by earlier versions, which kept these here (now in the host journal).
             ["pm_type", v] => {
-                if let Ok(v) = v.parse() {
-                    let _ = crate::netlink::set_pm_type(v);
-                }
+                let _ = crate::host::sysctl_set("net.mptcp.pm_type", v);
             }
             ["user", id, addr, flags, dev] => {
                 if let (Ok(id), Ok(addr), Ok(flags)) = (id.parse(), addr.parse(), flags.parse()) {
@@ -174,9 +181,10 @@ pub struct WanSetup {
     endpoints: Vec<Endpoint>,
     /// Endpoints that were there for our addresses before: put back on removal.
     replaced: Vec<Endpoint>,
-    old_limits: Option<Limits>,
-    /// `net.mptcp.pm_type` before we set it.
-    old_pm_type: Option<u8>,
+    /// The MPTCP limits raised for the kernel's path manager (put back when dropped).
+    limits: Option<crate::host::Change>,
+    /// `net.mptcp.pm_type=1` for mpbond's path manager (put back when dropped).
+    pm_type: Option<crate::host::Change>,
     /// Which path manager makes the subflows.
     kind: PmKind,
     /// Lines configured: (interface, addresses).
@@ -193,29 +201,35 @@ pub struct WanSetup {
 /// while holding it are a dead run's leftovers, safe to remove. The lock file also holds the
 /// running setup's state (see [`WanSetup::save_state`]), empty once it was removed cleanly.
 pub(crate) fn lock_netns() -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd as _;
-    use std::os::unix::fs::MetadataExt as _;
-    let ns = std::fs::metadata("/proc/thread-self/ns/net")
-        .context("reading this thread's network namespace")?
-        .ino();
-    let dir = std::path::Path::new("/run/mpbond");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("wan-{ns}.lock"));
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!(
+    let path = lock_path_of_this_netns();
+    std::fs::create_dir_all(crate::host::RUN_DIR)
+        .with_context(|| format!("creating {}", crate::host::RUN_DIR))?;
+    crate::host::remove_files_of_dead_namespaces(&[(LOCK_PREFIX, LOCK_SUFFIX)]);
+    match crate::host::lock_file(&path, false) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => bail!(
             "another mpbond (a gateway, or a connect --wan) is configuring this host's WAN lines; run one at a time ({} is locked)",
             path.display()
-        );
+        ),
+        Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
     }
-    Ok(f)
+}
+
+/// Gives the WAN lock back, nothing being left to undo: the file goes (removed while still
+/// locked, see `host::lock_file`), so that none piles up per namespace.
+pub(crate) fn unlock_netns(lock: std::fs::File) {
+    let _ = std::fs::remove_file(lock_path_of_this_netns());
+    drop(lock);
+}
+
+/// `/run/mpbond/wan-<netns inode>.lock`.
+const LOCK_PREFIX: &str = "wan-";
+const LOCK_SUFFIX: &str = ".lock";
+
+/// The WAN lock file of the calling thread's network namespace.
+fn lock_path_of_this_netns() -> std::path::PathBuf {
+    let ns = crate::host::Netns::current().map_or(0, |n| n.inode);
+    std::path::Path::new(crate::host::RUN_DIR).join(format!("{LOCK_PREFIX}{ns}{LOCK_SUFFIX}"))
 }
 
 /// One WAN line being configured.
@@ -271,6 +285,7 @@ impl WanSetup {
     /// get one); no usable line at all is an error.
     pub fn apply(lines: &[WanSpec], kind: PmKind) -> Result<Self> {
         let lock = lock_netns()?;
+        crate::host::recover();
         let mut rt = RouteSocket::open().context("netlink (route)")?;
         let mut pm = PathManager::open()
             .context("the kernel's MPTCP path manager (is MPTCP enabled? net.mptcp.enabled)")?;
@@ -287,7 +302,6 @@ impl WanSetup {
         let mut setup = Self::default();
         setup.kind = kind;
         setup.lock = Some(lock);
-        let old = pm.limits().context("reading MPTCP limits")?;
         let existing = pm.endpoints().context("reading MPTCP endpoints")?;
         for (i, w) in lines.iter().enumerate() {
             let table = TABLE_BASE + 1 + u32::try_from(i).unwrap_or(0);
@@ -342,31 +356,33 @@ impl WanSetup {
             setup.remove();
             bail!("no usable WAN line (each needs an address and a next hop)");
         }
-        setup.hand_over(&mut pm, old)?;
+        setup.hand_over()?;
         setup.save_state();
         Ok(setup)
     }
 
-    /// Hands the lines to the path manager: mpbond's (`pm_type` 1, recorded to put back) or
-    /// the kernel's (limits for one subflow per line).
-    fn hand_over(&mut self, pm: &mut PathManager, old: Limits) -> Result<()> {
+    /// Hands the lines to the path manager: mpbond's (`pm_type` 1) or the kernel's (limits for
+    /// one subflow per line). Both are recorded in the host journal and put back on removal.
+    fn hand_over(&mut self) -> Result<()> {
         if self.kind == PmKind::Mpbond {
-            self.old_pm_type = Some(
-                crate::netlink::set_pm_type(1)
+            self.pm_type = Some(
+                crate::netlink::userspace_pm()
                     .context("handing MPTCP path management to mpbond (net.mptcp.pm_type=1)")?,
             );
             return Ok(());
         }
         let n = u32::try_from(self.lines.len()).unwrap_or(8);
-        let want = Limits {
-            subflows: old.subflows.max((2 * n).min(8)),
-            add_addr_accepted: old.add_addr_accepted.max(n.min(8)),
-        };
-        if want != old {
-            pm.set_limits(want).context("setting MPTCP limits")?;
-            self.old_limits = Some(old);
-            debug!(?old, new = ?want, "MPTCP limits");
-        }
+        let change = crate::host::Change::apply(crate::host::Setting::MptcpLimits, |now| {
+            let old = crate::host::parse_limits(now)?;
+            let want = Limits {
+                subflows: old.subflows.max((2 * n).min(8)),
+                add_addr_accepted: old.add_addr_accepted.max(n.min(8)),
+            };
+            Some(format!("{} {}", want.subflows, want.add_addr_accepted))
+        })
+        .context("setting MPTCP limits")?;
+        debug!(old = %change.original, new = %change.value, "MPTCP limits");
+        self.limits = Some(change);
         Ok(())
     }
 
@@ -458,14 +474,10 @@ impl WanSetup {
         use std::fmt::Write as _;
         use std::io::{Seek as _, Write as _};
         let mut text = String::new();
+        let cookie = crate::host::Netns::current().map_or(0, |n| n.cookie);
+        let _ = writeln!(text, "netns {cookie}");
         for e in &self.endpoints {
             let _ = writeln!(text, "endpoint {}", e.addr);
-        }
-        if let Some(l) = self.old_limits {
-            let _ = writeln!(text, "limits {} {}", l.subflows, l.add_addr_accepted);
-        }
-        if let Some(v) = self.old_pm_type {
-            let _ = writeln!(text, "pm_type {v}");
         }
         for e in &self.replaced {
             let dev = e.ifindex.map_or_else(|| "-".to_owned(), |i| i.to_string());
@@ -495,15 +507,9 @@ impl WanSetup {
                     warn!("could not restore the MPTCP endpoint of {}: {e}", ep.addr);
                 }
             }
-            if let Some(l) = self.old_limits.take() {
-                let _ = pm.set_limits(l);
-            }
         }
-        if let Some(v) = self.old_pm_type.take() {
-            if let Err(e) = crate::netlink::set_pm_type(v) {
-                warn!("could not put net.mptcp.pm_type back to {v}: {e}");
-            }
-        }
+        drop(self.limits.take());
+        drop(self.pm_type.take());
         if let Ok(mut rt) = RouteSocket::open() {
             for (_, r) in self.rules.drain(..) {
                 ignore_gone(rt.del_rule(&r));
@@ -512,8 +518,8 @@ impl WanSetup {
                 ignore_gone(rt.del_route(&r));
             }
         }
-        if let Some(f) = &self.lock {
-            let _ = f.set_len(0);
+        if let Some(f) = self.lock.take() {
+            unlock_netns(f);
         }
     }
 }
@@ -708,6 +714,9 @@ mod tests {
             // A crash: the process dies (its lock goes with it) without removing anything.
             let mut crashed = setup;
             drop(crashed.lock.take());
+            if let Some(c) = crashed.limits.take() {
+                c.crash();
+            }
             std::mem::forget(crashed);
             assert_eq!(pm.endpoints().unwrap().len(), 1);
             // The next run undoes the dead one's state before configuring the line again.

@@ -162,6 +162,22 @@ impl Drop for Daemon {
     }
 }
 
+/// Writes `line` as the whole of a new file only root may read (a key file).
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_secret(path: &Path, line: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("{}", path.display()))?;
+    writeln!(f, "{line}").with_context(|| format!("{}", path.display()))
+}
+
 /// Where [`start`] puts the converter: the vps's public address, port 7000.
 pub const CONVERTER: &str = "198.51.100.1:7000";
 
@@ -180,19 +196,11 @@ pub fn start(
     extra: &[&str],
 ) -> Result<(Daemon, Daemon)> {
     use crate::convert::auth::{Key, Name, key_line};
-    use std::os::unix::fs::OpenOptionsExt as _;
     let key = dir.join("home.key");
     let line = key_line(&Name::new("home")?, &Key::generate()?);
     let keys = dir.join("converter.keys");
     for path in [&key, &keys] {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("{}", path.display()))?;
-        writeln!(f, "{line}").with_context(|| format!("{}", path.display()))?;
+        write_secret(path, &line)?;
     }
     let keys = keys.to_string_lossy().into_owned();
     let converter = Daemon::start(

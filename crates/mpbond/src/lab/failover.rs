@@ -114,7 +114,7 @@ pub fn serve_pattern(ns: &str, addr: SocketAddr) -> io::Result<()> {
             }
         };
         for c in l.incoming().flatten() {
-            std::thread::spawn(move || send_pattern(c));
+            std::thread::spawn(move || send_pattern(c, None));
         }
     });
     rx.recv()
@@ -136,6 +136,29 @@ impl PatternServer {
     /// # Errors
     /// If the namespace or the port cannot be had.
     pub fn start(ns: &str, addr: SocketAddr, transport: Transport) -> io::Result<Self> {
+        Self::start_with(ns, addr, transport, None)
+    }
+
+    /// Like [`PatternServer::start`], but each connection is reset (RST) after `after` bytes of
+    /// the pattern: a server that fails mid-transfer.
+    ///
+    /// # Errors
+    /// If the namespace or the port cannot be had.
+    pub fn start_resetting(
+        ns: &str,
+        addr: SocketAddr,
+        transport: Transport,
+        after: u64,
+    ) -> io::Result<Self> {
+        Self::start_with(ns, addr, transport, Some(after))
+    }
+
+    fn start_with(
+        ns: &str,
+        addr: SocketAddr,
+        transport: Transport,
+        reset_after: Option<u64>,
+    ) -> io::Result<Self> {
         let listener = Arc::new(netns::in_netns(ns, || pattern_listener(addr, transport))??);
         let stop = Arc::new(AtomicBool::new(false));
         let (l, flag) = (Arc::clone(&listener), Arc::clone(&stop));
@@ -147,7 +170,7 @@ impl PatternServer {
                     break;
                 }
                 if let Ok(c) = c {
-                    std::thread::spawn(move || send_pattern(c));
+                    std::thread::spawn(move || send_pattern(c, reset_after));
                 }
             }
         });
@@ -171,10 +194,15 @@ impl Drop for PatternServer {
     }
 }
 
-fn send_pattern(mut c: TcpStream) -> io::Result<()> {
+fn send_pattern(mut c: TcpStream, reset_after: Option<u64>) -> io::Result<()> {
     let mut req = [0u8; 16];
     c.read_exact(&mut req)?;
-    let len = u64::from_le_bytes(req[..8].try_into().unwrap_or_default());
+    let mut len = u64::from_le_bytes(req[..8].try_into().unwrap_or_default());
+    if let Some(after) = reset_after {
+        len = len.min(after);
+        // Closing with SO_LINGER 0 sends a RST (what was sent and not yet delivered is lost).
+        socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO))?;
+    }
     let seed = u64::from_le_bytes(req[8..].try_into().unwrap_or_default());
     let mut buf = vec![0u8; 64 * 1024];
     let mut sent = 0u64;

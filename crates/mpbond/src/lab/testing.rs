@@ -281,7 +281,7 @@ fn remove_stale() {
     }
 }
 
-pub use super::bonding::{CONVERTER, Daemon};
+pub use super::bonding::{CONVERTER, Daemon, write_secret};
 
 /// [`super::bonding::start`] for tests: the gateway and the converter, or a panic saying why
 /// not. `exe` is the `mpbond` binary, `dir` takes keys and logs.

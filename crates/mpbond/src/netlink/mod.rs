@@ -87,34 +87,16 @@ impl Netlink {
     }
 }
 
-/// Sets `net.mptcp.pm_type` of the calling thread's network namespace (0: the in-kernel path
-/// manager, 1: a userspace one) and returns the previous value.
+/// Hands MPTCP path management of the calling thread's network namespace to a userspace path
+/// manager (`net.mptcp.pm_type=1`) until the returned change is dropped; recorded in the host
+/// journal first, so that a crash cannot leave it so ([`crate::host`]).
 ///
 /// # Errors
 /// If the sysctl cannot be read or written (no MPTCP, not root).
-pub fn set_pm_type(value: u8) -> io::Result<u8> {
-    set_mptcp_sysctl("pm_type", &value)
-}
-
-/// Sets `net.mptcp.NAME` of the calling thread's network namespace and returns the previous
-/// value.
-///
-/// # Errors
-/// If the sysctl cannot be read, parsed or written (no such sysctl in this kernel, not root).
-pub fn set_mptcp_sysctl<T>(name: &str, value: &T) -> io::Result<T>
-where
-    T: std::str::FromStr + std::fmt::Display,
-    T::Err: std::fmt::Display,
-{
-    // `/proc/sys/net` is that of the task that opens it: this thread's namespace.
-    let path = format!("/proc/sys/net/mptcp/{name}");
-    let old = std::fs::read_to_string(&path)?;
-    let old = old
-        .trim()
-        .parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{name}: {e}")))?;
-    std::fs::write(&path, value.to_string())?;
-    Ok(old)
+pub fn userspace_pm() -> io::Result<crate::host::Change> {
+    crate::host::Change::apply(crate::host::Setting::sysctl("net.mptcp.pm_type"), |_| {
+        Some("1".to_owned())
+    })
 }
 
 /// Linux's MPTCP blackhole detection turned off for as long as this lives.
@@ -126,39 +108,31 @@ where
 /// (an hour, doubling on repeats; nstat `MPTcpExtBlackhole`). On a gateway, two SYNs lost to
 /// a congested or failing line are common, and that conclusion would silently turn bonding off
 /// for an hour. While a gateway runs, the detection is off (the one connection that fell back
-/// still does); the previous value is put back on drop. A kernel without the sysctl is left
-/// as it is.
+/// still does); the previous value is put back on drop, and after a crash by the next mpbond
+/// ([`crate::host`]). A kernel without the sysctl is left as it is.
 #[derive(Debug)]
-pub struct BlackholeDetectionOff {
-    old: Option<u32>,
-}
+pub struct BlackholeDetectionOff(
+    #[expect(dead_code, reason = "held: undone when dropped")] Option<crate::host::Change>,
+);
 
 impl BlackholeDetectionOff {
     /// Turns the detection off in the calling thread's network namespace.
     #[must_use]
     pub fn apply() -> Self {
-        match set_mptcp_sysctl("blackhole_timeout", &0u32) {
-            Ok(old) => {
-                if old != 0 {
+        let setting = crate::host::Setting::sysctl("net.mptcp.blackhole_timeout");
+        match crate::host::Change::apply(setting, |_| Some("0".to_owned())) {
+            Ok(c) => {
+                if c.original != "0" {
                     tracing::info!(
-                        "net.mptcp.blackhole_timeout {old} -> 0 while the gateway runs: lost MPTCP SYNs must not turn MPTCP off for the whole host"
+                        "net.mptcp.blackhole_timeout {} -> 0 while the gateway runs: lost MPTCP SYNs must not turn MPTCP off for the whole host",
+                        c.original
                     );
                 }
-                Self { old: Some(old) }
+                Self(Some(c))
             }
             Err(e) => {
                 tracing::debug!("net.mptcp.blackhole_timeout left alone: {e}");
-                Self { old: None }
-            }
-        }
-    }
-}
-
-impl Drop for BlackholeDetectionOff {
-    fn drop(&mut self) {
-        if let Some(old) = self.old.take().filter(|&v| v != 0) {
-            if let Err(e) = set_mptcp_sysctl("blackhole_timeout", &old) {
-                tracing::warn!("could not put net.mptcp.blackhole_timeout back to {old}: {e}");
+                Self(None)
             }
         }
     }
@@ -233,7 +207,8 @@ mod tests {
         use crate::stack::kernel::stream_socket;
 
         in_private_netns("userspace_pm_creates_reports_and_removes_a_subflow", || {
-            assert_eq!(super::set_pm_type(1).unwrap(), 0);
+            let pm_type = super::userspace_pm().unwrap();
+            assert_eq!(pm_type.original, "0");
             let mut events = EventSocket::open().expect("events");
             let mut pm = PathManager::open().unwrap();
             let server: std::net::SocketAddr = "127.0.0.1:7999".parse().unwrap();

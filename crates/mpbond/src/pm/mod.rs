@@ -147,9 +147,9 @@ pub fn fuzz_kernel_input(data: &[u8]) {
 /// old `pm_type` back.
 #[derive(Debug)]
 pub struct Announcer {
-    // Field order is drop order.
+    // Field order is drop order: the path manager stops before `pm_type` is put back.
     pm: Option<PmHandle>,
-    old_pm_type: u8,
+    _pm_type: crate::host::Change,
 }
 
 impl Announcer {
@@ -159,7 +159,7 @@ impl Announcer {
     /// If `pm_type` cannot be set or the path manager cannot start (not root, no MPTCP).
     pub fn start(addrs: Vec<std::net::IpAddr>) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let old_pm_type = crate::netlink::set_pm_type(1)
+        let pm_type = crate::netlink::userspace_pm()
             .context("handing MPTCP path management to mpbond (net.mptcp.pm_type=1)")?;
         let cfg = PmConfig {
             lines: Vec::new(),
@@ -168,30 +168,15 @@ impl Announcer {
             probe: ProbeConfig::default(),
             announce: addrs,
         };
-        match start(cfg, None) {
-            Ok(pm) => Ok(Self {
-                pm: Some(pm),
-                old_pm_type,
-            }),
-            Err(e) => {
-                let _ = crate::netlink::set_pm_type(old_pm_type);
-                Err(e)
-            }
-        }
+        Ok(Self {
+            pm: Some(start(cfg, None)?),
+            _pm_type: pm_type,
+        })
     }
 
     /// The path manager.
     #[must_use]
     pub fn pm(&self) -> Option<&PmHandle> {
         self.pm.as_ref()
-    }
-}
-
-impl Drop for Announcer {
-    fn drop(&mut self) {
-        drop(self.pm.take());
-        if let Err(e) = crate::netlink::set_pm_type(self.old_pm_type) {
-            tracing::warn!("could not put net.mptcp.pm_type back: {e}");
-        }
     }
 }

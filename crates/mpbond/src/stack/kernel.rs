@@ -486,29 +486,35 @@ pub fn listen(addr: SocketAddr, opts: &ListenOptions) -> io::Result<Listener> {
 }
 
 /// Resets the connection when the socket is closed (`SO_LINGER` 0) instead of closing it
-/// gracefully: used to pass a reset on from the other side (RFC 8803 §4.2).
-pub fn reset_on_close(stream: &TcpStream) {
+/// gracefully: used to pass a reset on from the other side (RFC 8803 §4.2), and to arm a
+/// relayed connection so that whatever ends the process (a signal, a crash, `kill -9`) resets
+/// it rather than closing it as if it were complete. The kernel sends a RST for TCP and an
+/// `MP_FASTCLOSE` for MPTCP (RFC 8684 §3.5) also when it closes the sockets of a process that
+/// died. Undone by [`close_gracefully`].
+pub fn reset_on_close(stream: &impl AsFd) {
     let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
-/// `net.ipv4.tcp_fastopen` of this network namespace.
-#[must_use]
-pub fn tcp_fastopen_sysctl() -> Option<u32> {
-    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fastopen")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// Closes the connection gracefully again when the socket is closed (the default): for a
+/// connection whose every byte has been passed on and whose both directions have ended.
+pub fn close_gracefully(stream: &impl AsFd) {
+    let _ = SockRef::from(stream).set_linger(None);
 }
 
-/// Adds `bits` to `net.ipv4.tcp_fastopen` (1: client, 2: server); needs root in the namespace.
-pub fn enable_tcp_fastopen(bits: u32) -> io::Result<u32> {
-    let now = tcp_fastopen_sysctl().ok_or_else(|| io::Error::other("no net.ipv4.tcp_fastopen"))?;
-    if now & bits == bits {
-        return Ok(now);
-    }
-    std::fs::write("/proc/sys/net/ipv4/tcp_fastopen", format!("{}", now | bits))?;
-    Ok(now | bits)
+/// Adds `bits` to `net.ipv4.tcp_fastopen` (1: client, 2: server) of this network namespace
+/// until the returned change is dropped (recorded in the host journal first, so a crash cannot
+/// leave it changed: [`crate::host`]); needs root in the namespace.
+///
+/// # Errors
+/// If the sysctl cannot be read or written.
+pub fn enable_tcp_fastopen(bits: u32) -> io::Result<crate::host::Change> {
+    crate::host::Change::apply(
+        crate::host::Setting::sysctl("net.ipv4.tcp_fastopen"),
+        |now| {
+            let now: u32 = now.parse().ok()?;
+            Some((now | bits).to_string())
+        },
+    )
 }
 
 #[cfg(test)]

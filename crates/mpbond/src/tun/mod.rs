@@ -22,7 +22,6 @@
 
 pub mod nat;
 
-use std::io;
 use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, Result, bail};
@@ -95,19 +94,6 @@ pub fn create(subnet: Subnet, mtu: u16) -> Result<tun_rs::AsyncDevice> {
         .ipv4(subnet.host_v4(), 24, None)
         .build_async()
         .with_context(|| format!("creating TUN device {name} (needs root and /dev/net/tun)"))
-}
-
-/// Reads `/proc/sys/<key>` (dots as slashes).
-pub(crate) fn sysctl_get(key: &str) -> io::Result<String> {
-    let path = std::path::Path::new("/proc/sys").join(key.replace('.', "/"));
-    Ok(std::fs::read_to_string(path)?.trim().to_owned())
-}
-
-/// Writes `/proc/sys/<key>`.
-pub(crate) fn sysctl_set(key: &str, value: &str) -> io::Result<()> {
-    let path = std::path::Path::new("/proc/sys").join(key.replace('.', "/"));
-    std::fs::write(&path, value)
-        .map_err(|e| io::Error::new(e.kind(), format!("{key}={value}: {e}")))
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use tracing::{debug, info, warn};
 
-use super::{Subnet, sysctl_get, sysctl_set};
-use crate::gateway::nft::nft;
+use super::Subnet;
 use crate::gateway::wan::WanSpec;
+use crate::host::nft;
+use crate::host::{sysctl_get, sysctl_set};
 use crate::netlink::route::{Route, RouteSocket, Rule};
 
 /// First routing table of the user stack's lines: instance `n`, line `i` uses
@@ -239,7 +240,9 @@ impl HostSetup {
                 let _ = rt.del_route(&r);
             }
         }
-        self.wan_lock = None;
+        if let Some(lock) = self.wan_lock.take() {
+            crate::gateway::wan::unlock_netns(lock);
+        }
         if std::mem::take(&mut self.forwarding) && !other_instances(self.subnet) {
             restore_forwarding();
         }
@@ -288,6 +291,7 @@ fn restore_forwarding() {
 /// Removes what killed instances left: tables of user-stack instances whose TUN is gone, and,
 /// with no instance running, the forwarding they turned on.
 fn remove_leftovers(ours: Subnet) {
+    crate::host::remove_files_of_dead_namespaces(&[("user-forwarding-", ".state")]);
     let Ok(out) = std::process::Command::new("nft")
         .args(["list", "tables", "inet"])
         .output()
