@@ -204,7 +204,7 @@ pub struct ConverterArgs {
     #[arg(long, value_name = "TIME")]
     pub handshake_timeout: Option<String>,
     /// Connections at most that have not authenticated yet; beyond, the oldest (of sources
-    /// that never authenticated first) are reset [default: 1024].
+    /// that never authenticated first) are reset [default: 4096].
     #[arg(long, value_name = "N")]
     pub max_handshakes: Option<usize>,
     /// Connections at most that have not authenticated yet per source address (IPv6: per /64)

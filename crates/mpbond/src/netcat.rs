@@ -38,15 +38,25 @@ pub async fn resolve(target: &str) -> Result<SocketAddr> {
         .with_context(|| format!("{target} has no address"))
 }
 
-/// Says once, on standard error, that a connection is not multipath.
-fn warn_if_not_multipath(stream: &TcpStream, proto: Proto, why: Option<&io::Error>, peer: &str) {
+/// Says once, on standard error, that a connection is not multipath, and why (`cause`: as read
+/// right after its handshake, when known).
+fn warn_if_not_multipath(
+    stream: &TcpStream,
+    proto: Proto,
+    why: Option<&io::Error>,
+    peer: &str,
+    cause: Option<kernel::Fallback>,
+) {
     match (proto, why) {
         (Proto::Tcp, Some(e)) => {
             warn!("this kernel has no usable MPTCP ({e}); using plain TCP to {peer}");
         }
         (Proto::Tcp, None) => {}
         (Proto::Mptcp, _) if !kernel::is_mptcp(stream) => {
-            warn!("{peer} (or a middlebox on the way) does not speak MPTCP; using plain TCP");
+            let cause = cause
+                .or_else(|| kernel::fallback_cause(stream))
+                .unwrap_or(kernel::Fallback::NotOffered);
+            warn!("plain TCP to {peer}, not multipath: {cause}");
         }
         (Proto::Mptcp, _) => debug!("MPTCP to {peer}"),
     }
@@ -229,7 +239,13 @@ async fn connect_to(args: ConnectArgs) -> Result<()> {
                 }
             };
             debug!(?reply, "converter connected");
-            warn_if_not_multipath(&stream, up.proto, up.mptcp_unavailable.as_ref(), &via);
+            warn_if_not_multipath(
+                &stream,
+                up.proto,
+                up.mptcp_unavailable.as_ref(),
+                &via,
+                up.fallback.or(Some(kernel::Fallback::Later)),
+            );
             Ok(())
         };
         return pipe_stdio(&stream, gate).await;
@@ -248,6 +264,7 @@ async fn connect_to(args: ConnectArgs) -> Result<()> {
         conn.proto,
         conn.mptcp_unavailable.as_ref(),
         &args.target,
+        None,
     );
     pipe_stdio(&conn.stream, async { Ok(()) }).await
 }

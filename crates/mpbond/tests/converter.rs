@@ -509,6 +509,81 @@ fn an_unacknowledged_convert_message_is_tried_once_more_on_a_new_connection() {
     assert_eq!(accepted, 2, "a second connection was tried ({elapsed:?})");
 }
 
+/// A connection whose MPTCP SYNs are lost comes up as plain TCP (Linux's last SYN tries carry
+/// no `MP_CAPABLE`): it is dropped before anything is sent and a new one is tried; the second
+/// is kept whatever it speaks, and says why it is plain TCP.
+#[test]
+fn a_connection_that_fell_back_because_its_syn_was_lost_is_tried_once_more() {
+    let outcome = mpbond::lab::testing::in_private_netns(
+        "a_connection_that_fell_back_because_its_syn_was_lost_is_tried_once_more",
+        || {
+            // Lost MPTCP SYNs must not switch MPTCP off for the namespace meanwhile.
+            let _ = std::fs::write("/proc/sys/net/mptcp/blackhole_timeout", "0");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = kernel::listen(
+                    "127.0.0.1:0".parse().unwrap(),
+                    &ListenOptions {
+                        mptcp: true,
+                        ..ListenOptions::default()
+                    },
+                )
+                .unwrap();
+                let port = l.listener.local_addr().unwrap().port();
+                // Every SYN with an MPTCP option to the port vanishes.
+                let rules = format!(
+                    "table inet lossy {{\n chain i {{\n type filter hook input priority 0;\n \
+                     tcp dport {port} tcp flags syn tcp option mptcp exists drop\n }}\n}}\n"
+                );
+                let mut nft = std::process::Command::new("nft")
+                    .args(["-f", "-"])
+                    .stdin(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                std::io::Write::write_all(nft.stdin.as_mut().unwrap(), rules.as_bytes()).unwrap();
+                assert!(nft.wait().unwrap().success());
+                let accepted = tokio::spawn(async move {
+                    let mut held = Vec::new();
+                    loop {
+                        // Each attempt takes three SYNs (about 3 s); after two, a moment for a
+                        // third that must not come.
+                        let wait = Duration::from_secs(if held.len() < 2 { 12 } else { 1 });
+                        match tokio::time::timeout(wait, l.listener.accept()).await {
+                            Ok(Ok((c, _))) => held.push(c),
+                            _ => return held.len(),
+                        }
+                    }
+                });
+                let opts = ClientOptions::new(format!("127.0.0.1:{port}").parse().unwrap());
+                let r =
+                    client::open("192.0.2.1:80".parse().unwrap(), &signer("home", 1), &opts).await;
+                let r = r.map(|up| (up.fallback, kernel::is_mptcp(&up.stream)));
+                (r, accepted.await.unwrap())
+            })
+        },
+    );
+    let Some((r, accepted)) = outcome else {
+        return;
+    };
+    let (fallback, mptcp) = r.unwrap();
+    assert!(!mptcp);
+    assert!(
+        matches!(fallback, Some(kernel::Fallback::SynLost { retransmits }) if retransmits >= 2),
+        "{fallback:?}"
+    );
+    assert!(
+        fallback
+            .unwrap()
+            .to_string()
+            .contains("not a path without MPTCP"),
+        "the cause is said"
+    );
+    assert_eq!(accepted, 2, "a second connection was tried");
+}
+
 /// The converter says why it refused a gateway, so the gateway can tell its operator; a wrong
 /// key and an unknown name get the same answer (nobody learns which names exist), and a key
 /// check is answered without relaying anything.

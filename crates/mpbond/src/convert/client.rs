@@ -58,6 +58,10 @@ pub enum ClientError {
     /// The connection to the converter failed.
     #[error("connection to the converter failed: {0}")]
     Io(#[from] io::Error),
+    /// The MPTCP SYN was lost and the kernel's plain-TCP retry was answered: this connection
+    /// would not be bonded (tried again on a new one).
+    #[error("the connection to the converter fell back to plain TCP: {0}")]
+    FellBack(kernel::Fallback),
     /// The converter did not acknowledge the Convert message (twice, on two connections).
     #[error("the converter {addr} did not acknowledge the Convert message within {wait:?}")]
     Unacknowledged {
@@ -174,6 +178,9 @@ pub struct Upstream {
     pub mptcp_unavailable: Option<io::Error>,
     /// The message went out in the SYN (TFO with a cookie).
     pub deferred: bool,
+    /// Why an MPTCP connection is plain TCP from its handshake on (`None`: it speaks MPTCP, or
+    /// MPTCP was not asked, or its SYN carried the message and it is not known yet).
+    pub fallback: Option<kernel::Fallback>,
 }
 
 /// Unix time in seconds.
@@ -209,30 +216,53 @@ const FIRST_ACK_WAIT: Duration = Duration::from_secs(3);
 /// lost (see [`kernel::wait_data_acked`]). Nothing but the Convert message was sent on the
 /// stalled one, so the retry is safe: at worst the destination saw a connection opened and
 /// closed without data.
+///
+/// Likewise a connection that came up as plain TCP because its MPTCP SYN was lost (Linux's
+/// last SYN tries carry no `MP_CAPABLE`) is dropped before anything is sent on it and tried
+/// once more: under a burst into a congested line one connection in a thousand would otherwise
+/// go unbonded for its whole life. The second attempt is kept whatever it speaks.
 pub async fn open(
     dest: SocketAddr,
     signer: &Signer,
     opts: &ClientOptions,
 ) -> Result<Upstream, ClientError> {
-    let first = open_once(dest, signer, opts, FIRST_ACK_WAIT.min(opts.connect_timeout)).await;
+    let first = open_once(
+        dest,
+        signer,
+        opts,
+        FIRST_ACK_WAIT.min(opts.connect_timeout),
+        true,
+    )
+    .await;
     match first {
-        Err(ClientError::Unacknowledged { .. }) => {
-            tracing::debug!(%dest, "the converter did not acknowledge the Convert message; trying a new connection");
-            open_once(dest, signer, opts, opts.connect_timeout).await
+        Err(e @ (ClientError::Unacknowledged { .. } | ClientError::FellBack(_))) => {
+            tracing::debug!(%dest, "{e}; trying a new connection");
+            open_once(dest, signer, opts, opts.connect_timeout, false).await
         }
         r => r,
     }
 }
 
-/// One attempt of [`open`], waiting `ack_wait` for the acknowledgment.
+/// One attempt of [`open`], waiting `ack_wait` for the acknowledgment; with `refuse_lost_syn`,
+/// a connection that fell back because its MPTCP SYN was lost is dropped
+/// ([`ClientError::FellBack`]).
 async fn open_once(
     dest: SocketAddr,
     signer: &Signer,
     opts: &ClientOptions,
     ack_wait: Duration,
+    refuse_lost_syn: bool,
 ) -> Result<Upstream, ClientError> {
     let msg = connect_message(dest, signer)?;
     let conn = reach(opts, opts.fast_open).await?;
+    let asked = opts.mptcp && conn.proto == Proto::Mptcp && !conn.deferred;
+    let fallback = asked
+        .then(|| kernel::fallback_cause(&conn.stream))
+        .flatten();
+    if let (true, Some(cause @ kernel::Fallback::SynLost { .. })) = (refuse_lost_syn, fallback) {
+        kernel::reset_on_close(&conn.stream);
+        return Err(ClientError::FellBack(cause));
+    }
     let send = exchange::write_message(&conn.stream, &msg);
     tokio::time::timeout(opts.connect_timeout, send)
         .await
@@ -268,6 +298,7 @@ async fn open_once(
         proto: conn.proto,
         mptcp_unavailable: conn.mptcp_unavailable,
         deferred: conn.deferred,
+        fallback,
     })
 }
 

@@ -47,9 +47,9 @@ pub struct AdmissionConfig {
 impl Default for AdmissionConfig {
     fn default() -> Self {
         Self {
-            max_pending: 1024,
+            max_pending: 4096,
             per_source: 32,
-            per_known_source: 1024,
+            per_known_source: 4096,
             timeout: Duration::from_secs(10),
             timeout_under_pressure: Duration::from_secs(2),
             remember: Duration::from_secs(3600),

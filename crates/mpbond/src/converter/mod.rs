@@ -523,7 +523,7 @@ impl Converter {
             exchange::refuse(stream, ErrorCode::UnsupportedTcpOption, kind, REFUSE_LINGER).await;
             return out;
         }
-        let own: Vec<IpAddr> = policy::own_addresses();
+        let own = policy::own_addresses_cached();
         if let Err(why) = self.config.policy.check(dest.ip(), dest.port(), &own) {
             s.refused_destinations.fetch_add(1, Relaxed);
             if let Some(n) = DESTINATION_REFUSED.allow() {

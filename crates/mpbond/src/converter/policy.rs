@@ -151,7 +151,30 @@ impl Policy {
     }
 }
 
-/// The addresses of this host's interfaces (in the current network namespace).
+/// The addresses of this host's interfaces, for a daemon that checks every connection against
+/// them: read at most once a second (`getifaddrs` dumps every interface with its statistics,
+/// which under a burst of a thousand new connections showed in the profile). The process's
+/// network namespace is the one a daemon runs in.
+#[must_use]
+pub fn own_addresses_cached() -> std::sync::Arc<Vec<IpAddr>> {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    static CACHE: Mutex<Option<(Instant, Arc<Vec<IpAddr>>)>> = Mutex::new(None);
+    const FRESH: Duration = Duration::from_secs(1);
+    let Ok(mut cache) = CACHE.lock() else {
+        return Arc::new(own_addresses());
+    };
+    match &*cache {
+        Some((at, addrs)) if at.elapsed() < FRESH => Arc::clone(addrs),
+        _ => {
+            let addrs = Arc::new(own_addresses());
+            *cache = Some((Instant::now(), Arc::clone(&addrs)));
+            addrs
+        }
+    }
+}
+
+/// The addresses of this host's interfaces (in the calling thread's network namespace).
 #[must_use]
 pub fn own_addresses() -> Vec<IpAddr> {
     let mut out = Vec::new();

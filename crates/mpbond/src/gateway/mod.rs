@@ -272,7 +272,7 @@ impl Gateway {
         // TPROXY never diverts traffic for the gateway's own addresses (`fib daddr type local`),
         // so such a connection came straight to the listener's port: relaying it would send the
         // converter back to this listener, round and round.
-        if crate::converter::policy::own_addresses().contains(&dest.ip()) {
+        if crate::converter::policy::own_addresses_cached().contains(&dest.ip()) {
             debug!(%peer, %dest, "refused: addressed to the gateway itself, not captured");
             return;
         }
@@ -282,11 +282,12 @@ impl Gateway {
         };
         let stream = &up.stream;
         let gw = &self;
+        let at_handshake = up.fallback;
         let gate = async move {
             match client::read_reply(stream, gw.client.reply_timeout).await {
                 Ok(_) => {
-                    if !kernel::is_mptcp(stream) {
-                        warn_fallback(gw);
+                    if gw.client.mptcp && !kernel::is_mptcp(stream) {
+                        warn_fallback(gw, at_handshake.unwrap_or(kernel::Fallback::Later));
                     }
                     Ok(())
                 }
@@ -320,14 +321,15 @@ async fn recheck_key(gw: Arc<Gateway>) {
     }
 }
 
-/// Warns, at most once a minute, that connections to the converter are not multipath.
-fn warn_fallback(gw: &Gateway) {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = client::unix_now();
-    if now.saturating_sub(LAST.swap(now, Relaxed)) >= 60 {
+/// Warns, at most once a minute, that a connection to the converter is not multipath, and why.
+fn warn_fallback(gw: &Gateway, why: kernel::Fallback) {
+    static SAID: crate::log_rate::Throttle =
+        crate::log_rate::Throttle::new(Duration::from_secs(60));
+    if let Some(n) = SAID.allow() {
         warn!(
             converter = %gw.client.converter,
-            "connection to the converter fell back to plain TCP: the path (or the converter's kernel) strips MPTCP; no bonding"
+            others_since = n,
+            "a connection to the converter is plain TCP, not bonded: {why}"
         );
     }
 }

@@ -93,6 +93,61 @@ pub fn is_mptcp(stream: &impl AsFd) -> bool {
     getsockopt_int(stream, libc::IPPROTO_TCP, TCP_IS_MPTCP).is_ok_and(|v| v == 1)
 }
 
+/// Why an MPTCP connection is plain TCP (see [`fallback_cause`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// The MPTCP SYN went unanswered and was sent again; since Linux 6.12 the kernel's last
+    /// tries carry no `MP_CAPABLE` (`net.mptcp.syn_retrans_before_tcp_fallback`), and one of
+    /// those was answered: loss on the way, not a path without MPTCP.
+    SynLost {
+        /// SYNs sent again.
+        retransmits: u32,
+    },
+    /// The peer answered the MPTCP SYN without `MP_CAPABLE`: it has no MPTCP, or something on
+    /// the path removed the option.
+    NotOffered,
+    /// The connection started as MPTCP and fell back later (RFC 8684 §3.7: a middlebox
+    /// changed the stream, or the peer signalled a fallback).
+    Later,
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SynLost { retransmits } => write!(
+                f,
+                "its MPTCP SYN was lost and sent {retransmits} more time(s), and Linux makes its last tries without MPTCP (net.mptcp.syn_retrans_before_tcp_fallback): loss or congestion on the line, not a path without MPTCP"
+            ),
+            Self::NotOffered => f.write_str(
+                "the peer answered without MPTCP: it has none, or something on the path strips the option",
+            ),
+            Self::Later => f.write_str(
+                "it fell back after it started (RFC 8684 §3.7: something on the path changed the stream)",
+            ),
+        }
+    }
+}
+
+/// Why a connected MPTCP socket is plain TCP now; `None` while it speaks MPTCP. Read right
+/// after the handshake, before anything was sent, `Later` does not occur.
+#[must_use]
+pub fn fallback_cause(stream: &impl AsFd) -> Option<Fallback> {
+    if is_mptcp(stream) {
+        return None;
+    }
+    let info = tcp_info(stream)?;
+    // After the handshake and before data, the only retransmissions are of the SYN.
+    if info.tcpi_bytes_acked <= 1 && info.tcpi_total_retrans > 0 {
+        return Some(Fallback::SynLost {
+            retransmits: info.tcpi_total_retrans,
+        });
+    }
+    if info.tcpi_bytes_acked <= 1 {
+        return Some(Fallback::NotOffered);
+    }
+    Some(Fallback::Later)
+}
+
 /// The largest receive buffer [`unjam_receive`] grows a connection to.
 const UNJAM_MAX_RCVBUF: u32 = 64 << 20;
 
@@ -287,8 +342,10 @@ pub async fn wait_quiet_for_data_fin(stream: &TcpStream, limit: Duration) -> io:
     .await
 }
 
-/// Polls `done` (every 0.5 ms at first, backing off to 10 ms) until it holds, `stream` has an
-/// error, or `deadline` passes (then `TimedOut` with `what`).
+/// Polls `done` (every 0.5 ms at first, backing off to 10 ms, and to 100 ms once it has taken
+/// a second: a thousand connections each waiting seconds for a lossy line must not cost a
+/// hundred thousand `getsockopt` calls a second) until it holds, `stream` has an error, or
+/// `deadline` passes (then `TimedOut` with `what`).
 async fn poll_until(
     stream: &TcpStream,
     deadline: tokio::time::Instant,
@@ -296,6 +353,7 @@ async fn poll_until(
     what: &'static str,
 ) -> io::Result<()> {
     let mut pause = Duration::from_micros(500);
+    let slow_after = tokio::time::Instant::now() + Duration::from_secs(1);
     loop {
         if done() {
             return Ok(());
@@ -307,7 +365,12 @@ async fn poll_until(
             return Err(io::Error::new(io::ErrorKind::TimedOut, what));
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(10));
+        let most = if tokio::time::Instant::now() < slow_after {
+            Duration::from_millis(10)
+        } else {
+            Duration::from_millis(100)
+        };
+        pause = (pause * 2).min(most);
     }
 }
 

@@ -1,0 +1,230 @@
+//! Connection setup benchmark: a burst of concurrent short requests from the LAN host through
+//! gateway and converter, all opened at once (issue 12: "1000 concurrent 10 KB downloads took
+//! 12.7 s"). For each request, the *setup time* is from `connect()` to its first byte of answer
+//! (the LAN client's connection captured, the MPTCP connection to the converter opened and
+//! authenticated, the converter connected to the server, the first byte back); the rate is the
+//! requests divided by the time until the last one had its first byte.
+//!
+//! Needs root (it builds a lab): `sudo cargo bench --bench setup_burst`. Lines: dsl
+//! 20mbit/10ms and lte 10mbit/40ms. `MPBOND_BENCH_BURST` requests per burst (default 1000),
+//! answers of 1 KiB and 10 KB. `MPBOND_BENCH_BEFORE=/path/to/old/mpbond` runs that binary's
+//! gateway and converter first, in the same lab, for a before/after table; `MPBOND_BENCH_KEEP=1`
+//! keeps the daemons' logs (`MPBOND_TEST_LOG=debug` for a line per connection). Prints Markdown.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a benchmark program: fail loudly, print floats"
+)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mpbond::lab::failover;
+use mpbond::lab::testing::{TestLab, skip_unless_root, start_bonding};
+use mpbond::lab::{Role, netns};
+
+const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
+const PATTERN: &str = "203.0.113.2:8081";
+
+/// One request's times since its `connect()`: first byte, last byte; `None` if it failed.
+type Times = Option<(Duration, Duration)>;
+
+/// `n` requests of `len` bytes each, opened at once from the LAN host (one thread, epoll: the
+/// client must cost little next to what it measures).
+fn burst(lab: &TestLab, n: usize, len: u64) -> Vec<Times> {
+    let addr: SocketAddr = PATTERN.parse().unwrap();
+    netns::in_netns(lab.info().netns(Role::Lan), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let tasks: Vec<_> = (0..n)
+                .map(|i| tokio::spawn(request(addr, len, i as u64)))
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        })
+    })
+    .unwrap()
+}
+
+/// One request: its first and last byte's times since `connect()`.
+async fn request(addr: SocketAddr, len: u64, seed: u64) -> Times {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t0 = Instant::now();
+    let mut c = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let mut req = len.to_le_bytes().to_vec();
+    req.extend_from_slice(&seed.to_le_bytes());
+    c.write_all(&req).await.ok()?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut got = 0u64;
+    let mut first = None;
+    while got < len {
+        let k = tokio::time::timeout(Duration::from_secs(60), c.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if k == 0 {
+            return None;
+        }
+        first.get_or_insert_with(|| t0.elapsed());
+        got += k as u64;
+    }
+    Some((first?, t0.elapsed()))
+}
+
+/// A pattern server (the protocol of [`failover::serve_pattern`]) on tokio in the web host, for
+/// the life of the process.
+fn serve_pattern(lab: &TestLab) {
+    let ns = lab.info().netns(Role::Web).to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        netns::enter(&ns).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.set_reuseaddr(true).unwrap();
+            sock.bind(PATTERN.parse().unwrap()).unwrap();
+            let l = sock.listen(4096).unwrap();
+            tx.send(()).unwrap();
+            loop {
+                let Ok((mut c, _)) = l.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let mut req = [0u8; 16];
+                    c.read_exact(&mut req).await.ok()?;
+                    let len = u64::from_le_bytes(req[..8].try_into().ok()?);
+                    let seed = u64::from_le_bytes(req[8..].try_into().ok()?);
+                    let mut buf = vec![0u8; usize::try_from(len).ok()?.min(1 << 20)];
+                    failover::fill(seed, 0, &mut buf);
+                    c.write_all(&buf).await.ok()?;
+                    c.shutdown().await.ok()
+                });
+            }
+        });
+    });
+    rx.recv().unwrap();
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The gateway's Prometheus counter `name`.
+fn gateway_metric(lab: &TestLab, name: &str) -> u64 {
+    netns::in_netns(lab.info().netns(Role::Gw), || {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9478").ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut t = String::new();
+        s.read_to_string(&mut t).ok()?;
+        t.lines()
+            .find(|l| l.starts_with(&format!("mpbond_{name} ")))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    if skip_unless_root("setup burst benchmark") {
+        return;
+    }
+    let _ = mpbond::sys::raise_nofile_limit();
+    let n: usize = std::env::var("MPBOND_BENCH_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let lab = TestLab::up(EXE, &["dsl:20mbit:10ms", "lte:10mbit:40ms"]);
+    serve_pattern(&lab);
+    let dir = std::path::PathBuf::from(format!("/run/mpbond/bench-setup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut exes = Vec::new();
+    if let Ok(before) = std::env::var("MPBOND_BENCH_BEFORE") {
+        exes.push(("before", before));
+    }
+    exes.push(("this build", EXE.to_owned()));
+    println!(
+        "| mpbond | answer | requests | all first bytes after | rate | setup p50 | setup p99 | complete p50 | complete p99 | failed | fell back to TCP | daemons' CPU per request |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    // The floor: the same requests straight over the dsl line, without gateway and converter.
+    let mut runs: Vec<(&str, Option<&str>)> = vec![("none: plain TCP on dsl", None)];
+    runs.extend(exes.iter().map(|(l, e)| (*l, Some(e.as_str()))));
+    for (label, exe) in runs {
+        let gateway = exe.map(|exe| {
+            start_bonding(
+                &lab,
+                exe,
+                &dir,
+                &["dsl", "lte"],
+                &["--metrics", "127.0.0.1:9478"],
+            )
+        });
+        let cpu = || {
+            gateway.as_ref().map_or(Duration::ZERO, |(g, c)| {
+                [g.pid(), c.pid()]
+                    .into_iter()
+                    .filter_map(mpbond::lab::measure::process_cpu_time)
+                    .sum()
+            })
+        };
+        for len in [1024u64, 10_000] {
+            let fell_back = gateway_metric(&lab, "fallbacks_total");
+            let cpu_before = cpu();
+            let times = burst(&lab, n, len);
+            let fell_back = gateway_metric(&lab, "fallbacks_total").saturating_sub(fell_back);
+            // The connections' ends (FIN, DATA_FIN) are the daemons' work too.
+            std::thread::sleep(Duration::from_secs(2));
+            let cpu_per = cpu().saturating_sub(cpu_before).as_secs_f64() * 1e6 / n as f64;
+            let ok: Vec<(Duration, Duration)> = times.iter().flatten().copied().collect();
+            let mut setup: Vec<Duration> = ok.iter().map(|t| t.0).collect();
+            let mut done: Vec<Duration> = ok.iter().map(|t| t.1).collect();
+            setup.sort();
+            done.sort();
+            let last = setup.last().copied().unwrap_or_default();
+            println!(
+                "| {label} | {len} B | {n} | {:.2} s | {:.0}/s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} | {fell_back} | {cpu_per:.0} µs |",
+                last.as_secs_f64(),
+                ok.len() as f64 / last.as_secs_f64().max(1e-3),
+                ms(percentile(&setup, 0.5)),
+                ms(percentile(&setup, 0.99)),
+                ms(percentile(&done, 0.5)),
+                ms(percentile(&done, 0.99)),
+                n - ok.len(),
+            );
+        }
+        drop(gateway);
+    }
+    if std::env::var_os("MPBOND_BENCH_KEEP").is_some() {
+        eprintln!("daemons' logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
