@@ -449,7 +449,13 @@ async fn pipe_user(stream: crate::stack::user::UserStream) -> Result<()> {
                 .context("writing standard output")?;
         }
     };
-    tokio::try_join!(up, down).map(drop)
+    let r = tokio::try_join!(up, down).map(drop);
+    // A session that failed is reset, not closed as if it were complete (as with the kernel
+    // stack, see `pipe_stdio`).
+    if r.is_err() {
+        rd.unsplit(wr).abort();
+    }
+    r
 }
 
 /// Reads a gateway key file (one `NAME KEY` line).

@@ -755,3 +755,118 @@ fn idle_connections_in_waves_never_lock_the_gateway_out() {
     let lines = log.lines().count();
     assert!(lines < 200, "the log is not flooded: {lines} lines");
 }
+
+/// Random bytes, a few at a time, from a xorshift generator.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// Sends `bytes` to `addr` from the calling thread's namespace and reads until the other side
+/// ends the connection: `true` if it did within 20 s (an answer, a close or a reset).
+fn ends_cleanly(addr: SocketAddr, bytes: &[u8]) -> bool {
+    let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)) else {
+        return false;
+    };
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = c.write_all(bytes);
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let mut sink = Vec::new();
+    match c.read_to_end(&mut sink) {
+        Ok(_) => true,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::TimedOut,
+    }
+}
+
+/// A SOCKS5 CONNECT to the pattern server through `socks`, then `len` bytes of pattern `seed`.
+fn socks_download(socks: SocketAddr, len: u64, seed: u64) -> u64 {
+    let mut c = std::net::TcpStream::connect_timeout(&socks, Duration::from_secs(10)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(&[5, 1, 0]).unwrap();
+    let mut r = [0u8; 2];
+    c.read_exact(&mut r).unwrap();
+    assert_eq!(r, [5, 0], "no authentication on loopback");
+    let p: SocketAddr = PATTERN.parse().unwrap();
+    let SocketAddr::V4(p) = p else { unreachable!() };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&p.ip().octets());
+    req.extend_from_slice(&p.port().to_be_bytes());
+    c.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    c.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], 0, "SOCKS5 success");
+    let mut ask = len.to_le_bytes().to_vec();
+    ask.extend_from_slice(&seed.to_le_bytes());
+    c.write_all(&ask).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    let mut want = vec![0u8; got.len()];
+    failover::fill(seed, 0, &mut want);
+    assert_eq!(got, want, "the pattern");
+    got.len() as u64
+}
+
+/// Random bytes and mangled Convert messages to the converter, and random bytes to the
+/// gateway's SOCKS5 port, each get an answer or a close, and real clients are served after.
+#[test]
+fn random_bytes_to_the_converter_and_the_socks_port_end_cleanly() {
+    use mpbond::convert::auth::Signer;
+    use mpbond::convert::client;
+    if skip_unless_root("random_bytes_to_the_converter_and_the_socks_port_end_cleanly") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &LINES);
+    let web = lab.info().netns(Role::Web).to_owned();
+    let _pattern = PatternServer::start(&web, PATTERN.parse().unwrap(), Transport::Tcp).unwrap();
+    let dir = TempDir::new("noise");
+    let (gateway, converter) = start_bonding(
+        &lab,
+        EXE,
+        &dir.0,
+        &["dsl", "lte"],
+        &["--socks", "127.0.0.1:1080"],
+    );
+    let signer =
+        Signer::from_key_file_text(&std::fs::read_to_string(dir.path("home.key")).unwrap())
+            .unwrap();
+    let valid = client::connect_message(PATTERN.parse().unwrap(), &signer)
+        .unwrap()
+        .emit()
+        .unwrap();
+    let conv: SocketAddr = CONVERTER.parse().unwrap();
+    let socks: SocketAddr = "127.0.0.1:1080".parse().unwrap();
+    netns::in_netns(lab.info().netns(Role::Gw), || {
+        for seed in 1..=40u64 {
+            let len = usize::try_from(seed * 37 % 1500).unwrap();
+            let mut mangled = valid.clone();
+            let at = usize::try_from(seed).unwrap() % mangled.len();
+            mangled[at] ^= u8::try_from(seed % 255).unwrap() | 1;
+            mangled.truncate(mangled.len() - usize::try_from(seed % 3).unwrap());
+            assert!(
+                ends_cleanly(conv, &noise(seed, len)),
+                "converter, noise {seed}"
+            );
+            assert!(ends_cleanly(conv, &mangled), "converter, mangled {seed}");
+            assert!(
+                ends_cleanly(socks, &noise(seed, len)),
+                "SOCKS5, noise {seed}"
+            );
+        }
+        assert_eq!(socks_download(socks, MB, 3), MB, "SOCKS5 still serves");
+    })
+    .unwrap();
+    let end = download_to_the_end(&lab, PATTERN, MB, 4);
+    assert!(
+        end.error.is_none() && end.intact && end.bytes == MB,
+        "the gateway still serves: {end:?}\n{}",
+        converter.problems()
+    );
+    drop(gateway);
+}
