@@ -535,12 +535,15 @@ fn assert_restored_after_a_crash(
 }
 
 /// A lab and a key for the crash test, without files an earlier test's crash left: a
-/// namespace may get the inode of one deleted before, and with it that one's files.
+/// namespace may get the inode of one deleted before, and with it that one's files; and
+/// `/run/mpbond` is shared by every namespace.
 fn crash_lab() -> (TestLab, TempDir) {
     let lab = TestLab::up(EXE, &LINES);
     for role in [Role::Gw, Role::Vps] {
         remove_stale_files_of(&lab, role);
     }
+    // Status sockets of daemons other tests killed (the files are the machine's, not a lab's).
+    mpbond::status::remove_stale_sockets();
     let dir = TempDir::new("crash");
     write_key(&dir, "home.key", "home");
     std::fs::copy(dir.path("home.key"), dir.path("converter.keys")).unwrap();
