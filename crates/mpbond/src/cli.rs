@@ -212,11 +212,11 @@ pub struct ConverterArgs {
     /// [default: 32].
     #[arg(long, value_name = "N")]
     pub max_handshakes_per_source: Option<usize>,
-    /// Connections at most per source address (IPv6: per /64), counted and refused by the
-    /// kernel (an nftables table with conntrack, removed on exit); 0: no such limit
-    /// [default: 4096].
+    /// New connections a second at most per source address (IPv6: per /64), four seconds'
+    /// worth at once; beyond, the kernel drops their SYNs (an nftables table, removed on exit);
+    /// 0: no such limit [default: 1000].
     #[arg(long, value_name = "N")]
-    pub max_per_source: Option<usize>,
+    pub syn_rate_per_source: Option<u32>,
     /// Time to connect to a destination [default: 10s].
     #[arg(long, value_name = "TIME")]
     pub connect_timeout: Option<String>,
@@ -603,8 +603,8 @@ fn converter_config(a: ConverterArgs) -> Result<crate::converter::Config> {
     {
         c.admission.per_source = n.max(1);
     }
-    if let Some(n) = a.max_per_source.or(file.max_per_source) {
-        c.max_per_source = n;
+    if let Some(n) = a.syn_rate_per_source.or(file.syn_rate_per_source) {
+        c.syn_rate_per_source = n;
     }
     if let Some(t) = a.idle_timeout.or(file.idle_timeout) {
         c.idle_timeout = duration("--idle-timeout", &t)?;

@@ -61,8 +61,8 @@ pub struct ConverterFile {
     pub max_handshakes: Option<usize>,
     /// ... per source that no gateway authenticated from lately.
     pub max_handshakes_per_source: Option<usize>,
-    /// Connections at most per source, counted by the kernel (0: no limit).
-    pub max_per_source: Option<usize>,
+    /// New connections a second at most per source, enforced by the kernel (0: no limit).
+    pub syn_rate_per_source: Option<u32>,
     /// `"10s"`.
     pub handshake_timeout: Option<String>,
     /// `"10s"`.

@@ -23,7 +23,7 @@
 //! can be removed safely), [`remove_files_of_dead_namespaces`] and [`process_alive`].
 
 use std::fs::File;
-use std::io::{self, Read as _, Seek as _, Write as _};
+use std::io::{self, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
@@ -196,6 +196,9 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// No process (pid 0 is never a user process): owns an entry left to be put back later.
+    const NOBODY: Self = Self { pid: 0, start: 0 };
+
     /// This process.
     #[must_use]
     pub fn me() -> Self {
@@ -237,8 +240,9 @@ pub fn process_alive(pid: u32) -> bool {
 struct Entry {
     key: String,
     original: String,
-    /// What mpbond set it to last.
-    set: String,
+    /// Every value mpbond set it to, the last one last: a value found there is mpbond's to
+    /// put back (an owner may have been killed between recording a value and writing it).
+    set: Vec<String>,
     owners: Vec<Owner>,
 }
 
@@ -313,9 +317,12 @@ pub fn lock_file(path: &Path, wait: bool) -> io::Result<File> {
     }
 }
 
-/// The journal of the calling thread's namespace, locked while this lives.
+/// The journal of the calling thread's namespace, locked while this lives: `host-<inode>.lock`
+/// is held (`flock`) and `host-<inode>.json` is replaced whole on every save (written aside,
+/// then renamed over it), so a kill in the middle of a save never leaves a torn journal.
 struct Locked {
-    file: File,
+    _lock: File,
+    lock_path: PathBuf,
     path: PathBuf,
     netns: Netns,
     journal: Journal,
@@ -325,10 +332,15 @@ impl Locked {
     fn open() -> io::Result<Self> {
         std::fs::create_dir_all(RUN_DIR)?;
         let netns = Netns::current()?;
-        let path = Path::new(RUN_DIR).join(format!("host-{}.json", netns.inode));
-        let mut file = lock_file(&path, true)?;
-        let mut text = String::new();
-        file.read_to_string(&mut text)?;
+        let base = Path::new(RUN_DIR).join(format!("host-{}", netns.inode));
+        let lock_path = base.with_extension("lock");
+        let path = base.with_extension("json");
+        let lock = lock_file(&lock_path, true)?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
         let journal = match serde_json::from_str::<Journal>(&text) {
             Ok(j) if j.netns_cookie == netns.cookie => j,
             Ok(j) => {
@@ -340,79 +352,130 @@ impl Locked {
                 Journal::default()
             }
             Err(e) if !text.trim().is_empty() => {
-                warn!("host journal {} unreadable ({e}): ignored", path.display());
+                // Kept for a person to look at; never applied.
+                let bad = base.with_extension("json.bad");
+                let _ = std::fs::rename(&path, &bad);
+                warn!(
+                    "host journal {} unreadable ({e}): kept as {}, ignored",
+                    path.display(),
+                    bad.display()
+                );
                 Journal::default()
             }
             Err(_) => Journal::default(),
         };
         Ok(Self {
-            file,
+            _lock: lock,
+            lock_path,
             path,
             netns,
             journal,
         })
     }
 
-    /// Puts back the settings whose owners are all gone.
+    fn position(&self, key: &str) -> Option<usize> {
+        self.journal.entries.iter().position(|e| e.key == key)
+    }
+
+    /// Puts back the settings whose owners are all gone; an entry whose setting could not be
+    /// put back (the kernel refused, `nft` failed) stays for the next try.
     fn restore_orphans(&mut self) {
         for e in &mut self.journal.entries {
             let before = e.owners.len();
             e.owners.retain(Owner::alive);
-            if before > e.owners.len() && e.owners.is_empty() {
-                if let Some(s) = Setting::from_key(&e.key) {
-                    restore(&s, e, "a killed mpbond");
+            if e.owners.is_empty() && before > 0 {
+                let done =
+                    Setting::from_key(&e.key).is_none_or(|s| restore(&s, e, "a killed mpbond"));
+                if !done {
+                    // Kept under an owner that is never alive: tried again next time.
+                    e.owners.push(Owner::NOBODY);
                 }
             }
         }
         self.journal.entries.retain(|e| !e.owners.is_empty());
     }
 
-    /// Writes the journal back, or removes the file when it is empty (still locked: see
-    /// [`lock_file`]).
-    fn save(mut self) -> io::Result<()> {
+    /// Writes the journal (aside, then renamed over the old one), or removes it when empty.
+    fn save(&mut self) -> io::Result<()> {
         if self.journal.entries.is_empty() {
-            return std::fs::remove_file(&self.path);
+            return match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            };
         }
         self.journal.netns_cookie = self.netns.cookie;
         let text = serde_json::to_string_pretty(&self.journal).map_err(io::Error::other)?;
-        self.file.set_len(0)?;
-        self.file.rewind()?;
-        self.file.write_all(text.as_bytes())?;
-        self.file.sync_data()
+        let aside = self.path.with_extension("json.new");
+        let mut f = File::create(&aside)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_data()?;
+        std::fs::rename(&aside, &self.path)
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        // Nothing recorded: the lock file goes too (removed while locked: see `lock_file`).
+        if self.journal.entries.is_empty() && !self.path.exists() {
+            let _ = std::fs::remove_file(&self.lock_path);
+        }
     }
 }
 
 /// Puts `setting` back to the entry's original value, unless somebody else changed it since.
-fn restore(setting: &Setting, e: &Entry, who: &str) {
+/// Returns whether the entry is settled (put back, already back, or somebody else's now);
+/// `false` when reading or writing failed and it should be tried again.
+fn restore(setting: &Setting, e: &Entry, who: &str) -> bool {
     match setting.read() {
-        Ok(now) if now == e.original => {}
-        Ok(now) if now == e.set => match setting.write(&e.original) {
-            Ok(()) => info!("{setting} back to {} (changed by {who})", e.original),
-            Err(err) => warn!("could not put {setting} back to {}: {err}", e.original),
+        Ok(now) if now == e.original => true,
+        Ok(now) if e.set.contains(&now) => match setting.write(&e.original) {
+            Ok(()) => {
+                info!("{setting} back to {} (changed by {who})", e.original);
+                true
+            }
+            Err(err) => {
+                warn!("could not put {setting} back to {}: {err}", e.original);
+                false
+            }
         },
-        Ok(now) => warn!(
-            "{setting} is {now}, neither mpbond's {} nor the original {}: somebody changed it meanwhile; left as it is",
-            e.set, e.original
-        ),
-        Err(err) => debug!("{setting} not restored: {err}"),
+        Ok(now) => {
+            warn!(
+                "{setting} is {now}, neither mpbond's {} nor the original {}: somebody changed it meanwhile; left as it is",
+                e.set.last().map_or("", String::as_str),
+                e.original
+            );
+            true
+        }
+        Err(err) => {
+            debug!("{setting} not restored: {err}");
+            false
+        }
     }
 }
 
 /// Puts back what mpbond processes that were killed changed in the calling thread's network
 /// namespace. Every daemon calls it as it starts; [`Change::apply`] does it too.
 pub fn recover() {
+    remove_files_of_dead_namespaces(RUN_FILES);
     match Locked::open() {
         Ok(mut j) => {
             j.restore_orphans();
             if let Err(e) = j.save() {
-                if e.kind() != io::ErrorKind::NotFound {
-                    warn!("host journal: {e}");
-                }
+                warn!("host journal: {e}");
             }
         }
         Err(e) => debug!("no host journal: {e}"),
     }
 }
+
+/// mpbond's files in [`RUN_DIR`] that belong to one network namespace: `(prefix, suffix)`
+/// around the namespace's inode.
+pub const RUN_FILES: &[(&str, &str)] = &[
+    ("host-", ".json"),
+    ("host-", ".lock"),
+    ("wan-", ".lock"),
+    ("user-forwarding-", ".state"),
+];
 
 /// A setting changed by this process, put back when dropped (unless another mpbond still needs
 /// it: then the last one puts it back).
@@ -436,57 +499,70 @@ impl Change {
     /// If the setting cannot be read or written, or the journal cannot be written (then nothing
     /// is changed).
     pub fn apply(setting: Setting, new: impl FnOnce(&str) -> Option<String>) -> io::Result<Self> {
+        // Everything below happens under the journal's lock: two mpbond processes changing one
+        // setting at once cannot lose its original.
         let mut j = Locked::open()?;
         j.restore_orphans();
         let current = setting.read()?;
         let wanted = new(&current).filter(|v| *v != current);
         let key = setting.key();
         let me = Owner::me();
-        let existing = j.journal.entries.iter().position(|e| e.key == key);
-        let (original, owned) = match (existing, &wanted) {
-            (Some(i), _) => {
-                let e = &mut j.journal.entries[i];
-                // One entry per holder: a process may hold a setting twice.
-                e.owners.push(me);
-                if let Some(w) = &wanted {
-                    e.set.clone_from(w);
-                }
-                (e.original.clone(), true)
-            }
-            (None, Some(w)) => {
+        let index = match (j.position(&key), &wanted) {
+            (Some(i), _) => Some(i),
+            (None, Some(_)) => {
                 j.journal.entries.push(Entry {
                     key,
                     original: current.clone(),
-                    set: w.clone(),
-                    owners: vec![me],
+                    set: Vec::new(),
+                    owners: Vec::new(),
                 });
-                (current.clone(), true)
+                Some(j.journal.entries.len() - 1)
             }
-            (None, None) => (current.clone(), false),
+            (None, None) => None,
         };
-        // The journal is on disk before the setting changes: a crash in between leaves an
-        // entry whose setting still has its original value, which restoring leaves alone.
-        j.save().or_else(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e)
+        let Some(i) = index else {
+            // Nothing to change and nobody else changed it: nothing to own.
+            j.save()?;
+            return Ok(Self {
+                setting,
+                original: current.clone(),
+                value: current,
+                owned: false,
+            });
+        };
+        let e = &mut j.journal.entries[i];
+        // One owner per holder: a process may hold a setting twice.
+        e.owners.push(me);
+        if let Some(w) = &wanted {
+            if !e.set.contains(w) {
+                e.set.push(w.clone());
             }
-        })?;
-        let mut change = Self {
+        }
+        let original = e.original.clone();
+        // The journal is on disk before the setting changes: a crash in between leaves an
+        // entry whose setting still has its earlier value, which restoring handles.
+        j.save()?;
+        let mut value = current;
+        if let Some(w) = wanted {
+            if let Err(err) = setting.write(&w) {
+                let e = &mut j.journal.entries[i];
+                if let Some(k) = e.owners.iter().position(|o| *o == me) {
+                    e.owners.remove(k);
+                }
+                if e.owners.is_empty() {
+                    j.journal.entries.remove(i);
+                }
+                let _ = j.save();
+                return Err(err);
+            }
+            value = w;
+        }
+        Ok(Self {
             setting,
             original,
-            value: current,
-            owned,
-        };
-        if let Some(w) = wanted {
-            if let Err(e) = change.setting.write(&w) {
-                drop(change);
-                return Err(e);
-            }
-            change.value = w;
-        }
-        Ok(change)
+            value,
+            owned: true,
+        })
     }
 
     /// For tests: what a crash of the owner leaves: the journal entry stays, owned by a process
@@ -531,22 +607,24 @@ impl Drop for Change {
         };
         let key = self.setting.key();
         let me = Owner::me();
-        if let Some(i) = j.journal.entries.iter().position(|e| e.key == key) {
+        if let Some(i) = j.position(&key) {
             let e = &mut j.journal.entries[i];
             if let Some(mine) = e.owners.iter().position(|o| *o == me) {
                 e.owners.remove(mine);
             }
             e.owners.retain(Owner::alive);
             if e.owners.is_empty() {
-                let e = j.journal.entries.remove(i);
-                restore(&self.setting, &e, "this mpbond");
+                if restore(&self.setting, e, "this mpbond") {
+                    j.journal.entries.remove(i);
+                } else {
+                    // Left for the next mpbond to try again.
+                    e.owners.push(Owner::NOBODY);
+                }
             }
         }
         j.restore_orphans();
         if let Err(e) = j.save() {
-            if e.kind() != io::ErrorKind::NotFound {
-                warn!("host journal: {e}");
-            }
+            warn!("host journal: {e}");
         }
     }
 }
@@ -775,6 +853,63 @@ mod tests {
         );
     }
 
+    /// Two changes of one setting at once (threads here, processes in life) never lose its
+    /// original: the journal's lock covers the read, the record and the write.
+    #[test]
+    fn concurrent_changes_of_one_setting_put_the_original_back() {
+        in_private_netns(
+            "concurrent_changes_of_one_setting_put_the_original_back",
+            || {
+                let name = "net.ipv4.tcp_fastopen";
+                let original = sysctl_get(name).unwrap();
+                // Threads started here are in this namespace too.
+                std::thread::scope(|s| {
+                    for bit in [0x200u32, 0x400, 0x800, 0x1000] {
+                        s.spawn(move || {
+                            for _ in 0..20 {
+                                let c = Change::apply(Setting::sysctl(name), |v| {
+                                    Some((v.parse::<u32>().unwrap() | bit).to_string())
+                                })
+                                .unwrap();
+                                drop(c);
+                            }
+                        });
+                    }
+                });
+                assert_eq!(sysctl_get(name).unwrap(), original);
+            },
+        );
+    }
+
+    /// An entry whose setting cannot be put back now stays for the next try.
+    #[test]
+    fn a_setting_that_cannot_be_put_back_stays_in_the_journal() {
+        in_private_netns(
+            "a_setting_that_cannot_be_put_back_stays_in_the_journal",
+            || {
+                let mut j = Locked::open().unwrap();
+                j.journal.entries.push(Entry {
+                    key: "sysctl net.ipv4.no_such_setting".into(),
+                    original: "1".into(),
+                    set: vec!["0".into()],
+                    owners: vec![Owner {
+                        pid: u32::MAX - 1,
+                        start: 1,
+                    }],
+                });
+                j.save().unwrap();
+                drop(j);
+                recover();
+                let j = Locked::open().unwrap();
+                assert_eq!(j.journal.entries.len(), 1, "kept");
+                assert_eq!(j.journal.entries[0].owners, vec![Owner::NOBODY]);
+                let path = j.path.clone();
+                drop(j);
+                std::fs::remove_file(path).unwrap();
+            },
+        );
+    }
+
     /// A journal written in another namespace that had this inode (same name, other cookie) is
     /// never applied here.
     #[test]
@@ -791,7 +926,7 @@ mod tests {
                 entries: vec![Entry {
                     key: format!("sysctl {name}"),
                     original: "0".into(),
-                    set: original.clone(),
+                    set: vec![original.clone()],
                     owners: vec![Owner {
                         pid: u32::MAX - 1,
                         start: 1,

@@ -244,7 +244,11 @@ async fn connect_to(args: ConnectArgs) -> Result<()> {
                 up.proto,
                 up.mptcp_unavailable.as_ref(),
                 &via,
-                up.fallback.or(Some(kernel::Fallback::Later)),
+                up.fallback.or(Some(if up.deferred {
+                    kernel::Fallback::Unknown
+                } else {
+                    kernel::Fallback::Later
+                })),
             );
             Ok(())
         };

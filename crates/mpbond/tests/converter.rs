@@ -514,6 +514,12 @@ fn an_unacknowledged_convert_message_is_tried_once_more_on_a_new_connection() {
 /// is kept whatever it speaks, and says why it is plain TCP.
 #[test]
 fn a_connection_that_fell_back_because_its_syn_was_lost_is_tried_once_more() {
+    if !std::path::Path::new("/proc/sys/net/mptcp/syn_retrans_before_tcp_fallback").exists() {
+        eprintln!(
+            "SKIPPED a_connection_that_fell_back_because_its_syn_was_lost_is_tried_once_more: this kernel (before 6.12) never drops MP_CAPABLE from a SYN"
+        );
+        return;
+    }
     let outcome = mpbond::lab::testing::in_private_netns(
         "a_connection_that_fell_back_because_its_syn_was_lost_is_tried_once_more",
         || {
@@ -701,9 +707,15 @@ async fn idle_connections_cannot_lock_a_gateway_out() {
     let mut pong = [0u8; 4];
     held.read_exact(&mut pong).await.unwrap();
     assert_eq!(&pong, b"ping");
+    // The converter takes the flood's connections at its own pace: wait for it.
     let stats = &conv.conv.stats;
+    let want = 292 + 320 - 64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stats.pushed_out.load(Relaxed) < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let pushed = stats.pushed_out.load(Relaxed);
-    assert!(pushed >= 292 + 320 - 64, "{pushed} pushed out");
+    assert!(pushed >= want, "{pushed} pushed out");
     echo_through(&conv, &home, dest, b"and after it").await;
 }
 

@@ -487,7 +487,12 @@ impl Verifier {
         now: u64,
     ) -> Result<Name, AuthError> {
         let auth = auth.ok_or(AuthError::Missing)?;
-        let key = self.keys.get(&auth.name).ok_or(AuthError::UnknownName)?;
+        // An unknown name costs the same HMAC as a known one: the time of the answer must not
+        // tell which names exist (the answer itself does not, see `Refusal`).
+        let Some(key) = self.keys.get(&auth.name) else {
+            let _ = auth.verify(&Key::from_bytes([0; KEY_LEN]), connect);
+            return Err(AuthError::UnknownName);
+        };
         if !auth.verify(key, connect) {
             return Err(AuthError::BadHmac);
         }

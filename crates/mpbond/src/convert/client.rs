@@ -92,14 +92,15 @@ fn refusal_text(e: &ErrorTlv) -> String {
 }
 
 impl ClientError {
-    /// When the converter refused this gateway itself (its key, its clock), not one
-    /// destination: the reason.
+    /// When the converter said it refused this gateway itself (its key, its clock), not one
+    /// destination: the reason. A converter that gives no reason (older ones) does not count:
+    /// its Not Authorized may be about the destination.
     #[must_use]
     pub fn gateway_refusal(&self) -> Option<Refusal> {
         match self {
             Self::Refused(e) if e.code == ErrorCode::NotAuthorized => {
                 let r = Refusal::from_value(e.value.first().copied().unwrap_or(0));
-                (r.is_about_the_gateway() || r == Refusal::Unspecified).then_some(r)
+                r.is_about_the_gateway().then_some(r)
             }
             _ => None,
         }

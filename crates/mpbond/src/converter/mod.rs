@@ -61,9 +61,9 @@ pub struct Config {
     /// Connections that have not authenticated yet: how many, per source and in all, and for
     /// how long ([`admission`]).
     pub admission: AdmissionConfig,
-    /// Connections at most per source address (IPv6: per /64), counted by the kernel
-    /// ([`nft`]); 0: no such limit.
-    pub max_per_source: usize,
+    /// New connections a second at most per source address (IPv6: per /64), four seconds'
+    /// worth at once, enforced by the kernel ([`nft`]); 0: no such limit.
+    pub syn_rate_per_source: u32,
     /// Time to connect to a destination.
     pub connect_timeout: Duration,
     /// A relayed connection that moves no byte for this long is closed.
@@ -89,7 +89,7 @@ impl Config {
             max_connections: 10_000,
             max_per_gateway: 2_000,
             admission: AdmissionConfig::default(),
-            max_per_source: 4096,
+            syn_rate_per_source: 1000,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(2 * 3600),
             metrics: None,
@@ -142,8 +142,9 @@ pub struct Converter {
     per_gateway: Mutex<HashMap<Name, usize>>,
     /// Connections that have not authenticated yet, each with the way to push it out.
     pending: Mutex<Admission<oneshot::Sender<Eviction>>>,
-    /// The kernel's per-source limit, when installed (for its counter).
-    source_limit: Option<nft::SourceLimit>,
+    /// The nftables table of the kernel's per-source limit, when installed (for its
+    /// counter; the table itself belongs to [`run`], which removes it on the way out).
+    source_limit: Option<String>,
     relays: Semaphore,
     pool: BufPool,
     /// Counters.
@@ -271,11 +272,11 @@ impl Converter {
                     g(&s.pushed_out),
                 ),
                 (
-                    "source_limit_refusals",
-                    "New connections the kernel refused: their source had too many open",
+                    "syns_dropped_over_source_rate",
+                    "SYNs the kernel dropped: their source opened connections too fast",
                     self.source_limit
-                        .as_ref()
-                        .and_then(nft::SourceLimit::refused)
+                        .as_deref()
+                        .and_then(nft::dropped)
                         .unwrap_or(0),
                 ),
                 (
@@ -721,8 +722,8 @@ pub async fn run(mut config: Config) -> Result<()> {
         fast_open = l.fast_open,
         "converter ready"
     );
-    let source_limit = (config.max_per_source > 0)
-        .then(|| nft::SourceLimit::install(config.listen.port(), config.max_per_source))
+    let source_limit = (config.syn_rate_per_source > 0)
+        .then(|| nft::SourceLimit::install(config.listen.port(), config.syn_rate_per_source))
         .transpose()
         .map_err(|e| {
             warn!(
@@ -733,7 +734,7 @@ pub async fn run(mut config: Config) -> Result<()> {
         .flatten();
     let metrics = config.metrics;
     let mut conv = Converter::new(config, keys);
-    conv.source_limit = source_limit;
+    conv.source_limit = source_limit.as_ref().map(|l| l.table().to_owned());
     let conv = Arc::new(conv);
     if let Some(addr) = metrics {
         let c = Arc::clone(&conv);

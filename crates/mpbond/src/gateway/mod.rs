@@ -220,7 +220,15 @@ impl Gateway {
                     );
                     return "refused";
                 }
-                warn!(converter = %self.client.converter, "cannot check this gateway's key with the converter: {e}");
+                if matches!(&e, ClientError::Refused(t) if t.code == crate::convert::message::ErrorCode::NotAuthorized)
+                {
+                    warn!(
+                        converter = %self.client.converter,
+                        "the converter refused the key check without saying why: it is an older mpbond (which cannot check keys), or it does not accept this gateway's key; its log says which"
+                    );
+                } else {
+                    warn!(converter = %self.client.converter, "cannot check this gateway's key with the converter: {e}");
+                }
                 "unchecked"
             }
             Err(_) => {
@@ -282,12 +290,17 @@ impl Gateway {
         };
         let stream = &up.stream;
         let gw = &self;
-        let at_handshake = up.fallback;
+        // Why it would be plain TCP: known from its handshake, else it happened later.
+        let cause = up.fallback.unwrap_or(if up.deferred {
+            kernel::Fallback::Unknown
+        } else {
+            kernel::Fallback::Later
+        });
         let gate = async move {
             match client::read_reply(stream, gw.client.reply_timeout).await {
                 Ok(_) => {
                     if gw.client.mptcp && !kernel::is_mptcp(stream) {
-                        warn_fallback(gw, at_handshake.unwrap_or(kernel::Fallback::Later));
+                        warn_fallback(gw, cause);
                     }
                     Ok(())
                 }

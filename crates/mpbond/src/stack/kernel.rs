@@ -109,6 +109,9 @@ pub enum Fallback {
     /// The connection started as MPTCP and fell back later (RFC 8684 §3.7: a middlebox
     /// changed the stream, or the peer signalled a fallback).
     Later,
+    /// Not known: the connection's first data rode in its SYN (TCP Fast Open), so it was not
+    /// looked at between the handshake and the data.
+    Unknown,
 }
 
 impl std::fmt::Display for Fallback {
@@ -124,6 +127,9 @@ impl std::fmt::Display for Fallback {
             Self::Later => f.write_str(
                 "it fell back after it started (RFC 8684 §3.7: something on the path changed the stream)",
             ),
+            Self::Unknown => f.write_str(
+                "the cause is not known (its first data rode in the SYN, TCP Fast Open)",
+            ),
         }
     }
 }
@@ -136,8 +142,14 @@ pub fn fallback_cause(stream: &impl AsFd) -> Option<Fallback> {
         return None;
     }
     let info = tcp_info(stream)?;
-    // After the handshake and before data, the only retransmissions are of the SYN.
-    if info.tcpi_bytes_acked <= 1 && info.tcpi_total_retrans > 0 {
+    // After the handshake and before data, the only retransmissions are of the SYN. Only the
+    // tries after `syn_retrans_before_tcp_fallback` go without MP_CAPABLE (Linux 6.12 on; before,
+    // every try carries it, and the sysctl does not exist): an answer to an earlier one without
+    // MP_CAPABLE is the peer's or the path's doing.
+    let plain_after = crate::host::sysctl_get("net.mptcp.syn_retrans_before_tcp_fallback")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok());
+    if info.tcpi_bytes_acked <= 1 && plain_after.is_some_and(|n| info.tcpi_total_retrans >= n) {
         return Some(Fallback::SynLost {
             retransmits: info.tcpi_total_retrans,
         });
