@@ -564,8 +564,10 @@ fn crash_lab() -> (TestLab, TempDir) {
     for role in [Role::Gw, Role::Vps] {
         remove_stale_files_of(&lab, role);
     }
-    // Status sockets of daemons other tests killed (the files are the machine's, not a lab's).
+    // Status sockets of daemons other tests killed, and files of namespaces that are gone (the
+    // files are the machine's, not a lab's; the daemons remove them too, which must not count).
     mpbond::status::remove_stale_sockets();
+    mpbond::host::remove_files_of_dead_namespaces(mpbond::host::RUN_FILES);
     let dir = TempDir::new("crash");
     write_key(&dir, "home.key", "home");
     std::fs::copy(dir.path("home.key"), dir.path("converter.keys")).unwrap();
