@@ -921,6 +921,12 @@ pub trait EndpointHook {
         conn: ConnHandle,
         seg: &OutgoingSegment,
     ) -> ArrayVec<MptcpOption<'_>, 4>;
+
+    /// Segment `seg` of `conn` left with the options whose bit is set in `included`
+    /// ([`SegmentHook::sent`]).
+    fn sent(&mut self, conn: ConnHandle, seg: &OutgoingSegment, included: u8) {
+        let _ = (conn, seg, included);
+    }
 }
 
 /// Plain TCP: no options added.
@@ -946,6 +952,10 @@ struct ForConnection<'a> {
 impl SegmentHook for ForConnection<'_> {
     fn outgoing_options(&mut self, seg: &OutgoingSegment) -> ArrayVec<MptcpOption<'_>, 4> {
         self.hook.outgoing_options(self.conn, seg)
+    }
+
+    fn sent(&mut self, seg: &OutgoingSegment, included: u8) {
+        self.hook.sent(self.conn, seg, included);
     }
 }
 
@@ -1039,6 +1049,129 @@ mod tests {
             b.handle_packet(now, &buf[..t.len]).unwrap();
         }
         assert!(data_segments >= 4);
+    }
+
+    /// Puts a full DSS (`DATA_ACK` and a mapping with a checksum: 28 bytes) on every segment
+    /// and counts what was sent.
+    #[derive(Default)]
+    struct FullDss {
+        offered: usize,
+        included: usize,
+    }
+
+    impl EndpointHook for FullDss {
+        fn outgoing_options(
+            &mut self,
+            _conn: ConnHandle,
+            seg: &OutgoingSegment,
+        ) -> ArrayVec<MptcpOption<'_>, 4> {
+            use crate::wire::mptcp::{DataSeqField, Dss, DssMapping};
+            let mut v = ArrayVec::new();
+            if !seg.flags.contains(TcpFlags::SYN) {
+                v.push(MptcpOption::Dss(Dss {
+                    data_fin: false,
+                    data_ack: Some(DataSeqField::Long(7)),
+                    mapping: Some(DssMapping {
+                        dsn: DataSeqField::Long(9),
+                        ssn: 1,
+                        data_len: 1,
+                        checksum: Some(0),
+                    }),
+                }));
+            }
+            v
+        }
+
+        fn sent(&mut self, _conn: ConnHandle, seg: &OutgoingSegment, included: u8) {
+            if !seg.flags.contains(TcpFlags::SYN) {
+                self.offered += 1;
+                self.included += usize::from(included & 1);
+            }
+        }
+    }
+
+    /// The option space reserved for MPTCP wins over SACK blocks (with timestamps, a 28-byte
+    /// DSS leaves no room for one): a receiver holding out-of-order data still puts the DSS on
+    /// every ACK, and its hook learns that it went out.
+    #[test]
+    fn the_hooks_reserved_space_wins_over_sack_blocks() {
+        let (mut a, mut b, now) = pair(1500);
+        b.listen(server()).unwrap();
+        let c = a
+            .connect(now, "10.0.0.1:0".parse().unwrap(), server())
+            .unwrap();
+        pump(&mut a, &mut b, now);
+        let s = b.accept(server()).unwrap();
+        b.conn_mut(s).unwrap().set_option_space(28);
+        a.conn_mut(c).unwrap().set_nagle(false);
+        a.conn_mut(c).unwrap().write(&[5u8; 6000]).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let mut sent = 0;
+        // Every other data segment is lost: the receiver holds out-of-order data.
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            sent += 1;
+            if sent % 2 == 1 {
+                b.handle_packet(now, &buf[..t.len]).unwrap();
+            }
+        }
+        assert!(sent >= 4);
+        let mut dss = FullDss::default();
+        let mut acks = 0;
+        while let Some(t) = b.poll_transmit_with(now, &mut buf, &mut dss) {
+            let (src, dst, tcp) = parse_packet(&buf[..t.len]).unwrap();
+            let seg =
+                TcpRepr::parse(&TcpPacket::new_checked(tcp).unwrap(), src, dst, true).unwrap();
+            assert!(seg.timestamps.is_some());
+            assert!(
+                seg.mptcp.iter().any(|o| matches!(o, MptcpOption::Dss(_))),
+                "the DSS is on every ACK"
+            );
+            assert!(seg.options_len() <= 40);
+            acks += 1;
+        }
+        assert!(acks > 0, "the receiver acknowledged");
+        assert_eq!(
+            (dss.offered, dss.included),
+            (acks, acks),
+            "the hook was told"
+        );
+        assert!(
+            b.conn(s).unwrap().readable() > 0 || b.conn(s).unwrap().stats().bytes_received > 0,
+            "data arrived"
+        );
+    }
+
+    /// The MPTCP layer can make a quiet connection send an acknowledgment (to carry a signal)
+    /// and give it a congestion controller of its choosing.
+    #[test]
+    fn an_ack_can_be_asked_for_and_the_congestion_controller_given() {
+        use crate::tcp::congestion::{Algorithm, NewReno};
+        let (mut a, mut b, now) = pair(1500);
+        b.listen(server()).unwrap();
+        let c = a
+            .connect(now, "10.0.0.1:0".parse().unwrap(), server())
+            .unwrap();
+        assert_eq!(a.config().tcp.congestion, Algorithm::Cubic);
+        a.conn_mut(c)
+            .unwrap()
+            .set_controller(Box::new(NewReno::new(1)));
+        pump(&mut a, &mut b, now);
+        let conn = a.conn(c).unwrap();
+        assert_eq!(conn.congestion_algorithm(), "newreno");
+        assert_eq!(
+            conn.cwnd(),
+            a.config().tcp.initial_window * conn.stats().send_mss,
+            "restarted with the initial window once the MSS is known"
+        );
+        let mut buf = vec![0u8; 2048];
+        assert!(a.poll_transmit(now, &mut buf).is_none(), "quiet");
+        a.conn_mut(c).unwrap().request_ack();
+        let t = a.poll_transmit(now, &mut buf).expect("an ACK");
+        let (src, dst, tcp) = parse_packet(&buf[..t.len]).unwrap();
+        let seg = TcpRepr::parse(&TcpPacket::new_checked(tcp).unwrap(), src, dst, true).unwrap();
+        assert!(seg.ack_number.is_some() && seg.payload.is_empty());
+        drop(seg);
+        assert!(a.poll_transmit(now, &mut buf).is_none(), "one");
     }
 
     #[test]

@@ -59,10 +59,19 @@ pub struct OutgoingSegment {
 
 /// Adds options to outgoing segments: how the MPTCP layer puts its options on a subflow's
 /// segments. The options must fit in the space reserved with
-/// [`Connection::set_option_space`] (SYNs have room for up to 20 bytes more).
+/// [`Connection::set_option_space`] (SYNs have room for up to 20 bytes more); that space wins
+/// over SACK blocks, which are fewer on a segment that carries the hook's options (as Linux
+/// does for MPTCP).
 pub trait SegmentHook {
     /// The options for `seg`.
     fn outgoing_options(&mut self, seg: &OutgoingSegment) -> ArrayVec<MptcpOption<'_>, 4>;
+
+    /// `seg` left with the options of [`SegmentHook::outgoing_options`] whose bit is set in
+    /// `included` (bit `i`: the `i`-th option); an option left out did not fit in the 40 bytes
+    /// of options, which only happens when the hook asked for more than it reserved.
+    fn sent(&mut self, seg: &OutgoingSegment, included: u8) {
+        let _ = (seg, included);
+    }
 }
 
 /// A hook that adds nothing: plain TCP.
@@ -329,13 +338,28 @@ impl Connection {
         c
     }
 
-    /// The congestion controller with an initial window of `initial_window` segments of the
-    /// current MSS (RFC 6928).
+    /// The congestion controller restarted with an initial window of `initial_window`
+    /// segments of the current MSS (RFC 6928).
     fn reset_cc(&mut self) {
-        self.cc = self
-            .cfg
-            .congestion
-            .build(self.cfg.initial_window * self.smss());
+        let iw = self.cfg.initial_window * self.smss();
+        self.cc.restart(iw);
+    }
+
+    /// Replaces the congestion controller (the MPTCP layer gives each subflow the algorithm of
+    /// its connection); it is restarted with the initial window at once, and again when the
+    /// handshake fixes the MSS.
+    pub fn set_controller(&mut self, mut cc: Box<dyn Controller>) {
+        cc.restart(self.cfg.initial_window * self.smss());
+        self.cc = cc;
+    }
+
+    /// Sends an acknowledgment at the next [`Connection::poll_transmit`] even if nothing else
+    /// is due: the MPTCP layer's signals (`ADD_ADDR`, `REMOVE_ADDR`, `MP_PRIO`, a connection-level
+    /// window update, a third ACK again) ride on one.
+    pub fn request_ack(&mut self) {
+        if !matches!(self.state, State::Closed | State::SynSent | State::TimeWait) {
+            self.ack_now = true;
+        }
     }
 
     /// An active open: the SYN goes out at the next `poll_transmit` (RFC 9293 §3.10.1).
@@ -1767,9 +1791,16 @@ impl Connection {
             (base_opts + self.option_space).min(MAX_OPTIONS_LEN)
         };
         let options = hook.outgoing_options(&seg);
-        for o in options {
-            if repr.options_len() + o.buffer_len() <= room {
-                let _ = repr.mptcp.try_push(o);
+        // The hook's options first: SACK blocks give way to them (the oldest blocks go; the
+        // first, the most recent, stays as long as there is room for it, RFC 2018 §4).
+        let wanted: usize = options.iter().map(MptcpOption::buffer_len).sum();
+        while !repr.sack_blocks.is_empty() && repr.options_len() + wanted > room {
+            repr.sack_blocks.pop();
+        }
+        let mut included = 0u8;
+        for (i, o) in options.into_iter().enumerate() {
+            if repr.options_len() + o.buffer_len() <= room && repr.mptcp.try_push(o).is_ok() {
+                included |= 1 << i;
             }
         }
         let send = &self.send;
@@ -1779,6 +1810,7 @@ impl Connection {
             debug_assert_eq!(copied, out.len(), "payload outside the send buffer");
         });
         drop(repr);
+        hook.sent(&seg, included);
         // Bookkeeping.
         self.stats.segs_out += 1;
         if rst {

@@ -76,6 +76,10 @@ impl Cubic {
 }
 
 impl Controller for Cubic {
+    fn restart(&mut self, initial_window: u64) {
+        *self = Self::new(initial_window);
+    }
+
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,

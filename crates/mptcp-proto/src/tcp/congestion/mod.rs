@@ -73,6 +73,11 @@ pub trait Controller: fmt::Debug + Send {
 
     /// The algorithm's name (`newreno`, `cubic`).
     fn name(&self) -> &'static str;
+
+    /// Starts afresh with an initial window of `initial_window` bytes: the connection calls it
+    /// when the handshake has fixed the MSS (RFC 6928's window is in segments), also on a
+    /// controller given to it with [`Connection::set_controller`](crate::tcp::Connection::set_controller).
+    fn restart(&mut self, initial_window: u64);
 }
 
 /// The algorithms this engine has.

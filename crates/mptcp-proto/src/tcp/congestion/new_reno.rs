@@ -31,6 +31,10 @@ impl NewReno {
 }
 
 impl Controller for NewReno {
+    fn restart(&mut self, initial_window: u64) {
+        *self = Self::new(initial_window);
+    }
+
     fn window(&self) -> u64 {
         self.cwnd
     }
