@@ -151,6 +151,8 @@ struct Slot {
     dirty: bool,
     /// The listener of a passive connection until it is established.
     half_open_of: Option<SocketAddr>,
+    /// A passive connection the hook took ([`SynDecision::Accept`]), until it is established.
+    hook_half_open: bool,
 }
 
 #[derive(Debug)]
@@ -161,7 +163,7 @@ struct Listener {
 }
 
 /// A segment the endpoint sends on no connection's behalf: a RST or a SYN-cookie SYN-ACK.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Reply {
     local: SocketAddr,
     remote: SocketAddr,
@@ -173,6 +175,8 @@ struct Reply {
     window_scale: Option<u8>,
     sack: bool,
     timestamps: Option<(u32, u32)>,
+    /// The hook's options ([`EndpointHook::reply_options`]).
+    options: ArrayVec<MptcpOption<'static>, 2>,
 }
 
 /// Most stateless replies held at once; more are dropped (a flood must not grow memory).
@@ -197,7 +201,13 @@ pub struct Endpoint {
     events: VecDeque<EndpointEvent>,
     ip_ident: u16,
     stats: EndpointStats,
+    /// Connections the hook took that are not established yet ([`SynDecision::Accept`]).
+    hook_half_open: usize,
 }
+
+/// Most half-open connections the hook may take ([`SynDecision::Accept`]) at once: they have
+/// no listener's backlog to bound them.
+const MAX_HOOK_ACCEPTED_HALF_OPEN: usize = 1024;
 
 impl Endpoint {
     /// An endpoint whose clock starts at `now`.
@@ -219,6 +229,7 @@ impl Endpoint {
             events: VecDeque::new(),
             ip_ident: 0,
             stats: EndpointStats::default(),
+            hook_half_open: 0,
         }
     }
 
@@ -350,6 +361,7 @@ impl Endpoint {
             slot.conn = Some(Box::new(conn));
             slot.dirty = false;
             slot.half_open_of = half_open_of;
+            slot.hook_half_open = false;
             ConnHandle {
                 index: i,
                 generation: slot.generation,
@@ -361,6 +373,7 @@ impl Endpoint {
                 conn: Some(Box::new(conn)),
                 dirty: false,
                 half_open_of,
+                hook_half_open: false,
             });
             ConnHandle {
                 index,
@@ -449,6 +462,12 @@ impl Endpoint {
         let tuple = (c.local(), c.remote());
         let released = c.is_released();
         let half_open_of = slot.half_open_of;
+        if slot.hook_half_open {
+            self.hook_half_open = self.hook_half_open.saturating_sub(1);
+            if let Some(s) = self.slot_mut(h) {
+                s.hook_half_open = false;
+            }
+        }
         if self.by_tuple.get(&tuple) == Some(&h) {
             self.by_tuple.remove(&tuple);
         }
@@ -476,11 +495,21 @@ impl Endpoint {
         now: Instant,
         packet: &[u8],
     ) -> Result<Option<ConnHandle>, PacketError> {
+        self.handle_packet_with(now, packet, &mut NoOptions)
+    }
+
+    /// Like [`Endpoint::handle_packet`], with `hook` ([`Endpoint::handle_segment_with`]).
+    pub fn handle_packet_with(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        hook: &mut dyn EndpointHook,
+    ) -> Result<Option<ConnHandle>, PacketError> {
         self.stats.packets_in += 1;
         let r = parse_packet(packet).and_then(|(src, dst, tcp)| {
             let p = TcpPacket::new_checked(tcp)?;
             let seg = TcpRepr::parse(&p, src, dst, true)?;
-            Ok(self.handle_segment(now, src, dst, &seg))
+            Ok(self.handle_segment_with(now, src, dst, &seg, hook))
         });
         if r.is_err() {
             self.stats.malformed += 1;
@@ -497,6 +526,21 @@ impl Endpoint {
         dst: IpAddr,
         seg: &TcpRepr<'_>,
     ) -> Option<ConnHandle> {
+        self.handle_segment_with(now, src, dst, seg, &mut NoOptions)
+    }
+
+    /// Like [`Endpoint::handle_segment`], with `hook` deciding what becomes of a SYN that opens
+    /// a connection ([`EndpointHook::on_syn`]) and adding options to the replies the endpoint
+    /// makes itself: resets and SYN cookies' SYN-ACKs ([`EndpointHook::reply_options`]). The
+    /// connection a SYN opened is returned too, so the hook can attach its state to it.
+    pub fn handle_segment_with(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        seg: &TcpRepr<'_>,
+        hook: &mut dyn EndpointHook,
+    ) -> Option<ConnHandle> {
         let local = SocketAddr::new(dst, seg.dst_port);
         let remote = SocketAddr::new(src, seg.src_port);
         if let Some(&h) = self.by_tuple.get(&(local, remote)) {
@@ -508,8 +552,17 @@ impl Endpoint {
             self.mark_dirty(h);
             match reaction {
                 Reaction::None | Reaction::Forget => {}
-                Reaction::Reset(seq) => self.queue_reset(local, remote, seq, None),
+                Reaction::Reset(seq) => {
+                    let options = hook.reply_options(ReplyKind::Reset, local, remote, seg);
+                    self.queue_reset(local, remote, seq, None, options);
+                }
                 Reaction::Established => {
+                    if self
+                        .slot_mut(h)
+                        .is_some_and(|s| std::mem::take(&mut s.hook_half_open))
+                    {
+                        self.hook_half_open = self.hook_half_open.saturating_sub(1);
+                    }
                     if let Some(l) = self.slot_mut(h).and_then(|s| s.half_open_of.take()) {
                         if let Some(li) = self.listeners.iter_mut().find(|x| x.addr == l) {
                             li.half_open = li.half_open.saturating_sub(1);
@@ -528,14 +581,26 @@ impl Endpoint {
             return None;
         }
         let listener = self.listener_for(local);
-        match (listener, flags.contains(TcpFlags::SYN), seg.ack_number) {
-            (Some(l), true, None) => self.on_syn(now, l, local, remote, seg),
+        let opening = flags.contains(TcpFlags::SYN) && seg.ack_number.is_none();
+        if opening {
+            match hook.on_syn(local, remote, seg) {
+                SynDecision::Listener => {}
+                SynDecision::Accept => return self.on_syn(now, None, local, remote, seg, hook),
+                SynDecision::Reset => {
+                    self.reset_for(local, remote, seg, hook);
+                    return None;
+                }
+                SynDecision::Drop => return None,
+            }
+        }
+        match (listener, opening, seg.ack_number) {
+            (Some(l), true, None) => return self.on_syn(now, Some(l), local, remote, seg, hook),
             (Some(l), false, Some(ack)) if self.cookies_until.is_some_and(|t| now < t) => {
-                return self.on_cookie_ack(now, l, local, remote, seg, ack);
+                return self.on_cookie_ack(now, l, local, remote, seg, ack, hook);
             }
             // RFC 9293 §3.10.7.2: without SYN or ACK, a listener drops it.
             (Some(_), false, None) => {}
-            _ => self.reset_for(local, remote, seg),
+            _ => self.reset_for(local, remote, seg, hook),
         }
         None
     }
@@ -554,16 +619,24 @@ impl Endpoint {
             .map(|l| l.addr)
     }
 
-    /// RFC 9293 §3.10.7.1: a RST for a segment that belongs to nothing.
-    fn reset_for(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr<'_>) {
+    /// RFC 9293 §3.10.7.1: a RST for a segment that belongs to nothing, with the hook's
+    /// options (an `MP_TCPRST` saying why, RFC 8684 §3.6).
+    fn reset_for(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seg: &TcpRepr<'_>,
+        hook: &mut dyn EndpointHook,
+    ) {
+        let options = hook.reply_options(ReplyKind::Reset, local, remote, seg);
         if let Some(ack) = seg.ack_number {
-            self.queue_reset(local, remote, ack, None);
+            self.queue_reset(local, remote, ack, None, options);
         } else {
             let len = seg.payload.len()
                 + usize::from(seg.flags.contains(TcpFlags::SYN))
                 + usize::from(seg.flags.contains(TcpFlags::FIN));
             let ack = seg.seq_number.wrapping_add(u32::try_from(len).unwrap_or(0));
-            self.queue_reset(local, remote, SeqNumber(0), Some(ack));
+            self.queue_reset(local, remote, SeqNumber(0), Some(ack), options);
         }
     }
 
@@ -573,6 +646,7 @@ impl Endpoint {
         remote: SocketAddr,
         seq: SeqNumber,
         ack: Option<SeqNumber>,
+        options: ArrayVec<MptcpOption<'static>, 2>,
     ) {
         self.stats.resets_sent += 1;
         self.queue_reply(Reply {
@@ -586,6 +660,7 @@ impl Endpoint {
             window_scale: None,
             sack: false,
             timestamps: None,
+            options,
         });
     }
 
@@ -597,21 +672,28 @@ impl Endpoint {
         }
     }
 
+    /// A SYN opening a connection: to `listener` (queued for `accept` once established), or,
+    /// with `None`, one the hook took ([`SynDecision::Accept`]), which no listener sees.
     fn on_syn(
         &mut self,
         now: Instant,
-        listener: SocketAddr,
+        listener: Option<SocketAddr>,
         local: SocketAddr,
         remote: SocketAddr,
         seg: &TcpRepr<'_>,
-    ) {
-        let Some(l) = self.listeners.iter().find(|x| x.addr == listener) else {
-            return;
-        };
+        hook: &mut dyn EndpointHook,
+    ) -> Option<ConnHandle> {
         let syn = PeerSyn::from_repr(seg);
-        if l.half_open + l.ready.len() >= self.cfg.syn_backlog {
-            self.send_cookie(now, local, remote, &syn);
-            return;
+        if let Some(listener) = listener {
+            let l = self.listeners.iter().find(|x| x.addr == listener)?;
+            if l.half_open + l.ready.len() >= self.cfg.syn_backlog {
+                let options = hook.reply_options(ReplyKind::CookieSynAck, local, remote, seg);
+                self.send_cookie(now, local, remote, &syn, options);
+                return None;
+            }
+        } else if self.hook_half_open >= MAX_HOOK_ACCEPTED_HALF_OPEN {
+            // Connections the hook takes have no listener's backlog: a bound of their own.
+            return None;
         }
         let iss =
             isn::initial_sequence_number(&self.cfg.secret, local, remote, self.since_epoch(now));
@@ -627,14 +709,32 @@ impl Endpoint {
             &syn,
             now,
         );
-        if let Some(li) = self.listeners.iter_mut().find(|x| x.addr == listener) {
-            li.half_open += 1;
+        match listener {
+            Some(listener) => {
+                if let Some(li) = self.listeners.iter_mut().find(|x| x.addr == listener) {
+                    li.half_open += 1;
+                }
+            }
+            None => self.hook_half_open += 1,
         }
-        self.insert(conn, Some(listener));
+        let h = self.insert(conn, listener);
+        if listener.is_none() {
+            if let Some(s) = self.slot_mut(h) {
+                s.hook_half_open = true;
+            }
+        }
+        Some(h)
     }
 
     /// A stateless SYN-ACK whose ISN is a cookie (RFC 4987 §3.6).
-    fn send_cookie(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, syn: &PeerSyn) {
+    fn send_cookie(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        syn: &PeerSyn,
+        options: ArrayVec<MptcpOption<'static>, 2>,
+    ) {
         let since = self.since_epoch(now);
         let peer_mss = syn.mss.unwrap_or(if local.is_ipv4() { 536 } else { 1220 });
         let cookie = isn::make_cookie(&self.cfg.secret, local, remote, syn.isn, peer_mss, since);
@@ -666,10 +766,15 @@ impl Endpoint {
                 .and(tcp.window_scaling.then(|| wscale_for(tcp.recv_buffer_max))),
             sack: ts.is_some() && syn.sack && tcp.sack,
             timestamps: ts,
+            options,
         });
     }
 
     /// The last ACK of a handshake whose SYN-ACK was a cookie.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one segment, where it goes, and the hook that adds options to a reset"
+    )]
     fn on_cookie_ack(
         &mut self,
         now: Instant,
@@ -678,6 +783,7 @@ impl Endpoint {
         remote: SocketAddr,
         seg: &TcpRepr<'_>,
         ack: SeqNumber,
+        hook: &mut dyn EndpointHook,
     ) -> Option<ConnHandle> {
         // A full accept queue takes no more connections (Linux drops the ACK too): a flood of
         // completed handshakes must not grow memory without the application accepting.
@@ -699,7 +805,7 @@ impl Endpoint {
             cookie,
             self.since_epoch(now),
         ) else {
-            self.reset_for(local, remote, seg);
+            self.reset_for(local, remote, seg, hook);
             return None;
         };
         let (ws, sack, ts) = match seg.timestamps {
@@ -897,7 +1003,7 @@ fn ip_header_len(ip: IpAddr) -> usize {
 }
 
 fn emit_reply(r: &Reply, buf: &mut [u8]) -> usize {
-    let repr = TcpRepr {
+    let mut repr = TcpRepr {
         src_port: r.local.port(),
         dst_port: r.remote.port(),
         flags: TcpFlags(r.flags),
@@ -910,6 +1016,11 @@ fn emit_reply(r: &Reply, buf: &mut [u8]) -> usize {
         timestamps: r.timestamps,
         ..TcpRepr::default()
     };
+    for o in &r.options {
+        if repr.options_len() + o.buffer_len() <= crate::wire::tcp::MAX_OPTIONS_LEN {
+            let _ = repr.mptcp.try_push(o.clone());
+        }
+    }
     repr.emit_with(buf, r.local.ip(), r.remote.ip(), 0, |_| {})
 }
 
@@ -927,6 +1038,53 @@ pub trait EndpointHook {
     fn sent(&mut self, conn: ConnHandle, seg: &OutgoingSegment, included: u8) {
         let _ = (conn, seg, included);
     }
+
+    /// What becomes of `syn`, a SYN from `remote` to `local` that belongs to no connection:
+    /// the one place where the MPTCP layer decides between a new MPTCP connection, a join of a
+    /// known one (accepted on any local address of that connection, not only a listener's), a
+    /// reset, or plain TCP (RFC 8684 §3.1, §3.2). Plain TCP by default.
+    fn on_syn(&mut self, local: SocketAddr, remote: SocketAddr, syn: &TcpRepr<'_>) -> SynDecision {
+        let _ = (local, remote, syn);
+        SynDecision::Listener
+    }
+
+    /// The options of a segment the endpoint makes without a connection: a reset (an
+    /// `MP_TCPRST`), or a SYN cookie's SYN-ACK (an `MP_CAPABLE`, so that MPTCP does not fall
+    /// back under a SYN flood); `to` is the segment it answers.
+    fn reply_options(
+        &mut self,
+        kind: ReplyKind,
+        local: SocketAddr,
+        remote: SocketAddr,
+        to: &TcpRepr<'_>,
+    ) -> ArrayVec<MptcpOption<'static>, 2> {
+        let _ = (kind, local, remote, to);
+        ArrayVec::new()
+    }
+}
+
+/// What the endpoint does with a SYN that opens a connection ([`EndpointHook::on_syn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynDecision {
+    /// As plain TCP does: the listener of the address takes it (or a SYN cookie answers it
+    /// under load), and without one it is reset.
+    Listener,
+    /// A new connection, whether or not the address has a listener, which no listener sees:
+    /// the caller gets its handle from [`Endpoint::handle_segment_with`] (an MPTCP join).
+    Accept,
+    /// A reset, with the hook's [`EndpointHook::reply_options`].
+    Reset,
+    /// Nothing.
+    Drop,
+}
+
+/// Which segment the endpoint makes without a connection ([`EndpointHook::reply_options`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// A reset.
+    Reset,
+    /// The SYN-ACK of a SYN cookie.
+    CookieSynAck,
 }
 
 /// Plain TCP: no options added.
@@ -1172,6 +1330,161 @@ mod tests {
         assert!(seg.ack_number.is_some() && seg.payload.is_empty());
         drop(seg);
         assert!(a.poll_transmit(now, &mut buf).is_none(), "one");
+    }
+
+    /// Decides every SYN the same way, and answers resets and cookies with options.
+    struct Decides(SynDecision);
+
+    impl EndpointHook for Decides {
+        fn outgoing_options(
+            &mut self,
+            _conn: ConnHandle,
+            _seg: &OutgoingSegment,
+        ) -> ArrayVec<MptcpOption<'_>, 4> {
+            ArrayVec::new()
+        }
+
+        fn on_syn(
+            &mut self,
+            _local: SocketAddr,
+            _remote: SocketAddr,
+            _syn: &TcpRepr<'_>,
+        ) -> SynDecision {
+            self.0
+        }
+
+        fn reply_options(
+            &mut self,
+            kind: ReplyKind,
+            _local: SocketAddr,
+            _remote: SocketAddr,
+            _to: &TcpRepr<'_>,
+        ) -> ArrayVec<MptcpOption<'static>, 2> {
+            use crate::wire::mptcp::{MpCapable, MpCapableFlags, MpCapableKeys, MpTcpRst};
+            let mut v = ArrayVec::new();
+            v.push(match kind {
+                ReplyKind::Reset => MptcpOption::MpTcpRst(MpTcpRst {
+                    flags: 0,
+                    reason: 0,
+                }),
+                ReplyKind::CookieSynAck => MptcpOption::MpCapable(MpCapable {
+                    version: 1,
+                    flags: MpCapableFlags(MpCapableFlags::HMAC_SHA),
+                    keys: MpCapableKeys::Sender { sender_key: 7 },
+                }),
+            });
+            v
+        }
+    }
+
+    /// Every packet `a` sends, handed to `b` with `hook`; `b`'s answers handed back. Returns
+    /// what `b` sent.
+    fn exchange(
+        a: &mut Endpoint,
+        b: &mut Endpoint,
+        now: Instant,
+        hook: &mut dyn EndpointHook,
+    ) -> (Vec<Option<ConnHandle>>, Vec<Vec<u8>>) {
+        let mut took = Vec::new();
+        let mut back = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let mut moved = false;
+            while let Some(t) = a.poll_transmit(now, &mut buf) {
+                took.push(b.handle_packet_with(now, &buf[..t.len], hook).unwrap());
+                moved = true;
+            }
+            while let Some(t) = b.poll_transmit(now, &mut buf) {
+                back.push(buf[..t.len].to_vec());
+                a.handle_packet(now, &buf[..t.len]).unwrap();
+                moved = true;
+            }
+            if !moved {
+                return (took, back);
+            }
+        }
+    }
+
+    fn parsed(packet: &[u8]) -> TcpRepr<'_> {
+        let (src, dst, tcp) = parse_packet(packet).unwrap();
+        TcpRepr::parse(&TcpPacket::new_checked(tcp).unwrap(), src, dst, true).unwrap()
+    }
+
+    /// The MPTCP layer takes a SYN for an address nobody listens on (a join): the connection
+    /// is made, handed to it, and never queued for `accept`.
+    #[test]
+    fn a_syn_the_hook_accepts_opens_a_connection_no_listener_sees() {
+        let (mut a, mut b, now) = pair(1500);
+        let c = a
+            .connect(now, "10.0.0.1:0".parse().unwrap(), server())
+            .unwrap();
+        let (took, _) = exchange(&mut a, &mut b, now, &mut Decides(SynDecision::Accept));
+        let h = took[0].expect("the SYN's connection is handed over");
+        assert_eq!(b.conn(h).unwrap().state(), State::Established);
+        assert_eq!(a.conn(c).unwrap().state(), State::Established);
+        assert!(b.accept(server()).is_none());
+        assert!(
+            !std::iter::from_fn(|| b.poll_event()).any(|e| matches!(e, EndpointEvent::Incoming(_))),
+            "no listener was told"
+        );
+        assert_eq!(b.hook_half_open, 0);
+    }
+
+    /// A SYN the hook refuses gets a reset with the hook's `MP_TCPRST`; one it drops, nothing.
+    #[test]
+    fn a_syn_the_hook_refuses_is_reset_with_its_options_or_dropped() {
+        let (mut a, mut b, now) = pair(1500);
+        b.listen(server()).unwrap();
+        let c = a
+            .connect(now, "10.0.0.1:0".parse().unwrap(), server())
+            .unwrap();
+        let (_, back) = exchange(&mut a, &mut b, now, &mut Decides(SynDecision::Reset));
+        assert_eq!(back.len(), 1);
+        let rst = parsed(&back[0]);
+        assert!(rst.flags.contains(TcpFlags::RST));
+        assert!(
+            rst.mptcp
+                .iter()
+                .any(|o| matches!(o, MptcpOption::MpTcpRst(_))),
+            "{rst:?}"
+        );
+        assert_eq!(a.conn(c).unwrap().state(), State::Closed);
+        let d = a
+            .connect(now, "10.0.0.1:0".parse().unwrap(), server())
+            .unwrap();
+        let (_, back) = exchange(&mut a, &mut b, now, &mut Decides(SynDecision::Drop));
+        assert!(back.is_empty());
+        assert_eq!(a.conn(d).unwrap().state(), State::SynSent);
+    }
+
+    /// Under SYN load the listener answers with cookies; their SYN-ACK carries the hook's
+    /// option (an `MP_CAPABLE`), so MPTCP need not fall back under a flood.
+    #[test]
+    fn a_syn_cookies_syn_ack_carries_the_hooks_options() {
+        let (mut a, mut b, now) = pair(1500);
+        b.listen(server()).unwrap();
+        for _ in 0..=b.config().syn_backlog {
+            a.connect(now, "10.0.0.1:0".parse().unwrap(), server())
+                .unwrap();
+        }
+        let mut buf = vec![0u8; 2048];
+        let mut hook = Decides(SynDecision::Listener);
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            b.handle_packet_with(now, &buf[..t.len], &mut hook).unwrap();
+        }
+        assert!(b.stats().syn_cookies_sent >= 1);
+        let mut cookie_options = 0;
+        while let Some(t) = b.poll_transmit(now, &mut buf) {
+            let seg = parsed(&buf[..t.len]);
+            if seg
+                .mptcp
+                .iter()
+                .any(|o| matches!(o, MptcpOption::MpCapable(_)))
+            {
+                cookie_options += 1;
+            }
+        }
+        assert_eq!(cookie_options, b.stats().syn_cookies_sent);
     }
 
     #[test]
