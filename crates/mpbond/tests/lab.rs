@@ -94,26 +94,24 @@ fn ping_rtt_is_twice_the_line_delay() {
             assert_eq!(rtts.len(), 20, "{line} {dst}: lost pings: {rtts:?}");
             let want = 2.0 * delay_ms;
             let tolerance = 1.0 + 0.05 * want;
-            let avg = rtts.iter().sum::<f64>() / rtts.len() as f64;
-            let min = rtts.iter().copied().fold(f64::MAX, f64::min);
-            let within = rtts
-                .iter()
-                .filter(|r| (*r - want).abs() <= tolerance)
-                .count();
+            // The emulator can only be late, never early: a busy machine (CI runs the lab tests
+            // side by side on 2 cores) delays a few pings by scheduling, so the typical ping (the
+            // median) and the fastest one are judged, not the mean or every single ping.
+            let mut sorted = rtts.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median = f64::midpoint(sorted[9], sorted[10]);
+            let min = sorted[0];
             eprintln!(
-                "{line} {dst}: avg {avg:.3} ms, min {min:.3} ms, want {want} ± {tolerance:.2}"
+                "{line} {dst}: median {median:.3} ms, min {min:.3} ms, want {want} ± {tolerance:.2}"
             );
             assert!(
-                (avg - want).abs() <= tolerance,
-                "{line} {dst}: average {avg:.3} ms, want {want} ± {tolerance}"
+                (median - want).abs() <= tolerance,
+                "{line} {dst}: median {median:.3} ms, want {want} ± {tolerance}: {rtts:?}"
             );
             assert!(
-                min >= want - 0.05,
-                "{line} {dst}: {min:.3} ms is faster than the line"
-            );
-            assert!(
-                within >= 18,
-                "{line} {dst}: only {within}/20 pings within tolerance: {rtts:?}"
+                min >= want - 0.05 && min <= want + tolerance,
+                "{line} {dst}: fastest ping {min:.3} ms, want {want} (no faster, at most \
+                 {tolerance} slower)"
             );
         }
     }
