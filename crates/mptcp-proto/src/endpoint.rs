@@ -517,6 +517,11 @@ impl Endpoint {
         r.map_err(PacketError::Malformed)
     }
 
+    /// Counts a packet its caller parsed itself before [`Endpoint::handle_segment_with`].
+    pub(crate) fn count_packet_in(&mut self) {
+        self.stats.packets_in += 1;
+    }
+
     /// Handles a parsed segment from `src` to `dst` (for callers that read its options
     /// first: the MPTCP layer). Returns the connection that took it.
     pub fn handle_segment(
@@ -962,6 +967,12 @@ impl Endpoint {
     }
 }
 
+/// Splits an IP packet into source, destination and TCP bytes (for the MPTCP layer, which
+/// reads a segment's options around the endpoint's handling of it).
+pub(crate) fn parse_ip(packet: &[u8]) -> Result<(IpAddr, IpAddr, &[u8]), crate::wire::Error> {
+    parse_packet(packet)
+}
+
 /// Splits an IP packet into source, destination and TCP bytes.
 fn parse_packet(packet: &[u8]) -> Result<(IpAddr, IpAddr, &[u8]), crate::wire::Error> {
     match packet.first().map(|b| b >> 4) {
@@ -1039,6 +1050,13 @@ pub trait EndpointHook {
         let _ = (conn, seg, included);
     }
 
+    /// How many of `len` payload bytes from `stream_offset` one segment of `conn` may carry
+    /// ([`SegmentHook::segment_limit`]).
+    fn segment_limit(&mut self, conn: ConnHandle, stream_offset: u64, len: usize) -> usize {
+        let _ = (conn, stream_offset);
+        len
+    }
+
     /// What becomes of `syn`, a SYN from `remote` to `local` that belongs to no connection:
     /// the one place where the MPTCP layer decides between a new MPTCP connection, a join of a
     /// known one (accepted on any local address of that connection, not only a listener's), a
@@ -1114,6 +1132,10 @@ impl SegmentHook for ForConnection<'_> {
 
     fn sent(&mut self, seg: &OutgoingSegment, included: u8) {
         self.hook.sent(self.conn, seg, included);
+    }
+
+    fn segment_limit(&mut self, stream_offset: u64, len: usize) -> usize {
+        self.hook.segment_limit(self.conn, stream_offset, len)
     }
 }
 

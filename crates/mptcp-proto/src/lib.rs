@@ -14,5 +14,6 @@ pub mod crypto;
 pub mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod mptcp;
 pub mod tcp;
 pub mod wire;

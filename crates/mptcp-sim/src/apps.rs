@@ -141,11 +141,11 @@ impl App for BulkSend {
     }
 }
 
-/// What a [`Sink`] received.
-#[derive(Debug, Clone, Default)]
-pub struct SinkState {
+/// What a [`Sink`] (or an MPTCP sink, with a `ConnId`) received.
+#[derive(Debug, Clone)]
+pub struct SinkState<C = ConnHandle> {
     /// The connection it accepted.
-    pub conn: Option<ConnHandle>,
+    pub conn: Option<C>,
     /// Bytes read.
     pub received: u64,
     /// The first byte that was not the pattern's.
@@ -158,7 +158,34 @@ pub struct SinkState {
     pub samples: Vec<(Instant, u64)>,
 }
 
-impl SinkState {
+impl<C> Default for SinkState<C> {
+    fn default() -> Self {
+        Self {
+            conn: None,
+            received: 0,
+            first_bad: None,
+            finished: false,
+            ended: None,
+            samples: Vec::new(),
+        }
+    }
+}
+
+impl<C> SinkState<C> {
+    /// Takes `data`, the next bytes read at `now`, checking them against pattern `seed`
+    /// (`scratch` at least as long).
+    pub fn take(&mut self, now: Instant, seed: u64, data: &[u8], scratch: &mut [u8]) {
+        let n = data.len();
+        if self.first_bad.is_none() {
+            fill_pattern(seed, self.received, &mut scratch[..n]);
+            if let Some(k) = data.iter().zip(&scratch[..n]).position(|(a, b)| a != b) {
+                self.first_bad = Some(self.received + k as u64);
+            }
+        }
+        self.received += n as u64;
+        self.samples.push((now, self.received));
+    }
+
     /// Exactly the `len` bytes of the pattern arrived, in order, then the FIN.
     #[must_use]
     pub fn intact(&self, len: u64) -> bool {
@@ -286,21 +313,7 @@ impl App for Sink {
         let Some(conn) = ep.conn_mut(h) else { return };
         loop {
             match conn.read(&mut self.buf) {
-                Ok(n) => {
-                    if st.first_bad.is_none() {
-                        fill_pattern(self.seed, st.received, &mut self.expect[..n]);
-                        if let Some(k) = self.buf[..n]
-                            .iter()
-                            .zip(&self.expect[..n])
-                            .position(|(a, b)| a != b)
-                        {
-                            st.first_bad = Some(st.received + k as u64);
-                        }
-                    }
-                    st.received += n as u64;
-                    let r = st.received;
-                    st.samples.push((now, r));
-                }
+                Ok(n) => st.take(now, self.seed, &self.buf[..n], &mut self.expect),
                 Err(ReadError::Finished) => {
                     if !st.finished {
                         st.finished = true;
@@ -315,5 +328,206 @@ impl App for Sink {
 
     fn next_wake(&self) -> Option<Instant> {
         self.paused_until
+    }
+}
+
+/// Applications over an MPTCP [`Stack`](mptcp_proto::mptcp::Stack): the same pattern sender
+/// and checking sink, on MPTCP connections.
+pub mod mptcp {
+    use core::net::SocketAddr;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::Instant;
+
+    use mptcp_proto::mptcp::{ConnEvent, ConnId, Path, Stack, StackEvent};
+    use mptcp_proto::tcp::{CloseReason, ReadError};
+
+    use super::fill_pattern;
+    use crate::App;
+
+    /// What an [`MpSend`] did.
+    #[derive(Debug, Clone, Default)]
+    pub struct MpSendState {
+        /// Its connection.
+        pub conn: Option<ConnId>,
+        /// When the first subflow's handshake completed.
+        pub connected_at: Option<Instant>,
+        /// The connection fell back to TCP.
+        pub fell_back: bool,
+        /// Bytes the connection took.
+        pub written: u64,
+        /// Whether it closed its sending side.
+        pub closed: bool,
+        /// How the connection ended.
+        pub ended: Option<CloseReason>,
+        /// Subflows that came up after the first.
+        pub joins: u32,
+    }
+
+    /// Connects over `paths` and sends `total` bytes of pattern `seed`, then closes.
+    #[derive(Debug)]
+    pub struct MpSend {
+        paths: Vec<Path>,
+        remote: SocketAddr,
+        total: u64,
+        seed: u64,
+        state: Rc<RefCell<MpSendState>>,
+        buf: Vec<u8>,
+        start_at: Option<Instant>,
+    }
+
+    impl MpSend {
+        /// Sends `total` bytes of pattern `seed` to `remote`, the first subflow from
+        /// `paths[0]`.
+        #[must_use]
+        pub fn new(paths: Vec<Path>, remote: SocketAddr, total: u64, seed: u64) -> Self {
+            Self {
+                paths,
+                remote,
+                total,
+                seed,
+                state: Rc::default(),
+                buf: Vec::new(),
+                start_at: None,
+            }
+        }
+
+        /// Connects at `t` rather than at once.
+        #[must_use]
+        pub fn start_at(mut self, t: Instant) -> Self {
+            self.start_at = Some(t);
+            self
+        }
+
+        /// The state shared with the test.
+        #[must_use]
+        pub fn state(&self) -> Rc<RefCell<MpSendState>> {
+            Rc::clone(&self.state)
+        }
+    }
+
+    impl App<Stack> for MpSend {
+        fn poll(&mut self, now: Instant, st_: &mut Stack) {
+            if self.start_at.is_some_and(|t| now < t) {
+                return;
+            }
+            let mut st = self.state.borrow_mut();
+            let id = match st.conn {
+                Some(id) => id,
+                None => match st_.connect(now, &self.paths, self.remote) {
+                    Ok(id) => {
+                        st.conn = Some(id);
+                        id
+                    }
+                    Err(_) => return,
+                },
+            };
+            while let Some(ev) = st_.poll_event() {
+                if let StackEvent::Conn(c, e) = ev {
+                    if c != id {
+                        continue;
+                    }
+                    match e {
+                        ConnEvent::Connected => st.connected_at = Some(now),
+                        ConnEvent::Fallback => st.fell_back = true,
+                        ConnEvent::SubflowUp { .. } => st.joins += 1,
+                        ConnEvent::Closed(r) => st.ended = Some(r),
+                        _ => {}
+                    }
+                }
+            }
+            while st.written < self.total {
+                let n = usize::try_from(self.total - st.written)
+                    .unwrap_or(usize::MAX)
+                    .min(64 * 1024);
+                self.buf.resize(n, 0);
+                fill_pattern(self.seed, st.written, &mut self.buf);
+                match st_.write(id, &self.buf) {
+                    Ok(k) if k > 0 => st.written += k as u64,
+                    _ => break,
+                }
+            }
+            if st.written == self.total && !st.closed {
+                st_.close(id);
+                st.closed = true;
+            }
+            let mut sink = [0u8; 4096];
+            while let Ok(n) = st_.read(id, &mut sink) {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+
+        fn next_wake(&self) -> Option<Instant> {
+            self.start_at
+        }
+    }
+
+    /// What an [`MpSink`] received.
+    pub type MpSinkState = super::SinkState<ConnId>;
+
+    /// Listens, accepts one connection, reads and checks pattern `seed`, closes at the end.
+    #[derive(Debug)]
+    pub struct MpSink {
+        addr: SocketAddr,
+        seed: u64,
+        listening: bool,
+        state: Rc<RefCell<MpSinkState>>,
+        buf: Vec<u8>,
+        expect: Vec<u8>,
+    }
+
+    impl MpSink {
+        /// A sink of pattern `seed` on `addr`.
+        #[must_use]
+        pub fn listen(addr: SocketAddr, seed: u64) -> Self {
+            Self {
+                addr,
+                seed,
+                listening: false,
+                state: Rc::default(),
+                buf: vec![0; 64 * 1024],
+                expect: vec![0; 64 * 1024],
+            }
+        }
+
+        /// The state shared with the test.
+        #[must_use]
+        pub fn state(&self) -> Rc<RefCell<MpSinkState>> {
+            Rc::clone(&self.state)
+        }
+    }
+
+    impl App<Stack> for MpSink {
+        fn poll(&mut self, now: Instant, stack: &mut Stack) {
+            if !self.listening {
+                self.listening = stack.listen(self.addr).is_ok();
+            }
+            let mut st = self.state.borrow_mut();
+            while let Some(ev) = stack.poll_event() {
+                match ev {
+                    StackEvent::Incoming(l) if st.conn.is_none() => st.conn = stack.accept(l),
+                    StackEvent::Conn(c, ConnEvent::Closed(r)) if Some(c) == st.conn => {
+                        st.ended = Some(r);
+                    }
+                    _ => {}
+                }
+            }
+            let Some(id) = st.conn else { return };
+            loop {
+                match stack.read(id, &mut self.buf) {
+                    Ok(n) if n > 0 => st.take(now, self.seed, &self.buf[..n], &mut self.expect),
+                    Err(ReadError::Finished) => {
+                        if !st.finished {
+                            st.finished = true;
+                            stack.close(id);
+                        }
+                        break;
+                    }
+                    Ok(_) | Err(ReadError::Blocked | ReadError::Closed(_)) => break,
+                }
+            }
+        }
     }
 }

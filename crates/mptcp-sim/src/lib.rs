@@ -38,7 +38,8 @@ use std::io::{BufWriter, Write as _};
 use std::path::Path;
 use std::time::Instant;
 
-use mptcp_proto::endpoint::{Endpoint, EndpointConfig};
+use mptcp_proto::endpoint::{Endpoint, EndpointConfig, Transmit};
+use mptcp_proto::mptcp::{Stack, StackConfig};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -48,10 +49,73 @@ use pcap::PcapWriter;
 /// A host of the simulation.
 pub type HostId = usize;
 
-/// What runs on a host above the endpoint: it accepts, reads, writes and closes.
-pub trait App {
+/// The sans-IO network stack a host runs: a TCP [`Endpoint`], or an MPTCP [`Stack`].
+pub trait Node: Sized {
+    /// Its settings.
+    type Config: Clone + core::fmt::Debug;
+
+    /// A node with settings `cfg`, random seed `seed` and secret `secret`.
+    fn build(cfg: &Self::Config, seed: u64, secret: [u8; 32], now: Instant) -> Self;
+    /// An IP packet arrived.
+    fn handle_packet(&mut self, now: Instant, packet: &[u8]);
+    /// The next IP packet to send.
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit>;
+    /// When it wants `handle_timeout`.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Its timers.
+    fn handle_timeout(&mut self, now: Instant);
+}
+
+impl Node for Endpoint {
+    type Config = EndpointConfig;
+
+    fn build(cfg: &EndpointConfig, seed: u64, secret: [u8; 32], now: Instant) -> Self {
+        let mut cfg = cfg.clone();
+        cfg.seed = seed;
+        cfg.secret = secret;
+        Endpoint::new(cfg, now)
+    }
+    fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
+        let _ = Endpoint::handle_packet(self, now, packet);
+    }
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        Endpoint::poll_transmit(self, now, buf)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Endpoint::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Endpoint::handle_timeout(self, now);
+    }
+}
+
+impl Node for Stack {
+    type Config = StackConfig;
+
+    fn build(cfg: &StackConfig, seed: u64, secret: [u8; 32], now: Instant) -> Self {
+        let mut cfg = cfg.clone();
+        cfg.endpoint.seed = seed;
+        cfg.endpoint.secret = secret;
+        Stack::new(cfg, now)
+    }
+    fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
+        let _ = Stack::handle_packet(self, now, packet);
+    }
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        Stack::poll_transmit(self, now, buf)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Stack::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Stack::handle_timeout(self, now);
+    }
+}
+
+/// What runs on a host above its node: it accepts, reads, writes and closes.
+pub trait App<N = Endpoint> {
     /// Called after anything happened at the host (a packet, a timer, the start).
-    fn poll(&mut self, now: Instant, ep: &mut Endpoint);
+    fn poll(&mut self, now: Instant, ep: &mut N);
 
     /// When the application wants to be polled even if nothing happens.
     fn next_wake(&self) -> Option<Instant> {
@@ -62,8 +126,8 @@ pub trait App {
 /// An application made of a closure.
 pub struct FnApp<F>(pub F);
 
-impl<F: FnMut(Instant, &mut Endpoint)> App for FnApp<F> {
-    fn poll(&mut self, now: Instant, ep: &mut Endpoint) {
+impl<N, F: FnMut(Instant, &mut N)> App<N> for FnApp<F> {
+    fn poll(&mut self, now: Instant, ep: &mut N) {
         (self.0)(now, ep);
     }
 }
@@ -76,13 +140,13 @@ struct Interface {
 }
 
 /// A simulated host.
-pub struct Host {
+pub struct Host<N = Endpoint> {
     /// Its name.
     pub name: String,
-    /// Its TCP/MPTCP endpoint.
-    pub endpoint: Endpoint,
+    /// Its TCP endpoint or MPTCP stack.
+    pub endpoint: N,
     interfaces: Vec<Interface>,
-    app: Option<Box<dyn App>>,
+    app: Option<Box<dyn App<N>>>,
     wake: Option<Instant>,
 }
 
@@ -121,24 +185,26 @@ impl Ord for Scheduled {
 }
 
 /// A simulation.
-pub struct Sim {
+pub struct Sim<N: Node = Endpoint> {
     name: String,
     seed: u64,
     start: Instant,
     now: Instant,
     rng: Xoshiro256PlusPlus,
-    hosts: Vec<Host>,
+    hosts: Vec<Host<N>>,
     links: Vec<Link>,
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     trace: Option<PcapWriter<BufWriter<File>>>,
     buf: Vec<u8>,
     events: u64,
-    /// Endpoint settings for hosts added after this is changed.
-    pub endpoint_config: EndpointConfig,
+    /// Endpoint (or stack) settings for hosts added after this is changed.
+    pub endpoint_config: N::Config,
+    /// Packets a host sent from an address none of its interfaces has (dropped).
+    pub unroutable: u64,
 }
 
-impl core::fmt::Debug for Sim {
+impl<N: Node> core::fmt::Debug for Sim<N> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Sim")
             .field("name", &self.name)
@@ -163,16 +229,39 @@ pub fn seed_for(name: &str) -> u64 {
     })
 }
 
-impl Sim {
-    /// A simulation named `name` (for messages and traces), seeded by [`seed_for`].
+impl Sim<Endpoint> {
+    /// A simulation of TCP hosts named `name` (for messages and traces), seeded by
+    /// [`seed_for`].
     #[must_use]
     pub fn new(name: &str) -> Self {
         Self::with_seed(name, seed_for(name))
     }
 
-    /// A simulation with a given seed.
+    /// A simulation of TCP hosts with a given seed.
     #[must_use]
     pub fn with_seed(name: &str, seed: u64) -> Self {
+        Self::build(name, seed, EndpointConfig::default())
+    }
+}
+
+impl Sim<Stack> {
+    /// A simulation of MPTCP hosts named `name`, seeded by [`seed_for`].
+    #[must_use]
+    pub fn new_mptcp(name: &str) -> Self {
+        Self::mptcp_with_seed(name, seed_for(name))
+    }
+
+    /// A simulation of MPTCP hosts with a given seed.
+    #[must_use]
+    pub fn mptcp_with_seed(name: &str, seed: u64) -> Self {
+        Self::build(name, seed, StackConfig::default())
+    }
+}
+
+impl<N: Node> Sim<N> {
+    /// A simulation whose hosts run nodes with settings `config`.
+    #[must_use]
+    pub fn build(name: &str, seed: u64, config: N::Config) -> Self {
         let start = Instant::now();
         let mut sim = Self {
             name: name.to_owned(),
@@ -187,7 +276,8 @@ impl Sim {
             trace: None,
             buf: vec![0; 65_536],
             events: 0,
-            endpoint_config: EndpointConfig::default(),
+            endpoint_config: config,
+            unroutable: 0,
         };
         if let Ok(dir) = std::env::var("MPTCP_SIM_PCAP") {
             let safe: String = name
@@ -232,14 +322,14 @@ impl Sim {
 
     /// Adds a host with addresses `addrs` (one per link it will have, in order).
     pub fn add_host(&mut self, name: &str) -> HostId {
-        let mut cfg = self.endpoint_config.clone();
-        cfg.seed = self.rng.next_u64();
-        for chunk in cfg.secret.chunks_mut(8) {
+        let seed = self.rng.next_u64();
+        let mut secret = [0u8; 32];
+        for chunk in secret.chunks_mut(8) {
             chunk.copy_from_slice(&self.rng.next_u64().to_le_bytes());
         }
         self.hosts.push(Host {
             name: name.to_owned(),
-            endpoint: Endpoint::new(cfg, self.now),
+            endpoint: N::build(&self.endpoint_config, seed, secret, self.now),
             interfaces: Vec::new(),
             app: None,
             wake: None,
@@ -307,6 +397,32 @@ impl Sim {
         (a, b)
     }
 
+    /// Two hosts joined by one link per entry of `paths` (parameters both ways): the client
+    /// has one address per link (`10.0.k.1`), the server one address on all of them
+    /// (`10.9.9.9`), as a server behind several access lines of its client sees it. Returns
+    /// the client, the server and the links.
+    pub fn multipath(&mut self, paths: &[LinkParams]) -> (HostId, HostId, Vec<usize>) {
+        let c = self.add_host("client");
+        let s = self.add_host("server");
+        let server = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9));
+        let links = paths
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                let k = u8::try_from(k).unwrap_or(u8::MAX);
+                let client = IpAddr::V4(Ipv4Addr::new(10, 0, k, 1));
+                self.link(c, client, s, server, p.clone(), p.clone())
+            })
+            .collect();
+        (c, s, links)
+    }
+
+    /// Host `h`'s addresses, one per link, in the order the links were made.
+    #[must_use]
+    pub fn addrs(&self, h: HostId) -> Vec<IpAddr> {
+        self.hosts[h].interfaces.iter().map(|i| i.addr).collect()
+    }
+
     /// Host `h`'s first address with `port`.
     #[must_use]
     pub fn addr(&self, h: HostId, port: u16) -> SocketAddr {
@@ -315,23 +431,19 @@ impl Sim {
 
     /// A host.
     #[must_use]
-    pub fn host(&self, h: HostId) -> &Host {
+    pub fn host(&self, h: HostId) -> &Host<N> {
         &self.hosts[h]
     }
 
     /// Host `h`'s endpoint, to look at.
     #[must_use]
-    pub fn endpoint(&self, h: HostId) -> &Endpoint {
+    pub fn endpoint(&self, h: HostId) -> &N {
         &self.hosts[h].endpoint
     }
 
     /// Runs `f` on host `h`'s endpoint (to connect, write, close...), then lets the host send
     /// what that produced.
-    pub fn with_endpoint<T>(
-        &mut self,
-        h: HostId,
-        f: impl FnOnce(Instant, &mut Endpoint) -> T,
-    ) -> T {
+    pub fn with_endpoint<T>(&mut self, h: HostId, f: impl FnOnce(Instant, &mut N) -> T) -> T {
         let now = self.now;
         let r = f(now, &mut self.hosts[h].endpoint);
         self.service(h);
@@ -339,7 +451,7 @@ impl Sim {
     }
 
     /// Sets host `h`'s application (and polls it once).
-    pub fn set_app(&mut self, h: HostId, app: impl App + 'static) {
+    pub fn set_app(&mut self, h: HostId, app: impl App<N> + 'static) {
         self.hosts[h].app = Some(Box::new(app));
         self.service(h);
     }
@@ -358,6 +470,12 @@ impl Sim {
     /// Drops the packets of a link direction that `filter` picks.
     pub fn set_filter(&mut self, link: usize, dir: usize, filter: DropFilter) {
         self.links[link].dirs[dir].filter = Some(filter);
+    }
+
+    /// Strips the MPTCP options of the packets of a link direction that `pick` chooses, as a
+    /// middlebox would (the packets go on, as plain TCP).
+    pub fn set_middlebox(&mut self, link: usize, dir: usize, pick: DropFilter) {
+        self.links[link].dirs[dir].strip = Some(pick);
     }
 
     /// A link direction's counters.
@@ -421,31 +539,40 @@ impl Sim {
         if let Some(t) = self.trace.as_mut() {
             let _ = t.record(elapsed, packet);
         }
+        // A packet leaves by the interface of its source address, as with a routing rule per
+        // line (an address on several links: the one whose far end is the destination); one
+        // from an address the host does not have goes nowhere.
         let host = &self.hosts[h];
-        let iface = host
+        let far_end = |i: &Interface| {
+            let peer = &self.hosts[self.links[i.link].to[i.dir]];
+            peer.interfaces
+                .iter()
+                .any(|p| p.link == i.link && p.addr == dst)
+        };
+        let mut own = host.interfaces.iter().filter(|i| i.addr == src);
+        let Some(&Interface { link, dir, .. }) = host
             .interfaces
             .iter()
-            .find(|i| i.addr == src)
-            .or_else(|| {
-                host.interfaces.iter().find(|i| {
-                    let peer = self.links[i.link].to[i.dir];
-                    self.hosts[peer].interfaces.iter().any(|p| p.addr == dst)
-                })
-            })
-            .or_else(|| host.interfaces.first());
-        let Some(&Interface { link, dir, .. }) = iface else {
+            .find(|i| i.addr == src && far_end(i))
+            .or_else(|| own.next())
+        else {
+            self.unroutable += 1;
             return;
         };
         let to = self.links[link].to[dir];
         let now = self.now;
-        if let Some(at) = self.links[link].dirs[dir].offer(now, elapsed, packet, &mut self.rng) {
-            self.schedule(
-                at,
-                What::Deliver {
-                    host: to,
-                    packet: packet.to_vec(),
-                },
-            );
+        let mut packet = packet.to_vec();
+        let d = &mut self.links[link].dirs[dir];
+        if let Some(pick) = d.strip.as_mut() {
+            let index = d.stats.offered;
+            if link::PacketInfo::read(index, &packet).is_some_and(|i| pick(elapsed, &i))
+                && link::strip_mptcp(&mut packet)
+            {
+                d.stats.stripped += 1;
+            }
+        }
+        if let Some(at) = d.offer(now, elapsed, &packet, &mut self.rng) {
+            self.schedule(at, What::Deliver { host: to, packet });
         }
     }
 
@@ -459,7 +586,7 @@ impl Sim {
         match ev.what {
             What::Deliver { host, packet } => {
                 let now = self.now;
-                let _ = self.hosts[host].endpoint.handle_packet(now, &packet);
+                self.hosts[host].endpoint.handle_packet(now, &packet);
                 self.service(host);
             }
             What::Wake { host } => {
@@ -486,7 +613,7 @@ impl Sim {
 
     /// Runs until `done` holds (checked after every event), for at most `limit` of virtual
     /// time; returns whether `done` held.
-    pub fn run_until(&mut self, mut done: impl FnMut(&Sim) -> bool, limit: Duration) -> bool {
+    pub fn run_until(&mut self, mut done: impl FnMut(&Self) -> bool, limit: Duration) -> bool {
         let end = self.now + limit;
         loop {
             if done(self) {
@@ -505,7 +632,7 @@ impl Sim {
     }
 }
 
-impl Drop for Sim {
+impl<N: Node> Drop for Sim<N> {
     fn drop(&mut self) {
         if let Some(t) = self.trace.take() {
             let _ = t.finish();

@@ -88,6 +88,10 @@ pub struct PacketInfo {
     pub ack: Option<SeqNumber>,
     /// TCP payload length.
     pub payload_len: usize,
+    /// The MPTCP options it carries: bit `1 << subtype` for each (RFC 8684 §8).
+    pub mptcp: u16,
+    /// Its DSS has the `DATA_FIN` flag.
+    pub data_fin: bool,
 }
 
 impl PacketInfo {
@@ -108,6 +112,21 @@ impl PacketInfo {
         };
         let t = TcpPacket::new_checked(tcp).ok()?;
         let flags = t.flags();
+        let data_fin = mptcp_proto::wire::tcp_option::TcpOptions::new(t.options()).any(|o| {
+            matches!(
+                o,
+                Ok(mptcp_proto::wire::tcp_option::TcpOption::Mptcp(
+                    mptcp_proto::wire::mptcp::MptcpOption::Dss(d)
+                )) if d.data_fin
+            )
+        });
+        let mptcp = mptcp_proto::wire::tcp_option::TcpOptions::new(t.options())
+            .filter_map(|o| match o {
+                Ok(mptcp_proto::wire::tcp_option::TcpOption::Mptcp(m)) => Some(m.subtype()),
+                Ok(_) => None,
+                Err(bad) => mptcp_proto::wire::tcp_option::mptcp_subtype(bad.bytes),
+            })
+            .fold(0u16, |m, sub| m | 1 << (sub & 0xf));
         Some(Self {
             index,
             src,
@@ -116,7 +135,15 @@ impl PacketInfo {
             seq: t.seq_number(),
             ack: flags.contains(TcpFlags::ACK).then(|| t.ack_number()),
             payload_len: t.payload().len(),
+            mptcp,
+            data_fin,
         })
+    }
+
+    /// Whether it carries an MPTCP option of `subtype`.
+    #[must_use]
+    pub fn has_mptcp(&self, subtype: u8) -> bool {
+        self.mptcp & (1 << (subtype & 0xf)) != 0
     }
 
     /// Whether it carries data (or SYN/FIN): occupies sequence space.
@@ -147,6 +174,8 @@ pub struct DirectionStats {
     pub outage_drops: u64,
     /// Dropped by the test's filter.
     pub filtered: u64,
+    /// Packets whose MPTCP options a middlebox stripped.
+    pub stripped: u64,
 }
 
 /// One direction of a link.
@@ -158,6 +187,8 @@ pub(crate) struct Direction {
     queued_bytes: usize,
     last_arrival: Option<Instant>,
     pub(crate) filter: Option<DropFilter>,
+    /// Picks packets whose MPTCP options a middlebox strips.
+    pub(crate) strip: Option<DropFilter>,
     pub(crate) stats: DirectionStats,
 }
 
@@ -179,6 +210,7 @@ impl Direction {
             queued_bytes: 0,
             last_arrival: None,
             filter: None,
+            strip: None,
             stats: DirectionStats::default(),
         }
     }
@@ -252,6 +284,70 @@ impl Direction {
 /// A uniform number in `[0, 1)`.
 pub(crate) fn unit(rng: &mut Xoshiro256PlusPlus) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Rewrites every MPTCP option of the IP packet `packet` into NOPs and fixes the TCP checksum,
+/// as a middlebox that strips unknown options does. Returns whether it changed anything.
+pub fn strip_mptcp(packet: &mut [u8]) -> bool {
+    use mptcp_proto::wire::checksum;
+    let Some(&first) = packet.first() else {
+        return false;
+    };
+    let (ip_len, pseudo): (usize, Vec<u8>) = match first >> 4 {
+        4 => {
+            let hl = usize::from(first & 0xf) * 4;
+            if packet.len() < hl.max(20) + 20 {
+                return false;
+            }
+            let mut p = packet[12..20].to_vec();
+            p.extend_from_slice(&[0, 6]);
+            let tcp_len = u16::try_from(packet.len() - hl).unwrap_or(0);
+            p.extend_from_slice(&tcp_len.to_be_bytes());
+            (hl, p)
+        }
+        6 => {
+            if packet.len() < 60 {
+                return false;
+            }
+            let mut p = packet[8..40].to_vec();
+            let tcp_len = u32::try_from(packet.len() - 40).unwrap_or(0);
+            p.extend_from_slice(&tcp_len.to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 6]);
+            (40, p)
+        }
+        _ => return false,
+    };
+    let tcp = &mut packet[ip_len..];
+    let data_off = usize::from(tcp[12] >> 4) * 4;
+    if data_off < 20 || data_off > tcp.len() {
+        return false;
+    }
+    let mut i = 20;
+    let mut changed = false;
+    while i < data_off {
+        match tcp[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let Some(&len) = tcp.get(i + 1) else { break };
+                let len = usize::from(len);
+                if len < 2 || i + len > data_off {
+                    break;
+                }
+                if kind == mptcp_proto::wire::mptcp::KIND {
+                    tcp[i..i + len].fill(1);
+                    changed = true;
+                }
+                i += len;
+            }
+        }
+    }
+    if changed {
+        tcp[16..18].fill(0);
+        let sum = checksum::finish(checksum::add(checksum::add(0, &pseudo), tcp));
+        tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    }
+    changed
 }
 
 #[cfg(test)]

@@ -72,6 +72,15 @@ pub trait SegmentHook {
     fn sent(&mut self, seg: &OutgoingSegment, included: u8) {
         let _ = (seg, included);
     }
+
+    /// How many of the `len` payload bytes from stream offset `stream_offset` one segment may
+    /// carry: the MPTCP layer stops a segment at the end of a DSS mapping, so that no segment
+    /// straddles two mappings (RFC 8684 §3.3.1), also when a retransmission covers several.
+    /// At least 1 when `len > 0`; all of them by default.
+    fn segment_limit(&mut self, stream_offset: u64, len: usize) -> usize {
+        let _ = stream_offset;
+        len
+    }
 }
 
 /// A hook that adds nothing: plain TCP.
@@ -180,6 +189,9 @@ pub struct Connection {
     last_ack_sent: u64,
     /// Option bytes reserved on every segment for a [`SegmentHook`].
     option_space: usize,
+    /// Free bytes of a receive buffer shared with other connections, which the window
+    /// advertises instead of this connection's own (MPTCP's connection-level window).
+    shared_window: Option<u64>,
     /// The window scale our SYN offers (`None`: scaling off).
     offered_wscale: Option<u8>,
     /// Both sides offered window scaling (RFC 7323 §2.2).
@@ -300,6 +312,7 @@ impl Connection {
             ts_offset,
             last_ack_sent: 0,
             option_space: 0,
+            shared_window: None,
             offered_wscale: cfg.window_scaling.then_some(rcv_wscale),
             ws_ok: false,
             rtt: RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto),
@@ -553,6 +566,22 @@ impl Connection {
     /// MSS shrinks by as much.
     pub fn set_option_space(&mut self, bytes: usize) {
         self.option_space = bytes.min(MAX_OPTIONS_LEN);
+    }
+
+    /// Makes the window this connection advertises the free space of a receive buffer it
+    /// shares (`Some(free bytes)`, counted from what that buffer acknowledges next) rather
+    /// than its own: an MPTCP subflow advertises the connection-level window, relative to the
+    /// `DATA_ACK` (RFC 8684 §3.3.4). `None` goes back to the connection's own buffer. The window
+    /// never shrinks below what was advertised.
+    pub fn set_shared_window(&mut self, free: Option<u64>) {
+        let opened = match (self.shared_window, free) {
+            (Some(old), Some(new)) => new > old,
+            _ => true,
+        };
+        self.shared_window = free;
+        if opened {
+            self.maybe_window_update();
+        }
     }
 
     /// Turns Nagle's algorithm on or off (`TCP_NODELAY` is off).
@@ -1515,7 +1544,7 @@ impl Connection {
             return;
         }
         let advertised = self.rcv_adv.saturating_sub(self.rcv_nxt);
-        let now_free = self.recv.window() as u64;
+        let now_free = self.shared_window.unwrap_or(self.recv.window() as u64);
         let threshold = (self.recv.capacity() as u64 / 2).min(2 * self.smss());
         if now_free >= 2 * advertised && now_free - advertised >= threshold {
             self.ack_now = true;
@@ -1541,7 +1570,7 @@ impl Connection {
     /// The window to advertise now and the right edge it stands for (RFC 7323 §2.3; never
     /// shrinking, RFC 9293 §3.8.6.2.2's silly-window avoidance).
     fn window_to_advertise(&self, syn: bool) -> (u16, u64) {
-        let free = self.recv.window() as u64;
+        let free = self.shared_window.unwrap_or(self.recv.window() as u64);
         let mut edge = self.rcv_nxt + free;
         let step = (self.recv.capacity() as u64 / 2).min(self.smss());
         if edge < self.rcv_adv || (edge - self.rcv_adv < step && self.rcv_adv > self.rcv_nxt) {
@@ -1776,6 +1805,15 @@ impl Connection {
             flags = TcpFlags(flags.0 & !(TcpFlags::FIN | TcpFlags::PSH));
         }
         let data_len = data_len.min(fits);
+        let data_len = if data_len > 0 {
+            let limit = hook.segment_limit(start.saturating_sub(1), data_len).max(1);
+            if limit < data_len {
+                flags = TcpFlags(flags.0 & !(TcpFlags::FIN | TcpFlags::PSH));
+            }
+            data_len.min(limit)
+        } else {
+            data_len
+        };
         let seg = OutgoingSegment {
             flags: TcpFlags(flags.0 | if with_ack { TcpFlags::ACK } else { 0 }),
             stream_offset: start.saturating_sub(1),

@@ -1,0 +1,1517 @@
+//! One MPTCP connection (RFC 8684): the data-level sequence space over its subflows.
+//!
+//! The connection owns the data-level send and receive buffers. Its scheduler hands each
+//! subflow bytes only as far as the subflow's congestion window has room, each run of bytes
+//! written with one DSS mapping, so nothing waits long in a subflow that may die; what a dead
+//! or stalled subflow had in flight is sent again on another (§3.3.6). Received bytes are read
+//! out of each subflow in order and put at their data offset by the peer's mappings, so
+//! duplicates across subflows fall away in the data-level reassembly.
+
+use core::net::SocketAddr;
+use core::time::Duration;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use arrayvec::ArrayVec;
+
+use super::mapping::{
+    MAX_MAPPING, MappingError, RecvMapping, RecvMappings, SendMapping, SendMappings, expand32,
+};
+use super::{ConnEvent, Role};
+use crate::crypto;
+use crate::endpoint::{ConnHandle, Endpoint};
+use crate::tcp::recv_buffer::RecvBuffer;
+use crate::tcp::send_buffer::SendBuffer;
+use crate::tcp::{CloseReason, OutgoingSegment, ReadError, State, WriteError};
+use crate::wire::mptcp::{
+    DataSeqField, Dss, DssMapping, MpCapable, MpCapableFlags, MpCapableKeys, MpFastclose, MpJoin,
+    MpTcpRst, MptcpOption,
+};
+use crate::wire::tcp::{TcpFlags, TcpRepr};
+
+/// Option bytes every subflow reserves: a DSS with 64-bit `DATA_ACK`, 64-bit mapping and a
+/// checksum (28), which also covers `MP_CAPABLE` with data (24) and the `MP_JOIN` ACK (24).
+pub(crate) const OPTION_SPACE: usize = 28;
+
+/// How a subflow stands in MPTCP's eyes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubflowState {
+    /// The TCP or MPTCP handshake is under way.
+    Handshake,
+    /// An `MP_JOIN` initiator whose third ACK is not acknowledged yet (§3.2: no data until
+    /// the fourth ACK).
+    JoinAckPending,
+    /// Carries data.
+    Active,
+    /// Ended (closed, reset or timed out).
+    Closed,
+}
+
+/// One subflow of a connection.
+#[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one subflow"
+)]
+pub(crate) struct Subflow {
+    pub handle: ConnHandle,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: SubflowState,
+    /// The first subflow (the one of `MP_CAPABLE`).
+    pub initial: bool,
+    /// Our address ID and the peer's for this subflow.
+    pub local_id: u8,
+    pub remote_id: u8,
+    /// We asked for it to be a backup; the peer asked (`MP_JOIN` B bit or `MP_PRIO`).
+    pub backup: bool,
+    pub peer_backup: bool,
+    /// `MP_JOIN` random numbers.
+    pub local_nonce: u32,
+    pub remote_nonce: u32,
+    /// When the `MP_JOIN` third ACK is sent again if no fourth ACK came.
+    pub join_rtx_at: Option<Instant>,
+    /// Bytes written into the subflow (its next stream offset).
+    pub written: u64,
+    pub send_maps: SendMappings,
+    /// Bytes read out of the subflow.
+    pub read: u64,
+    pub recv_maps: RecvMappings,
+    /// With checksums: the bytes of the mapping being read, checked once complete.
+    pub pending: Vec<u8>,
+    /// The subflow's retransmission timeouts when last looked at, and whether it is stalled
+    /// since (its data was reinjected; no new data goes to it until it makes progress).
+    pub timeouts_seen: u64,
+    pub acked_seen: u64,
+    pub stale: bool,
+    /// The peer's bytes acknowledged at subflow level so far (for `stats`).
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// An `MP_TCPRST` to put on this subflow's reset.
+    pub reset_reason: Option<MpTcpRst>,
+    /// Every byte written into it was the data stream's at the same offset (what a fall back
+    /// to TCP needs).
+    pub contiguous: bool,
+    /// The peer sent a DSS on it.
+    pub peer_dss: bool,
+    /// Mappings that came before the peer's key.
+    pub early_maps: Vec<(bool, DssMapping)>,
+}
+
+impl Subflow {
+    pub fn new(handle: ConnHandle, local: SocketAddr, remote: SocketAddr, initial: bool) -> Self {
+        Self {
+            handle,
+            local,
+            remote,
+            state: SubflowState::Handshake,
+            initial,
+            local_id: 0,
+            remote_id: 0,
+            backup: false,
+            peer_backup: false,
+            local_nonce: 0,
+            remote_nonce: 0,
+            join_rtx_at: None,
+            written: 0,
+            send_maps: SendMappings::default(),
+            read: 0,
+            recv_maps: RecvMappings::default(),
+            pending: Vec::new(),
+            timeouts_seen: 0,
+            acked_seen: 0,
+            stale: false,
+            bytes_sent: 0,
+            bytes_received: 0,
+            reset_reason: None,
+            contiguous: true,
+            peer_dss: false,
+            early_maps: Vec::new(),
+        }
+    }
+
+    fn is_backup(&self) -> bool {
+        self.backup || self.peer_backup
+    }
+}
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// The first subflow's handshake is under way.
+    Connecting,
+    /// MPTCP is in use.
+    Established,
+    /// Plain TCP on the first subflow: the peer or the path did not keep MPTCP (§3.7).
+    Fallback,
+    /// Ended.
+    Closed(CloseReason),
+}
+
+/// Settings of a connection.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Ask for DSS checksums (flag A); they are used if either side asks.
+    pub checksums: bool,
+    /// Data-level send buffer, bytes.
+    pub send_buffer: usize,
+    /// Data-level receive buffer, bytes (the connection-level window, §3.3.4).
+    pub recv_buffer: usize,
+    /// Most subflows of one connection (joins beyond are refused, §3.2).
+    pub max_subflows: usize,
+    /// Interval before an unacknowledged `DATA_FIN` or `MP_JOIN` third ACK is sent again,
+    /// before any RTT is known.
+    pub initial_rto: Duration,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        Self {
+            checksums: false,
+            send_buffer: 4 << 20,
+            recv_buffer: 8 << 20,
+            max_subflows: 8,
+            initial_rto: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One MPTCP connection.
+#[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent protocol flags of RFC 8684"
+)]
+pub(crate) struct MpConn {
+    pub role: Role,
+    pub state: ConnState,
+    pub cfg: ConnConfig,
+    pub local_key: u64,
+    pub local_token: u32,
+    local_idsn: u64,
+    pub remote_key: Option<u64>,
+    pub remote_token: u32,
+    remote_idsn: u64,
+    /// DSS checksums in use (either side set A).
+    pub checksums: bool,
+    /// The peer set C: no joins to its initial address.
+    pub peer_no_join_to_source: bool,
+    /// Client: a DSS came from the server, so it has our third ACK's keys (§3.1).
+    pub fully_established: bool,
+    pub subflows: Vec<Subflow>,
+
+    // Data-level send sequence space (data offsets; DSN = local IDSN + 1 + offset).
+    send: SendBuffer,
+    snd_una: u64,
+    /// Next new data offset to hand a subflow.
+    snd_nxt: u64,
+    /// The peer's window's right edge (§3.3.4).
+    snd_edge: u64,
+    fin_queued: bool,
+    /// The subflow that carries our `DATA_FIN` next, and when it is sent again.
+    fin_on: Option<usize>,
+    fin_rtx_at: Option<Instant>,
+    fin_rto: Duration,
+    fin_sent: bool,
+    /// Data ranges to send again on another subflow (§3.3.6), and the subflow they left.
+    reinject: VecDeque<(u64, u64, usize)>,
+    write_blocked: bool,
+
+    // Data-level receive sequence space.
+    recv: RecvBuffer,
+    /// Data offset of the peer's `DATA_FIN`.
+    peer_fin: Option<u64>,
+    peer_fin_seen_in_order: bool,
+    readable_signalled: bool,
+    /// `MP_FASTCLOSE` to send on the resets of our subflows.
+    fastclose: bool,
+    pub events: VecDeque<ConnEvent>,
+    pub stats: ConnStats,
+    /// Mappings to take once the peer's key is known (subflow, `DATA_FIN`, mapping).
+    pending_maps: Vec<(usize, bool, DssMapping)>,
+}
+
+/// Data-level counters of a connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// Bytes the application wrote.
+    pub bytes_written: u64,
+    /// Bytes acknowledged by `DATA_ACK`.
+    pub bytes_acked: u64,
+    /// Bytes the application read.
+    pub bytes_read: u64,
+    /// Bytes sent again on another subflow.
+    pub bytes_reinjected: u64,
+    /// Bytes received twice at data level (duplicates across subflows).
+    pub duplicate_bytes: u64,
+    /// Mappings that did not match earlier ones (subflow reset).
+    pub mapping_conflicts: u64,
+    /// DSS checksums that failed.
+    pub checksum_failures: u64,
+}
+
+impl MpConn {
+    pub fn new(role: Role, cfg: ConnConfig, local_key: u64) -> Self {
+        let (local_token, local_idsn) = crypto::token_and_idsn(local_key);
+        let send = SendBuffer::new(cfg.send_buffer);
+        let recv = RecvBuffer::new(cfg.recv_buffer);
+        Self {
+            role,
+            state: ConnState::Connecting,
+            checksums: cfg.checksums,
+            fin_rto: cfg.initial_rto,
+            cfg,
+            local_key,
+            local_token,
+            local_idsn,
+            remote_key: None,
+            remote_token: 0,
+            remote_idsn: 0,
+            peer_no_join_to_source: false,
+            fully_established: false,
+            subflows: Vec::new(),
+            send,
+            snd_una: 0,
+            snd_nxt: 0,
+            snd_edge: 0,
+            fin_queued: false,
+            fin_on: None,
+            fin_rtx_at: None,
+            fin_sent: false,
+            reinject: VecDeque::new(),
+            write_blocked: false,
+            recv,
+            peer_fin: None,
+            peer_fin_seen_in_order: false,
+            readable_signalled: false,
+            fastclose: false,
+            events: VecDeque::new(),
+            stats: ConnStats::default(),
+            pending_maps: Vec::new(),
+        }
+    }
+
+    /// The peer's key is known (from the SYN/ACK, or the third ACK).
+    pub fn set_remote_key(&mut self, key: u64) {
+        let (token, idsn) = crypto::token_and_idsn(key);
+        self.remote_key = Some(key);
+        self.remote_token = token;
+        self.remote_idsn = idsn;
+    }
+
+    pub fn subflow_of(&self, h: ConnHandle) -> Option<usize> {
+        self.subflows.iter().position(|s| s.handle == h)
+    }
+
+    fn mp_capable_flags(&self) -> MpCapableFlags {
+        let mut f = MpCapableFlags::HMAC_SHA;
+        if self.checksums {
+            f |= MpCapableFlags::CHECKSUM_REQUIRED;
+        }
+        MpCapableFlags(f)
+    }
+
+    fn is_mptcp(&self) -> bool {
+        !matches!(self.state, ConnState::Fallback)
+    }
+
+    // --- the application's side ----------------------------------------------------------
+
+    pub fn write(&mut self, ep: &mut Endpoint, data: &[u8]) -> Result<usize, WriteError> {
+        if let ConnState::Closed(r) = self.state {
+            return Err(if r == CloseReason::Finished {
+                WriteError::Finished
+            } else {
+                WriteError::Closed(r)
+            });
+        }
+        if self.fin_queued {
+            return Err(WriteError::Finished);
+        }
+        if self.state == ConnState::Fallback {
+            // Bytes staged at the fall back go first, in order.
+            self.flush_fallback(ep);
+            if self.send.is_empty() {
+                let h = self.subflows[0].handle;
+                let r = ep
+                    .conn_mut(h)
+                    .ok_or(WriteError::Closed(CloseReason::Aborted))?
+                    .write(data);
+                if let Ok(n) = r {
+                    self.stats.bytes_written += n as u64;
+                }
+                return r;
+            }
+        }
+        let n = self.send.write(data);
+        self.stats.bytes_written += n as u64;
+        if n < data.len() {
+            self.write_blocked = true;
+        }
+        if n == 0 && !data.is_empty() {
+            return Err(WriteError::Blocked);
+        }
+        Ok(n)
+    }
+
+    pub fn readable(&self, ep: &Endpoint) -> usize {
+        if self.state == ConnState::Fallback {
+            return self.recv.readable()
+                + ep.conn(self.subflows[0].handle)
+                    .map_or(0, crate::tcp::Connection::readable);
+        }
+        self.recv.readable()
+    }
+
+    pub fn read(&mut self, ep: &mut Endpoint, buf: &mut [u8]) -> Result<usize, ReadError> {
+        if self.state == ConnState::Fallback && self.recv.readable() == 0 {
+            let h = self.subflows[0].handle;
+            let r = ep
+                .conn_mut(h)
+                .ok_or(ReadError::Closed(CloseReason::Aborted))?
+                .read(buf);
+            if let Ok(n) = r {
+                self.stats.bytes_read += n as u64;
+            }
+            return r;
+        }
+        let n = self.recv.read(buf);
+        if n > 0 {
+            self.stats.bytes_read += n as u64;
+            if self.state == ConnState::Fallback {
+                return Ok(n);
+            }
+            self.drain(ep);
+            self.update_windows(ep);
+            return Ok(n);
+        }
+        if buf.is_empty() && self.recv.readable() > 0 {
+            return Ok(0);
+        }
+        self.readable_signalled = false;
+        if self.peer_fin_seen_in_order {
+            return Err(ReadError::Finished);
+        }
+        match self.state {
+            ConnState::Closed(r) => Err(ReadError::Closed(r)),
+            _ => Err(ReadError::Blocked),
+        }
+    }
+
+    /// No more data from us: a `DATA_FIN` follows the last byte (§3.3.3).
+    pub fn close(&mut self, ep: &mut Endpoint) {
+        if self.fin_queued || matches!(self.state, ConnState::Closed(_)) {
+            return;
+        }
+        self.fin_queued = true;
+        if self.state == ConnState::Fallback {
+            self.flush_fallback(ep);
+        }
+    }
+
+    /// Ends the connection at once: `MP_FASTCLOSE` on resets of every subflow (§3.5).
+    pub fn abort(&mut self, ep: &mut Endpoint) {
+        if matches!(self.state, ConnState::Closed(_)) {
+            return;
+        }
+        self.fastclose = self.is_mptcp() && self.remote_key.is_some();
+        for sf in &mut self.subflows {
+            if let Some(c) = ep.conn_mut(sf.handle) {
+                c.abort();
+            }
+            sf.state = SubflowState::Closed;
+        }
+        self.finish(CloseReason::Aborted);
+    }
+
+    fn finish(&mut self, reason: CloseReason) {
+        if !matches!(self.state, ConnState::Closed(_)) {
+            self.state = ConnState::Closed(reason);
+            self.events.push_back(ConnEvent::Closed(reason));
+        }
+    }
+
+    // --- options on our segments ---------------------------------------------------------
+
+    fn data_ack(&self) -> u64 {
+        let next = self.recv.next() + u64::from(self.peer_fin_seen_in_order);
+        self.remote_idsn.wrapping_add(1).wrapping_add(next)
+    }
+
+    fn dsn(&self, data_off: u64) -> u64 {
+        self.local_idsn.wrapping_add(1).wrapping_add(data_off)
+    }
+
+    /// The options of segment `seg` of subflow `i`.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one decision per form of option, in the order of RFC 8684 §3"
+    )]
+    pub fn outgoing_options(
+        &self,
+        i: usize,
+        seg: &OutgoingSegment,
+    ) -> ArrayVec<MptcpOption<'static>, 4> {
+        let mut out = ArrayVec::new();
+        let Some(sf) = self.subflows.get(i) else {
+            return out;
+        };
+        if self.state == ConnState::Fallback {
+            return out;
+        }
+        let syn = seg.flags.contains(TcpFlags::SYN);
+        let ack = seg.flags.contains(TcpFlags::ACK);
+        if seg.flags.contains(TcpFlags::RST) {
+            if self.fastclose {
+                if let Some(key) = self.remote_key {
+                    out.push(MptcpOption::MpFastclose(MpFastclose { receiver_key: key }));
+                }
+            } else if let Some(r) = sf.reset_reason {
+                out.push(MptcpOption::MpTcpRst(r));
+            }
+            return out;
+        }
+        if sf.initial {
+            if syn && !ack {
+                out.push(MptcpOption::MpCapable(MpCapable {
+                    version: 1,
+                    flags: self.mp_capable_flags(),
+                    keys: MpCapableKeys::None,
+                }));
+                return out;
+            }
+            if syn {
+                out.push(MptcpOption::MpCapable(MpCapable {
+                    version: 1,
+                    flags: self.mp_capable_flags(),
+                    keys: MpCapableKeys::Sender {
+                        sender_key: self.local_key,
+                    },
+                }));
+                return out;
+            }
+            // §3.1: the client repeats its keys on the third ACK, and on the first data,
+            // until a DSS from the server shows they arrived.
+            if self.role == Role::Client && !self.fully_established && seg.stream_offset == 0 {
+                if let Some(remote) = self.remote_key {
+                    let keys = if seg.payload_len > 0 {
+                        let m = sf.send_maps.find(0);
+                        MpCapableKeys::WithData {
+                            sender_key: self.local_key,
+                            receiver_key: remote,
+                            data_len: m.map_or(0, |m| u16::try_from(m.len).unwrap_or(u16::MAX)),
+                            checksum: m.and_then(|m| m.checksum),
+                        }
+                    } else {
+                        MpCapableKeys::Both {
+                            sender_key: self.local_key,
+                            receiver_key: remote,
+                        }
+                    };
+                    out.push(MptcpOption::MpCapable(MpCapable {
+                        version: 1,
+                        flags: self.mp_capable_flags(),
+                        keys,
+                    }));
+                    return out;
+                }
+            }
+        } else {
+            match sf.state {
+                SubflowState::Handshake if syn && !ack => {
+                    out.push(MptcpOption::MpJoin(MpJoin::Syn {
+                        backup: sf.backup,
+                        address_id: sf.local_id,
+                        token: self.remote_token,
+                        nonce: sf.local_nonce,
+                    }));
+                    return out;
+                }
+                SubflowState::Handshake if syn => {
+                    let remote_key = self.remote_key.unwrap_or(0);
+                    out.push(MptcpOption::MpJoin(MpJoin::SynAck {
+                        backup: sf.backup,
+                        address_id: sf.local_id,
+                        hmac: crypto::join_truncated_hmac(
+                            self.local_key,
+                            remote_key,
+                            sf.local_nonce,
+                            sf.remote_nonce,
+                        ),
+                        nonce: sf.local_nonce,
+                    }));
+                    return out;
+                }
+                SubflowState::JoinAckPending => {
+                    let remote_key = self.remote_key.unwrap_or(0);
+                    out.push(MptcpOption::MpJoin(MpJoin::Ack {
+                        hmac: crypto::join_hmac_160(
+                            self.local_key,
+                            remote_key,
+                            sf.local_nonce,
+                            sf.remote_nonce,
+                        ),
+                    }));
+                    return out;
+                }
+                _ => {}
+            }
+        }
+        if self.remote_key.is_none() {
+            return out;
+        }
+        // A DSS: the DATA_ACK always, the mapping of the payload, or a DATA_FIN on its own.
+        let mut dss = Dss {
+            data_fin: false,
+            data_ack: Some(DataSeqField::Long(self.data_ack())),
+            mapping: None,
+        };
+        if seg.payload_len > 0 {
+            if let Some(m) = sf.send_maps.find(seg.stream_offset) {
+                dss.mapping = Some(DssMapping {
+                    dsn: DataSeqField::Long(self.dsn(m.data_off)),
+                    ssn: rel_ssn(m.sf_off),
+                    data_len: u16::try_from(m.len).unwrap_or(u16::MAX),
+                    checksum: if self.checksums { m.checksum } else { None },
+                });
+            }
+        } else if self.fin_on == Some(i)
+            && self.fin_queued
+            && self.snd_nxt == self.send.end()
+            && self.snd_una <= self.send.end()
+        {
+            let dsn = self.dsn(self.send.end());
+            dss.data_fin = true;
+            dss.mapping = Some(DssMapping {
+                dsn: DataSeqField::Long(dsn),
+                ssn: 0,
+                data_len: 1,
+                checksum: self.checksums.then(|| crypto::dss_checksum(dsn, 0, 1, &[])),
+            });
+        }
+        out.push(MptcpOption::Dss(dss));
+        out
+    }
+
+    /// Segment `seg` of subflow `i` left (with the options in `included`).
+    pub fn on_sent(&mut self, now: Instant, i: usize, seg: &OutgoingSegment, included: u8) {
+        if included == 0 {
+            return;
+        }
+        let fin_carried = self.fin_on == Some(i)
+            && seg.payload_len == 0
+            && !seg.flags.contains(TcpFlags::SYN)
+            && !seg.flags.contains(TcpFlags::RST)
+            && self.fin_queued
+            && self.snd_nxt == self.send.end()
+            && self.snd_una <= self.send.end()
+            && self.remote_key.is_some();
+        if fin_carried {
+            self.fin_sent = true;
+            self.fin_rtx_at = Some(now + self.fin_rto);
+        }
+    }
+
+    /// How many payload bytes from `sf_off` a segment of subflow `i` may carry.
+    pub fn segment_limit(&self, i: usize, sf_off: u64, len: usize) -> usize {
+        if self.state == ConnState::Fallback {
+            return len;
+        }
+        self.subflows
+            .get(i)
+            .map_or(len, |sf| sf.send_maps.limit(sf_off, len))
+    }
+
+    // --- segments from the peer ----------------------------------------------------------
+
+    /// The MPTCP options of `seg`, which subflow `i` just took (the TCP layer has processed
+    /// it). Returns whether the subflow must be reset.
+    pub fn on_segment(&mut self, now: Instant, ep: &mut Endpoint, i: usize, seg: &TcpRepr<'_>) {
+        if self.state == ConnState::Fallback || matches!(self.state, ConnState::Closed(_)) {
+            return;
+        }
+        let mut saw_dss = false;
+        let mut saw_mpc = false;
+        for o in &seg.mptcp {
+            match o {
+                MptcpOption::MpCapable(mpc) => {
+                    saw_mpc = true;
+                    self.on_mp_capable(i, seg, mpc);
+                }
+                MptcpOption::MpJoin(j) => self.on_mp_join(now, ep, i, j),
+                MptcpOption::Dss(dss) => {
+                    saw_dss = true;
+                    self.on_dss(now, ep, i, seg, dss);
+                }
+                MptcpOption::MpFastclose(fc) if fc.receiver_key == self.local_key => {
+                    for sf in &mut self.subflows {
+                        if let Some(c) = ep.conn_mut(sf.handle) {
+                            c.abort();
+                        }
+                        sf.state = SubflowState::Closed;
+                    }
+                    self.finish(CloseReason::Reset);
+                    return;
+                }
+                MptcpOption::MpPrio(p) => {
+                    if let Some(sf) = self.subflows.get_mut(i) {
+                        sf.peer_backup = p.backup;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (j, fin, m) in std::mem::take(&mut self.pending_maps) {
+            self.on_mapping(ep, j, fin, m);
+        }
+        let Some(sf) = self.subflows.get(i) else {
+            return;
+        };
+        let synchronized = ep
+            .conn(sf.handle)
+            .is_some_and(|c| c.state().is_synchronized());
+        if sf.initial && self.state == ConnState::Connecting && synchronized {
+            // The first subflow's handshake completed: with keys both ways, MPTCP; without
+            // them, plain TCP (§3.1, §3.7).
+            if self.remote_key.is_some() && (saw_mpc || self.role == Role::Client) {
+                self.state = ConnState::Established;
+                self.subflows[i].state = SubflowState::Active;
+                if let Some(c) = ep.conn_mut(self.subflows[i].handle) {
+                    c.set_option_space(OPTION_SPACE);
+                    // Until a DATA_ACK says otherwise, the handshake's window (§3.3.4).
+                    self.snd_edge = self.snd_edge.max(c.stats().snd_wnd);
+                    if self.role == Role::Server {
+                        // A DSS at once tells the client its keys arrived (§3.1), so it can
+                        // stop repeating them and open its joins.
+                        c.request_ack();
+                    }
+                }
+                self.events.push_back(ConnEvent::Connected);
+            } else if self.role == Role::Server && saw_dss && !saw_mpc {
+                // The third ACK (or the first data with our keys) was lost and later data came
+                // first: the client does MPTCP and sends its keys again with the first data.
+                // Wait for them rather than fall back (the kernel falls back here).
+            } else if !self.fall_back(ep) {
+                self.reset_subflow(ep, i, 6);
+            }
+        }
+        if saw_dss && self.role == Role::Client {
+            self.fully_established = true;
+        }
+        // Our first data was acknowledged (a server that waits for our keys acknowledges
+        // nothing of it).
+        let first_data_acked = self
+            .subflows
+            .get(i)
+            .and_then(|sf| ep.conn(sf.handle))
+            .is_some_and(|c| c.stats().bytes_acked > 0);
+        if let Some(sf) = self.subflows.get_mut(i) {
+            sf.peer_dss |= saw_dss;
+            let stripped = seg.mptcp.is_empty()
+                && sf.state == SubflowState::Active
+                && !seg.flags.contains(TcpFlags::RST)
+                && !seg.flags.contains(TcpFlags::SYN)
+                && (sf.peer_dss
+                    || !seg.payload.is_empty()
+                    || (self.role == Role::Client && sf.initial && first_data_acked));
+            if stripped {
+                // The peer's options no longer arrive: a middlebox strips them (§3.7).
+                if !self.fall_back(ep) {
+                    self.reset_subflow(ep, i, 6);
+                }
+                return;
+            }
+        }
+        self.drain(ep);
+        self.update_windows(ep);
+    }
+
+    fn on_mp_capable(&mut self, i: usize, seg: &TcpRepr<'_>, mpc: &MpCapable) {
+        if mpc.version != 1 {
+            return;
+        }
+        if mpc.flags.checksum_required() {
+            self.checksums = true;
+        }
+        if seg.flags.contains(TcpFlags::SYN) {
+            if self.role == Role::Client {
+                if let Some(k) = mpc.sender_key() {
+                    self.set_remote_key(k);
+                    self.peer_no_join_to_source = mpc.flags.no_new_subflows_to_source();
+                }
+            }
+            return;
+        }
+        if self.role == Role::Server && self.subflows.get(i).is_some_and(|s| s.initial) {
+            // The third ACK (or the first data) with both keys; ours must be the one we sent.
+            if mpc.receiver_key() == Some(self.local_key) || self.remote_key.is_none() {
+                if let Some(k) = mpc.sender_key() {
+                    if self.remote_key.is_none() {
+                        self.set_remote_key(k);
+                        if let Some(sf) = self.subflows.get_mut(i) {
+                            for (fin, m) in std::mem::take(&mut sf.early_maps) {
+                                self.pending_maps.push((i, fin, m));
+                            }
+                        }
+                    }
+                }
+            }
+            if let MpCapableKeys::WithData {
+                data_len, checksum, ..
+            } = mpc.keys
+            {
+                // The first data: DSN IDSN + 1, subflow sequence number 1 (§3.1).
+                let m = RecvMapping {
+                    sf_off: 0,
+                    data_off: 0,
+                    len: u64::from(data_len),
+                    checksum,
+                    dsn: self.remote_idsn.wrapping_add(1),
+                    ssn: 1,
+                    data_len,
+                };
+                let _ = self.subflows[i].recv_maps.insert(m);
+            }
+        }
+    }
+
+    fn on_mp_join(&mut self, now: Instant, ep: &mut Endpoint, i: usize, j: &MpJoin) {
+        let Some(remote_key) = self.remote_key else {
+            return;
+        };
+        let local_key = self.local_key;
+        let Some(sf) = self.subflows.get_mut(i) else {
+            return;
+        };
+        match *j {
+            MpJoin::SynAck {
+                backup,
+                address_id,
+                hmac,
+                nonce,
+            } if sf.state == SubflowState::Handshake && !sf.initial => {
+                sf.remote_nonce = nonce;
+                sf.remote_id = address_id;
+                sf.peer_backup = backup;
+                let want =
+                    crypto::join_truncated_hmac(remote_key, local_key, nonce, sf.local_nonce);
+                if want == hmac {
+                    sf.state = SubflowState::JoinAckPending;
+                    sf.join_rtx_at = Some(now + self.cfg.initial_rto);
+                } else {
+                    sf.reset_reason = Some(MpTcpRst {
+                        flags: 0,
+                        reason: 1,
+                    });
+                    if let Some(c) = ep.conn_mut(sf.handle) {
+                        c.abort();
+                    }
+                    sf.state = SubflowState::Closed;
+                }
+            }
+            MpJoin::Ack { .. } if sf.state == SubflowState::Active && !sf.initial => {
+                // The initiator did not get our fourth ACK: again (§3.2).
+                if let Some(c) = ep.conn_mut(sf.handle) {
+                    c.request_ack();
+                }
+            }
+            MpJoin::Ack { hmac } if sf.state == SubflowState::Handshake && !sf.initial => {
+                let want =
+                    crypto::join_hmac_160(remote_key, local_key, sf.remote_nonce, sf.local_nonce);
+                if want == hmac {
+                    sf.state = SubflowState::Active;
+                    if let Some(c) = ep.conn_mut(sf.handle) {
+                        c.set_option_space(OPTION_SPACE);
+                        // The fourth ACK (§3.2).
+                        c.request_ack();
+                    }
+                    let (local, remote) = (sf.local, sf.remote);
+                    self.events
+                        .push_back(ConnEvent::SubflowUp { local, remote });
+                } else {
+                    sf.reset_reason = Some(MpTcpRst {
+                        flags: 0,
+                        reason: 1,
+                    });
+                    if let Some(c) = ep.conn_mut(sf.handle) {
+                        c.abort();
+                    }
+                    sf.state = SubflowState::Closed;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_dss(&mut self, now: Instant, ep: &mut Endpoint, i: usize, seg: &TcpRepr<'_>, dss: &Dss) {
+        // A DSS on a join initiator's subflow is the fourth ACK's sign: the peer took it.
+        if let Some(sf) = self.subflows.get_mut(i) {
+            if sf.state == SubflowState::JoinAckPending {
+                sf.state = SubflowState::Active;
+                sf.join_rtx_at = None;
+                if let Some(c) = ep.conn_mut(sf.handle) {
+                    c.set_option_space(OPTION_SPACE);
+                }
+                let (local, remote) = (sf.local, sf.remote);
+                self.events
+                    .push_back(ConnEvent::SubflowUp { local, remote });
+            }
+        }
+        if let Some(ack) = dss.data_ack {
+            self.on_data_ack(now, ep, i, seg, ack);
+        }
+        if let Some(m) = dss.mapping {
+            if self.remote_key.is_none() {
+                // Its DSN is relative to a key not known yet: kept until it comes (§3.1).
+                if let Some(sf) = self.subflows.get_mut(i) {
+                    if sf.early_maps.len() < 64 {
+                        sf.early_maps.push((dss.data_fin, m));
+                    }
+                }
+                return;
+            }
+            self.on_mapping(ep, i, dss.data_fin, m);
+        }
+    }
+
+    fn on_data_ack(
+        &mut self,
+        now: Instant,
+        ep: &Endpoint,
+        i: usize,
+        seg: &TcpRepr<'_>,
+        ack: DataSeqField,
+    ) {
+        let base = self.local_idsn.wrapping_add(1);
+        let full = match ack {
+            DataSeqField::Long(v) => v,
+            DataSeqField::Short(v) => expand32(v, base.wrapping_add(self.snd_una)),
+        };
+        let off = full.wrapping_sub(base);
+        let fin_sent_end = self.send.end() + u64::from(self.fin_sent);
+        if off > fin_sent_end.max(self.snd_nxt) || off < self.snd_una.saturating_sub(1 << 31) {
+            return; // acknowledges what was never sent, or far behind: ignore
+        }
+        if off > self.snd_una {
+            let acked_data = off.min(self.send.end());
+            self.stats.bytes_acked += acked_data.saturating_sub(self.snd_una.min(self.send.end()));
+            self.snd_una = off;
+            self.send.ack_to(acked_data);
+            self.snd_nxt = self.snd_nxt.max(acked_data);
+            self.fin_rto = self.cfg.initial_rto;
+            if self.write_blocked && self.send.free() > 0 {
+                self.write_blocked = false;
+                self.events.push_back(ConnEvent::Writable);
+            }
+            if self.fin_sent && off > self.send.end() {
+                self.fin_rtx_at = None;
+            }
+        }
+        // The connection-level window: right edge DATA_ACK + window (§3.3.4).
+        let shift = self
+            .subflows
+            .get(i)
+            .and_then(|sf| ep.conn(sf.handle))
+            .and_then(|c| c.negotiated().2)
+            .map_or(0, |w| w.0);
+        let wnd = if seg.flags.contains(TcpFlags::SYN) {
+            u64::from(seg.window_len)
+        } else {
+            u64::from(seg.window_len) << shift
+        };
+        self.snd_edge = self.snd_edge.max(off + wnd);
+        let _ = now;
+    }
+
+    fn on_mapping(&mut self, ep: &mut Endpoint, i: usize, data_fin: bool, m: DssMapping) {
+        let base = self.remote_idsn.wrapping_add(1);
+        let dsn = match m.dsn {
+            DataSeqField::Long(v) => v,
+            DataSeqField::Short(v) => expand32(v, base.wrapping_add(self.recv.next())),
+        };
+        let data_off = dsn.wrapping_sub(base);
+        if data_off > self.recv.next() + (1 << 40) {
+            return; // behind the stream, or absurdly far ahead
+        }
+        if m.data_len == 0 {
+            // An infinite mapping (§3.7): the peer fell back on this subflow.
+            if !self.fall_back(ep) {
+                self.reset_subflow(ep, i, 6);
+            }
+            return;
+        }
+        let len = u64::from(m.data_len) - u64::from(data_fin);
+        if data_fin {
+            let fin_at = data_off + len;
+            if self.peer_fin.is_none_or(|f| f == fin_at) {
+                self.peer_fin = Some(fin_at);
+            }
+        }
+        if len == 0 {
+            return; // a DATA_FIN on its own (subflow sequence number 0)
+        }
+        let Some(sf) = self.subflows.get_mut(i) else {
+            return;
+        };
+        let sf_off = expand32(m.ssn.wrapping_sub(1), sf.read);
+        let r = sf.recv_maps.insert(RecvMapping {
+            sf_off,
+            data_off,
+            len,
+            checksum: m.checksum,
+            dsn,
+            ssn: m.ssn,
+            data_len: m.data_len,
+        });
+        if r == Err(MappingError::Conflict) {
+            self.stats.mapping_conflicts += 1;
+        }
+    }
+
+    /// Falls back to plain TCP on the first subflow (§3.7): possible while it is the only
+    /// subflow and its bytes are the data stream itself in both directions (no data of
+    /// another subflow was sent on it, none is missing before what it received). Returns
+    /// whether it did.
+    fn fall_back(&mut self, ep: &mut Endpoint) -> bool {
+        if self.state == ConnState::Fallback {
+            return true;
+        }
+        let was_connecting = self.state == ConnState::Connecting;
+        let live = self
+            .subflows
+            .iter()
+            .filter(|s| s.state != SubflowState::Closed)
+            .count();
+        let Some(sf) = self.subflows.first() else {
+            return false;
+        };
+        let in_step = sf.contiguous
+            && sf.written == self.snd_nxt
+            && sf.read == self.recv.next()
+            && self.recv.held() == 0
+            && sf.pending.is_empty();
+        if live > 1 || !sf.initial || sf.state == SubflowState::Closed || !in_step {
+            return false;
+        }
+        self.state = ConnState::Fallback;
+        let h = sf.handle;
+        // The data-level buffer now only stages what the subflow has not taken yet: bytes the
+        // subflow has are its to deliver (as plain TCP), what the peer acknowledged at data
+        // level is gone.
+        self.send.ack_to(self.snd_nxt.max(self.send.start()));
+        if let Some(c) = ep.conn_mut(h) {
+            c.set_shared_window(None);
+        }
+        self.flush_fallback(ep);
+        self.subflows[0].state = SubflowState::Active;
+        self.events.push_back(ConnEvent::Fallback);
+        if was_connecting {
+            self.events.push_back(ConnEvent::Connected);
+        }
+        if self.recv.readable() > 0 || ep.conn(h).is_some_and(|c| c.readable() > 0) {
+            self.events.push_back(ConnEvent::Readable);
+        }
+        true
+    }
+
+    /// After a fall back: staged bytes go into the subflow as it takes them, and then the FIN.
+    fn flush_fallback(&mut self, ep: &mut Endpoint) {
+        let Some(c) = ep.conn_mut(self.subflows[0].handle) else {
+            return;
+        };
+        let mut buf = [0u8; 16 * 1024];
+        while !self.send.is_empty() {
+            let n = self.send.read_at(self.send.start(), &mut buf);
+            match c.write(&buf[..n]) {
+                Ok(w) if w > 0 => self.send.ack_to(self.send.start() + w as u64),
+                _ => break,
+            }
+        }
+        if self.send.is_empty() && self.fin_queued {
+            c.close();
+        }
+        if self.write_blocked && self.send.free() > 0 && c.send_capacity_left() > 0 {
+            self.write_blocked = false;
+            self.events.push_back(ConnEvent::Writable);
+        }
+    }
+
+    // --- moving bytes --------------------------------------------------------------------
+
+    /// Reads what subflows received in order into the data-level buffer, by their mappings.
+    pub fn drain(&mut self, ep: &mut Endpoint) {
+        if !self.is_mptcp() {
+            return;
+        }
+        let before = self.recv.readable();
+        let mut buf = [0u8; 16 * 1024];
+        for i in 0..self.subflows.len() {
+            loop {
+                let sf = &mut self.subflows[i];
+                if sf.state == SubflowState::Closed && ep.conn(sf.handle).is_none() {
+                    break;
+                }
+                let Some(c) = ep.conn(sf.handle) else { break };
+                let readable = c.readable() as u64;
+                if readable == 0 {
+                    break;
+                }
+                let Some(m) = sf.recv_maps.covering(sf.read) else {
+                    // Bytes without a mapping: the options were stripped (§3.7).
+                    self.on_unmapped(ep, i);
+                    break;
+                };
+                let into = sf.read - m.sf_off;
+                let data_off = m.data_off + into;
+                let in_map = m.len - into;
+                let room = if self.checksums {
+                    in_map
+                } else {
+                    (self.recv.next() + self.recv.capacity() as u64).saturating_sub(data_off)
+                };
+                let n = readable.min(in_map).min(room).min(buf.len() as u64);
+                if n == 0 {
+                    break;
+                }
+                #[expect(clippy::cast_possible_truncation, reason = "at most the buffer")]
+                let n = n as usize;
+                let got = ep
+                    .conn_mut(sf.handle)
+                    .and_then(|c| c.read(&mut buf[..n]).ok())
+                    .unwrap_or(0);
+                if got == 0 {
+                    break;
+                }
+                sf.read += got as u64;
+                sf.bytes_received += got as u64;
+                if self.checksums {
+                    sf.pending.extend_from_slice(&buf[..got]);
+                    if sf.pending.len() as u64 == m.len {
+                        let pending = std::mem::take(&mut sf.pending);
+                        let ok = m.checksum.is_none_or(|c| {
+                            crypto::dss_checksum(m.dsn, m.ssn, m.data_len, &pending) == c
+                        });
+                        if ok {
+                            self.insert(m.data_off, &pending);
+                        } else {
+                            self.on_checksum_failure(ep, i);
+                            break;
+                        }
+                    }
+                } else {
+                    self.insert(data_off, &buf[..got]);
+                }
+                let sf = &mut self.subflows[i];
+                sf.recv_maps.prune(sf.read);
+            }
+        }
+        if let Some(fin) = self.peer_fin {
+            if !self.peer_fin_seen_in_order && self.recv.next() == fin {
+                self.peer_fin_seen_in_order = true;
+                self.ack_all(ep);
+            }
+        }
+        if (self.recv.readable() > before || self.peer_fin_seen_in_order)
+            && !self.readable_signalled
+        {
+            self.readable_signalled = true;
+            self.events.push_back(ConnEvent::Readable);
+        }
+    }
+
+    fn insert(&mut self, data_off: u64, bytes: &[u8]) {
+        let r = self.recv.insert(data_off, bytes);
+        if r.duplicate {
+            self.stats.duplicate_bytes += bytes.len() as u64;
+        }
+    }
+
+    fn on_unmapped(&mut self, ep: &mut Endpoint, i: usize) {
+        let alone = self
+            .subflows
+            .iter()
+            .filter(|s| s.state != SubflowState::Closed)
+            .count()
+            == 1;
+        // Data without a mapping: a middlebox strips the options. The only subflow falls
+        // back to TCP (an implied infinite mapping, §3.7); another one is reset.
+        if !(alone && self.fall_back(ep)) {
+            self.reset_subflow(ep, i, 6);
+        }
+    }
+
+    fn on_checksum_failure(&mut self, ep: &mut Endpoint, i: usize) {
+        self.stats.checksum_failures += 1;
+        // §3.7: with other subflows the bad one is reset (MP_TCPRST, middlebox interference).
+        self.reset_subflow(ep, i, 6);
+    }
+
+    pub fn reset_subflow(&mut self, ep: &mut Endpoint, i: usize, reason: u8) {
+        let sf = &mut self.subflows[i];
+        sf.reset_reason = Some(MpTcpRst { flags: 0, reason });
+        if let Some(c) = ep.conn_mut(sf.handle) {
+            c.abort();
+        }
+        self.on_subflow_closed(ep, i, CloseReason::Aborted);
+    }
+
+    /// Asks every live subflow for an ACK (a `DATA_ACK` the peer is waiting for).
+    fn ack_all(&self, ep: &mut Endpoint) {
+        for sf in self
+            .subflows
+            .iter()
+            .filter(|s| s.state == SubflowState::Active)
+        {
+            if let Some(c) = ep.conn_mut(sf.handle) {
+                c.request_ack();
+            }
+        }
+    }
+
+    /// Advertises the data-level window on every subflow (§3.3.4).
+    pub fn update_windows(&self, ep: &mut Endpoint) {
+        if !self.is_mptcp() {
+            return;
+        }
+        let free = self.recv.window() as u64;
+        for sf in self
+            .subflows
+            .iter()
+            .filter(|s| s.state == SubflowState::Active)
+        {
+            if let Some(c) = ep.conn_mut(sf.handle) {
+                c.set_shared_window(Some(free));
+            }
+        }
+    }
+
+    /// A subflow ended: what it had in flight goes to the others.
+    pub fn on_subflow_closed(&mut self, ep: &mut Endpoint, i: usize, reason: CloseReason) {
+        let Some(sf) = self.subflows.get_mut(i) else {
+            return;
+        };
+        if sf.state == SubflowState::Closed && sf.send_maps.len() == 0 {
+            // already handled
+        }
+        let was_active = sf.state == SubflowState::Active;
+        sf.state = SubflowState::Closed;
+        let (local, remote) = (sf.local, sf.remote);
+        self.reinject_from(i);
+        if self.fin_on == Some(i) {
+            self.fin_on = None;
+        }
+        if was_active {
+            self.events
+                .push_back(ConnEvent::SubflowDown { local, remote });
+        }
+        if matches!(self.state, ConnState::Closed(_)) {
+            return;
+        }
+        let live = self
+            .subflows
+            .iter()
+            .any(|s| s.state != SubflowState::Closed);
+        if live {
+            return;
+        }
+        let finished =
+            self.fin_queued && self.snd_una > self.send.end() && self.peer_fin_seen_in_order;
+        if self.state == ConnState::Fallback || finished || self.state == ConnState::Connecting {
+            let r = if self.state == ConnState::Fallback {
+                ep.conn(self.subflows[0].handle)
+                    .and_then(crate::tcp::Connection::close_reason)
+                    .unwrap_or(reason)
+            } else if finished {
+                CloseReason::Finished
+            } else {
+                reason
+            };
+            self.finish(r);
+        } else {
+            // Every subflow is gone with data outstanding: the connection cannot go on.
+            self.finish(reason);
+        }
+    }
+
+    /// Queues the data subflow `i` sent and the peer has not acknowledged at data level for
+    /// another subflow (§3.3.6).
+    fn reinject_from(&mut self, i: usize) {
+        let una = self.snd_una;
+        let sf = &mut self.subflows[i];
+        for m in sf.send_maps.iter_mut() {
+            if m.reinjected || m.data_end() <= una {
+                continue;
+            }
+            m.reinjected = true;
+            let start = m.data_off.max(una);
+            self.reinject.push_back((start, m.data_end(), i));
+        }
+    }
+
+    #[expect(
+        clippy::too_many_lines,
+        reason = "reinjections, new data and the DATA_FIN share one pass over the subflows"
+    )]
+    /// Hands subflows the data they have room for, one mapping per run of bytes; sends the
+    /// `DATA_FIN` once everything is out; spots stalled subflows.
+    pub fn schedule(&mut self, now: Instant, ep: &mut Endpoint) {
+        if self.state == ConnState::Fallback {
+            self.flush_fallback(ep);
+            return;
+        }
+        if self.state != ConnState::Established {
+            return;
+        }
+        self.check_stalls(ep);
+        let mut buf = vec![0u8; 0];
+        loop {
+            // Reinjections first, then new data.
+            let (start, end, from) = if let Some(&(s, e, from)) = self.reinject.front() {
+                let s = s.max(self.snd_una);
+                if s >= e {
+                    self.reinject.pop_front();
+                    continue;
+                }
+                (s, e, Some(from))
+            } else {
+                let end = self.send.end().min(self.snd_edge.max(self.snd_una + 1));
+                if self.snd_nxt >= end {
+                    break;
+                }
+                (self.snd_nxt, end, None)
+            };
+            let Some((i, room)) = self.pick(ep, from) else {
+                break;
+            };
+            let mss = ep
+                .conn(self.subflows[i].handle)
+                .map_or(1400, |c| c.stats().send_mss.max(1));
+            let mut cap = MAX_MAPPING;
+            if self.role == Role::Client && !self.fully_established && self.subflows[i].initial {
+                cap = mss; // the first data rides with MP_CAPABLE: one segment's worth
+            }
+            let n = (end - start).min(room).min(cap);
+            if n == 0 {
+                break;
+            }
+            #[expect(clippy::cast_possible_truncation, reason = "at most one mapping")]
+            buf.resize(n as usize, 0);
+            let got = self.send.read_at(start, &mut buf);
+            if got == 0 {
+                // Acknowledged meanwhile.
+                self.reinject.pop_front();
+                continue;
+            }
+            let sf = &mut self.subflows[i];
+            let Some(c) = ep.conn_mut(sf.handle) else {
+                break;
+            };
+            let Ok(w) = c.write(&buf[..got]) else {
+                break;
+            };
+            if w == 0 {
+                break;
+            }
+            let checksum = self.checksums.then(|| {
+                crypto::dss_checksum(
+                    self.local_idsn.wrapping_add(1).wrapping_add(start),
+                    rel_ssn(sf.written),
+                    u16::try_from(w).unwrap_or(u16::MAX),
+                    &buf[..w],
+                )
+            });
+            sf.contiguous &= sf.written == start;
+            sf.send_maps.push(SendMapping {
+                sf_off: sf.written,
+                data_off: start,
+                len: w as u64,
+                checksum,
+                reinjected: false,
+            });
+            sf.written += w as u64;
+            sf.bytes_sent += w as u64;
+            let w = w as u64;
+            if from.is_some() {
+                self.stats.bytes_reinjected += w;
+                if let Some(front) = self.reinject.front_mut() {
+                    front.0 = start + w;
+                }
+            } else {
+                self.snd_nxt = start + w;
+            }
+        }
+        // The DATA_FIN, once every byte was handed out (§3.3.3).
+        if self.fin_queued && self.snd_nxt == self.send.end() && self.snd_una <= self.send.end() {
+            let due = !self.fin_sent || self.fin_rtx_at.is_some_and(|t| now >= t);
+            if due {
+                if self.fin_on.is_none_or(|i| {
+                    self.subflows
+                        .get(i)
+                        .is_none_or(|s| s.state != SubflowState::Active)
+                }) || self.fin_sent
+                {
+                    self.fin_on = self.pick(ep, None).map(|(i, _)| i).or_else(|| {
+                        self.subflows
+                            .iter()
+                            .position(|s| s.state == SubflowState::Active)
+                    });
+                }
+                if self.fin_sent {
+                    self.fin_rto = (self.fin_rto * 2).min(Duration::from_secs(30));
+                    self.fin_rtx_at = Some(now + self.fin_rto);
+                }
+                if let Some(i) = self.fin_on {
+                    if let Some(c) = ep.conn_mut(self.subflows[i].handle) {
+                        c.request_ack();
+                    }
+                }
+            }
+        }
+        // Both DATA_FINs are through: the connection is done and its subflows close
+        // (§3.3.3).
+        if self.fin_queued && self.snd_una > self.send.end() && self.peer_fin_seen_in_order {
+            self.finish(CloseReason::Finished);
+            for sf in &self.subflows {
+                if sf.state != SubflowState::Closed {
+                    if let Some(c) = ep.conn_mut(sf.handle) {
+                        c.close();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A subflow whose retransmission timer fired since it last made progress is stalled: its
+    /// data goes to the other subflows and it gets no new data until it makes progress.
+    fn check_stalls(&mut self, ep: &Endpoint) {
+        for i in 0..self.subflows.len() {
+            let sf = &self.subflows[i];
+            if sf.state != SubflowState::Active {
+                continue;
+            }
+            let Some(c) = ep.conn(sf.handle) else {
+                continue;
+            };
+            let st = c.stats();
+            let acked = st.bytes_acked;
+            let sf_acked = self.subflows[i].written - c.send_buffered() as u64;
+            let sf = &mut self.subflows[i];
+            sf.send_maps.prune(sf_acked);
+            if acked > sf.acked_seen {
+                sf.acked_seen = acked;
+                sf.stale = false;
+                for m in sf.send_maps.iter_mut() {
+                    m.reinjected = false;
+                }
+            }
+            if st.timeouts > sf.timeouts_seen {
+                sf.timeouts_seen = st.timeouts;
+                if st.unacked > 0 {
+                    sf.stale = true;
+                    let others = self
+                        .subflows
+                        .iter()
+                        .enumerate()
+                        .any(|(j, s)| j != i && s.state == SubflowState::Active);
+                    if others {
+                        self.reinject_from(i);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The subflow for the next bytes and how many it has room for: the lowest RTT among the
+    /// regular subflows that work, the backups only when no regular one works.
+    fn pick(&self, ep: &Endpoint, avoid: Option<usize>) -> Option<(usize, u64)> {
+        let usable = |s: &Subflow| s.state == SubflowState::Active && !s.stale;
+        let regular = self.subflows.iter().any(|s| usable(s) && !s.is_backup());
+        let mut best: Option<(usize, u64, Duration)> = None;
+        let mut fallback_choice: Option<(usize, u64, Duration)> = None;
+        for (i, s) in self.subflows.iter().enumerate() {
+            if !usable(s) || s.is_backup() == regular {
+                continue;
+            }
+            let Some(c) = ep.conn(s.handle) else { continue };
+            if !matches!(c.state(), State::Established | State::CloseWait) {
+                continue;
+            }
+            let st = c.stats();
+            // Enough to fill the congestion window and a little more: the subflow must stay
+            // limited by its window (or it will not grow it) without holding much that a
+            // dying line would take with it.
+            let queued = c.send_buffered() as u64;
+            let room = (st.cwnd + 2 * st.send_mss).saturating_sub(queued);
+            let room = room.min(c.send_capacity_left() as u64);
+            if room == 0 {
+                continue;
+            }
+            let rtt = st.srtt.unwrap_or(Duration::from_millis(100));
+            let slot = if Some(i) == avoid {
+                &mut fallback_choice
+            } else {
+                &mut best
+            };
+            if slot.is_none_or(|b| rtt < b.2) {
+                *slot = Some((i, room, rtt));
+            }
+        }
+        best.or(fallback_choice).map(|(i, r, _)| (i, r))
+    }
+
+    /// When this connection wants `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let joins = self.subflows.iter().filter_map(|s| {
+            (s.state == SubflowState::JoinAckPending)
+                .then_some(s.join_rtx_at)
+                .flatten()
+        });
+        joins.chain(self.fin_rtx_at).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, ep: &mut Endpoint) {
+        for sf in &mut self.subflows {
+            if sf.state == SubflowState::JoinAckPending && sf.join_rtx_at.is_some_and(|t| now >= t)
+            {
+                // The third ACK again: the fourth did not come (§3.2).
+                sf.join_rtx_at = Some(now + self.cfg.initial_rto);
+                if let Some(c) = ep.conn_mut(sf.handle) {
+                    c.request_ack();
+                }
+            }
+        }
+        self.schedule(now, ep);
+    }
+
+    /// Subflow figures for `status`.
+    pub fn subflow_info(&self, ep: &Endpoint) -> Vec<super::SubflowInfo> {
+        self.subflows
+            .iter()
+            .map(|s| {
+                let st = ep.conn(s.handle).map(crate::tcp::Connection::stats);
+                super::SubflowInfo {
+                    local: s.local,
+                    remote: s.remote,
+                    active: s.state == SubflowState::Active,
+                    backup: s.is_backup(),
+                    stale: s.stale,
+                    srtt: st.as_ref().and_then(|s| s.srtt),
+                    cwnd: st.as_ref().map_or(0, |s| s.cwnd),
+                    in_flight: st.as_ref().map_or(0, |s| s.unacked),
+                    bytes_sent: s.bytes_sent,
+                    bytes_received: s.bytes_received,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The relative subflow sequence number of subflow offset `sf_off` (§3.3.1: relative to the
+/// initial sequence number, so the first payload byte is 1).
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "it wraps at 2^32 by definition"
+)]
+fn rel_ssn(sf_off: u64) -> u32 {
+    (sf_off + 1) as u32
+}

@@ -1,0 +1,901 @@
+//! The MPTCP stack: an endpoint whose TCP connections are subflows of MPTCP connections.
+//!
+//! ```text
+//! stack.handle_packet(now, bytes)       // an IP packet arrived
+//! stack.poll_transmit(now, &mut buf)    // an IP packet to send, until None
+//! stack.poll_timeout() / handle_timeout(now)
+//! stack.connect(now, &paths, remote) / listen(addr) / accept(addr)
+//! stack.write(id, ..) / read(id, ..) / close(id) / abort(id) / release(now, id)
+//! stack.poll_event()
+//! ```
+
+use core::net::{IpAddr, SocketAddr};
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use arrayvec::ArrayVec;
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use super::connection::{ConnConfig, ConnState, ConnStats, MpConn, OPTION_SPACE, Subflow};
+use super::{ConnEvent, Role, SubflowInfo};
+use crate::endpoint::{
+    ConnHandle, ConnectError, Endpoint, EndpointConfig, EndpointEvent, EndpointHook, ListenError,
+    PacketError, ReplyKind, SynDecision, Transmit,
+};
+use crate::tcp::{Event, OutgoingSegment, ReadError, WriteError};
+use crate::wire::mptcp::{MpCapable, MpCapableKeys, MpJoin, MpTcpRst, MptcpOption};
+use crate::wire::tcp::{TcpPacket, TcpRepr};
+
+/// Settings of a stack.
+#[derive(Debug, Clone, Default)]
+pub struct StackConfig {
+    /// The endpoint's (and so every subflow's TCP) settings.
+    pub endpoint: EndpointConfig,
+    /// Every connection's MPTCP settings.
+    pub conn: ConnConfig,
+    /// Plain TCP only: no `MP_CAPABLE` offered, and SYNs that offer it answered as TCP.
+    pub no_mptcp: bool,
+}
+
+/// A local line a client opens subflows from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path {
+    /// Its address.
+    pub local: IpAddr,
+    /// A backup: it carries data only when no regular subflow works (§3.2, flag B).
+    pub backup: bool,
+}
+
+/// A connection of a stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    index: u32,
+    generation: u32,
+}
+
+/// What happened, for the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackEvent {
+    /// A connection to this listening address is ready: `accept` it.
+    Incoming(SocketAddr),
+    /// Something happened on a connection.
+    Conn(ConnId, ConnEvent),
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    conn: Option<Box<MpConn>>,
+    released: bool,
+    dirty: bool,
+    /// Client: the lines to open subflows from, and which are up; the peer's address.
+    paths: Vec<(Path, bool)>,
+    remote: SocketAddr,
+    /// Client: the joins of the lines were opened.
+    joined: bool,
+}
+
+/// What the SYN being handled asked for (set by `on_syn`, used once the endpoint made the
+/// connection).
+#[derive(Debug, Clone, Copy)]
+enum PendingSyn {
+    MpCapable {
+        checksums: bool,
+    },
+    Join {
+        conn: ConnId,
+        backup: bool,
+        address_id: u8,
+        nonce: u32,
+    },
+    Plain,
+    /// Reset with this `MP_TCPRST` reason.
+    Refuse(u8),
+}
+
+/// Everything but the endpoint: the endpoint's hook.
+#[derive(Debug)]
+struct Inner {
+    cfg: StackConfig,
+    now: Instant,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_subflow: HashMap<ConnHandle, ConnId>,
+    by_token: HashMap<u32, ConnId>,
+    listeners: Vec<(SocketAddr, VecDeque<ConnId>)>,
+    pending: Option<PendingSyn>,
+    rng: Xoshiro256PlusPlus,
+    events: VecDeque<StackEvent>,
+    dirty: Vec<ConnId>,
+    /// Address IDs of our addresses (0 for none yet: the first subflow's).
+    address_ids: HashMap<IpAddr, u8>,
+}
+
+/// TCP and MPTCP connections over one endpoint.
+#[derive(Debug)]
+pub struct Stack {
+    ep: Endpoint,
+    inner: Inner,
+}
+
+impl Stack {
+    /// A stack with `cfg` whose clock starts at `now`.
+    #[must_use]
+    pub fn new(cfg: StackConfig, now: Instant) -> Self {
+        let seed = cfg.endpoint.seed ^ 0x6d70_7463_7000_0001;
+        Self {
+            ep: Endpoint::new(cfg.endpoint.clone(), now),
+            inner: Inner {
+                cfg,
+                now,
+                slots: Vec::new(),
+                free: Vec::new(),
+                by_subflow: HashMap::new(),
+                by_token: HashMap::new(),
+                listeners: Vec::new(),
+                pending: None,
+                rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+                events: VecDeque::new(),
+                dirty: Vec::new(),
+                address_ids: HashMap::new(),
+            },
+        }
+    }
+
+    /// The endpoint underneath (its subflows, its counters).
+    #[must_use]
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.ep
+    }
+
+    /// Connections held.
+    #[must_use]
+    pub fn connection_count(&self) -> usize {
+        self.inner.slots.iter().filter(|s| s.conn.is_some()).count()
+    }
+
+    // --- opening -------------------------------------------------------------------------
+
+    /// Listens on `addr` for MPTCP (and plain TCP) connections.
+    pub fn listen(&mut self, addr: SocketAddr) -> Result<(), ListenError> {
+        self.ep.listen(addr)?;
+        self.inner.listeners.push((addr, VecDeque::new()));
+        Ok(())
+    }
+
+    /// The next connection that arrived on listener `addr`.
+    pub fn accept(&mut self, addr: SocketAddr) -> Option<ConnId> {
+        self.inner
+            .listeners
+            .iter_mut()
+            .find(|(a, _)| *a == addr)?
+            .1
+            .pop_front()
+    }
+
+    /// Opens a connection to `remote` from the first of `paths`; once MPTCP is up, a subflow
+    /// is joined from each of the others.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        paths: &[Path],
+        remote: SocketAddr,
+    ) -> Result<ConnId, ConnectError> {
+        let first = paths.first().ok_or(ConnectError::InvalidAddress)?;
+        self.inner.now = now;
+        let h = self
+            .ep
+            .connect(now, SocketAddr::new(first.local, 0), remote)?;
+        let local = self
+            .ep
+            .conn(h)
+            .map_or(remote, crate::tcp::Connection::local);
+        let key = self.inner.unique_key();
+        let mut conn = MpConn::new(Role::Client, self.inner.cfg.conn.clone(), key);
+        let mut sf = Subflow::new(h, local, remote, true);
+        sf.backup = first.backup;
+        conn.subflows.push(sf);
+        if self.inner.cfg.no_mptcp {
+            conn.state = ConnState::Fallback;
+        } else if let Some(c) = self.ep.conn_mut(h) {
+            c.set_option_space(OPTION_SPACE);
+        }
+        self.inner.address_ids.entry(first.local).or_insert(0);
+        let id = self.inner.insert(conn, h);
+        let slot = self.inner.slot_mut(id).unwrap_or_else(|| unreachable!());
+        slot.paths = paths.iter().map(|p| (*p, true)).collect();
+        slot.remote = remote;
+        Ok(id)
+    }
+
+    // --- the application's calls ---------------------------------------------------------
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut MpConn> {
+        self.inner.slot_mut(id)?.conn.as_deref_mut()
+    }
+
+    /// A connection's state.
+    #[must_use]
+    pub fn state(&self, id: ConnId) -> Option<ConnState> {
+        self.inner.slot(id)?.conn.as_ref().map(|c| c.state)
+    }
+
+    /// A connection's data-level counters.
+    #[must_use]
+    pub fn stats(&self, id: ConnId) -> Option<ConnStats> {
+        self.inner.slot(id)?.conn.as_ref().map(|c| c.stats)
+    }
+
+    /// A connection's subflows.
+    #[must_use]
+    pub fn subflows(&self, id: ConnId) -> Vec<SubflowInfo> {
+        self.inner
+            .slot(id)
+            .and_then(|s| s.conn.as_ref())
+            .map(|c| c.subflow_info(&self.ep))
+            .unwrap_or_default()
+    }
+
+    /// Our token and the peer's (`None` before the keys are known, or without MPTCP).
+    #[must_use]
+    pub fn tokens(&self, id: ConnId) -> Option<(u32, u32)> {
+        let c = self.inner.slot(id)?.conn.as_ref()?;
+        (c.remote_key.is_some() && c.state != ConnState::Fallback)
+            .then_some((c.local_token, c.remote_token))
+    }
+
+    /// Queues bytes; returns how many were taken.
+    pub fn write(&mut self, id: ConnId, data: &[u8]) -> Result<usize, WriteError> {
+        let Self { ep, inner } = self;
+        let slot = inner.slot_mut(id).ok_or(WriteError::Finished)?;
+        let c = slot.conn.as_deref_mut().ok_or(WriteError::Finished)?;
+        let r = c.write(ep, data);
+        inner.mark_dirty(id);
+        r
+    }
+
+    /// Bytes readable now.
+    #[must_use]
+    pub fn readable(&self, id: ConnId) -> usize {
+        self.inner
+            .slot(id)
+            .and_then(|s| s.conn.as_ref())
+            .map_or(0, |c| c.readable(&self.ep))
+    }
+
+    /// Reads received bytes.
+    pub fn read(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, ReadError> {
+        let Self { ep, inner } = self;
+        let c = inner
+            .slot_mut(id)
+            .and_then(|s| s.conn.as_deref_mut())
+            .ok_or(ReadError::Finished)?;
+        let r = c.read(ep, buf);
+        inner.collect(id);
+        r
+    }
+
+    /// No more data from us (a `DATA_FIN`, or a FIN without MPTCP).
+    pub fn close(&mut self, id: ConnId) {
+        let Self { ep, inner } = self;
+        if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+            c.close(ep);
+        }
+        inner.mark_dirty(id);
+    }
+
+    /// Ends the connection at once (`MP_FASTCLOSE`, or a RST without MPTCP).
+    pub fn abort(&mut self, id: ConnId) {
+        let Self { ep, inner } = self;
+        if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+            c.abort(ep);
+        }
+        inner.collect(id);
+    }
+
+    /// The application is done with a connection: it is closed if it was not, and forgotten
+    /// once it has ended.
+    pub fn release(&mut self, now: Instant, id: ConnId) {
+        self.close(id);
+        if let Some(s) = self.inner.slot_mut(id) {
+            s.released = true;
+        }
+        self.reap(now, id);
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<StackEvent> {
+        self.inner.events.pop_front()
+    }
+
+    /// A line of ours went down (`up == false`: its subflows are reset and their data goes to
+    /// the others) or came back (subflows are joined again from it).
+    pub fn set_path_up(&mut self, now: Instant, local: IpAddr, up: bool) {
+        self.inner.now = now;
+        let ids: Vec<ConnId> = self.inner.ids().collect();
+        for id in ids {
+            let Self { ep, inner } = self;
+            let Some(slot) = inner.slot_mut(id) else {
+                continue;
+            };
+            let mut changed = false;
+            for p in &mut slot.paths {
+                if p.0.local == local && p.1 != up {
+                    p.1 = up;
+                    changed = true;
+                }
+            }
+            if !changed {
+                continue;
+            }
+            if let Some(c) = slot.conn.as_deref_mut() {
+                if !up {
+                    for i in 0..c.subflows.len() {
+                        if c.subflows[i].local.ip() == local
+                            && c.subflows[i].state != super::connection::SubflowState::Closed
+                        {
+                            c.reset_subflow(ep, i, 0);
+                        }
+                    }
+                }
+            }
+            if up {
+                self.open_join(now, id, local);
+            }
+            self.inner.collect(id);
+            self.inner.mark_dirty(id);
+        }
+    }
+
+    // --- packets and time ----------------------------------------------------------------
+
+    /// Handles an IP packet.
+    pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), PacketError> {
+        self.inner.now = now;
+        let (src, dst, tcp) = match crate::endpoint::parse_ip(packet) {
+            Ok(x) => x,
+            Err(e) => {
+                // Counted by the endpoint as malformed.
+                let _ = self.ep.handle_packet(now, packet);
+                return Err(PacketError::Malformed(e));
+            }
+        };
+        let seg = TcpPacket::new_checked(tcp)
+            .and_then(|p| TcpRepr::parse(&p, src, dst, true))
+            .map_err(|e| {
+                let _ = self.ep.handle_packet(now, packet);
+                PacketError::Malformed(e)
+            })?;
+        self.ep.count_packet_in();
+        self.inner.pending = None;
+        let h = self
+            .ep
+            .handle_segment_with(now, src, dst, &seg, &mut self.inner);
+        let pending = self.inner.pending.take();
+        if let Some(h) = h {
+            self.after_segment(now, h, &seg, pending);
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    fn after_segment(
+        &mut self,
+        now: Instant,
+        h: ConnHandle,
+        seg: &TcpRepr<'_>,
+        pending: Option<PendingSyn>,
+    ) {
+        if let Some(&id) = self.inner.by_subflow.get(&h) {
+            let Self { ep, inner } = self;
+            if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+                if let Some(i) = c.subflow_of(h) {
+                    c.on_segment(now, ep, i, seg);
+                }
+            }
+            inner.collect(id);
+            inner.mark_dirty(id);
+            return;
+        }
+        let Some(conn) = self.ep.conn(h) else { return };
+        let (local, remote) = (conn.local(), conn.remote());
+        match pending {
+            Some(PendingSyn::MpCapable { checksums }) => {
+                let key = self.inner.unique_key();
+                let mut c = MpConn::new(Role::Server, self.inner.cfg.conn.clone(), key);
+                c.checksums |= checksums;
+                c.subflows.push(Subflow::new(h, local, remote, true));
+                if let Some(tc) = self.ep.conn_mut(h) {
+                    tc.set_option_space(OPTION_SPACE);
+                }
+                self.inner.address_ids.entry(local.ip()).or_insert(0);
+                self.inner.insert(c, h);
+            }
+            Some(PendingSyn::Join {
+                conn,
+                backup,
+                address_id,
+                nonce,
+            }) => {
+                let local_id = self.inner.address_id(local.ip());
+                let local_nonce = self.inner.rng.next_u32();
+                let Self { ep, inner } = self;
+                let Some(c) = inner.slot_mut(conn).and_then(|s| s.conn.as_deref_mut()) else {
+                    if let Some(tc) = ep.conn_mut(h) {
+                        tc.abort();
+                    }
+                    return;
+                };
+                let mut sf = Subflow::new(h, local, remote, false);
+                sf.peer_backup = backup;
+                sf.remote_id = address_id;
+                sf.remote_nonce = nonce;
+                sf.local_nonce = local_nonce;
+                sf.local_id = local_id;
+                c.subflows.push(sf);
+                if let Some(tc) = ep.conn_mut(h) {
+                    tc.set_option_space(OPTION_SPACE);
+                }
+                inner.by_subflow.insert(h, conn);
+            }
+            Some(PendingSyn::Plain) | None => {
+                // Plain TCP, or the ACK of a SYN cookie: with both keys in its MP_CAPABLE,
+                // an MPTCP connection whose key we gave in the cookie's SYN/ACK.
+                let keys = seg.mptcp.iter().find_map(|o| match o {
+                    MptcpOption::MpCapable(m) if m.version == 1 => {
+                        m.receiver_key().zip(m.sender_key())
+                    }
+                    _ => None,
+                });
+                let mut c;
+                if let (Some((ours, theirs)), false, None) =
+                    (keys, self.inner.cfg.no_mptcp, pending)
+                {
+                    c = MpConn::new(Role::Server, self.inner.cfg.conn.clone(), ours);
+                    c.set_remote_key(theirs);
+                    c.subflows.push(Subflow::new(h, local, remote, true));
+                    if let Some(tc) = self.ep.conn_mut(h) {
+                        tc.set_option_space(OPTION_SPACE);
+                    }
+                    let id = self.inner.insert(c, h);
+                    let Self { ep, inner } = self;
+                    if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+                        c.on_segment(now, ep, 0, seg);
+                    }
+                    inner.collect(id);
+                    return;
+                }
+                let key = self.inner.unique_key();
+                c = MpConn::new(Role::Server, self.inner.cfg.conn.clone(), key);
+                c.state = ConnState::Fallback;
+                c.subflows.push(Subflow::new(h, local, remote, true));
+                self.inner.insert(c, h);
+            }
+            Some(PendingSyn::Refuse(_)) => {}
+        }
+    }
+
+    /// Writes the next IP packet to send into `buf` (at least the MTU long).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.inner.now = now;
+        self.run_schedules(now);
+        let t = self.ep.poll_transmit_with(now, buf, &mut self.inner);
+        if t.is_none() {
+            self.pump(now);
+            if !self.inner.dirty.is_empty() {
+                self.run_schedules(now);
+                return self.ep.poll_transmit_with(now, buf, &mut self.inner);
+            }
+        }
+        t
+    }
+
+    fn run_schedules(&mut self, now: Instant) {
+        let dirty = std::mem::take(&mut self.inner.dirty);
+        for id in dirty {
+            let Self { ep, inner } = self;
+            let Some(slot) = inner.slot_mut(id) else {
+                continue;
+            };
+            slot.dirty = false;
+            if let Some(c) = slot.conn.as_deref_mut() {
+                c.schedule(now, ep);
+                // Joins wait until the server has our key (a DSS came back, §3.1): a join
+                // that overtook the third ACK would be refused.
+                let established = c.state == ConnState::Established && c.fully_established;
+                let client = c.role == Role::Client;
+                if established && client && !slot.joined {
+                    slot.joined = true;
+                    let lines: Vec<IpAddr> = slot
+                        .paths
+                        .iter()
+                        .skip(1)
+                        .filter(|p| p.1)
+                        .map(|p| p.0.local)
+                        .collect();
+                    for l in lines {
+                        self.open_join(now, id, l);
+                    }
+                }
+            }
+            self.inner.collect(id);
+            self.reap(now, id);
+        }
+    }
+
+    /// Client: a subflow from `local` to the peer's address (unless its C flag forbids it).
+    fn open_join(&mut self, now: Instant, id: ConnId, local: IpAddr) {
+        let Some(slot) = self.inner.slot(id) else {
+            return;
+        };
+        let remote = slot.remote;
+        let Some(path) = slot.paths.iter().find(|p| p.0.local == local).map(|p| p.0) else {
+            return;
+        };
+        let Some(c) = slot.conn.as_deref() else {
+            return;
+        };
+        let open = c
+            .subflows
+            .iter()
+            .filter(|s| s.state != super::connection::SubflowState::Closed)
+            .count();
+        if c.role != Role::Client
+            || c.state != ConnState::Established
+            || c.peer_no_join_to_source
+            || open >= c.cfg.max_subflows
+            || c.subflows.iter().any(|s| {
+                s.local.ip() == local && s.state != super::connection::SubflowState::Closed
+            })
+        {
+            return;
+        }
+        let local_id = self.inner.address_id(local);
+        let nonce = self.inner.rng.next_u32();
+        let Ok(h) = self.ep.connect(now, SocketAddr::new(local, 0), remote) else {
+            return;
+        };
+        let local_addr = self
+            .ep
+            .conn(h)
+            .map_or(remote, crate::tcp::Connection::local);
+        if let Some(tc) = self.ep.conn_mut(h) {
+            tc.set_option_space(OPTION_SPACE);
+        }
+        let mut sf = Subflow::new(h, local_addr, remote, false);
+        sf.local_nonce = nonce;
+        sf.local_id = local_id;
+        sf.backup = path.backup;
+        if let Some(c) = self.conn_mut(id) {
+            c.subflows.push(sf);
+        }
+        self.inner.by_subflow.insert(h, id);
+    }
+
+    /// Hands the endpoint's events to the connections.
+    fn pump(&mut self, now: Instant) {
+        while let Some(ev) = self.ep.poll_event() {
+            match ev {
+                EndpointEvent::Incoming(l) => {
+                    while let Some(h) = self.ep.accept(l) {
+                        let Some(&id) = self.inner.by_subflow.get(&h) else {
+                            continue;
+                        };
+                        if let Some((_, q)) = self.inner.listeners.iter_mut().find(|(a, _)| *a == l)
+                        {
+                            q.push_back(id);
+                            self.inner.events.push_back(StackEvent::Incoming(l));
+                        }
+                    }
+                }
+                EndpointEvent::Connection(sub, event) => {
+                    let Some(&id) = self.inner.by_subflow.get(&sub) else {
+                        continue;
+                    };
+                    let Self { ep, inner } = self;
+                    let Some(conn) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) else {
+                        continue;
+                    };
+                    let Some(i) = conn.subflow_of(sub) else {
+                        continue;
+                    };
+                    let fallback = conn.state == ConnState::Fallback && i == 0;
+                    match event {
+                        Event::Connected if fallback && conn.role == Role::Client => {
+                            conn.events.push_back(ConnEvent::Connected);
+                        }
+                        Event::Readable if fallback => conn.events.push_back(ConnEvent::Readable),
+                        Event::Readable => conn.drain(ep),
+                        Event::Writable if fallback => conn.events.push_back(ConnEvent::Writable),
+                        Event::Closed(r) if fallback => {
+                            conn.events.push_back(ConnEvent::Readable);
+                            conn.on_subflow_closed(ep, i, r);
+                        }
+                        Event::Closed(r) => conn.on_subflow_closed(ep, i, r),
+                        _ => {}
+                    }
+                    inner.collect(id);
+                    inner.mark_dirty(id);
+                    self.reap(now, id);
+                }
+            }
+        }
+    }
+
+    /// Forgets a released connection that ended.
+    fn reap(&mut self, now: Instant, id: ConnId) {
+        let Some(slot) = self.inner.slot(id) else {
+            return;
+        };
+        let Some(c) = slot.conn.as_deref() else {
+            return;
+        };
+        if !slot.released || !matches!(c.state, ConnState::Closed(_)) {
+            return;
+        }
+        let handles: Vec<ConnHandle> = c.subflows.iter().map(|s| s.handle).collect();
+        let token = c.local_token;
+        for h in handles {
+            self.ep.release(now, h);
+            self.inner.by_subflow.remove(&h);
+        }
+        if self.inner.by_token.get(&token) == Some(&id) {
+            self.inner.by_token.remove(&token);
+        }
+        if let Some(s) = self.inner.slot_mut(id) {
+            s.conn = None;
+            self.inner.free.push(id.index);
+        }
+    }
+
+    /// The earliest time `handle_timeout` is wanted.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conns = self
+            .inner
+            .slots
+            .iter()
+            .filter_map(|s| s.conn.as_deref().and_then(MpConn::poll_timeout));
+        conns.chain(self.ep.poll_timeout()).min()
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.inner.now = now;
+        self.ep.handle_timeout(now);
+        let ids: Vec<ConnId> = self.inner.ids().collect();
+        for id in ids {
+            let Self { ep, inner } = self;
+            if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+                if c.poll_timeout().is_some_and(|t| t <= now) {
+                    c.handle_timeout(now, ep);
+                }
+            }
+            inner.mark_dirty(id);
+        }
+        self.pump(now);
+    }
+}
+
+impl Inner {
+    fn slot(&self, id: ConnId) -> Option<&Slot> {
+        self.slots
+            .get(id.index as usize)
+            .filter(|s| s.generation == id.generation && s.conn.is_some())
+    }
+
+    fn slot_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation && s.conn.is_some())
+    }
+
+    fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            s.conn.as_ref().map(|_| ConnId {
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                generation: s.generation,
+            })
+        })
+    }
+
+    fn insert(&mut self, conn: MpConn, h: ConnHandle) -> ConnId {
+        let token = conn.local_token;
+        let conn = Some(Box::new(conn));
+        let id = if let Some(i) = self.free.pop() {
+            let s = &mut self.slots[i as usize];
+            s.generation = s.generation.wrapping_add(1);
+            s.conn = conn;
+            s.released = false;
+            s.dirty = false;
+            s.paths.clear();
+            s.joined = false;
+            ConnId {
+                index: i,
+                generation: s.generation,
+            }
+        } else {
+            self.slots.push(Slot {
+                generation: 0,
+                conn,
+                released: false,
+                dirty: false,
+                paths: Vec::new(),
+                remote: SocketAddr::from(([0, 0, 0, 0], 0)),
+                joined: false,
+            });
+            ConnId {
+                index: u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX),
+                generation: 0,
+            }
+        };
+        self.by_subflow.insert(h, id);
+        self.by_token.insert(token, id);
+        id
+    }
+
+    /// A random key whose token no connection of ours has (§3.1).
+    fn unique_key(&mut self) -> u64 {
+        loop {
+            let k = self.rng.next_u64();
+            if !self.by_token.contains_key(&crate::crypto::token(k)) {
+                return k;
+            }
+        }
+    }
+
+    fn address_id(&mut self, ip: IpAddr) -> u8 {
+        let next = self
+            .address_ids
+            .values()
+            .copied()
+            .max()
+            .map_or(1, |m| m.saturating_add(1));
+        *self.address_ids.entry(ip).or_insert(next.max(1))
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(s) = self.slot_mut(id) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// Moves a connection's events to the stack's.
+    fn collect(&mut self, id: ConnId) {
+        let Some(c) = self.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) else {
+            return;
+        };
+        let evs: Vec<ConnEvent> = c.events.drain(..).collect();
+        self.events
+            .extend(evs.into_iter().map(|e| StackEvent::Conn(id, e)));
+    }
+
+    fn conn_of(&mut self, h: ConnHandle) -> Option<(&mut MpConn, usize)> {
+        let id = *self.by_subflow.get(&h)?;
+        let c = self.slot_mut(id)?.conn.as_deref_mut()?;
+        let i = c.subflow_of(h)?;
+        Some((c, i))
+    }
+
+    fn listening(&self, local: SocketAddr) -> bool {
+        self.listeners.iter().any(|(a, _)| {
+            a.port() == local.port() && (a.ip() == local.ip() || a.ip().is_unspecified())
+        })
+    }
+}
+
+impl EndpointHook for Inner {
+    fn outgoing_options(
+        &mut self,
+        conn: ConnHandle,
+        seg: &OutgoingSegment,
+    ) -> ArrayVec<MptcpOption<'_>, 4> {
+        self.conn_of(conn)
+            .map(|(c, i)| c.outgoing_options(i, seg))
+            .unwrap_or_default()
+    }
+
+    fn sent(&mut self, conn: ConnHandle, seg: &OutgoingSegment, included: u8) {
+        let now = self.now;
+        if let Some((c, i)) = self.conn_of(conn) {
+            c.on_sent(now, i, seg, included);
+        }
+    }
+
+    fn segment_limit(&mut self, conn: ConnHandle, stream_offset: u64, len: usize) -> usize {
+        self.conn_of(conn)
+            .map_or(len, |(c, i)| c.segment_limit(i, stream_offset, len))
+    }
+
+    fn on_syn(&mut self, local: SocketAddr, _remote: SocketAddr, syn: &TcpRepr<'_>) -> SynDecision {
+        for o in &syn.mptcp {
+            match o {
+                MptcpOption::MpCapable(m)
+                    if m.version == 1 && !self.cfg.no_mptcp && self.listening(local) =>
+                {
+                    self.pending = Some(PendingSyn::MpCapable {
+                        checksums: m.flags.checksum_required(),
+                    });
+                    return SynDecision::Listener;
+                }
+                MptcpOption::MpJoin(MpJoin::Syn {
+                    backup,
+                    address_id,
+                    token,
+                    nonce,
+                }) if !self.cfg.no_mptcp => {
+                    let ok = self.by_token.get(token).copied().filter(|id| {
+                        self.slot(*id)
+                            .and_then(|s| s.conn.as_deref())
+                            .is_some_and(|c| {
+                                let open = c
+                                    .subflows
+                                    .iter()
+                                    .filter(|s| s.state != super::connection::SubflowState::Closed)
+                                    .count();
+                                c.state == ConnState::Established
+                                    && c.remote_key.is_some()
+                                    && open < c.cfg.max_subflows
+                            })
+                    });
+                    return if let Some(conn) = ok {
+                        self.pending = Some(PendingSyn::Join {
+                            conn,
+                            backup: *backup,
+                            address_id: *address_id,
+                            nonce: *nonce,
+                        });
+                        SynDecision::Accept
+                    } else {
+                        // §3.2: an unknown token, or no room for another subflow.
+                        self.pending =
+                            Some(PendingSyn::Refuse(if self.by_token.contains_key(token) {
+                                2
+                            } else {
+                                1
+                            }));
+                        SynDecision::Reset
+                    };
+                }
+                _ => {}
+            }
+        }
+        self.pending = Some(PendingSyn::Plain);
+        SynDecision::Listener
+    }
+
+    fn reply_options(
+        &mut self,
+        kind: ReplyKind,
+        _local: SocketAddr,
+        _remote: SocketAddr,
+        to: &TcpRepr<'_>,
+    ) -> ArrayVec<MptcpOption<'static>, 2> {
+        let mut out = ArrayVec::new();
+        match (kind, self.pending) {
+            (ReplyKind::Reset, Some(PendingSyn::Refuse(reason))) => {
+                out.push(MptcpOption::MpTcpRst(MpTcpRst { flags: 0, reason }));
+            }
+            (ReplyKind::CookieSynAck, Some(PendingSyn::MpCapable { checksums })) => {
+                // The key comes back in the third ACK (v1 echoes both keys): nothing is kept.
+                let _ = to;
+                let key = self.unique_key();
+                let mut flags = crate::wire::mptcp::MpCapableFlags::HMAC_SHA;
+                if checksums || self.cfg.conn.checksums {
+                    flags |= crate::wire::mptcp::MpCapableFlags::CHECKSUM_REQUIRED;
+                }
+                out.push(MptcpOption::MpCapable(MpCapable {
+                    version: 1,
+                    flags: crate::wire::mptcp::MpCapableFlags(flags),
+                    keys: MpCapableKeys::Sender { sender_key: key },
+                }));
+            }
+            _ => {}
+        }
+        out
+    }
+}

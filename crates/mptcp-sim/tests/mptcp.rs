@@ -1,0 +1,468 @@
+//! MPTCP (RFC 8684) between two engine stacks in the simulator: handshakes, joins, data over
+//! several paths, a path dying, fallback. Each test pins one behaviour.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+#![allow(
+    clippy::similar_names,
+    clippy::items_after_statements,
+    reason = "sent/send for a sender and its state"
+)]
+
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use mptcp_proto::mptcp::{ConnState, Path, Stack};
+use mptcp_sim::Sim;
+use mptcp_sim::apps::mptcp::{MpSend, MpSendState, MpSink, MpSinkState};
+use mptcp_sim::link::LinkParams;
+use mptcp_sim::link::PacketInfo;
+
+fn paths(sim: &Sim<Stack>, h: usize) -> Vec<Path> {
+    sim.addrs(h)
+        .into_iter()
+        .map(|local| Path {
+            local,
+            backup: false,
+        })
+        .collect()
+}
+
+fn server_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::from([10, 9, 9, 9]), 80)
+}
+
+#[test]
+fn one_path_handshake_agrees_on_keys_and_carries_data_intact() {
+    let total = 2_000_000;
+    let mut r = start("mptcp-one-path", &[path(10.0, 20)], &[false], total);
+    r.until_done(Duration::from_secs(20));
+    assert!(r.got.borrow().intact(total));
+    assert!(
+        !r.sent.borrow().fell_back,
+        "MPTCP fell back on a clean path"
+    );
+    let (cid, sid) = (r.sent.borrow().conn.unwrap(), r.got.borrow().conn.unwrap());
+    let server = 1 - r.c;
+    let (c_local, c_remote) = r.sim.endpoint(r.c).tokens(cid).expect("client tokens");
+    let (s_local, s_remote) = r.sim.endpoint(server).tokens(sid).expect("server tokens");
+    assert_eq!((c_local, c_remote), (s_remote, s_local), "tokens disagree");
+    // Both sides end: DATA_FINs exchanged.
+    let c = r.c;
+    assert!(
+        r.sim.run_until(
+            |sim| matches!(
+                sim.endpoint(c).state(cid),
+                Some(ConnState::Closed(_)) | None
+            ),
+            Duration::from_secs(10)
+        ),
+        "the client never saw the end: {:?}",
+        r.sim.endpoint(c).state(cid)
+    );
+}
+
+#[test]
+fn two_paths_join_and_both_carry_data() {
+    let total = 10_000_000;
+    let mut r = start(
+        "mptcp-two-paths",
+        &[path(10.0, 20), path(10.0, 40)],
+        &[false, false],
+        total,
+    );
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+    assert_eq!(
+        r.sent.borrow().joins,
+        1,
+        "the second path's subflow did not come up"
+    );
+    let a = r.sim.link_stats(r.links[0], 0).delivered_bytes;
+    let b = r.sim.link_stats(r.links[1], 0).delivered_bytes;
+    assert!(
+        a > total / 5 && b > total / 5,
+        "one path carried little: {a} vs {b}"
+    );
+    // 20 Mbit/s in all: well under the 8 s one path would need.
+    assert!(
+        r.sim.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        r.sim.elapsed()
+    );
+}
+
+/// A transfer of `total` bytes from the client over `params` (one path each) with `setup`
+/// changing the simulation first; returns the simulation, hosts, links and both states.
+struct Run {
+    sim: Sim<Stack>,
+    c: usize,
+    links: Vec<usize>,
+    sent: Rc<RefCell<MpSendState>>,
+    got: Rc<RefCell<MpSinkState>>,
+}
+
+fn start(name: &str, params: &[LinkParams], backup: &[bool], total: u64) -> Run {
+    let mut sim = Sim::new_mptcp(name);
+    start_in(&mut sim, params, backup, total).finish(sim)
+}
+
+struct Started {
+    c: usize,
+    links: Vec<usize>,
+    sent: Rc<RefCell<MpSendState>>,
+    got: Rc<RefCell<MpSinkState>>,
+}
+
+impl Started {
+    fn finish(self, sim: Sim<Stack>) -> Run {
+        Run {
+            sim,
+            c: self.c,
+            links: self.links,
+            sent: self.sent,
+            got: self.got,
+        }
+    }
+}
+
+fn start_in(sim: &mut Sim<Stack>, params: &[LinkParams], backup: &[bool], total: u64) -> Started {
+    start_with(sim, params, backup, total, |_, _| {})
+}
+
+/// Like [`start_in`], with `setup` given the links before the hosts start.
+fn start_with(
+    sim: &mut Sim<Stack>,
+    params: &[LinkParams],
+    backup: &[bool],
+    total: u64,
+    setup: impl FnOnce(&mut Sim<Stack>, &[usize]),
+) -> Started {
+    let (c, s, links) = sim.multipath(params);
+    setup(sim, &links);
+    let sink = MpSink::listen(server_addr(), 11);
+    let got = sink.state();
+    sim.set_app(s, sink);
+    let mut ps = paths(sim, c);
+    for (p, b) in ps.iter_mut().zip(backup) {
+        p.backup = *b;
+    }
+    let send = MpSend::new(ps, server_addr(), total, 11);
+    let sent = send.state();
+    sim.set_app(c, send);
+    Started {
+        c,
+        links,
+        sent,
+        got,
+    }
+}
+
+impl Run {
+    fn until_done(&mut self, limit: Duration) {
+        let got = Rc::clone(&self.got);
+        let done = self.sim.run_until(|_| got.borrow().finished, limit);
+        let g = self.got.borrow();
+        assert!(
+            done,
+            "received {} bytes, first bad {:?}, ended {:?}",
+            g.received, g.first_bad, g.ended
+        );
+    }
+
+    fn client_stats(&self) -> mptcp_proto::mptcp::ConnStats {
+        let id = self.sent.borrow().conn.expect("connected");
+        self.sim.endpoint(self.c).stats(id).expect("connection")
+    }
+}
+
+fn path(mbit: f64, rtt_ms: u64) -> LinkParams {
+    LinkParams::bdp_queue(mbit, Duration::from_millis(rtt_ms))
+}
+
+#[test]
+fn a_path_dying_mid_transfer_loses_no_byte_and_its_data_goes_to_the_other() {
+    let total = 6_000_000;
+    let mut sim = Sim::new_mptcp("mptcp-path-dies");
+    let mut dying = path(10.0, 20);
+    dying.outages = vec![(Duration::from_secs(1), Duration::from_secs(3600))];
+    let st = start_in(&mut sim, &[path(10.0, 30), dying], &[false, false], total);
+    let mut r = st.finish(sim);
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+    let stats = r.client_stats();
+    assert!(
+        stats.bytes_reinjected > 0,
+        "nothing was reinjected: {stats:?}"
+    );
+    // It finished in about the time the surviving path needs for what was left.
+    assert!(
+        r.sim.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        r.sim.elapsed()
+    );
+}
+
+#[test]
+fn a_path_back_after_an_outage_carries_data_again() {
+    let total = 12_000_000;
+    let mut sim = Sim::new_mptcp("mptcp-path-returns");
+    let mut flaky = path(10.0, 20);
+    flaky.outages = vec![(Duration::from_secs(1), Duration::from_secs(3))];
+    let st = start_in(&mut sim, &[path(10.0, 30), flaky], &[false, false], total);
+    let mut r = st.finish(sim);
+    r.sim.run_for(Duration::from_secs(4));
+    let mid = r.sim.link_stats(r.links[1], 0).delivered_bytes;
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+    let end = r.sim.link_stats(r.links[1], 0).delivered_bytes;
+    assert!(
+        end > mid + 1_000_000,
+        "the path carried {} bytes after it came back",
+        end - mid
+    );
+}
+
+#[test]
+fn a_line_set_down_resets_its_subflows_and_set_up_joins_again() {
+    let total = 12_000_000;
+    let mut r = start(
+        "mptcp-line-down-up",
+        &[path(10.0, 20), path(10.0, 20)],
+        &[false, false],
+        total,
+    );
+    let line = r.sim.addrs(r.c)[1];
+    r.sim.run_for(Duration::from_secs(1));
+    assert_eq!(r.sent.borrow().joins, 1);
+    r.sim
+        .with_endpoint(r.c, |now, st| st.set_path_up(now, line, false));
+    r.sim.run_for(Duration::from_secs(1));
+    let down = r.sim.link_stats(r.links[1], 0).delivered_bytes;
+    r.sim.run_for(Duration::from_secs(1));
+    assert!(
+        r.sim.link_stats(r.links[1], 0).delivered_bytes - down < 2_000,
+        "a line set down still carried data"
+    );
+    r.sim
+        .with_endpoint(r.c, |now, st| st.set_path_up(now, line, true));
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+    assert_eq!(
+        r.sent.borrow().joins,
+        2,
+        "no new subflow on the line that came back"
+    );
+}
+
+#[test]
+fn a_backup_path_carries_nothing_while_a_regular_one_works_and_everything_when_none_does() {
+    let total = 8_000_000;
+    let mut sim = Sim::new_mptcp("mptcp-backup");
+    let mut regular = path(10.0, 20);
+    regular.outages = vec![(Duration::from_secs(3), Duration::from_secs(3600))];
+    let st = start_in(&mut sim, &[regular, path(10.0, 20)], &[false, true], total);
+    let mut r = st.finish(sim);
+    r.sim.run_for(Duration::from_millis(2900));
+    let before = r.sim.link_stats(r.links[1], 0).delivered_bytes;
+    assert!(
+        before < 5_000,
+        "the backup carried {before} bytes while the regular path worked"
+    );
+    r.until_done(Duration::from_secs(60));
+    assert!(r.got.borrow().intact(total));
+    let after = r.sim.link_stats(r.links[1], 0).delivered_bytes;
+    assert!(
+        after > total / 3,
+        "the backup carried only {after} bytes once alone"
+    );
+}
+
+/// Drops the first packet of direction `dir` of link `link` that `pick` chooses.
+fn drop_first(
+    sim: &mut Sim<Stack>,
+    link: usize,
+    dir: usize,
+    pick: impl Fn(&PacketInfo) -> bool + 'static,
+) -> Rc<RefCell<u32>> {
+    let dropped = Rc::new(RefCell::new(0));
+    let d = Rc::clone(&dropped);
+    sim.set_filter(
+        link,
+        dir,
+        Box::new(move |_, p| {
+            if *d.borrow() == 0 && pick(p) {
+                *d.borrow_mut() += 1;
+                return true;
+            }
+            false
+        }),
+    );
+    dropped
+}
+
+fn handshake_loss(name: &str, on_join_path: bool, dir: usize, pick: fn(&PacketInfo) -> bool) {
+    let total = 3_000_000;
+    let mut sim = Sim::new_mptcp(name);
+    let (c, s, links) = sim.multipath(&[path(10.0, 20), path(10.0, 20)]);
+    let link = links[usize::from(on_join_path)];
+    let dropped = drop_first(&mut sim, link, dir, pick);
+    let sink = MpSink::listen(server_addr(), 11);
+    let got = sink.state();
+    sim.set_app(s, sink);
+    let send = MpSend::new(paths(&sim, c), server_addr(), total, 11);
+    let sent = send.state();
+    sim.set_app(c, send);
+    let g = Rc::clone(&got);
+    assert!(
+        sim.run_until(|_| g.borrow().finished, Duration::from_secs(60)),
+        "{name}: not done"
+    );
+    assert!(got.borrow().intact(total), "{name}: bytes differ");
+    assert_eq!(*dropped.borrow(), 1, "{name}: the packet was never seen");
+    assert!(!sent.borrow().fell_back, "{name}: fell back");
+    assert_eq!(sent.borrow().joins, 1, "{name}: the join did not come up");
+}
+
+use mptcp_proto::wire::mptcp::subtype::{DSS, MP_CAPABLE, MP_JOIN};
+use mptcp_proto::wire::tcp::TcpFlags;
+
+fn syn(p: &PacketInfo) -> bool {
+    p.flags.contains(TcpFlags::SYN) && !p.flags.contains(TcpFlags::ACK)
+}
+fn syn_ack(p: &PacketInfo) -> bool {
+    p.flags.contains(TcpFlags::SYN) && p.flags.contains(TcpFlags::ACK)
+}
+
+#[test]
+fn each_lost_handshake_packet_is_sent_again() {
+    handshake_loss("lost-mpc-syn", false, 0, |p| {
+        syn(p) && p.has_mptcp(MP_CAPABLE)
+    });
+    handshake_loss("lost-mpc-synack", false, 1, |p| {
+        syn_ack(p) && p.has_mptcp(MP_CAPABLE)
+    });
+    handshake_loss("lost-mpc-ack-and-data", false, 0, |p| {
+        !p.flags.contains(TcpFlags::SYN) && p.has_mptcp(MP_CAPABLE) && p.payload_len > 0
+    });
+    handshake_loss("lost-join-syn", true, 0, |p| syn(p) && p.has_mptcp(MP_JOIN));
+    handshake_loss("lost-join-synack", true, 1, |p| {
+        syn_ack(p) && p.has_mptcp(MP_JOIN)
+    });
+    handshake_loss("lost-join-ack", true, 0, |p| {
+        !p.flags.contains(TcpFlags::SYN) && p.has_mptcp(MP_JOIN)
+    });
+    handshake_loss("lost-join-fourth-ack", true, 1, |p| {
+        !p.flags.contains(TcpFlags::SYN) && p.has_mptcp(DSS)
+    });
+}
+
+#[test]
+fn a_lost_data_fin_is_sent_again() {
+    let total = 500_000;
+    let mut sim = Sim::new_mptcp("mptcp-lost-data-fin");
+    let mut dropped = None;
+    let st = start_with(
+        &mut sim,
+        &[path(10.0, 20)],
+        &[false],
+        total,
+        |sim, links| {
+            dropped = Some(drop_first(sim, links[0], 0, |p| p.data_fin));
+        },
+    );
+    let dropped = dropped.expect("filter set");
+    let mut r = st.finish(sim);
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+    assert_eq!(*dropped.borrow(), 1);
+}
+
+fn strip_run(name: &str, dir: usize, pick: impl FnMut(Duration, &PacketInfo) -> bool + 'static) {
+    let total = 2_000_000;
+    let mut sim = Sim::new_mptcp(name);
+    let st = start_with(
+        &mut sim,
+        &[path(10.0, 20)],
+        &[false],
+        total,
+        |sim, links| {
+            sim.set_middlebox(links[0], dir, Box::new(pick));
+        },
+    );
+    let mut r = st.finish(sim);
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total), "{name}: bytes differ");
+    assert!(r.sent.borrow().fell_back, "{name}: no fallback was seen");
+}
+
+#[test]
+fn mp_capable_stripped_from_the_syn_or_the_syn_ack_falls_back_to_tcp() {
+    strip_run("strip-syn", 0, |_, p| syn(p));
+    strip_run("strip-synack", 1, |_, p| syn_ack(p));
+}
+
+#[test]
+fn options_stripped_mid_connection_fall_back_to_tcp_with_no_byte_lost() {
+    // From 300 ms on, every packet both ways loses its MPTCP options.
+    let total = 2_000_000;
+    let mut sim = Sim::new_mptcp("strip-mid");
+    let st = start_with(
+        &mut sim,
+        &[path(10.0, 20)],
+        &[false],
+        total,
+        |sim, links| {
+            for dir in 0..2 {
+                sim.set_middlebox(
+                    links[0],
+                    dir,
+                    Box::new(|t, _| t >= Duration::from_millis(300)),
+                );
+            }
+        },
+    );
+    let mut r = st.finish(sim);
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+}
+
+#[test]
+fn checksums_when_asked_for_carry_data_intact() {
+    let total = 3_000_000;
+    let mut sim = Sim::new_mptcp("mptcp-checksums");
+    sim.endpoint_config.conn.checksums = true;
+    let st = start_in(
+        &mut sim,
+        &[path(10.0, 20), path(10.0, 40)],
+        &[false, false],
+        total,
+    );
+    let mut r = st.finish(sim);
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+    assert_eq!(r.client_stats().checksum_failures, 0);
+}
+
+#[test]
+fn an_abort_reaches_the_peer_as_mp_fastclose() {
+    let total = 50_000_000;
+    let mut r = start(
+        "mptcp-fastclose",
+        &[path(10.0, 20), path(10.0, 20)],
+        &[false, false],
+        total,
+    );
+    r.sim.run_for(Duration::from_secs(1));
+    let id = r.sent.borrow().conn.expect("connected");
+    r.sim.with_endpoint(r.c, |_, st| st.abort(id));
+    let got = Rc::clone(&r.got);
+    assert!(
+        r.sim
+            .run_until(|_| got.borrow().ended.is_some(), Duration::from_secs(5))
+    );
+    assert_eq!(
+        r.got.borrow().ended,
+        Some(mptcp_proto::tcp::CloseReason::Reset)
+    );
+}
