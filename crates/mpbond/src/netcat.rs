@@ -341,26 +341,17 @@ pub async fn listen(
     }
 }
 
-/// Says that the user-space stack speaks plain TCP so far.
-fn user_stack_is_tcp(mptcp: bool) {
-    if mptcp {
-        warn!(
-            "the user-space stack speaks plain TCP so far (MPTCP in it comes next); using plain TCP"
-        );
-    }
-}
-
 /// `connect --stack user`: a TUN of its own, mpbond's TCP engine on it.
 async fn connect_user(args: ConnectArgs) -> Result<()> {
     use crate::stack::user::{UserStack, UserStackConfig};
     if args.via.is_some() {
         bail!("--via with --stack user is not built yet; use --stack kernel");
     }
-    user_stack_is_tcp(args.mptcp);
     let dest = resolve(&args.target).await?;
     let stack = UserStack::start(&UserStackConfig {
         listen: Vec::new(),
         lines: args.wan,
+        no_mptcp: !args.mptcp,
     })?;
     debug!(tun = %stack.ifname(), "user-space stack");
     let stream = stack
@@ -375,7 +366,6 @@ async fn connect_user(args: ConnectArgs) -> Result<()> {
 /// `listen --stack user`: the host's port goes to the engine; one connection is served.
 async fn listen_user(addr: SocketAddr, mptcp: bool) -> Result<()> {
     use crate::stack::user::{UserStack, UserStackConfig};
-    user_stack_is_tcp(mptcp);
     if addr.is_ipv6() {
         bail!(
             "the user-space stack listens on IPv4 only so far (IPv6 forwarding would make the host drop the routes its router advertised); use 0.0.0.0:{} or --stack kernel",
@@ -385,6 +375,7 @@ async fn listen_user(addr: SocketAddr, mptcp: bool) -> Result<()> {
     let stack = UserStack::start(&UserStackConfig {
         listen: vec![addr],
         lines: Vec::new(),
+        no_mptcp: !mptcp,
     })?;
     let l = stack
         .listen(addr.port())

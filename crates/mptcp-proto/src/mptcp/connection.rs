@@ -33,6 +33,9 @@ use crate::wire::tcp::{TcpFlags, TcpRepr};
 /// checksum (28), which also covers `MP_CAPABLE` with data (24) and the `MP_JOIN` ACK (24).
 pub(crate) const OPTION_SPACE: usize = 28;
 
+/// Longest a join in its handshake holds back our `DATA_FIN`.
+const JOIN_HOLDS_DATA_FIN: Duration = Duration::from_secs(2);
+
 /// How a subflow stands in MPTCP's eyes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SubflowState {
@@ -54,6 +57,8 @@ pub(crate) enum SubflowState {
     reason = "independent facts about one subflow"
 )]
 pub(crate) struct Subflow {
+    /// When it was opened.
+    pub started: Instant,
     pub handle: ConnHandle,
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -99,8 +104,15 @@ pub(crate) struct Subflow {
 }
 
 impl Subflow {
-    pub fn new(handle: ConnHandle, local: SocketAddr, remote: SocketAddr, initial: bool) -> Self {
+    pub fn new(
+        now: Instant,
+        handle: ConnHandle,
+        local: SocketAddr,
+        remote: SocketAddr,
+        initial: bool,
+    ) -> Self {
         Self {
+            started: now,
             handle,
             local,
             remote,
@@ -229,6 +241,12 @@ pub(crate) struct MpConn {
     pub stats: ConnStats,
     /// Mappings to take once the peer's key is known (subflow, `DATA_FIN`, mapping).
     pending_maps: Vec<(usize, bool, DssMapping)>,
+    /// Nagle's algorithm off on every subflow.
+    pub nodelay: bool,
+    /// Our `DATA_FIN` waits for joins in their handshake until then.
+    fin_hold_until: Option<Instant>,
+    /// Client: joins will be opened once MPTCP is fully established.
+    pub expect_joins: bool,
 }
 
 /// Data-level counters of a connection.
@@ -288,6 +306,9 @@ impl MpConn {
             events: VecDeque::new(),
             stats: ConnStats::default(),
             pending_maps: Vec::new(),
+            nodelay: false,
+            fin_hold_until: None,
+            expect_joins: false,
         }
     }
 
@@ -396,6 +417,22 @@ impl MpConn {
             ConnState::Closed(r) => Err(ReadError::Closed(r)),
             _ => Err(ReadError::Blocked),
         }
+    }
+
+    /// Whether the peer acknowledged every byte and the end of the data.
+    pub fn all_acked(&self, ep: &Endpoint) -> bool {
+        if self.state == ConnState::Fallback {
+            return self.send.is_empty()
+                && self
+                    .subflows
+                    .first()
+                    .and_then(|s| ep.conn(s.handle))
+                    .is_none_or(|c| {
+                        matches!(c.state(), State::FinWait2 | State::TimeWait | State::Closed)
+                            && c.send_buffered() == 0
+                    });
+        }
+        self.fin_queued && self.snd_una > self.send.end()
     }
 
     /// No more data from us: a `DATA_FIN` follows the last byte (§3.3.3).
@@ -627,6 +664,7 @@ impl MpConn {
     /// The MPTCP options of `seg`, which subflow `i` just took (the TCP layer has processed
     /// it). Returns whether the subflow must be reset.
     pub fn on_segment(&mut self, now: Instant, ep: &mut Endpoint, i: usize, seg: &TcpRepr<'_>) {
+        let nodelay = self.nodelay;
         if self.state == ConnState::Fallback || matches!(self.state, ConnState::Closed(_)) {
             return;
         }
@@ -678,6 +716,7 @@ impl MpConn {
                 self.subflows[i].state = SubflowState::Active;
                 if let Some(c) = ep.conn_mut(self.subflows[i].handle) {
                     c.set_option_space(OPTION_SPACE);
+                    c.set_nagle(!nodelay);
                     // Until a DATA_ACK says otherwise, the handshake's window (§3.3.4).
                     self.snd_edge = self.snd_edge.max(c.stats().snd_wnd);
                     if self.role == Role::Server {
@@ -776,6 +815,7 @@ impl MpConn {
     }
 
     fn on_mp_join(&mut self, now: Instant, ep: &mut Endpoint, i: usize, j: &MpJoin) {
+        let nodelay = self.nodelay;
         let Some(remote_key) = self.remote_key else {
             return;
         };
@@ -822,6 +862,7 @@ impl MpConn {
                     sf.state = SubflowState::Active;
                     if let Some(c) = ep.conn_mut(sf.handle) {
                         c.set_option_space(OPTION_SPACE);
+                        c.set_nagle(!nodelay);
                         // The fourth ACK (§3.2).
                         c.request_ack();
                     }
@@ -844,6 +885,7 @@ impl MpConn {
     }
 
     fn on_dss(&mut self, now: Instant, ep: &mut Endpoint, i: usize, seg: &TcpRepr<'_>, dss: &Dss) {
+        let nodelay = self.nodelay;
         // A DSS on a join initiator's subflow is the fourth ACK's sign: the peer took it.
         if let Some(sf) = self.subflows.get_mut(i) {
             if sf.state == SubflowState::JoinAckPending {
@@ -851,6 +893,7 @@ impl MpConn {
                 sf.join_rtx_at = None;
                 if let Some(c) = ep.conn_mut(sf.handle) {
                     c.set_option_space(OPTION_SPACE);
+                    c.set_nagle(!nodelay);
                 }
                 let (local, remote) = (sf.local, sf.remote);
                 self.events
@@ -1340,8 +1383,32 @@ impl MpConn {
                 self.snd_nxt = start + w;
             }
         }
-        // The DATA_FIN, once every byte was handed out (§3.3.3).
-        if self.fin_queued && self.snd_nxt == self.send.end() && self.snd_una <= self.send.end() {
+        // The `DATA_FIN`, once every byte was handed out (§3.3.3), and once the joins just
+        // opened are through their handshakes: Linux refuses joins to a connection the peer
+        // has half-closed, so a client that sends nothing would otherwise never get its
+        // second line for a download.
+        let joins_to_come = self.expect_joins && !self.fully_established;
+        self.fin_hold_until = self
+            .subflows
+            .iter()
+            .filter(|s| {
+                (s.initial && joins_to_come)
+                    || (!s.initial
+                        && matches!(
+                            s.state,
+                            SubflowState::Handshake | SubflowState::JoinAckPending
+                        ))
+            })
+            .map(|s| s.started + JOIN_HOLDS_DATA_FIN)
+            .filter(|t| *t > now)
+            .min()
+            .filter(|_| self.fin_queued && !self.fin_sent);
+        let joining = self.fin_hold_until.is_some();
+        if self.fin_queued
+            && !joining
+            && self.snd_nxt == self.send.end()
+            && self.snd_una <= self.send.end()
+        {
             let due = !self.fin_sent || self.fin_rtx_at.is_some_and(|t| now >= t);
             if due {
                 if self.fin_on.is_none_or(|i| {
@@ -1466,7 +1533,10 @@ impl MpConn {
                 .then_some(s.join_rtx_at)
                 .flatten()
         });
-        joins.chain(self.fin_rtx_at).min()
+        joins
+            .chain(self.fin_rtx_at)
+            .chain(self.fin_hold_until)
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant, ep: &mut Endpoint) {

@@ -164,6 +164,19 @@ impl Stack {
         Ok(())
     }
 
+    /// Stops listening on `addr`: connections not accepted yet are reset.
+    pub fn unlisten(&mut self, now: Instant, addr: SocketAddr) {
+        let Some(i) = self.inner.listeners.iter().position(|(a, _)| *a == addr) else {
+            return;
+        };
+        let (_, ready) = self.inner.listeners.remove(i);
+        self.ep.unlisten(now, addr);
+        for id in ready {
+            self.abort(id);
+            self.release(now, id);
+        }
+    }
+
     /// The next connection that arrived on listener `addr`.
     pub fn accept(&mut self, addr: SocketAddr) -> Option<ConnId> {
         self.inner
@@ -193,7 +206,8 @@ impl Stack {
             .map_or(remote, crate::tcp::Connection::local);
         let key = self.inner.unique_key();
         let mut conn = MpConn::new(Role::Client, self.inner.cfg.conn.clone(), key);
-        let mut sf = Subflow::new(h, local, remote, true);
+        conn.expect_joins = paths.len() > 1;
+        let mut sf = Subflow::new(now, h, local, remote, true);
         sf.backup = first.backup;
         conn.subflows.push(sf);
         if self.inner.cfg.no_mptcp {
@@ -219,6 +233,43 @@ impl Stack {
     #[must_use]
     pub fn state(&self, id: ConnId) -> Option<ConnState> {
         self.inner.slot(id)?.conn.as_ref().map(|c| c.state)
+    }
+
+    /// The addresses of a connection's first subflow (ours, the peer's).
+    #[must_use]
+    pub fn addrs(&self, id: ConnId) -> Option<(SocketAddr, SocketAddr)> {
+        let sf = self.inner.slot(id)?.conn.as_ref()?.subflows.first()?;
+        Some((sf.local, sf.remote))
+    }
+
+    /// The TCP figures of a connection's first subflow.
+    #[must_use]
+    pub fn first_subflow_stats(&self, id: ConnId) -> Option<crate::tcp::Stats> {
+        let sf = self.inner.slot(id)?.conn.as_ref()?.subflows.first()?;
+        self.ep.conn(sf.handle).map(crate::tcp::Connection::stats)
+    }
+
+    /// Whether the peer acknowledged everything written and the end of the data (the
+    /// `DATA_FIN`, or the FIN without MPTCP).
+    #[must_use]
+    pub fn all_acked(&self, id: ConnId) -> bool {
+        self.inner
+            .slot(id)
+            .and_then(|s| s.conn.as_deref())
+            .is_some_and(|c| c.all_acked(&self.ep))
+    }
+
+    /// Nagle's algorithm off (`TCP_NODELAY`) on every subflow, present and future.
+    pub fn set_nodelay(&mut self, id: ConnId, nodelay: bool) {
+        let Self { ep, inner } = self;
+        if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+            c.nodelay = nodelay;
+            for sf in &c.subflows {
+                if let Some(tc) = ep.conn_mut(sf.handle) {
+                    tc.set_nagle(!nodelay);
+                }
+            }
+        }
     }
 
     /// A connection's data-level counters.
@@ -350,8 +401,12 @@ impl Stack {
 
     // --- packets and time ----------------------------------------------------------------
 
-    /// Handles an IP packet.
-    pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), PacketError> {
+    /// Handles an IP packet; returns the connection it was for.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+    ) -> Result<Option<ConnId>, PacketError> {
         self.inner.now = now;
         let (src, dst, tcp) = match crate::endpoint::parse_ip(packet) {
             Ok(x) => x,
@@ -377,7 +432,7 @@ impl Stack {
             self.after_segment(now, h, &seg, pending);
         }
         self.pump(now);
-        Ok(())
+        Ok(h.and_then(|h| self.inner.by_subflow.get(&h).copied()))
     }
 
     fn after_segment(
@@ -405,7 +460,7 @@ impl Stack {
                 let key = self.inner.unique_key();
                 let mut c = MpConn::new(Role::Server, self.inner.cfg.conn.clone(), key);
                 c.checksums |= checksums;
-                c.subflows.push(Subflow::new(h, local, remote, true));
+                c.subflows.push(Subflow::new(now, h, local, remote, true));
                 if let Some(tc) = self.ep.conn_mut(h) {
                     tc.set_option_space(OPTION_SPACE);
                 }
@@ -427,7 +482,7 @@ impl Stack {
                     }
                     return;
                 };
-                let mut sf = Subflow::new(h, local, remote, false);
+                let mut sf = Subflow::new(now, h, local, remote, false);
                 sf.peer_backup = backup;
                 sf.remote_id = address_id;
                 sf.remote_nonce = nonce;
@@ -454,7 +509,7 @@ impl Stack {
                 {
                     c = MpConn::new(Role::Server, self.inner.cfg.conn.clone(), ours);
                     c.set_remote_key(theirs);
-                    c.subflows.push(Subflow::new(h, local, remote, true));
+                    c.subflows.push(Subflow::new(now, h, local, remote, true));
                     if let Some(tc) = self.ep.conn_mut(h) {
                         tc.set_option_space(OPTION_SPACE);
                     }
@@ -469,7 +524,7 @@ impl Stack {
                 let key = self.inner.unique_key();
                 c = MpConn::new(Role::Server, self.inner.cfg.conn.clone(), key);
                 c.state = ConnState::Fallback;
-                c.subflows.push(Subflow::new(h, local, remote, true));
+                c.subflows.push(Subflow::new(now, h, local, remote, true));
                 self.inner.insert(c, h);
             }
             Some(PendingSyn::Refuse(_)) => {}
@@ -494,15 +549,14 @@ impl Stack {
     fn run_schedules(&mut self, now: Instant) {
         let dirty = std::mem::take(&mut self.inner.dirty);
         for id in dirty {
-            let Self { ep, inner } = self;
-            let Some(slot) = inner.slot_mut(id) else {
+            let Some(slot) = self.inner.slot_mut(id) else {
                 continue;
             };
             slot.dirty = false;
             if let Some(c) = slot.conn.as_deref_mut() {
-                c.schedule(now, ep);
                 // Joins wait until the server has our key (a DSS came back, §3.1): a join
-                // that overtook the third ACK would be refused.
+                // that overtook the third ACK would be refused. They are opened before the
+                // data is scheduled, so that a DATA_FIN waits for them.
                 let established = c.state == ConnState::Established && c.fully_established;
                 let client = c.role == Role::Client;
                 if established && client && !slot.joined {
@@ -518,6 +572,10 @@ impl Stack {
                         self.open_join(now, id, l);
                     }
                 }
+            }
+            let Self { ep, inner } = self;
+            if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+                c.schedule(now, ep);
             }
             self.inner.collect(id);
             self.reap(now, id);
@@ -563,7 +621,7 @@ impl Stack {
         if let Some(tc) = self.ep.conn_mut(h) {
             tc.set_option_space(OPTION_SPACE);
         }
-        let mut sf = Subflow::new(h, local_addr, remote, false);
+        let mut sf = Subflow::new(now, h, local_addr, remote, false);
         sf.local_nonce = nonce;
         sf.local_id = local_id;
         sf.backup = path.backup;

@@ -1,5 +1,6 @@
 //! The user-space data plane (`--stack user`): mpbond's own sans-IO engine
-//! (`mptcp_proto::endpoint`) driven in real time over a TUN device.
+//! (`mptcp_proto::mptcp::Stack`: MPTCP, or plain TCP with `--no-mptcp`) driven in real time
+//! over a TUN device.
 //!
 //! One task, the driver, owns the TUN: it hands the engine each packet the TUN gives and the
 //! time, sends what the engine has to send, sleeps until the engine's next timer, and wakes the
@@ -20,8 +21,8 @@ use std::task::Waker;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use mptcp_proto::endpoint::{ConnHandle, Endpoint, EndpointConfig, EndpointEvent};
-use mptcp_proto::tcp::Event;
+use mptcp_proto::endpoint::EndpointConfig;
+use mptcp_proto::mptcp::{ConnEvent, ConnId, Path, Stack, StackConfig, StackEvent};
 use tokio::sync::Notify;
 use tracing::{debug, trace, warn};
 
@@ -39,7 +40,10 @@ pub struct UserStackConfig {
     /// Ports the host forwards to the engine (`listen`).
     pub listen: Vec<SocketAddr>,
     /// WAN lines, each with an engine address routed by it (empty: the main table decides).
+    /// With MPTCP, a connection has one subflow per line.
     pub lines: Vec<crate::gateway::wan::WanSpec>,
+    /// Plain TCP: no `MP_CAPABLE` offered, none accepted.
+    pub no_mptcp: bool,
 }
 
 /// Who waits for what on one connection.
@@ -63,8 +67,8 @@ impl Waiters {
 
 /// The engine and its waiters, shared by the driver and the application tasks.
 struct Inner {
-    ep: Endpoint,
-    waiters: HashMap<ConnHandle, Waiters>,
+    ep: Stack,
+    waiters: HashMap<ConnId, Waiters>,
     accept_waiters: HashMap<SocketAddr, Waker>,
     /// The driver stopped (the TUN failed): every operation fails.
     dead: Option<String>,
@@ -94,6 +98,7 @@ impl Shared {
 pub struct UserStack {
     shared: Arc<Shared>,
     subnet: Subnet,
+    lines: usize,
     driver: tokio::task::JoinHandle<()>,
     _host: HostSetup,
 }
@@ -126,9 +131,14 @@ impl UserStack {
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).context("random seed")?;
         ecfg.seed = u64::from_le_bytes(seed);
+        let scfg = StackConfig {
+            endpoint: ecfg,
+            no_mptcp: cfg.no_mptcp,
+            ..StackConfig::default()
+        };
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
-                ep: Endpoint::new(ecfg, Instant::now()),
+                ep: Stack::new(scfg, Instant::now()),
                 waiters: HashMap::new(),
                 accept_waiters: HashMap::new(),
                 dead: None,
@@ -142,6 +152,7 @@ impl UserStack {
         Ok(Self {
             shared,
             subnet,
+            lines: cfg.lines.len().max(1),
             driver,
             _host: host,
         })
@@ -159,22 +170,30 @@ impl UserStack {
         self.subnet.ifname()
     }
 
-    /// Opens a TCP connection to `remote` (from line `line`'s engine address).
-    pub async fn connect(&self, remote: SocketAddr, line: u8) -> io::Result<UserStream> {
+    /// Opens a connection to `remote`: its first subflow from line `first`'s engine address
+    /// and, with MPTCP, one more from each other line once MPTCP is up.
+    pub async fn connect(&self, remote: SocketAddr, first: u8) -> io::Result<UserStream> {
         if remote.is_ipv6() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "the user-space stack reaches IPv4 peers only so far (IPv6 forwarding would make the host drop the routes its router advertised); use --stack kernel",
             ));
         }
-        let local = SocketAddr::new(self.local_addr(line), 0);
+        let lines = u8::try_from(self.lines).unwrap_or(u8::MAX);
+        let paths: Vec<Path> = std::iter::once(first)
+            .chain((0..lines).filter(|l| *l != first))
+            .map(|l| Path {
+                local: self.local_addr(l),
+                backup: false,
+            })
+            .collect();
         let h = {
             let mut g = self.shared.lock();
             if let Some(e) = &g.dead {
                 return Err(io::Error::other(e.clone()));
             }
             let h =
-                g.ep.connect(Instant::now(), local, remote)
+                g.ep.connect(Instant::now(), &paths, remote)
                     .map_err(|e| io::Error::new(io::ErrorKind::AddrNotAvailable, e))?;
             g.waiters.insert(h, Waiters::default());
             h
@@ -310,7 +329,7 @@ fn take_packet(g: &mut Inner, now: Instant, packet: &[u8]) {
 fn dispatch(g: &mut Inner) {
     while let Some(ev) = g.ep.poll_event() {
         match ev {
-            EndpointEvent::Incoming(l) => {
+            StackEvent::Incoming(l) => {
                 // A listener on the unspecified address of either family serves both.
                 for w in g.accept_waiters.values() {
                     w.wake_by_ref();
@@ -319,19 +338,28 @@ fn dispatch(g: &mut Inner) {
                     w.wake();
                 }
             }
-            EndpointEvent::Connection(h, e) => {
+            StackEvent::Conn(h, e) => {
                 let Some(w) = g.waiters.get_mut(&h) else {
                     continue;
                 };
                 match e {
-                    Event::Connected => Waiters::wake(&mut w.connect),
-                    Event::Readable => Waiters::wake(&mut w.read),
-                    Event::Writable => Waiters::wake(&mut w.write),
-                    Event::Closed(_) => {
+                    ConnEvent::Connected => Waiters::wake(&mut w.connect),
+                    ConnEvent::Readable => Waiters::wake(&mut w.read),
+                    ConnEvent::Writable => Waiters::wake(&mut w.write),
+                    ConnEvent::Closed(_) => {
                         Waiters::wake(&mut w.connect);
                         Waiters::wake(&mut w.read);
                         Waiters::wake(&mut w.write);
                         Waiters::wake(&mut w.acked);
+                    }
+                    ConnEvent::Fallback => {
+                        debug!("a connection fell back to TCP");
+                    }
+                    ConnEvent::SubflowUp { local, remote } => {
+                        debug!(%local, %remote, "subflow up");
+                    }
+                    ConnEvent::SubflowDown { local, remote } => {
+                        debug!(%local, %remote, "subflow down");
                     }
                 }
             }

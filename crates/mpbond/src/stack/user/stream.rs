@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use mptcp_proto::endpoint::ConnHandle;
-use mptcp_proto::tcp::{CloseReason, ReadError, State, Stats, WriteError};
+use mptcp_proto::mptcp::{ConnId as ConnHandle, ConnState};
+use mptcp_proto::tcp::{CloseReason, ReadError, Stats, WriteError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Inner, Shared, Waiters};
@@ -74,12 +74,10 @@ impl UserStream {
     pub(super) async fn connected(&self) -> io::Result<()> {
         poll_fn(|cx| {
             self.with(|g, h| {
-                let c = g.ep.conn(h).ok_or_else(gone)?;
-                if let Some(r) = c.close_reason() {
-                    return Poll::Ready(Err(closed_error(r)));
-                }
-                if c.state().is_synchronized() {
-                    return Poll::Ready(Ok(()));
+                match g.ep.state(h).ok_or_else(gone)? {
+                    ConnState::Closed(r) => return Poll::Ready(Err(closed_error(r))),
+                    ConnState::Established | ConnState::Fallback => return Poll::Ready(Ok(())),
+                    ConnState::Connecting => {}
                 }
                 g.waiters.entry(h).or_default().connect = Some(cx.waker().clone());
                 Poll::Pending
@@ -91,32 +89,26 @@ impl UserStream {
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         let g = self.shared.lock();
-        g.ep.conn(self.h)
-            .map(mptcp_proto::tcp::Connection::local)
-            .ok_or_else(gone)
+        g.ep.addrs(self.h).map(|a| a.0).ok_or_else(gone)
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         let g = self.shared.lock();
-        g.ep.conn(self.h)
-            .map(mptcp_proto::tcp::Connection::remote)
-            .ok_or_else(gone)
+        g.ep.addrs(self.h).map(|a| a.1).ok_or_else(gone)
     }
 
-    /// The connection's counters and estimates (RTT, window, retransmissions).
+    /// The first subflow's counters and estimates (RTT, window, retransmissions).
     #[must_use]
     pub fn stats(&self) -> Option<Stats> {
         let g = self.shared.lock();
-        g.ep.conn(self.h).map(mptcp_proto::tcp::Connection::stats)
+        g.ep.first_subflow_stats(self.h)
     }
 
     /// Turns Nagle's algorithm off (`TCP_NODELAY`), for interactive sessions.
     pub fn set_nodelay(&self, nodelay: bool) {
         let mut g = self.shared.lock();
-        if let Some(c) = g.ep.conn_mut(self.h) {
-            c.set_nagle(!nodelay);
-        }
+        g.ep.set_nodelay(self.h, nodelay);
         drop(g);
         self.shared.kick.notify_one();
     }
@@ -134,9 +126,7 @@ impl UserStream {
     /// Resets the connection (RST) instead of closing it.
     pub fn abort(&self) {
         let mut g = self.shared.lock();
-        if let Some(c) = g.ep.conn_mut(self.h) {
-            c.abort();
-        }
+        g.ep.abort(self.h);
         drop(g);
         self.shared.kick.notify_one();
     }
@@ -162,16 +152,14 @@ impl Delivery {
     pub async fn wait(&self) -> io::Result<()> {
         poll_fn(|cx| {
             with_conn(&self.shared, self.h, |g, h| {
-                let c = g.ep.conn(h).ok_or_else(gone)?;
-                let fin_acked =
-                    matches!(c.state(), State::FinWait2 | State::TimeWait | State::Closed);
-                match c.close_reason() {
-                    Some(CloseReason::Finished) => return Poll::Ready(Ok(())),
-                    Some(r) if !fin_acked => return Poll::Ready(Err(closed_error(r))),
-                    _ => {}
-                }
-                if fin_acked && c.send_buffered() == 0 {
+                let state = g.ep.state(h).ok_or_else(gone)?;
+                if g.ep.all_acked(h) {
                     return Poll::Ready(Ok(()));
+                }
+                match state {
+                    ConnState::Closed(CloseReason::Finished) => return Poll::Ready(Ok(())),
+                    ConnState::Closed(r) => return Poll::Ready(Err(closed_error(r))),
+                    _ => {}
                 }
                 g.waiters.entry(h).or_default().acked = Some(cx.waker().clone());
                 Poll::Pending
@@ -187,19 +175,16 @@ impl AsyncRead for UserStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let r = self.with(|g, h| {
-            let c = g.ep.conn_mut(h).ok_or_else(gone)?;
-            match c.read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    Poll::Ready(Ok(true))
-                }
-                Err(ReadError::Finished) => Poll::Ready(Ok(false)),
-                Err(ReadError::Closed(r)) => Poll::Ready(Err(closed_error(r))),
-                Err(ReadError::Blocked) => {
-                    g.waiters.entry(h).or_default().read = Some(cx.waker().clone());
-                    Poll::Pending
-                }
+        let r = self.with(|g, h| match g.ep.read(h, buf.initialize_unfilled()) {
+            Ok(n) => {
+                buf.advance(n);
+                Poll::Ready(Ok(true))
+            }
+            Err(ReadError::Finished) => Poll::Ready(Ok(false)),
+            Err(ReadError::Closed(r)) => Poll::Ready(Err(closed_error(r))),
+            Err(ReadError::Blocked) => {
+                g.waiters.entry(h).or_default().read = Some(cx.waker().clone());
+                Poll::Pending
             }
         });
         if let Poll::Ready(Ok(true)) = r {
@@ -216,20 +201,17 @@ impl AsyncWrite for UserStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = self.with(|g, h| {
-            let c = g.ep.conn_mut(h).ok_or_else(gone)?;
-            match c.write(data) {
-                Ok(n) => Poll::Ready(Ok(n)),
-                Err(WriteError::Blocked) => {
-                    g.waiters.entry(h).or_default().write = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-                Err(WriteError::Finished) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the connection was shut down for writing",
-                ))),
-                Err(WriteError::Closed(r)) => Poll::Ready(Err(closed_error(r))),
+        let r = self.with(|g, h| match g.ep.write(h, data) {
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(WriteError::Blocked) => {
+                g.waiters.entry(h).or_default().write = Some(cx.waker().clone());
+                Poll::Pending
             }
+            Err(WriteError::Finished) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the connection was shut down for writing",
+            ))),
+            Err(WriteError::Closed(r)) => Poll::Ready(Err(closed_error(r))),
         });
         if let Poll::Ready(Ok(_)) = r {
             self.shared.kick.notify_one();
@@ -244,9 +226,7 @@ impl AsyncWrite for UserStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = self.with(|g, h| {
-            if let Some(c) = g.ep.conn_mut(h) {
-                c.close();
-            }
+            g.ep.close(h);
             Poll::Ready(Ok(()))
         });
         self.shared.kick.notify_one();

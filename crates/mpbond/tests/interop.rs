@@ -1,0 +1,210 @@
+//! mpbond's own MPTCP (`--stack user`) against the Linux kernel's, in the lab, judged as the
+//! kernel's `mptcp_join.sh` judges: by the kernel's own MIB counters (`nstat`, `MPTcpExt*`).
+//! Over the lab's two lines (dsl 20 Mbit/s + 10 ms, lte 10 Mbit/s + 40 ms), 64 MiB each way
+//! intact, both lines carrying data, and no counter of a protocol error moving. Needs root
+//! (skipped otherwise).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first surprise"
+)]
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use mpbond::lab::Role;
+use mpbond::lab::testing::{TestLab, skip_unless_root};
+use mpbond::lab::transfer::{Direction, file_sha256, transfer};
+
+const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
+const LEN: usize = 64 << 20;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("mpbond-interop-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `len` bytes of a xorshift stream: incompressible and reproducible.
+fn write_file(path: &Path, len: usize, seed: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = seed | 1;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = x.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        let n = left.min(buf.len());
+        f.write_all(&buf[..n]).unwrap();
+        left -= n;
+    }
+}
+
+/// The kernel's MPTCP counters in `role`'s namespace (`nstat -az`: absolute values).
+fn mptcp_mib(lab: &TestLab, role: Role) -> HashMap<String, u64> {
+    let out = lab
+        .cmd(role, "nstat")
+        .args(["-az", "--json"])
+        .output()
+        .expect("nstat (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // {"kernel":{"IpInReceives":1,...}}: flat enough to read without a JSON parser.
+    text.split([',', '{', '}'])
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once(':')?;
+            let k = k.trim().trim_matches('"');
+            k.starts_with("MPTcpExt")
+                .then(|| Some((k.to_owned(), v.trim().parse().ok()?)))
+                .flatten()
+        })
+        .collect()
+}
+
+fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, k: &str) -> u64 {
+    let key = format!("MPTcpExt{k}");
+    after.get(&key).copied().unwrap_or(0) - before.get(&key).copied().unwrap_or(0)
+}
+
+/// Counters of protocol errors: none may move.
+const ERRORS: [&str; 6] = [
+    "DSSNotMatching",
+    "DataCsumErr",
+    "InfiniteMapRx",
+    "MPFailRx",
+    "MPRstRx",
+    "DSSNoMatchTCP",
+];
+
+fn sh(lab: &TestLab, role: Role, cmd: &str) -> String {
+    let out = lab.cmd(role, "sh").args(["-c", cmd]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Bytes each line delivered upstream (gw → vps) and downstream since `before`.
+fn line_bytes(lab: &TestLab, before: &mpbond::lab::LabStats, upstream: bool) -> Vec<(String, u64)> {
+    let after = lab.stats();
+    after
+        .lines
+        .iter()
+        .map(|l| {
+            let pick = |x: &mpbond::lab::emulator::stats::LineStats| {
+                if upstream {
+                    x.upstream.delivered_bytes
+                } else {
+                    x.downstream.delivered_bytes
+                }
+            };
+            let b = before
+                .lines
+                .iter()
+                .find(|x| x.name == l.name)
+                .map_or(0, pick);
+            (l.name.clone(), pick(l) - b)
+        })
+        .collect()
+}
+
+#[test]
+fn our_client_against_a_kernel_server_carries_64_mib_each_way_over_both_lines() {
+    if skip_unless_root(
+        "our_client_against_a_kernel_server_carries_64_mib_each_way_over_both_lines",
+    ) {
+        return;
+    }
+    let lab = TestLab::up(EXE, &[]);
+    // The kernel server takes up to 4 subflows per connection.
+    sh(
+        &lab,
+        Role::Vps,
+        "ip mptcp limits set subflows 4 add_addr_accepted 4",
+    );
+    eprintln!(
+        "vps: {}",
+        sh(
+            &lab,
+            Role::Vps,
+            "ip mptcp limits show; sysctl net.mptcp 2>&1"
+        )
+    );
+    let dir = TempDir::new("client");
+    let file = dir.0.join("data");
+    write_file(&file, LEN, 7);
+    let (want, _) = file_sha256(&file).unwrap();
+    let vps = lab.info().vps_line_addr("dsl", false).unwrap();
+    let target = format!("{vps}:5000");
+    for direction in [Direction::Download, Direction::Upload] {
+        let name = format!("{direction:?}").to_lowercase();
+        let before = mptcp_mib(&lab, Role::Vps);
+        let stats_before = lab.stats();
+        let out = dir.0.join(&name);
+        let t = transfer(
+            lab.info(),
+            Path::new(EXE),
+            Role::Vps,
+            &["--stack", "kernel", "0.0.0.0:5000"],
+            Role::Gw,
+            &["--stack", "user", "--wan", "dsl", "--wan", "lte", &target],
+            direction,
+            &file,
+            &out,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(t.bytes, LEN as u64, "{name}: every byte arrived");
+        assert_eq!(t.sha256, want, "{name}: what arrived is what was sent");
+        let after = mptcp_mib(&lab, Role::Vps);
+        let lines = line_bytes(&lab, &stats_before, direction == Direction::Upload);
+        eprintln!(
+            "{name}: {:.1} Mbit/s; lines {lines:?}; kernel counters moved: {:?}",
+            t.bps() / 1e6,
+            after
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(v))
+                .map(|(k, v)| (
+                    k.trim_start_matches("MPTcpExt"),
+                    v - before.get(k).unwrap_or(&0)
+                ))
+                .collect::<Vec<_>>()
+        );
+        for k in [
+            "MPCapableSYNRX",
+            "MPCapableACKRX",
+            "MPJoinSynRx",
+            "MPJoinAckRx",
+        ] {
+            assert!(
+                delta(&before, &after, k) >= 1,
+                "{name}: the kernel counted no {k}"
+            );
+        }
+        for k in ERRORS {
+            assert_eq!(
+                delta(&before, &after, k),
+                0,
+                "{name}: the kernel counted {k}"
+            );
+        }
+        for (line, bytes) in &lines {
+            assert!(
+                *bytes > (LEN as u64) / 10,
+                "{name}: line {line} carried only {bytes} bytes"
+            );
+        }
+        let _ = std::fs::remove_file(&out);
+    }
+}
