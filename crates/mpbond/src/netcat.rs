@@ -358,7 +358,7 @@ async fn connect_user(args: ConnectArgs) -> Result<()> {
         .connect(dest, 0)
         .await
         .with_context(|| format!("cannot connect to {}", args.target))?;
-    let r = pipe_user(stream).await;
+    let r = pipe_user(stream, args.mptcp).await;
     stack.close().await;
     r
 }
@@ -396,7 +396,7 @@ async fn listen_user(addr: SocketAddr, mptcp: bool) -> Result<()> {
         }
     };
     let r = tokio::select! {
-        r = pipe_user(stream) => r,
+        r = pipe_user(stream, mptcp) => r,
         () = refuse => unreachable!("the refusing loop never ends"),
     };
     drop(l);
@@ -406,8 +406,10 @@ async fn listen_user(addr: SocketAddr, mptcp: bool) -> Result<()> {
 
 /// Standard input to the user-space stream (then FIN, then waiting until the peer has it
 /// all), the stream to standard output (until the peer's FIN), each direction on its own.
-async fn pipe_user(stream: crate::stack::user::UserStream) -> Result<()> {
+async fn pipe_user(stream: crate::stack::user::UserStream, mptcp: bool) -> Result<()> {
     stream.set_nodelay(true);
+    let started = tokio::time::Instant::now();
+    let (peer_done_tx, mut peer_done) = tokio::sync::watch::channel(false);
     let delivery = stream.delivery();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let up = async {
@@ -419,6 +421,14 @@ async fn pipe_user(stream: crate::stack::user::UserStream) -> Result<()> {
                 .await
                 .context("reading standard input")?;
             if n == 0 {
+                // As with the kernel stack (`pipe_stdio`): Linux takes no join once it has our
+                // DATA_FIN, so a young connection's end waits for the joins or the peer's end.
+                if mptcp {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(started + JOIN_GRACE) => {}
+                        _ = peer_done.wait_for(|done| *done) => {}
+                    }
+                }
                 wr.shutdown().await.context("sending FIN")?;
                 tokio::time::timeout(DELIVERY_TIMEOUT, delivery.wait())
                     .await
@@ -435,6 +445,7 @@ async fn pipe_user(stream: crate::stack::user::UserStream) -> Result<()> {
         loop {
             let n = rd.read(&mut buf).await.context("receiving")?;
             if n == 0 {
+                let _ = peer_done_tx.send(true);
                 stdout.flush().await?;
                 return Ok::<(), anyhow::Error>(());
             }

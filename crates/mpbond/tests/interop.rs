@@ -1,8 +1,8 @@
-//! mpbond's own MPTCP (`--stack user`) against the Linux kernel's, in the lab, judged as the
-//! kernel's `mptcp_join.sh` judges: by the kernel's own MIB counters (`nstat`, `MPTcpExt*`).
-//! Over the lab's two lines (dsl 20 Mbit/s + 10 ms, lte 10 Mbit/s + 40 ms), 64 MiB each way
-//! intact, both lines carrying data, and no counter of a protocol error moving. Needs root
-//! (skipped otherwise).
+//! mpbond's own MPTCP (`--stack user`) against the Linux kernel's, in the lab, in both roles,
+//! judged as the kernel's `mptcp_join.sh` judges: by the kernel's own MIB counters (`nstat`,
+//! `MPTcpExt*`). Over the lab's two lines (dsl 20 Mbit/s + 10 ms, lte 10 Mbit/s + 40 ms),
+//! 64 MiB each way intact, both lines carrying data, and no counter of a protocol error
+//! moving. Needs root (skipped otherwise).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -187,6 +187,82 @@ fn our_client_against_a_kernel_server_carries_64_mib_each_way_over_both_lines() 
             "MPJoinSynRx",
             "MPJoinAckRx",
         ] {
+            assert!(
+                delta(&before, &after, k) >= 1,
+                "{name}: the kernel counted no {k}"
+            );
+        }
+        for k in ERRORS {
+            assert_eq!(
+                delta(&before, &after, k),
+                0,
+                "{name}: the kernel counted {k}"
+            );
+        }
+        for (line, bytes) in &lines {
+            assert!(
+                *bytes > (LEN as u64) / 10,
+                "{name}: line {line} carried only {bytes} bytes"
+            );
+        }
+        let _ = std::fs::remove_file(&out);
+    }
+}
+
+#[test]
+fn a_kernel_client_against_our_server_carries_64_mib_each_way_over_both_lines() {
+    if skip_unless_root(
+        "a_kernel_client_against_our_server_carries_64_mib_each_way_over_both_lines",
+    ) {
+        return;
+    }
+    let lab = TestLab::up(EXE, &[]);
+    let dir = TempDir::new("server");
+    let file = dir.0.join("data");
+    write_file(&file, LEN, 9);
+    let (want, _) = file_sha256(&file).unwrap();
+    let gw_dsl = lab.info().gw_line_addr("dsl", false).unwrap();
+    let gw_lte = lab.info().gw_line_addr("lte", false).unwrap();
+    let target = format!("{gw_dsl}:5000");
+    // The kernel client (mpbond's path manager over the kernel's MPTCP) joins from its lte
+    // address too.
+    let dsl = format!("dsl:via={gw_dsl}");
+    let lte = format!("lte:via={gw_lte}");
+    for direction in [Direction::Download, Direction::Upload] {
+        let name = format!("{direction:?}").to_lowercase();
+        let before = mptcp_mib(&lab, Role::Vps);
+        let stats_before = lab.stats();
+        let out = dir.0.join(&name);
+        let t = transfer(
+            lab.info(),
+            Path::new(EXE),
+            Role::Gw,
+            &["--stack", "user", "0.0.0.0:5000"],
+            Role::Vps,
+            &["--stack", "kernel", "--wan", &dsl, "--wan", &lte, &target],
+            direction,
+            &file,
+            &out,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(t.bytes, LEN as u64, "{name}: every byte arrived");
+        assert_eq!(t.sha256, want, "{name}: what arrived is what was sent");
+        let after = mptcp_mib(&lab, Role::Vps);
+        // The client is on the vps: its uploads go downstream (vps → gw).
+        let lines = line_bytes(&lab, &stats_before, direction == Direction::Download);
+        eprintln!(
+            "{name}: {:.1} Mbit/s; lines {lines:?}; kernel counters moved: {:?}",
+            t.bps() / 1e6,
+            after
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(v))
+                .map(|(k, v)| (
+                    k.trim_start_matches("MPTcpExt"),
+                    v - before.get(k).unwrap_or(&0)
+                ))
+                .collect::<Vec<_>>()
+        );
+        for k in ["MPCapableSYNACKRX", "MPJoinSynAckRx"] {
             assert!(
                 delta(&before, &after, k) >= 1,
                 "{name}: the kernel counted no {k}"
