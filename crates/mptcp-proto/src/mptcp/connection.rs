@@ -247,6 +247,9 @@ pub(crate) struct MpConn {
     fin_hold_until: Option<Instant>,
     /// Client: joins will be opened once MPTCP is fully established.
     pub expect_joins: bool,
+    /// Plain TCP on the first subflow (from the start, or since a fall back); stays so once
+    /// the connection ended, so that what the subflow received can still be read.
+    fallen_back: bool,
 }
 
 /// Data-level counters of a connection.
@@ -309,7 +312,14 @@ impl MpConn {
             nodelay: false,
             fin_hold_until: None,
             expect_joins: false,
+            fallen_back: false,
         }
+    }
+
+    /// Plain TCP from the start (no `MP_CAPABLE` offered, or none in the peer's SYN).
+    pub fn start_as_tcp(&mut self) {
+        self.state = ConnState::Fallback;
+        self.fallen_back = true;
     }
 
     /// The peer's key is known (from the SYN/ACK, or the third ACK).
@@ -333,7 +343,12 @@ impl MpConn {
     }
 
     fn is_mptcp(&self) -> bool {
-        !matches!(self.state, ConnState::Fallback)
+        !self.fallen_back
+    }
+
+    /// Plain TCP on the first subflow (from the start or since a fall back).
+    pub fn is_tcp(&self) -> bool {
+        self.fallen_back
     }
 
     // --- the application's side ----------------------------------------------------------
@@ -349,7 +364,7 @@ impl MpConn {
         if self.fin_queued {
             return Err(WriteError::Finished);
         }
-        if self.state == ConnState::Fallback {
+        if self.fallen_back {
             // Bytes staged at the fall back go first, in order.
             self.flush_fallback(ep);
             if self.send.is_empty() {
@@ -376,7 +391,7 @@ impl MpConn {
     }
 
     pub fn readable(&self, ep: &Endpoint) -> usize {
-        if self.state == ConnState::Fallback {
+        if self.fallen_back {
             return self.recv.readable()
                 + ep.conn(self.subflows[0].handle)
                     .map_or(0, crate::tcp::Connection::readable);
@@ -385,7 +400,7 @@ impl MpConn {
     }
 
     pub fn read(&mut self, ep: &mut Endpoint, buf: &mut [u8]) -> Result<usize, ReadError> {
-        if self.state == ConnState::Fallback && self.recv.readable() == 0 {
+        if self.fallen_back && self.recv.readable() == 0 {
             let h = self.subflows[0].handle;
             let r = ep
                 .conn_mut(h)
@@ -399,7 +414,7 @@ impl MpConn {
         let n = self.recv.read(buf);
         if n > 0 {
             self.stats.bytes_read += n as u64;
-            if self.state == ConnState::Fallback {
+            if self.fallen_back {
                 return Ok(n);
             }
             self.drain(ep);
@@ -421,7 +436,7 @@ impl MpConn {
 
     /// Whether the peer acknowledged every byte and the end of the data.
     pub fn all_acked(&self, ep: &Endpoint) -> bool {
-        if self.state == ConnState::Fallback {
+        if self.fallen_back {
             return self.send.is_empty()
                 && self
                     .subflows
@@ -441,7 +456,7 @@ impl MpConn {
             return;
         }
         self.fin_queued = true;
-        if self.state == ConnState::Fallback {
+        if self.fallen_back {
             self.flush_fallback(ep);
         }
     }
@@ -493,7 +508,7 @@ impl MpConn {
         let Some(sf) = self.subflows.get(i) else {
             return out;
         };
-        if self.state == ConnState::Fallback {
+        if self.fallen_back {
             return out;
         }
         let syn = seg.flags.contains(TcpFlags::SYN);
@@ -651,7 +666,7 @@ impl MpConn {
 
     /// How many payload bytes from `sf_off` a segment of subflow `i` may carry.
     pub fn segment_limit(&self, i: usize, sf_off: u64, len: usize) -> usize {
-        if self.state == ConnState::Fallback {
+        if self.fallen_back {
             return len;
         }
         self.subflows
@@ -665,7 +680,7 @@ impl MpConn {
     /// it). Returns whether the subflow must be reset.
     pub fn on_segment(&mut self, now: Instant, ep: &mut Endpoint, i: usize, seg: &TcpRepr<'_>) {
         let nodelay = self.nodelay;
-        if self.state == ConnState::Fallback || matches!(self.state, ConnState::Closed(_)) {
+        if self.fallen_back || matches!(self.state, ConnState::Closed(_)) {
             return;
         }
         let mut saw_dss = false;
@@ -1016,7 +1031,7 @@ impl MpConn {
     /// another subflow was sent on it, none is missing before what it received). Returns
     /// whether it did.
     fn fall_back(&mut self, ep: &mut Endpoint) -> bool {
-        if self.state == ConnState::Fallback {
+        if self.fallen_back {
             return true;
         }
         let was_connecting = self.state == ConnState::Connecting;
@@ -1037,6 +1052,7 @@ impl MpConn {
             return false;
         }
         self.state = ConnState::Fallback;
+        self.fallen_back = true;
         let h = sf.handle;
         // The data-level buffer now only stages what the subflow has not taken yet: bytes the
         // subflow has are its to deliver (as plain TCP), what the peer acknowledged at data
@@ -1259,8 +1275,8 @@ impl MpConn {
         }
         let finished =
             self.fin_queued && self.snd_una > self.send.end() && self.peer_fin_seen_in_order;
-        if self.state == ConnState::Fallback || finished || self.state == ConnState::Connecting {
-            let r = if self.state == ConnState::Fallback {
+        if self.fallen_back || finished || self.state == ConnState::Connecting {
+            let r = if self.fallen_back {
                 ep.conn(self.subflows[0].handle)
                     .and_then(crate::tcp::Connection::close_reason)
                     .unwrap_or(reason)
@@ -1298,7 +1314,7 @@ impl MpConn {
     /// Hands subflows the data they have room for, one mapping per run of bytes; sends the
     /// `DATA_FIN` once everything is out; spots stalled subflows.
     pub fn schedule(&mut self, now: Instant, ep: &mut Endpoint) {
-        if self.state == ConnState::Fallback {
+        if self.fallen_back {
             self.flush_fallback(ep);
             return;
         }

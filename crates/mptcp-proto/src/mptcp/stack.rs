@@ -211,7 +211,7 @@ impl Stack {
         sf.backup = first.backup;
         conn.subflows.push(sf);
         if self.inner.cfg.no_mptcp {
-            conn.state = ConnState::Fallback;
+            conn.start_as_tcp();
         } else if let Some(c) = self.ep.conn_mut(h) {
             c.set_option_space(OPTION_SPACE);
         }
@@ -292,8 +292,7 @@ impl Stack {
     #[must_use]
     pub fn tokens(&self, id: ConnId) -> Option<(u32, u32)> {
         let c = self.inner.slot(id)?.conn.as_ref()?;
-        (c.remote_key.is_some() && c.state != ConnState::Fallback)
-            .then_some((c.local_token, c.remote_token))
+        (c.remote_key.is_some() && !c.is_tcp()).then_some((c.local_token, c.remote_token))
     }
 
     /// Queues bytes; returns how many were taken.
@@ -523,7 +522,7 @@ impl Stack {
                 }
                 let key = self.inner.unique_key();
                 c = MpConn::new(Role::Server, self.inner.cfg.conn.clone(), key);
-                c.state = ConnState::Fallback;
+                c.start_as_tcp();
                 c.subflows.push(Subflow::new(now, h, local, remote, true));
                 self.inner.insert(c, h);
             }
@@ -658,7 +657,7 @@ impl Stack {
                     let Some(i) = conn.subflow_of(sub) else {
                         continue;
                     };
-                    let fallback = conn.state == ConnState::Fallback && i == 0;
+                    let fallback = conn.is_tcp() && i == 0;
                     match event {
                         Event::Connected if fallback && conn.role == Role::Client => {
                             conn.events.push_back(ConnEvent::Connected);

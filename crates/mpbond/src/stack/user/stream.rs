@@ -75,8 +75,11 @@ impl UserStream {
         poll_fn(|cx| {
             self.with(|g, h| {
                 match g.ep.state(h).ok_or_else(gone)? {
+                    // A connection that already ended in order did connect.
+                    ConnState::Closed(CloseReason::Finished)
+                    | ConnState::Established
+                    | ConnState::Fallback => return Poll::Ready(Ok(())),
                     ConnState::Closed(r) => return Poll::Ready(Err(closed_error(r))),
-                    ConnState::Established | ConnState::Fallback => return Poll::Ready(Ok(())),
                     ConnState::Connecting => {}
                 }
                 g.waiters.entry(h).or_default().connect = Some(cx.waker().clone());
