@@ -134,13 +134,12 @@ fn our_client_against_a_kernel_server_carries_64_mib_each_way_over_both_lines() 
         Role::Vps,
         "ip mptcp limits set subflows 4 add_addr_accepted 4",
     );
-    eprintln!(
-        "vps: {}",
-        sh(
-            &lab,
-            Role::Vps,
-            "ip mptcp limits show; sysctl net.mptcp 2>&1"
-        )
+    // The kernel announces its lte address (ADD_ADDR), which our client joins too.
+    let vps_lte = lab.info().vps_line_addr("lte", false).unwrap();
+    sh(
+        &lab,
+        Role::Vps,
+        &format!("ip mptcp endpoint add {vps_lte} signal"),
     );
     let dir = TempDir::new("client");
     let file = dir.0.join("data");
@@ -186,12 +185,20 @@ fn our_client_against_a_kernel_server_carries_64_mib_each_way_over_both_lines() 
             "MPCapableACKRX",
             "MPJoinSynRx",
             "MPJoinAckRx",
+            "AddAddrTx",
+            "EchoAdd",
         ] {
             assert!(
                 delta(&before, &after, k) >= 1,
                 "{name}: the kernel counted no {k}"
             );
         }
+        // Joins from our second line and to the address the kernel announced.
+        assert!(
+            delta(&before, &after, "MPJoinAckRx") >= 2,
+            "{name}: the kernel took {} joins",
+            delta(&before, &after, "MPJoinAckRx")
+        );
         for k in ERRORS {
             assert_eq!(
                 delta(&before, &after, k),

@@ -324,7 +324,7 @@ fn handshake_loss(name: &str, on_join_path: bool, dir: usize, pick: fn(&PacketIn
     assert_eq!(sent.borrow().joins, 1, "{name}: the join did not come up");
 }
 
-use mptcp_proto::wire::mptcp::subtype::{DSS, MP_CAPABLE, MP_JOIN};
+use mptcp_proto::wire::mptcp::subtype::{ADD_ADDR, DSS, MP_CAPABLE, MP_JOIN};
 use mptcp_proto::wire::tcp::TcpFlags;
 
 fn syn(p: &PacketInfo) -> bool {
@@ -465,4 +465,136 @@ fn an_abort_reaches_the_peer_as_mp_fastclose() {
         r.got.borrow().ended,
         Some(mptcp_proto::tcp::CloseReason::Reset)
     );
+}
+
+/// A client with one address on two links and a server with one address on each: the server
+/// announces its second address.
+fn announce_topology(sim: &mut Sim<Stack>) -> (usize, usize, Vec<usize>, SocketAddr) {
+    let c = sim.add_host("client");
+    let s = sim.add_host("server");
+    let a = IpAddr::from([10, 0, 0, 1]);
+    let s0 = IpAddr::from([10, 9, 9, 9]);
+    let s1 = IpAddr::from([10, 9, 9, 10]);
+    let l0 = sim.link(c, a, s, s0, path(10.0, 20), path(10.0, 20));
+    let l1 = sim.link(c, a, s, s1, path(10.0, 30), path(10.0, 30));
+    (c, s, vec![l0, l1], SocketAddr::new(s1, 0))
+}
+
+fn announce_run(name: &str, total: u64, setup: impl FnOnce(&mut Sim<Stack>, &[usize])) -> Run {
+    let mut sim = Sim::new_mptcp(name);
+    let (c, s, links, second) = announce_topology(&mut sim);
+    setup(&mut sim, &links);
+    let sink = MpSink::listen(server_addr(), 11);
+    let got = sink.state();
+    sim.set_app(s, sink);
+    sim.with_endpoint(s, |now, st| st.announce(now, second));
+    let send = MpSend::new(paths(&sim, c)[..1].to_vec(), server_addr(), total, 11);
+    let sent = send.state();
+    sim.set_app(c, send);
+    Run {
+        sim,
+        c,
+        links,
+        sent,
+        got,
+    }
+}
+
+#[test]
+fn an_announced_address_is_echoed_and_joined() {
+    let total = 8_000_000;
+    let mut r = announce_run("mptcp-add-addr", total, |_, _| {});
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+    assert_eq!(r.sent.borrow().joins, 1, "no join to the announced address");
+    let b = r.sim.link_stats(r.links[1], 0).delivered_bytes;
+    assert!(b > total / 5, "the announced address carried {b} bytes");
+}
+
+#[test]
+fn a_lost_add_addr_is_sent_again_until_echoed() {
+    let total = 8_000_000;
+    let mut dropped = None;
+    let mut r = announce_run("mptcp-add-addr-lost", total, |sim, links| {
+        dropped = Some(drop_first(sim, links[0], 1, |p| p.has_mptcp(ADD_ADDR)));
+    });
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+    assert_eq!(
+        *dropped.expect("filter").borrow(),
+        1,
+        "no ADD_ADDR was seen"
+    );
+    assert_eq!(
+        r.sent.borrow().joins,
+        1,
+        "no join after the ADD_ADDR was sent again"
+    );
+}
+
+#[test]
+fn a_removed_address_closes_its_subflows_and_the_rest_carries_on() {
+    let total = 12_000_000;
+    let mut r = announce_run("mptcp-remove-addr", total, |_, _| {});
+    r.sim.run_for(Duration::from_secs(1));
+    assert_eq!(r.sent.borrow().joins, 1);
+    let server = 1 - r.c;
+    r.sim.with_endpoint(server, |now, st| {
+        st.withdraw(now, IpAddr::from([10, 9, 9, 10]));
+    });
+    r.sim.run_for(Duration::from_millis(500));
+    let at = r.sim.link_stats(r.links[1], 0).delivered_bytes;
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+    let after = r.sim.link_stats(r.links[1], 0).delivered_bytes - at;
+    assert!(
+        after < 2_000,
+        "the removed address still carried {after} bytes"
+    );
+    let id = r.sent.borrow().conn.expect("connected");
+    assert!(
+        r.sim
+            .endpoint(r.c)
+            .subflows(id)
+            .iter()
+            .filter(|s| s.active)
+            .count()
+            <= 1,
+        "the subflow to the removed address is still active"
+    );
+}
+
+#[test]
+fn mp_prio_makes_a_subflow_a_backup_at_the_peer_too() {
+    let total = 12_000_000;
+    let mut r = start(
+        "mptcp-mp-prio",
+        &[path(10.0, 20), path(10.0, 20)],
+        &[false, false],
+        total,
+    );
+    r.sim.run_for(Duration::from_secs(1));
+    let line = r.sim.addrs(r.c)[1];
+    r.sim
+        .with_endpoint(r.c, |now, st| st.set_backup(now, line, true));
+    r.sim.run_for(Duration::from_millis(300));
+    let at = r.sim.link_stats(r.links[1], 0).delivered_bytes;
+    r.sim.run_for(Duration::from_secs(1));
+    let during = r.sim.link_stats(r.links[1], 0).delivered_bytes - at;
+    assert!(
+        during < 5_000,
+        "the backup line carried {during} bytes in a second"
+    );
+    let server = 1 - r.c;
+    let sid = r.got.borrow().conn.expect("accepted");
+    assert!(
+        r.sim
+            .endpoint(server)
+            .subflows(sid)
+            .iter()
+            .any(|s| s.backup),
+        "the server did not learn the subflow is a backup"
+    );
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
 }

@@ -108,7 +108,12 @@ fn run(c: &Case) -> Result<(), TestCaseError> {
     let finished = sim.run_until(|_| got.borrow().finished, Duration::from_secs(900));
     let g = got.borrow();
     if std::env::var_os("MPTCP_PROPERTY_TRACE").is_some() {
-        eprintln!("{} bytes over {} paths in {:?}", g.received, c.paths.len(), sim.elapsed());
+        eprintln!(
+            "{} bytes over {} paths in {:?}",
+            g.received,
+            c.paths.len(),
+            sim.elapsed()
+        );
     }
     prop_assert!(
         finished,

@@ -24,14 +24,54 @@ use crate::tcp::recv_buffer::RecvBuffer;
 use crate::tcp::send_buffer::SendBuffer;
 use crate::tcp::{CloseReason, OutgoingSegment, ReadError, State, WriteError};
 use crate::wire::mptcp::{
-    DataSeqField, Dss, DssMapping, MpCapable, MpCapableFlags, MpCapableKeys, MpFastclose, MpJoin,
-    MpTcpRst, MptcpOption,
+    AddAddr, AddAddrForm, DataSeqField, Dss, DssMapping, MpCapable, MpCapableFlags, MpCapableKeys,
+    MpFastclose, MpJoin, MpPrio, MpTcpRst, MptcpOption, RemoveAddr,
 };
 use crate::wire::tcp::{TcpFlags, TcpRepr};
 
 /// Option bytes every subflow reserves: a DSS with 64-bit `DATA_ACK`, 64-bit mapping and a
 /// checksum (28), which also covers `MP_CAPABLE` with data (24) and the `MP_JOIN` ACK (24).
 pub(crate) const OPTION_SPACE: usize = 28;
+
+/// A signal for the peer that rides on a pure ACK: an address announced or its echo, an
+/// address removed (§3.4), a subflow's priority (§3.3.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// `ADD_ADDR` of one of our addresses (kept until the peer echoes it).
+    Announce { id: u8, addr: SocketAddr },
+    /// The echo of the peer's `ADD_ADDR`.
+    Echo { id: u8, addr: SocketAddr },
+    /// `REMOVE_ADDR` of one of our address IDs.
+    Remove { id: u8 },
+    /// `MP_PRIO` on subflow `sf`.
+    Prio { sf: usize, backup: bool },
+}
+
+/// An address we announced and the peer has not echoed yet.
+#[derive(Debug, Clone, Copy)]
+struct Announced {
+    id: u8,
+    addr: SocketAddr,
+    rtx_at: Instant,
+    tries: u32,
+}
+
+/// Every address ID, for `REMOVE_ADDR` options that borrow their list.
+static ADDRESS_IDS: [u8; 256] = {
+    let mut ids = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        #[expect(clippy::cast_possible_truncation, reason = "i < 256")]
+        {
+            ids[i] = i as u8;
+        }
+        i += 1;
+    }
+    ids
+};
+
+/// Announcements sent again before giving up.
+const ANNOUNCE_TRIES: u32 = 5;
 
 /// Longest a join in its handshake holds back our `DATA_FIN`.
 const JOIN_HOLDS_DATA_FIN: Duration = Duration::from_secs(2);
@@ -250,6 +290,12 @@ pub(crate) struct MpConn {
     /// Plain TCP on the first subflow (from the start, or since a fall back); stays so once
     /// the connection ended, so that what the subflow received can still be read.
     fallen_back: bool,
+    /// Signals waiting for a pure ACK.
+    signals: VecDeque<Signal>,
+    /// Our announcements not echoed yet.
+    announced: Vec<Announced>,
+    /// Addresses the peer announced (ID, address), and whether we joined them.
+    pub remote_addrs: Vec<(u8, SocketAddr, bool)>,
 }
 
 /// Data-level counters of a connection.
@@ -269,6 +315,8 @@ pub struct ConnStats {
     pub mapping_conflicts: u64,
     /// DSS checksums that failed.
     pub checksum_failures: u64,
+    /// `ADD_ADDR` announcements whose HMAC was wrong (ignored).
+    pub bad_add_addr: u64,
 }
 
 impl MpConn {
@@ -313,6 +361,9 @@ impl MpConn {
             fin_hold_until: None,
             expect_joins: false,
             fallen_back: false,
+            signals: VecDeque::new(),
+            announced: Vec::new(),
+            remote_addrs: Vec::new(),
         }
     }
 
@@ -612,6 +663,9 @@ impl MpConn {
         if self.remote_key.is_none() {
             return out;
         }
+        if let Some(sig) = self.signal_for(i, seg) {
+            out.push(self.signal_option(sig));
+        }
         // A DSS: the DATA_ACK always, the mapping of the payload, or a DATA_FIN on its own.
         let mut dss = Dss {
             data_fin: false,
@@ -645,9 +699,127 @@ impl MpConn {
         out
     }
 
+    /// The signal that segment `seg` of subflow `i` carries: the first one waiting, on a pure
+    /// ACK of an active subflow (an `MP_PRIO` only on its own subflow).
+    fn signal_for(&self, i: usize, seg: &OutgoingSegment) -> Option<Signal> {
+        let plain_ack = seg.payload_len == 0
+            && !seg.flags.contains(TcpFlags::SYN)
+            && !seg.flags.contains(TcpFlags::RST)
+            && !seg.flags.contains(TcpFlags::FIN);
+        if !plain_ack || self.subflows.get(i)?.state != SubflowState::Active {
+            return None;
+        }
+        let sig = *self.signals.front()?;
+        match sig {
+            Signal::Prio { sf, .. } if sf != i => None,
+            _ => Some(sig),
+        }
+    }
+
+    fn signal_option(&self, sig: Signal) -> MptcpOption<'static> {
+        let remote_key = self.remote_key.unwrap_or(0);
+        let port = |addr: SocketAddr| (addr.port() != 0).then_some(addr.port());
+        match sig {
+            Signal::Announce { id, addr } => MptcpOption::AddAddr(AddAddr {
+                address_id: id,
+                address: addr.ip(),
+                port: port(addr),
+                form: AddAddrForm::Announce {
+                    hmac: crypto::add_addr_hmac(
+                        self.local_key,
+                        remote_key,
+                        id,
+                        addr.ip(),
+                        port(addr),
+                    ),
+                },
+            }),
+            Signal::Echo { id, addr } => MptcpOption::AddAddr(AddAddr {
+                address_id: id,
+                address: addr.ip(),
+                port: port(addr),
+                form: AddAddrForm::Echo,
+            }),
+            Signal::Remove { id } => MptcpOption::RemoveAddr(RemoveAddr {
+                // The option borrows its list: a 'static one-element slice per ID.
+                address_ids: &ADDRESS_IDS[usize::from(id)..=usize::from(id)],
+            }),
+            Signal::Prio { backup, .. } => MptcpOption::MpPrio(MpPrio {
+                backup,
+                address_id: None,
+            }),
+        }
+    }
+
+    /// Queues a signal and asks an active subflow (its own, for `MP_PRIO`) for an ACK.
+    pub fn signal(&mut self, ep: &mut Endpoint, sig: Signal) {
+        self.signals.push_back(sig);
+        let sf = match sig {
+            Signal::Prio { sf, .. } => Some(sf),
+            _ => self
+                .subflows
+                .iter()
+                .position(|s| s.state == SubflowState::Active && !s.stale),
+        };
+        if let Some(c) = sf
+            .and_then(|i| self.subflows.get(i))
+            .and_then(|s| ep.conn_mut(s.handle))
+        {
+            c.request_pure_ack();
+        }
+    }
+
+    /// No longer announces address `id`: a `REMOVE_ADDR` goes instead (§3.4.2), and the
+    /// subflows on it are reset.
+    pub fn remove_address(&mut self, ep: &mut Endpoint, id: u8, ip: core::net::IpAddr) {
+        self.announced.retain(|a| a.id != id);
+        self.signals
+            .retain(|s| !matches!(s, Signal::Announce { id: x, .. } | Signal::Echo { id: x, .. } if *x == id));
+        for j in 0..self.subflows.len() {
+            if self.subflows[j].local.ip() == ip && self.subflows[j].state != SubflowState::Closed {
+                self.reset_subflow(ep, j, 0);
+            }
+        }
+        self.signal(ep, Signal::Remove { id });
+    }
+
+    /// Announces our address `addr` (port 0: the connection's) as ID `id` (§3.4.1).
+    pub fn announce(&mut self, ep: &mut Endpoint, id: u8, addr: SocketAddr) {
+        if self.fallen_back || self.announced.iter().any(|a| a.id == id) {
+            return;
+        }
+        self.signal(ep, Signal::Announce { id, addr });
+    }
+
     /// Segment `seg` of subflow `i` left (with the options in `included`).
     pub fn on_sent(&mut self, now: Instant, i: usize, seg: &OutgoingSegment, included: u8) {
         if included == 0 {
+            return;
+        }
+        let sig = self.signal_for(i, seg);
+        let dss_bit = if sig.is_some() { 2 } else { 1 };
+        if let Some(sig) = sig.filter(|_| included & 1 != 0) {
+            self.signals.pop_front();
+            if let Signal::Announce { id, addr } = sig {
+                let rto = self
+                    .subflows
+                    .get(i)
+                    .map_or(self.cfg.initial_rto, |_| self.cfg.initial_rto);
+                match self.announced.iter_mut().find(|a| a.id == id) {
+                    Some(a) => {
+                        a.tries += 1;
+                        a.rtx_at = now + rto * (1 << a.tries.min(6));
+                    }
+                    None => self.announced.push(Announced {
+                        id,
+                        addr,
+                        rtx_at: now + rto,
+                        tries: 0,
+                    }),
+                }
+            }
+        }
+        if included & dss_bit == 0 {
             return;
         }
         let fin_carried = self.fin_on == Some(i)
@@ -711,6 +883,8 @@ impl MpConn {
                         sf.peer_backup = p.backup;
                     }
                 }
+                MptcpOption::AddAddr(a) => self.on_add_addr(ep, i, a),
+                MptcpOption::RemoveAddr(r) => self.on_remove_addr(ep, r.address_ids),
                 _ => {}
             }
         }
@@ -778,6 +952,62 @@ impl MpConn {
         }
         self.drain(ep);
         self.update_windows(ep);
+    }
+
+    /// `REMOVE_ADDR` (§3.4.2): the subflows using a removed address are closed.
+    fn on_remove_addr(&mut self, ep: &mut Endpoint, ids: &[u8]) {
+        for &id in ids {
+            self.remote_addrs.retain(|x| x.0 != id);
+            for j in 0..self.subflows.len() {
+                let sf = &self.subflows[j];
+                if sf.remote_id == id && !sf.initial && sf.state != SubflowState::Closed {
+                    self.reset_subflow(ep, j, 0);
+                }
+            }
+        }
+    }
+
+    /// `ADD_ADDR` (§3.4.1): an announcement with a good HMAC is echoed and its address kept
+    /// for the path manager; an echo ends the retransmission of our announcement.
+    fn on_add_addr(&mut self, ep: &mut Endpoint, i: usize, a: &AddAddr) {
+        let port = a
+            .port
+            .or_else(|| self.subflows.get(i).map(|s| s.remote.port()))
+            .unwrap_or(0);
+        let addr = SocketAddr::new(a.address, port);
+        match a.form {
+            AddAddrForm::Echo => {
+                self.announced.retain(|x| x.id != a.address_id);
+            }
+            AddAddrForm::Announce { hmac } => {
+                let Some(remote_key) = self.remote_key else {
+                    return;
+                };
+                let want = crypto::add_addr_hmac(
+                    remote_key,
+                    self.local_key,
+                    a.address_id,
+                    a.address,
+                    a.port,
+                );
+                if want != hmac {
+                    self.stats.bad_add_addr += 1;
+                    return;
+                }
+                self.signal(
+                    ep,
+                    Signal::Echo {
+                        id: a.address_id,
+                        addr: SocketAddr::new(a.address, a.port.unwrap_or(0)),
+                    },
+                );
+                if !self.remote_addrs.iter().any(|x| x.0 == a.address_id) {
+                    self.remote_addrs.push((a.address_id, addr, false));
+                    self.events.push_back(ConnEvent::AddressAdded { addr });
+                }
+            }
+            AddAddrForm::V0 => {}
+        }
     }
 
     fn on_mp_capable(&mut self, i: usize, seg: &TcpRepr<'_>, mpc: &MpCapable) {
@@ -1445,7 +1675,7 @@ impl MpConn {
                 }
                 if let Some(i) = self.fin_on {
                     if let Some(c) = ep.conn_mut(self.subflows[i].handle) {
-                        c.request_ack();
+                        c.request_pure_ack();
                     }
                 }
             }
@@ -1549,13 +1779,34 @@ impl MpConn {
                 .then_some(s.join_rtx_at)
                 .flatten()
         });
+        let announces = self
+            .announced
+            .iter()
+            .filter(|a| a.tries < ANNOUNCE_TRIES)
+            .map(|a| a.rtx_at);
         joins
             .chain(self.fin_rtx_at)
             .chain(self.fin_hold_until)
+            .chain(announces)
             .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant, ep: &mut Endpoint) {
+        // Announcements the peer did not echo go again (§3.4.1).
+        let due: Vec<(u8, SocketAddr)> = self
+            .announced
+            .iter_mut()
+            .filter(|a| a.tries < ANNOUNCE_TRIES && a.rtx_at <= now)
+            .map(|a| {
+                a.rtx_at = now + Duration::from_secs(3600);
+                (a.id, a.addr)
+            })
+            .collect();
+        for (id, addr) in due {
+            if !self.signals.contains(&Signal::Announce { id, addr }) {
+                self.signal(ep, Signal::Announce { id, addr });
+            }
+        }
         for sf in &mut self.subflows {
             if sf.state == SubflowState::JoinAckPending && sf.join_rtx_at.is_some_and(|t| now >= t)
             {

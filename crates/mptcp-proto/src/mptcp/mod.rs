@@ -51,6 +51,11 @@ pub enum ConnEvent {
         /// The peer's.
         remote: SocketAddr,
     },
+    /// The peer announced an address (`ADD_ADDR`).
+    AddressAdded {
+        /// The address (with the connection's port when it gave none).
+        addr: SocketAddr,
+    },
     /// A subflow ended.
     SubflowDown {
         /// Our address.

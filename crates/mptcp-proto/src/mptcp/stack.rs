@@ -64,6 +64,10 @@ pub enum StackEvent {
 }
 
 #[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one connection"
+)]
 struct Slot {
     generation: u32,
     conn: Option<Box<MpConn>>,
@@ -74,6 +78,8 @@ struct Slot {
     remote: SocketAddr,
     /// Client: the joins of the lines were opened.
     joined: bool,
+    /// Server: our addresses were announced.
+    announced: bool,
 }
 
 /// What the SYN being handled asked for (set by `on_syn`, used once the endpoint made the
@@ -110,6 +116,8 @@ struct Inner {
     dirty: Vec<ConnId>,
     /// Address IDs of our addresses (0 for none yet: the first subflow's).
     address_ids: HashMap<IpAddr, u8>,
+    /// Server: addresses every connection announces.
+    announce: Vec<SocketAddr>,
 }
 
 /// TCP and MPTCP connections over one endpoint.
@@ -139,6 +147,7 @@ impl Stack {
                 events: VecDeque::new(),
                 dirty: Vec::new(),
                 address_ids: HashMap::new(),
+                announce: Vec::new(),
             },
         }
     }
@@ -391,7 +400,7 @@ impl Stack {
                 }
             }
             if up {
-                self.open_join(now, id, local);
+                self.open_join(now, id, local, None);
             }
             self.inner.collect(id);
             self.inner.mark_dirty(id);
@@ -568,9 +577,10 @@ impl Stack {
                         .map(|p| p.0.local)
                         .collect();
                     for l in lines {
-                        self.open_join(now, id, l);
+                        self.open_join(now, id, l, None);
                     }
                 }
+                self.path_manager(now, id);
             }
             let Self { ep, inner } = self;
             if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
@@ -582,16 +592,24 @@ impl Stack {
     }
 
     /// Client: a subflow from `local` to the peer's address (unless its C flag forbids it).
-    fn open_join(&mut self, now: Instant, id: ConnId, local: IpAddr) {
+    /// Client: a subflow from `local` to the peer's initial address (`to: None`, unless its C
+    /// flag forbids it) or to an address it announced (`to: Some((id, addr))`).
+    fn open_join(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        local: IpAddr,
+        to: Option<(u8, SocketAddr)>,
+    ) -> bool {
         let Some(slot) = self.inner.slot(id) else {
-            return;
+            return false;
         };
-        let remote = slot.remote;
+        let (remote_id, remote) = to.unwrap_or((0, slot.remote));
         let Some(path) = slot.paths.iter().find(|p| p.0.local == local).map(|p| p.0) else {
-            return;
+            return false;
         };
         let Some(c) = slot.conn.as_deref() else {
-            return;
+            return false;
         };
         let open = c
             .subflows
@@ -600,18 +618,21 @@ impl Stack {
             .count();
         if c.role != Role::Client
             || c.state != ConnState::Established
-            || c.peer_no_join_to_source
+            || (to.is_none() && c.peer_no_join_to_source)
             || open >= c.cfg.max_subflows
+            || remote.is_ipv4() != local.is_ipv4()
             || c.subflows.iter().any(|s| {
-                s.local.ip() == local && s.state != super::connection::SubflowState::Closed
+                s.local.ip() == local
+                    && s.remote == remote
+                    && s.state != super::connection::SubflowState::Closed
             })
         {
-            return;
+            return false;
         }
         let local_id = self.inner.address_id(local);
         let nonce = self.inner.rng.next_u32();
         let Ok(h) = self.ep.connect(now, SocketAddr::new(local, 0), remote) else {
-            return;
+            return false;
         };
         let local_addr = self
             .ep
@@ -623,11 +644,148 @@ impl Stack {
         let mut sf = Subflow::new(now, h, local_addr, remote, false);
         sf.local_nonce = nonce;
         sf.local_id = local_id;
+        sf.remote_id = remote_id;
         sf.backup = path.backup;
         if let Some(c) = self.conn_mut(id) {
             c.subflows.push(sf);
         }
         self.inner.by_subflow.insert(h, id);
+        true
+    }
+
+    /// The rest of the path manager, once a connection is established: a client joins the
+    /// addresses the server announced (from its first line); a server announces its
+    /// addresses.
+    fn path_manager(&mut self, now: Instant, id: ConnId) {
+        let Some(slot) = self.inner.slot(id) else {
+            return;
+        };
+        let Some(c) = slot.conn.as_deref() else {
+            return;
+        };
+        if c.state != ConnState::Established {
+            return;
+        }
+        match c.role {
+            Role::Client if c.fully_established => {
+                let first = slot.paths.iter().find(|p| p.1).map(|p| p.0.local);
+                let todo: Vec<(u8, SocketAddr)> = c
+                    .remote_addrs
+                    .iter()
+                    .filter(|r| !r.2)
+                    .map(|r| (r.0, r.1))
+                    .collect();
+                for (rid, addr) in todo {
+                    let joined =
+                        first.is_some_and(|l| self.open_join(now, id, l, Some((rid, addr))));
+                    if let Some(c) = self.conn_mut(id) {
+                        if let Some(r) = c.remote_addrs.iter_mut().find(|r| r.0 == rid) {
+                            // Tried once; a line coming back tries again.
+                            r.2 = true;
+                        }
+                    }
+                    let _ = joined;
+                }
+            }
+            Role::Server if !slot.announced => {
+                let local = c.subflows.first().map(|s| s.local);
+                let wanted: Vec<SocketAddr> = self
+                    .inner
+                    .announce
+                    .iter()
+                    .filter(|a| Some(a.ip()) != local.map(|l| l.ip()))
+                    .map(|a| {
+                        let port = if a.port() == 0 {
+                            local.map_or(0, |l| l.port())
+                        } else {
+                            a.port()
+                        };
+                        SocketAddr::new(a.ip(), port)
+                    })
+                    .collect();
+                let addrs: Vec<(u8, SocketAddr)> = wanted
+                    .into_iter()
+                    .map(|a| (self.inner.address_id(a.ip()), a))
+                    .collect();
+                let Self { ep, inner } = self;
+                if let Some(slot) = inner.slot_mut(id) {
+                    slot.announced = true;
+                    if let Some(c) = slot.conn.as_deref_mut() {
+                        for (aid, addr) in addrs {
+                            c.announce(ep, aid, addr);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Server: announces `addr` (`ADD_ADDR`, §3.4.1) on every connection, present and
+    /// future (port 0: the connection's port).
+    pub fn announce(&mut self, now: Instant, addr: SocketAddr) {
+        self.inner.now = now;
+        if !self.inner.announce.contains(&addr) {
+            self.inner.announce.push(addr);
+        }
+        let ids: Vec<ConnId> = self.inner.ids().collect();
+        for id in ids {
+            if let Some(s) = self.inner.slot_mut(id) {
+                s.announced = false;
+            }
+            self.path_manager(now, id);
+        }
+    }
+
+    /// Server: no longer announces `addr`; connections get a `REMOVE_ADDR` (§3.4.2) and
+    /// their subflows on it are reset.
+    pub fn withdraw(&mut self, now: Instant, addr: IpAddr) {
+        self.inner.now = now;
+        self.inner.announce.retain(|a| a.ip() != addr);
+        let Some(&aid) = self.inner.address_ids.get(&addr) else {
+            return;
+        };
+        let ids: Vec<ConnId> = self.inner.ids().collect();
+        for id in ids {
+            let Self { ep, inner } = self;
+            if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+                if c.role == Role::Server {
+                    c.remove_address(ep, aid, addr);
+                }
+            }
+            inner.collect(id);
+        }
+    }
+
+    /// Makes the subflows from our address `local` backups or regular ones, and tells the
+    /// peer (`MP_PRIO`, §3.3.8).
+    pub fn set_backup(&mut self, now: Instant, local: IpAddr, backup: bool) {
+        self.inner.now = now;
+        let ids: Vec<ConnId> = self.inner.ids().collect();
+        for id in ids {
+            let Self { ep, inner } = self;
+            let Some(slot) = inner.slot_mut(id) else {
+                continue;
+            };
+            for p in &mut slot.paths {
+                if p.0.local == local {
+                    p.0.backup = backup;
+                }
+            }
+            if let Some(c) = slot.conn.as_deref_mut() {
+                for j in 0..c.subflows.len() {
+                    let sf = &mut c.subflows[j];
+                    if sf.local.ip() == local
+                        && sf.backup != backup
+                        && sf.state != super::connection::SubflowState::Closed
+                    {
+                        sf.backup = backup;
+                        c.signal(ep, super::connection::Signal::Prio { sf: j, backup });
+                    }
+                }
+            }
+            inner.mark_dirty(id);
+        }
     }
 
     /// Hands the endpoint's events to the connections.
@@ -768,6 +926,7 @@ impl Inner {
             s.dirty = false;
             s.paths.clear();
             s.joined = false;
+            s.announced = false;
             ConnId {
                 index: i,
                 generation: s.generation,
@@ -781,6 +940,7 @@ impl Inner {
                 paths: Vec::new(),
                 remote: SocketAddr::from(([0, 0, 0, 0], 0)),
                 joined: false,
+                announced: false,
             });
             ConnId {
                 index: u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX),

@@ -228,6 +228,8 @@ pub struct Connection {
     keepalive_probes: u32,
     rcv_space: RcvSpace,
     rst_due: bool,
+    /// A pure ACK is to go out before any data ([`Connection::request_pure_ack`]).
+    pure_ack_due: bool,
 
     // Application side.
     events: VecDeque<Event>,
@@ -340,6 +342,7 @@ impl Connection {
                 space: 0,
             },
             rst_due: false,
+            pure_ack_due: false,
             events: VecDeque::new(),
             readable_signalled: false,
             write_blocked: false,
@@ -372,6 +375,15 @@ impl Connection {
     pub fn request_ack(&mut self) {
         if !matches!(self.state, State::Closed | State::SynSent | State::TimeWait) {
             self.ack_now = true;
+        }
+    }
+
+    /// Like [`Connection::request_ack`], but the ACK goes out on its own, without data and
+    /// before any data segment: an option that needs the space of a pure ACK (`ADD_ADDR`
+    /// next to a DSS, a `DATA_FIN` with its own mapping) rides on it even while data flows.
+    pub fn request_pure_ack(&mut self) {
+        if self.state.is_synchronized() && self.state != State::TimeWait {
+            self.pure_ack_due = true;
         }
     }
 
@@ -1615,6 +1627,9 @@ impl Connection {
                 return Some(self.emit_syn(now, buf, hook, true));
             }
             _ => {}
+        }
+        if std::mem::take(&mut self.pure_ack_due) && self.state.is_synchronized() {
+            return Some(self.emit(now, buf, hook, TcpFlags(0), self.snd_max, 0, false));
         }
         if let Some(n) = self.poll_data(now, buf, hook) {
             return Some(n);

@@ -355,6 +355,9 @@ fn dispatch(g: &mut Inner) {
                     ConnEvent::Fallback => {
                         debug!("a connection fell back to TCP");
                     }
+                    ConnEvent::AddressAdded { addr } => {
+                        debug!(%addr, "the peer announced an address");
+                    }
                     ConnEvent::SubflowUp { local, remote } => {
                         debug!(%local, %remote, "subflow up");
                     }
