@@ -397,6 +397,12 @@ impl Endpoint {
             .filter(|s| s.generation == h.generation && s.conn.is_some())
     }
 
+    /// The connection of a 4-tuple.
+    #[must_use]
+    pub fn lookup(&self, local: SocketAddr, remote: SocketAddr) -> Option<ConnHandle> {
+        self.by_tuple.get(&(local, remote)).copied()
+    }
+
     /// A connection, to look at.
     #[must_use]
     pub fn conn(&self, h: ConnHandle) -> Option<&Connection> {

@@ -368,3 +368,286 @@ pub fn tcp_connection(data: &[u8]) {
         }
     }
 }
+
+/// What the fuzzer, playing an MPTCP client, knows of one of its subflows.
+#[derive(Default, Clone)]
+struct FuzzSubflow {
+    /// Our ISN, and the server's (from its SYN/ACK).
+    isn: u32,
+    srv_isn: Option<u32>,
+    /// The server's `MP_JOIN` random number.
+    srv_nonce: u32,
+    nonce: u32,
+    /// Chunks sent: (relative subflow sequence number, data offset, length). Sent again
+    /// with the same mapping and bytes, as a real sender does.
+    chunks: Vec<(u32, u64, u16)>,
+    /// Next relative subflow sequence number for new data.
+    next_ssn: u32,
+}
+
+/// An MPTCP server connection fed arbitrary segments on up to three subflows by a fuzzed
+/// client, MPTCP options included (`MP_CAPABLE`, `MP_JOIN` with right or wrong HMACs, DSS
+/// mappings and acknowledgments, and any option at all from raw bytes), interleaved with time
+/// passing and the application reading, writing, closing and aborting. No input may make it
+/// panic, loop, or hold more than its buffers allow, and while MPTCP is in use every byte the
+/// application reads is the client's byte at that data-level offset.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one interpreter of the fuzz script, op by op"
+)]
+pub fn mptcp_connection(data: &[u8]) {
+    use crate::crypto;
+    use crate::mptcp::{ConnEvent, ConnId, Stack, StackConfig, StackEvent};
+    use crate::wire::mptcp::{
+        DataSeqField, Dss, DssMapping, MpCapable, MpCapableFlags, MpCapableKeys, MpJoin,
+    };
+    use crate::wire::tcp::{SeqNumber, TcpFlags};
+    use core::net::SocketAddr;
+    use core::time::Duration;
+
+    let server = SocketAddr::new([10, 0, 0, 2].into(), 80);
+    let mut input = Bytes(data);
+    let mut cfg = StackConfig::default();
+    cfg.endpoint.tcp.recv_buffer = 4096;
+    cfg.endpoint.tcp.recv_buffer_max = 4096;
+    cfg.endpoint.tcp.send_buffer = 8192;
+    cfg.endpoint.tcp.send_buffer_max = 8192;
+    cfg.endpoint.seed = 7;
+    cfg.endpoint.secret = [9; 32];
+    cfg.conn.recv_buffer = 16_384;
+    cfg.conn.send_buffer = 16_384;
+    cfg.conn.checksums = input.u8() & 1 == 1;
+    let mut now = std::time::Instant::now();
+    let mut st = Stack::new(cfg, now);
+    let _ = st.listen(server);
+    let client_key = u64::from(input.u32()) << 32 | u64::from(input.u32()) | 1;
+    let client_idsn = crypto::idsn(client_key);
+    let mut server_key: Option<u64> = None;
+    let mut subs: Vec<FuzzSubflow> = (0..3)
+        .map(|_| FuzzSubflow {
+            isn: input.u32(),
+            nonce: input.u32(),
+            ..FuzzSubflow::default()
+        })
+        .collect();
+    let client =
+        |k: usize| SocketAddr::new([10, 0, 0, 1].into(), 40000 + u16::try_from(k).unwrap_or(0));
+    let mut accepted: Option<ConnId> = None;
+    let mut read_at = 0u64;
+    let mut fell_back = false;
+    let (mut buf, mut scratch, mut payload) = (vec![0u8; 2048], vec![0u8; 4096], Vec::new());
+    let mut raw: Vec<u8> = Vec::new();
+    let mut steps = 0;
+    while !input.is_empty() && steps < 2048 {
+        steps += 1;
+        let sub = usize::from(input.u8() % 3);
+        let op = input.u8() % 10;
+        let sf = subs[sub].clone();
+        let mut seg = TcpRepr {
+            src_port: client(sub).port(),
+            dst_port: server.port(),
+            flags: TcpFlags(0),
+            seq_number: SeqNumber(sf.isn.wrapping_add(1)),
+            ack_number: sf.srv_isn.map(|i| SeqNumber(i.wrapping_add(1))),
+            window_len: 65_535,
+            ..TcpRepr::default()
+        };
+        payload.clear();
+        match op {
+            0 => {
+                // SYN: MP_CAPABLE on the first subflow, MP_JOIN on the others.
+                seg.flags = TcpFlags(TcpFlags::SYN);
+                seg.seq_number = SeqNumber(sf.isn);
+                seg.ack_number = None;
+                let o = if sub == 0 {
+                    MptcpOption::MpCapable(MpCapable {
+                        version: 1,
+                        flags: MpCapableFlags(input.u8() | MpCapableFlags::HMAC_SHA),
+                        keys: MpCapableKeys::None,
+                    })
+                } else {
+                    MptcpOption::MpJoin(MpJoin::Syn {
+                        backup: input.u8() & 1 == 1,
+                        address_id: input.u8(),
+                        token: server_key.map_or_else(|| input.u32(), crypto::token),
+                        nonce: sf.nonce,
+                    })
+                };
+                let _ = seg.mptcp.try_push(o);
+            }
+            1 => {
+                // The third ACK: both keys, or the MP_JOIN HMAC (right, or wrong).
+                seg.flags = TcpFlags(TcpFlags::ACK);
+                let o = if sub == 0 {
+                    MptcpOption::MpCapable(MpCapable {
+                        version: 1,
+                        flags: MpCapableFlags(MpCapableFlags::HMAC_SHA),
+                        keys: MpCapableKeys::Both {
+                            sender_key: client_key,
+                            receiver_key: server_key.unwrap_or(0),
+                        },
+                    })
+                } else {
+                    let hmac = if input.u8().trailing_zeros() >= 3 {
+                        [0x5a; 20]
+                    } else {
+                        crypto::join_hmac_160(
+                            client_key,
+                            server_key.unwrap_or(0),
+                            sf.nonce,
+                            sf.srv_nonce,
+                        )
+                    };
+                    MptcpOption::MpJoin(MpJoin::Ack { hmac })
+                };
+                let _ = seg.mptcp.try_push(o);
+            }
+            2 | 3 => {
+                // Data with its mapping: new bytes at the subflow's end, or a chunk again.
+                seg.flags = TcpFlags(TcpFlags::ACK);
+                let again = op == 3 && !sf.chunks.is_empty();
+                let (ssn, off, len) = if again {
+                    sf.chunks[usize::from(input.u8()) % sf.chunks.len()]
+                } else {
+                    let off = u64::from(input.u16()) % 60_000;
+                    let len = input.u16() % 1400 + 1;
+                    let ssn = sf.next_ssn.max(1);
+                    subs[sub].chunks.push((ssn, off, len));
+                    subs[sub].next_ssn = ssn.wrapping_add(u32::from(len));
+                    (ssn, off, len)
+                };
+                seg.seq_number = SeqNumber(sf.isn.wrapping_add(ssn));
+                payload.extend(
+                    (0..u32::from(len))
+                        .map(|i| stream_byte(u32::try_from(off).unwrap_or(0).wrapping_add(i))),
+                );
+                let dsn = client_idsn.wrapping_add(1).wrapping_add(off);
+                let checksum =
+                    (input.u8() & 1 == 1).then(|| crypto::dss_checksum(dsn, ssn, len, &payload));
+                let long = input.u8() & 1 == 1;
+                let _ = seg.mptcp.try_push(MptcpOption::Dss(Dss {
+                    data_fin: false,
+                    data_ack: None,
+                    mapping: Some(DssMapping {
+                        dsn: if long {
+                            DataSeqField::Long(dsn)
+                        } else {
+                            #[expect(clippy::cast_possible_truncation, reason = "low bits")]
+                            DataSeqField::Short(dsn as u32)
+                        },
+                        ssn,
+                        data_len: len,
+                        checksum,
+                    }),
+                }));
+            }
+            4 => {
+                // Any option at all, from raw bytes, on a pure ACK.
+                seg.flags = TcpFlags(TcpFlags::ACK);
+                let n = usize::from(input.u8() % 38) + 2;
+                raw.clear();
+                raw.extend([crate::wire::mptcp::KIND, u8::try_from(n).unwrap_or(2)]);
+                raw.extend((2..n).map(|_| input.u8()));
+                if let Ok(o) = MptcpOption::parse(&raw) {
+                    let _ = seg.mptcp.try_push(o);
+                }
+            }
+            5 => {
+                now += Duration::from_millis(u64::from(input.u8()) * 25);
+                st.handle_timeout(now);
+                assert!(
+                    st.poll_timeout().is_none_or(|t| t > now),
+                    "a timer is still due after handle_timeout"
+                );
+            }
+            6 => {
+                if accepted.is_none() {
+                    accepted = st.accept(server);
+                }
+                if let Some(id) = accepted {
+                    let n = usize::from(input.u16()) % scratch.len();
+                    let _ = st.write(id, &scratch[..n]);
+                }
+            }
+            7 => match (input.u8() % 3, accepted) {
+                (0, Some(id)) => st.close(id),
+                (1, Some(id)) => st.abort(id),
+                _ => {}
+            },
+            _ => {}
+        }
+        if matches!(op, 0..=4) {
+            seg.payload = &payload;
+            if seg.options_len() <= crate::wire::tcp::MAX_OPTIONS_LEN {
+                let mut pkt = vec![0u8; 20 + seg.buffer_len()];
+                let ip = Ipv4Repr {
+                    src_addr: [10, 0, 0, 1].into(),
+                    dst_addr: [10, 0, 0, 2].into(),
+                    protocol: crate::wire::ip::PROTOCOL_TCP,
+                    payload_len: seg.buffer_len(),
+                    ttl: 64,
+                    tos: 0,
+                    ident: 0,
+                    dont_frag: true,
+                };
+                ip.emit(&mut pkt);
+                seg.emit(&mut pkt[20..], client(sub).ip(), server.ip());
+                let _ = st.handle_packet(now, &pkt);
+            }
+        }
+        // What the server sent: learn its ISNs, key and join numbers.
+        let mut sent = 0;
+        while let Some(t) = st.poll_transmit(now, &mut buf) {
+            sent += 1;
+            assert!(sent < 10_000, "poll_transmit does not run dry");
+            let ip_pkt = Ipv4Packet::new_checked(&buf[..t.len])
+                .unwrap_or_else(|e| panic!("the stack sent an unreadable packet: {e}"));
+            let tcp_pkt = TcpPacket::new_checked(&buf[ip_pkt.header_len()..t.len])
+                .unwrap_or_else(|e| panic!("unreadable: {e}"));
+            let seg = TcpRepr::parse(&tcp_pkt, t.src, t.dst, true)
+                .unwrap_or_else(|e| panic!("the stack sent a bad segment: {e}"));
+            let Some(j) = (0..3).find(|&j| client(j).port() == seg.dst_port) else {
+                continue;
+            };
+            if seg.flags.contains(TcpFlags::SYN) {
+                subs[j].srv_isn = Some(seg.seq_number.0);
+                for o in &seg.mptcp {
+                    match o {
+                        MptcpOption::MpCapable(m) => server_key = m.sender_key().or(server_key),
+                        MptcpOption::MpJoin(MpJoin::SynAck { nonce, .. }) => {
+                            subs[j].srv_nonce = *nonce;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        while let Some(ev) = st.poll_event() {
+            if let StackEvent::Conn(_, ConnEvent::Fallback) = ev {
+                fell_back = true;
+            }
+        }
+        // The application reads and checks.
+        if let Some(id) = accepted.or_else(|| st.accept(server)) {
+            accepted = Some(id);
+            while let Ok(n) = st.read(id, &mut scratch) {
+                if n == 0 {
+                    break;
+                }
+                if !fell_back {
+                    for (i, &b) in scratch[..n].iter().enumerate() {
+                        let at = read_at + i as u64;
+                        assert_eq!(
+                            b,
+                            stream_byte(u32::try_from(at).unwrap_or(0)),
+                            "data-level byte {at} is wrong"
+                        );
+                    }
+                }
+                read_at += n as u64;
+            }
+        }
+        assert!(st.connection_count() <= 8, "connections pile up");
+        assert!(st.endpoint().connection_count() <= 16, "subflows pile up");
+    }
+}

@@ -80,3 +80,8 @@ fn ipv6_corpus() {
 fn tcp_connection_corpus() {
     run("tcp_connection", fuzzing::tcp_connection);
 }
+
+#[test]
+fn mptcp_connection_corpus() {
+    run("mptcp_connection", fuzzing::mptcp_connection);
+}

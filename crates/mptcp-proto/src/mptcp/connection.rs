@@ -140,7 +140,7 @@ pub(crate) struct Subflow {
     /// The peer sent a DSS on it.
     pub peer_dss: bool,
     /// Mappings that came before the peer's key.
-    pub early_maps: Vec<(bool, DssMapping)>,
+    pub early_maps: Vec<(bool, DssMapping, Option<u64>)>,
 }
 
 impl Subflow {
@@ -280,7 +280,7 @@ pub(crate) struct MpConn {
     pub events: VecDeque<ConnEvent>,
     pub stats: ConnStats,
     /// Mappings to take once the peer's key is known (subflow, `DATA_FIN`, mapping).
-    pending_maps: Vec<(usize, bool, DssMapping)>,
+    pending_maps: Vec<(usize, bool, DssMapping, Option<u64>)>,
     /// Nagle's algorithm off on every subflow.
     pub nodelay: bool,
     /// Our `DATA_FIN` waits for joins in their handshake until then.
@@ -850,7 +850,14 @@ impl MpConn {
 
     /// The MPTCP options of `seg`, which subflow `i` just took (the TCP layer has processed
     /// it). Returns whether the subflow must be reset.
-    pub fn on_segment(&mut self, now: Instant, ep: &mut Endpoint, i: usize, seg: &TcpRepr<'_>) {
+    pub fn on_segment(
+        &mut self,
+        now: Instant,
+        ep: &mut Endpoint,
+        i: usize,
+        seg: &TcpRepr<'_>,
+        payload_at: Option<u64>,
+    ) {
         let nodelay = self.nodelay;
         if self.fallen_back || matches!(self.state, ConnState::Closed(_)) {
             return;
@@ -861,12 +868,12 @@ impl MpConn {
             match o {
                 MptcpOption::MpCapable(mpc) => {
                     saw_mpc = true;
-                    self.on_mp_capable(i, seg, mpc);
+                    self.on_mp_capable(i, seg, mpc, payload_at);
                 }
                 MptcpOption::MpJoin(j) => self.on_mp_join(now, ep, i, j),
                 MptcpOption::Dss(dss) => {
                     saw_dss = true;
-                    self.on_dss(now, ep, i, seg, dss);
+                    self.on_dss(now, ep, i, seg, dss, payload_at);
                 }
                 MptcpOption::MpFastclose(fc) if fc.receiver_key == self.local_key => {
                     for sf in &mut self.subflows {
@@ -888,8 +895,8 @@ impl MpConn {
                 _ => {}
             }
         }
-        for (j, fin, m) in std::mem::take(&mut self.pending_maps) {
-            self.on_mapping(ep, j, fin, m);
+        for (j, fin, m, at) in std::mem::take(&mut self.pending_maps) {
+            self.on_mapping(ep, j, fin, m, at);
         }
         let Some(sf) = self.subflows.get(i) else {
             return;
@@ -1010,7 +1017,13 @@ impl MpConn {
         }
     }
 
-    fn on_mp_capable(&mut self, i: usize, seg: &TcpRepr<'_>, mpc: &MpCapable) {
+    fn on_mp_capable(
+        &mut self,
+        i: usize,
+        seg: &TcpRepr<'_>,
+        mpc: &MpCapable,
+        payload_at: Option<u64>,
+    ) {
         if mpc.version != 1 {
             return;
         }
@@ -1033,16 +1046,19 @@ impl MpConn {
                     if self.remote_key.is_none() {
                         self.set_remote_key(k);
                         if let Some(sf) = self.subflows.get_mut(i) {
-                            for (fin, m) in std::mem::take(&mut sf.early_maps) {
-                                self.pending_maps.push((i, fin, m));
+                            for (fin, m, at) in std::mem::take(&mut sf.early_maps) {
+                                self.pending_maps.push((i, fin, m, at));
                             }
                         }
                     }
                 }
             }
-            if let MpCapableKeys::WithData {
-                data_len, checksum, ..
-            } = mpc.keys
+            if let (
+                MpCapableKeys::WithData {
+                    data_len, checksum, ..
+                },
+                Some(0),
+            ) = (mpc.keys, payload_at)
             {
                 // The first data: DSN IDSN + 1, subflow sequence number 1 (§3.1).
                 let m = RecvMapping {
@@ -1129,7 +1145,15 @@ impl MpConn {
         }
     }
 
-    fn on_dss(&mut self, now: Instant, ep: &mut Endpoint, i: usize, seg: &TcpRepr<'_>, dss: &Dss) {
+    fn on_dss(
+        &mut self,
+        now: Instant,
+        ep: &mut Endpoint,
+        i: usize,
+        seg: &TcpRepr<'_>,
+        dss: &Dss,
+        payload_at: Option<u64>,
+    ) {
         let nodelay = self.nodelay;
         // A DSS on a join initiator's subflow is the fourth ACK's sign: the peer took it.
         if let Some(sf) = self.subflows.get_mut(i) {
@@ -1153,12 +1177,12 @@ impl MpConn {
                 // Its DSN is relative to a key not known yet: kept until it comes (§3.1).
                 if let Some(sf) = self.subflows.get_mut(i) {
                     if sf.early_maps.len() < 64 {
-                        sf.early_maps.push((dss.data_fin, m));
+                        sf.early_maps.push((dss.data_fin, m, payload_at));
                     }
                 }
                 return;
             }
-            self.on_mapping(ep, i, dss.data_fin, m);
+            self.on_mapping(ep, i, dss.data_fin, m, payload_at);
         }
     }
 
@@ -1211,7 +1235,14 @@ impl MpConn {
         let _ = now;
     }
 
-    fn on_mapping(&mut self, ep: &mut Endpoint, i: usize, data_fin: bool, m: DssMapping) {
+    fn on_mapping(
+        &mut self,
+        ep: &mut Endpoint,
+        i: usize,
+        data_fin: bool,
+        m: DssMapping,
+        payload_at: Option<u64>,
+    ) {
         let base = self.remote_idsn.wrapping_add(1);
         let dsn = match m.dsn {
             DataSeqField::Long(v) => v,
@@ -1242,6 +1273,12 @@ impl MpConn {
             return;
         };
         let sf_off = expand32(m.ssn.wrapping_sub(1), sf.read);
+        // A mapping counts only with data of its own that the subflow takes, and only if it
+        // covers that data's first byte (§3.3.1): one that came with data the subflow
+        // dropped, or that points elsewhere, could map bytes it never carried.
+        if !payload_at.is_some_and(|at| sf_off <= at && at < sf_off + len) {
+            return;
+        }
         let r = sf.recv_maps.insert(RecvMapping {
             sf_off,
             data_off,

@@ -432,12 +432,26 @@ impl Stack {
             })?;
         self.ep.count_packet_in();
         self.inner.pending = None;
+        // Where the payload lands in its subflow, if the subflow will take it.
+        let local = SocketAddr::new(dst, seg.dst_port);
+        let remote = SocketAddr::new(src, seg.src_port);
+        let payload_at = self
+            .ep
+            .lookup(local, remote)
+            .and_then(|h| self.ep.conn(h))
+            .and_then(|c| {
+                c.acceptable_payload(
+                    seg.seq_number,
+                    seg.flags.contains(crate::wire::tcp::TcpFlags::SYN),
+                    seg.payload.len(),
+                )
+            });
         let h = self
             .ep
             .handle_segment_with(now, src, dst, &seg, &mut self.inner);
         let pending = self.inner.pending.take();
         if let Some(h) = h {
-            self.after_segment(now, h, &seg, pending);
+            self.after_segment(now, h, &seg, pending, payload_at);
         }
         self.pump(now);
         Ok(h.and_then(|h| self.inner.by_subflow.get(&h).copied()))
@@ -449,12 +463,13 @@ impl Stack {
         h: ConnHandle,
         seg: &TcpRepr<'_>,
         pending: Option<PendingSyn>,
+        payload_at: Option<u64>,
     ) {
         if let Some(&id) = self.inner.by_subflow.get(&h) {
             let Self { ep, inner } = self;
             if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
                 if let Some(i) = c.subflow_of(h) {
-                    c.on_segment(now, ep, i, seg);
+                    c.on_segment(now, ep, i, seg, payload_at);
                 }
             }
             inner.collect(id);
@@ -524,7 +539,7 @@ impl Stack {
                     let id = self.inner.insert(c, h);
                     let Self { ep, inner } = self;
                     if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
-                        c.on_segment(now, ep, 0, seg);
+                        c.on_segment(now, ep, 0, seg, payload_at);
                     }
                     inner.collect(id);
                     return;

@@ -762,6 +762,19 @@ impl Connection {
         clippy::cast_possible_wrap,
         reason = "the signed distance is the point"
     )]
+    /// The stream offset of the first payload byte of a segment at `seq` with `len` bytes,
+    /// if some of it falls in the receive window now (what the MPTCP layer asks before the
+    /// segment is handled: a mapping counts only on data the subflow takes).
+    pub(crate) fn acceptable_payload(&self, seq: SeqNumber, syn: bool, len: usize) -> Option<u64> {
+        if len == 0 || !self.state.is_synchronized() && self.state != State::SynReceived {
+            return None;
+        }
+        let start = self.seq_offset(seq) + i64::from(syn);
+        let end = start + len as i64;
+        let right = self.rcv_adv.max(self.rcv_nxt + self.recv.window() as u64) as i64;
+        (end > self.rcv_nxt as i64 && start < right && start >= 1).then(|| (start - 1) as u64)
+    }
+
     fn seq_offset(&self, seq: SeqNumber) -> i64 {
         self.rcv_nxt as i64 + i64::from(seq.since(self.rcv_seq(self.rcv_nxt)) as i32)
     }
