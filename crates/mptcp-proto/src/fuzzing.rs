@@ -557,7 +557,11 @@ pub fn mptcp_connection(data: &[u8]) {
                 st.handle_timeout(now);
                 assert!(
                     st.poll_timeout().is_none_or(|t| t > now),
-                    "a timer is still due after handle_timeout"
+                    "a timer is still due after handle_timeout: ep {:?} stack {:?}",
+                    st.endpoint()
+                        .poll_timeout()
+                        .map(|t| now.saturating_duration_since(t)),
+                    st.poll_timeout().map(|t| now.saturating_duration_since(t))
                 );
             }
             6 => {

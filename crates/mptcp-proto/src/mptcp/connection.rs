@@ -1855,6 +1855,17 @@ impl MpConn {
             }
         }
         self.schedule(now, ep);
+        if self.fin_hold_until.is_some_and(|t| t <= now) {
+            self.fin_hold_until = None;
+        }
+        // A DATA_FIN that could not go (held for joins, or the connection changed meanwhile)
+        // is looked at again later, not at once.
+        if self.fin_rtx_at.is_some_and(|t| t <= now) {
+            self.fin_rtx_at = (self.state == ConnState::Established
+                && self.fin_queued
+                && self.snd_una <= self.send.end())
+            .then(|| now + self.fin_rto);
+        }
     }
 
     /// Subflow figures for `status`.
