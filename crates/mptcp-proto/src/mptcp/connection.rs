@@ -285,6 +285,10 @@ pub(crate) struct MpConn {
     pub nodelay: bool,
     /// Our `DATA_FIN` waits for joins in their handshake until then.
     fin_hold_until: Option<Instant>,
+    /// The scheduler's copy of the bytes it hands a subflow, and the bytes read out of
+    /// subflows (kept between calls).
+    scratch: Vec<u8>,
+    rx_scratch: Vec<u8>,
     /// Client: joins will be opened once MPTCP is fully established.
     pub expect_joins: bool,
     /// Plain TCP on the first subflow (from the start, or since a fall back); stays so once
@@ -359,6 +363,8 @@ impl MpConn {
             pending_maps: Vec::new(),
             nodelay: false,
             fin_hold_until: None,
+            scratch: Vec::new(),
+            rx_scratch: Vec::new(),
             expect_joins: false,
             fallen_back: false,
             signals: VecDeque::new(),
@@ -1370,7 +1376,8 @@ impl MpConn {
             return;
         }
         let before = self.recv.readable();
-        let mut buf = [0u8; 16 * 1024];
+        let mut buf = std::mem::take(&mut self.rx_scratch);
+        buf.resize(16 * 1024, 0);
         for i in 0..self.subflows.len() {
             loop {
                 let sf = &mut self.subflows[i];
@@ -1431,6 +1438,7 @@ impl MpConn {
                 sf.recv_maps.prune(sf.read);
             }
         }
+        self.rx_scratch = buf;
         if let Some(fin) = self.peer_fin {
             if !self.peer_fin_seen_in_order && self.recv.next() == fin {
                 self.peer_fin_seen_in_order = true;
@@ -1589,7 +1597,7 @@ impl MpConn {
             return;
         }
         self.check_stalls(ep);
-        let mut buf = vec![0u8; 0];
+        let mut buf = std::mem::take(&mut self.scratch);
         loop {
             // Reinjections first, then new data.
             let (start, end, from) = if let Some(&(s, e, from)) = self.reinject.front() {
@@ -1611,7 +1619,7 @@ impl MpConn {
             };
             let mss = ep
                 .conn(self.subflows[i].handle)
-                .map_or(1400, |c| c.stats().send_mss.max(1));
+                .map_or(1400, |c| c.send_mss().max(1));
             let mut cap = MAX_MAPPING;
             if self.role == Role::Client && !self.fully_established && self.subflows[i].initial {
                 cap = mss; // the first data rides with MP_CAPABLE: one segment's worth
@@ -1621,8 +1629,11 @@ impl MpConn {
                 break;
             }
             #[expect(clippy::cast_possible_truncation, reason = "at most one mapping")]
-            buf.resize(n as usize, 0);
-            let got = self.send.read_at(start, &mut buf);
+            let n = n as usize;
+            if buf.len() < n {
+                buf.resize(n, 0);
+            }
+            let got = self.send.read_at(start, &mut buf[..n]);
             if got == 0 {
                 // Acknowledged meanwhile.
                 self.reinject.pop_front();
@@ -1666,6 +1677,7 @@ impl MpConn {
                 self.snd_nxt = start + w;
             }
         }
+        self.scratch = buf;
         // The `DATA_FIN`, once every byte was handed out (§3.3.3), and once the joins just
         // opened are through their handshakes: Linux refuses joins to a connection the peer
         // has half-closed, so a client that sends nothing would otherwise never get its
@@ -1742,8 +1754,8 @@ impl MpConn {
             let Some(c) = ep.conn(sf.handle) else {
                 continue;
             };
-            let st = c.stats();
-            let acked = st.bytes_acked;
+            let (timeouts, acked) = c.progress();
+            let unacked = c.unacked();
             let sf_acked = self.subflows[i].written - c.send_buffered() as u64;
             let sf = &mut self.subflows[i];
             sf.send_maps.prune(sf_acked);
@@ -1754,9 +1766,9 @@ impl MpConn {
                     m.reinjected = false;
                 }
             }
-            if st.timeouts > sf.timeouts_seen {
-                sf.timeouts_seen = st.timeouts;
-                if st.unacked > 0 {
+            if timeouts > sf.timeouts_seen {
+                sf.timeouts_seen = timeouts;
+                if unacked > 0 {
                     sf.stale = true;
                     let others = self
                         .subflows
@@ -1786,17 +1798,16 @@ impl MpConn {
             if !matches!(c.state(), State::Established | State::CloseWait) {
                 continue;
             }
-            let st = c.stats();
             // Enough to fill the congestion window and a little more: the subflow must stay
             // limited by its window (or it will not grow it) without holding much that a
             // dying line would take with it.
             let queued = c.send_buffered() as u64;
-            let room = (st.cwnd + 2 * st.send_mss).saturating_sub(queued);
+            let room = (c.cwnd() + 2 * c.send_mss()).saturating_sub(queued);
             let room = room.min(c.send_capacity_left() as u64);
             if room == 0 {
                 continue;
             }
-            let rtt = st.srtt.unwrap_or(Duration::from_millis(100));
+            let rtt = c.srtt().unwrap_or(Duration::from_millis(100));
             let slot = if Some(i) == avoid {
                 &mut fallback_choice
             } else {

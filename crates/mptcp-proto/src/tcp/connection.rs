@@ -555,6 +555,25 @@ impl Connection {
         self.cc.window()
     }
 
+    /// Payload bytes of a full segment we send (without building all of [`Stats`]).
+    #[must_use]
+    pub fn send_mss(&self) -> u64 {
+        self.smss()
+    }
+
+    /// Retransmission timeouts so far and payload bytes the peer acknowledged: how the MPTCP
+    /// layer tells a stalled subflow from a working one, per packet, cheaply.
+    #[must_use]
+    pub fn progress(&self) -> (u64, u64) {
+        (self.stats.timeouts, self.stats.bytes_acked)
+    }
+
+    /// Bytes sent and not yet acknowledged.
+    #[must_use]
+    pub fn unacked(&self) -> u64 {
+        self.snd_max - self.snd_una
+    }
+
     /// The smoothed round-trip time, once measured.
     #[must_use]
     pub fn srtt(&self) -> Option<Duration> {
