@@ -320,8 +320,8 @@ pub struct ConnectArgs {
     /// silent for three intervals (no answer, no packet received) is given up. `0` turns probes off [default: 50ms].
     #[arg(long, value_name = "TIME")]
     pub probe_interval: Option<String>,
-    /// Data plane: `kernel`, or `user` (mpbond's own TCP engine on a TUN device of its own,
-    /// plain TCP so far; needs root).
+    /// Data plane: `kernel`, or `user` (mpbond's own TCP and MPTCP engine on a TUN device of
+    /// its own; IPv4; needs root).
     #[arg(long, value_enum, default_value = "kernel")]
     pub stack: Stack,
 }
@@ -339,8 +339,8 @@ pub struct ListenArgs {
     /// host's MPTCP path management to mpbond while running (needs root).
     #[arg(long, value_name = "ADDR")]
     pub announce: Vec<std::net::IpAddr>,
-    /// Data plane: `kernel`, or `user` (mpbond's own TCP engine on a TUN device of its own,
-    /// plain TCP so far; needs root).
+    /// Data plane: `kernel`, or `user` (mpbond's own TCP and MPTCP engine on a TUN device of
+    /// its own; IPv4; needs root).
     #[arg(long, value_enum, default_value = "kernel")]
     pub stack: Stack,
 }

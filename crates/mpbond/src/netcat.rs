@@ -286,13 +286,13 @@ pub async fn listen(
     };
     if stack == crate::stack::Stack::User {
         use tokio::signal::unix::{SignalKind, signal};
-        if !announce.is_empty() {
-            bail!("--announce needs MPTCP, which the user-space stack does not speak yet");
+        if !announce.is_empty() && !mptcp {
+            bail!("--announce needs MPTCP (drop --tcp)");
         }
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         return tokio::select! {
-            r = listen_user(addr, mptcp) => r,
+            r = listen_user(addr, mptcp, announce) => r,
             _ = term.recv() => bail!("terminated"),
             _ = int.recv() => bail!("interrupted"),
         };
@@ -364,7 +364,7 @@ async fn connect_user(args: ConnectArgs) -> Result<()> {
 }
 
 /// `listen --stack user`: the host's port goes to the engine; one connection is served.
-async fn listen_user(addr: SocketAddr, mptcp: bool) -> Result<()> {
+async fn listen_user(addr: SocketAddr, mptcp: bool, announce: Vec<std::net::IpAddr>) -> Result<()> {
     use crate::stack::user::{UserStack, UserStackConfig};
     if addr.is_ipv6() {
         bail!(
@@ -380,6 +380,14 @@ async fn listen_user(addr: SocketAddr, mptcp: bool) -> Result<()> {
     let l = stack
         .listen(addr.port())
         .with_context(|| format!("cannot listen on {addr}"))?;
+    // The host's own addresses are announced (the engine's 198.18.x ones never are): the
+    // host maps the port on every address of its own to the engine.
+    for ip in announce {
+        if ip.is_ipv6() {
+            bail!("--announce {ip}: the user-space stack reaches IPv4 peers only so far");
+        }
+        stack.announce(ip);
+    }
     info!(%addr, tun = %stack.ifname(), "listening");
     let (stream, peer) = l.accept().await.context("accept")?;
     debug!(%peer, "connected");

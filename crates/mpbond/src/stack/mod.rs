@@ -24,7 +24,7 @@ pub enum Stack {
     /// The Linux kernel's MPTCP.
     #[default]
     Kernel,
-    /// mpbond's own engine over a TUN device (plain TCP so far).
+    /// mpbond's own engine (TCP and MPTCP) over a TUN device.
     User,
 }
 

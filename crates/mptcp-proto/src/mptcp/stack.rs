@@ -709,13 +709,11 @@ impl Stack {
                     .announce
                     .iter()
                     .filter(|a| Some(a.ip()) != local.map(|l| l.ip()))
+                    // Port 0: the connection's port, which the option then leaves out
+                    // (§3.4.1: a port only when it differs).
                     .map(|a| {
-                        let port = if a.port() == 0 {
-                            local.map_or(0, |l| l.port())
-                        } else {
-                            a.port()
-                        };
-                        SocketAddr::new(a.ip(), port)
+                        let same = local.is_some_and(|l| l.port() == a.port());
+                        SocketAddr::new(a.ip(), if same { 0 } else { a.port() })
                     })
                     .collect();
                 let addrs: Vec<(u8, SocketAddr)> = wanted

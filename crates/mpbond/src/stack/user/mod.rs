@@ -204,6 +204,15 @@ impl UserStack {
         Ok(stream)
     }
 
+    /// Announces the host's address `ip` (`ADD_ADDR`) on every MPTCP connection the engine
+    /// serves, with the connection's port.
+    pub fn announce(&self, ip: IpAddr) {
+        let mut g = self.shared.lock();
+        g.ep.announce(Instant::now(), SocketAddr::new(ip, 0));
+        drop(g);
+        self.shared.kick.notify_one();
+    }
+
     /// Listens on `port` of the engine's addresses (the host maps its own addresses' port
     /// there, see [`UserStackConfig::listen`]).
     pub fn listen(&self, port: u16) -> io::Result<UserListener> {
