@@ -78,3 +78,104 @@ fn a_simulated_trace_reads_in_mpbond_decode_and_tshark() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// An MPTCP run of the engine in the simulator — two paths, checksums on, an address
+/// announced and joined, a segment lost and sent again — reads in `mpbond decode` with every
+/// token, HMAC and checksum right, and tshark's MPTCP analysis (mappings and inter-subflow
+/// analysis on) raises no warning.
+#[test]
+fn a_simulated_mptcp_trace_checks_out_in_mpbond_decode_and_tshark() {
+    use mptcp_proto::mptcp::{Path, Stack, StackConfig};
+    use mptcp_sim::apps::mptcp::{MpSend, MpSink};
+    use std::net::{IpAddr, SocketAddr};
+
+    let path = std::env::temp_dir().join(format!("mpbond-sim-mptcp-{}.pcap", std::process::id()));
+    {
+        let mut cfg = StackConfig::default();
+        cfg.conn.checksums = true;
+        let mut sim: Sim<Stack> = Sim::build("mptcp-trace", 5, cfg);
+        sim.trace_to(&path).unwrap();
+        let c = sim.add_host("client");
+        let s = sim.add_host("server");
+        let line = |rtt| LinkParams::bdp_queue(10.0, Duration::from_millis(rtt));
+        let (a0, a1) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 1, 1]));
+        let (s0, s1) = (IpAddr::from([10, 9, 9, 9]), IpAddr::from([10, 9, 9, 10]));
+        sim.link(c, a0, s, s0, line(20), line(20));
+        sim.link(c, a1, s, s0, line(40), line(40));
+        sim.link(c, a0, s, s1, line(30), line(30));
+        // The 20th data segment on the first path is lost once.
+        let mut data = 0;
+        sim.set_filter(
+            0,
+            0,
+            Box::new(move |_, p| {
+                if p.payload_len > 0 {
+                    data += 1;
+                }
+                p.payload_len > 0 && data == 20
+            }),
+        );
+        let to = SocketAddr::new(s0, 80);
+        let sink = MpSink::listen(to, 3);
+        let got = sink.state();
+        sim.set_app(s, sink);
+        sim.with_endpoint(s, |now, st| st.announce(now, SocketAddr::new(s1, 0)));
+        let paths = [a0, a1]
+            .into_iter()
+            .map(|local| Path {
+                local,
+                backup: false,
+            })
+            .collect();
+        sim.set_app(c, MpSend::new(paths, to, 2_000_000, 3));
+        assert!(sim.run_until(|_| got.borrow().finished, Duration::from_secs(20)));
+        sim.run_for(Duration::from_secs(1));
+        assert!(got.borrow().intact(2_000_000));
+    }
+    let summary = mpbond::decode::decode(std::fs::File::open(&path).unwrap(), |_| {}).unwrap();
+    assert!(summary.malformed.is_empty(), "{:?}", summary.malformed);
+    assert_eq!(summary.connections.len(), 1, "one MPTCP connection");
+    let conn = &summary.connections[0];
+    assert!(conn.checksums, "checksums negotiated");
+    assert!(
+        conn.subflows.len() >= 3,
+        "the first subflow, a line's join and the announced address's: {:?}",
+        conn.subflows
+    );
+    assert_eq!(summary.checks.failed, 0, "{:?}", summary.checks.failures);
+    assert!(summary.checks.passed > 100, "{:?}", summary.checks);
+    if Command::new("tshark").arg("-v").output().is_err() {
+        eprintln!("SKIPPED the tshark half: tshark is not installed");
+    } else {
+        // Wireshark's MPTCP warnings, with its mapping analysis on.
+        let warnings = "mptcp.connection.echoed_key_mismatch || mptcp.connection.missing_algorithm \
+            || mptcp.connection.unsupported_algorithm || mptcp.dss.infinite_mapping \
+            || (mptcp.dss.missing_mapping && tcp.len > 0)";
+        let run = |filter: &str| {
+            let out = Command::new("tshark")
+                .args(["-r"])
+                .arg(&path)
+                .args([
+                    "-o",
+                    "mptcp.analyze_mappings:TRUE",
+                    "-o",
+                    "mptcp.intersubflows_retransmission:TRUE",
+                    "-o",
+                    "mptcp.analyze_mptcp:TRUE",
+                    "-Y",
+                    filter,
+                    "-T",
+                    "fields",
+                    "-e",
+                    "frame.number",
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "tshark failed: {out:?}");
+            String::from_utf8_lossy(&out.stdout).lines().count()
+        };
+        assert!(run("tcp.options.mptcp.subtype == 2") > 1000, "tshark sees the DSS options");
+        assert_eq!(run(warnings), 0, "tshark warns about MPTCP ({warnings})");
+    }
+    let _ = std::fs::remove_file(&path);
+}
