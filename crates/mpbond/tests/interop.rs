@@ -76,6 +76,20 @@ fn mptcp_mib(lab: &TestLab, role: Role) -> HashMap<String, u64> {
         .collect()
 }
 
+/// The counters that moved, and by how much.
+fn moved(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, v)| {
+            (
+                k.trim_start_matches("MPTcpExt").to_owned(),
+                v - before.get(k).unwrap_or(&0),
+            )
+        })
+        .collect()
+}
+
 fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, k: &str) -> u64 {
     let key = format!("MPTcpExt{k}");
     after.get(&key).copied().unwrap_or(0) - before.get(&key).copied().unwrap_or(0)
@@ -147,8 +161,26 @@ fn our_client_against_a_kernel_server_carries_64_mib_each_way_over_both_lines() 
     let (want, _) = file_sha256(&file).unwrap();
     let vps = lab.info().vps_line_addr("dsl", false).unwrap();
     let target = format!("{vps}:5000");
-    for direction in [Direction::Download, Direction::Upload] {
-        let name = format!("{direction:?}").to_lowercase();
+    // The last run with DSS checksums: the kernel asks for them (flag A), so both sides
+    // compute and check them; one we got wrong would show as DataCsumErr or MPFailRx.
+    for (direction, checksums) in [
+        (Direction::Download, false),
+        (Direction::Upload, false),
+        (Direction::Upload, true),
+    ] {
+        sh(
+            &lab,
+            Role::Vps,
+            &format!(
+                "sysctl -qw net.mptcp.checksum_enabled={}",
+                u8::from(checksums)
+            ),
+        );
+        let name = format!(
+            "{}{}",
+            format!("{direction:?}").to_lowercase(),
+            if checksums { "-checksums" } else { "" }
+        );
         let before = mptcp_mib(&lab, Role::Vps);
         let stats_before = lab.stats();
         let out = dir.0.join(&name);
@@ -171,14 +203,7 @@ fn our_client_against_a_kernel_server_carries_64_mib_each_way_over_both_lines() 
         eprintln!(
             "{name}: {:.1} Mbit/s; lines {lines:?}; kernel counters moved: {:?}",
             t.bps() / 1e6,
-            after
-                .iter()
-                .filter(|(k, v)| before.get(*k) != Some(v))
-                .map(|(k, v)| (
-                    k.trim_start_matches("MPTcpExt"),
-                    v - before.get(k).unwrap_or(&0)
-                ))
-                .collect::<Vec<_>>()
+            moved(&before, &after)
         );
         for k in [
             "MPCapableSYNRX",
@@ -260,14 +285,7 @@ fn a_kernel_client_against_our_server_carries_64_mib_each_way_over_both_lines() 
         eprintln!(
             "{name}: {:.1} Mbit/s; lines {lines:?}; kernel counters moved: {:?}",
             t.bps() / 1e6,
-            after
-                .iter()
-                .filter(|(k, v)| before.get(*k) != Some(v))
-                .map(|(k, v)| (
-                    k.trim_start_matches("MPTcpExt"),
-                    v - before.get(k).unwrap_or(&0)
-                ))
-                .collect::<Vec<_>>()
+            moved(&before, &after)
         );
         for k in ["MPCapableSYNACKRX", "MPJoinSynAckRx"] {
             assert!(

@@ -174,7 +174,10 @@ fn a_simulated_mptcp_trace_checks_out_in_mpbond_decode_and_tshark() {
             assert!(out.status.success(), "tshark failed: {out:?}");
             String::from_utf8_lossy(&out.stdout).lines().count()
         };
-        assert!(run("tcp.options.mptcp.subtype == 2") > 1000, "tshark sees the DSS options");
+        assert!(
+            run("tcp.options.mptcp.subtype == 2") > 1000,
+            "tshark sees the DSS options"
+        );
         assert_eq!(run(warnings), 0, "tshark warns about MPTCP ({warnings})");
     }
     let _ = std::fs::remove_file(&path);
