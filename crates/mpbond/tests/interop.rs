@@ -19,6 +19,8 @@ use mpbond::lab::transfer::{Direction, file_sha256, transfer};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
 const LEN: usize = 64 << 20;
+/// The upload whose busiest line is cut.
+const SIZE: usize = 24 << 20;
 
 struct TempDir(PathBuf);
 
@@ -307,5 +309,69 @@ fn a_kernel_client_against_our_server_carries_64_mib_each_way_over_both_lines() 
             );
         }
         let _ = std::fs::remove_file(&out);
+    }
+}
+
+#[test]
+fn our_client_loses_no_byte_when_its_busiest_line_is_blackholed_mid_upload() {
+    if skip_unless_root("our_client_loses_no_byte_when_its_busiest_line_is_blackholed_mid_upload") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &[]);
+    sh(
+        &lab,
+        Role::Vps,
+        "ip mptcp limits set subflows 4 add_addr_accepted 4",
+    );
+    let dir = TempDir::new("blackhole");
+    let file = dir.0.join("data");
+    write_file(&file, SIZE, 11);
+    let (want, _) = file_sha256(&file).unwrap();
+    let vps = lab.info().vps_line_addr("dsl", false).unwrap();
+    let target = format!("{vps}:5000");
+    let before = mptcp_mib(&lab, Role::Vps);
+    let start = lab.stats();
+    let out = dir.0.join("upload");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let t = std::thread::scope(|s| {
+        // Once a quarter of the file went up, dsl (the busier line) drops everything.
+        let cutter = s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let up: u64 = line_bytes(&lab, &start, true).iter().map(|l| l.1).sum();
+                if up > (SIZE as u64) / 4 {
+                    lab.set_state("dsl", mpbond::lab::LineState::Blackhole);
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            false
+        });
+        let t = transfer(
+            lab.info(),
+            Path::new(EXE),
+            Role::Vps,
+            &["--stack", "kernel", "0.0.0.0:5000"],
+            Role::Gw,
+            &["--stack", "user", "--wan", "dsl", "--wan", "lte", &target],
+            Direction::Upload,
+            &file,
+            &out,
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(cutter.join().unwrap(), "the transfer ended before the cut");
+        t
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(t.bytes, SIZE as u64, "every byte arrived");
+    assert_eq!(t.sha256, want, "what arrived is what was sent");
+    let after = mptcp_mib(&lab, Role::Vps);
+    eprintln!(
+        "{:.1} Mbit/s over the whole upload; lines {:?}; kernel counters moved: {:?}",
+        t.bps() / 1e6,
+        line_bytes(&lab, &start, true),
+        moved(&before, &after)
+    );
+    for k in ERRORS {
+        assert_eq!(delta(&before, &after, k), 0, "the kernel counted {k}");
     }
 }
