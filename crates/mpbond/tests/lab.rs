@@ -434,7 +434,13 @@ fn topology_routes_lan_to_web_and_keeps_lines_apart() {
             - before.line(name).unwrap().upstream.delivered_packets
     };
     assert!(crossed("lte") >= 11, "pings did not cross lte");
-    assert_eq!(crossed("dsl"), 0, "pings to lte's address crossed dsl");
+    // Eleven pings went; the host's own chatter (IPv6 neighbour discovery, MLD reports) may
+    // put a packet or two on dsl meanwhile (CI once saw one), the pings would put eleven.
+    assert!(
+        crossed("dsl") <= 2,
+        "pings to lte's address crossed dsl: {} packets",
+        crossed("dsl")
+    );
 }
 
 #[test]
