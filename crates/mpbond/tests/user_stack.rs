@@ -9,11 +9,10 @@
     reason = "a test fails loudly on the first surprise"
 )]
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mpbond::lab::Role;
-use mpbond::lab::testing::{TestLab, skip_unless_root};
+use mpbond::lab::testing::{TempDir, TestLab, skip_unless_root, write_random_file};
 use mpbond::lab::transfer::{Direction, file_sha256, transfer};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
@@ -22,42 +21,6 @@ const LEN: usize = 64 << 20;
 const VPS: &str = "10.1.0.1";
 /// The gw's address on the line.
 const GW: &str = "10.1.0.2";
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("mpbond-user-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `len` bytes of a xorshift stream: incompressible and reproducible.
-fn write_file(path: &Path, len: usize, seed: u64) {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = seed | 1;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let b = x.to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
-        }
-        let n = left.min(buf.len());
-        f.write_all(&buf[..n]).unwrap();
-        left -= n;
-    }
-}
 
 fn sh(lab: &TestLab, role: Role, cmd: &str) -> String {
     let out = lab.cmd(role, "sh").args(["-c", cmd]).output().unwrap();
@@ -80,9 +43,9 @@ fn connect_and_listen_on_the_user_stack_carry_64_mib_both_ways_with_a_kernel_pee
         return;
     }
     let lab = TestLab::up(EXE, &["wan:50mbit:20ms"]);
-    let dir = TempDir::new("both-ways");
-    let file = dir.0.join("data");
-    write_file(&file, LEN, 7);
+    let dir = TempDir::new("user-both-ways");
+    let file = dir.path("data");
+    write_random_file(&file, LEN, 7);
     let (want, _) = file_sha256(&file).unwrap();
     let exe = Path::new(EXE);
     let kernel_listen = ["--stack", "kernel", "--tcp", "0.0.0.0:5000"];
@@ -122,7 +85,7 @@ fn connect_and_listen_on_the_user_stack_carry_64_mib_both_ways_with_a_kernel_pee
         ),
     ];
     for (name, server, listen_args, client, connect_args, direction) in cases {
-        let out = dir.0.join(name);
+        let out = dir.path(name);
         let args: Vec<&str> = connect_args.iter().map(String::as_str).collect();
         let t = transfer(
             lab.info(),
@@ -169,17 +132,17 @@ fn a_host_that_did_not_forward_gets_its_forwarding_back_and_forwards_nothing_els
     let lab = TestLab::up(EXE, &["wan:50mbit:20ms"]);
     let before = sh(&lab, Role::Lan, "sysctl -n net.ipv4.ip_forward");
     assert_eq!(before.trim(), "0");
-    let dir = TempDir::new("forwarding");
-    let file = dir.0.join("data");
-    write_file(&file, 1 << 20, 3);
+    let dir = TempDir::new("user-forwarding");
+    let file = dir.path("data");
+    write_random_file(&file, 1 << 20, 3);
     let (want, _) = file_sha256(&file).unwrap();
-    let out = dir.0.join("out");
+    let out = dir.path("out");
     let mut listener = mpbond::lab::bonding::Daemon::start_with_stdio(
         lab.info(),
         Role::Lan,
         Path::new(EXE),
         &["listen", "--stack", "user", "--no-mptcp", "0.0.0.0:5000"],
-        dir.0.join("listen.log"),
+        dir.path("listen.log"),
         "listening",
         None,
         Some(&out),
@@ -228,9 +191,9 @@ fn with_wan_lines_the_engine_leaves_by_its_line_whatever_the_main_table_says() {
     }
     // Two lines; the main table sends 10.1.0.0/24 (the vps's dsl side) by dsl.
     let lab = TestLab::up(EXE, &[]);
-    let dir = TempDir::new("wan");
-    let file = dir.0.join("data");
-    write_file(&file, 4 << 20, 9);
+    let dir = TempDir::new("user-wan");
+    let file = dir.path("data");
+    write_random_file(&file, 4 << 20, 9);
     let (want, _) = file_sha256(&file).unwrap();
     let before = lab.stats();
     let t = transfer(
@@ -249,7 +212,7 @@ fn with_wan_lines_the_engine_leaves_by_its_line_whatever_the_main_table_says() {
         ],
         Direction::Upload,
         &file,
-        &dir.0.join("out"),
+        &dir.path("out"),
     )
     .unwrap();
     assert_eq!(t.sha256, want);

@@ -523,6 +523,12 @@ impl Endpoint {
         r.map_err(PacketError::Malformed)
     }
 
+    /// Counts a packet its caller could not parse (as [`Endpoint::handle_packet`] does).
+    pub(crate) fn count_malformed(&mut self) {
+        self.stats.packets_in += 1;
+        self.stats.malformed += 1;
+    }
+
     /// Counts a packet its caller parsed itself before [`Endpoint::handle_segment_with`].
     pub(crate) fn count_packet_in(&mut self) {
         self.stats.packets_in += 1;

@@ -299,3 +299,59 @@ pub fn start_bonding(
     super::bonding::start(lab.info(), Path::new(exe), dir, wan, extra)
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
+
+/// A directory under the system's temporary directory for one test, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// `mpbond-<tag>-<pid>`, created.
+    ///
+    /// # Panics
+    /// When it cannot be created.
+    #[must_use]
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("mpbond-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        Self(p)
+    }
+
+    /// A path inside it.
+    #[must_use]
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes `len` bytes of a xorshift stream seeded by `seed` to `path`: incompressible and
+/// reproducible test data.
+///
+/// # Panics
+/// When the file cannot be written.
+pub fn write_random_file(path: &Path, len: usize, seed: u64) {
+    let mut f = std::io::BufWriter::new(
+        File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    );
+    let mut x = seed | 1;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = x.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        let n = left.min(buf.len());
+        f.write_all(&buf[..n])
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        left -= n;
+    }
+}

@@ -129,7 +129,7 @@ pub(crate) struct Subflow {
     pub timeouts_seen: u64,
     pub acked_seen: u64,
     pub stale: bool,
-    /// The peer's bytes acknowledged at subflow level so far (for `stats`).
+    /// Payload bytes handed to the subflow and read out of it (for `status`).
     pub bytes_sent: u64,
     pub bytes_received: u64,
     /// An `MP_TCPRST` to put on this subflow's reset.
@@ -524,13 +524,18 @@ impl MpConn {
             return;
         }
         self.fastclose = self.is_mptcp() && self.remote_key.is_some();
+        self.abort_subflows(ep);
+        self.finish(CloseReason::Aborted);
+    }
+
+    /// Resets every subflow at once (an abort, or the peer's `MP_FASTCLOSE`).
+    fn abort_subflows(&mut self, ep: &mut Endpoint) {
         for sf in &mut self.subflows {
             if let Some(c) = ep.conn_mut(sf.handle) {
                 c.abort();
             }
             sf.state = SubflowState::Closed;
         }
-        self.finish(CloseReason::Aborted);
     }
 
     fn finish(&mut self, reason: CloseReason) {
@@ -807,10 +812,7 @@ impl MpConn {
         if let Some(sig) = sig.filter(|_| included & 1 != 0) {
             self.signals.pop_front();
             if let Signal::Announce { id, addr } = sig {
-                let rto = self
-                    .subflows
-                    .get(i)
-                    .map_or(self.cfg.initial_rto, |_| self.cfg.initial_rto);
+                let rto = self.cfg.initial_rto;
                 match self.announced.iter_mut().find(|a| a.id == id) {
                     Some(a) => {
                         a.tries += 1;
@@ -882,12 +884,7 @@ impl MpConn {
                     self.on_dss(now, ep, i, seg, dss, payload_at);
                 }
                 MptcpOption::MpFastclose(fc) if fc.receiver_key == self.local_key => {
-                    for sf in &mut self.subflows {
-                        if let Some(c) = ep.conn_mut(sf.handle) {
-                            c.abort();
-                        }
-                        sf.state = SubflowState::Closed;
-                    }
+                    self.abort_subflows(ep);
                     self.finish(CloseReason::Reset);
                     return;
                 }
@@ -1090,6 +1087,7 @@ impl MpConn {
         let Some(sf) = self.subflows.get_mut(i) else {
             return;
         };
+        let mut bad_hmac = false;
         match *j {
             MpJoin::SynAck {
                 backup,
@@ -1106,14 +1104,7 @@ impl MpConn {
                     sf.state = SubflowState::JoinAckPending;
                     sf.join_rtx_at = Some(now + self.cfg.initial_rto);
                 } else {
-                    sf.reset_reason = Some(MpTcpRst {
-                        flags: 0,
-                        reason: 1,
-                    });
-                    if let Some(c) = ep.conn_mut(sf.handle) {
-                        c.abort();
-                    }
-                    sf.state = SubflowState::Closed;
+                    bad_hmac = true;
                 }
             }
             MpJoin::Ack { .. } if sf.state == SubflowState::Active && !sf.initial => {
@@ -1137,17 +1128,14 @@ impl MpConn {
                     self.events
                         .push_back(ConnEvent::SubflowUp { local, remote });
                 } else {
-                    sf.reset_reason = Some(MpTcpRst {
-                        flags: 0,
-                        reason: 1,
-                    });
-                    if let Some(c) = ep.conn_mut(sf.handle) {
-                        c.abort();
-                    }
-                    sf.state = SubflowState::Closed;
+                    bad_hmac = true;
                 }
             }
             _ => {}
+        }
+        if bad_hmac {
+            // §3.2: a join whose HMAC is wrong is reset (MPTCP-specific error).
+            self.reset_subflow(ep, i, 1);
         }
     }
 
@@ -1524,9 +1512,6 @@ impl MpConn {
         let Some(sf) = self.subflows.get_mut(i) else {
             return;
         };
-        if sf.state == SubflowState::Closed && sf.send_maps.len() == 0 {
-            // already handled
-        }
         let was_active = sf.state == SubflowState::Active;
         sf.state = SubflowState::Closed;
         let (local, remote) = (sf.local, sf.remote);

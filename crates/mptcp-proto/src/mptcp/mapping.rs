@@ -95,6 +95,7 @@ impl SendMappings {
     }
 
     /// How many.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.maps.len()
     }

@@ -419,15 +419,14 @@ impl Stack {
         let (src, dst, tcp) = match crate::endpoint::parse_ip(packet) {
             Ok(x) => x,
             Err(e) => {
-                // Counted by the endpoint as malformed.
-                let _ = self.ep.handle_packet(now, packet);
+                self.ep.count_malformed();
                 return Err(PacketError::Malformed(e));
             }
         };
         let seg = TcpPacket::new_checked(tcp)
             .and_then(|p| TcpRepr::parse(&p, src, dst, true))
             .map_err(|e| {
-                let _ = self.ep.handle_packet(now, packet);
+                self.ep.count_malformed();
                 PacketError::Malformed(e)
             })?;
         self.ep.count_packet_in();
