@@ -14,7 +14,8 @@ need_rust
 need_packages iproute2:ip iputils-ping:ping ethtool:ethtool tcpdump:tcpdump tshark:tshark \
     nftables:nft curl:curl faketime:faketime
 
-# Third-party conformance captures (tcpdump's MPTCP tests) are not redistributed in the
+# Third-party conformance material (tcpdump's MPTCP captures, the upstream MPTCP packetdrill
+# scripts) is not redistributed in the
 # repository; the workplace keeps them in ../shared/conformance. Say whether they are there.
 for c in "${MPBOND_CONFORMANCE:-}" ../shared/conformance /work/shared/conformance; do
     if [ -n "$c" ] && [ -d "$c/tcpdump-tests" ]; then
@@ -24,7 +25,7 @@ for c in "${MPBOND_CONFORMANCE:-}" ../shared/conformance /work/shared/conformanc
         break
     fi
 done
-[ -n "${MPBOND_CONFORMANCE:-}" ] || echo "note: conformance captures not found; the tcpdump comparison tests will be skipped" >&2
+[ -n "${MPBOND_CONFORMANCE:-}" ] || echo "note: conformance material not found; the tcpdump comparison and packetdrill tests will be skipped" >&2
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

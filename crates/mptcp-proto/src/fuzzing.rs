@@ -638,7 +638,9 @@ pub fn mptcp_connection(data: &[u8]) {
                 if n == 0 {
                     break;
                 }
-                if !fell_back {
+                // Plain TCP from the start (an MP_CAPABLE it could not use) or since a fall
+                // back: the bytes are the subflow's, not the data level's.
+                if !fell_back && st.state(id) != Some(crate::mptcp::ConnState::Fallback) {
                     for (i, &b) in scratch[..n].iter().enumerate() {
                         let at = read_at + i as u64;
                         assert_eq!(

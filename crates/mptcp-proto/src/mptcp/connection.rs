@@ -531,6 +531,9 @@ impl MpConn {
     /// Resets every subflow at once (an abort, or the peer's `MP_FASTCLOSE`).
     fn abort_subflows(&mut self, ep: &mut Endpoint) {
         for sf in &mut self.subflows {
+            if sf.state == SubflowState::Closed {
+                continue;
+            }
             if let Some(c) = ep.conn_mut(sf.handle) {
                 c.abort();
             }
@@ -605,8 +608,17 @@ impl MpConn {
                 return out;
             }
             // §3.1: the client repeats its keys on the third ACK, and on the first data,
-            // until a DSS from the server shows they arrived.
-            if self.role == Role::Client && !self.fully_established && seg.stream_offset == 0 {
+            // until a DSS from the server shows they arrived. A pure ACK that has something
+            // else to say (our DATA_FIN when we close without having sent a byte, an
+            // ADD_ADDR echo) says it instead, as Linux does: the server may send nothing
+            // until it has heard it.
+            let other_news = seg.payload_len == 0
+                && (!self.signals.is_empty() || (self.fin_queued && self.send.end() == 0));
+            if self.role == Role::Client
+                && !self.fully_established
+                && seg.stream_offset == 0
+                && !other_news
+            {
                 if let Some(remote) = self.remote_key {
                     let keys = if seg.payload_len > 0 {
                         let m = sf.send_maps.find(0);
@@ -874,7 +886,8 @@ impl MpConn {
         let mut saw_mpc = false;
         for o in &seg.mptcp {
             match o {
-                MptcpOption::MpCapable(mpc) => {
+                // An MP_CAPABLE we cannot use is no MP_CAPABLE (§3.1).
+                MptcpOption::MpCapable(mpc) if mpc.is_usable() => {
                     saw_mpc = true;
                     self.on_mp_capable(i, seg, mpc, payload_at);
                 }
@@ -884,11 +897,25 @@ impl MpConn {
                     self.on_dss(now, ep, i, seg, dss, payload_at);
                 }
                 MptcpOption::MpFastclose(fc) if fc.receiver_key == self.local_key => {
+                    // Every remaining subflow is reset (§3.5), saying so with MP_TCPRST
+                    // (reason 0, unspecified: what Linux sends).
+                    for sf in &mut self.subflows {
+                        sf.reset_reason = Some(MpTcpRst {
+                            flags: 0,
+                            reason: 0,
+                        });
+                    }
+                    if seg.flags.contains(TcpFlags::RST) {
+                        // This subflow the peer's RST closed: no reset answers a reset.
+                        self.subflows[i].state = SubflowState::Closed;
+                    }
                     self.abort_subflows(ep);
                     self.finish(CloseReason::Reset);
                     return;
                 }
-                MptcpOption::MpPrio(p) => {
+                // RFC 8684's MP_PRIO has no address ID (§3.3.8); the RFC 6824 form with one is
+                // ignored, as Linux ignores it.
+                MptcpOption::MpPrio(p) if p.address_id.is_none() => {
                     if let Some(sf) = self.subflows.get_mut(i) {
                         sf.peer_backup = p.backup;
                     }
@@ -1027,7 +1054,7 @@ impl MpConn {
         mpc: &MpCapable,
         payload_at: Option<u64>,
     ) {
-        if mpc.version != 1 {
+        if !mpc.is_usable() {
             return;
         }
         if mpc.flags.checksum_required() {
@@ -1247,7 +1274,12 @@ impl MpConn {
             return; // behind the stream, or absurdly far ahead
         }
         if m.data_len == 0 {
-            // An infinite mapping (§3.7): the peer fell back on this subflow.
+            // An infinite mapping (§3.7) maps the data it comes with: on a segment without
+            // (new) data it maps nothing and is ignored, as Linux ignores it.
+            if payload_at.is_none() {
+                return;
+            }
+            // The peer fell back on this subflow.
             if !self.fall_back(ep) {
                 self.reset_subflow(ep, i, 6);
             }
@@ -1321,6 +1353,8 @@ impl MpConn {
         self.send.ack_to(self.snd_nxt.max(self.send.start()));
         if let Some(c) = ep.conn_mut(h) {
             c.set_shared_window(None);
+            // No MPTCP option goes out any more: full segments again.
+            c.set_option_space(0);
         }
         self.flush_fallback(ep);
         self.subflows[0].state = SubflowState::Active;

@@ -14,7 +14,12 @@
 //! negotiated, `DATA_FIN` sent again until acknowledged; the connection-level window (§3.3.4);
 //! reinjection of what a dead or stalled subflow had in flight (§3.3.6); the lowest-RTT
 //! scheduler with backups used only when no regular subflow works; `MP_FASTCLOSE` and
-//! `MP_TCPRST`. Not yet: `ADD_ADDR`/`REMOVE_ADDR`, `MP_PRIO` sending and `MP_FAIL`.
+//! `MP_TCPRST`; `ADD_ADDR` (sent until echoed, echoed, joined), `REMOVE_ADDR` and `MP_PRIO`.
+//! Options on a segment outside the subflow's receive window are not acted on. Not yet:
+//! `MP_FAIL`, and a connection outliving its last subflow (break-before-make).
+//!
+//! The upstream packetdrill MPTCP scripts are played against it in
+//! `tests/packetdrill.rs`.
 
 pub mod connection;
 pub(crate) mod mapping;

@@ -434,23 +434,22 @@ impl Stack {
         // Where the payload lands in its subflow, if the subflow will take it.
         let local = SocketAddr::new(dst, seg.dst_port);
         let remote = SocketAddr::new(src, seg.src_port);
-        let payload_at = self
-            .ep
-            .lookup(local, remote)
-            .and_then(|h| self.ep.conn(h))
-            .and_then(|c| {
-                c.acceptable_payload(
-                    seg.seq_number,
-                    seg.flags.contains(crate::wire::tcp::TcpFlags::SYN),
-                    seg.payload.len(),
-                )
-            });
+        let subflow = self.ep.lookup(local, remote).and_then(|h| self.ep.conn(h));
+        let payload_at = subflow.and_then(|c| {
+            c.acceptable_payload(
+                seg.seq_number,
+                seg.flags.contains(crate::wire::tcp::TcpFlags::SYN),
+                seg.payload.len(),
+            )
+        });
+        // The options of a segment the subflow does not accept are not acted on.
+        let options_ok = subflow.is_none_or(|c| c.options_acceptable(&seg));
         let h = self
             .ep
             .handle_segment_with(now, src, dst, &seg, &mut self.inner);
         let pending = self.inner.pending.take();
         if let Some(h) = h {
-            self.after_segment(now, h, &seg, pending, payload_at);
+            self.after_segment(now, h, &seg, pending, payload_at, options_ok);
         }
         self.pump(now);
         Ok(h.and_then(|h| self.inner.by_subflow.get(&h).copied()))
@@ -463,11 +462,12 @@ impl Stack {
         seg: &TcpRepr<'_>,
         pending: Option<PendingSyn>,
         payload_at: Option<u64>,
+        options_ok: bool,
     ) {
         if let Some(&id) = self.inner.by_subflow.get(&h) {
             let Self { ep, inner } = self;
             if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
-                if let Some(i) = c.subflow_of(h) {
+                if let Some(i) = c.subflow_of(h).filter(|_| options_ok) {
                     c.on_segment(now, ep, i, seg, payload_at);
                 }
             }
@@ -520,7 +520,7 @@ impl Stack {
                 // Plain TCP, or the ACK of a SYN cookie: with both keys in its MP_CAPABLE,
                 // an MPTCP connection whose key we gave in the cookie's SYN/ACK.
                 let keys = seg.mptcp.iter().find_map(|o| match o {
-                    MptcpOption::MpCapable(m) if m.version == 1 => {
+                    MptcpOption::MpCapable(m) if m.is_usable() => {
                         m.receiver_key().zip(m.sender_key())
                     }
                     _ => None,
@@ -1044,7 +1044,7 @@ impl EndpointHook for Inner {
         for o in &syn.mptcp {
             match o {
                 MptcpOption::MpCapable(m)
-                    if m.version == 1 && !self.cfg.no_mptcp && self.listening(local) =>
+                    if m.is_usable() && !self.cfg.no_mptcp && self.listening(local) =>
                 {
                     self.pending = Some(PendingSyn::MpCapable {
                         checksums: m.flags.checksum_required(),

@@ -1079,9 +1079,30 @@ impl Connection {
     /// (and RST) may be taken (a closed window, the segment at `RCV.NXT`), `Some(false)` if
     /// all of it may.
     fn acceptable(&mut self, seg: &TcpRepr<'_>, seq: i64) -> Option<bool> {
+        let seg_len = seg.payload.len() as i64
+            + i64::from(seg.flags.contains(TcpFlags::SYN))
+            + i64::from(seg.flags.contains(TcpFlags::FIN));
+        let (acceptable, ack_only) = self.window_check(seg, seq);
+        // A zero window still takes the ACK (and RST) of a segment at RCV.NXT; if it carried
+        // data (a one-byte zero-window probe, as BSD and Windows send), it is answered with
+        // our window.
+        if ack_only && seg_len > 0 {
+            self.ack_now = true;
+        }
+        if !acceptable && !ack_only {
+            if !seg.flags.contains(TcpFlags::RST) {
+                self.ack_now = true;
+            }
+            return None;
+        }
+        Some(ack_only)
+    }
+
+    /// RFC 9293 §3.10.7.4's acceptability test for a segment at offset `seq`, without
+    /// acting on it: (acceptable, only its ACK may be taken).
+    fn window_check(&self, seg: &TcpRepr<'_>, seq: i64) -> (bool, bool) {
         let syn = seg.flags.contains(TcpFlags::SYN);
         let fin = seg.flags.contains(TcpFlags::FIN);
-        let rst = seg.flags.contains(TcpFlags::RST);
         let seg_len = seg.payload.len() as i64 + i64::from(syn) + i64::from(fin);
         let rcv_nxt = self.rcv_nxt as i64;
         let wnd = self.rcv_adv.saturating_sub(self.rcv_nxt) as i64;
@@ -1094,20 +1115,25 @@ impl Connection {
             (_, 0) => bare_fin && seq == rcv_nxt,
             (len, _) => in_window(seq) || in_window(seq + len - 1),
         };
-        // A zero window still takes the ACK (and RST) of a segment at RCV.NXT; if it carried
-        // data (a one-byte zero-window probe, as BSD and Windows send), it is answered with
-        // our window.
-        let ack_only = !acceptable && wnd == 0 && seq == rcv_nxt;
-        if ack_only && seg_len > 0 {
-            self.ack_now = true;
+        (acceptable, !acceptable && wnd == 0 && seq == rcv_nxt)
+    }
+
+    /// Whether the options of `seg` may be acted on, asked before it is handled: once
+    /// synchronized, only those of a segment that passes RFC 9293 §3.10.7.4's test (a RST:
+    /// only at `RCV.NXT` exactly, RFC 5961 §3.2). An off-path guess of the sequence number
+    /// must not be able to make the MPTCP layer act (`MP_PRIO`, `REMOVE_ADDR` and `MP_TCPRST`
+    /// carry no proof), and Linux drops such a segment before reading its options too.
+    /// Before synchronization: yes (SYN-SENT and SYN-RECEIVED check what they take).
+    pub(crate) fn options_acceptable(&self, seg: &TcpRepr<'_>) -> bool {
+        if !self.state.is_synchronized() {
+            return true;
         }
-        if !acceptable && !ack_only {
-            if !rst {
-                self.ack_now = true;
-            }
-            return None;
+        let seq = self.seq_offset(seg.seq_number);
+        if seg.flags.contains(TcpFlags::RST) {
+            return seq == self.rcv_nxt as i64;
         }
-        Some(ack_only)
+        let (acceptable, ack_only) = self.window_check(seg, seq);
+        acceptable || ack_only
     }
 
     /// SYN-SENT (RFC 9293 §3.10.7.3).

@@ -98,6 +98,17 @@ pub struct MpCapable {
 }
 
 impl MpCapable {
+    /// Whether this option can start MPTCP v1 here (§3.1): version 1, the H bit (our only
+    /// crypto algorithm, HMAC-SHA256) set and the B bit (an extensibility flag whose meaning
+    /// is not defined yet) clear. Anything else "MUST be silently ignored, which triggers a
+    /// fallback to regular TCP"; Linux treats the third ACK the same way.
+    #[must_use]
+    pub fn is_usable(&self) -> bool {
+        self.version == 1
+            && self.flags.hmac_sha()
+            && self.flags.0 & MpCapableFlags::EXTENSIBILITY == 0
+    }
+
     /// Parses a whole option.
     pub fn parse(b: &[u8]) -> Result<Self> {
         if b.len() < 4 {
