@@ -8,15 +8,15 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use mpbond::decode::record::{Check, OptionRecord, PacketRecord};
 use mpbond::decode::{Summary, decode};
-use mpbond::lab::testing::{TestLab, skip_unless_root};
+use mpbond::lab::testing::{Capture, TestLab, skip_unless_root};
 use mpbond::lab::{Role, netns};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -183,29 +183,10 @@ fn capture(lab: &TestLab, path: &Path) {
         ],
     );
 
-    let mut tcpdump = lab
-        .cmd(Role::Gw, "tcpdump")
-        .args(["-i", "any", "-s", "0", "-U", "-w"])
-        .arg(path)
-        .arg("tcp")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump (install tcpdump)");
-    let mut err = BufReader::new(tcpdump.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "tcpdump did not start"
-        );
-    }
+    let capture = Capture::start(lab, Role::Gw, "tcp", path);
     connection(lab, "10.1.0.1:5001".parse().unwrap(), "2", "2", true);
     connection(lab, "[fd00:1::1]:5002".parse().unwrap(), "3", "3", false);
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: plain kill of our child.
-    unsafe { libc::kill(libc::pid_t::try_from(tcpdump.id()).unwrap(), libc::SIGTERM) };
-    tcpdump.wait().unwrap();
+    capture.stop();
 }
 
 fn decode_file(path: &Path) -> (Vec<PacketRecord>, Summary) {

@@ -2,7 +2,9 @@
 //! judged as the kernel's `mptcp_join.sh` judges: by the kernel's own MIB counters (`nstat`,
 //! `MPTcpExt*`). Over the lab's two lines (dsl 20 Mbit/s + 10 ms, lte 10 Mbit/s + 40 ms),
 //! 64 MiB each way intact, both lines carrying data, and no counter of a protocol error
-//! moving. Needs root (skipped otherwise).
+//! moving. A capture of one run in each role must check out in `mpbond decode` (every token,
+//! HMAC and checksum right) and raise no MPTCP warning in tshark's analysis. Needs root
+//! (skipped otherwise).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,7 +15,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use mpbond::lab::Role;
-use mpbond::lab::testing::{TempDir, TestLab, skip_unless_root, write_random_file};
+use mpbond::lab::testing::{
+    Capture, TSHARK_MPTCP_WARNINGS, TempDir, TestLab, skip_unless_root, tshark_count,
+    write_random_file,
+};
 use mpbond::lab::transfer::{Direction, file_sha256, transfer};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
@@ -351,4 +356,126 @@ fn our_client_loses_no_byte_when_a_line_is_blackholed_mid_upload() {
         }
         let _ = std::fs::remove_file(&out);
     }
+}
+
+/// The size of each captured run.
+const CAPTURED: usize = 8 << 20;
+
+/// What a capture of `runs` multipath runs with DSS checksums must show: `mpbond decode`
+/// finds every token, HMAC and checksum right, tshark's MPTCP analysis no warning.
+fn check_capture(pcap: &Path, runs: usize) {
+    let summary = mpbond::decode::decode(std::fs::File::open(pcap).unwrap(), |_| {}).unwrap();
+    assert!(!summary.truncated_capture, "the capture was cut short");
+    assert!(summary.malformed.is_empty(), "{:?}", summary.malformed);
+    let busy: Vec<_> = summary
+        .connections
+        .iter()
+        .filter(|c| c.subflows.len() >= 2)
+        .collect();
+    assert!(
+        busy.len() >= runs,
+        "one multipath connection per run: {:?}",
+        summary.connections
+    );
+    assert!(
+        busy.iter().all(|c| c.checksums),
+        "the kernel asked for checksums: {busy:?}"
+    );
+    assert_eq!(summary.checks.failed, 0, "{:?}", summary.checks.failures);
+    assert!(summary.checks.passed > 1000, "{:?}", summary.checks);
+    eprintln!(
+        "capture: {} frames, {} MPTCP options, {} connections, {} checks passed",
+        summary.frames,
+        summary.mptcp_options,
+        summary.connections.len(),
+        summary.checks.passed
+    );
+    let count = |filter| tshark_count(pcap, filter).expect("tshark (scripts/test.sh installs it)");
+    assert!(
+        count("tcp.options.mptcp.subtype == 2") > 1000,
+        "tshark sees the DSS options"
+    );
+    assert_eq!(
+        count(TSHARK_MPTCP_WARNINGS),
+        0,
+        "tshark warns about MPTCP ({TSHARK_MPTCP_WARNINGS})"
+    );
+}
+
+#[test]
+fn captures_of_both_roles_check_out_in_mpbond_decode_and_tshark() {
+    if skip_unless_root("captures_of_both_roles_check_out_in_mpbond_decode_and_tshark") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &[]);
+    sh(
+        &lab,
+        Role::Vps,
+        "ip mptcp limits set subflows 4 add_addr_accepted 4",
+    );
+    let vps_lte = lab.info().vps_line_addr("lte", false).unwrap();
+    sh(
+        &lab,
+        Role::Vps,
+        &format!("ip mptcp endpoint add {vps_lte} signal"),
+    );
+    // DSS checksums asked for by the kernel: decode checks every one of them.
+    sh(&lab, Role::Vps, "sysctl -qw net.mptcp.checksum_enabled=1");
+    let dir = TempDir::new("interop-capture");
+    let file = dir.path("data");
+    write_random_file(&file, CAPTURED, 13);
+    let (want, _) = file_sha256(&file).unwrap();
+    let pcap = dir.path("interop.pcap");
+    // On the vps, which has no TUN: every packet is seen once, on the line it came by.
+    let capture = Capture::start(&lab, Role::Vps, "tcp port 5000", &pcap);
+    let vps = lab.info().vps_line_addr("dsl", false).unwrap();
+    let gw_dsl = lab.info().gw_line_addr("dsl", false).unwrap();
+    let gw_lte = lab.info().gw_line_addr("lte", false).unwrap();
+    let (to_vps, to_gw) = (format!("{vps}:5000"), format!("{gw_dsl}:5000"));
+    let (dsl, lte) = (format!("dsl:via={gw_dsl}"), format!("lte:via={gw_lte}"));
+    let ours = ["--stack", "user", "--wan", "dsl", "--wan", "lte", &to_vps];
+    let kernels = ["--stack", "kernel", "--wan", &dsl, "--wan", &lte, &to_gw];
+    // Our client downloads from a kernel server; a kernel client uploads to our server.
+    let runs = [
+        (
+            Role::Vps,
+            ["--stack", "kernel", "0.0.0.0:5000"],
+            Role::Gw,
+            &ours,
+            Direction::Download,
+        ),
+        (
+            Role::Gw,
+            ["--stack", "user", "0.0.0.0:5000"],
+            Role::Vps,
+            &kernels,
+            Direction::Upload,
+        ),
+    ];
+    for (server, server_args, client, client_args, direction) in runs {
+        let out = dir.path("out");
+        let t = transfer(
+            lab.info(),
+            Path::new(EXE),
+            server,
+            &server_args,
+            client,
+            client_args,
+            direction,
+            &file,
+            &out,
+        )
+        .unwrap_or_else(|e| panic!("{direction:?}: {e:#}"));
+        assert_eq!(
+            t.bytes, CAPTURED as u64,
+            "{direction:?}: every byte arrived"
+        );
+        assert_eq!(
+            t.sha256, want,
+            "{direction:?}: what arrived is what was sent"
+        );
+        let _ = std::fs::remove_file(&out);
+    }
+    capture.stop();
+    check_capture(&pcap, 2);
 }

@@ -144,41 +144,18 @@ fn a_simulated_mptcp_trace_checks_out_in_mpbond_decode_and_tshark() {
     );
     assert_eq!(summary.checks.failed, 0, "{:?}", summary.checks.failures);
     assert!(summary.checks.passed > 100, "{:?}", summary.checks);
-    if Command::new("tshark").arg("-v").output().is_err() {
-        eprintln!("SKIPPED the tshark half: tshark is not installed");
-    } else {
-        // Wireshark's MPTCP warnings, with its mapping analysis on.
-        let warnings = "mptcp.connection.echoed_key_mismatch || mptcp.connection.missing_algorithm \
-            || mptcp.connection.unsupported_algorithm || mptcp.dss.infinite_mapping \
-            || (mptcp.dss.missing_mapping && tcp.len > 0)";
-        let run = |filter: &str| {
-            let out = Command::new("tshark")
-                .args(["-r"])
-                .arg(&path)
-                .args([
-                    "-o",
-                    "mptcp.analyze_mappings:TRUE",
-                    "-o",
-                    "mptcp.intersubflows_retransmission:TRUE",
-                    "-o",
-                    "mptcp.analyze_mptcp:TRUE",
-                    "-Y",
-                    filter,
-                    "-T",
-                    "fields",
-                    "-e",
-                    "frame.number",
-                ])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "tshark failed: {out:?}");
-            String::from_utf8_lossy(&out.stdout).lines().count()
-        };
-        assert!(
-            run("tcp.options.mptcp.subtype == 2") > 1000,
-            "tshark sees the DSS options"
-        );
-        assert_eq!(run(warnings), 0, "tshark warns about MPTCP ({warnings})");
+    let count = |filter| mpbond::lab::testing::tshark_count(&path, filter);
+    match count("tcp.options.mptcp.subtype == 2") {
+        None => eprintln!("SKIPPED the tshark half: tshark is not installed"),
+        Some(dss) => {
+            assert!(dss > 1000, "tshark sees the DSS options");
+            let warnings = mpbond::lab::testing::TSHARK_MPTCP_WARNINGS;
+            assert_eq!(
+                count(warnings),
+                Some(0),
+                "tshark warns about MPTCP ({warnings})"
+            );
+        }
     }
     let _ = std::fs::remove_file(&path);
 }

@@ -256,6 +256,89 @@ fn a_line_set_down_resets_its_subflows_and_set_up_joins_again() {
 }
 
 #[test]
+fn a_connection_outlives_its_only_line_going_down_and_carries_on_when_it_comes_back() {
+    let total = 6_000_000;
+    let mut r = start(
+        "mptcp-only-line-down-up",
+        &[path(10.0, 20)],
+        &[false],
+        total,
+    );
+    let line = r.sim.addrs(r.c)[0];
+    r.sim.run_for(Duration::from_secs(1));
+    r.sim
+        .with_endpoint(r.c, |now, st| st.set_path_up(now, line, false));
+    r.sim.run_for(Duration::from_secs(5));
+    let (cid, sid) = (r.sent.borrow().conn.unwrap(), r.got.borrow().conn.unwrap());
+    assert_eq!(
+        r.sim.endpoint(r.c).state(cid),
+        Some(ConnState::Established),
+        "the client's connection ended with its only subflow"
+    );
+    assert_eq!(
+        r.sim.endpoint(1 - r.c).state(sid),
+        Some(ConnState::Established),
+        "the server's connection ended with its only subflow"
+    );
+    let before = r.got.borrow().received;
+    assert!(
+        before < total,
+        "the transfer was over before the line went down"
+    );
+    r.sim
+        .with_endpoint(r.c, |now, st| st.set_path_up(now, line, true));
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+    assert_eq!(
+        r.sent.borrow().joins,
+        1,
+        "no subflow joined on the line that came back"
+    );
+}
+
+#[test]
+fn a_connection_without_a_subflow_for_longer_than_its_timeout_ends() {
+    let total = 6_000_000;
+    let mut r = start("mptcp-only-line-down", &[path(10.0, 20)], &[false], total);
+    let line = r.sim.addrs(r.c)[0];
+    r.sim.run_for(Duration::from_secs(1));
+    r.sim
+        .with_endpoint(r.c, |now, st| st.set_path_up(now, line, false));
+    r.sim.run_for(Duration::from_secs(25));
+    let cid = r.sent.borrow().conn.unwrap();
+    assert_eq!(
+        r.sim.endpoint(r.c).state(cid),
+        Some(ConnState::Established),
+        "ended before its no-subflow timeout (30 s)"
+    );
+    let c = r.c;
+    assert!(
+        r.sim.run_until(
+            |sim| matches!(
+                sim.endpoint(c).state(cid),
+                Some(ConnState::Closed(_)) | None
+            ),
+            Duration::from_secs(10)
+        ),
+        "still open 35 s after its only line went down"
+    );
+    // The application hears of it.
+    r.sim.run_for(Duration::from_millis(100));
+    assert!(
+        r.sent
+            .borrow()
+            .ended
+            .is_some_and(|e| e != mptcp_proto::tcp::CloseReason::Finished),
+        "the end was not reported as an error: {:?}",
+        r.sent.borrow().ended
+    );
+    assert!(
+        !r.got.borrow().intact(total),
+        "everything arrived regardless"
+    );
+}
+
+#[test]
 fn a_backup_path_carries_nothing_while_a_regular_one_works_and_everything_when_none_does() {
     let total = 8_000_000;
     let mut sim = Sim::new_mptcp("mptcp-backup");

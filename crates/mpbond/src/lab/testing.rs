@@ -355,3 +355,90 @@ pub fn write_random_file(path: &Path, len: usize, seed: u64) {
         left -= n;
     }
 }
+
+/// tcpdump writing the packets of one namespace to a pcap file, stopped when dropped.
+#[derive(Debug)]
+pub struct Capture(std::process::Child);
+
+impl Capture {
+    /// Starts tcpdump in `role`'s namespace on every interface, whole packets, `filter` (a
+    /// pcap filter) into `pcap`; returns once it listens.
+    ///
+    /// # Panics
+    /// When tcpdump cannot be started (`scripts/test.sh` installs it).
+    #[must_use]
+    pub fn start(lab: &TestLab, role: Role, filter: &str, pcap: &Path) -> Self {
+        use std::io::BufRead;
+        let mut tcpdump = lab
+            .cmd(role, "tcpdump")
+            .args(["-i", "any", "-s", "0", "-U", "-w"])
+            .arg(pcap)
+            .arg(filter)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("tcpdump: {e} (install tcpdump)"));
+        let mut err =
+            std::io::BufReader::new(tcpdump.stderr.take().unwrap_or_else(|| unreachable!()));
+        let mut line = String::new();
+        while !line.contains("listening on") {
+            line.clear();
+            let n = err.read_line(&mut line).unwrap_or(0);
+            assert!(n > 0, "tcpdump did not start");
+        }
+        Self(tcpdump)
+    }
+
+    /// Stops it once the last packets are written.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if let Ok(pid) = libc::pid_t::try_from(self.0.id()) {
+            // SAFETY: a plain signal to our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Wireshark's MPTCP warnings (with its mapping and inter-subflow analysis on) as a display
+/// filter: a key echoed wrong, no or an unknown crypto algorithm, an infinite mapping, data
+/// without a mapping.
+pub const TSHARK_MPTCP_WARNINGS: &str = "mptcp.connection.echoed_key_mismatch \
+    || mptcp.connection.missing_algorithm || mptcp.connection.unsupported_algorithm \
+    || mptcp.dss.infinite_mapping || (mptcp.dss.missing_mapping && tcp.len > 0)";
+
+/// How many packets of the capture at `pcap` match the display `filter`, with tshark's MPTCP
+/// analysis (mappings, inter-subflow retransmissions) on; `None` without tshark.
+///
+/// # Panics
+/// When tshark fails on the file.
+#[must_use]
+pub fn tshark_count(pcap: &Path, filter: &str) -> Option<usize> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args([
+            "-o",
+            "mptcp.analyze_mappings:TRUE",
+            "-o",
+            "mptcp.intersubflows_retransmission:TRUE",
+            "-o",
+            "mptcp.analyze_mptcp:TRUE",
+            "-Y",
+            filter,
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .output()
+        .ok()?;
+    assert!(out.status.success(), "tshark failed: {out:?}");
+    Some(String::from_utf8_lossy(&out.stdout).lines().count())
+}

@@ -214,6 +214,10 @@ pub struct ConnConfig {
     /// Interval before an unacknowledged `DATA_FIN` or `MP_JOIN` third ACK is sent again,
     /// before any RTT is known.
     pub initial_rto: Duration,
+    /// How long a connection outlives its last subflow, waiting for a new one
+    /// (break-before-make: a client joins again from its lines, a server takes a join). Zero
+    /// ends it with its last subflow.
+    pub no_subflow_timeout: Duration,
 }
 
 impl Default for ConnConfig {
@@ -224,8 +228,20 @@ impl Default for ConnConfig {
             recv_buffer: 8 << 20,
             max_subflows: 8,
             initial_rto: Duration::from_secs(1),
+            no_subflow_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// A connection whose subflows are all gone, waiting for a new one.
+#[derive(Debug, Clone, Copy)]
+struct Orphan {
+    /// Why the last subflow ended: the connection's end if none comes.
+    reason: CloseReason,
+    deadline: Instant,
+    /// Client: when to open joins again, and the wait after that.
+    rejoin_at: Instant,
+    backoff: Duration,
 }
 
 /// One MPTCP connection.
@@ -285,6 +301,9 @@ pub(crate) struct MpConn {
     pub nodelay: bool,
     /// Our `DATA_FIN` waits for joins in their handshake until then.
     fin_hold_until: Option<Instant>,
+    /// The latest time this connection was told (what happens where no `now` is passed).
+    clock: Option<Instant>,
+    orphan: Option<Orphan>,
     /// The scheduler's copy of the bytes it hands a subflow, and the bytes read out of
     /// subflows (kept between calls).
     scratch: Vec<u8>,
@@ -363,6 +382,8 @@ impl MpConn {
             pending_maps: Vec::new(),
             nodelay: false,
             fin_hold_until: None,
+            clock: None,
+            orphan: None,
             scratch: Vec::new(),
             rx_scratch: Vec::new(),
             expect_joins: false,
@@ -542,6 +563,7 @@ impl MpConn {
     }
 
     fn finish(&mut self, reason: CloseReason) {
+        self.orphan = None;
         if !matches!(self.state, ConnState::Closed(_)) {
             self.state = ConnState::Closed(reason);
             self.events.push_back(ConnEvent::Closed(reason));
@@ -878,6 +900,7 @@ impl MpConn {
         seg: &TcpRepr<'_>,
         payload_at: Option<u64>,
     ) {
+        self.clock = Some(now);
         let nodelay = self.nodelay;
         if self.fallen_back || matches!(self.state, ConnState::Closed(_)) {
             return;
@@ -1154,6 +1177,7 @@ impl MpConn {
                     let (local, remote) = (sf.local, sf.remote);
                     self.events
                         .push_back(ConnEvent::SubflowUp { local, remote });
+                    self.orphan = None;
                 } else {
                     bad_hmac = true;
                 }
@@ -1188,6 +1212,7 @@ impl MpConn {
                 let (local, remote) = (sf.local, sf.remote);
                 self.events
                     .push_back(ConnEvent::SubflowUp { local, remote });
+                self.orphan = None;
             }
         }
         if let Some(ack) = dss.data_ack {
@@ -1547,8 +1572,15 @@ impl MpConn {
             return;
         };
         let was_active = sf.state == SubflowState::Active;
+        let join_refused =
+            !sf.initial && sf.state == SubflowState::Handshake && reason == CloseReason::Refused;
         sf.state = SubflowState::Closed;
         let (local, remote) = (sf.local, sf.remote);
+        if let Some(o) = self.orphan.filter(|_| join_refused) {
+            // A join of a connection without subflows was reset: the peer no longer knows
+            // the connection (it was restarted, or gave up on it). Waiting longer is pointless.
+            self.finish(o.reason);
+        }
         self.reinject_from(i);
         if self.fin_on == Some(i) {
             self.fin_on = None;
@@ -1580,9 +1612,42 @@ impl MpConn {
                 reason
             };
             self.finish(r);
+        } else if let Some(now) = self
+            .clock
+            .filter(|_| !self.cfg.no_subflow_timeout.is_zero())
+        {
+            // Every subflow is gone, the connection is not: it waits for a new one (the
+            // client joins again, the server takes a join), as Linux keeps an MPTCP socket
+            // whose subflows were reset. Its data waits meanwhile.
+            self.orphan = Some(Orphan {
+                reason,
+                deadline: now + self.cfg.no_subflow_timeout,
+                rejoin_at: now,
+                backoff: Duration::from_secs(1),
+            });
         } else {
-            // Every subflow is gone with data outstanding: the connection cannot go on.
             self.finish(reason);
+        }
+    }
+
+    /// Notes the time (for what happens where no `now` is passed).
+    pub fn tick(&mut self, now: Instant) {
+        self.clock = Some(now);
+    }
+
+    /// Client without a subflow: whether to open joins now (then not again before a backoff
+    /// that doubles up to 8 s).
+    pub fn rejoin_due(&mut self, now: Instant) -> bool {
+        if self.role != Role::Client {
+            return false;
+        }
+        match &mut self.orphan {
+            Some(o) if o.rejoin_at <= now => {
+                o.rejoin_at = now + o.backoff;
+                o.backoff = (o.backoff * 2).min(Duration::from_secs(8));
+                true
+            }
+            _ => false,
         }
     }
 
@@ -1851,14 +1916,27 @@ impl MpConn {
             .iter()
             .filter(|a| a.tries < ANNOUNCE_TRIES)
             .map(|a| a.rtx_at);
+        let orphan = self.orphan.iter().flat_map(|o| {
+            [o.deadline]
+                .into_iter()
+                .chain((self.role == Role::Client).then_some(o.rejoin_at))
+        });
         joins
             .chain(self.fin_rtx_at)
             .chain(self.fin_hold_until)
             .chain(announces)
+            .chain(orphan)
             .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant, ep: &mut Endpoint) {
+        self.clock = Some(now);
+        if let Some(o) = self.orphan.filter(|o| o.deadline <= now) {
+            // No subflow came back in time.
+            self.orphan = None;
+            self.finish(o.reason);
+            return;
+        }
         // Announcements the peer did not echo go again (§3.4.1).
         let due: Vec<(u8, SocketAddr)> = self
             .announced

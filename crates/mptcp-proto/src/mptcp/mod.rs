@@ -15,8 +15,8 @@
 //! reinjection of what a dead or stalled subflow had in flight (§3.3.6); the lowest-RTT
 //! scheduler with backups used only when no regular subflow works; `MP_FASTCLOSE` and
 //! `MP_TCPRST`; `ADD_ADDR` (sent until echoed, echoed, joined), `REMOVE_ADDR` and `MP_PRIO`.
-//! Options on a segment outside the subflow's receive window are not acted on. Not yet:
-//! `MP_FAIL`, and a connection outliving its last subflow (break-before-make).
+//! Options on a segment outside the subflow's receive window are not acted on. A connection
+//! outlives its last subflow for a while (break-before-make). Not yet: `MP_FAIL`.
 //!
 //! The upstream packetdrill MPTCP scripts are played against it in
 //! `tests/packetdrill.rs`.

@@ -575,6 +575,31 @@ impl Stack {
                 continue;
             };
             slot.dirty = false;
+            // Every subflow gone: joins again from each line that is up, to the peer's first
+            // address and those it announced (break-before-make), with a backoff.
+            let rejoin = slot.conn.as_deref_mut().is_some_and(|c| c.rejoin_due(now));
+            if rejoin {
+                let lines: Vec<IpAddr> = slot
+                    .paths
+                    .iter()
+                    .filter(|p| p.1)
+                    .map(|p| p.0.local)
+                    .collect();
+                let remotes: Vec<(u8, SocketAddr)> = slot
+                    .conn
+                    .as_deref()
+                    .map(|c| c.remote_addrs.iter().map(|r| (r.0, r.1)).collect())
+                    .unwrap_or_default();
+                for l in lines {
+                    self.open_join(now, id, l, None);
+                    for &r in &remotes {
+                        self.open_join(now, id, l, Some(r));
+                    }
+                }
+            }
+            let Some(slot) = self.inner.slot_mut(id) else {
+                continue;
+            };
             if let Some(c) = slot.conn.as_deref_mut() {
                 // Joins wait until the server has our key (a DSS came back, §3.1): a join
                 // that overtook the third ACK would be refused. They are opened before the
@@ -827,6 +852,7 @@ impl Stack {
                     let Some(i) = conn.subflow_of(sub) else {
                         continue;
                     };
+                    conn.tick(now);
                     let fallback = conn.is_tcp() && i == 0;
                     match event {
                         Event::Connected if fallback && conn.role == Role::Client => {
@@ -839,7 +865,15 @@ impl Stack {
                             conn.events.push_back(ConnEvent::Readable);
                             conn.on_subflow_closed(ep, i, r);
                         }
-                        Event::Closed(r) => conn.on_subflow_closed(ep, i, r),
+                        Event::Closed(r) => {
+                            conn.on_subflow_closed(ep, i, r);
+                            if !matches!(conn.state, ConnState::Closed(_)) {
+                                // The connection goes on without this subflow: its 4-tuple
+                                // is free for a new one (a join may come on it).
+                                ep.release(now, sub);
+                                inner.by_subflow.remove(&sub);
+                            }
+                        }
                         _ => {}
                     }
                     inner.collect(id);
@@ -899,6 +933,8 @@ impl Stack {
                     c.handle_timeout(now, ep);
                 }
             }
+            // What the timers did (a connection that waited in vain for a subflow ends).
+            inner.collect(id);
             inner.mark_dirty(id);
         }
         self.pump(now);
