@@ -372,7 +372,7 @@ async fn listen_user(addr: SocketAddr, mptcp: bool, announce: Vec<std::net::IpAd
             addr.port()
         );
     }
-    let stack = UserStack::start(&UserStackConfig {
+    let mut stack = UserStack::start(&UserStackConfig {
         listen: vec![addr],
         lines: Vec::new(),
         no_mptcp: !mptcp,
@@ -382,12 +382,11 @@ async fn listen_user(addr: SocketAddr, mptcp: bool, announce: Vec<std::net::IpAd
         .with_context(|| format!("cannot listen on {addr}"))?;
     // The host's own addresses are announced (the engine's 198.18.x ones never are): the
     // host maps the port on every address of its own to the engine.
-    for ip in announce {
-        if ip.is_ipv6() {
-            bail!("--announce {ip}: the user-space stack reaches IPv4 peers only so far");
-        }
-        stack.announce(ip);
+    if let Some(ip) = announce.iter().find(|ip| ip.is_ipv6()) {
+        bail!("--announce {ip}: the user-space stack reaches IPv4 peers only so far");
     }
+    // Withdrawn while their interface is down.
+    stack.announce_watched(announce);
     info!(%addr, tun = %stack.ifname(), "listening");
     let (stream, peer) = l.accept().await.context("accept")?;
     debug!(%peer, "connected");

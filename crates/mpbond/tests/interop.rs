@@ -479,3 +479,254 @@ fn captures_of_both_roles_check_out_in_mpbond_decode_and_tshark() {
     capture.stop();
     check_capture(&pcap, 2);
 }
+
+/// Our client's session that fails (its standard output is closed mid-download) is reset with
+/// `MP_FASTCLOSE` (§3.5): the kernel server counts it and no protocol error.
+#[test]
+fn our_client_aborting_mid_download_sends_an_mp_fastclose_the_kernel_counts() {
+    use std::io::Read;
+    if skip_unless_root("our_client_aborting_mid_download_sends_an_mp_fastclose_the_kernel_counts")
+    {
+        return;
+    }
+    let lab = TestLab::up(EXE, &[]);
+    let dir = TempDir::new("interop-fastclose");
+    let file = dir.path("data");
+    write_random_file(&file, SIZE, 17);
+    let before = mptcp_mib(&lab, Role::Vps);
+    let mut server = mpbond::lab::bonding::Daemon::start_with_stdio(
+        lab.info(),
+        Role::Vps,
+        Path::new(EXE),
+        &["listen", "--stack", "kernel", "0.0.0.0:5000"],
+        dir.path("listen.log"),
+        "listening",
+        Some(&file),
+        None,
+    )
+    .unwrap();
+    let vps = lab.info().vps_line_addr("dsl", false).unwrap();
+    let target = format!("{vps}:5000");
+    let mut client = lab
+        .cmd(Role::Gw, EXE)
+        .args(["connect", "--stack", "user", "--wan", "dsl", "--wan", "lte"])
+        .arg(&target)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read 2 MiB of the download, then close the pipe: the client's next write fails.
+    let mut out = client.stdout.take().unwrap();
+    let mut buf = vec![0u8; 2 << 20];
+    out.read_exact(&mut buf).unwrap();
+    drop(out);
+    let status = client.wait().unwrap();
+    let mut err = String::new();
+    client
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        !status.success(),
+        "a session cut short must fail: {status}; {err}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.exited() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let after = mptcp_mib(&lab, Role::Vps);
+    eprintln!(
+        "client: {status}; kernel counters moved: {:?}",
+        moved(&before, &after)
+    );
+    assert!(
+        delta(&before, &after, "MPFastcloseRx") >= 1,
+        "the kernel counted no MP_FASTCLOSE; client said: {err}"
+    );
+    for k in ERRORS.iter().filter(|k| **k != "MPRstRx") {
+        assert_eq!(delta(&before, &after, k), 0, "the kernel counted {k}");
+    }
+}
+
+/// Runs `transfer` while a thread takes line `line` down once `share` of `size` bytes went by
+/// (upstream or downstream) and brings it back `down_for` later; returns the transfer and
+/// whether the line was cut.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a transfer and the cut it suffers"
+)]
+fn transfer_with_outage(
+    lab: &TestLab,
+    server: (Role, &[&str]),
+    client: (Role, &[&str]),
+    direction: Direction,
+    file: &Path,
+    out: &Path,
+    line: &str,
+    upstream: bool,
+    at: u64,
+    down_for: std::time::Duration,
+) -> mpbond::lab::transfer::Transfer {
+    let start = lab.stats();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let cutter = s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let moved: u64 = line_bytes(lab, &start, upstream).iter().map(|l| l.1).sum();
+                if moved > at {
+                    lab.set_state(line, mpbond::lab::LineState::Down);
+                    std::thread::sleep(down_for);
+                    lab.set_state(line, mpbond::lab::LineState::Up);
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            false
+        });
+        let t = transfer(
+            lab.info(),
+            Path::new(EXE),
+            server.0,
+            server.1,
+            client.0,
+            client.1,
+            direction,
+            file,
+            out,
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(cutter.join().unwrap(), "the transfer ended before the cut");
+        t.unwrap_or_else(|e| panic!("{e:#}"))
+    })
+}
+
+/// With `--wan lte:backup`, our client's lte subflow is a backup (the join's B flag); when dsl,
+/// the only regular line, goes down, our client tells the kernel server with `MP_PRIO` that
+/// lte is regular now, and again that it is a backup once dsl is back (§3.3.8). The kernel
+/// counts both; the upload loses no byte.
+#[test]
+fn our_client_makes_its_backup_line_regular_with_mp_prio_while_the_regular_one_is_down() {
+    if skip_unless_root(
+        "our_client_makes_its_backup_line_regular_with_mp_prio_while_the_regular_one_is_down",
+    ) {
+        return;
+    }
+    let lab = TestLab::up(EXE, &[]);
+    sh(
+        &lab,
+        Role::Vps,
+        "ip mptcp limits set subflows 4 add_addr_accepted 4",
+    );
+    let dir = TempDir::new("interop-prio");
+    let file = dir.path("data");
+    write_random_file(&file, SIZE, 19);
+    let (want, _) = file_sha256(&file).unwrap();
+    let vps = lab.info().vps_line_addr("dsl", false).unwrap();
+    let target = format!("{vps}:5000");
+    let before = mptcp_mib(&lab, Role::Vps);
+    let out = dir.path("out");
+    let t = transfer_with_outage(
+        &lab,
+        (Role::Vps, &["--stack", "kernel", "0.0.0.0:5000"]),
+        (
+            Role::Gw,
+            &[
+                "--stack",
+                "user",
+                "--wan",
+                "dsl",
+                "--wan",
+                "lte:backup",
+                &target,
+            ],
+        ),
+        Direction::Upload,
+        &file,
+        &out,
+        "dsl",
+        true,
+        (SIZE as u64) / 4,
+        std::time::Duration::from_secs(3),
+    );
+    assert_eq!(t.bytes, SIZE as u64, "every byte arrived");
+    assert_eq!(t.sha256, want, "what arrived is what was sent");
+    let after = mptcp_mib(&lab, Role::Vps);
+    eprintln!(
+        "{:.1} Mbit/s; kernel counters moved: {:?}",
+        t.bps() / 1e6,
+        moved(&before, &after)
+    );
+    assert!(
+        delta(&before, &after, "MPPrioRx") >= 2,
+        "the kernel counted {} MP_PRIO (lte made regular, then a backup again)",
+        delta(&before, &after, "MPPrioRx")
+    );
+    // A line that goes down resets subflows: MPRstRx may move, nothing else.
+    for k in ERRORS.iter().filter(|k| **k != "MPRstRx") {
+        assert_eq!(delta(&before, &after, k), 0, "the kernel counted {k}");
+    }
+}
+
+/// Our server announces the gateway's lte address; when lte's link goes down it withdraws it
+/// (`REMOVE_ADDR`, §3.4.2), and announces it again when lte is back. The kernel client counts
+/// both; the upload loses no byte.
+#[test]
+fn our_server_withdraws_an_announced_address_whose_link_goes_down() {
+    if skip_unless_root("our_server_withdraws_an_announced_address_whose_link_goes_down") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &[]);
+    let dir = TempDir::new("interop-rmaddr");
+    let file = dir.path("data");
+    write_random_file(&file, SIZE, 23);
+    let (want, _) = file_sha256(&file).unwrap();
+    let gw_dsl = lab.info().gw_line_addr("dsl", false).unwrap();
+    let gw_lte = lab.info().gw_line_addr("lte", false).unwrap();
+    let target = format!("{gw_dsl}:5000");
+    let (dsl, lte) = (format!("dsl:via={gw_dsl}"), format!("lte:via={gw_lte}"));
+    let announce = gw_lte.to_string();
+    let before = mptcp_mib(&lab, Role::Vps);
+    let out = dir.path("out");
+    let t = transfer_with_outage(
+        &lab,
+        (
+            Role::Gw,
+            &["--stack", "user", "--announce", &announce, "0.0.0.0:5000"],
+        ),
+        (
+            Role::Vps,
+            &["--stack", "kernel", "--wan", &dsl, "--wan", &lte, &target],
+        ),
+        Direction::Upload,
+        &file,
+        &out,
+        "lte",
+        false,
+        (SIZE as u64) / 4,
+        std::time::Duration::from_secs(3),
+    );
+    assert_eq!(t.bytes, SIZE as u64, "every byte arrived");
+    assert_eq!(t.sha256, want, "what arrived is what was sent");
+    let after = mptcp_mib(&lab, Role::Vps);
+    eprintln!(
+        "{:.1} Mbit/s; kernel counters moved: {:?}",
+        t.bps() / 1e6,
+        moved(&before, &after)
+    );
+    assert!(
+        delta(&before, &after, "RmAddr") >= 1,
+        "the kernel counted no REMOVE_ADDR"
+    );
+    assert!(
+        delta(&before, &after, "AddAddr") >= 2,
+        "the kernel counted {} ADD_ADDR (announced, then again after the outage)",
+        delta(&before, &after, "AddAddr")
+    );
+    for k in ERRORS.iter().filter(|k| **k != "MPRstRx") {
+        assert_eq!(delta(&before, &after, k), 0, "the kernel counted {k}");
+    }
+}

@@ -537,8 +537,31 @@ fn an_abort_reaches_the_peer_as_mp_fastclose() {
         total,
     );
     r.sim.run_for(Duration::from_secs(1));
+    // Each subflow's RST carries MP_FASTCLOSE (§3.5, the RST form: on every subflow).
+    let fastcloses: Vec<Rc<RefCell<u32>>> = r
+        .links
+        .clone()
+        .into_iter()
+        .map(|l| {
+            let n = Rc::new(RefCell::new(0));
+            let seen = Rc::clone(&n);
+            r.sim.set_filter(
+                l,
+                0,
+                Box::new(move |_, p| {
+                    if p.flags.contains(TcpFlags::RST) && p.mptcp & (1 << 7) != 0 {
+                        *seen.borrow_mut() += 1;
+                    }
+                    false
+                }),
+            );
+            n
+        })
+        .collect();
     let id = r.sent.borrow().conn.expect("connected");
     r.sim.with_endpoint(r.c, |_, st| st.abort(id));
+    // The application lets go of it at once, as a driver does after an abort.
+    r.sim.with_endpoint(r.c, |now, st| st.release(now, id));
     let got = Rc::clone(&r.got);
     assert!(
         r.sim
@@ -548,6 +571,9 @@ fn an_abort_reaches_the_peer_as_mp_fastclose() {
         r.got.borrow().ended,
         Some(mptcp_proto::tcp::CloseReason::Reset)
     );
+    for (i, n) in fastcloses.iter().enumerate() {
+        assert_eq!(*n.borrow(), 1, "path {i}: RSTs with MP_FASTCLOSE");
+    }
 }
 
 /// A client with one address on two links and a server with one address on each: the server

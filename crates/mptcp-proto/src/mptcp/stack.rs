@@ -118,6 +118,8 @@ struct Inner {
     address_ids: HashMap<IpAddr, u8>,
     /// Server: addresses every connection announces.
     announce: Vec<SocketAddr>,
+    /// Released connections whose subflows' resets are still to go out.
+    reap_later: Vec<ConnId>,
 }
 
 /// TCP and MPTCP connections over one endpoint.
@@ -148,6 +150,7 @@ impl Stack {
                 dirty: Vec::new(),
                 address_ids: HashMap::new(),
                 announce: Vec::new(),
+                reap_later: Vec::new(),
             },
         }
     }
@@ -559,6 +562,9 @@ impl Stack {
         self.run_schedules(now);
         let t = self.ep.poll_transmit_with(now, buf, &mut self.inner);
         if t.is_none() {
+            for id in std::mem::take(&mut self.inner.reap_later) {
+                self.reap(now, id);
+            }
             self.pump(now);
             if !self.inner.dirty.is_empty() {
                 self.run_schedules(now);
@@ -896,6 +902,18 @@ impl Stack {
             return;
         }
         let handles: Vec<ConnHandle> = c.subflows.iter().map(|s| s.handle).collect();
+        // A subflow's RST still to go takes its options from this connection (MP_FASTCLOSE,
+        // MP_TCPRST): the connection stays until it went out.
+        if handles.iter().any(|h| {
+            self.ep
+                .conn(*h)
+                .is_some_and(crate::tcp::Connection::reset_pending)
+        }) {
+            if !self.inner.reap_later.contains(&id) {
+                self.inner.reap_later.push(id);
+            }
+            return;
+        }
         let token = c.local_token;
         for h in handles {
             self.ep.release(now, h);

@@ -12,6 +12,7 @@
 //! [`crate::tun`] and undone when the [`UserStack`] is dropped.
 
 mod stream;
+mod watch;
 
 use std::collections::HashMap;
 use std::io;
@@ -99,7 +100,11 @@ pub struct UserStack {
     shared: Arc<Shared>,
     subnet: Subnet,
     lines: usize,
+    /// Which lines are backups.
+    backups: Vec<bool>,
     driver: tokio::task::JoinHandle<()>,
+    /// Follows the links of the lines and of announced addresses.
+    watch: Option<tokio::task::JoinHandle<()>>,
     _host: HostSetup,
 }
 
@@ -149,11 +154,25 @@ impl UserStack {
         });
         let driver = tokio::spawn(drive(Arc::clone(&shared), dev));
         debug!(tun = %subnet.ifname(), engine = %subnet.engine_v4(0), "user-space stack up");
+        let lines: Vec<watch::Line> = cfg
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| watch::Line {
+                iface: l.iface.clone(),
+                engine: IpAddr::V4(subnet.engine_v4(u8::try_from(i).unwrap_or(u8::MAX))),
+                backup: l.backup,
+            })
+            .collect();
+        let watch = (!lines.is_empty())
+            .then(|| tokio::spawn(watch::run(Arc::clone(&shared), lines, Vec::new())));
         Ok(Self {
             shared,
             subnet,
             lines: cfg.lines.len().max(1),
+            backups: cfg.lines.iter().map(|l| l.backup).collect(),
             driver,
+            watch,
             _host: host,
         })
     }
@@ -184,7 +203,7 @@ impl UserStack {
             .chain((0..lines).filter(|l| *l != first))
             .map(|l| Path {
                 local: self.local_addr(l),
-                backup: false,
+                backup: self.backups.get(usize::from(l)).copied().unwrap_or(false),
             })
             .collect();
         let h = {
@@ -211,6 +230,24 @@ impl UserStack {
         g.ep.announce(Instant::now(), SocketAddr::new(ip, 0));
         drop(g);
         self.shared.kick.notify_one();
+    }
+
+    /// Announces the host's addresses `ips` as [`UserStack::announce`] does, and follows their
+    /// interfaces: while one is down its address is withdrawn (`REMOVE_ADDR`, RFC 8684
+    /// §3.4.2: the peer closes its subflows to it at once rather than after its timeouts),
+    /// and announced again when it comes back.
+    pub fn announce_watched(&mut self, ips: Vec<IpAddr>) {
+        for ip in &ips {
+            self.announce(*ip);
+        }
+        if let Some(w) = self.watch.take() {
+            w.abort();
+        }
+        self.watch = Some(tokio::spawn(watch::run(
+            Arc::clone(&self.shared),
+            Vec::new(),
+            ips,
+        )));
     }
 
     /// Listens on `port` of the engine's addresses (the host maps its own addresses' port
@@ -240,7 +277,9 @@ impl UserStack {
         let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
             loop {
                 let next = shared.drained_notify.notified();
-                if shared.drained.load(Ordering::Acquire) > start {
+                // Two rounds: the one under way may have taken its packets before our last
+                // call (an abort's resets, say); the next one starts after it.
+                if shared.drained.load(Ordering::Acquire) >= start + 2 {
                     return;
                 }
                 next.await;
@@ -253,6 +292,9 @@ impl UserStack {
 
 impl Drop for UserStack {
     fn drop(&mut self) {
+        if let Some(w) = &self.watch {
+            w.abort();
+        }
         self.driver.abort();
     }
 }
