@@ -348,12 +348,16 @@ async fn connect_user(args: ConnectArgs) -> Result<()> {
         bail!("--via with --stack user is not built yet; use --stack kernel");
     }
     let dest = resolve(&args.target).await?;
+    let names: Vec<String> = args.wan.iter().map(|w| w.iface.clone()).collect();
     let stack = UserStack::start(&UserStackConfig {
         listen: Vec::new(),
         lines: args.wan,
         no_mptcp: !args.mptcp,
     })?;
     debug!(tun = %stack.ifname(), "user-space stack");
+    // `mpbond status` lists the engine's connections (the kernel's tables do not have them).
+    let _status = crate::status::serve_with("connect", None, Some(stack.status_view(names)))
+        .map_err(|e| debug!("no status socket: {e:#}"));
     let stream = stack
         .connect(dest, 0)
         .await
@@ -388,6 +392,8 @@ async fn listen_user(addr: SocketAddr, mptcp: bool, announce: Vec<std::net::IpAd
     // Withdrawn while their interface is down.
     stack.announce_watched(announce);
     info!(%addr, tun = %stack.ifname(), "listening");
+    let _status = crate::status::serve_with("listen", None, Some(stack.status_view(Vec::new())))
+        .map_err(|e| debug!("no status socket: {e:#}"));
     let (stream, peer) = l.accept().await.context("accept")?;
     debug!(%peer, "connected");
     // Later connections get a reset: one session at a time, as with the kernel stack.

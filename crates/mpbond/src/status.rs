@@ -197,6 +197,22 @@ impl Drop for StatusServer {
 /// # Errors
 /// If the socket cannot be made.
 pub fn serve(kind: &'static str, pm: Option<&PmHandle>) -> Result<StatusServer> {
+    serve_with(kind, pm, None)
+}
+
+/// The connections of mpbond's own MPTCP engine (`--stack user`), asked for at each query:
+/// the kernel's socket tables do not have them.
+pub type EngineView = Arc<dyn Fn() -> Vec<ConnectionStatus> + Send + Sync>;
+
+/// Like [`serve`], with the engine's connections listed after the kernel's.
+///
+/// # Errors
+/// If the socket cannot be made.
+pub fn serve_with(
+    kind: &'static str,
+    pm: Option<&PmHandle>,
+    engine: Option<EngineView>,
+) -> Result<StatusServer> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::create_dir_all(DIR).with_context(|| format!("creating {DIR}"))?;
     remove_stale_sockets();
@@ -218,7 +234,12 @@ pub fn serve(kind: &'static str, pm: Option<&PmHandle>) -> Result<StatusServer> 
                     .as_ref()
                     .and_then(|v| v.lock().ok().map(|s| s.clone()));
                 let answer = match collect(kind, pm.as_ref()) {
-                    Ok(s) => serde_json::to_string(&s).unwrap_or_default(),
+                    Ok(mut s) => {
+                        if let Some(e) = &engine {
+                            s.connections.extend(e());
+                        }
+                        serde_json::to_string(&s).unwrap_or_default()
+                    }
                     Err(e) => serde_json::json!({ "error": format!("{e:#}") }).to_string(),
                 };
                 let _ = c.set_write_timeout(Some(Duration::from_secs(2)));

@@ -521,6 +521,32 @@ fn our_client_aborting_mid_download_sends_an_mp_fastclose_the_kernel_counts() {
     let mut out = client.stdout.take().unwrap();
     let mut buf = vec![0u8; 2 << 20];
     out.read_exact(&mut buf).unwrap();
+    // Meanwhile `mpbond status` shows the engine's connection, its subflows and their lines.
+    let sock = Path::new(mpbond::status::DIR).join(format!("connect-{}.sock", client.id()));
+    let status = mpbond::status::query(&sock).unwrap();
+    eprintln!("status: {status:?}");
+    let conn = status
+        .connections
+        .iter()
+        .find(|c| c.remote.port() == 5000)
+        .expect("the engine's connection in mpbond status");
+    assert_ne!(conn.token, 0, "an MPTCP token");
+    assert!(!conn.fallback);
+    let lines: Vec<_> = conn
+        .subflows
+        .iter()
+        .filter_map(|s| s.line.clone())
+        .collect();
+    assert!(
+        lines.contains(&"dsl".to_owned()) && lines.contains(&"lte".to_owned()),
+        "a subflow on each line: {:?}",
+        conn.subflows
+    );
+    assert!(
+        conn.subflows
+            .iter()
+            .any(|s| s.bytes_received > 0 && s.rtt_ms > 0.0)
+    );
     drop(out);
     let status = client.wait().unwrap();
     let mut err = String::new();

@@ -1982,6 +1982,7 @@ impl MpConn {
             .iter()
             .map(|s| {
                 let st = ep.conn(s.handle).map(crate::tcp::Connection::stats);
+                let st = st.filter(|_| s.state != SubflowState::Closed);
                 super::SubflowInfo {
                     local: s.local,
                     remote: s.remote,
@@ -1993,6 +1994,9 @@ impl MpConn {
                     in_flight: st.as_ref().map_or(0, |s| s.unacked),
                     bytes_sent: s.bytes_sent,
                     bytes_received: s.bytes_received,
+                    ids: (s.local_id, s.remote_id),
+                    closed: s.state == SubflowState::Closed,
+                    tcp: st,
                 }
             })
             .collect()

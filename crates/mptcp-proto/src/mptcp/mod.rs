@@ -77,7 +77,11 @@ pub enum ConnEvent {
 }
 
 /// One subflow, for `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one subflow"
+)]
 pub struct SubflowInfo {
     /// Our address.
     pub local: SocketAddr,
@@ -99,4 +103,10 @@ pub struct SubflowInfo {
     pub bytes_sent: u64,
     /// Payload bytes read from it.
     pub bytes_received: u64,
+    /// Our address ID and the peer's.
+    pub ids: (u8, u8),
+    /// It ended.
+    pub closed: bool,
+    /// TCP figures of the subflow (`None` once it ended and was forgotten).
+    pub tcp: Option<crate::tcp::Stats>,
 }

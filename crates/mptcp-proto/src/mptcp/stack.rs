@@ -300,6 +300,12 @@ impl Stack {
             .unwrap_or_default()
     }
 
+    /// Every connection (for `status`).
+    #[must_use]
+    pub fn connection_ids(&self) -> Vec<ConnId> {
+        self.inner.ids().collect()
+    }
+
     /// Our token and the peer's (`None` before the keys are known, or without MPTCP).
     #[must_use]
     pub fn tokens(&self, id: ConnId) -> Option<(u32, u32)> {

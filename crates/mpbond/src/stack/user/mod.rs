@@ -223,6 +223,63 @@ impl UserStack {
         Ok(stream)
     }
 
+    /// What `mpbond status` shows of the engine's connections: tokens, ends, subflows with
+    /// their line, address IDs, state, RTT, congestion window and bytes.
+    #[must_use]
+    pub fn status_view(&self, line_names: Vec<String>) -> crate::status::EngineView {
+        let shared = Arc::clone(&self.shared);
+        let subnet = self.subnet;
+        Arc::new(move || {
+            let g = shared.lock();
+            let line_of = |ip: IpAddr| {
+                (0..u8::try_from(line_names.len()).unwrap_or(u8::MAX))
+                    .find(|l| IpAddr::V4(subnet.engine_v4(*l)) == ip)
+                    .and_then(|l| line_names.get(usize::from(l)).cloned())
+            };
+            g.ep.connection_ids()
+                .into_iter()
+                .filter_map(|id| {
+                    let (local, remote) = g.ep.addrs(id)?;
+                    let state = g.ep.state(id)?;
+                    let subflows: Vec<crate::status::SubflowStatus> = g
+                        .ep
+                        .subflows(id)
+                        .into_iter()
+                        .filter(|s| !s.closed)
+                        .map(|s| {
+                            let tcp = s.tcp.unwrap_or_default();
+                            let mss = 1448;
+                            crate::status::SubflowStatus {
+                                line: line_of(s.local.ip()),
+                                local: s.local,
+                                remote: s.remote,
+                                ids: s.ids,
+                                state: if s.active { "established" } else { "syn-sent" }.to_owned(),
+                                backup: s.backup,
+                                fully_established: s.active,
+                                rtt_ms: s.srtt.map_or(0.0, |d| d.as_secs_f64() * 1e3),
+                                cwnd: u32::try_from(s.cwnd / mss).unwrap_or(u32::MAX),
+                                bytes_sent: tcp.bytes_sent,
+                                bytes_acked: tcp.bytes_acked,
+                                bytes_received: tcp.bytes_received,
+                                retransmits: u32::try_from(tcp.retransmits).unwrap_or(u32::MAX),
+                            }
+                        })
+                        .collect();
+                    Some(crate::status::ConnectionStatus {
+                        token: g.ep.tokens(id).map_or(0, |t| t.0),
+                        local,
+                        remote,
+                        fallback: state == mptcp_proto::mptcp::ConnState::Fallback,
+                        extra_subflows: u8::try_from(subflows.len().saturating_sub(1))
+                            .unwrap_or(u8::MAX),
+                        subflows,
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// Announces the host's address `ip` (`ADD_ADDR`) on every MPTCP connection the engine
     /// serves, with the connection's port.
     pub fn announce(&self, ip: IpAddr) {
