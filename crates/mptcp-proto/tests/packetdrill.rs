@@ -46,16 +46,6 @@ fn not_applicable(name: &str) -> Option<&'static str> {
     }
 }
 
-/// Scripts the engine fails for a reason it knows (script file name, reason), pinned with
-/// their failure: when one starts to pass, the test says so and it leaves this list. None
-/// today.
-const KNOWN_GAPS: &[(&str, &str)] = &[];
-
-fn known_gap(name: &str) -> Option<&'static str> {
-    let file = name.rsplit('/').next().unwrap_or("");
-    KNOWN_GAPS.iter().find(|g| g.0 == file).map(|g| g.1)
-}
-
 fn scripts(dir: &Path) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     for set in ["snapshot-d57954e", "index-newer"] {
@@ -146,22 +136,15 @@ fn upstream_packetdrill_scripts() {
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{name}: {e}"));
         let lines = script::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let report = run::run(&lines);
-        match (&report.failure, known_gap(name)) {
-            (Some(f), None) => failed.push(format!("{name}: {f}")),
-            (None, Some(_)) => failed.push(format!("{name}: passes now: take it off known_gap")),
-            _ => {}
+        if let Some(f) = &report.failure {
+            failed.push(format!("{name}: {f}"));
         }
-        match (&report.failure, known_gap(name)) {
-            (Some(f), Some(why)) => {
-                let _ = writeln!(table, "{name}: FAIL, known gap: {why}\n    {f}");
-            }
-            (Some(_), None) => {
-                let _ = writeln!(table, "{name}: FAIL");
-            }
-            (None, _) => {
-                let _ = writeln!(table, "{name}: pass");
-            }
-        }
+        let verdict = if report.failure.is_some() {
+            "FAIL"
+        } else {
+            "pass"
+        };
+        let _ = writeln!(table, "{name}: {verdict}");
         for d in &report.deviations {
             let _ = writeln!(table, "    {d}");
         }
