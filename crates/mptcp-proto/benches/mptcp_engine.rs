@@ -2,6 +2,8 @@
 //! addresses) and a server, exchanging every packet through memory with no I/O, no loss and
 //! no delay, while the client's application writes and the server's reads as fast as they
 //! can; the same with MPTCP off (one plain TCP connection) for comparison in the same run.
+//! The clock moves 1 µs per round of packets, and jumps to the next timer when nothing moves
+//! (a paced subflow waiting for its next slot), as a driver sleeps until `poll_timeout`.
 //! Reported as bytes of application data per second for 1500-byte packets. Run with
 //! `cargo bench -p mptcp-proto --bench mptcp_engine`.
 #![allow(
@@ -74,7 +76,10 @@ impl Pair {
         p
     }
 
-    fn pump(&mut self) {
+    /// Moves packets both ways until neither side has anything to send; returns whether any
+    /// moved.
+    fn pump(&mut self) -> bool {
+        let mut any = false;
         loop {
             let mut moved = false;
             while let Some(t) = self.a.poll_transmit(self.now, &mut self.buf) {
@@ -87,26 +92,46 @@ impl Pair {
             }
             self.now += Duration::from_micros(1);
             if !moved {
-                return;
+                return any;
             }
+            any = true;
+        }
+    }
+
+    /// Nothing moved: the clock jumps to the earliest timer of either side (a pacer's next
+    /// segment, a delayed ACK), as a driver sleeps until then; idle polling is not the
+    /// engine's cost.
+    fn wait(&mut self) {
+        let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(t) = next.filter(|t| *t > self.now) {
+            self.now = t;
         }
     }
 
     fn transfer(&mut self, total: usize) {
         let (mut written, mut read) = (0, 0);
         while read < total {
+            let mut progress = false;
             if written < total {
                 let want = (total - written).min(self.chunk.len());
                 if let Ok(k) = self.a.write(self.ca, &self.chunk[..want]) {
                     written += k;
+                    progress |= k > 0;
                 }
             }
-            self.pump();
+            progress |= self.pump();
             while let Ok(k) = self.b.read(self.cb, &mut self.sink) {
                 if k == 0 {
                     break;
                 }
                 read += k;
+                progress = true;
+            }
+            if !progress {
+                self.wait();
             }
             self.a.handle_timeout(self.now);
             self.b.handle_timeout(self.now);

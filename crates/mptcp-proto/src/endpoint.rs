@@ -17,10 +17,12 @@
 
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use rand_core::{Rng, SeedableRng};
+
+use crate::keyed_map::{KeyedMap, keyed_map};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use arrayvec::ArrayVec;
@@ -190,7 +192,7 @@ pub struct Endpoint {
     rng: Xoshiro256PlusPlus,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_tuple: HashMap<(SocketAddr, SocketAddr), ConnHandle>,
+    by_tuple: KeyedMap<(SocketAddr, SocketAddr), ConnHandle>,
     listeners: Vec<Listener>,
     replies: VecDeque<Reply>,
     /// Until when ACKs to a listener may carry a cookie: two cookie periods after the last
@@ -198,6 +200,8 @@ pub struct Endpoint {
     cookies_until: Option<Instant>,
     dirty: VecDeque<ConnHandle>,
     touched: Vec<ConnHandle>,
+    /// Connections whose timers ran ([`Endpoint::drain_fired`]).
+    fired: Vec<ConnHandle>,
     events: VecDeque<EndpointEvent>,
     ip_ident: u16,
     stats: EndpointStats,
@@ -214,18 +218,20 @@ impl Endpoint {
     #[must_use]
     pub fn new(cfg: EndpointConfig, now: Instant) -> Self {
         let rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+        let seed = cfg.seed;
         Self {
             cfg,
             epoch: now,
             rng,
             slots: Vec::new(),
             free: Vec::new(),
-            by_tuple: HashMap::new(),
+            by_tuple: keyed_map(seed, 1),
             listeners: Vec::new(),
             replies: VecDeque::new(),
             cookies_until: None,
             dirty: VecDeque::new(),
             touched: Vec::new(),
+            fired: Vec::new(),
             events: VecDeque::new(),
             ip_ident: 0,
             stats: EndpointStats::default(),
@@ -558,9 +564,27 @@ impl Endpoint {
         seg: &TcpRepr<'_>,
         hook: &mut dyn EndpointHook,
     ) -> Option<ConnHandle> {
+        let known = self.lookup(
+            SocketAddr::new(dst, seg.dst_port),
+            SocketAddr::new(src, seg.src_port),
+        );
+        self.handle_segment_of(now, src, dst, seg, hook, known)
+    }
+
+    /// [`Endpoint::handle_segment_with`] for a caller that looked the segment's connection up
+    /// already (`known`: [`Endpoint::lookup`] of its addresses).
+    pub(crate) fn handle_segment_of(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        seg: &TcpRepr<'_>,
+        hook: &mut dyn EndpointHook,
+        known: Option<ConnHandle>,
+    ) -> Option<ConnHandle> {
         let local = SocketAddr::new(dst, seg.dst_port);
         let remote = SocketAddr::new(src, seg.src_port);
-        if let Some(&h) = self.by_tuple.get(&(local, remote)) {
+        if let Some(h) = known {
             let reaction = {
                 let slot = self.slot_mut(h)?;
                 let conn = slot.conn.as_deref_mut()?;
@@ -958,8 +982,15 @@ impl Endpoint {
             .min()
     }
 
+    /// The connections whose timers ran in the last [`Endpoint::handle_timeout`] (a layer
+    /// above looks at what they did).
+    pub(crate) fn drain_fired(&mut self) -> std::vec::Drain<'_, ConnHandle> {
+        self.fired.drain(..)
+    }
+
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.fired.clear();
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
             let Some(c) = slot.conn.as_deref_mut() else {
@@ -971,6 +1002,7 @@ impl Endpoint {
                     index: u32::try_from(i).unwrap_or(u32::MAX),
                     generation: slot.generation,
                 };
+                self.fired.push(h);
                 self.mark_dirty(h);
                 self.collect_events(h);
                 self.reap(h);

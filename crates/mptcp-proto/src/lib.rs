@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
+mod keyed_map;
 pub mod mptcp;
 pub mod tcp;
 pub mod wire;

@@ -154,11 +154,24 @@ struct Link {
     dirs: [Direction; 2],
     /// The host at the receiving end of each direction.
     to: [HostId; 2],
+    /// The shared bottleneck each direction goes through next, if any.
+    via: [Option<usize>; 2],
 }
 
 enum What {
-    Deliver { host: HostId, packet: Vec<u8> },
-    Wake { host: HostId },
+    Deliver {
+        host: HostId,
+        packet: Vec<u8>,
+    },
+    /// Through a link, on to a shared bottleneck before the host.
+    Forward {
+        bottleneck: usize,
+        host: HostId,
+        packet: Vec<u8>,
+    },
+    Wake {
+        host: HostId,
+    },
 }
 
 struct Scheduled {
@@ -193,6 +206,8 @@ pub struct Sim<N: Node = Endpoint> {
     rng: Xoshiro256PlusPlus,
     hosts: Vec<Host<N>>,
     links: Vec<Link>,
+    /// Queues several link directions share ([`Sim::bottleneck`]).
+    bottlenecks: Vec<Direction>,
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     trace: Option<PcapWriter<BufWriter<File>>>,
@@ -271,6 +286,7 @@ impl<N: Node> Sim<N> {
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             hosts: Vec::new(),
             links: Vec::new(),
+            bottlenecks: Vec::new(),
             queue: BinaryHeap::new(),
             seq: 0,
             trace: None,
@@ -349,9 +365,11 @@ impl<N: Node> Sim<N> {
         ba: LinkParams,
     ) -> usize {
         let l = self.links.len();
+        let seeds = [self.rng.next_u64(), self.rng.next_u64()];
         self.links.push(Link {
-            dirs: [Direction::new(ab), Direction::new(ba)],
+            dirs: [Direction::new(ab, seeds[0]), Direction::new(ba, seeds[1])],
             to: [b, a],
+            via: [None, None],
         });
         self.hosts[a].interfaces.push(Interface {
             addr: a_addr,
@@ -478,6 +496,26 @@ impl<N: Node> Sim<N> {
         self.links[link].dirs[dir].strip = Some(pick);
     }
 
+    /// A queue that the directions `members` (link, direction) all go through after their
+    /// own, with `params` (its rate, queue, delay, loss, outages): several lines that meet at
+    /// one bottleneck, as two access lines of one site behind one uplink, or two paths that
+    /// share a router. Returns its index.
+    pub fn bottleneck(&mut self, params: LinkParams, members: &[(usize, usize)]) -> usize {
+        let b = self.bottlenecks.len();
+        self.bottlenecks
+            .push(Direction::new(params, self.rng.next_u64()));
+        for &(link, dir) in members {
+            self.links[link].via[dir] = Some(b);
+        }
+        b
+    }
+
+    /// Counters of bottleneck `b`.
+    #[must_use]
+    pub fn bottleneck_stats(&self, b: usize) -> DirectionStats {
+        self.bottlenecks[b].stats
+    }
+
     /// A link direction's counters.
     #[must_use]
     pub fn link_stats(&self, link: usize, dir: usize) -> DirectionStats {
@@ -571,8 +609,16 @@ impl<N: Node> Sim<N> {
                 d.stats.stripped += 1;
             }
         }
-        if let Some(at) = d.offer(now, elapsed, &packet, &mut self.rng) {
-            self.schedule(at, What::Deliver { host: to, packet });
+        if let Some(at) = d.offer(now, elapsed, &packet) {
+            let what = match self.links[link].via[dir] {
+                Some(bottleneck) => What::Forward {
+                    bottleneck,
+                    host: to,
+                    packet,
+                },
+                None => What::Deliver { host: to, packet },
+            };
+            self.schedule(at, what);
         }
     }
 
@@ -588,6 +634,16 @@ impl<N: Node> Sim<N> {
                 let now = self.now;
                 self.hosts[host].endpoint.handle_packet(now, &packet);
                 self.service(host);
+            }
+            What::Forward {
+                bottleneck,
+                host,
+                packet,
+            } => {
+                let (now, elapsed) = (self.now, self.elapsed());
+                if let Some(at) = self.bottlenecks[bottleneck].offer(now, elapsed, &packet) {
+                    self.schedule(at, What::Deliver { host, packet });
+                }
             }
             What::Wake { host } => {
                 if self.hosts[host].wake != Some(ev.at) {

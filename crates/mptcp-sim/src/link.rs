@@ -1,6 +1,11 @@
 //! A simulated link: per direction a rate (serialisation), a tail-drop queue, a one-way delay
 //! with optional jitter, seeded random loss, outages on a schedule, and a drop filter for
 //! tests that must lose one particular segment.
+//!
+//! Each direction draws from a random stream of its own, the same draws for its n-th packet
+//! whatever happens elsewhere: two runs that differ only in which packets a sender puts on
+//! which line (two schedulers) see the same losses and jitter per line. An outage loses what
+//! it finds queued or on the wire, not only what is offered during it.
 
 use core::net::IpAddr;
 use core::time::Duration;
@@ -8,7 +13,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use mptcp_proto::wire::tcp::{SeqNumber, TcpFlags, TcpPacket};
-use rand_core::Rng;
+use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// The settings of one direction of a link.
@@ -181,6 +186,9 @@ pub struct DirectionStats {
 /// One direction of a link.
 pub(crate) struct Direction {
     pub(crate) params: LinkParams,
+    rng: Xoshiro256PlusPlus,
+    /// The start of the last outage whose loss of the queue was applied.
+    flushed: Option<Duration>,
     busy_until: Option<Instant>,
     /// Departure time and size of the packets still in the queue.
     queued: VecDeque<(Instant, usize)>,
@@ -202,9 +210,12 @@ impl core::fmt::Debug for Direction {
 }
 
 impl Direction {
-    pub(crate) fn new(params: LinkParams) -> Self {
+    /// A direction with `params` whose random stream starts from `seed`.
+    pub(crate) fn new(params: LinkParams, seed: u64) -> Self {
         Self {
             params,
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            flushed: None,
             busy_until: None,
             queued: VecDeque::new(),
             queued_bytes: 0,
@@ -222,10 +233,17 @@ impl Direction {
         now: Instant,
         elapsed: Duration,
         packet: &[u8],
-        rng: &mut Xoshiro256PlusPlus,
     ) -> Option<Instant> {
         let index = self.stats.offered;
         self.stats.offered += 1;
+        // This packet's draws, taken whatever becomes of it.
+        let lose = self.params.loss > 0.0 && unit(&mut self.rng) < self.params.loss;
+        let jitter = if self.params.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            self.params.jitter.mul_f64(unit(&mut self.rng))
+        };
+        self.flush_outages(now, elapsed);
         if let Some(f) = self.filter.as_mut() {
             if PacketInfo::read(index, packet).is_some_and(|info| f(elapsed, &info)) {
                 self.stats.filtered += 1;
@@ -241,7 +259,7 @@ impl Direction {
             self.stats.outage_drops += 1;
             return None;
         }
-        if self.params.loss > 0.0 && unit(rng) < self.params.loss {
+        if lose {
             self.stats.lost += 1;
             return None;
         }
@@ -265,19 +283,63 @@ impl Direction {
         self.busy_until = Some(depart);
         self.queued.push_back((depart, len));
         self.queued_bytes += len;
-        let mut arrival = depart + self.params.delay;
-        if !self.params.jitter.is_zero() {
-            arrival += self.params.jitter.mul_f64(unit(rng));
-        }
+        let mut arrival = depart + self.params.delay + jitter;
         if !self.params.reorder {
             if let Some(last) = self.last_arrival {
                 arrival = arrival.max(last);
             }
         }
         self.last_arrival = Some(arrival);
+        // An outage that begins while the packet waits in the queue or travels loses it.
+        let arrives = elapsed + arrival.saturating_duration_since(now);
+        if self
+            .params
+            .outages
+            .iter()
+            .any(|&(s, _)| elapsed < s && s < arrives)
+        {
+            self.stats.outage_drops += 1;
+            return None;
+        }
         self.stats.delivered += 1;
         self.stats.delivered_bytes += len as u64;
         Some(arrival)
+    }
+
+    /// The latest outage that has begun by `elapsed` emptied the queue and the wire when it
+    /// began (the packets were counted lost when offered): later packets do not wait behind
+    /// them.
+    fn flush_outages(&mut self, now: Instant, elapsed: Duration) {
+        let Some(start) = self
+            .params
+            .outages
+            .iter()
+            .map(|o| o.0)
+            .filter(|s| *s <= elapsed)
+            .max()
+        else {
+            return;
+        };
+        if self.flushed.is_some_and(|f| f >= start) {
+            return;
+        }
+        self.flushed = Some(start);
+        let Some(began) = now.checked_sub(elapsed.saturating_sub(start)) else {
+            return;
+        };
+        while let Some(&(depart, len)) = self.queued.back() {
+            if depart <= began {
+                break;
+            }
+            self.queued.pop_back();
+            self.queued_bytes -= len;
+        }
+        if self.busy_until.is_some_and(|b| b > began) {
+            self.busy_until = Some(began);
+        }
+        if self.last_arrival.is_some_and(|a| a > began) {
+            self.last_arrival = Some(began);
+        }
     }
 }
 
@@ -353,78 +415,128 @@ pub fn strip_mptcp(packet: &mut [u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand_core::SeedableRng;
 
     fn packet(len: usize) -> Vec<u8> {
         vec![0u8; len]
     }
 
+    /// `d` offered a packet of `len` bytes `at` since the start `t0`.
+    fn offer(d: &mut Direction, t0: Instant, at: Duration, len: usize) -> Option<Duration> {
+        d.offer(t0 + at, at, &packet(len)).map(|a| a - t0)
+    }
+
     #[test]
     fn serialisation_queue_and_delay() {
         let t0 = Instant::now();
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-        let mut d = Direction::new(LinkParams {
-            rate_bps: 8_000_000, // 1 byte per µs
-            delay: Duration::from_millis(10),
-            queue_bytes: 2500,
-            ..LinkParams::default()
-        });
-        let a = d
-            .offer(t0, Duration::ZERO, &packet(1000), &mut rng)
-            .unwrap();
-        assert_eq!(a - t0, Duration::from_millis(11));
-        let b = d
-            .offer(t0, Duration::ZERO, &packet(1000), &mut rng)
-            .unwrap();
-        assert_eq!(b - t0, Duration::from_millis(12), "waits for the first");
-        assert!(
-            d.offer(t0, Duration::ZERO, &packet(1000), &mut rng)
-                .is_none(),
-            "queue full"
+        let mut d = Direction::new(
+            LinkParams {
+                rate_bps: 8_000_000, // 1 byte per µs
+                delay: Duration::from_millis(10),
+                queue_bytes: 2500,
+                ..LinkParams::default()
+            },
+            1,
         );
+        assert_eq!(offer(&mut d, t0, Duration::ZERO, 1000), Some(ms(11)));
+        assert_eq!(
+            offer(&mut d, t0, Duration::ZERO, 1000),
+            Some(ms(12)),
+            "waits for the first"
+        );
+        assert_eq!(offer(&mut d, t0, Duration::ZERO, 1000), None, "queue full");
         assert_eq!(d.stats.queue_drops, 1);
         // Once the first has left, there is room again.
-        let later = t0 + Duration::from_millis(1);
-        assert!(
-            d.offer(later, Duration::ZERO, &packet(1000), &mut rng)
-                .is_some()
-        );
+        assert!(offer(&mut d, t0, ms(1), 1000).is_some());
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]
     fn nothing_gets_through_an_outage() {
         let t0 = Instant::now();
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-        let mut d = Direction::new(LinkParams {
-            outages: vec![(Duration::from_secs(1), Duration::from_secs(2))],
-            ..LinkParams::default()
-        });
-        assert!(
-            d.offer(t0, Duration::from_millis(999), &packet(40), &mut rng)
-                .is_some()
+        let mut d = Direction::new(
+            LinkParams {
+                outages: vec![(ms(1000), ms(2000))],
+                ..LinkParams::default()
+            },
+            1,
         );
-        assert!(
-            d.offer(t0, Duration::from_millis(1500), &packet(40), &mut rng)
-                .is_none()
-        );
-        assert!(
-            d.offer(t0, Duration::from_secs(2), &packet(40), &mut rng)
-                .is_some()
-        );
+        assert_eq!(offer(&mut d, t0, ms(980), 40), Some(ms(990)));
+        assert_eq!(offer(&mut d, t0, ms(1500), 40), None, "offered during it");
+        assert_eq!(offer(&mut d, t0, ms(2000), 40), Some(ms(2010)));
         assert_eq!(d.stats.outage_drops, 1);
+    }
+
+    #[test]
+    fn an_outage_loses_what_is_queued_and_on_the_wire() {
+        let t0 = Instant::now();
+        let mut d = Direction::new(
+            LinkParams {
+                rate_bps: 8_000_000, // 1 byte per µs
+                delay: ms(10),
+                outages: vec![(ms(1000), ms(1100))],
+                ..LinkParams::default()
+            },
+            1,
+        );
+        // Leaves at 990 ms, would arrive at 1000 ms: through just before.
+        assert_eq!(offer(&mut d, t0, ms(989), 1000), Some(ms(1000)));
+        // On the wire when the line dies.
+        assert_eq!(offer(&mut d, t0, ms(995), 1000), None);
+        // Queued behind 50 ms of others: still waiting when the line dies.
+        for _ in 0..50 {
+            let _ = offer(&mut d, t0, ms(996), 1000);
+        }
+        assert_eq!(d.stats.delivered, 1);
+        assert_eq!(d.stats.outage_drops, 51);
+        // After the outage nothing waits behind the packets it lost.
+        assert_eq!(offer(&mut d, t0, ms(1100), 1000), Some(ms(1111)));
+        assert_eq!(offer(&mut d, t0, ms(1100), 1000), Some(ms(1112)));
     }
 
     #[test]
     fn random_loss_matches_its_rate() {
         let t0 = Instant::now();
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
-        let mut d = Direction::new(LinkParams {
-            loss: 0.05,
-            ..LinkParams::default()
-        });
+        let mut d = Direction::new(
+            LinkParams {
+                loss: 0.05,
+                ..LinkParams::default()
+            },
+            7,
+        );
         for _ in 0..20_000 {
-            let _ = d.offer(t0, Duration::ZERO, &packet(40), &mut rng);
+            let _ = offer(&mut d, t0, Duration::ZERO, 40);
         }
         assert!((800..1200).contains(&d.stats.lost), "{}", d.stats.lost);
+    }
+
+    #[test]
+    fn a_direction_draws_the_same_for_its_nth_packet_whatever_is_dropped_before() {
+        let t0 = Instant::now();
+        let fates = |outages| {
+            let mut d = Direction::new(
+                LinkParams {
+                    loss: 0.3,
+                    jitter: ms(5),
+                    reorder: true,
+                    outages,
+                    ..LinkParams::default()
+                },
+                9,
+            );
+            (0..300)
+                .map(|k| offer(&mut d, t0, ms(k), 40))
+                .collect::<Vec<_>>()
+        };
+        let (all, cut) = (fates(vec![]), fates(vec![(ms(0), ms(100))]));
+        assert!(cut[..100].iter().all(Option::is_none));
+        assert_eq!(
+            all[100..],
+            cut[100..],
+            "the same losses and delays after the outage"
+        );
+        assert!(all[100..].iter().any(Option::is_none) && all[100..].iter().any(Option::is_some));
     }
 }

@@ -92,6 +92,47 @@ fn two_paths_join_and_both_carry_data() {
     );
 }
 
+#[test]
+fn two_paths_through_one_bottleneck_share_it_and_deliver_every_byte() {
+    let total = 6_000_000;
+    let mut sim = Sim::new_mptcp("mptcp-shared-bottleneck");
+    // Two 20 Mbit/s access lines that meet at a 10 Mbit/s uplink toward the server.
+    let uplink = path(10.0, 20);
+    let mut b = None;
+    let st = start_with(
+        &mut sim,
+        &[path(20.0, 20), path(20.0, 40)],
+        &[false, false],
+        total,
+        |sim, links| b = Some(sim.bottleneck(uplink, &[(links[0], 0), (links[1], 0)])),
+    );
+    let b = b.expect("bottleneck made");
+    let mut r = st.finish(sim);
+    r.until_done(Duration::from_secs(60));
+    assert!(r.got.borrow().intact(total));
+    let shared = r.sim.bottleneck_stats(b);
+    let own: u64 = (0..2)
+        .map(|k| r.sim.link_stats(r.links[k], 0).delivered)
+        .sum();
+    assert_eq!(
+        shared.offered, own,
+        "every packet of both lines went through it"
+    );
+    for k in 0..2 {
+        assert!(
+            r.sim.link_stats(r.links[k], 0).delivered_bytes > total / 10,
+            "line {k} carried little"
+        );
+    }
+    // No faster than the uplink: 6 MB at 10 Mbit/s take 4.8 s.
+    assert!(
+        r.sim.elapsed() > Duration::from_millis(4_800),
+        "took {:?}",
+        r.sim.elapsed()
+    );
+    assert!(shared.queue_drops > 0, "the uplink's queue never filled");
+}
+
 /// A transfer of `total` bytes from the client over `params` (one path each) with `setup`
 /// changing the simulation first; returns the simulation, hosts, links and both states.
 struct Run {

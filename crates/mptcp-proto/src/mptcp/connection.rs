@@ -1449,14 +1449,40 @@ impl MpConn {
                 } else {
                     (self.recv.next() + self.recv.capacity() as u64).saturating_sub(data_off)
                 };
-                let n = readable.min(in_map).min(room).min(buf.len() as u64);
+                let n = readable.min(in_map).min(room);
                 if n == 0 {
                     break;
                 }
+                let handle = sf.handle;
+                if !self.checksums {
+                    // In place: from the subflow's buffer straight into the data level's.
+                    let Some(c) = ep.conn_mut(handle) else { break };
+                    #[expect(clippy::cast_possible_truncation, reason = "at most `readable`")]
+                    let n = n as usize;
+                    let (head, tail) = c.peek();
+                    let k = n.min(head.len());
+                    if self.recv.insert(data_off, &head[..k]).duplicate {
+                        self.stats.duplicate_bytes += k as u64;
+                    }
+                    if n > k
+                        && self
+                            .recv
+                            .insert(data_off + k as u64, &tail[..n - k])
+                            .duplicate
+                    {
+                        self.stats.duplicate_bytes += (n - k) as u64;
+                    }
+                    c.consume(n);
+                    let sf = &mut self.subflows[i];
+                    sf.read += n as u64;
+                    sf.bytes_received += n as u64;
+                    sf.recv_maps.prune(sf.read);
+                    continue;
+                }
                 #[expect(clippy::cast_possible_truncation, reason = "at most the buffer")]
-                let n = n as usize;
+                let n = n.min(buf.len() as u64) as usize;
                 let got = ep
-                    .conn_mut(sf.handle)
+                    .conn_mut(handle)
                     .and_then(|c| c.read(&mut buf[..n]).ok())
                     .unwrap_or(0);
                 if got == 0 {
@@ -1464,22 +1490,18 @@ impl MpConn {
                 }
                 sf.read += got as u64;
                 sf.bytes_received += got as u64;
-                if self.checksums {
-                    sf.pending.extend_from_slice(&buf[..got]);
-                    if sf.pending.len() as u64 == m.len {
-                        let pending = std::mem::take(&mut sf.pending);
-                        let ok = m.checksum.is_none_or(|c| {
-                            crypto::dss_checksum(m.dsn, m.ssn, m.data_len, &pending) == c
-                        });
-                        if ok {
-                            self.insert(m.data_off, &pending);
-                        } else {
-                            self.on_checksum_failure(ep, i);
-                            break;
-                        }
+                sf.pending.extend_from_slice(&buf[..got]);
+                if sf.pending.len() as u64 == m.len {
+                    let pending = std::mem::take(&mut sf.pending);
+                    let ok = m.checksum.is_none_or(|c| {
+                        crypto::dss_checksum(m.dsn, m.ssn, m.data_len, &pending) == c
+                    });
+                    if ok {
+                        self.insert(m.data_off, &pending);
+                    } else {
+                        self.on_checksum_failure(ep, i);
+                        break;
                     }
-                } else {
-                    self.insert(data_off, &buf[..got]);
                 }
                 let sf = &mut self.subflows[i];
                 sf.recv_maps.prune(sf.read);
@@ -1714,33 +1736,49 @@ impl MpConn {
             }
             #[expect(clippy::cast_possible_truncation, reason = "at most one mapping")]
             let n = n as usize;
-            if buf.len() < n {
-                buf.resize(n, 0);
-            }
-            let got = self.send.read_at(start, &mut buf[..n]);
-            if got == 0 {
+            let sf = &mut self.subflows[i];
+            let (first, second) = self.send.slices_at(start, n);
+            if first.is_empty() {
                 // Acknowledged meanwhile.
                 self.reinject.pop_front();
                 continue;
             }
-            let sf = &mut self.subflows[i];
             let Some(c) = ep.conn_mut(sf.handle) else {
                 break;
             };
-            let Ok(w) = c.write(&buf[..got]) else {
-                break;
-            };
-            if w == 0 {
-                break;
-            }
-            let checksum = self.checksums.then(|| {
-                crypto::dss_checksum(
+            // The bytes go from the connection's buffer to the subflow's in place; with
+            // checksums they are gathered first, to sum what the subflow took.
+            let (w, checksum) = if self.checksums {
+                let got = first.len() + second.len();
+                if buf.len() < got {
+                    buf.resize(got, 0);
+                }
+                buf[..first.len()].copy_from_slice(first);
+                buf[first.len()..got].copy_from_slice(second);
+                let Ok(w) = c.write(&buf[..got]) else {
+                    break;
+                };
+                let sum = crypto::dss_checksum(
                     self.local_idsn.wrapping_add(1).wrapping_add(start),
                     rel_ssn(sf.written),
                     u16::try_from(w).unwrap_or(u16::MAX),
                     &buf[..w],
-                )
-            });
+                );
+                (w, Some(sum))
+            } else {
+                let Ok(w) = c.write(first) else {
+                    break;
+                };
+                let more = if w == first.len() && !second.is_empty() {
+                    c.write(second).unwrap_or(0)
+                } else {
+                    0
+                };
+                (w + more, None)
+            };
+            if w == 0 {
+                break;
+            }
             sf.contiguous &= sf.written == start;
             sf.send_maps.push(SendMapping {
                 sf_off: sf.written,

@@ -10,11 +10,13 @@
 //! ```
 
 use core::net::{IpAddr, SocketAddr};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use arrayvec::ArrayVec;
 use rand_core::{Rng, SeedableRng};
+
+use crate::keyed_map::{KeyedMap, keyed_map};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::connection::{ConnConfig, ConnState, ConnStats, MpConn, OPTION_SPACE, Subflow};
@@ -107,15 +109,15 @@ struct Inner {
     now: Instant,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_subflow: HashMap<ConnHandle, ConnId>,
-    by_token: HashMap<u32, ConnId>,
+    by_subflow: KeyedMap<ConnHandle, ConnId>,
+    by_token: KeyedMap<u32, ConnId>,
     listeners: Vec<(SocketAddr, VecDeque<ConnId>)>,
     pending: Option<PendingSyn>,
     rng: Xoshiro256PlusPlus,
     events: VecDeque<StackEvent>,
     dirty: Vec<ConnId>,
     /// Address IDs of our addresses (0 for none yet: the first subflow's).
-    address_ids: HashMap<IpAddr, u8>,
+    address_ids: KeyedMap<IpAddr, u8>,
     /// Server: addresses every connection announces.
     announce: Vec<SocketAddr>,
     /// Released connections whose subflows' resets are still to go out.
@@ -134,6 +136,7 @@ impl Stack {
     #[must_use]
     pub fn new(cfg: StackConfig, now: Instant) -> Self {
         let seed = cfg.endpoint.seed ^ 0x6d70_7463_7000_0001;
+        let map_seed = cfg.endpoint.seed;
         Self {
             ep: Endpoint::new(cfg.endpoint.clone(), now),
             inner: Inner {
@@ -141,14 +144,14 @@ impl Stack {
                 now,
                 slots: Vec::new(),
                 free: Vec::new(),
-                by_subflow: HashMap::new(),
-                by_token: HashMap::new(),
+                by_subflow: keyed_map(map_seed, 2),
+                by_token: keyed_map(map_seed, 3),
                 listeners: Vec::new(),
                 pending: None,
                 rng: Xoshiro256PlusPlus::seed_from_u64(seed),
                 events: VecDeque::new(),
                 dirty: Vec::new(),
-                address_ids: HashMap::new(),
+                address_ids: keyed_map(map_seed, 4),
                 announce: Vec::new(),
                 reap_later: Vec::new(),
             },
@@ -443,7 +446,8 @@ impl Stack {
         // Where the payload lands in its subflow, if the subflow will take it.
         let local = SocketAddr::new(dst, seg.dst_port);
         let remote = SocketAddr::new(src, seg.src_port);
-        let subflow = self.ep.lookup(local, remote).and_then(|h| self.ep.conn(h));
+        let known = self.ep.lookup(local, remote);
+        let subflow = known.and_then(|h| self.ep.conn(h));
         let payload_at = subflow.and_then(|c| {
             c.acceptable_payload(
                 seg.seq_number,
@@ -455,7 +459,7 @@ impl Stack {
         let options_ok = subflow.is_none_or(|c| c.options_acceptable(&seg));
         let h = self
             .ep
-            .handle_segment_with(now, src, dst, &seg, &mut self.inner);
+            .handle_segment_of(now, src, dst, &seg, &mut self.inner, known);
         let pending = self.inner.pending.take();
         if let Some(h) = h {
             self.after_segment(now, h, &seg, pending, payload_at, options_ok);
@@ -949,14 +953,27 @@ impl Stack {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.inner.now = now;
         self.ep.handle_timeout(now);
-        let ids: Vec<ConnId> = self.inner.ids().collect();
-        for id in ids {
-            let Self { ep, inner } = self;
-            if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
-                if c.poll_timeout().is_some_and(|t| t <= now) {
-                    c.handle_timeout(now, ep);
-                }
+        let Self { ep, inner } = self;
+        // A subflow whose timer ran (a retransmission timeout): its connection looks at it
+        // (a stalled subflow's data goes to the others).
+        for h in ep.drain_fired() {
+            if let Some(&id) = inner.by_subflow.get(&h) {
+                inner.mark_dirty(id);
             }
+        }
+        for index in 0..inner.slots.len() {
+            let slot = &mut inner.slots[index];
+            let Some(c) = slot.conn.as_deref_mut() else {
+                continue;
+            };
+            if c.poll_timeout().is_none_or(|t| t > now) {
+                continue;
+            }
+            c.handle_timeout(now, ep);
+            let id = ConnId {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                generation: slot.generation,
+            };
             // What the timers did (a connection that waited in vain for a subflow ends).
             inner.collect(id);
             inner.mark_dirty(id);
@@ -1055,12 +1072,16 @@ impl Inner {
 
     /// Moves a connection's events to the stack's.
     fn collect(&mut self, id: ConnId) {
-        let Some(c) = self.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) else {
+        let Some(c) = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+            .and_then(|s| s.conn.as_deref_mut())
+        else {
             return;
         };
-        let evs: Vec<ConnEvent> = c.events.drain(..).collect();
         self.events
-            .extend(evs.into_iter().map(|e| StackEvent::Conn(id, e)));
+            .extend(c.events.drain(..).map(|e| StackEvent::Conn(id, e)));
     }
 
     fn conn_of(&mut self, h: ConnHandle) -> Option<(&mut MpConn, usize)> {

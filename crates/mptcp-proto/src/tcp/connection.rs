@@ -666,6 +666,24 @@ impl Connection {
         Ok(n)
     }
 
+    /// The received bytes in order, in place (two runs, either may be empty): read them
+    /// without a copy, then `consume` what was taken.
+    #[must_use]
+    pub fn peek(&self) -> (&[u8], &[u8]) {
+        self.recv.peek()
+    }
+
+    /// Takes the first `n` received bytes in order, as `read` would have (the window opens
+    /// as they go); returns how many there were.
+    pub fn consume(&mut self, n: usize) -> usize {
+        let n = self.recv.consume(n);
+        if n > 0 {
+            self.consumed += n as u64;
+            self.maybe_window_update();
+        }
+        n
+    }
+
     /// Reads received bytes; `Ok(n)` with `n > 0`.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
         let n = self.recv.read(buf);

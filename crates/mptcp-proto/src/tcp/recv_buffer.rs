@@ -94,6 +94,20 @@ impl RecvBuffer {
         n
     }
 
+    /// The bytes in order, in place (the ring's two runs), for a reader that copies them
+    /// elsewhere and then `consume`s them.
+    #[must_use]
+    pub fn peek(&self) -> (&[u8], &[u8]) {
+        self.ready.as_slices()
+    }
+
+    /// Drops the first `n` bytes in order (at most those there are); returns how many.
+    pub fn consume(&mut self, n: usize) -> usize {
+        let n = n.min(self.ready.len());
+        self.ready.drain(..n);
+        n
+    }
+
     /// Stores `data` received at stream offset `offset`.
     pub fn insert(&mut self, offset: u64, data: &[u8]) -> Inserted {
         let mut r = Inserted::default();
@@ -263,6 +277,19 @@ mod tests {
         assert_eq!(read_all(&mut b), b"hello");
         assert_eq!(b.window(), 100);
         assert!(b.insert(2, b"llo").duplicate);
+    }
+
+    #[test]
+    fn peeked_bytes_stay_until_consumed() {
+        let mut b = RecvBuffer::new(8);
+        b.insert(0, b"abcdef");
+        assert_eq!(b.consume(4), 4);
+        b.insert(6, b"ghij"); // wraps the ring
+        let (x, y) = b.peek();
+        assert_eq!([x, y].concat(), b"efghij");
+        assert_eq!(b.readable(), 6, "peeking takes nothing");
+        assert_eq!(b.consume(10), 6, "at most what is there");
+        assert_eq!((b.readable(), b.window()), (0, 8));
     }
 
     #[test]

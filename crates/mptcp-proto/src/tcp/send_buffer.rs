@@ -84,6 +84,28 @@ impl SendBuffer {
 
     /// Copies bytes from offset `from` into `out`; returns how many (fewer at the end of the
     /// data, none before [`SendBuffer::start`]).
+    /// Up to `len` bytes from stream offset `from`, in place: the ring's two runs (either may
+    /// be empty; both are for bytes not acknowledged and already written).
+    #[must_use]
+    pub fn slices_at(&self, from: u64, len: usize) -> (&[u8], &[u8]) {
+        let Some(skip) = from
+            .checked_sub(self.start)
+            .and_then(|s| usize::try_from(s).ok())
+            .filter(|s| *s < self.data.len())
+        else {
+            return (&[], &[]);
+        };
+        let n = len.min(self.data.len() - skip);
+        let (a, b) = self.data.as_slices();
+        if skip < a.len() {
+            let first = n.min(a.len() - skip);
+            (&a[skip..skip + first], &b[..n - first])
+        } else {
+            let at = skip - a.len();
+            (&b[at..at + n], &[])
+        }
+    }
+
     #[must_use]
     pub fn read_at(&self, from: u64, out: &mut [u8]) -> usize {
         let Some(skip) = from
@@ -139,6 +161,15 @@ mod tests {
         assert_eq!(b.read_at(12, &mut out), 0, "not written yet");
         assert_eq!(b.read_at(10, &mut out[..1]), 1);
         assert_eq!(out[0], b'k');
+        let (x, y) = b.slices_at(6, 10);
+        assert_eq!([x, y].concat(), b"ghijkl", "in place, across the wrap");
+        assert_eq!(b.slices_at(11, 3), (&b"l"[..], &b""[..]));
+        assert_eq!(b.slices_at(12, 3), (&b""[..], &b""[..]), "not written yet");
+        assert_eq!(
+            b.slices_at(4, 3),
+            (&b""[..], &b""[..]),
+            "already acknowledged"
+        );
         b.ack_to(100);
         assert!(b.is_empty());
         assert_eq!(b.start(), 12, "acks beyond the data stop at its end");
