@@ -496,6 +496,12 @@ impl<N: Node> Sim<N> {
         self.links[link].dirs[dir].strip = Some(pick);
     }
 
+    /// Changes the payload of the packets of a link direction that `pick` chooses (and fixes
+    /// their TCP checksum), as a middlebox that rewrites content would.
+    pub fn set_corrupter(&mut self, link: usize, dir: usize, pick: DropFilter) {
+        self.links[link].dirs[dir].corrupt = Some(pick);
+    }
+
     /// A queue that the directions `members` (link, direction) all go through after their
     /// own, with `params` (its rate, queue, delay, loss, outages): several lines that meet at
     /// one bottleneck, as two access lines of one site behind one uplink, or two paths that
@@ -607,6 +613,14 @@ impl<N: Node> Sim<N> {
                 && link::strip_mptcp(&mut packet)
             {
                 d.stats.stripped += 1;
+            }
+        }
+        if let Some(pick) = d.corrupt.as_mut() {
+            let index = d.stats.offered;
+            if link::PacketInfo::read(index, &packet).is_some_and(|i| pick(elapsed, &i))
+                && link::corrupt_payload(&mut packet)
+            {
+                d.stats.corrupted += 1;
             }
         }
         if let Some(at) = d.offer(now, elapsed, &packet) {

@@ -181,6 +181,8 @@ pub struct DirectionStats {
     pub filtered: u64,
     /// Packets whose MPTCP options a middlebox stripped.
     pub stripped: u64,
+    /// Packets whose payload a middlebox changed.
+    pub corrupted: u64,
 }
 
 /// One direction of a link.
@@ -197,6 +199,8 @@ pub(crate) struct Direction {
     pub(crate) filter: Option<DropFilter>,
     /// Picks packets whose MPTCP options a middlebox strips.
     pub(crate) strip: Option<DropFilter>,
+    /// Picks packets whose payload a middlebox changes.
+    pub(crate) corrupt: Option<DropFilter>,
     pub(crate) stats: DirectionStats,
 }
 
@@ -222,6 +226,7 @@ impl Direction {
             last_arrival: None,
             filter: None,
             strip: None,
+            corrupt: None,
             stats: DirectionStats::default(),
         }
     }
@@ -348,9 +353,10 @@ pub(crate) fn unit(rng: &mut Xoshiro256PlusPlus) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Rewrites every MPTCP option of the IP packet `packet` into NOPs and fixes the TCP checksum,
-/// as a middlebox that strips unknown options does. Returns whether it changed anything.
-pub fn strip_mptcp(packet: &mut [u8]) -> bool {
+/// Runs `edit` on the TCP segment of the IP packet `packet` (header and payload) and, if it
+/// says it changed something, puts the TCP checksum right again, as a middlebox that rewrites
+/// segments does. Returns whether it changed anything.
+fn rewrite_tcp(packet: &mut [u8], edit: impl FnOnce(&mut [u8]) -> bool) -> bool {
     use mptcp_proto::wire::checksum;
     let Some(&first) = packet.first() else {
         return false;
@@ -381,35 +387,58 @@ pub fn strip_mptcp(packet: &mut [u8]) -> bool {
     };
     let tcp = &mut packet[ip_len..];
     let data_off = usize::from(tcp[12] >> 4) * 4;
-    if data_off < 20 || data_off > tcp.len() {
+    if data_off < 20 || data_off > tcp.len() || !edit(tcp) {
         return false;
     }
-    let mut i = 20;
-    let mut changed = false;
-    while i < data_off {
-        match tcp[i] {
-            0 => break,
-            1 => i += 1,
-            kind => {
-                let Some(&len) = tcp.get(i + 1) else { break };
-                let len = usize::from(len);
-                if len < 2 || i + len > data_off {
-                    break;
+    tcp[16..18].fill(0);
+    let sum = checksum::finish(checksum::add(checksum::add(0, &pseudo), tcp));
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    true
+}
+
+/// Rewrites every MPTCP option of the IP packet `packet` into NOPs and fixes the TCP checksum,
+/// as a middlebox that strips unknown options does. Returns whether it changed anything.
+pub fn strip_mptcp(packet: &mut [u8]) -> bool {
+    rewrite_tcp(packet, |tcp| {
+        let data_off = usize::from(tcp[12] >> 4) * 4;
+        let mut i = 20;
+        let mut changed = false;
+        while i < data_off {
+            match tcp[i] {
+                0 => break,
+                1 => i += 1,
+                kind => {
+                    let Some(&len) = tcp.get(i + 1) else { break };
+                    let len = usize::from(len);
+                    if len < 2 || i + len > data_off {
+                        break;
+                    }
+                    if kind == mptcp_proto::wire::mptcp::KIND {
+                        tcp[i..i + len].fill(1);
+                        changed = true;
+                    }
+                    i += len;
                 }
-                if kind == mptcp_proto::wire::mptcp::KIND {
-                    tcp[i..i + len].fill(1);
-                    changed = true;
-                }
-                i += len;
             }
         }
-    }
-    if changed {
-        tcp[16..18].fill(0);
-        let sum = checksum::finish(checksum::add(checksum::add(0, &pseudo), tcp));
-        tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-    }
-    changed
+        changed
+    })
+}
+
+/// Changes the last payload byte of the IP packet `packet` and fixes the TCP checksum, as a
+/// middlebox that rewrites content does (an application-level gateway): TCP cannot tell, the
+/// DSS checksum can (RFC 8684 §3.3.1). Returns whether there was a payload to change.
+pub fn corrupt_payload(packet: &mut [u8]) -> bool {
+    rewrite_tcp(packet, |tcp| {
+        let data_off = usize::from(tcp[12] >> 4) * 4;
+        match tcp.len().checked_sub(1).filter(|last| *last >= data_off) {
+            Some(last) => {
+                tcp[last] ^= 0x5a;
+                true
+            }
+            None => false,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -448,7 +448,7 @@ fn handshake_loss(name: &str, on_join_path: bool, dir: usize, pick: fn(&PacketIn
     assert_eq!(sent.borrow().joins, 1, "{name}: the join did not come up");
 }
 
-use mptcp_proto::wire::mptcp::subtype::{ADD_ADDR, DSS, MP_CAPABLE, MP_JOIN};
+use mptcp_proto::wire::mptcp::subtype::{ADD_ADDR, DSS, MP_CAPABLE, MP_FAIL, MP_JOIN, MP_TCPRST};
 use mptcp_proto::wire::tcp::TcpFlags;
 
 fn syn(p: &PacketInfo) -> bool {
@@ -566,6 +566,80 @@ fn checksums_when_asked_for_carry_data_intact() {
     r.until_done(Duration::from_secs(30));
     assert!(r.got.borrow().intact(total));
     assert_eq!(r.client_stats().checksum_failures, 0);
+}
+
+/// A middlebox changes the payload of one data segment (TCP's checksum made right again) on
+/// the last of `paths`, 1 s in: the server's DSS checksum catches it, resets that subflow with
+/// `MP_FAIL` and `MP_TCPRST`, and the data arrives intact all the same.
+fn corrupt_run(name: &str, paths: &[LinkParams]) -> Run {
+    let total = 4_000_000;
+    let mut sim = Sim::new_mptcp(name);
+    sim.endpoint_config.conn.checksums = true;
+    let resets = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::clone(&resets);
+    let st = start_with(
+        &mut sim,
+        paths,
+        &vec![false; paths.len()],
+        total,
+        |sim, links| {
+            let last = *links.last().expect("a path");
+            let mut done = false;
+            sim.set_corrupter(
+                last,
+                0,
+                Box::new(move |t, p| {
+                    let pick = !done && t >= Duration::from_secs(1) && p.has_data();
+                    done |= pick;
+                    pick
+                }),
+            );
+            // Watches the server's resets on that path (drops nothing).
+            sim.set_filter(
+                last,
+                1,
+                Box::new(move |_, p| {
+                    if p.flags.contains(TcpFlags::RST) {
+                        seen.borrow_mut()
+                            .push((p.has_mptcp(MP_FAIL), p.has_mptcp(MP_TCPRST)));
+                    }
+                    false
+                }),
+            );
+        },
+    );
+    let mut r = st.finish(sim);
+    r.until_done(Duration::from_secs(60));
+    assert!(r.got.borrow().intact(total), "{name}: bytes differ");
+    let server = 1 - r.c;
+    let sid = r.got.borrow().conn.expect("accepted");
+    let s = r
+        .sim
+        .endpoint(server)
+        .stats(sid)
+        .expect("server connection");
+    assert_eq!(s.checksum_failures, 1, "{name}: {s:?}");
+    assert_eq!(
+        resets.borrow().first(),
+        Some(&(true, true)),
+        "{name}: the reset carries MP_FAIL and MP_TCPRST: {:?}",
+        resets.borrow()
+    );
+    assert_eq!(r.client_stats().mp_fail_received, 1, "{name}");
+    r
+}
+
+#[test]
+fn a_checksum_mismatch_resets_its_subflow_with_mp_fail_and_loses_no_byte() {
+    let r = corrupt_run("mptcp-corrupt-two", &[path(10.0, 20), path(10.0, 40)]);
+    assert!(r.client_stats().bytes_reinjected > 0);
+}
+
+#[test]
+fn a_checksum_mismatch_on_the_only_subflow_is_survived_by_joining_again() {
+    let r = corrupt_run("mptcp-corrupt-one", &[path(10.0, 20)]);
+    // The connection went on over a new subflow on the same line.
+    assert!(r.sent.borrow().joins >= 1, "no join after the reset");
 }
 
 #[test]

@@ -25,7 +25,7 @@ use crate::tcp::send_buffer::SendBuffer;
 use crate::tcp::{CloseReason, OutgoingSegment, ReadError, State, WriteError};
 use crate::wire::mptcp::{
     AddAddr, AddAddrForm, DataSeqField, Dss, DssMapping, MpCapable, MpCapableFlags, MpCapableKeys,
-    MpFastclose, MpJoin, MpPrio, MpTcpRst, MptcpOption, RemoveAddr,
+    MpFail, MpFastclose, MpJoin, MpPrio, MpTcpRst, MptcpOption, RemoveAddr,
 };
 use crate::wire::tcp::{TcpFlags, TcpRepr};
 
@@ -134,6 +134,9 @@ pub(crate) struct Subflow {
     pub bytes_received: u64,
     /// An `MP_TCPRST` to put on this subflow's reset.
     pub reset_reason: Option<MpTcpRst>,
+    /// The data sequence number of a mapping whose checksum failed: the reset carries it in
+    /// an `MP_FAIL` (§3.7).
+    pub fail_dsn: Option<u64>,
     /// Every byte written into it was the data stream's at the same offset (what a fall back
     /// to TCP needs).
     pub contiguous: bool,
@@ -176,6 +179,7 @@ impl Subflow {
             bytes_sent: 0,
             bytes_received: 0,
             reset_reason: None,
+            fail_dsn: None,
             contiguous: true,
             peer_dss: false,
             early_maps: Vec::new(),
@@ -338,6 +342,8 @@ pub struct ConnStats {
     pub mapping_conflicts: u64,
     /// DSS checksums that failed.
     pub checksum_failures: u64,
+    /// `MP_FAIL`s the peer sent (a checksum of ours failed there, §3.7).
+    pub mp_fail_received: u64,
     /// `ADD_ADDR` announcements whose HMAC was wrong (ignored).
     pub bad_add_addr: u64,
 }
@@ -607,6 +613,9 @@ impl MpConn {
                 }
             } else if let Some(r) = sf.reset_reason {
                 out.push(MptcpOption::MpTcpRst(r));
+                if let Some(dsn) = sf.fail_dsn {
+                    out.push(MptcpOption::MpFail(MpFail { dsn }));
+                }
             }
             return out;
         }
@@ -942,6 +951,11 @@ impl MpConn {
                     if let Some(sf) = self.subflows.get_mut(i) {
                         sf.peer_backup = p.backup;
                     }
+                }
+                MptcpOption::MpFail(_) => {
+                    // A checksum of ours failed at the peer; it resets the subflow (this
+                    // segment's RST, §3.7) and the data goes again on the others.
+                    self.stats.mp_fail_received += 1;
                 }
                 MptcpOption::AddAddr(a) => self.on_add_addr(ep, i, a),
                 MptcpOption::RemoveAddr(r) => self.on_remove_addr(ep, r.address_ids),
@@ -1499,7 +1513,7 @@ impl MpConn {
                     if ok {
                         self.insert(m.data_off, &pending);
                     } else {
-                        self.on_checksum_failure(ep, i);
+                        self.on_checksum_failure(ep, i, m.dsn);
                         break;
                     }
                 }
@@ -1543,9 +1557,15 @@ impl MpConn {
         }
     }
 
-    fn on_checksum_failure(&mut self, ep: &mut Endpoint, i: usize) {
+    /// The mapping at `dsn` that subflow `i` carried failed its checksum (§3.7): its bytes
+    /// are dropped and the subflow is reset with `MP_FAIL` (the mapping's data sequence
+    /// number) and `MP_TCPRST` (middlebox interference), as Linux does; the peer sends the
+    /// data again on another subflow, or on a new one when this was the only one. (The
+    /// single-subflow fall back to TCP by an infinite mapping is not done: the data would
+    /// have to be resent on the same subflow from `dsn` on.)
+    fn on_checksum_failure(&mut self, ep: &mut Endpoint, i: usize, dsn: u64) {
         self.stats.checksum_failures += 1;
-        // §3.7: with other subflows the bad one is reset (MP_TCPRST, middlebox interference).
+        self.subflows[i].fail_dsn = Some(dsn);
         self.reset_subflow(ep, i, 6);
     }
 
@@ -1828,12 +1848,16 @@ impl MpConn {
         {
             let due = !self.fin_sent || self.fin_rtx_at.is_some_and(|t| now >= t);
             if due {
-                if self.fin_on.is_none_or(|i| {
+                if self.fin_sent {
+                    // Sent again on the next live subflow: a DATA_FIN rides on a pure ACK,
+                    // which TCP does not retransmit, so a subflow whose line died silently
+                    // (nothing else outstanding on it) would never notice and take every try.
+                    self.fin_on = self.next_live_after(self.fin_on);
+                } else if self.fin_on.is_none_or(|i| {
                     self.subflows
                         .get(i)
                         .is_none_or(|s| s.state != SubflowState::Active)
-                }) || self.fin_sent
-                {
+                }) {
                     self.fin_on = self.pick(ep, None).map(|(i, _)| i).or_else(|| {
                         self.subflows
                             .iter()
@@ -1903,6 +1927,20 @@ impl MpConn {
                 }
             }
         }
+    }
+
+    /// The first active subflow after `prev` (cyclically; a stalled one only if no other is
+    /// active), or the first active one.
+    fn next_live_after(&self, prev: Option<usize>) -> Option<usize> {
+        let n = self.subflows.len();
+        let start = prev.map_or(0, |p| p + 1);
+        let order = (0..n).map(|k| (start + k) % n);
+        let active = |i: &usize| self.subflows[*i].state == SubflowState::Active;
+        order
+            .clone()
+            .filter(active)
+            .find(|i| !self.subflows[*i].stale)
+            .or_else(|| order.clone().find(active))
     }
 
     /// The subflow for the next bytes and how many it has room for: the lowest RTT among the

@@ -122,6 +122,8 @@ struct Inner {
     announce: Vec<SocketAddr>,
     /// Released connections whose subflows' resets are still to go out.
     reap_later: Vec<ConnId>,
+    /// Closed subflows of connections that go on, released once their reset went out.
+    release_later: Vec<ConnHandle>,
 }
 
 /// TCP and MPTCP connections over one endpoint.
@@ -154,6 +156,7 @@ impl Stack {
                 address_ids: keyed_map(map_seed, 4),
                 announce: Vec::new(),
                 reap_later: Vec::new(),
+                release_later: Vec::new(),
             },
         }
     }
@@ -575,6 +578,18 @@ impl Stack {
             for id in std::mem::take(&mut self.inner.reap_later) {
                 self.reap(now, id);
             }
+            for h in std::mem::take(&mut self.inner.release_later) {
+                if self
+                    .ep
+                    .conn(h)
+                    .is_some_and(crate::tcp::Connection::reset_pending)
+                {
+                    self.inner.release_later.push(h);
+                } else {
+                    self.ep.release(now, h);
+                    self.inner.by_subflow.remove(&h);
+                }
+            }
             self.pump(now);
             if !self.inner.dirty.is_empty() {
                 self.run_schedules(now);
@@ -885,9 +900,17 @@ impl Stack {
                             conn.on_subflow_closed(ep, i, r);
                             if !matches!(conn.state, ConnState::Closed(_)) {
                                 // The connection goes on without this subflow: its 4-tuple
-                                // is free for a new one (a join may come on it).
-                                ep.release(now, sub);
-                                inner.by_subflow.remove(&sub);
+                                // is free for a new one (a join may come on it), once its
+                                // RST is out (it takes its MP_TCPRST and MP_FAIL from here).
+                                if ep
+                                    .conn(sub)
+                                    .is_some_and(crate::tcp::Connection::reset_pending)
+                                {
+                                    inner.release_later.push(sub);
+                                } else {
+                                    ep.release(now, sub);
+                                    inner.by_subflow.remove(&sub);
+                                }
                             }
                         }
                         _ => {}
