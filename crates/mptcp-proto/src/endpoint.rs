@@ -218,14 +218,14 @@ impl Endpoint {
     #[must_use]
     pub fn new(cfg: EndpointConfig, now: Instant) -> Self {
         let rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
-        let seed = cfg.seed;
+        let secret = cfg.secret;
         Self {
             cfg,
             epoch: now,
             rng,
             slots: Vec::new(),
             free: Vec::new(),
-            by_tuple: keyed_map(seed, 1),
+            by_tuple: keyed_map(&secret, "endpoint 4-tuples"),
             listeners: Vec::new(),
             replies: VecDeque::new(),
             cookies_until: None,

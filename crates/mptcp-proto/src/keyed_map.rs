@@ -1,25 +1,33 @@
 //! Hash maps on the packet path: a fast keyed hash (`aHash`) instead of the standard `SipHash`,
-//! its keys drawn from the stack's seed, so lookups stay cheap per segment, an attacker who
-//! picks addresses and ports cannot aim collisions without the seed, and a simulation run
-//! stays the same run for the same seed.
+//! keyed by HMAC-SHA-256 of the host's secret, so lookups stay cheap per segment while an
+//! attacker who picks addresses and ports cannot aim collisions (the keys come from nothing
+//! that goes on the wire), and a simulation run stays the same run for the same secret.
 
 use std::collections::HashMap;
 
-use rand_core::{Rng, SeedableRng};
-use rand_xoshiro::Xoshiro256PlusPlus;
+use crate::tcp::isn::Secret;
 
-/// A hash map keyed by a seed.
+/// A hash map with secret keys.
 pub(crate) type KeyedMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
-/// An empty map whose hash keys derive from `seed` (and `purpose`, so that two maps of one
-/// stack do not share keys); the stack's own random stream is left untouched.
-pub(crate) fn keyed_map<K, V>(seed: u64, purpose: u64) -> KeyedMap<K, V> {
-    let mut rng =
-        Xoshiro256PlusPlus::seed_from_u64(seed ^ purpose.rotate_left(32) ^ 0x6d70_626f_6e64);
+/// An empty map whose hash keys derive from `secret` and `purpose` (two maps of one stack do
+/// not share keys).
+pub(crate) fn keyed_map<K, V>(secret: &Secret, purpose: &str) -> KeyedMap<K, V> {
+    let k = derive(secret, purpose);
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&k[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(b)
+    };
     HashMap::with_hasher(ahash::RandomState::with_seeds(
-        rng.next_u64(),
-        rng.next_u64(),
-        rng.next_u64(),
-        rng.next_u64(),
+        word(0),
+        word(1),
+        word(2),
+        word(3),
     ))
+}
+
+/// 32 bytes for `purpose` from `secret`: HMAC-SHA-256 of the purpose's name.
+pub(crate) fn derive(secret: &Secret, purpose: &str) -> [u8; 32] {
+    crate::crypto::hmac_sha256_raw(secret, purpose.as_bytes())
 }

@@ -301,7 +301,7 @@ impl Direction {
             .params
             .outages
             .iter()
-            .any(|&(s, _)| elapsed < s && s < arrives)
+            .any(|&(s, e)| s < e && elapsed < s && s < arrives)
         {
             self.stats.outage_drops += 1;
             return None;
@@ -319,8 +319,8 @@ impl Direction {
             .params
             .outages
             .iter()
+            .filter(|o| o.0 < o.1 && o.0 <= elapsed)
             .map(|o| o.0)
-            .filter(|s| *s <= elapsed)
             .max()
         else {
             return;
@@ -505,7 +505,7 @@ mod tests {
             LinkParams {
                 rate_bps: 8_000_000, // 1 byte per µs
                 delay: ms(10),
-                outages: vec![(ms(1000), ms(1100))],
+                outages: vec![(ms(1000), ms(1020)), (ms(3000), ms(3000))],
                 ..LinkParams::default()
             },
             1,
@@ -520,9 +520,13 @@ mod tests {
         }
         assert_eq!(d.stats.delivered, 1);
         assert_eq!(d.stats.outage_drops, 51);
-        // After the outage nothing waits behind the packets it lost.
-        assert_eq!(offer(&mut d, t0, ms(1100), 1000), Some(ms(1111)));
-        assert_eq!(offer(&mut d, t0, ms(1100), 1000), Some(ms(1112)));
+        // After the outage nothing waits behind the packets it lost (they would have kept
+        // the line busy until 1046 ms).
+        assert_eq!(offer(&mut d, t0, ms(1020), 1000), Some(ms(1031)));
+        assert_eq!(offer(&mut d, t0, ms(1020), 1000), Some(ms(1032)));
+        // An outage of no length loses nothing.
+        assert_eq!(offer(&mut d, t0, ms(2995), 1000), Some(ms(3006)));
+        assert_eq!(d.stats.outage_drops, 51);
     }
 
     #[test]

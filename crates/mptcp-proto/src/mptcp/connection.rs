@@ -916,6 +916,7 @@ impl MpConn {
         }
         let mut saw_dss = false;
         let mut saw_mpc = false;
+        let mut fail_on_ack = false;
         for o in &seg.mptcp {
             match o {
                 // An MP_CAPABLE we cannot use is no MP_CAPABLE (§3.1).
@@ -929,20 +930,7 @@ impl MpConn {
                     self.on_dss(now, ep, i, seg, dss, payload_at);
                 }
                 MptcpOption::MpFastclose(fc) if fc.receiver_key == self.local_key => {
-                    // Every remaining subflow is reset (§3.5), saying so with MP_TCPRST
-                    // (reason 0, unspecified: what Linux sends).
-                    for sf in &mut self.subflows {
-                        sf.reset_reason = Some(MpTcpRst {
-                            flags: 0,
-                            reason: 0,
-                        });
-                    }
-                    if seg.flags.contains(TcpFlags::RST) {
-                        // This subflow the peer's RST closed: no reset answers a reset.
-                        self.subflows[i].state = SubflowState::Closed;
-                    }
-                    self.abort_subflows(ep);
-                    self.finish(CloseReason::Reset);
+                    self.on_fastclose(ep, i, seg);
                     return;
                 }
                 // RFC 8684's MP_PRIO has no address ID (§3.3.8); the RFC 6824 form with one is
@@ -953,9 +941,14 @@ impl MpConn {
                     }
                 }
                 MptcpOption::MpFail(_) => {
-                    // A checksum of ours failed at the peer; it resets the subflow (this
-                    // segment's RST, §3.7) and the data goes again on the others.
+                    // A checksum of ours failed at the peer (§3.7). On a RST the peer closed
+                    // the subflow itself; on an ACK it asks for a fall back by an infinite
+                    // mapping, which this engine does not do: the subflow is reset, and the
+                    // data goes again on another subflow (or a new one).
                     self.stats.mp_fail_received += 1;
+                    if !seg.flags.contains(TcpFlags::RST) {
+                        fail_on_ack = true;
+                    }
                 }
                 MptcpOption::AddAddr(a) => self.on_add_addr(ep, i, a),
                 MptcpOption::RemoveAddr(r) => self.on_remove_addr(ep, r.address_ids),
@@ -964,6 +957,10 @@ impl MpConn {
         }
         for (j, fin, m, at) in std::mem::take(&mut self.pending_maps) {
             self.on_mapping(ep, j, fin, m, at);
+        }
+        if fail_on_ack {
+            self.reset_subflow(ep, i, 6);
+            return;
         }
         let Some(sf) = self.subflows.get(i) else {
             return;
@@ -1026,6 +1023,24 @@ impl MpConn {
         }
         self.drain(ep);
         self.update_windows(ep);
+    }
+
+    /// `MP_FASTCLOSE` with our key on subflow `i`: every remaining subflow is reset (§3.5),
+    /// saying so with `MP_TCPRST` (reason 0, unspecified: what Linux sends), and the
+    /// connection ends.
+    fn on_fastclose(&mut self, ep: &mut Endpoint, i: usize, seg: &TcpRepr<'_>) {
+        for sf in &mut self.subflows {
+            sf.reset_reason = Some(MpTcpRst {
+                flags: 0,
+                reason: 0,
+            });
+        }
+        if seg.flags.contains(TcpFlags::RST) {
+            // This subflow the peer's RST closed: no reset answers a reset.
+            self.subflows[i].state = SubflowState::Closed;
+        }
+        self.abort_subflows(ep);
+        self.finish(CloseReason::Reset);
     }
 
     /// `REMOVE_ADDR` (§3.4.2): the subflows using a removed address are closed.
@@ -1759,7 +1774,10 @@ impl MpConn {
             let sf = &mut self.subflows[i];
             let (first, second) = self.send.slices_at(start, n);
             if first.is_empty() {
-                // Acknowledged meanwhile.
+                if from.is_none() {
+                    break; // nothing there (cannot happen while snd_una <= snd_nxt)
+                }
+                // A reinjection acknowledged meanwhile.
                 self.reinject.pop_front();
                 continue;
             }

@@ -17,7 +17,7 @@ use arrayvec::ArrayVec;
 use rand_core::{Rng, SeedableRng};
 
 use crate::keyed_map::{KeyedMap, keyed_map};
-use rand_xoshiro::Xoshiro256PlusPlus;
+use chacha20::ChaCha20Rng;
 
 use super::connection::{ConnConfig, ConnState, ConnStats, MpConn, OPTION_SPACE, Subflow};
 use super::{ConnEvent, Role, SubflowInfo};
@@ -113,7 +113,7 @@ struct Inner {
     by_token: KeyedMap<u32, ConnId>,
     listeners: Vec<(SocketAddr, VecDeque<ConnId>)>,
     pending: Option<PendingSyn>,
-    rng: Xoshiro256PlusPlus,
+    rng: ChaCha20Rng,
     events: VecDeque<StackEvent>,
     dirty: Vec<ConnId>,
     /// Address IDs of our addresses (0 for none yet: the first subflow's).
@@ -137,8 +137,13 @@ impl Stack {
     /// A stack with `cfg` whose clock starts at `now`.
     #[must_use]
     pub fn new(cfg: StackConfig, now: Instant) -> Self {
-        let seed = cfg.endpoint.seed ^ 0x6d70_7463_7000_0001;
-        let map_seed = cfg.endpoint.seed;
+        // MPTCP keys and join nonces come from a cryptographic generator keyed by the secret
+        // and the seed: nothing the endpoint's own generator lets out (ports, timestamp
+        // offsets) says anything about them (RFC 8684 §5: keys must be hard to guess).
+        let secret = cfg.endpoint.secret;
+        let mut msg = b"mptcp keys and nonces ".to_vec();
+        msg.extend_from_slice(&cfg.endpoint.seed.to_be_bytes());
+        let rng_key = crate::crypto::hmac_sha256_raw(&secret, &msg);
         Self {
             ep: Endpoint::new(cfg.endpoint.clone(), now),
             inner: Inner {
@@ -146,14 +151,14 @@ impl Stack {
                 now,
                 slots: Vec::new(),
                 free: Vec::new(),
-                by_subflow: keyed_map(map_seed, 2),
-                by_token: keyed_map(map_seed, 3),
+                by_subflow: keyed_map(&secret, "stack subflows"),
+                by_token: keyed_map(&secret, "stack tokens"),
                 listeners: Vec::new(),
                 pending: None,
-                rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+                rng: ChaCha20Rng::from_seed(rng_key),
                 events: VecDeque::new(),
                 dirty: Vec::new(),
-                address_ids: keyed_map(map_seed, 4),
+                address_ids: keyed_map(&secret, "stack address ids"),
                 announce: Vec::new(),
                 reap_later: Vec::new(),
                 release_later: Vec::new(),

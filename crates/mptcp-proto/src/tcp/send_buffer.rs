@@ -82,8 +82,6 @@ impl SendBuffer {
         self.start += n as u64;
     }
 
-    /// Copies bytes from offset `from` into `out`; returns how many (fewer at the end of the
-    /// data, none before [`SendBuffer::start`]).
     /// Up to `len` bytes from stream offset `from`, in place: the ring's two runs (either may
     /// be empty; both are for bytes not acknowledged and already written).
     #[must_use]
@@ -106,6 +104,8 @@ impl SendBuffer {
         }
     }
 
+    /// Copies bytes from offset `from` into `out`; returns how many (fewer at the end of the
+    /// data, none before [`SendBuffer::start`]).
     #[must_use]
     pub fn read_at(&self, from: u64, out: &mut [u8]) -> usize {
         let Some(skip) = from

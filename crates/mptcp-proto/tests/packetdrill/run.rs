@@ -36,7 +36,7 @@ use mptcp_proto::wire::ip::PROTOCOL_TCP;
 use mptcp_proto::wire::ipv4::{Ipv4Packet, Ipv4Repr};
 use mptcp_proto::wire::mptcp::{
     AddAddr, AddAddrForm, DataSeqField, Dss, DssMapping, MpCapable, MpCapableFlags, MpCapableKeys,
-    MpFastclose, MpJoin, MpPrio, MpTcpRst, MptcpOption, RemoveAddr,
+    MpFail, MpFastclose, MpJoin, MpPrio, MpTcpRst, MptcpOption, RemoveAddr,
 };
 use mptcp_proto::wire::tcp::{SeqNumber, TcpFlags, TcpPacket, TcpRepr};
 
@@ -753,6 +753,10 @@ impl Runner {
                 flags: 0,
                 reason: *reason,
             }),
+            MpOpt::Fail { dsn } => MptcpOption::MpFail(MpFail {
+                dsn: crypto::idsn(self.our_key().ok_or("the engine's key is not known")?)
+                    .wrapping_add(*dsn),
+            }),
         })
     }
 
@@ -1254,6 +1258,12 @@ impl Runner {
                     return Err(format!("MP_TCPRST reason {}, not {reason}", r.reason));
                 }
             }
+            (MpOpt::Fail { dsn }, MptcpOption::MpFail(f)) => {
+                let want = peer_key.map(|k| crypto::idsn(k).wrapping_add(*dsn));
+                if Some(f.dsn) != want {
+                    return Err(format!("MP_FAIL at DSN {}", f.dsn));
+                }
+            }
             _ => return Err(format!("{} differs: {o:?}", kind_name(e))),
         }
         Ok(())
@@ -1558,6 +1568,7 @@ fn same_kind(e: &MpOpt, o: &MptcpOption<'_>) -> bool {
             | (MpOpt::Prio { .. }, MptcpOption::MpPrio(_))
             | (MpOpt::Fastclose { .. }, MptcpOption::MpFastclose(_))
             | (MpOpt::Reset { .. }, MptcpOption::MpTcpRst(_))
+            | (MpOpt::Fail { .. }, MptcpOption::MpFail(_))
     )
 }
 
@@ -1573,5 +1584,6 @@ fn kind_name(e: &MpOpt) -> &'static str {
         MpOpt::Prio { .. } => "MP_PRIO",
         MpOpt::Fastclose { .. } => "MP_FASTCLOSE",
         MpOpt::Reset { .. } => "MP_TCPRST",
+        MpOpt::Fail { .. } => "MP_FAIL",
     }
 }

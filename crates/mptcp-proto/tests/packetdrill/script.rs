@@ -105,6 +105,9 @@ pub enum MpOpt {
     Fastclose { key: Option<u64> },
     /// `mp_reset 1`: `MP_TCPRST` with this reason.
     Reset { reason: u8 },
+    /// `mp_fail dsn=1`: `MP_FAIL` at this data sequence number, relative to the initial one
+    /// of the engine's stream (mpbond's scripts only).
+    Fail { dsn: u64 },
 }
 
 /// A TCP option.
@@ -648,6 +651,10 @@ fn parse_mptcp(name: &str, w: &[String]) -> Result<MpOpt, String> {
         }
         "mp_reset" => MpOpt::Reset {
             reason: num(it.next().ok_or("mp_reset without a reason")?)?,
+        },
+        "mp_fail" => match it.next().map(kv) {
+            Some(("dsn", v)) => MpOpt::Fail { dsn: num(v)? },
+            _ => return Err("mp_fail without dsn=".to_owned()),
         },
         _ => return Err(format!("unknown option {name:?}")),
     })
