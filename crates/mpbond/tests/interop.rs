@@ -19,7 +19,7 @@ use mpbond::lab::testing::{
     Capture, TSHARK_MPTCP_WARNINGS, TempDir, TestLab, skip_unless_root, tshark_count,
     write_random_file,
 };
-use mpbond::lab::transfer::{Direction, file_sha256, transfer};
+use mpbond::lab::transfer::{Direction, Transfer, file_sha256, transfer};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
 const LEN: usize = 64 << 20;
@@ -115,6 +115,28 @@ fn assert_no_error(
     for k in ERRORS.iter().filter(|k| !allowed.contains(k)) {
         assert_eq!(delta(before, after, k), 0, "{name}: the kernel counted {k}");
     }
+}
+
+/// Asserts transfer `t` of run `name` brought the `SIZE` bytes whose SHA-256 is `want`, prints
+/// its rate, `lines` (what each line carried, when given) and the kernel counters that moved
+/// since `before`, and returns the counters now.
+fn intact(
+    lab: &TestLab,
+    name: &str,
+    t: &Transfer,
+    want: &str,
+    before: &HashMap<String, u64>,
+    lines: Option<&[(String, u64)]>,
+) -> HashMap<String, u64> {
+    assert_eq!(t.bytes, SIZE as u64, "{name}: every byte arrived");
+    assert_eq!(t.sha256, want, "{name}: what arrived is what was sent");
+    let after = mptcp_mib(lab, Role::Vps);
+    eprintln!(
+        "{name}: {:.1} Mbit/s over the whole transfer; lines {lines:?}; kernel counters moved: {:?}",
+        t.bps() / 1e6,
+        moved(before, &after)
+    );
+    after
 }
 
 /// What every 64 MiB run must show: the kernel counted each of `counted`, none of
@@ -349,15 +371,8 @@ fn our_client_loses_no_byte_when_a_line_is_blackholed_mid_upload() {
         })
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         lab.set_state(line, mpbond::lab::LineState::Up);
-        assert_eq!(t.bytes, SIZE as u64, "{name}: every byte arrived");
-        assert_eq!(t.sha256, want, "{name}: what arrived is what was sent");
-        let after = mptcp_mib(&lab, Role::Vps);
-        eprintln!(
-            "{name}: {:.1} Mbit/s over the whole upload; lines {:?}; kernel counters moved: {:?}",
-            t.bps() / 1e6,
-            line_bytes(&lab, &start, true),
-            moved(&before, &after)
-        );
+        let lines = line_bytes(&lab, &start, true);
+        let after = intact(&lab, &name, &t, &want, &before, Some(&lines));
         assert_no_error(&name, &before, &after, &[]);
         let _ = std::fs::remove_file(&out);
     }
@@ -599,7 +614,7 @@ fn transfer_with_outage(
     upstream: bool,
     at: u64,
     down_for: std::time::Duration,
-) -> mpbond::lab::transfer::Transfer {
+) -> Transfer {
     let start = lab.stats();
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -681,14 +696,7 @@ fn our_client_makes_its_backup_line_regular_with_mp_prio_while_the_regular_one_i
         (SIZE as u64) / 4,
         std::time::Duration::from_secs(3),
     );
-    assert_eq!(t.bytes, SIZE as u64, "every byte arrived");
-    assert_eq!(t.sha256, want, "what arrived is what was sent");
-    let after = mptcp_mib(&lab, Role::Vps);
-    eprintln!(
-        "{:.1} Mbit/s; kernel counters moved: {:?}",
-        t.bps() / 1e6,
-        moved(&before, &after)
-    );
+    let after = intact(&lab, "MP_PRIO", &t, &want, &before, None);
     assert!(
         delta(&before, &after, "MPPrioRx") >= 2,
         "the kernel counted {} MP_PRIO (lte made regular, then a backup again)",
@@ -736,14 +744,7 @@ fn our_server_withdraws_an_announced_address_whose_link_goes_down() {
         (SIZE as u64) / 4,
         std::time::Duration::from_secs(3),
     );
-    assert_eq!(t.bytes, SIZE as u64, "every byte arrived");
-    assert_eq!(t.sha256, want, "what arrived is what was sent");
-    let after = mptcp_mib(&lab, Role::Vps);
-    eprintln!(
-        "{:.1} Mbit/s; kernel counters moved: {:?}",
-        t.bps() / 1e6,
-        moved(&before, &after)
-    );
+    let after = intact(&lab, "REMOVE_ADDR", &t, &want, &before, None);
     assert!(
         delta(&before, &after, "RmAddr") >= 1,
         "the kernel counted no REMOVE_ADDR"

@@ -13,7 +13,7 @@ pub(crate) type KeyedMap<K, V> = HashMap<K, V, ahash::RandomState>;
 /// An empty map whose hash keys derive from `secret` and `purpose` (two maps of one stack do
 /// not share keys).
 pub(crate) fn keyed_map<K, V>(secret: &Secret, purpose: &str) -> KeyedMap<K, V> {
-    let k = derive(secret, purpose);
+    let k = derive(secret, purpose.as_bytes());
     let word = |i: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&k[i * 8..i * 8 + 8]);
@@ -27,7 +27,7 @@ pub(crate) fn keyed_map<K, V>(secret: &Secret, purpose: &str) -> KeyedMap<K, V> 
     ))
 }
 
-/// 32 bytes for `purpose` from `secret`: HMAC-SHA-256 of the purpose's name.
-pub(crate) fn derive(secret: &Secret, purpose: &str) -> [u8; 32] {
-    crate::crypto::hmac_sha256_raw(secret, purpose.as_bytes())
+/// 32 bytes for `purpose` from `secret`: HMAC-SHA-256 of the purpose.
+pub(crate) fn derive(secret: &Secret, purpose: &[u8]) -> [u8; 32] {
+    crate::crypto::hmac_sha256_raw(secret, purpose)
 }

@@ -1490,16 +1490,9 @@ impl MpConn {
                     let n = n as usize;
                     let (head, tail) = c.peek();
                     let k = n.min(head.len());
-                    if self.recv.insert(data_off, &head[..k]).duplicate {
-                        self.stats.duplicate_bytes += k as u64;
-                    }
-                    if n > k
-                        && self
-                            .recv
-                            .insert(data_off + k as u64, &tail[..n - k])
-                            .duplicate
-                    {
-                        self.stats.duplicate_bytes += (n - k) as u64;
+                    self.insert(data_off, &head[..k]);
+                    if n > k {
+                        self.insert(data_off + k as u64, &tail[..n - k]);
                     }
                     c.consume(n);
                     let sf = &mut self.subflows[i];

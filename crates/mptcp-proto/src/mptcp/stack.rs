@@ -14,10 +14,10 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use arrayvec::ArrayVec;
+use chacha20::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::keyed_map::{KeyedMap, keyed_map};
-use chacha20::ChaCha20Rng;
+use crate::keyed_map::{KeyedMap, derive, keyed_map};
 
 use super::connection::{ConnConfig, ConnState, ConnStats, MpConn, OPTION_SPACE, Subflow};
 use super::{ConnEvent, Role, SubflowInfo};
@@ -141,9 +141,9 @@ impl Stack {
         // and the seed: nothing the endpoint's own generator lets out (ports, timestamp
         // offsets) says anything about them (RFC 8684 §5: keys must be hard to guess).
         let secret = cfg.endpoint.secret;
-        let mut msg = b"mptcp keys and nonces ".to_vec();
-        msg.extend_from_slice(&cfg.endpoint.seed.to_be_bytes());
-        let rng_key = crate::crypto::hmac_sha256_raw(&secret, &msg);
+        let mut purpose = b"mptcp keys and nonces ".to_vec();
+        purpose.extend_from_slice(&cfg.endpoint.seed.to_be_bytes());
+        let rng_key = derive(&secret, &purpose);
         Self {
             ep: Endpoint::new(cfg.endpoint.clone(), now),
             inner: Inner {
@@ -584,16 +584,7 @@ impl Stack {
                 self.reap(now, id);
             }
             for h in std::mem::take(&mut self.inner.release_later) {
-                if self
-                    .ep
-                    .conn(h)
-                    .is_some_and(crate::tcp::Connection::reset_pending)
-                {
-                    self.inner.release_later.push(h);
-                } else {
-                    self.ep.release(now, h);
-                    self.inner.by_subflow.remove(&h);
-                }
+                release_subflow(&mut self.ep, &mut self.inner, now, h);
             }
             self.pump(now);
             if !self.inner.dirty.is_empty() {
@@ -904,18 +895,8 @@ impl Stack {
                         Event::Closed(r) => {
                             conn.on_subflow_closed(ep, i, r);
                             if !matches!(conn.state, ConnState::Closed(_)) {
-                                // The connection goes on without this subflow: its 4-tuple
-                                // is free for a new one (a join may come on it), once its
-                                // RST is out (it takes its MP_TCPRST and MP_FAIL from here).
-                                if ep
-                                    .conn(sub)
-                                    .is_some_and(crate::tcp::Connection::reset_pending)
-                                {
-                                    inner.release_later.push(sub);
-                                } else {
-                                    ep.release(now, sub);
-                                    inner.by_subflow.remove(&sub);
-                                }
+                                // The connection goes on without this subflow.
+                                release_subflow(ep, inner, now, sub);
                             }
                         }
                         _ => {}
@@ -942,11 +923,7 @@ impl Stack {
         let handles: Vec<ConnHandle> = c.subflows.iter().map(|s| s.handle).collect();
         // A subflow's RST still to go takes its options from this connection (MP_FASTCLOSE,
         // MP_TCPRST): the connection stays until it went out.
-        if handles.iter().any(|h| {
-            self.ep
-                .conn(*h)
-                .is_some_and(crate::tcp::Connection::reset_pending)
-        }) {
+        if handles.iter().any(|h| reset_pending(&self.ep, *h)) {
             if !self.inner.reap_later.contains(&id) {
                 self.inner.reap_later.push(id);
             }
@@ -1010,6 +987,31 @@ impl Stack {
     }
 }
 
+/// Connection `id`'s slot among `slots`, if it holds that connection.
+fn slot_in(slots: &mut [Slot], id: ConnId) -> Option<&mut Slot> {
+    slots
+        .get_mut(id.index as usize)
+        .filter(|s| s.generation == id.generation && s.conn.is_some())
+}
+
+/// Whether subflow `h` still has a RST to send (which takes its MPTCP options from its
+/// connection, so the connection must still know it).
+fn reset_pending(ep: &Endpoint, h: ConnHandle) -> bool {
+    ep.conn(h)
+        .is_some_and(crate::tcp::Connection::reset_pending)
+}
+
+/// Releases subflow `h` of a connection that goes on, freeing its 4-tuple (a join may come
+/// on it); while its RST is still to go out, later ([`Stack::poll_transmit`]).
+fn release_subflow(ep: &mut Endpoint, inner: &mut Inner, now: Instant, h: ConnHandle) {
+    if reset_pending(ep, h) {
+        inner.release_later.push(h);
+    } else {
+        ep.release(now, h);
+        inner.by_subflow.remove(&h);
+    }
+}
+
 impl Inner {
     fn slot(&self, id: ConnId) -> Option<&Slot> {
         self.slots
@@ -1018,9 +1020,7 @@ impl Inner {
     }
 
     fn slot_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
-        self.slots
-            .get_mut(id.index as usize)
-            .filter(|s| s.generation == id.generation && s.conn.is_some())
+        slot_in(&mut self.slots, id)
     }
 
     fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
@@ -1100,12 +1100,8 @@ impl Inner {
 
     /// Moves a connection's events to the stack's.
     fn collect(&mut self, id: ConnId) {
-        let Some(c) = self
-            .slots
-            .get_mut(id.index as usize)
-            .filter(|s| s.generation == id.generation)
-            .and_then(|s| s.conn.as_deref_mut())
-        else {
+        // The slots alone are borrowed, so the stack's events can take the connection's.
+        let Some(c) = slot_in(&mut self.slots, id).and_then(|s| s.conn.as_deref_mut()) else {
             return;
         };
         self.events

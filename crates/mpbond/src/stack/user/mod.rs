@@ -248,7 +248,7 @@ impl UserStack {
                         .filter(|s| !s.closed)
                         .map(|s| {
                             let tcp = s.tcp.unwrap_or_default();
-                            let mss = 1448;
+                            let mss = tcp.send_mss.max(1);
                             crate::status::SubflowStatus {
                                 line: line_of(s.local.ip()),
                                 local: s.local,

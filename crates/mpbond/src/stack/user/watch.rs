@@ -29,14 +29,6 @@ pub(super) struct Line {
     pub backup: bool,
 }
 
-/// The interface index of `name`, if it exists.
-fn index_of(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
-}
-
 /// Whether the interfaces of `lines` run, and whether the interfaces holding `addrs` run (an
 /// address no interface holds counts as down).
 fn look(
@@ -48,7 +40,10 @@ fn look(
     let running = |index: Option<u32>| {
         index.is_some_and(|i| states.iter().any(|l| l.index == i && l.running))
     };
-    let lines_up = lines.iter().map(|l| running(index_of(&l.iface))).collect();
+    let lines_up = lines
+        .iter()
+        .map(|l| running(crate::sys::if_index(&l.iface).ok()))
+        .collect();
     let addrs_up = if addrs.is_empty() {
         Vec::new()
     } else {
