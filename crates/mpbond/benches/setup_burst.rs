@@ -6,10 +6,19 @@
 //! requests divided by the time until the last one had its first byte.
 //!
 //! Needs root (it builds a lab): `sudo cargo bench --bench setup_burst`. Lines: dsl
-//! 20mbit/10ms and lte 10mbit/40ms. `MPBOND_BENCH_BURST` requests per burst (default 1000),
-//! answers of 1 KiB and 10 KB. `MPBOND_BENCH_BEFORE=/path/to/old/mpbond` runs that binary's
-//! gateway and converter first, in the same lab, for a before/after table; `MPBOND_BENCH_KEEP=1`
-//! keeps the daemons' logs (`MPBOND_TEST_LOG=debug` for a line per connection). Prints Markdown.
+//! 20mbit/10ms and lte 10mbit/40ms. Settings:
+//! - `MPBOND_BENCH_BURST`: requests per burst (default 1000);
+//! - `MPBOND_BENCH_ANSWERS`: answer sizes, one burst each (default `1024,10000`);
+//! - `MPBOND_BENCH_BEFORE=/path/to/old/mpbond`: that binary's gateway and converter first, in
+//!   the same lab, for a before/after table;
+//! - `MPBOND_BENCH_KEEP=1`: keep the daemons' logs (`MPBOND_TEST_LOG=debug` for a line per
+//!   connection);
+//! - `MPBOND_BENCH_PERF=FILE`: `perf record` of the whole machine during each burst through the
+//!   daemons, to `FILE.<answer size>`.
+//!
+//! Prints Markdown, with what explains the figures: frames the lines' queues dropped, segments
+//! the hosts retransmitted, and how busy the machine's CPUs were (on a small machine the lab's
+//! emulator, the hosts' kernels, the client and the server share the CPUs with the daemons).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -148,6 +157,120 @@ fn gateway_metric(lab: &TestLab, name: &str) -> u64 {
     .unwrap_or(0)
 }
 
+/// The counters `names` of `/proc/net/snmp` and `/proc/net/netstat` (`Tcp:` and `TcpExt:` rows)
+/// in the lab host `role`'s namespace.
+fn kernel_counters(lab: &TestLab, role: Role, names: &[&str]) -> Vec<u64> {
+    netns::in_netns(lab.info().netns(role), || {
+        let mut all = std::collections::HashMap::new();
+        for file in ["snmp", "netstat"] {
+            let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}"))?;
+            let lines: Vec<&str> = text.lines().collect();
+            for pair in lines.chunks(2) {
+                let [head, values] = pair else { continue };
+                for (k, v) in head
+                    .split_whitespace()
+                    .zip(values.split_whitespace())
+                    .skip(1)
+                {
+                    all.insert(k.to_owned(), v.parse::<u64>().unwrap_or(0));
+                }
+            }
+        }
+        Ok::<_, std::io::Error>(
+            names
+                .iter()
+                .map(|n| all.get(*n).copied().unwrap_or(0))
+                .collect(),
+        )
+    })
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_else(|| vec![0; names.len()])
+}
+
+/// The machine's busy and total CPU time so far (`/proc/stat`'s first line, in clock ticks).
+fn machine_cpu() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    let total: u64 = ticks.iter().take(8).sum();
+    (total - idle, total)
+}
+
+/// What explains a burst's figures, counted before and after it.
+struct Counters {
+    /// Frames the lines' queues dropped, both directions of every line.
+    queue_drops: u64,
+    /// Segments retransmitted by every lab host but the emulator's.
+    retrans: u64,
+    /// Of which SYNs.
+    syn_retrans: u64,
+    /// The machine's busy and total CPU time.
+    machine: (u64, u64),
+}
+
+impl Counters {
+    fn take(lab: &TestLab) -> Self {
+        let mut c = Counters {
+            queue_drops: lab
+                .stats()
+                .lines
+                .iter()
+                .map(|l| l.upstream.dropped.queue + l.downstream.dropped.queue)
+                .sum(),
+            retrans: 0,
+            syn_retrans: 0,
+            machine: machine_cpu(),
+        };
+        for role in [Role::Lan, Role::Gw, Role::Vps, Role::Web] {
+            let k = kernel_counters(lab, role, &["RetransSegs", "TCPSynRetrans"]);
+            c.retrans += k[0];
+            c.syn_retrans += k[1];
+        }
+        c
+    }
+
+    /// The share of the machine's CPU time that was busy since `before`.
+    fn busy_since(&self, before: &Counters) -> f64 {
+        (self.machine.0 - before.machine.0) as f64
+            / (self.machine.1 - before.machine.1).max(1) as f64
+    }
+}
+
+/// `perf record` of the whole machine while it lives, when `MPBOND_BENCH_PERF` asks for it.
+struct Perf(std::process::Child);
+
+impl Perf {
+    fn start(len: u64) -> Option<Perf> {
+        let out = std::env::var("MPBOND_BENCH_PERF").ok()?;
+        let child = std::process::Command::new("perf")
+            .args(["record", "-a", "-g", "-F", "999", "-o"])
+            .arg(format!("{out}.{len}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("perf record");
+        Some(Perf(child))
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) of our own child, which has not been waited for yet.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        let _ = self.0.wait();
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -161,6 +284,18 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    let answers: Vec<u64> = std::env::var("MPBOND_BENCH_ANSWERS").map_or_else(
+        |_| vec![1024, 10_000],
+        |v| {
+            v.split(',')
+                .map(|a| {
+                    a.trim()
+                        .parse()
+                        .expect("MPBOND_BENCH_ANSWERS: a list of byte counts")
+                })
+                .collect()
+        },
+    );
     let lab = TestLab::up(EXE, &["dsl:20mbit:10ms", "lte:10mbit:40ms"]);
     serve_pattern(&lab);
     let dir = std::path::PathBuf::from(format!("/run/mpbond/bench-setup-{}", std::process::id()));
@@ -171,9 +306,9 @@ fn main() {
     }
     exes.push(("this build", EXE.to_owned()));
     println!(
-        "| mpbond | answer | requests | all first bytes after | rate | setup p50 | setup p99 | complete p50 | complete p99 | failed | fell back to TCP | daemons' CPU per request |"
+        "| mpbond | answer | requests | all first bytes after | rate | setup p50 | setup p99 | complete p50 | complete p99 | failed | fell back to TCP | daemons' CPU per request | frames dropped by the lines' queues | segments retransmitted (SYNs) | machine's CPUs busy during the burst |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     // The floor: the same requests straight over the dsl line, without gateway and converter.
     let mut runs: Vec<(&str, Option<&str>)> = vec![("none: plain TCP on dsl", None)];
     runs.extend(exes.iter().map(|(l, e)| (*l, Some(e.as_str()))));
@@ -195,14 +330,24 @@ fn main() {
                     .sum()
             })
         };
-        for len in [1024u64, 10_000] {
+        for &len in &answers {
             let fell_back = gateway_metric(&lab, "fallbacks_total");
             let cpu_before = cpu();
+            let before = Counters::take(&lab);
+            let perf = exe.and_then(|_| Perf::start(len));
             let times = burst(&lab, n, len);
+            drop(perf);
+            let busy = Counters::take(&lab).busy_since(&before);
             let fell_back = gateway_metric(&lab, "fallbacks_total").saturating_sub(fell_back);
             // The connections' ends (FIN, DATA_FIN) are the daemons' work too.
             std::thread::sleep(Duration::from_secs(2));
             let cpu_per = cpu().saturating_sub(cpu_before).as_secs_f64() * 1e6 / n as f64;
+            let after = Counters::take(&lab);
+            let (drops, retrans, syn_retrans) = (
+                after.queue_drops - before.queue_drops,
+                after.retrans - before.retrans,
+                after.syn_retrans - before.syn_retrans,
+            );
             let ok: Vec<(Duration, Duration)> = times.iter().flatten().copied().collect();
             let mut setup: Vec<Duration> = ok.iter().map(|t| t.0).collect();
             let mut done: Vec<Duration> = ok.iter().map(|t| t.1).collect();
@@ -210,7 +355,7 @@ fn main() {
             done.sort();
             let last = setup.last().copied().unwrap_or_default();
             println!(
-                "| {label} | {len} B | {n} | {:.2} s | {:.0}/s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} | {fell_back} | {cpu_per:.0} µs |",
+                "| {label} | {len} B | {n} | {:.2} s | {:.0}/s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} | {fell_back} | {cpu_per:.0} µs | {drops} | {retrans} ({syn_retrans}) | {:.0} % |",
                 last.as_secs_f64(),
                 ok.len() as f64 / last.as_secs_f64().max(1e-3),
                 ms(percentile(&setup, 0.5)),
@@ -218,6 +363,7 @@ fn main() {
                 ms(percentile(&done, 0.5)),
                 ms(percentile(&done, 0.99)),
                 n - ok.len(),
+                busy * 100.0,
             );
         }
         drop(gateway);
