@@ -209,6 +209,8 @@ fn machine_cpu() -> (u64, u64) {
 struct Counters {
     /// Frames the lines' queues dropped, both directions of every line.
     queue_drops: u64,
+    /// Frames that reached the lines, both directions of every line.
+    line_frames: u64,
     /// Segments retransmitted by every lab host but the emulator's.
     retrans: u64,
     /// Of which SYNs.
@@ -219,12 +221,15 @@ struct Counters {
 
 impl Counters {
     fn take(lab: &TestLab) -> Self {
+        let lines = lab.stats().lines;
         let mut c = Counters {
-            queue_drops: lab
-                .stats()
-                .lines
+            queue_drops: lines
                 .iter()
                 .map(|l| l.upstream.dropped.queue + l.downstream.dropped.queue)
+                .sum(),
+            line_frames: lines
+                .iter()
+                .map(|l| l.upstream.arrived_packets + l.downstream.arrived_packets)
                 .sum(),
             retrans: 0,
             syn_retrans: 0,
@@ -306,9 +311,9 @@ fn main() {
     }
     exes.push(("this build", EXE.to_owned()));
     println!(
-        "| mpbond | answer | requests | all first bytes after | rate | setup p50 | setup p99 | complete p50 | complete p99 | failed | fell back to TCP | daemons' CPU per request | frames dropped by the lines' queues | segments retransmitted (SYNs) | machine's CPUs busy during the burst |"
+        "| mpbond | answer | requests | all first bytes after | rate | setup p50 | setup p99 | complete p50 | complete p99 | failed | fell back to TCP | daemons' CPU per request | frames on the lines per request | frames dropped by the lines' queues | segments retransmitted (SYNs) | machine's CPUs busy during the burst |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     // The floor: the same requests straight over the dsl line, without gateway and converter.
     let mut runs: Vec<(&str, Option<&str>)> = vec![("none: plain TCP on dsl", None)];
     runs.extend(exes.iter().map(|(l, e)| (*l, Some(e.as_str()))));
@@ -343,6 +348,7 @@ fn main() {
             std::thread::sleep(Duration::from_secs(2));
             let cpu_per = cpu().saturating_sub(cpu_before).as_secs_f64() * 1e6 / n as f64;
             let after = Counters::take(&lab);
+            let frames = (after.line_frames - before.line_frames) as f64 / n as f64;
             let (drops, retrans, syn_retrans) = (
                 after.queue_drops - before.queue_drops,
                 after.retrans - before.retrans,
@@ -355,7 +361,7 @@ fn main() {
             done.sort();
             let last = setup.last().copied().unwrap_or_default();
             println!(
-                "| {label} | {len} B | {n} | {:.2} s | {:.0}/s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} | {fell_back} | {cpu_per:.0} µs | {drops} | {retrans} ({syn_retrans}) | {:.0} % |",
+                "| {label} | {len} B | {n} | {:.2} s | {:.0}/s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} | {fell_back} | {cpu_per:.0} µs | {frames:.1} | {drops} | {retrans} ({syn_retrans}) | {:.0} % |",
                 last.as_secs_f64(),
                 ok.len() as f64 / last.as_secs_f64().max(1e-3),
                 ms(percentile(&setup, 0.5)),
