@@ -277,10 +277,15 @@ pub struct GatewayArgs {
     /// re-creates subflows) or `kernel` (the in-kernel one, with endpoints) [default: mpbond].
     #[arg(long, value_name = "mpbond|kernel")]
     pub pm: Option<crate::pm::PmKind>,
-    /// mpbond's path manager probes each line this often (ICMP echo to the peer); a line
-    /// silent for three intervals (no answer, no packet received) is given up. `0` turns probes off [default: 50ms].
+    /// mpbond's path manager probes each line in use this often (ICMP echo to the peer); a line
+    /// silent for three intervals (no answer, no packet received) is given up. A line whose
+    /// received traffic proves it works is not probed. `0` turns probes off [default: 50ms].
     #[arg(long, value_name = "TIME")]
     pub probe_interval: Option<String>,
+    /// ... and each idle line (nothing but probes sent for 10 s) this often; its first packet
+    /// brings back `--probe-interval` at once. Per line: `--wan IFACE:probe-idle=TIME` [default: 1s].
+    #[arg(long, value_name = "TIME")]
+    pub probe_idle_interval: Option<String>,
     /// Serve Prometheus metrics on `http://ADDR:PORT/metrics` (off by default).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
@@ -316,10 +321,15 @@ pub struct ConnectArgs {
     /// re-creates subflows) or `kernel` (the in-kernel one, with endpoints) [default: mpbond].
     #[arg(long, value_name = "mpbond|kernel")]
     pub pm: Option<crate::pm::PmKind>,
-    /// mpbond's path manager probes each line this often (ICMP echo to the peer); a line
-    /// silent for three intervals (no answer, no packet received) is given up. `0` turns probes off [default: 50ms].
+    /// mpbond's path manager probes each line in use this often (ICMP echo to the peer); a line
+    /// silent for three intervals (no answer, no packet received) is given up. A line whose
+    /// received traffic proves it works is not probed. `0` turns probes off [default: 50ms].
     #[arg(long, value_name = "TIME")]
     pub probe_interval: Option<String>,
+    /// ... and each idle line (nothing but probes sent for 10 s) this often; its first packet
+    /// brings back `--probe-interval` at once. Per line: `--wan IFACE:probe-idle=TIME` [default: 1s].
+    #[arg(long, value_name = "TIME")]
+    pub probe_idle_interval: Option<String>,
     /// Data plane: `kernel`, or `user` (mpbond's own TCP and MPTCP engine on a TUN device of
     /// its own; IPv4; needs root).
     #[arg(long, value_enum, default_value = "kernel")]
@@ -413,7 +423,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 wan: wan_specs(&a.wan)?,
                 fast_open: a.fast_open,
                 pm: a.pm.unwrap_or_default(),
-                probe: probe_config(a.probe_interval.as_deref())?,
+                probe: probe_config(
+                    a.probe_interval.as_deref(),
+                    a.probe_idle_interval.as_deref(),
+                )?,
                 stack: a.stack,
             };
             finish(runtime(false)?, crate::netcat::connect(args))?;
@@ -684,7 +697,12 @@ fn gateway_config(a: GatewayArgs) -> Result<crate::gateway::Config> {
     }
     c.fast_open = a.fast_open || file.fast_open.unwrap_or(false);
     c.pm = a.pm.or(file.pm).unwrap_or_default();
-    c.probe = probe_config(a.probe_interval.or(file.probe_interval).as_deref())?;
+    c.probe = probe_config(
+        a.probe_interval.or(file.probe_interval).as_deref(),
+        a.probe_idle_interval
+            .or(file.probe_idle_interval)
+            .as_deref(),
+    )?;
     c.metrics = metrics_addr(a.metrics.or(file.metrics))?;
     Ok(c)
 }
@@ -698,16 +716,29 @@ fn metrics_addr(s: Option<String>) -> Result<Option<std::net::SocketAddr>> {
     .transpose()
 }
 
-/// The probe settings of `--probe-interval`.
-fn probe_config(interval: Option<&str>) -> Result<crate::pm::ProbeConfig> {
-    let Some(t) = interval else {
-        return Ok(crate::pm::ProbeConfig::default());
+/// The probe settings of `--probe-interval` and `--probe-idle-interval`.
+fn probe_config(interval: Option<&str>, idle: Option<&str>) -> Result<crate::pm::ProbeConfig> {
+    let mut c = match interval {
+        None => crate::pm::ProbeConfig::default(),
+        Some(t) => {
+            let d = crate::config::duration("--probe-interval", t)?;
+            if !d.is_zero() && d < std::time::Duration::from_millis(10) {
+                bail!("--probe-interval {t}: at least 10ms (or 0 for no probes)");
+            }
+            crate::pm::probe_every(d)
+        }
     };
-    let d = crate::config::duration("--probe-interval", t)?;
-    if !d.is_zero() && d < std::time::Duration::from_millis(10) {
-        bail!("--probe-interval {t}: at least 10ms (or 0 for no probes)");
+    if let Some(t) = idle {
+        let d = crate::config::duration("--probe-idle-interval", t)?;
+        if d < c.interval || d > std::time::Duration::from_secs(3600) {
+            bail!(
+                "--probe-idle-interval {t}: between --probe-interval ({}) and 1h",
+                crate::units::format_duration(c.interval)
+            );
+        }
+        c.idle_interval = d;
     }
-    Ok(crate::pm::probe_every(d))
+    Ok(c)
 }
 
 fn wan_specs(specs: &[String]) -> Result<Vec<crate::gateway::wan::WanSpec>> {

@@ -111,6 +111,8 @@ pub struct GatewayFile {
     pub pm: Option<crate::pm::PmKind>,
     /// `"100ms"`.
     pub probe_interval: Option<String>,
+    /// `"10s"`: probe interval of idle lines.
+    pub probe_idle_interval: Option<String>,
     /// `"127.0.0.1:9477"`: Prometheus metrics.
     pub metrics: Option<String>,
 }

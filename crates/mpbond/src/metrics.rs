@@ -54,6 +54,8 @@ fn line_metrics(reg: &mut Registry, pm: &PmStatus) {
     let failures = Family::<LineLabels, Counter>::default();
     let created = Family::<LineLabels, Counter>::default();
     let bytes = Family::<DirLabels, Counter>::default();
+    let probe_bytes = Family::<DirLabels, Counter>::default();
+    let probe_day = Family::<LineLabels, Gauge>::default();
     for l in &pm.lines {
         let label = LineLabels {
             line: l.name.clone(),
@@ -76,6 +78,19 @@ fn line_metrics(reg: &mut Registry, pm: &PmStatus) {
                 })
                 .inc_by(n);
         }
+        for (direction, n) in [("received", l.probe_bytes.1), ("sent", l.probe_bytes.0)] {
+            probe_bytes
+                .get_or_create(&DirLabels {
+                    line: l.name.clone(),
+                    direction,
+                })
+                .inc_by(n);
+        }
+        if let Some(d) = l.probe_bytes_per_day {
+            probe_day
+                .get_or_create(&label)
+                .set(i64::try_from(d).unwrap_or(i64::MAX));
+        }
     }
     reg.register(
         "line_state",
@@ -94,6 +109,16 @@ fn line_metrics(reg: &mut Registry, pm: &PmStatus) {
         created,
     );
     reg.register("line_bytes", "Bytes through the line's interface", bytes);
+    reg.register(
+        "line_probe_bytes",
+        "IP bytes of the line's probes (sent) and their answers (received)",
+        probe_bytes,
+    );
+    reg.register(
+        "line_probe_bytes_per_day",
+        "Probe bytes of both directions at the last minute's rate, over a day",
+        probe_day,
+    );
     let c = &pm.counters;
     for (name, help, v) in [
         (
@@ -199,6 +224,9 @@ mod tests {
                 subflows_created: 3,
                 failures: 1,
                 bytes: (1000, 200),
+                probe_pace: crate::pm::health::Pace::Idle,
+                probe_bytes: (360, 324),
+                probe_bytes_per_day: Some(6_220_800),
             }],
             ..PmStatus::default()
         };
@@ -214,6 +242,9 @@ mod tests {
             "mpbond_line_probe_rtt_seconds{line=\"dsl\"} 0.02",
             "mpbond_line_failures_total{line=\"dsl\"} 1",
             "mpbond_line_bytes_total{line=\"dsl\",direction=\"received\"} 1000",
+            "mpbond_line_probe_bytes_total{line=\"dsl\",direction=\"sent\"} 360",
+            "mpbond_line_probe_bytes_total{line=\"dsl\",direction=\"received\"} 324",
+            "mpbond_line_probe_bytes_per_day{line=\"dsl\"} 6220800",
             "# EOF",
         ] {
             assert!(text.contains(want), "{want} in\n{text}");

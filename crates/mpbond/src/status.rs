@@ -318,14 +318,19 @@ pub fn render(s: &Status) -> String {
     for l in &s.lines {
         let _ = writeln!(
             o,
-            "  line {:<8} {:<8}{} rtt {} addresses {:?} failures {}",
+            "  line {:<8} {:<8}{} rtt {} addresses {:?} failures {} probes {} ({})",
             l.name,
             format!("{:?}", l.state).to_lowercase(),
             if l.backup { " backup" } else { "" },
             l.probe_rtt_ms
                 .map_or_else(|| "-".to_owned(), |r| format!("{r:.1} ms")),
             l.addresses,
-            l.failures
+            l.failures,
+            format!("{:?}", l.probe_pace).to_lowercase(),
+            l.probe_bytes_per_day.map_or_else(
+                || "cost not known yet".to_owned(),
+                |b| format!("{} a day", crate::units::format_bytes(b))
+            ),
         );
     }
     for c in &s.connections {

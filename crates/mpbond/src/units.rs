@@ -269,6 +269,20 @@ pub fn format_duration(d: Duration) -> String {
     format!("{ns}ns")
 }
 
+/// Formats a byte count for people, in decimal units as line contracts count them: `950 B`,
+/// `6.2 MB`, `124.4 MB`, `1.3 GB`.
+#[must_use]
+pub fn format_bytes(n: u64) -> String {
+    #[expect(clippy::cast_precision_loss, reason = "one decimal is shown")]
+    let f = n as f64;
+    for (div, unit) in [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")] {
+        if f >= div {
+            return format!("{:.1} {unit}", f / div);
+        }
+    }
+    format!("{n} B")
+}
+
 /// Serde helpers for a [`Duration`] written as `"10ms"`.
 pub mod duration_str {
     use super::{Duration, format_duration, parse_duration};
@@ -327,6 +341,14 @@ pub fn utc_timestamp(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_counts_are_shown_in_decimal_units() {
+        assert_eq!(format_bytes(950), "950 B");
+        assert_eq!(format_bytes(6_220_800), "6.2 MB");
+        assert_eq!(format_bytes(124_416_000), "124.4 MB");
+        assert_eq!(format_bytes(1_300_000_000), "1.3 GB");
+    }
 
     #[test]
     fn rate_parses_tc_bit_units_exactly() {

@@ -90,6 +90,22 @@ fn download(
     .unwrap()
 }
 
+/// A download of `seed`'s pattern from the LAN host for `duration`, in the background.
+fn download_for(lab: &TestLab, seed: u64, duration: Duration) -> std::thread::JoinHandle<Timeline> {
+    let ns = lab.info().netns(Role::Lan).to_owned();
+    std::thread::spawn(move || {
+        failover::download(
+            &ns,
+            PATTERN.parse().unwrap(),
+            u64::MAX,
+            seed,
+            Some(duration),
+            vec![],
+        )
+        .unwrap()
+    })
+}
+
 /// The Must-show of failover: the busiest line (dsl) blackholed 3 s into a download. With both
 /// path managers, in one run, every byte arrives once and in order; mpbond's longest stall is
 /// shorter than the kernel's (the figures themselves come from `cargo bench --bench failover`,
@@ -249,6 +265,97 @@ fn a_backup_line_takes_over_only_while_the_regular_line_is_dead() {
             "backup released: carried {} bytes",
             l3 - l2
         );
+    });
+}
+
+/// `mpbond status --json` of the gateway: what it says, and its text.
+fn status_json(lab: &TestLab, gw: &Daemon) -> (Vec<mpbond::status::Status>, String) {
+    let socket = format!("/run/mpbond/gateway-{}.sock", gw.pid());
+    let out = lab
+        .cmd(Role::Gw, EXE)
+        .args(["status", "--json", "--socket", &socket])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (serde_json::from_str(&text).unwrap(), text)
+}
+
+/// The gateway's lines as `mpbond status --json` shows them.
+fn line_status(lab: &TestLab, gw: &Daemon) -> Vec<mpbond::pm::driver::LineStatus> {
+    status_json(lab, gw).0.pop().unwrap().lines
+}
+
+/// Probe cost (issue 14): a line whose download proves it works is not probed; an idle backup
+/// line is probed once a second, its backup subflows' handshakes notwithstanding; blackholed
+/// while idle, it is given up at the idle pace's allowance. Prints the bytes a day of each.
+#[test]
+fn probes_cost_nothing_on_a_busy_line_and_little_on_an_idle_backup_line() {
+    if skip_unless_root("probes_cost_nothing_on_a_busy_line_and_little_on_an_idle_backup_line") {
+        return;
+    }
+    let lab = lab();
+    with_bonding(&lab, "probe-cost", &["--wan", "lte:backup"], |gw| {
+        let probes = |name: &str| {
+            let l = line_status(&lab, gw);
+            let l = l.iter().find(|l| l.name == name).unwrap();
+            (l.probes_sent, l.probe_pace)
+        };
+        // The backup line settles at the idle pace once the gateway's start is 10 s behind.
+        let t0 = Instant::now();
+        while probes("lte").1 != mpbond::pm::health::Pace::Idle {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "lte never idle: {:?}",
+                line_status(&lab, gw)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // A 12 s download on dsl: from its 2nd to its 10th second, count both lines' probes.
+        let download = download_for(&lab, 8, Duration::from_secs(12));
+        std::thread::sleep(Duration::from_secs(2));
+        let (dsl0, lte0) = (probes("dsl"), probes("lte"));
+        let window = Duration::from_secs(8);
+        std::thread::sleep(window);
+        let (dsl1, lte1) = (probes("dsl"), probes("lte"));
+        let t = download.join().unwrap();
+        assert!(t.first_bad.is_none());
+        let per_day = |n: u64| n as f64 * 72.0 * 86_400.0 / window.as_secs_f64() / 1e6;
+        let (busy, idle) = (dsl1.0 - dsl0.0, lte1.0 - lte0.0);
+        eprintln!(
+            "probes in {window:?}: busy dsl {busy} ({:.2} MB a day), idle backup lte {idle} ({:.1} MB a day); at the fast pace: 160 (124.4 MB a day)",
+            per_day(busy),
+            per_day(idle)
+        );
+        assert_eq!(dsl1.1, mpbond::pm::health::Pace::Busy);
+        assert!(busy <= 8, "a busy line is not probed: {busy} probes");
+        assert_eq!(lte1.1, mpbond::pm::health::Pace::Idle);
+        assert!(
+            (4..=12).contains(&idle),
+            "an idle backup line is probed once a second: {idle} probes"
+        );
+        // Blackholed while idle: given up within three idle seconds (and a reading or two).
+        mpbond::lab::set_line_state(lab.name(), "lte", LineState::Blackhole).unwrap();
+        let t0 = Instant::now();
+        while line_status(&lab, gw)
+            .iter()
+            .any(|l| l.name == "lte" && l.state != mpbond::pm::health::Verdict::Down)
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(8),
+                "an idle dead line is given up within 3 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "idle backup lte blackholed: given up after {:?}",
+            t0.elapsed()
+        );
+        mpbond::lab::set_line_state(lab.name(), "lte", LineState::Up).unwrap();
     });
 }
 
@@ -431,31 +538,9 @@ fn status_json_matches_what_the_kernel_shows() {
     }
     let lab = lab();
     with_bonding(&lab, "status", &["--metrics", "127.0.0.1:9477"], |gw| {
-        let ns = lab.info().netns(Role::Lan).to_owned();
-        let download = std::thread::spawn(move || {
-            failover::download(
-                &ns,
-                PATTERN.parse().unwrap(),
-                u64::MAX,
-                7,
-                Some(Duration::from_secs(6)),
-                vec![],
-            )
-            .unwrap()
-        });
+        let download = download_for(&lab, 7, Duration::from_secs(6));
         std::thread::sleep(Duration::from_secs(3));
-        let socket = format!("/run/mpbond/gateway-{}.sock", gw.pid());
-        let out = lab
-            .cmd(Role::Gw, EXE)
-            .args(["status", "--json", "--socket", &socket])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let status: Vec<mpbond::status::Status> = serde_json::from_slice(&out.stdout).unwrap();
+        let (status, text) = status_json(&lab, gw);
         let on_gw = |program: &str, args: &[&str]| {
             let o = lab.cmd(Role::Gw, program).args(args).output().unwrap();
             String::from_utf8_lossy(&o.stdout).into_owned()
@@ -466,7 +551,7 @@ fn status_json_matches_what_the_kernel_shows() {
         let metrics = on_gw("curl", &["-sf", "http://127.0.0.1:9477/metrics"]);
         let t = download.join().unwrap();
         assert!(t.first_bad.is_none());
-        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        eprintln!("{text}");
         for want in [
             "mpbond_line_state{line=\"dsl\"} 1",
             "mpbond_line_state{line=\"lte\"} 1",

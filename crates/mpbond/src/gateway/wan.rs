@@ -112,24 +112,31 @@ pub struct WanSpec {
     pub backup: bool,
     /// Next hop, per family, when the main table has no default route by this interface.
     pub via: Vec<IpAddr>,
+    /// Probe interval while the line carries something (`probe=DURATION`), if not the default.
+    pub probe: Option<std::time::Duration>,
+    /// Probe interval while the line is idle (`probe-idle=DURATION`), if not the default.
+    pub probe_idle: Option<std::time::Duration>,
 }
 
 impl std::str::FromStr for WanSpec {
     type Err = String;
 
-    /// `IFACE[:backup][:via=ADDR]...`, like `eth1`, `wwan0:backup`, `eth2:via=192.0.2.1`.
+    /// `IFACE[:backup][:via=ADDR][:probe=DURATION][:probe-idle=DURATION]...`, like `eth1`,
+    /// `wwan0:backup:probe-idle=10s`, `eth2:via=192.0.2.1`.
     fn from_str(s: &str) -> Result<Self, String> {
         let mut parts = s.split(':');
         let iface = parts.next().unwrap_or("").to_owned();
         if !valid_iface_name(&iface) {
             return Err(format!(
-                "`{s}`: expected IFACE[:backup][:via=ADDR], like eth1:backup"
+                "`{s}`: expected IFACE[:backup][:via=ADDR][:probe=DURATION][:probe-idle=DURATION], like eth1:backup"
             ));
         }
         let mut w = Self {
             iface,
             backup: false,
             via: Vec::new(),
+            probe: None,
+            probe_idle: None,
         };
         // IPv6 next hops contain colons: `via=` takes the rest when it does not parse alone.
         let rest: Vec<&str> = parts.collect();
@@ -138,6 +145,10 @@ impl std::str::FromStr for WanSpec {
             let p = rest[i];
             if p == "backup" {
                 w.backup = true;
+            } else if let Some(t) = p.strip_prefix("probe=") {
+                w.probe = Some(probe_interval(s, "probe", t)?);
+            } else if let Some(t) = p.strip_prefix("probe-idle=") {
+                w.probe_idle = Some(probe_interval(s, "probe-idle", t)?);
             } else if let Some(addr) = p.strip_prefix("via=") {
                 let joined = rest[i..].join(":");
                 let joined = joined.strip_prefix("via=").unwrap_or(&joined);
@@ -152,13 +163,25 @@ impl std::str::FromStr for WanSpec {
                 }
             } else {
                 return Err(format!(
-                    "`{s}`: unknown part `{p}` (use backup or via=ADDR)"
+                    "`{s}`: unknown part `{p}` (use backup, via=ADDR, probe=DURATION or probe-idle=DURATION)"
                 ));
             }
             i += 1;
         }
         Ok(w)
     }
+}
+
+/// A per-line probe interval: at least 10 ms (the path manager reads the lines' counters every
+/// 25 ms) and at most an hour.
+fn probe_interval(spec: &str, key: &str, t: &str) -> Result<std::time::Duration, String> {
+    let d = crate::units::parse_duration(t).map_err(|e| format!("`{spec}`: {key}={t}: {e}"))?;
+    if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(3600) {
+        return Err(format!(
+            "`{spec}`: {key}={t}: between 10ms and 1h (use a long probe-idle for a line that must cost little)"
+        ));
+    }
+    Ok(d)
 }
 
 /// A line as configured: what [`WanSetup::set_addresses`] needs to route a new address.
@@ -619,12 +642,24 @@ mod tests {
         assert!(w.backup);
         let w: WanSpec = "eth2:via=fe80::1".parse().unwrap();
         assert_eq!(w.via, ["fe80::1".parse::<IpAddr>().unwrap()]);
+        let w: WanSpec = "wwan0:backup:probe=200ms:probe-idle=30s".parse().unwrap();
+        assert_eq!(
+            (w.backup, w.probe, w.probe_idle),
+            (
+                true,
+                Some(std::time::Duration::from_millis(200)),
+                Some(std::time::Duration::from_secs(30))
+            )
+        );
         for bad in [
             "",
             ":backup",
             "eth0:fast",
             "eth0:via=nowhere",
             "a-very-long-interface-name",
+            "eth0:probe=1ms",
+            "eth0:probe-idle=2h",
+            "eth0:probe=soon",
         ] {
             assert!(bad.parse::<WanSpec>().is_err(), "{bad}");
         }

@@ -46,6 +46,8 @@ pub struct LinkState {
     pub rx_packets: u64,
     /// Bytes received since it was created.
     pub rx_bytes: u64,
+    /// Packets sent since it was created.
+    pub tx_packets: u64,
     /// Bytes sent since it was created.
     pub tx_bytes: u64,
 }
@@ -171,6 +173,7 @@ impl RouteSocket {
                             .contains(LinkFlags::Up | LinkFlags::Running | LinkFlags::LowerUp),
                         rx_packets: stats.map_or(0, |s| s.rx_packets),
                         rx_bytes: stats.map_or(0, |s| s.rx_bytes),
+                        tx_packets: stats.map_or(0, |s| s.tx_packets),
                         tx_bytes: stats.map_or(0, |s| s.tx_bytes),
                     })
                 }

@@ -15,7 +15,8 @@ use anyhow::{Context, Result};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use tracing::{debug, info, warn};
 
-use super::health::{Health, ProbeConfig, Verdict};
+use super::cost::ProbeMeter;
+use super::health::{Health, Pace, ProbeConfig, Verdict};
 use super::manager::{Command, ConnStatus, Counters, LineConfig, Manager};
 use super::probe::Prober;
 use crate::netlink::mptcp_pm::PathManager;
@@ -26,8 +27,9 @@ use crate::netlink::route::{IfAddr, RouteSocket};
 /// RTMGRP_IPV6_ROUTE`: a default route that comes after its address (DHCP) is seen too.
 const RTNL_GROUPS: u32 = 0x1 | 0x10 | 0x40 | 0x100 | 0x400;
 
-/// How often the lines' received-packet counters are read (a sign of life between probes).
-const RX_POLL: Duration = Duration::from_millis(25);
+/// How often the lines' packet counters are read (a sign of life between probes, and whether
+/// a line is in use).
+const RX_POLL: Duration = super::health::COUNTER_PERIOD;
 
 /// How often a line that is up but silent has its unresolved neighbours flushed.
 const NEIGH_FLUSH: Duration = Duration::from_millis(200);
@@ -70,6 +72,15 @@ pub struct LineStatus {
     pub failures: u64,
     /// Bytes its interface received and sent (all traffic, probes included).
     pub bytes: (u64, u64),
+    /// How it is probed now.
+    #[serde(default)]
+    pub probe_pace: Pace,
+    /// IP bytes of its probes sent and of their answers received.
+    #[serde(default)]
+    pub probe_bytes: (u64, u64),
+    /// Both at the rate of the last minute, over a day (`None` in its first seconds).
+    #[serde(default)]
+    pub probe_bytes_per_day: Option<u64>,
 }
 
 /// What the path manager knows, for `mpbond status` and metrics.
@@ -151,6 +162,8 @@ struct Driver {
     addrs: Vec<Vec<IfAddr>>,
     /// Per line: interface bytes received and sent.
     bytes: Vec<(u64, u64)>,
+    /// Per line: what its probes cost.
+    meters: Vec<ProbeMeter>,
     /// Per line: when its unresolved neighbours were last flushed.
     flushed: Vec<Option<Instant>>,
     on_addresses: Option<OnAddresses>,
@@ -192,20 +205,21 @@ pub fn start(cfg: PmConfig, on_addresses: Option<OnAddresses>) -> Result<PmHandl
             .collect(),
         addrs: vec![Vec::new(); n],
         bytes: vec![(0, 0); n],
+        meters: vec![ProbeMeter::default(); n],
         flushed: vec![None; n],
         on_addresses,
         status: Arc::clone(&status),
         cfg,
     };
-    // A backup line is probed four times less often: it may be metered, and while it carries
-    // traffic its received packets say it works.
+    // Per-line probe paces (`--wan IFACE:probe=…:probe-idle=…`).
     for (i, l) in d.cfg.lines.iter().enumerate() {
-        if l.backup {
-            d.health.set_interval(i, d.cfg.probe.interval * 4);
-        }
+        let interval = l.probe.unwrap_or(d.cfg.probe.interval);
+        let idle = l.probe_idle.unwrap_or(d.cfg.probe.idle_interval);
+        d.health.set_intervals(i, interval, idle);
+        d.health.set_backup(i, l.backup);
     }
     d.refresh(now).context("reading links and addresses")?;
-    d.publish();
+    d.publish(now);
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
@@ -225,7 +239,7 @@ impl Driver {
         info!(lines = self.cfg.lines.len(), probe_target = ?self.cfg.probe_target, "path manager running");
         while !stop.load(Ordering::SeqCst) {
             let now = Instant::now();
-            let next = [self.health.poll_timeout(), self.manager.poll_timeout()]
+            let next = [self.health.poll_timeout(now), self.manager.poll_timeout()]
                 .into_iter()
                 .flatten()
                 .min()
@@ -289,7 +303,7 @@ impl Driver {
             let links = self.rt.links()?;
             for (i, l) in self.cfg.lines.iter().enumerate() {
                 if let Some(s) = links.iter().find(|s| s.index == l.ifindex) {
-                    self.health.on_rx(now, i, s.rx_packets);
+                    self.health.on_counters(now, i, s.rx_packets, s.tx_packets);
                     self.bytes[i] = (s.rx_bytes, s.tx_bytes);
                 }
             }
@@ -330,7 +344,12 @@ impl Driver {
         self.unstick_neighbours(now);
         self.manager.handle_timeout(now);
         self.execute(now);
-        self.publish();
+        for (i, m) in self.meters.iter_mut().enumerate() {
+            let (probes, answers) = self.health.counts(i);
+            let ip_len = self.probers[i].as_ref().map_or(36, Prober::ip_len);
+            m.update(now, probes, answers, ip_len);
+        }
+        self.publish(now);
         Ok(())
     }
 
@@ -343,7 +362,7 @@ impl Driver {
             let link = links.iter().find(|s| s.index == index);
             let running = link.is_some_and(|s| s.running);
             if let Some(s) = link {
-                self.health.on_rx(now, i, s.rx_packets);
+                self.health.on_counters(now, i, s.rx_packets, s.tx_packets);
                 self.bytes[i] = (s.rx_bytes, s.tx_bytes);
             }
             let mine: Vec<IfAddr> = all
@@ -447,7 +466,7 @@ impl Driver {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&self, now: Instant) {
         let lines = self
             .manager
             .lines()
@@ -466,6 +485,9 @@ impl Driver {
                     subflows_created: created,
                     failures,
                     bytes: self.bytes[i],
+                    probe_pace: self.health.pace(i, now),
+                    probe_bytes: self.meters[i].bytes(),
+                    probe_bytes_per_day: self.meters[i].per_day(),
                 }
             })
             .collect();

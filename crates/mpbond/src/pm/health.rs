@@ -26,6 +26,10 @@ pub struct ProbeConfig {
     pub dead_after: Duration,
     /// Answers in a row that bring a dead line back.
     pub recover_after: u32,
+    /// One probe per line this often while the line carries nothing: no packet but probes sent
+    /// on it for [`IDLE_AFTER`] (a backup line, a line at night). A dead idle line is found
+    /// within three of these; the first packet sent on it brings back `interval` at once.
+    pub idle_interval: Duration,
 }
 
 impl Default for ProbeConfig {
@@ -34,12 +38,27 @@ impl Default for ProbeConfig {
             interval: Duration::from_millis(50),
             dead_after: Duration::from_millis(150),
             recover_after: 2,
+            idle_interval: Duration::from_secs(1),
         }
     }
 }
 
 /// Packets received between two readings of the counter that show a line carries traffic.
 pub const RX_BUSY: u64 = 4;
+
+/// How often the driver reads the lines' packet counters.
+pub const COUNTER_PERIOD: Duration = Duration::from_millis(25);
+
+/// A line that received a burst of packets this recently is busy: its traffic proves it works,
+/// and it is not probed. The first reading without a burst ends it (and sends a probe at once).
+const BUSY_WINDOW: Duration = Duration::from_millis(30);
+
+/// A line that sent nothing but probes for this long is idle, and probed at the idle pace.
+pub const IDLE_AFTER: Duration = Duration::from_secs(10);
+
+/// A line dead (or never answering) for this long is probed at the idle pace: a line without
+/// coverage for hours costs little, one back within a minute is found within `interval`s.
+const DEAD_FAST: Duration = Duration::from_secs(60);
 
 /// How long a line that never answered gets for its first answer.
 const FIRST_ANSWER: Duration = Duration::from_secs(1);
@@ -63,16 +82,30 @@ struct LineProbe {
     next: Instant,
     sent: VecDeque<(u16, Instant)>,
     last_reply: Option<Instant>,
-    /// When the interface's received-packet counter last grew, and its value.
+    /// When the interface's received-packet counter last grew by a burst.
     last_rx: Option<Instant>,
-    rx_packets: u64,
+    /// Its received and sent packets at the last reading (the first reading only sets them),
+    /// and the probes sent by then.
+    counters: Option<(u64, u64)>,
+    probes_at_reading: u64,
+    /// When the line last sent something other than probes.
+    active_at: Option<Instant>,
+    /// When an idle line began to send: it is judged by the fast pace's allowance from then,
+    /// not from its last answer at the idle pace.
+    woke_at: Option<Instant>,
+    /// When the last probe went.
+    last_probe: Option<Instant>,
     /// When probing (re)started: a line never answering is judged from here.
     since: Instant,
     srtt: Option<Duration>,
     rttvar: Duration,
     min_rtt: Option<Duration>,
-    /// This line's probe interval.
+    /// This line's probe interval while it carries something, and while it is idle.
     interval: Duration,
+    idle_interval: Duration,
+    /// Packets (probes aside) it must send in one reading to count as in use: 1, or for a
+    /// backup line a burst (its subflows' handshakes and closes are no use of it).
+    wake_after: u64,
     /// The allowance is doubled this many times (false alarms).
     penalty: u32,
     /// When it was last given up, and when the penalty last changed.
@@ -94,6 +127,21 @@ pub enum Verdict {
     Unknown,
     /// Link down, no address, or silent.
     Down,
+}
+
+/// How a line is probed now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pace {
+    /// Not probed (no address, link down, or probes off).
+    #[default]
+    Off,
+    /// Its received traffic says it works: no probe.
+    Busy,
+    /// In use (or dead, or not answering yet): one probe per interval.
+    Fast,
+    /// Carrying nothing: one probe per idle interval.
+    Idle,
 }
 
 /// The lines' health.
@@ -130,12 +178,18 @@ impl Health {
             sent: VecDeque::new(),
             last_reply: None,
             last_rx: None,
-            rx_packets: 0,
+            counters: None,
+            probes_at_reading: 0,
+            active_at: None,
+            woke_at: None,
+            last_probe: None,
             since: now,
             srtt: None,
             rttvar: Duration::ZERO,
             min_rtt: None,
             interval: cfg.interval,
+            idle_interval: cfg.idle_interval.max(cfg.interval),
+            wake_after: 1,
             penalty: 0,
             died_at: None,
             penalty_at: now,
@@ -181,10 +235,21 @@ impl Health {
         }
     }
 
-    /// Probes `line` every `interval` instead (a backup line, idle, is probed less often).
-    pub fn set_interval(&mut self, line: usize, interval: Duration) {
+    /// Probes `line` every `interval` while it carries something and every `idle` while it is
+    /// idle, instead of the configured ones (per-line settings).
+    pub fn set_intervals(&mut self, line: usize, interval: Duration, idle: Duration) {
         if let Some(l) = self.lines.get_mut(line) {
             l.interval = interval.max(Duration::from_millis(1));
+            l.idle_interval = idle.max(l.interval);
+        }
+    }
+
+    /// `line` is a backup line: it counts as in use only when it sends a burst of packets
+    /// ([`RX_BUSY`] in one reading), as when it takes over, not for the handshakes and closes of
+    /// the backup subflows every connection has on it.
+    pub fn set_backup(&mut self, line: usize, backup: bool) {
+        if let Some(l) = self.lines.get_mut(line) {
+            l.wake_after = if backup { RX_BUSY } else { 1 };
         }
     }
 
@@ -192,18 +257,58 @@ impl Health {
         !self.cfg.interval.is_zero()
     }
 
+    /// Whether `l` is probed at its fast pace now: it sent something lately, it is dead or
+    /// never answered (for [`DEAD_FAST`]), or it has no idle pace of its own.
+    fn fast(l: &LineProbe, now: Instant) -> bool {
+        let recent = |t: Option<Instant>, within: Duration| {
+            t.is_some_and(|t| now.saturating_duration_since(t) < within)
+        };
+        if l.idle_interval <= l.interval || recent(l.active_at, IDLE_AFTER) {
+            return true;
+        }
+        if !l.alive || l.replies == 0 {
+            // Dead since it was given up; never answered since probing began.
+            let from = if l.replies == 0 {
+                Some(l.since)
+            } else {
+                l.died_at
+            };
+            return from.is_none_or(|d| now.saturating_duration_since(d) < DEAD_FAST);
+        }
+        false
+    }
+
+    /// When the next probe of `l` is due, if it is probed at all.
+    fn probe_due(l: &LineProbe, now: Instant) -> Option<Instant> {
+        if !(l.link_up && l.probing) {
+            return None;
+        }
+        let Some(last) = l.last_probe else {
+            return Some(l.next);
+        };
+        if let Some(rx) = l.last_rx.filter(|&rx| l.alive && rx > last) {
+            // Busy (a burst since the last probe): its traffic says it works. Asked at once
+            // when the traffic stops, whether it still works.
+            return Some((rx + BUSY_WINDOW).max(l.next));
+        }
+        let pace = if Self::fast(l, now) {
+            l.interval
+        } else {
+            l.idle_interval
+        };
+        Some((last + pace).max(l.next))
+    }
+
     /// The next probe to send, if one is due: `(line, sequence number)`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<(usize, u16)> {
         if !self.probes_on() {
             return None;
         }
-        let (i, l) = self
-            .lines
-            .iter_mut()
-            .enumerate()
-            .find(|(_, l)| l.link_up && l.probing && l.next <= now)?;
+        let i = (0..self.lines.len())
+            .find(|&i| Self::probe_due(&self.lines[i], now).is_some_and(|d| d <= now))?;
+        let l = &mut self.lines[i];
         l.seq = l.seq.wrapping_add(1);
-        l.next = now + l.interval;
+        l.last_probe = Some(now);
         if l.sent.len() == OUTSTANDING {
             l.sent.pop_front();
         }
@@ -212,20 +317,35 @@ impl Health {
         Some((i, l.seq))
     }
 
-    /// The interface of `line` has received `packets` so far: growth is a sign of life (but
-    /// does not bring a dead line back: only answers do).
+    /// The interface of `line` has received `rx_packets` and sent `tx_packets` so far (read
+    /// every [`COUNTER_PERIOD`]).
     ///
-    /// Only growth of at least [`RX_BUSY`] packets since the last call counts: a line whose
-    /// uplink is dead still receives a trickle (ARP, router adverts, the modem's ICMP errors for
-    /// each probe), a line carrying traffic receives far more.
-    pub fn on_rx(&mut self, now: Instant, line: usize, packets: u64) {
-        if let Some(l) = self.lines.get_mut(line) {
-            let grew = packets.saturating_sub(l.rx_packets);
-            if l.rx_packets != 0 && grew >= RX_BUSY {
+    /// Received: growth is a sign of life (but does not bring a dead line back: only answers
+    /// do). Only growth of at least [`RX_BUSY`] packets since the last reading counts: a line
+    /// whose uplink is dead still receives a trickle (ARP, router adverts, the modem's ICMP
+    /// errors for each probe), a line carrying traffic receives far more.
+    ///
+    /// Sent, probes aside: the line is in use, and probed at its fast pace; an idle line that
+    /// starts to send gets a probe at once.
+    pub fn on_counters(&mut self, now: Instant, line: usize, rx_packets: u64, tx_packets: u64) {
+        let Some(l) = self.lines.get_mut(line) else {
+            return;
+        };
+        if let Some((rx, tx)) = l.counters {
+            if rx_packets.saturating_sub(rx) >= RX_BUSY {
                 l.last_rx = Some(now);
             }
-            l.rx_packets = packets;
+            let probes = l.probes_sent - l.probes_at_reading;
+            let sent = tx_packets.saturating_sub(tx).saturating_sub(probes);
+            if sent >= l.wake_after {
+                if !Self::fast(l, now) {
+                    l.woke_at = Some(now);
+                }
+                l.active_at = Some(now);
+            }
         }
+        l.counters = Some((rx_packets, tx_packets));
+        l.probes_at_reading = l.probes_sent;
     }
 
     /// An answer to probe `seq` of `line` arrived. Unknown or repeated numbers are ignored.
@@ -266,24 +386,36 @@ impl Health {
 
     /// When `l` was last heard from.
     fn heard(l: &LineProbe) -> Instant {
-        [l.last_reply, l.last_rx]
+        [l.last_reply, l.last_rx, l.woke_at]
             .into_iter()
             .flatten()
             .fold(l.since, Instant::max)
     }
 
-    /// How long `line` may stay silent.
-    fn dead_after(&self, l: &LineProbe) -> Duration {
+    /// How long `l` may stay silent at `now`.
+    fn dead_after(&self, l: &LineProbe, now: Instant) -> Duration {
+        let interval = if Self::fast(l, now) {
+            l.interval
+        } else {
+            l.idle_interval
+        };
+        // Three probes' worth at the configured pace; slower paces scale it.
+        let paced = self
+            .cfg
+            .dead_after
+            .mul_f64(interval.as_secs_f64() / self.cfg.interval.as_secs_f64().max(1e-3));
         // Until a line has answered once its RTT is unknown, and its first packets may wait for
         // address resolution or a radio waking up: a second.
-        let path = l.min_rtt.map_or(FIRST_ANSWER, |m| l.interval + 2 * m);
+        let path = l.min_rtt.map_or(FIRST_ANSWER, |m| interval + 2 * m);
         // A line that was carrying traffic (the last sign of life was a burst of packets, not
         // a probe answer) and goes quiet is dead sooner: packets came every few milliseconds.
+        // It was not probed meanwhile: the probe sent when the traffic stopped gets its round
+        // trip and half of one more.
         let busy = l.last_rx.is_some_and(|r| Some(r) > l.last_reply);
         let base = if busy {
-            (self.cfg.dead_after * 2 / 3).max(l.min_rtt.unwrap_or_default() + l.interval / 2)
+            (self.cfg.dead_after * 2 / 3).max(BUSY_WINDOW + l.min_rtt.unwrap_or_default() * 3 / 2)
         } else {
-            self.cfg.dead_after.max(path)
+            paced.max(path)
         };
         base * (1 << l.penalty)
     }
@@ -299,7 +431,7 @@ impl Health {
                 continue;
             }
             let heard = Self::heard(l);
-            if now.saturating_duration_since(heard) > self.dead_after(l) {
+            if now.saturating_duration_since(heard) > self.dead_after(l, now) {
                 let l = &mut self.lines[i];
                 l.alive = false;
                 l.in_row = 0;
@@ -310,7 +442,7 @@ impl Health {
 
     /// When [`Health::handle_timeout`] or [`Health::poll_transmit`] has something to do.
     #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         if !self.probes_on() {
             return None;
         }
@@ -320,8 +452,8 @@ impl Health {
             .flat_map(|l| {
                 let heard = Self::heard(l);
                 let judge = (self.peer_answers && l.alive)
-                    .then(|| heard + self.dead_after(l) + Duration::from_millis(1));
-                [Some(l.next), judge]
+                    .then(|| heard + self.dead_after(l, now) + Duration::from_millis(1));
+                [Self::probe_due(l, now), judge]
             })
             .flatten()
             .min()
@@ -374,6 +506,23 @@ impl Health {
         self.lines.get(line).and_then(|l| l.srtt)
     }
 
+    /// How `line` is probed at `now`.
+    #[must_use]
+    pub fn pace(&self, line: usize, now: Instant) -> Pace {
+        match self.lines.get(line) {
+            Some(l) if self.probes_on() && l.link_up && l.probing => {
+                if l.alive && l.last_rx.is_some_and(|r| now < r + BUSY_WINDOW) {
+                    Pace::Busy
+                } else if Self::fast(l, now) {
+                    Pace::Fast
+                } else {
+                    Pace::Idle
+                }
+            }
+            _ => Pace::Off,
+        }
+    }
+
     /// Probes sent and answered on `line`.
     #[must_use]
     pub fn counts(&self, line: usize) -> (u64, u64) {
@@ -389,12 +538,14 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// Round numbers: a probe every 100 ms, silent for 250 ms is dead.
+    /// Round numbers: a probe every 100 ms, silent for 250 ms is dead; no idle pace of its own
+    /// (the idle pace has tests of its own).
     fn cfg() -> ProbeConfig {
         ProbeConfig {
             interval: 100 * MS,
             dead_after: 250 * MS,
             recover_after: 2,
+            idle_interval: 100 * MS,
         }
     }
 
@@ -408,6 +559,26 @@ mod tests {
         rtt: Duration,
         inflight: &mut Vec<(Instant, usize, u16)>,
     ) -> Vec<(Duration, usize, bool)> {
+        run_counted(h, t, dur, answering, rtt, inflight, None)
+    }
+
+    /// The lines' packet counters, read every [`COUNTER_PERIOD`]: probes and answers count in
+    /// them, and `traffic(line)` adds what else a line received and sent since the last reading.
+    struct Counters<'a> {
+        totals: Vec<(u64, u64)>,
+        traffic: &'a mut dyn FnMut(usize) -> (u64, u64),
+    }
+
+    /// [`run`], with the lines' counters read as the driver reads them.
+    fn run_counted(
+        h: &mut Health,
+        t: &mut Instant,
+        dur: Duration,
+        answering: &[usize],
+        rtt: Duration,
+        inflight: &mut Vec<(Instant, usize, u16)>,
+        mut counters: Option<&mut Counters<'_>>,
+    ) -> Vec<(Duration, usize, bool)> {
         let start = *t;
         let mut changes = Vec::new();
         while *t < start + dur {
@@ -416,13 +587,29 @@ mod tests {
             inflight.retain(|&(at, line, seq)| {
                 if at <= now {
                     h.on_reply(now, line, seq);
+                    if let Some(c) = counters.as_deref_mut() {
+                        c.totals[line].0 += 1;
+                    }
                     false
                 } else {
                     true
                 }
             });
+            if let Some(c) = counters.as_deref_mut() {
+                if (now - start).as_millis() % COUNTER_PERIOD.as_millis() == 0 {
+                    for line in 0..c.totals.len() {
+                        let (rx, tx) = (c.traffic)(line);
+                        c.totals[line].0 += rx;
+                        c.totals[line].1 += tx;
+                        h.on_counters(now, line, c.totals[line].0, c.totals[line].1);
+                    }
+                }
+            }
             h.handle_timeout(now);
             while let Some((line, seq)) = h.poll_transmit(now) {
+                if let Some(c) = counters.as_deref_mut() {
+                    c.totals[line].1 += 1;
+                }
                 if answering.contains(&line) {
                     inflight.push((now + rtt, line, seq));
                 }
@@ -432,6 +619,81 @@ mod tests {
             }
         }
         changes
+    }
+
+    /// Lines at the default paces (50 ms, dead after 150 ms; idle: 1 s), every one probing,
+    /// their probes answered after `rtt` and their counters read as the driver reads them.
+    struct Rig {
+        h: Health,
+        t: Instant,
+        rtt: Duration,
+        inflight: Vec<(Instant, usize, u16)>,
+        totals: Vec<(u64, u64)>,
+    }
+
+    impl Rig {
+        fn new(lines: usize, rtt: Duration) -> Self {
+            let t = Instant::now();
+            let mut h = Health::new(ProbeConfig::default(), lines, t);
+            for line in 0..lines {
+                h.set_probing(t, line, true);
+            }
+            Self {
+                h,
+                t,
+                rtt,
+                inflight: Vec::new(),
+                totals: vec![(0, 0); lines],
+            }
+        }
+
+        /// Runs for `dur`, the probes of `answering` answered; `traffic(line)` is what else a
+        /// line received and sent per reading. Returns the usability changes.
+        fn run(
+            &mut self,
+            dur: Duration,
+            answering: &[usize],
+            mut traffic: impl FnMut(usize) -> (u64, u64),
+        ) -> Vec<(Duration, usize, bool)> {
+            let mut c = Counters {
+                totals: std::mem::take(&mut self.totals),
+                traffic: &mut traffic,
+            };
+            let rtt = self.rtt;
+            let ch = run_counted(
+                &mut self.h,
+                &mut self.t,
+                dur,
+                answering,
+                rtt,
+                &mut self.inflight,
+                Some(&mut c),
+            );
+            self.totals = c.totals;
+            ch
+        }
+
+        /// `line` answers nothing from now on (answers on their way are lost too).
+        fn silence(&mut self, line: usize) {
+            self.inflight.retain(|&(_, l, _)| l != line);
+        }
+
+        fn probes(&self, line: usize) -> u64 {
+            self.h.counts(line).0
+        }
+
+        fn pace(&self, line: usize) -> Pace {
+            self.h.pace(line, self.t)
+        }
+    }
+
+    /// Nothing but probes on any line.
+    fn quiet(_: usize) -> (u64, u64) {
+        (0, 0)
+    }
+
+    fn lines_of(ch: &[(Duration, usize, bool)]) -> Vec<(usize, bool)> {
+        ch.iter().map(|c| (c.1, c.2)).collect()
     }
 
     #[test]
@@ -538,7 +800,7 @@ mod tests {
         let start = t;
         while t < start + 2000 * MS {
             rx += 10;
-            h.on_rx(t, 0, rx);
+            h.on_counters(t, 0, rx, 0);
             let c = run(&mut h, &mut t, 20 * MS, &[1], 30 * MS, &mut inflight);
             assert!(c.is_empty(), "{c:?}");
         }
@@ -587,7 +849,7 @@ mod tests {
         let mut changes = Vec::new();
         for _ in 0..10 {
             rx += 1;
-            h.on_rx(t, 0, rx);
+            h.on_counters(t, 0, rx, 0);
             changes.extend(run(&mut h, &mut t, 100 * MS, &[1], 30 * MS, &mut inflight));
         }
         assert_eq!(
@@ -619,5 +881,121 @@ mod tests {
         h.on_reply(t0 + 10 * MS, 0, seq);
         h.on_reply(t0 + 11 * MS, 0, seq);
         assert_eq!(h.counts(0), (1, 1));
+    }
+
+    #[test]
+    fn an_idle_line_is_probed_at_the_idle_pace_and_its_first_packet_brings_the_fast_one_back() {
+        let mut r = Rig::new(1, 30 * MS);
+        // Nothing but probes for 10 s: fast pace (it just started), then idle.
+        let ch = r.run(IDLE_AFTER + 500 * MS, &[0], quiet);
+        assert!(ch.is_empty(), "{ch:?}");
+        assert_eq!(r.pace(0), Pace::Idle);
+        let before = r.probes(0);
+        let ch = r.run(10_000 * MS, &[0], quiet);
+        assert!(ch.is_empty(), "an idle line that answers stays up: {ch:?}");
+        let idle_probes = r.probes(0) - before;
+        assert!(
+            (9..=11).contains(&idle_probes),
+            "one a second: {idle_probes}"
+        );
+        // It sends three packets: a probe goes within one reading, then one per 50 ms.
+        let mut once = true;
+        let before = r.probes(0);
+        let ch = r.run(2 * COUNTER_PERIOD, &[0], |_| {
+            (0, if std::mem::take(&mut once) { 3 } else { 0 })
+        });
+        assert!(r.probes(0) > before, "a probe as soon as it sent");
+        assert_eq!(r.pace(0), Pace::Fast);
+        let before = r.probes(0);
+        let ch2 = r.run(1000 * MS, &[0], quiet);
+        // Its last answer at the idle pace was up to a second old: no reason to give it up.
+        assert!(ch.is_empty() && ch2.is_empty(), "{ch:?} {ch2:?}");
+        let fast = r.probes(0) - before;
+        assert!((19..=21).contains(&fast), "fast pace while in use: {fast}");
+    }
+
+    #[test]
+    fn a_dead_idle_line_that_starts_to_send_is_given_up_within_the_fast_allowance() {
+        let mut r = Rig::new(2, 20 * MS);
+        r.run(IDLE_AFTER + 2000 * MS, &[0, 1], quiet);
+        assert_eq!(r.pace(0), Pace::Idle);
+        // Line 0 goes silent; 100 ms later the gateway sends a SYN on it.
+        r.silence(0);
+        r.run(100 * MS, &[1], quiet);
+        let mut syn = true;
+        let ch = r.run(1000 * MS, &[1], |line| {
+            (0, u64::from(line == 0 && std::mem::take(&mut syn)))
+        });
+        assert_eq!(lines_of(&ch), vec![(0, false)]);
+        // Given up 150 ms (three fast probes) after the reading that saw the SYN, not three
+        // idle seconds after its last answer, nor at once for that old answer.
+        assert!(
+            ch[0].0 > 150 * MS && ch[0].0 <= COUNTER_PERIOD + 152 * MS,
+            "{ch:?}"
+        );
+    }
+
+    #[test]
+    fn a_busy_line_is_not_probed_and_is_asked_at_once_when_its_traffic_stops() {
+        // A download on an 80 ms line: 40 packets in, 20 out per reading.
+        let mut r = Rig::new(1, 80 * MS);
+        let download = |_| (40, 20);
+        r.run(1000 * MS, &[0], download);
+        let before = r.probes(0);
+        let ch = r.run(5000 * MS, &[0], download);
+        assert!(ch.is_empty(), "{ch:?}");
+        assert_eq!(
+            r.probes(0),
+            before,
+            "no probe while its traffic says it works"
+        );
+        assert_eq!(r.pace(0), Pace::Busy);
+        // The download ends: a probe goes at once, and its answer keeps the line up although
+        // it comes a round trip later.
+        let ch = r.run(2 * COUNTER_PERIOD, &[0], quiet);
+        assert!(ch.is_empty(), "{ch:?}");
+        assert_eq!(
+            r.probes(0),
+            before + 1,
+            "asked as soon as the traffic stopped"
+        );
+        let ch = r.run(3000 * MS, &[0], quiet);
+        assert!(ch.is_empty(), "the end of a download is no failure: {ch:?}");
+    }
+
+    #[test]
+    fn a_busy_line_that_goes_silent_is_given_up_without_a_probe_in_flight_before() {
+        let mut r = Rig::new(2, 20 * MS);
+        r.run(3000 * MS, &[0, 1], |line| {
+            if line == 0 { (40, 20) } else { (0, 0) }
+        });
+        // Blackholed: nothing arrives on line 0 any more; our side keeps sending.
+        r.silence(0);
+        let ch = r.run(
+            1000 * MS,
+            &[1],
+            |line| {
+                if line == 0 { (0, 5) } else { (0, 0) }
+            },
+        );
+        assert_eq!(lines_of(&ch), vec![(0, false)]);
+        // 100 ms (two thirds of 150) after its last burst.
+        assert!(ch[0].0 <= 101 * MS, "{ch:?}");
+    }
+
+    #[test]
+    fn a_backup_line_stays_idle_through_its_subflows_handshakes_and_wakes_when_it_takes_over() {
+        let mut r = Rig::new(1, 30 * MS);
+        r.h.set_backup(0, true);
+        // Every 100 ms a connection opens a backup subflow on it: SYN, then ACK.
+        let mut n = 0u64;
+        r.run(IDLE_AFTER + 500 * MS, &[0], |_| {
+            n += 1;
+            (u64::from(n % 4 == 1), u64::from(n % 4 < 2))
+        });
+        assert_eq!(r.pace(0), Pace::Idle, "joins are no use of a backup line");
+        // It takes over: a burst of sent packets brings the fast pace at once.
+        r.run(COUNTER_PERIOD, &[0], |_| (40, 20));
+        assert_ne!(r.pace(0), Pace::Idle);
     }
 }

@@ -30,6 +30,10 @@ pub struct LineConfig {
     pub ifindex: u32,
     /// Used only while no regular line works.
     pub backup: bool,
+    /// Its probe interval while in use, if not the configured one (`probe=`).
+    pub probe: Option<Duration>,
+    /// Its probe interval while idle, if not the configured one (`probe-idle=`).
+    pub probe_idle: Option<Duration>,
 }
 
 /// What the kernel is asked to do.
@@ -790,16 +794,22 @@ mod tests {
                 name: "dsl".into(),
                 ifindex: 2,
                 backup: false,
+                probe: None,
+                probe_idle: None,
             },
             LineConfig {
                 name: "lte".into(),
                 ifindex: 3,
                 backup: false,
+                probe: None,
+                probe_idle: None,
             },
             LineConfig {
                 name: "sat".into(),
                 ifindex: 4,
                 backup: true,
+                probe: None,
+                probe_idle: None,
             },
         ]
     }

@@ -4,7 +4,9 @@
 //!
 //! - [`health`]: which lines work (links, addresses, active probes), sans-IO.
 //! - [`manager`]: what to ask the kernel for each connection, sans-IO.
+//! - [`cost`]: what probing costs each line.
 
+pub mod cost;
 pub mod driver;
 pub mod health;
 pub mod manager;
@@ -82,6 +84,8 @@ impl Bonding {
                     name: l.spec.iface.clone(),
                     ifindex: l.index,
                     backup: l.spec.backup,
+                    probe: l.spec.probe,
+                    probe_idle: l.spec.probe_idle,
                 })
                 .collect(),
             peers: vec![peer],
@@ -112,13 +116,16 @@ impl Bonding {
     }
 }
 
-/// The probe settings for an interval: a line silent for three intervals is dead.
+/// The probe settings for an interval: a line silent for three intervals is dead; an idle
+/// line is probed at the default idle pace (or at `interval`, if that is slower).
 #[must_use]
 pub fn probe_every(interval: std::time::Duration) -> ProbeConfig {
+    let d = ProbeConfig::default();
     ProbeConfig {
         interval,
         dead_after: interval * 3,
-        ..ProbeConfig::default()
+        idle_interval: d.idle_interval.max(interval),
+        ..d
     }
 }
 

@@ -112,6 +112,16 @@ impl Prober {
         self.socket.send_to(&p, &self.target).map(drop)
     }
 
+    /// The IP bytes of one probe (and of its answer): the header and 16 bytes of ICMP.
+    #[must_use]
+    pub fn ip_len(&self) -> u64 {
+        if self.target_ip.is_ipv6() {
+            40 + 16
+        } else {
+            20 + 16
+        }
+    }
+
     /// The sequence numbers of the replies waiting.
     #[must_use]
     pub fn recv(&self) -> Vec<u16> {

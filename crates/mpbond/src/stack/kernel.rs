@@ -275,6 +275,9 @@ fn unacked_bytes(stream: &impl AsFd) -> Option<usize> {
     sys::ioctl_count(stream.as_fd().as_raw_fd(), libc::TIOCOUTQ).ok()
 }
 
+/// `tcpi_state` of an established connection (`TCP_ESTABLISHED` in the kernel's `tcp_states.h`).
+const TCP_ESTABLISHED: u8 = 1;
+
 /// `MPTCP_TCPINFO`: the `tcp_info` of each subflow.
 const MPTCP_TCPINFO: libc::c_int = 2;
 /// The most subflows [`subflows_unacked`] looks at.
@@ -304,8 +307,11 @@ unsafe impl sys::Plain for SubflowTcpInfo {}
 // SAFETY: as above.
 unsafe impl sys::Plain for MptcpInfo {}
 
-/// Segments sent on an MPTCP connection's subflows and not yet acknowledged there (TCP's
-/// `tcpi_unacked`, summed); `None` when the kernel does not say (not MPTCP, fell back).
+/// Segments sent on an MPTCP connection's established subflows and not yet acknowledged there
+/// (TCP's `tcpi_unacked`, summed); `None` when the kernel does not say (not MPTCP, fell back).
+/// A subflow already closing is left out: one whose address is gone (a handover) keeps its
+/// last segments unacknowledged until it times out, minutes later, and must not hold the
+/// connection's end that long.
 #[must_use]
 pub fn subflows_unacked(stream: &impl AsFd) -> Option<u32> {
     let mut data = SubflowTcpInfo::zeroed();
@@ -325,7 +331,13 @@ pub fn subflows_unacked(stream: &impl AsFd) -> Option<u32> {
     let n = usize::try_from(data.head.num_subflows)
         .ok()?
         .min(MAX_SUBFLOWS);
-    Some(data.info[..n].iter().map(|i| i.tcpi_unacked).sum())
+    Some(
+        data.info[..n]
+            .iter()
+            .filter(|i| i.tcpi_state == TCP_ESTABLISHED)
+            .map(|i| i.tcpi_unacked)
+            .sum(),
+    )
 }
 
 /// Waits, before an MPTCP connection's `DATA_FIN` is sent, until all data written is
