@@ -1,20 +1,32 @@
-//! Failover benchmark: the longest stall of a LAN download through gateway and converter when
-//! the line carrying most of it is blackholed, with mpbond's path manager and with the kernel's
+//! Failover benchmark: the longest stall of a transfer through gateway and converter when the
+//! line carrying most of it is blackholed, with mpbond's path manager and with the kernel's
 //! in-kernel one, side by side in one run on the same lab (RFC 8684 gives no timing; this is
-//! what users feel).
+//! what users feel). Downloads and uploads; the blackhole comes at a moment drawn for each run
+//! between 2 and 6 s into the transfer, so no figure holds only for one moment.
+//!
+//! For mpbond's path manager it also says where the milliseconds go: *detection*, from the
+//! blackhole to the gateway's `line stopped working`, and what follows until bytes flow again
+//! (the withdrawal reaching the converter, the data in flight on the dead line sent again
+//! behind the other line's queue).
 //!
 //! Needs root (it builds a lab): `sudo cargo bench --bench failover`. Lines: dsl 20mbit/10ms
-//! (RTT 20 ms) and lte 10mbit/40ms (RTT 80 ms); dsl is blackholed 3 s into a 24 MiB download.
-//! `MPBOND_BENCH_RUNS` runs per path manager (default 3), alternating. Prints a Markdown table.
+//! (RTT 20 ms) and lte 10mbit/40ms (RTT 80 ms); dsl, the busier, is blackholed during a 24 MiB
+//! transfer. `MPBOND_BENCH_RUNS` runs per path manager and direction (default 5), alternating;
+//! `MPBOND_BENCH_DIRECTIONS=down,up` picks the directions; `MPBOND_BENCH_KEEP=1` keeps the
+//! gateway's log of each run (`MPBOND_TEST_LOG=debug` for the path manager's every step).
+//! Prints a Markdown table.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
     reason = "a benchmark program: fail loudly, print floats"
 )]
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use mpbond::lab::failover;
 use mpbond::lab::testing::{TestLab, skip_unless_root, start_bonding};
@@ -22,30 +34,114 @@ use mpbond::lab::{LineState, Role};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
 const PATTERN: &str = "203.0.113.2:8081";
+const SINK: &str = "203.0.113.2:8082";
 const LEN: u64 = 24 << 20;
 
-/// One blackhole run with `--pm pm`: the longest stall after the blackhole, and the seconds
-/// the download took.
-fn run(lab: &TestLab, dir: &std::path::Path, pm: &str, seed: u64) -> (Duration, f64) {
+/// What one run measured.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// The longest time without a byte at the receiver, from the blackhole on.
+    stall: Duration,
+    /// Seconds the transfer took.
+    took: f64,
+    /// Blackhole to `line stopped working` (mpbond's path manager only).
+    detect: Option<Duration>,
+    /// From then until the end of the longest stall.
+    after: Option<Duration>,
+}
+
+/// When in the transfer the line is blackholed: between 2 and 6 s, drawn from `seed`.
+fn moment(seed: u64) -> Duration {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    Duration::from_millis(2000 + z % 4000)
+}
+
+/// The time of a log line (`2026-12-03T14:23:53.957866Z ...`, UTC).
+fn log_time(line: &str) -> Option<SystemTime> {
+    let ts = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|v| v.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|v| v.parse::<u64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    // Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    let nanos = format!("{frac:0<9}")[..9].parse::<u64>().ok()?;
+    Some(
+        SystemTime::UNIX_EPOCH
+            + Duration::from_secs(days * 86_400 + hh * 3600 + mm * 60 + ss)
+            + Duration::from_nanos(nanos),
+    )
+}
+
+/// One blackhole run with `--pm pm`, `up` or down.
+fn run(lab: &TestLab, dir: &std::path::Path, pm: &str, up: bool, seed: u64) -> Run {
     let (gateway, _converter) = start_bonding(lab, EXE, dir, &["dsl", "lte"], &["--pm", pm]);
-    let at = Duration::from_secs(3);
+    let at = moment(seed);
     let name = lab.name().to_owned();
+    let cut = Arc::new(Mutex::new(None));
+    let cut2 = Arc::clone(&cut);
     let blackhole: Box<dyn FnOnce() + Send> = Box::new(move || {
+        *cut2.lock().unwrap() = Some(SystemTime::now());
         mpbond::lab::set_line_state(&name, "dsl", LineState::Blackhole).unwrap();
     });
-    let t = failover::download(
-        lab.info().netns(Role::Lan),
-        PATTERN.parse().unwrap(),
-        LEN,
-        seed,
-        None,
-        vec![(at, blackhole)],
-    )
+    let schedule = vec![(at, blackhole)];
+    let (lan, web) = (lab.info().netns(Role::Lan), lab.info().netns(Role::Web));
+    let t = if up {
+        failover::upload(lan, web, SINK.parse().unwrap(), LEN, seed, schedule)
+    } else {
+        failover::download(lan, PATTERN.parse().unwrap(), LEN, seed, None, schedule)
+    }
     .unwrap();
     assert!(t.intact(LEN), "--pm {pm}: {}", gateway.problems());
+    let (start, stall) = t.longest_stall(at);
+    let cut = cut.lock().unwrap().expect("the blackhole happened");
+    let detect = gateway
+        .log_text()
+        .lines()
+        .find(|l| l.contains("line stopped working") && l.contains("dsl"))
+        .and_then(log_time)
+        .and_then(|t| t.duration_since(cut).ok());
+    // From the line given up to the end of the longest stall: the withdrawal and the data sent
+    // again (zero when that stall was over by then).
+    let after = detect.map(|d| (start + stall).saturating_sub(at + d));
+    if std::env::var_os("MPBOND_BENCH_KEEP").is_some() {
+        let log = dir.join(format!(
+            "gateway-{pm}-{}-{seed}.log",
+            if up { "up" } else { "down" }
+        ));
+        std::fs::write(&log, gateway.log_text()).unwrap();
+    }
     drop(gateway);
     lab.set_state("dsl", LineState::Up);
-    (t.longest_stall(at).1, t.elapsed.as_secs_f64())
+    Run {
+        stall,
+        took: t.elapsed.as_secs_f64(),
+        detect,
+        after,
+    }
+}
+
+/// The `p` quantile (nearest rank) of `v`, sorted here.
+fn quantile(v: &mut [Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e3)
 }
 
 fn main() {
@@ -55,45 +151,76 @@ fn main() {
     let runs: u64 = std::env::var("MPBOND_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(5);
+    let directions: Vec<bool> = std::env::var("MPBOND_BENCH_DIRECTIONS")
+        .unwrap_or_else(|_| "down,up".into())
+        .split(',')
+        .map(|d| match d.trim() {
+            "up" => true,
+            "down" => false,
+            other => panic!("MPBOND_BENCH_DIRECTIONS: `{other}` is not down or up"),
+        })
+        .collect();
     let lab = TestLab::up(EXE, &["dsl:20mbit:10ms", "lte:10mbit:40ms"]);
     failover::serve_pattern(lab.info().netns(Role::Web), PATTERN.parse().unwrap()).unwrap();
     let dir = PathBuf::from(format!("/run/mpbond/bench-failover-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pms = ["mpbond", "kernel"];
-    let mut results: Vec<Vec<(Duration, f64)>> = vec![Vec::new(); pms.len()];
-    for r in 0..runs {
-        for (i, pm) in pms.iter().enumerate() {
-            let got = run(&lab, &dir, pm, r * 10 + i as u64);
-            eprintln!(
-                "run {r}: --pm {pm}: stall {:.0} ms, {:.1} s",
-                got.0.as_secs_f64() * 1e3,
-                got.1
-            );
-            results[i].push(got);
+    let mut results: Vec<(&str, bool, Vec<Run>)> = Vec::new();
+    for &up in &directions {
+        for pm in pms {
+            results.push((pm, up, Vec::new()));
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    println!("| path manager | longest stall, median (min–max) of {runs} | 24 MiB took, median |");
-    println!("|---|---|---|");
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let mut medians = Vec::new();
-    for (pm, res) in pms.iter().zip(&mut results) {
-        res.sort_by_key(|r| r.0);
-        let median = res[res.len() / 2];
-        medians.push(median.0);
-        let mut secs: Vec<f64> = res.iter().map(|r| r.1).collect();
-        secs.sort_by(f64::total_cmp);
-        println!(
-            "| {pm} | **{:.0} ms** ({:.0}–{:.0}) | {:.1} s |",
-            ms(median.0),
-            ms(res[0].0),
-            ms(res[res.len() - 1].0),
-            secs[secs.len() / 2]
-        );
+    for r in 0..runs {
+        for (i, (pm, up, res)) in results.iter_mut().enumerate() {
+            let seed = r * 10 + i as u64;
+            let got = run(&lab, &dir, pm, *up, seed);
+            eprintln!(
+                "run {r}: --pm {pm} {}: cut at {} ms, stall {} ms, detection {} ms, stall over {} ms later; {:.1} s",
+                if *up { "upload" } else { "download" },
+                ms(moment(seed)),
+                ms(got.stall),
+                got.detect.map_or_else(|| "-".into(), ms),
+                got.after.map_or_else(|| "-".into(), ms),
+                got.took
+            );
+            res.push(got);
+        }
+    }
+    if std::env::var_os("MPBOND_BENCH_KEEP").is_some() {
+        eprintln!("gateway logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
     }
     println!(
-        "\nmpbond's median stall is {:.2}× the in-kernel path manager's.",
-        medians[0].as_secs_f64() / medians[1].as_secs_f64()
+        "| path manager | transfer | longest stall p50 | p95 | max | detection p50 (p95) | from then to the stall's end, p50 (p95) | 24 MiB took, p50 |"
     );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (pm, up, res) in &results {
+        let mut stalls: Vec<Duration> = res.iter().map(|r| r.stall).collect();
+        let mut detect: Vec<Duration> = res.iter().filter_map(|r| r.detect).collect();
+        let mut after: Vec<Duration> = res.iter().filter_map(|r| r.after).collect();
+        let mut took: Vec<Duration> = res
+            .iter()
+            .map(|r| Duration::from_secs_f64(r.took))
+            .collect();
+        let pair = |v: &mut Vec<Duration>| {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{} ({})", ms(quantile(v, 0.5)), ms(quantile(v, 0.95)))
+            }
+        };
+        println!(
+            "| {pm} | {} | **{} ms** | {} ms | {} ms | {} | {} | {:.1} s |",
+            if *up { "upload" } else { "download" },
+            ms(quantile(&mut stalls, 0.5)),
+            ms(quantile(&mut stalls, 0.95)),
+            ms(quantile(&mut stalls, 1.0)),
+            pair(&mut detect),
+            pair(&mut after),
+            quantile(&mut took, 0.5).as_secs_f64(),
+        );
+    }
 }

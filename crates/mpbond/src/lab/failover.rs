@@ -1,6 +1,7 @@
 //! Measuring what a line failure does to a transfer: a server on the web host that sends a
 //! checkable byte pattern, and a client on the LAN host that reads it with a timestamp per read
-//! while scheduled actions (a line blackholed, taken down, brought back) happen at set times.
+//! while scheduled actions (a line blackholed, taken down, brought back) happen at set times;
+//! for an upload, the same the other way round (the client sends, a sink on the web host reads).
 //! From the [`Timeline`]: whether every byte arrived once and in order, the longest stall, and
 //! goodput in any window. Used by the path manager's tests, its benchmark and `mpbond bench`.
 
@@ -204,6 +205,11 @@ fn send_pattern(mut c: TcpStream, reset_after: Option<u64>) -> io::Result<()> {
         socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO))?;
     }
     let seed = u64::from_le_bytes(req[8..].try_into().unwrap_or_default());
+    write_pattern(&mut c, seed, len)
+}
+
+/// Writes `len` bytes of pattern `seed` to `c`.
+fn write_pattern(c: &mut TcpStream, seed: u64, len: u64) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut sent = 0u64;
     while sent < len {
@@ -213,6 +219,18 @@ fn send_pattern(mut c: TcpStream, reset_after: Option<u64>) -> io::Result<()> {
         sent += n as u64;
     }
     Ok(())
+}
+
+/// Runs each `schedule` action at its time after `t0`, on a thread of its own.
+fn run_schedule(t0: Instant, schedule: Vec<Scheduled>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut schedule = schedule;
+        schedule.sort_by_key(|s| s.0);
+        for (at, f) in schedule {
+            std::thread::sleep(at.saturating_sub(t0.elapsed()));
+            f();
+        }
+    })
 }
 
 /// What a client read, when.
@@ -317,19 +335,55 @@ pub fn download_over(
         c.set_read_timeout(Some(Duration::from_secs(60)))?;
         request(&mut c, len, seed)?;
         let t0 = Instant::now();
-        let actions = std::thread::spawn(move || {
-            let mut schedule = schedule;
-            schedule.sort_by_key(|s| s.0);
-            for (at, f) in schedule {
-                std::thread::sleep(at.saturating_sub(t0.elapsed()));
-                f();
-            }
-        });
+        let actions = run_schedule(t0, schedule);
         let t = receive(&mut c, t0, len, seed, duration);
         drop(c);
         let _ = actions.join();
         t
     })?
+}
+
+/// From host netns `ns`, uploads `len` bytes of pattern `seed` to a sink that this call starts
+/// on `sink` in host netns `sink_ns`, running each `schedule` action at its time. The sink checks
+/// every byte and keeps the timeline: stalls are seen where the bytes arrive. Reads and writes
+/// time out after 60 s.
+///
+/// # Errors
+/// If the sink cannot listen, the connection fails, or a read or write times out.
+pub fn upload(
+    ns: &str,
+    sink_ns: &str,
+    sink: SocketAddr,
+    len: u64,
+    seed: u64,
+    schedule: Vec<Scheduled>,
+) -> io::Result<Timeline> {
+    let listener = netns::in_netns(sink_ns, || pattern_listener(sink, Transport::Tcp))??;
+    let t0 = Instant::now();
+    let receiver = std::thread::spawn(move || -> io::Result<Timeline> {
+        let (mut c, _) = listener.accept()?;
+        c.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let t = receive(&mut c, t0, len, seed, None)?;
+        // The end: the sender waits for it, so its close cannot cut what is still in flight.
+        c.shutdown(std::net::Shutdown::Write)?;
+        Ok(t)
+    });
+    let sent = netns::in_netns(ns, move || -> io::Result<()> {
+        let mut c = connect(sink, Transport::Tcp, Duration::from_secs(20))?;
+        c.set_write_timeout(Some(Duration::from_secs(60)))?;
+        c.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let actions = run_schedule(t0, schedule);
+        write_pattern(&mut c, seed, len)?;
+        c.shutdown(std::net::Shutdown::Write)?;
+        let _ = c.read(&mut [0u8; 1])?;
+        let _ = actions.join();
+        Ok(())
+    })?;
+    let got = receiver
+        .join()
+        .map_err(|_| io::Error::other("the sink thread panicked"))?;
+    sent?;
+    got
 }
 
 /// One short request from the calling thread's namespace: connects to a [`serve_pattern`]

@@ -14,7 +14,7 @@
 //! On the server side (converter, `listen`) it announces the configured extra addresses
 //! (`ADD_ADDR`, §3.4.1).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -183,7 +183,7 @@ pub struct Manager {
     announce: Vec<IpAddr>,
     /// Local address ids, one per address for the life of the manager.
     ids: BTreeMap<IpAddr, u8>,
-    commands: std::collections::VecDeque<Command>,
+    commands: VecDeque<Command>,
     counters: Counters,
 }
 
@@ -207,7 +207,7 @@ impl Manager {
             peers,
             announce,
             ids: BTreeMap::new(),
-            commands: std::collections::VecDeque::new(),
+            commands: VecDeque::new(),
             counters: Counters::default(),
         }
     }
@@ -422,7 +422,8 @@ impl Manager {
                 self.schedule_retry(now, token, line);
             }
             &Command::Remove { token, loc_id } => {
-                let Some(c) = self.conns.get(&token) else {
+                // A connection we manage has its side closed after every withdrawal already.
+                let Some(c) = self.conns.get(&token).filter(|c| !c.managed) else {
                     return;
                 };
                 let subs: Vec<_> = c
@@ -500,6 +501,7 @@ impl Manager {
                     self.commands
                         .push_back(Command::Remove { token, loc_id: id });
                 }
+                Self::close_ours(&mut self.commands, token, c.managed, &gone);
                 Self::set_closing(c, &ids);
             } else if address_gone && c.managed {
                 for s in &gone {
@@ -542,7 +544,28 @@ impl Manager {
             self.commands
                 .push_back(Command::Remove { token, loc_id: id });
         }
+        let gone: Vec<&Subflow> = c.subflows.iter().filter(|s| on_dead(s)).collect();
+        Self::close_ours(&mut self.commands, token, c.managed, &gone);
         Self::set_closing(c, &ids);
+    }
+
+    /// After a withdrawal (`REMOVE_ADDR`, which makes the peer close its side and send again
+    /// what it had in flight there), closes our side of the `gone` subflows of a connection we
+    /// manage, so that our kernel sends again at once what *we* had in flight on them (Linux
+    /// re-injects a closed subflow's unacknowledged data). Without it, an upload waits for the
+    /// peer's reset, which cannot come over the dead line (and Linux never closes its side of
+    /// the first subflow for a `REMOVE` of id 0): measured 1.2–1.6 s without a byte.
+    fn close_ours(commands: &mut VecDeque<Command>, token: u32, managed: bool, gone: &[&Subflow]) {
+        if !managed {
+            return;
+        }
+        for s in gone {
+            commands.push_back(Command::Destroy {
+                token,
+                local: s.local,
+                remote: s.remote,
+            });
+        }
     }
 
     /// Moves the subflows of `ids` from the live list to the closing one.
@@ -903,6 +926,19 @@ mod tests {
         assert!(drain(&mut m).is_empty());
     }
 
+    /// A withdrawal of address id `loc_id` from connection `token`: `REMOVE_ADDR` for the peer,
+    /// and our side of its subflow from `local` closed.
+    fn withdrawal(token: u32, loc_id: u8, local: &str) -> Vec<Command> {
+        vec![
+            Command::Remove { token, loc_id },
+            Command::Destroy {
+                token,
+                local: local.parse().unwrap(),
+                remote: PEER.parse().unwrap(),
+            },
+        ]
+    }
+
     #[test]
     fn a_dead_line_is_withdrawn_by_id_and_comes_back_when_it_recovers() {
         let t = Instant::now();
@@ -911,24 +947,13 @@ mod tests {
         establish(&mut m, t, &cmds);
         // lte dies.
         m.set_line_usable(t, 1, false);
-        assert_eq!(
-            drain(&mut m),
-            vec![Command::Remove {
-                token: 9,
-                loc_id: 2
-            }]
-        );
+        // Withdrawn for the peer (REMOVE_ADDR), and closed on our side.
+        assert_eq!(drain(&mut m), withdrawal(9, 2, "10.2.0.2:41000"));
         m.on_event(t, &event(Kind::SubClosed, 9, "10.2.0.2:41000", 2));
         assert!(drain(&mut m).is_empty(), "no retry while the line is dead");
         // The first subflow's line (dsl) dies: withdrawn as id 0.
         m.set_line_usable(t, 0, false);
-        assert_eq!(
-            drain(&mut m),
-            vec![Command::Remove {
-                token: 9,
-                loc_id: 0
-            }]
-        );
+        assert_eq!(drain(&mut m), withdrawal(9, 0, "10.1.0.2:40000"));
         m.on_event(t, &event(Kind::SubClosed, 9, "10.1.0.2:40000", 0));
         assert_eq!(
             m.connections()[0].subflows.len(),
@@ -1013,13 +1038,7 @@ mod tests {
         m.set_line_usable(t, 0, false);
         assert!(drain(&mut m).is_empty());
         establish(&mut m, t, &cmds[..1]);
-        assert_eq!(
-            drain(&mut m),
-            vec![Command::Remove {
-                token: 9,
-                loc_id: 0
-            }]
-        );
+        assert_eq!(drain(&mut m), withdrawal(9, 0, "10.1.0.2:40000"));
     }
 
     #[test]
@@ -1088,13 +1107,7 @@ mod tests {
         // dsl's address goes (withdrawn over lte), then lte's: nothing can carry its
         // REMOVE_ADDR, so its id is kept to withdraw later.
         m.set_addresses(t, 0, vec![]);
-        assert_eq!(
-            drain(&mut m),
-            vec![Command::Remove {
-                token: 9,
-                loc_id: 0
-            }]
-        );
+        assert_eq!(drain(&mut m), withdrawal(9, 0, "10.1.0.2:40000"));
         m.set_addresses(t, 1, vec![]);
         assert!(matches!(drain(&mut m)[..], [Command::Destroy { .. }]));
         // The same address comes back: a subflow with the same id, which no stale withdrawal
@@ -1107,22 +1120,53 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_withdrawal_closes_the_subflows_one_by_one() {
+    fn a_refused_withdrawal_of_an_unmanaged_connection_closes_its_subflows_one_by_one() {
+        let t = Instant::now();
+        let mut m = setup(t);
+        // A connection to another peer: no subflows of ours, but its first is on lte.
+        let mut other = event(Kind::Established, 10, "10.2.0.2:40001", 0);
+        other.remote = Some("192.0.2.9:443".parse().unwrap());
+        m.on_event(t, &other);
+        // ... and a second subflow, on dsl, that someone else made.
+        let mut second = event(Kind::SubEstablished, 10, "10.1.0.2:40002", 1);
+        second.remote = other.remote;
+        m.on_event(t, &second);
+        drain(&mut m);
+        m.set_line_usable(t, 1, false);
+        let cmds = drain(&mut m);
+        let rm = cmds
+            .iter()
+            .find(|c| matches!(c, Command::Remove { token: 10, .. }))
+            .expect("withdrawn")
+            .clone();
+        assert!(
+            !cmds
+                .iter()
+                .any(|c| matches!(c, Command::Destroy { token: 10, .. })),
+            "{cmds:?}"
+        );
+        m.on_result(t, &rm, Err(libc::EINVAL));
+        assert_eq!(
+            drain(&mut m),
+            vec![Command::Destroy {
+                token: 10,
+                local: "10.2.0.2:40001".parse().unwrap(),
+                remote: "192.0.2.9:443".parse().unwrap()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_refused_withdrawal_of_a_managed_connection_adds_nothing_to_closing_our_side() {
         let t = Instant::now();
         let mut m = setup(t);
         let cmds = drain(&mut m);
         establish(&mut m, t, &cmds);
         m.set_line_usable(t, 1, false);
-        let rm = drain(&mut m).pop().unwrap();
-        m.on_result(t, &rm, Err(libc::EINVAL));
-        assert_eq!(
-            drain(&mut m),
-            vec![Command::Destroy {
-                token: 9,
-                local: "10.2.0.2:41000".parse().unwrap(),
-                remote: PEER.parse().unwrap()
-            }]
-        );
+        let cmds = drain(&mut m);
+        assert_eq!(cmds.len(), 2, "{cmds:?}");
+        m.on_result(t, &cmds[0], Err(libc::EINVAL));
+        assert_eq!(drain(&mut m), vec![]);
     }
 
     #[test]
