@@ -496,12 +496,8 @@ impl Manager {
                     .is_none_or(|l| usable.get(l).copied().unwrap_or(true))
             });
             if carrier {
-                for &id in &ids {
-                    self.counters.withdrawals += 1;
-                    self.commands
-                        .push_back(Command::Remove { token, loc_id: id });
-                }
-                Self::close_ours(&mut self.commands, token, c.managed, &gone);
+                self.counters.withdrawals += ids.len() as u64;
+                Self::withdraw(&mut self.commands, token, c.managed, &ids, &gone);
                 Self::set_closing(c, &ids);
             } else if address_gone && c.managed {
                 for s in &gone {
@@ -539,32 +535,48 @@ impl Manager {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        for &id in &ids {
-            self.counters.withdrawals += 1;
-            self.commands
-                .push_back(Command::Remove { token, loc_id: id });
-        }
+        self.counters.withdrawals += ids.len() as u64;
         let gone: Vec<&Subflow> = c.subflows.iter().filter(|s| on_dead(s)).collect();
-        Self::close_ours(&mut self.commands, token, c.managed, &gone);
+        Self::withdraw(&mut self.commands, token, c.managed, &ids, &gone);
         Self::set_closing(c, &ids);
     }
 
-    /// After a withdrawal (`REMOVE_ADDR`, which makes the peer close its side and send again
-    /// what it had in flight there), closes our side of the `gone` subflows of a connection we
-    /// manage, so that our kernel sends again at once what *we* had in flight on them (Linux
-    /// re-injects a closed subflow's unacknowledged data). Without it, an upload waits for the
-    /// peer's reset, which cannot come over the dead line (and Linux never closes its side of
-    /// the first subflow for a `REMOVE` of id 0): measured 1.2–1.6 s without a byte.
-    fn close_ours(commands: &mut VecDeque<Command>, token: u32, managed: bool, gone: &[&Subflow]) {
-        if !managed {
-            return;
-        }
-        for s in gone {
-            commands.push_back(Command::Destroy {
-                token,
-                local: s.local,
-                remote: s.remote,
-            });
+    /// Withdraws address ids `ids` from connection `token`: `REMOVE_ADDR` makes the peer close
+    /// its side of their subflows and send again at once what it had in flight there. For a
+    /// connection we manage, our side of the `gone` subflows is closed too, so that our kernel
+    /// sends again at once what *we* had in flight on them (Linux re-injects a closed
+    /// subflow's unacknowledged data); without it an upload waits for the peer's reset, which
+    /// cannot come over the dead line (Linux never closes its side of the first subflow for a
+    /// `REMOVE` of id 0): measured 1.2–1.6 s without a byte.
+    ///
+    /// Id 0 (the first subflow) is closed *before* it is withdrawn: Linux sends the
+    /// `REMOVE_ADDR` on the first active subflow of the connection, which is the dead one while
+    /// it is open, and the peer would never hear of it. Other ids are withdrawn first, since
+    /// Linux withdraws only an address that a subflow still uses (and closes those itself).
+    fn withdraw(
+        commands: &mut VecDeque<Command>,
+        token: u32,
+        managed: bool,
+        ids: &[u8],
+        gone: &[&Subflow],
+    ) {
+        for &id in ids {
+            let close =
+                gone.iter()
+                    .filter(|s| managed && s.loc_id == id)
+                    .map(|s| Command::Destroy {
+                        token,
+                        local: s.local,
+                        remote: s.remote,
+                    });
+            let remove = Command::Remove { token, loc_id: id };
+            if id == 0 {
+                commands.extend(close);
+                commands.push_back(remove);
+            } else {
+                commands.push_back(remove);
+                commands.extend(close);
+            }
         }
     }
 
@@ -927,16 +939,20 @@ mod tests {
     }
 
     /// A withdrawal of address id `loc_id` from connection `token`: `REMOVE_ADDR` for the peer,
-    /// and our side of its subflow from `local` closed.
+    /// and our side of its subflow from `local` closed (first, for id 0: see `withdraw`).
     fn withdrawal(token: u32, loc_id: u8, local: &str) -> Vec<Command> {
-        vec![
+        let mut v = vec![
             Command::Remove { token, loc_id },
             Command::Destroy {
                 token,
                 local: local.parse().unwrap(),
                 remote: PEER.parse().unwrap(),
             },
-        ]
+        ];
+        if loc_id == 0 {
+            v.reverse();
+        }
+        v
     }
 
     #[test]
