@@ -291,12 +291,16 @@ impl Health {
             // when the traffic stops, whether it still works.
             return Some((rx + BUSY_WINDOW).max(l.next));
         }
-        let pace = if Self::fast(l, now) {
+        Some((last + Self::pace_interval(l, now)).max(l.next))
+    }
+
+    /// The probe interval of `l` at `now`: its fast one or its idle one.
+    fn pace_interval(l: &LineProbe, now: Instant) -> Duration {
+        if Self::fast(l, now) {
             l.interval
         } else {
             l.idle_interval
-        };
-        Some((last + pace).max(l.next))
+        }
     }
 
     /// The next probe to send, if one is due: `(line, sequence number)`.
@@ -394,11 +398,7 @@ impl Health {
 
     /// How long `l` may stay silent at `now`.
     fn dead_after(&self, l: &LineProbe, now: Instant) -> Duration {
-        let interval = if Self::fast(l, now) {
-            l.interval
-        } else {
-            l.idle_interval
-        };
+        let interval = Self::pace_interval(l, now);
         // Three probes' worth at the configured pace; slower paces scale it.
         let paced = self
             .cfg
