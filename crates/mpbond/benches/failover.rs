@@ -9,11 +9,13 @@
 //! (the withdrawal reaching the converter, the data in flight on the dead line sent again
 //! behind the other line's queue).
 //!
-//! Needs root (it builds a lab): `sudo cargo bench --bench failover`. Lines: dsl 20mbit/10ms
-//! (RTT 20 ms) and lte 10mbit/40ms (RTT 80 ms); dsl, the busier, is blackholed during a 24 MiB
-//! transfer. `MPBOND_BENCH_RUNS` runs per path manager and direction (default 5), alternating;
+//! Needs root (it builds a lab): `sudo cargo bench --bench failover`. Lines: dsl 20 Mbit/s and
+//! lte 10 Mbit/s, each with a round trip drawn per run between 20 and 80 ms (and the lab's
+//! default queue for it, two one-way delays); dsl, the busier, is blackholed during a 24 MiB
+//! transfer. Both path managers meet the same lines and the same moment in each round. `MPBOND_BENCH_RUNS` runs per path manager and direction (default 5), alternating;
 //! `MPBOND_BENCH_DIRECTIONS=down,up` picks the directions; `MPBOND_BENCH_KEEP=1` keeps the
-//! gateway's log of each run (`MPBOND_TEST_LOG=debug` for the path manager's every step).
+//! gateway's log of each run (`MPBOND_TEST_LOG=debug` for the path manager's every step), and
+//! `MPBOND_BENCH_CAPTURE=1` captures of the gateway's and the converter's side of the lines next to it.
 //! Prints a Markdown table.
 #![allow(
     clippy::unwrap_used,
@@ -48,15 +50,39 @@ struct Run {
     detect: Option<Duration>,
     /// From then until the end of the longest stall.
     after: Option<Duration>,
+    /// From the blackhole to the start of the longest stall.
+    from: Duration,
+}
+
+/// A number drawn from `seed` (splitmix64).
+fn draw(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// When in the transfer the line is blackholed: between 2 and 6 s, drawn from `seed`.
 fn moment(seed: u64) -> Duration {
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    Duration::from_millis(2000 + z % 4000)
+    Duration::from_millis(2000 + draw(seed) % 4000)
+}
+
+/// The one-way delays of dsl and lte for a run, each drawn from `seed` between 10 and 40 ms
+/// (round trips of 20 to 80 ms), in 5 ms steps.
+fn delays(seed: u64) -> (Duration, Duration) {
+    let z = draw(seed ^ 0x5eed);
+    let pick = |v: u64| Duration::from_millis(10 + 5 * (v % 7));
+    (pick(z), pick(z >> 8))
+}
+
+/// Gives line `line` the one-way `delay` and the lab's default queue for it.
+fn shape(lab: &TestLab, line: &str, delay: Duration) {
+    let queue = mpbond::lab::spec::DirectionSpec::default_queue(delay);
+    let settings = [
+        format!("delay={}ms", delay.as_millis()),
+        format!("queue={}ms", queue.as_millis()),
+    ];
+    mpbond::lab::set_line(lab.name(), line, &settings).unwrap();
 }
 
 /// The time of a log line (`2026-12-03T14:23:53.957866Z ...`, UTC).
@@ -85,6 +111,9 @@ fn log_time(line: &str) -> Option<SystemTime> {
 
 /// One blackhole run with `--pm pm`, `up` or down.
 fn run(lab: &TestLab, dir: &std::path::Path, pm: &str, up: bool, seed: u64) -> Run {
+    let (dsl, lte) = delays(seed);
+    shape(lab, "dsl", dsl);
+    shape(lab, "lte", lte);
     let (gateway, _converter) = start_bonding(lab, EXE, dir, &["dsl", "lte"], &["--pm", pm]);
     let at = moment(seed);
     let name = lab.name().to_owned();
@@ -96,6 +125,36 @@ fn run(lab: &TestLab, dir: &std::path::Path, pm: &str, up: bool, seed: u64) -> R
     });
     let schedule = vec![(at, blackhole)];
     let (lan, web) = (lab.info().netns(Role::Lan), lab.info().netns(Role::Web));
+    // MPBOND_BENCH_CAPTURE=1: the gateway's WAN side of the run (tcpdump), to follow the
+    // failover segment by segment with tshark.
+    let capture: Vec<std::process::Child> = if std::env::var_os("MPBOND_BENCH_CAPTURE").is_some() {
+        let captures = [Role::Gw, Role::Vps].map(|role| {
+            let pcap = dir.join(format!(
+                "{role}-{pm}-{}-{seed}.pcap",
+                if up { "up" } else { "down" }
+            ));
+            std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    lab.info().netns(role),
+                    "tcpdump",
+                    "-q",
+                    "-i",
+                    "any",
+                ])
+                .args(["-s", "200", "-w"])
+                .arg(&pcap)
+                .args(["tcp", "port", "7000", "or", "icmp"])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        captures.into()
+    } else {
+        Vec::new()
+    };
     let t = if up {
         failover::upload(lan, web, SINK.parse().unwrap(), LEN, seed, schedule)
     } else {
@@ -103,6 +162,27 @@ fn run(lab: &TestLab, dir: &std::path::Path, pm: &str, up: bool, seed: u64) -> R
     }
     .unwrap();
     assert!(t.intact(LEN), "--pm {pm}: {}", gateway.problems());
+    let captured = !capture.is_empty();
+    for mut c in capture {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    if captured {
+        // The converter's MPTCP counters after the run (nstat keeps none between namespaces).
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                lab.info().netns(Role::Vps),
+                "nstat",
+                "-az",
+                "MPTcp*",
+            ])
+            .output()
+            .unwrap();
+        let name = format!("vps-{pm}-{}-{seed}.nstat", if up { "up" } else { "down" });
+        std::fs::write(dir.join(name), out.stdout).unwrap();
+    }
     let (start, stall) = t.longest_stall(at);
     let cut = cut.lock().unwrap().expect("the blackhole happened");
     let detect = gateway
@@ -128,6 +208,7 @@ fn run(lab: &TestLab, dir: &std::path::Path, pm: &str, up: bool, seed: u64) -> R
         took: t.elapsed.as_secs_f64(),
         detect,
         after,
+        from: start.saturating_sub(at),
     }
 }
 
@@ -162,6 +243,20 @@ fn main() {
         })
         .collect();
     let lab = TestLab::up(EXE, &["dsl:20mbit:10ms", "lte:10mbit:40ms"]);
+    // MPBOND_BENCH_SYSCTL="KEY=VALUE;...": set in the gateway's and the vps's namespaces, to
+    // compare host settings side by side.
+    if let Ok(v) = std::env::var("MPBOND_BENCH_SYSCTL") {
+        for role in [Role::Gw, Role::Vps] {
+            for kv in v.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                let ok = std::process::Command::new("ip")
+                    .args(["netns", "exec", lab.info().netns(role), "sysctl", "-qw", kv])
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "sysctl {kv} in {role}");
+            }
+        }
+    }
     failover::serve_pattern(lab.info().netns(Role::Web), PATTERN.parse().unwrap()).unwrap();
     let dir = PathBuf::from(format!("/run/mpbond/bench-failover-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -173,14 +268,19 @@ fn main() {
         }
     }
     for r in 0..runs {
-        for (i, (pm, up, res)) in results.iter_mut().enumerate() {
-            let seed = r * 10 + i as u64;
+        for (pm, up, res) in &mut results {
+            // Both path managers meet the same lines and the same moment in a round.
+            let seed = r * 10 + u64::from(*up);
+            let (dsl, lte) = delays(seed);
             let got = run(&lab, &dir, pm, *up, seed);
             eprintln!(
-                "run {r}: --pm {pm} {}: cut at {} ms, stall {} ms, detection {} ms, stall over {} ms later; {:.1} s",
+                "run {r}: --pm {pm} {}: RTT dsl {} ms, lte {} ms; cut at {} ms, stall {} ms from +{} ms, detection {} ms, stall over {} ms later; {:.1} s",
                 if *up { "upload" } else { "download" },
+                (2 * dsl).as_millis(),
+                (2 * lte).as_millis(),
                 ms(moment(seed)),
                 ms(got.stall),
+                ms(got.from),
                 got.detect.map_or_else(|| "-".into(), ms),
                 got.after.map_or_else(|| "-".into(), ms),
                 got.took
