@@ -394,16 +394,22 @@ fn collect_lines(
     })
 }
 
+/// What [`handover`] does to the gateway's addresses, by the index of the line written.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// dsl's address is deleted.
+    DelDsl,
+    /// lte gets its address (and a default route).
+    AddLte,
+}
+
 /// ssh-like, both ways: one small write every 50 ms from `connect --wan dsl --wan lte` (lte with
-/// no address at first) to `listen` on the vps, and one back. dsl's address is deleted and lte
-/// gets one: the connection moves over (break-before-make) and each stream arrives whole, once,
-/// in order. (Both directions stay open: Linux refuses a join to a connection whose `DATA_FIN`
-/// is still unacknowledged, so a half-closed session could not move.)
-#[test]
-fn a_session_moves_to_another_line_when_its_address_changes() {
-    if skip_unless_root("a_session_moves_to_another_line_when_its_address_changes") {
-        return;
-    }
+/// no address at first) to `listen` on the vps, and one back, while dsl's address is deleted
+/// and lte gets one as `steps` say. Checks that each stream arrives whole, once, in order, and
+/// returns the longest gap between two lines, up and down. (Both directions stay open: Linux
+/// refuses a join to a connection whose `DATA_FIN` is still unacknowledged, so a half-closed
+/// session could not move.)
+fn handover(steps: &[(usize, Step)]) -> (Duration, Duration) {
     let lab = lab();
     let gw = |args: &str| {
         let ok = lab
@@ -456,14 +462,16 @@ fn a_session_moves_to_another_line_when_its_address_changes() {
         writeln!(up, "line {i:04} of an interactive session").unwrap();
         writeln!(down, "echo {i:04} from the server").unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        if i == 40 {
-            gw(&format!("addr del {dsl_addr} dev dsl"));
-        }
-        if i == 60 {
-            gw(&format!("addr add {lte_addr} dev lte"));
-            gw(&format!(
-                "route add default via {lte_gw} dev lte metric 200"
-            ));
+        for &(_, step) in steps.iter().filter(|(at, _)| *at == i) {
+            match step {
+                Step::DelDsl => gw(&format!("addr del {dsl_addr} dev dsl")),
+                Step::AddLte => {
+                    gw(&format!("addr add {lte_addr} dev lte"));
+                    gw(&format!(
+                        "route add default via {lte_gw} dev lte metric 200"
+                    ));
+                }
+            }
         }
     }
     drop(up);
@@ -474,7 +482,7 @@ fn a_session_moves_to_another_line_when_its_address_changes() {
     let (at_client, gap_down) = client_got.join().unwrap();
     let _ = listen.wait();
     eprintln!(
-        "handover dsl -> lte: {} and {} of {n} lines, longest gaps {:.0} ms up, {:.0} ms down",
+        "handover dsl -> lte {steps:?}: {} and {} of {n} lines, longest gaps {:.0} ms up, {:.0} ms down",
         at_server.len(),
         at_client.len(),
         gap_up.as_secs_f64() * 1e3,
@@ -490,6 +498,42 @@ fn a_session_moves_to_another_line_when_its_address_changes() {
     assert_eq!(at_server, want_up, "{log}");
     assert_eq!(at_client, want_down, "{log}");
     assert!(log.contains("new address routed out of its line"), "{log}");
+    (gap_up, gap_down)
+}
+
+/// Break-before-make with a second without any address: the session waits for the new one,
+/// then moves over.
+#[test]
+fn a_session_moves_to_another_line_when_its_address_changes() {
+    if skip_unless_root("a_session_moves_to_another_line_when_its_address_changes") {
+        return;
+    }
+    handover(&[(40, Step::DelDsl), (60, Step::AddLte)]);
+}
+
+/// Make-before-break: lte's address comes a second before dsl's goes, so the session already
+/// has a subflow on lte when dsl's goes, and moves over within a second (the bound;
+/// the lab's lines take 20 and 80 ms a round trip, so the margin is wide).
+#[test]
+fn a_session_moves_over_within_a_second_when_the_new_address_comes_first() {
+    if skip_unless_root("a_session_moves_over_within_a_second_when_the_new_address_comes_first") {
+        return;
+    }
+    let (up, down) = handover(&[(40, Step::AddLte), (60, Step::DelDsl)]);
+    assert!(up.max(down) < Duration::from_secs(1), "{up:?} {down:?}");
+}
+
+/// Break-before-make, the new address 100 ms after the old one went (a DHCP renewal, a laptop
+/// moving to another network): still within a second.
+#[test]
+fn a_session_moves_over_within_a_second_when_the_new_address_comes_right_after() {
+    if skip_unless_root(
+        "a_session_moves_over_within_a_second_when_the_new_address_comes_right_after",
+    ) {
+        return;
+    }
+    let (up, down) = handover(&[(40, Step::DelDsl), (42, Step::AddLte)]);
+    assert!(up.max(down) < Duration::from_secs(1), "{up:?} {down:?}");
 }
 
 /// The MPTCP subflows in `ss -tniHe` output: (local token, local end, remote end, local id).
