@@ -152,12 +152,12 @@ fn blackholing_the_busiest_line_loses_nothing_and_stalls_less_than_the_kernel_pm
 }
 
 /// A line down for 5 s comes back: its subflow is made again and the download goes back to
-/// (at least 80 % of) the sum of the lines within 3 s.
+/// (at least 80 % of) the sum of the lines within a second (1.5 s checked, for a loaded
+/// machine; 0.5-0.75 s measured).
 #[test]
-fn a_line_down_for_five_seconds_carries_again_within_three_seconds_of_its_return() {
-    if skip_unless_root(
-        "a_line_down_for_five_seconds_carries_again_within_three_seconds_of_its_return",
-    ) {
+fn a_line_down_for_five_seconds_carries_again_within_a_second_of_its_return() {
+    if skip_unless_root("a_line_down_for_five_seconds_carries_again_within_a_second_of_its_return")
+    {
         return;
     }
     let lab = lab();
@@ -172,32 +172,34 @@ fn a_line_down_for_five_seconds_carries_again_within_three_seconds_of_its_return
             &[(down, "dsl", LineState::Down), (up, "dsl", LineState::Up)],
         );
         assert!(t.first_bad.is_none(), "byte {:?} differs", t.first_bad);
-        let window = Duration::from_secs(1);
+        // Back: the first quarter of a second that carries 80 % of the lines. The issue's
+        // target is a second; the bound checked is looser, for a loaded machine.
         let target = 0.8 * SUM_RATES;
-        let back = t.reaches(up, window, target);
+        let quarter = Duration::from_millis(250);
+        let back = t.recovers(up, quarter, target);
         let ramp: Vec<String> = (0..12)
             .map(|k| {
-                let from = up + Duration::from_millis(250 * k);
-                format!(
-                    "{:.0}",
-                    t.goodput(from, from + Duration::from_millis(250)) / 1e6
-                )
+                let from = up + quarter * k;
+                format!("{:.0}", t.goodput(from, from + quarter) / 1e6)
             })
             .collect();
         eprintln!("Mbit/s per 250 ms after dsl came back: {}", ramp.join(" "));
         let during = t.goodput(down + Duration::from_secs(1), up);
         let after = t.goodput(up + Duration::from_secs(3), t.elapsed);
+        let back =
+            back.unwrap_or_else(|| panic!("never back to {target} bit/s\n{}", gw.problems()));
+        // A second drop: the lowest quarter of a second in the three seconds after.
+        let low = t.lowest(back, back + Duration::from_secs(3), quarter);
         eprintln!(
-            "dsl down 3..8 s: {:.1} Mbit/s while down, {:.1} Mbit/s from 11 s; 80 % of the lines ({:.1} Mbit/s over 1 s) reached {:?} after it came back",
+            "dsl down 3..8 s: {:.1} Mbit/s while down, {:.1} Mbit/s from 11 s; back to 80 % of the lines ({:.1} Mbit/s for 250 ms) {:?} after it came back, then at least {:.1} Mbit/s per 250 ms",
             during / 1e6,
             after / 1e6,
             target / 1e6,
-            back.map(|b| b.saturating_sub(up))
+            back.saturating_sub(up),
+            low / 1e6
         );
-        let back =
-            back.unwrap_or_else(|| panic!("never back to {target} bit/s\n{}", gw.problems()));
         assert!(
-            back.saturating_sub(up) <= Duration::from_secs(3),
+            back.saturating_sub(up) <= Duration::from_millis(1500),
             "back after {:?}\n{}",
             back.saturating_sub(up),
             gw.problems()

@@ -285,6 +285,29 @@ impl Timeline {
         (self.bytes_at(to).saturating_sub(self.bytes_at(from))) as f64 * 8.0 / secs
     }
 
+    /// The first time at or after `from` from which the goodput over the next `window` is at
+    /// least `bps`: when a transfer was back to that rate.
+    #[must_use]
+    pub fn recovers(&self, from: Duration, window: Duration, bps: f64) -> Option<Duration> {
+        self.samples
+            .iter()
+            .map(|s| s.0)
+            .filter(|&t| t >= from && t + window <= self.elapsed)
+            .find(|&t| self.goodput(t, t + window) >= bps)
+    }
+
+    /// The lowest goodput of the `bin`-long spans from `from` to `to`, bit/s.
+    #[must_use]
+    pub fn lowest(&self, from: Duration, to: Duration, bin: Duration) -> f64 {
+        let mut t = from;
+        let mut low = f64::INFINITY;
+        while t + bin <= to && !bin.is_zero() {
+            low = low.min(self.goodput(t, t + bin));
+            t += bin;
+        }
+        low
+    }
+
     /// The first time at or after `from` when the goodput over the preceding `window`
     /// reached `bps`.
     #[must_use]
