@@ -6,7 +6,8 @@
 //! `line stopped working`), the longest time without a byte at the receiver, and the goodput.
 //!
 //! Needs root (it builds a lab): `sudo cargo bench --bench soak`. `MPBOND_SOAK_SECS` sets the
-//! length of each run (default 600); `MPBOND_BENCH_KEEP=1` keeps the gateways' logs. Lines:
+//! length of each run (default 600), `MPBOND_BENCH_PMS=mpbond` the path managers (default
+//! `mpbond,kernel`); `MPBOND_BENCH_KEEP=1` keeps the gateways' logs. Lines:
 //! dsl 20 Mbit/s, 10 ms each way, 5 ms jitter, 1 % loss; lte 10 Mbit/s, 40 ms each way, 20 ms
 //! jitter, 1 % loss, a 250 ms queue. Prints a Markdown table.
 #![allow(
@@ -43,7 +44,8 @@ fn main() {
     let dir = PathBuf::from(format!("/run/mpbond/bench-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut rows = Vec::new();
-    for pm in ["mpbond", "kernel"] {
+    let pms = std::env::var("MPBOND_BENCH_PMS").unwrap_or_else(|_| "mpbond,kernel".into());
+    for pm in pms.split(',').map(str::trim) {
         let (gateway, _converter) = start_bonding(&lab, EXE, &dir, &["dsl", "lte"], &["--pm", pm]);
         let t = failover::download(
             lab.info().netns(Role::Lan),
