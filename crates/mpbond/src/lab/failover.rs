@@ -307,17 +307,6 @@ impl Timeline {
         }
         low
     }
-
-    /// The first time at or after `from` when the goodput over the preceding `window`
-    /// reached `bps`.
-    #[must_use]
-    pub fn reaches(&self, from: Duration, window: Duration, bps: f64) -> Option<Duration> {
-        self.samples
-            .iter()
-            .map(|s| s.0)
-            .filter(|&t| t >= from + window)
-            .find(|&t| self.goodput(t.saturating_sub(window), t) >= bps)
-    }
 }
 
 /// An action at a time after the download started.
@@ -505,9 +494,11 @@ mod tests {
         assert_eq!(t.longest_stall(ms(950)), (ms(900), ms(100)));
         assert!((t.goodput(ms(0), ms(1000)) - 32_000.0).abs() < 1e-6);
         assert_eq!(t.bytes_at(ms(150)), 1000);
-        assert_eq!(t.reaches(ms(0), ms(100), 80_000.0), Some(ms(100)));
-        assert_eq!(t.reaches(ms(300), ms(100), 80_000.0), Some(ms(900)));
-        assert_eq!(t.reaches(ms(300), ms(100), 90_000.0), None);
+        assert_eq!(t.recovers(ms(0), ms(100), 80_000.0), Some(ms(0)));
+        assert_eq!(t.recovers(ms(300), ms(100), 80_000.0), Some(ms(900)));
+        assert_eq!(t.recovers(ms(300), ms(100), 90_000.0), None);
+        assert!((t.lowest(ms(0), ms(200), ms(100)) - 80_000.0).abs() < 1e-6);
+        assert!(t.lowest(ms(0), ms(1000), ms(100)).abs() < 1e-6);
         assert!(t.intact(4000) && !t.intact(4001));
     }
 }
