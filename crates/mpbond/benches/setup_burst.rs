@@ -14,7 +14,10 @@
 //! - `MPBOND_BENCH_KEEP=1`: keep the daemons' logs (`MPBOND_TEST_LOG=debug` for a line per
 //!   connection);
 //! - `MPBOND_BENCH_PERF=FILE`: `perf record` of the whole machine during each burst through the
-//!   daemons, to `FILE.<answer size>`.
+//!   daemons, to `FILE.<answer size>`;
+//! - `MPBOND_BENCH_CAPTURE=FILE`: tcpdump of the gateway's side of the lines during each burst
+//!   through the daemons, to `FILE.<answer size>.pcap` (with `MPBOND_BENCH_BURST=1`, a relayed
+//!   request frame by frame).
 //!
 //! Prints Markdown, with what explains the figures: frames the lines' queues dropped, segments
 //! the hosts retransmitted, and how busy the machine's CPUs were (on a small machine the lab's
@@ -33,7 +36,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mpbond::lab::failover;
-use mpbond::lab::testing::{TestLab, skip_unless_root, start_bonding};
+use mpbond::lab::testing::{Capture, TestLab, skip_unless_root, start_bonding};
 use mpbond::lab::{Role, netns};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
@@ -211,6 +214,8 @@ struct Counters {
     queue_drops: u64,
     /// Frames that reached the lines, both directions of every line.
     line_frames: u64,
+    /// Bytes that reached each line towards the LAN (its name, the bytes).
+    down_bytes: Vec<(String, u64)>,
     /// Segments retransmitted by every lab host but the emulator's.
     retrans: u64,
     /// Of which SYNs.
@@ -231,6 +236,10 @@ impl Counters {
                 .iter()
                 .map(|l| l.upstream.arrived_packets + l.downstream.arrived_packets)
                 .sum(),
+            down_bytes: lines
+                .iter()
+                .map(|l| (l.name.clone(), l.downstream.arrived_bytes))
+                .collect(),
             retrans: 0,
             syn_retrans: 0,
             machine: machine_cpu(),
@@ -241,6 +250,17 @@ impl Counters {
             c.syn_retrans += k[1];
         }
         c
+    }
+
+    /// Bytes per request towards the LAN on each line since `before`, for `n` requests.
+    fn down_per_request(&self, before: &Counters, n: usize) -> String {
+        let per: Vec<String> = self
+            .down_bytes
+            .iter()
+            .zip(&before.down_bytes)
+            .map(|((name, a), (_, b))| format!("{name} {:.0}", (a - b) as f64 / n as f64))
+            .collect();
+        per.join(", ")
     }
 
     /// The share of the machine's CPU time that was busy since `before`.
@@ -264,6 +284,13 @@ impl Perf {
             .expect("perf record");
         Some(Perf(child))
     }
+}
+
+/// tcpdump of the gateway's side of the lines, when `MPBOND_BENCH_CAPTURE` asks for it.
+fn capture(lab: &TestLab, len: u64) -> Option<Capture> {
+    let out = std::env::var("MPBOND_BENCH_CAPTURE").ok()?;
+    let pcap = std::path::PathBuf::from(format!("{out}.{len}.pcap"));
+    Some(Capture::start(lab, Role::Gw, "tcp port 7000", &pcap))
 }
 
 impl Drop for Perf {
@@ -311,9 +338,9 @@ fn main() {
     }
     exes.push(("this build", EXE.to_owned()));
     println!(
-        "| mpbond | answer | requests | all first bytes after | rate | setup p50 | setup p99 | complete p50 | complete p99 | failed | fell back to TCP | daemons' CPU per request | frames on the lines per request | frames dropped by the lines' queues | segments retransmitted (SYNs) | machine's CPUs busy during the burst |"
+        "| mpbond | answer | requests | all first bytes after | rate | setup p50 | setup p99 | complete p50 | complete p99 | failed | fell back to TCP | daemons' CPU per request | frames on the lines per request | bytes per request towards the LAN, per line | frames dropped by the lines' queues | segments retransmitted (SYNs) | machine's CPUs busy during the burst |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     // The floor: the same requests straight over the dsl line, without gateway and converter.
     let mut runs: Vec<(&str, Option<&str>)> = vec![("none: plain TCP on dsl", None)];
     runs.extend(exes.iter().map(|(l, e)| (*l, Some(e.as_str()))));
@@ -340,8 +367,12 @@ fn main() {
             let cpu_before = cpu();
             let before = Counters::take(&lab);
             let perf = exe.and_then(|_| Perf::start(len));
+            let pcap = exe.and_then(|_| capture(&lab, len));
             let times = burst(&lab, n, len);
             drop(perf);
+            // The connections' ends too.
+            std::thread::sleep(Duration::from_secs(2 * u64::from(pcap.is_some())));
+            drop(pcap);
             let busy = Counters::take(&lab).busy_since(&before);
             let fell_back = gateway_metric(&lab, "fallbacks_total").saturating_sub(fell_back);
             // The connections' ends (FIN, DATA_FIN) are the daemons' work too.
@@ -349,6 +380,7 @@ fn main() {
             let cpu_per = cpu().saturating_sub(cpu_before).as_secs_f64() * 1e6 / n as f64;
             let after = Counters::take(&lab);
             let frames = (after.line_frames - before.line_frames) as f64 / n as f64;
+            let down = after.down_per_request(&before, n);
             let (drops, retrans, syn_retrans) = (
                 after.queue_drops - before.queue_drops,
                 after.retrans - before.retrans,
@@ -361,7 +393,7 @@ fn main() {
             done.sort();
             let last = setup.last().copied().unwrap_or_default();
             println!(
-                "| {label} | {len} B | {n} | {:.2} s | {:.0}/s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} | {fell_back} | {cpu_per:.0} µs | {frames:.1} | {drops} | {retrans} ({syn_retrans}) | {:.0} % |",
+                "| {label} | {len} B | {n} | {:.2} s | {:.0}/s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} | {fell_back} | {cpu_per:.0} µs | {frames:.1} | {down} | {drops} | {retrans} ({syn_retrans}) | {:.0} % |",
                 last.as_secs_f64(),
                 ok.len() as f64 / last.as_secs_f64().max(1e-3),
                 ms(percentile(&setup, 0.5)),
