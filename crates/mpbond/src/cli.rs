@@ -220,6 +220,11 @@ pub struct ConverterArgs {
     /// Time to connect to a destination [default: 10s].
     #[arg(long, value_name = "TIME")]
     pub connect_timeout: Option<String>,
+    /// On SIGTERM, stop taking new connections, say not ready (`/readyz`), and relay the open
+    /// ones up to this long before resetting what is left; a second SIGTERM or SIGINT stops at
+    /// once; 0: reset them at once [default: 30s].
+    #[arg(long, value_name = "TIME")]
+    pub drain_timeout: Option<String>,
     /// Do not accept the Convert message in the SYN (TCP Fast Open).
     #[arg(long)]
     pub no_fast_open: bool,
@@ -227,7 +232,8 @@ pub struct ConverterArgs {
     /// host's MPTCP path management to mpbond while running (needs root).
     #[arg(long, value_name = "ADDR")]
     pub announce: Vec<std::net::IpAddr>,
-    /// Serve Prometheus metrics on `http://ADDR:PORT/metrics` (off by default).
+    /// Serve Prometheus metrics on `http://ADDR:PORT/metrics`, and `/healthz` and `/readyz` for
+    /// health checks (off by default).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
     /// Data plane.
@@ -286,7 +292,8 @@ pub struct GatewayArgs {
     /// brings back `--probe-interval` at once. Per line: `--wan IFACE:probe-idle=TIME` [default: 1s].
     #[arg(long, value_name = "TIME")]
     pub probe_idle_interval: Option<String>,
-    /// Serve Prometheus metrics on `http://ADDR:PORT/metrics` (off by default).
+    /// Serve Prometheus metrics on `http://ADDR:PORT/metrics`, and `/healthz` and `/readyz` for
+    /// health checks (off by default).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
     /// Data plane.
@@ -627,6 +634,9 @@ fn converter_config(a: ConverterArgs) -> Result<crate::converter::Config> {
     }
     if let Some(t) = a.connect_timeout.or(file.connect_timeout) {
         c.connect_timeout = duration("--connect-timeout", &t)?;
+    }
+    if let Some(t) = a.drain_timeout.or(file.drain_timeout) {
+        c.drain_timeout = duration("--drain-timeout", &t)?;
     }
     c.fast_open = !a.no_fast_open && file.fast_open.unwrap_or(true);
     c.announce = if a.announce.is_empty() {

@@ -69,6 +69,8 @@ pub struct ConverterFile {
     pub connect_timeout: Option<String>,
     /// `"2h"`.
     pub idle_timeout: Option<String>,
+    /// `"30s"`: how long open connections are relayed after SIGTERM.
+    pub drain_timeout: Option<String>,
     /// TCP Fast Open for the Convert message.
     pub fast_open: Option<bool>,
     /// `announce = ["203.0.113.7"]`: extra addresses announced to gateways.

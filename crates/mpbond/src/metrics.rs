@@ -3,6 +3,9 @@
 //! with mpbond's path manager, per line: state, probe RTT, bytes, failures, subflows made; and
 //! the path manager's totals (subflows established and closed, withdrawals).
 //!
+//! `GET /healthz` and `GET /readyz` answer health checks (a load balancer's, systemd's, an
+//! orchestrator's): see [`serve`].
+//!
 //! Each scrape builds the text afresh from the daemon's counters (a [`Sample`]): there is no
 //! second copy of any number to keep in step.
 
@@ -170,13 +173,18 @@ pub fn render(s: &Sample) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `addr` from a thread of its own.
+/// Whether the daemon takes new work: `false` while a converter drains (SIGTERM).
+pub type Ready = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Serves, on `addr` from a thread of its own, `GET /metrics`, and for a load balancer's or
+/// an orchestrator's health checks `GET /healthz` (200 while the process serves at all) and
+/// `GET /readyz` (200 while it takes new connections, 503 while it drains).
 ///
 /// # Errors
 /// If the address cannot be bound.
-pub fn serve(addr: SocketAddr, source: Source) -> Result<()> {
+pub fn serve(addr: SocketAddr, source: Source, ready: Ready) -> Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("--metrics {addr}"))?;
-    info!(%addr, "metrics on http://{addr}/metrics");
+    info!(%addr, "metrics on http://{addr}/metrics, health checks on /healthz and /readyz");
     std::thread::Builder::new()
         .name("mpbond-metrics".into())
         .spawn(move || {
@@ -189,14 +197,21 @@ pub fn serve(addr: SocketAddr, source: Source) -> Result<()> {
                     continue;
                 }
                 let path = request.split_whitespace().nth(1).unwrap_or("");
-                let (status, body) = if request.starts_with("GET ") && path == "/metrics" {
-                    ("200 OK", render(&source()))
-                } else {
-                    ("404 Not Found", "try /metrics\n".to_owned())
+                let get = request.starts_with("GET ");
+                let (status, kind, body) = match path {
+                    "/metrics" if get => ("200 OK", OPENMETRICS, render(&source())),
+                    "/healthz" if get => ("200 OK", TEXT, "ok\n".to_owned()),
+                    "/readyz" if get && ready() => ("200 OK", TEXT, "ready\n".to_owned()),
+                    "/readyz" if get => ("503 Service Unavailable", TEXT, "draining\n".to_owned()),
+                    _ => (
+                        "404 Not Found",
+                        TEXT,
+                        "try /metrics, /healthz or /readyz\n".to_owned(),
+                    ),
                 };
                 let _ = write!(
                     c,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
             }
@@ -204,6 +219,9 @@ pub fn serve(addr: SocketAddr, source: Source) -> Result<()> {
         .context("starting the metrics thread")?;
     Ok(())
 }
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
 
 #[cfg(test)]
 mod tests {
@@ -252,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn the_endpoint_answers_metrics_and_404() {
+    fn the_endpoint_answers_metrics_health_readiness_and_404() {
         use std::io::Read as _;
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
@@ -261,7 +279,14 @@ mod tests {
             counters: vec![("connections", "LAN connections taken", 7)],
             ..Sample::default()
         });
-        serve(addr, source).unwrap();
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let r = Arc::clone(&ready);
+        serve(
+            addr,
+            source,
+            Arc::new(move || r.load(std::sync::atomic::Ordering::Relaxed)),
+        )
+        .unwrap();
         let get = |path: &str| {
             let mut c = std::net::TcpStream::connect(addr).unwrap();
             write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -273,5 +298,14 @@ mod tests {
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         assert!(ok.contains("mpbond_connections_total 7"), "{ok}");
         assert!(get("/").starts_with("HTTP/1.1 404"));
+        assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+        assert!(get("/readyz").starts_with("HTTP/1.1 200"));
+        ready.store(false, std::sync::atomic::Ordering::Relaxed);
+        let draining = get("/readyz");
+        assert!(draining.starts_with("HTTP/1.1 503"), "{draining}");
+        assert!(
+            get("/healthz").starts_with("HTTP/1.1 200"),
+            "alive while draining"
+        );
     }
 }

@@ -163,13 +163,15 @@ fn assert_reset(
     );
 }
 
-fn start_converter(lab: &TestLab, dir: &TempDir, log: &str) -> Daemon {
+fn start_converter(lab: &TestLab, dir: &TempDir, log: &str, extra: &[&str]) -> Daemon {
     let keys = dir.str("converter.keys");
+    let mut args = vec!["converter", "--listen", CONVERTER, "--keys", &keys];
+    args.extend_from_slice(extra);
     Daemon::start(
         lab.info(),
         Role::Vps,
         Path::new(EXE),
-        &["converter", "--listen", CONVERTER, "--keys", &keys],
+        &args,
         dir.path(log),
         "converter ready",
     )
@@ -188,17 +190,27 @@ fn a_transfer_broken_anywhere_reaches_the_client_as_a_reset() {
         PatternServer::start_resetting(&web, RESETTING.parse().unwrap(), Transport::Tcp, 8 * MB)
             .unwrap();
     let dir = TempDir::new("reset");
-    let (gateway, mut converter) = start_bonding(&lab, EXE, &dir.0, &["dsl", "lte"], &[]);
+    let (gateway, mut first) = start_bonding(&lab, EXE, &dir.0, &["dsl", "lte"], &[]);
+    assert!(first.stop());
+    // A second of drain after SIGTERM: far too short for the rest of the download.
+    let mut converter = start_converter(&lab, &dir, "converter1.log", &["--drain-timeout", "1s"]);
     let len = 20 * MB;
     // Faults strike after 4 MB of the 20.
     let at = 4 * MB;
 
     let pid = converter.pid();
-    assert_reset("converter SIGTERM", &lab, PATTERN, len, at, || {
-        signal(pid, libc::SIGTERM);
-    });
+    assert_reset(
+        "converter SIGTERM, drain time over",
+        &lab,
+        PATTERN,
+        len,
+        at,
+        || {
+            signal(pid, libc::SIGTERM);
+        },
+    );
     assert!(converter.stop(), "the converter exits cleanly on SIGTERM");
-    let converter = start_converter(&lab, &dir, "converter2.log");
+    let converter = start_converter(&lab, &dir, "converter2.log", &[]);
 
     let pid = converter.pid();
     assert_reset("converter SIGKILL", &lab, PATTERN, len, at, || {
@@ -206,7 +218,7 @@ fn a_transfer_broken_anywhere_reaches_the_client_as_a_reset() {
     });
     wait_gone(pid);
     drop(converter);
-    let converter = start_converter(&lab, &dir, "converter3.log");
+    let converter = start_converter(&lab, &dir, "converter3.log", &[]);
 
     assert_reset("web server reset", &lab, RESETTING, len, 0, || {});
 
@@ -233,6 +245,83 @@ fn a_transfer_broken_anywhere_reaches_the_client_as_a_reset() {
         .status();
 
     connect_via_fails_when_the_converter_dies(&lab, &dir, converter, len, at);
+    drop(gateway);
+}
+
+/// `GET path` on the converter's metrics port (in its namespace): the status line.
+fn status_line(lab: &TestLab, addr: SocketAddr, path: &str) -> String {
+    let path = path.to_owned();
+    netns::in_netns(lab.info().netns(Role::Vps), move || {
+        let mut c = std::net::TcpStream::connect(addr).ok()?;
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut s = String::new();
+        c.read_to_string(&mut s).ok()?;
+        s.lines().next().map(str::to_owned)
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}
+
+#[test]
+fn a_converter_stopped_with_sigterm_drains_its_connections_and_takes_no_new_ones() {
+    if skip_unless_root(
+        "a_converter_stopped_with_sigterm_drains_its_connections_and_takes_no_new_ones",
+    ) {
+        return;
+    }
+    let lab = TestLab::up(EXE, &LINES);
+    let web = lab.info().netns(Role::Web).to_owned();
+    let _pattern = PatternServer::start(&web, PATTERN.parse().unwrap(), Transport::Tcp).unwrap();
+    let dir = TempDir::new("drain");
+    let (gateway, mut first) = start_bonding(&lab, EXE, &dir.0, &["dsl", "lte"], &[]);
+    assert!(first.stop());
+    let metrics: SocketAddr = "127.0.0.1:9479".parse().unwrap();
+    let converter = start_converter(
+        &lab,
+        &dir,
+        "converter.log",
+        &["--drain-timeout", "30s", "--metrics", "127.0.0.1:9479"],
+    );
+    assert!(status_line(&lab, metrics, "/readyz").contains("200"));
+    let len = 20 * MB;
+    let progress = AtomicU64::new(0);
+    let pid = converter.pid();
+    let (end, ready, newcomer) = std::thread::scope(|s| {
+        let d = s.spawn(|| download_counting(&lab, PATTERN, len, 5, &progress));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while progress.load(Ordering::Relaxed) < 4 * MB && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        signal(pid, libc::SIGTERM);
+        // Not ready at once: within a second of the signal, whatever the machine's load.
+        let asked = Instant::now();
+        let mut ready = status_line(&lab, metrics, "/readyz");
+        while !ready.contains("503") && asked.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(10));
+            ready = status_line(&lab, metrics, "/readyz");
+        }
+        let alive = status_line(&lab, metrics, "/healthz");
+        assert!(alive.contains("200"), "alive while draining: {alive}");
+        // A connection that arrives now is not taken (the balancer sends it elsewhere).
+        let newcomer = download_to_the_end(&lab, PATTERN, MB, 9);
+        (d.join().unwrap(), ready, newcomer)
+    });
+    eprintln!("draining: /readyz {ready:?}, newcomer {newcomer:?}, download {end:?}");
+    assert!(ready.contains("503"), "not ready once draining: {ready}");
+    assert!(
+        newcomer.bytes == 0 && newcomer.error.is_some(),
+        "a new connection is refused while draining: {newcomer:?}"
+    );
+    assert!(
+        end.intact && end.bytes == len && end.error.is_none(),
+        "the download under way finishes intact: {end:?}"
+    );
+    // Nothing left to relay: the converter stops by itself, long before its drain time.
+    wait_gone(pid);
+    let log = std::fs::read_to_string(dir.path("converter.log")).unwrap();
+    assert!(log.contains("draining") && log.contains("drained"), "{log}");
+    drop(converter);
     drop(gateway);
 }
 
@@ -395,7 +484,7 @@ fn a_wrong_key_name_or_clock_is_reported_at_start_in_words_a_user_can_act_on() {
     std::fs::copy(dir.path("home.key"), dir.path("converter.keys")).unwrap();
     secrets.push(write_key(&dir, "wrong.key", "home"));
     secrets.push(write_key(&dir, "stranger.key", "stranger"));
-    let converter = start_converter(&lab, &dir, "converter.log");
+    let converter = start_converter(&lab, &dir, "converter.log", &[]);
 
     let (_, ok) = gateway_log(&lab, &dir, "home.key", "right.log", None);
     assert!(

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +68,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// A relayed connection that moves no byte for this long is closed.
     pub idle_timeout: Duration,
+    /// How long open connections are relayed after SIGTERM ([`run`]); zero: reset at once.
+    pub drain_timeout: Duration,
     /// Accept the Convert message in the SYN (TCP Fast Open).
     pub fast_open: bool,
     /// Accept MPTCP (false: plain TCP only, for tests).
@@ -92,6 +94,7 @@ impl Config {
             syn_rate_per_source: 1000,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(2 * 3600),
+            drain_timeout: Duration::from_secs(30),
             metrics: None,
             announce: Vec::new(),
             fast_open: true,
@@ -128,6 +131,11 @@ pub struct Stats {
     pub connect_failures: AtomicU64,
     /// Relayed connections now.
     pub active: AtomicU64,
+    /// Connections being served now, from their accept to their end (relayed, in their
+    /// handshake, being refused).
+    pub open: AtomicU64,
+    /// Reset at once: they arrived while the converter was draining.
+    pub refused_draining: AtomicU64,
     /// Bytes from gateways to destinations.
     pub bytes_up: AtomicU64,
     /// Bytes from destinations to gateways.
@@ -147,8 +155,26 @@ pub struct Converter {
     source_limit: Option<String>,
     relays: Semaphore,
     pool: BufPool,
+    /// Stopping (SIGTERM): new connections are reset, open ones relayed to their end.
+    draining: AtomicBool,
     /// Counters.
     pub stats: Stats,
+}
+
+/// Counts a connection in [`Stats::open`] while it lives.
+struct OpenGuard<'a>(&'a AtomicU64);
+
+impl<'a> OpenGuard<'a> {
+    fn new(open: &'a AtomicU64) -> Self {
+        open.fetch_add(1, Relaxed);
+        Self(open)
+    }
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Holds a gateway's connection slot until dropped.
@@ -262,6 +288,11 @@ impl Converter {
                 ),
                 ("over_limit", "Refused: over a limit", g(&s.over_limit)),
                 (
+                    "refused_draining",
+                    "Reset at once: they arrived while the converter was draining",
+                    g(&s.refused_draining),
+                ),
+                (
                     "handshake_timeouts",
                     "Closed: not authenticated within the handshake timeout",
                     g(&s.handshake_timeouts),
@@ -302,6 +333,11 @@ impl Converter {
                     i64::try_from(g(&s.active)).unwrap_or(i64::MAX),
                 ),
                 (
+                    "draining",
+                    "1 while the converter drains (SIGTERM): no new connection taken",
+                    i64::from(self.draining.load(Relaxed)),
+                ),
+                (
                     "unauthenticated_connections",
                     "Connections that have not authenticated yet",
                     self.pending
@@ -322,6 +358,7 @@ impl Converter {
             source_limit: None,
             relays: Semaphore::new(config.max_connections),
             pool: BufPool::default(),
+            draining: AtomicBool::new(false),
             stats: Stats::default(),
             config,
         }
@@ -353,6 +390,7 @@ impl Converter {
     /// Serves one accepted connection to its end.
     pub async fn handle(&self, stream: TcpStream, peer: SocketAddr) {
         let s = &self.stats;
+        let _open = OpenGuard::new(&s.open);
         s.accepted.fetch_add(1, Relaxed);
         if kernel::is_mptcp(&stream) {
             s.mptcp.fetch_add(1, Relaxed);
@@ -673,6 +711,12 @@ fn raise_subflow_limit() -> Option<crate::host::Change> {
 }
 
 /// Runs a converter until SIGINT or SIGTERM; SIGHUP reloads the keys file.
+///
+/// SIGTERM drains first (for a load balancer's rolling restart, `systemctl stop`): the
+/// converter says it is not ready (`/readyz` answers 503), resets new connections at once
+/// (the listener stays open, so that joins of open connections still arrive), and relays the
+/// open ones until they end or [`Config::drain_timeout`] passes; then it stops, resetting what
+/// is left. A second SIGTERM, or SIGINT, stops at once.
 pub async fn run(mut config: Config) -> Result<()> {
     let keys = load_keys(&config.keys)?;
     crate::host::recover();
@@ -715,13 +759,6 @@ pub async fn run(mut config: Config) -> Result<()> {
     let _status = crate::status::serve("converter", announcer.as_ref().and_then(|a| a.pm()))
         .map_err(|e| warn!("no status socket: {e:#}"))
         .ok();
-    info!(
-        listen = %config.listen,
-        gateways = keys.len(),
-        proto = ?l.proto,
-        fast_open = l.fast_open,
-        "converter ready"
-    );
     let source_limit = (config.syn_rate_per_source > 0)
         .then(|| nft::SourceLimit::install(config.listen.port(), config.syn_rate_per_source))
         .transpose()
@@ -733,20 +770,58 @@ pub async fn run(mut config: Config) -> Result<()> {
         .ok()
         .flatten();
     let metrics = config.metrics;
+    let gateways = keys.len();
     let mut conv = Converter::new(config, keys);
     conv.source_limit = source_limit.as_ref().map(|l| l.table().to_owned());
     let conv = Arc::new(conv);
     if let Some(addr) = metrics {
         let c = Arc::clone(&conv);
-        crate::metrics::serve(addr, Arc::new(move || c.metrics_sample()))?;
+        let r = Arc::clone(&conv);
+        crate::metrics::serve(
+            addr,
+            Arc::new(move || c.metrics_sample()),
+            Arc::new(move || !r.draining.load(Relaxed)),
+        )?;
     }
+    info!(
+        listen = %conv.config.listen,
+        gateways,
+        proto = ?l.proto,
+        fast_open = l.fast_open,
+        "converter ready"
+    );
+    serve(&conv, &l.listener).await?;
+    // Relayed connections still open are reset as the process ends (their sockets are armed,
+    // see `relay`): none is closed as if it were complete.
+    info!(
+        accepted = conv.stats.accepted.load(Relaxed),
+        auth_failures = conv.stats.auth_failures.load(Relaxed),
+        relayed_now = conv.stats.active.load(Relaxed),
+        "converter stopped; connections still relayed are reset"
+    );
+    Ok(())
+}
+
+/// Takes connections from `listener` until the converter stops: SIGINT, or SIGTERM and its
+/// drain (see [`run`]); SIGHUP reloads the keys.
+async fn serve(conv: &Arc<Converter>, listener: &tokio::net::TcpListener) -> Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // The end of the drain, once the first SIGTERM came.
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut check = tokio::time::interval(DRAIN_CHECK);
     loop {
         tokio::select! {
-            accepted = l.listener.accept() => match accepted {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if drain_until.is_some() => {
+                    // The balancer has not noticed yet: a reset sends the client elsewhere at
+                    // once. The listener stays open for the joins of the connections that drain.
+                    conv.stats.refused_draining.fetch_add(1, Relaxed);
+                    debug!(%peer, "reset: draining");
+                    kernel::reset_on_close(&stream);
+                }
                 Ok((stream, peer)) => {
-                    let conv = Arc::clone(&conv);
+                    let conv = Arc::clone(conv);
                     tokio::spawn(async move { conv.handle(stream, peer).await });
                 }
                 Err(e) => {
@@ -759,20 +834,40 @@ pub async fn run(mut config: Config) -> Result<()> {
                 Ok(n) => info!(gateways = n, "keys reloaded"),
                 Err(e) => warn!("keys not reloaded, keeping the old ones: {e:#}"),
             },
-            _ = term.recv() => break,
+            _ = term.recv() => {
+                let open = conv.stats.open.load(Relaxed);
+                if drain_until.is_some() || open == 0 || conv.config.drain_timeout.is_zero() {
+                    break;
+                }
+                conv.draining.store(true, Relaxed);
+                drain_until = Some(tokio::time::Instant::now() + conv.config.drain_timeout);
+                info!(
+                    open,
+                    drain_timeout = ?conv.config.drain_timeout,
+                    "draining: not ready, new connections reset, open ones relayed to their end (SIGTERM again to stop now)"
+                );
+            }
             _ = tokio::signal::ctrl_c() => break,
+            _ = check.tick(), if drain_until.is_some() => {
+                if conv.stats.open.load(Relaxed) == 0 {
+                    info!("drained: every connection ended");
+                    break;
+                }
+                if drain_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                    info!(
+                        open = conv.stats.open.load(Relaxed),
+                        "drain time over"
+                    );
+                    break;
+                }
+            }
         }
     }
-    // Relayed connections still open are reset as the process ends (their sockets are armed,
-    // see `relay`): none is closed as if it were complete.
-    info!(
-        accepted = conv.stats.accepted.load(Relaxed),
-        auth_failures = conv.stats.auth_failures.load(Relaxed),
-        relayed_now = conv.stats.active.load(Relaxed),
-        "converter stopped; connections still relayed are reset"
-    );
     Ok(())
 }
+
+/// How often a draining converter looks whether its connections have ended.
+const DRAIN_CHECK: Duration = Duration::from_millis(100);
 
 /// Raises the descriptor limit, and lowers the connection limits to what it allows (two
 /// descriptors per relayed connection, one per unauthenticated one, some to spare).

@@ -483,6 +483,8 @@ pub async fn run(config: Config) -> Result<()> {
             Arc::new(move || {
                 g.metrics_sample(pm.as_ref().and_then(|v| v.lock().ok().map(|s| s.clone())))
             }),
+            // A gateway takes LAN connections for as long as it runs.
+            Arc::new(|| true),
         )?;
     }
     nft::remove_leftover_table();

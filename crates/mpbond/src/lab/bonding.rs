@@ -132,17 +132,25 @@ impl Daemon {
     }
 
     /// SIGTERM, then waits (at most 10 s, then SIGKILL) and returns whether it exited
-    /// successfully.
+    /// successfully. A converter drains its connections on SIGTERM: after a second it gets a
+    /// second SIGTERM, which stops it at once.
     pub fn stop(&mut self) -> bool {
         let Ok(pid) = libc::pid_t::try_from(self.child.id()) else {
             return false;
         };
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
+        let again = Instant::now() + Duration::from_secs(1);
+        let mut signalled_again = false;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
                 return st.success();
+            }
+            if !signalled_again && Instant::now() > again {
+                signalled_again = true;
+                // SAFETY: as above; the child has not been waited for.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
