@@ -1,7 +1,9 @@
 //! Gateway and converter under faults and attack, in the lab (issue 12): a transfer that breaks
 //! anywhere reaches the LAN client as a reset, never as a complete-looking close; a wrong key or
 //! clock is reported by the gateway in words an operator can act on; a killed daemon leaves
-//! nothing behind once the next one has run; idle connections cannot lock gateways out.
+//! nothing behind once the next one has run; idle connections cannot lock gateways out. And
+//! the operator's hand (issue 17): a converter stopped with SIGTERM drains, and its keys are
+//! reloaded by SIGHUP without cutting a transfer.
 //!
 //! Every test here needs root (network namespaces, nftables, routes); without it each says so and
 //! passes. Lines: dsl 20mbit/10ms and lte 10mbit/40ms.
@@ -321,6 +323,143 @@ fn a_converter_stopped_with_sigterm_drains_its_connections_and_takes_no_new_ones
     wait_gone(pid);
     let log = std::fs::read_to_string(dir.path("converter.log")).unwrap();
     assert!(log.contains("draining") && log.contains("drained"), "{log}");
+    drop(converter);
+    drop(gateway);
+}
+
+/// What `connect --via` did: its exit status, the bytes it printed, whether they were the
+/// pattern's, and its stderr.
+#[derive(Debug)]
+struct Via {
+    ok: bool,
+    bytes: u64,
+    intact: bool,
+    stderr: String,
+}
+
+/// `connect --via` the converter with key file `key` (in the gateway's namespace), asking the
+/// pattern server for `len` bytes of pattern `seed`.
+fn via(lab: &TestLab, dir: &TempDir, key: &str, len: u64, seed: u64) -> Via {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", lab.info().netns(Role::Gw)])
+        .arg(EXE)
+        .args([
+            "connect",
+            "--via",
+            CONVERTER,
+            "--key",
+            &dir.str(key),
+            PATTERN,
+        ])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut req = len.to_le_bytes().to_vec();
+    req.extend_from_slice(&seed.to_le_bytes());
+    // Written and closed: the pattern server needs nothing more.
+    let _ = child.stdin.take().unwrap().write_all(&req);
+    let out = child.wait_with_output().unwrap();
+    let mut expect = vec![0u8; out.stdout.len()];
+    failover::fill(seed, 0, &mut expect);
+    Via {
+        ok: out.status.success(),
+        bytes: out.stdout.len() as u64,
+        intact: out.stdout == expect,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn keys_reloaded_by_sighup_admit_and_revoke_gateways_and_a_broken_file_changes_nothing() {
+    if skip_unless_root(
+        "keys_reloaded_by_sighup_admit_and_revoke_gateways_and_a_broken_file_changes_nothing",
+    ) {
+        return;
+    }
+    let lab = TestLab::up(EXE, &LINES);
+    let web = lab.info().netns(Role::Web).to_owned();
+    let _pattern = PatternServer::start(&web, PATTERN.parse().unwrap(), Transport::Tcp).unwrap();
+    let dir = TempDir::new("reload");
+    // The gateway's key (home) is in the keys file from the start; so is "old", and "new"
+    // is not yet.
+    let (gateway, mut first) = start_bonding(&lab, EXE, &dir.0, &["dsl", "lte"], &[]);
+    assert!(first.stop());
+    let home = std::fs::read_to_string(dir.path("home.key")).unwrap();
+    write_key(&dir, "old.key", "old");
+    write_key(&dir, "new.key", "new");
+    let line = |f: &str| std::fs::read_to_string(dir.path(f)).unwrap();
+    let keys_file = |lines: &[String]| {
+        write_secret(&dir.path("converter.keys"), lines.concat().trim_end()).unwrap();
+    };
+    keys_file(&[home.clone(), line("old.key")]);
+    let converter = start_converter(&lab, &dir, "converter.log", &[]);
+    let pid = converter.pid();
+    let before = via(&lab, &dir, "old.key", MB, 1);
+    assert!(
+        before.ok && before.intact && before.bytes == MB,
+        "{before:?}"
+    );
+    let refused = via(&lab, &dir, "new.key", MB, 2);
+    assert!(
+        !refused.ok && refused.bytes == 0,
+        "not in the keys yet: {refused:?}"
+    );
+
+    let len = 20 * MB;
+    let progress = AtomicU64::new(0);
+    let (end, added, removed, kept) = std::thread::scope(|s| {
+        let d = s.spawn(|| download_counting(&lab, PATTERN, len, 5, &progress));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while progress.load(Ordering::Relaxed) < 2 * MB && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // "new" added, "old" removed, during the gateway's transfer.
+        keys_file(&[home.clone(), line("new.key")]);
+        signal(pid, libc::SIGHUP);
+        let reloaded = Instant::now() + Duration::from_secs(5);
+        let mut added = via(&lab, &dir, "new.key", MB, 3);
+        while !added.ok && Instant::now() < reloaded {
+            std::thread::sleep(Duration::from_millis(100));
+            added = via(&lab, &dir, "new.key", MB, 3);
+        }
+        let removed = via(&lab, &dir, "old.key", MB, 4);
+        // A broken file: the keys in force stay.
+        write_secret(&dir.path("converter.keys"), "new not-a-key").unwrap();
+        signal(pid, libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(300));
+        let kept = via(&lab, &dir, "new.key", MB, 6);
+        (d.join().unwrap(), added, removed, kept)
+    });
+    eprintln!("reload: added {added:?}, removed {removed:?}, kept {kept:?}, download {end:?}");
+    assert!(
+        added.ok && added.intact && added.bytes == MB,
+        "an added gateway gets through: {added:?}"
+    );
+    assert!(
+        !removed.ok
+            && removed.bytes == 0
+            && removed
+                .stderr
+                .contains("does not accept this gateway's key"),
+        "a removed gateway is refused, and told so: {removed:?}"
+    );
+    assert!(
+        kept.ok && kept.intact && kept.bytes == MB,
+        "a broken keys file keeps the keys in force: {kept:?}"
+    );
+    assert!(
+        end.intact && end.bytes == len && end.error.is_none(),
+        "the transfer under way goes on intact: {end:?}"
+    );
+    let log = std::fs::read_to_string(dir.path("converter.log")).unwrap();
+    assert!(log.contains("keys reloaded"), "{log}");
+    assert!(
+        log.contains("keys not reloaded, keeping the old ones"),
+        "{log}"
+    );
     drop(converter);
     drop(gateway);
 }
