@@ -395,6 +395,10 @@ pub struct BenchArgs {
     /// Runs of each contender per scenario, interleaved [default: 1 with --quick, else 3].
     #[arg(long, value_name = "N")]
     pub rounds: Option<usize>,
+    /// Keep the gateway's and the converter's logs of every run in DIR
+    /// (`<scenario>-<contender>-<round>-gateway.log`, ...).
+    #[arg(long, value_name = "DIR")]
+    pub logs: Option<PathBuf>,
 }
 
 /// Runs the parsed command line.

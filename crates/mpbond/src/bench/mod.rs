@@ -71,7 +71,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     if let Some(r) = args.rounds {
         sizes.rounds = r.max(1);
     }
-    if let Some(dir) = &args.svg {
+    for dir in [&args.svg, &args.logs].into_iter().flatten() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     // Ctrl-C ends the benchmark after the current run; the lab and the daemons go with it.
@@ -91,6 +91,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         sizes,
         interrupted: &interrupted,
         seed: 1,
+        logs: args.logs.as_deref(),
     };
     let total = scenarios.len() * contenders.len() * sizes.rounds;
     let mut progress = Progress::new(total as u64);

@@ -37,6 +37,8 @@ pub struct Env<'a> {
     pub interrupted: &'a AtomicBool,
     /// Seed of the labs' random loss, the patterns and the request sizes.
     pub seed: u64,
+    /// Where to keep the daemons' logs of each run (`--logs`).
+    pub logs: Option<&'a Path>,
 }
 
 impl Env<'_> {
@@ -118,7 +120,13 @@ pub fn scenario(
             let seed = env.seed.wrapping_add(round as u64);
             // Ctrl-C also stops the daemons (same process group), which breaks the transfer:
             // say why it broke.
-            let fig = contender_run(info, s, c, &best, env, &dir, &sizes, seed)
+            let fig = contender_run(info, s, c, &best, env, &dir, &sizes, seed);
+            keep_logs(
+                env.logs,
+                &dir,
+                &format!("{}-{}-{}", s.name, c.id(), round + 1),
+            );
+            let fig = fig
                 .and_then(|f| env.check().map(|()| f))
                 .or_else(|e| env.check().and(Err(e)))
                 .with_context(|| format!("{}: {}", s.name, c.id()))?;
@@ -241,6 +249,22 @@ fn contender_run(
             } else {
                 Err(e.context(problems))
             }
+        }
+    }
+}
+
+/// Copies the daemons' logs of the run just ended from `dir` into `logs` (if asked), named
+/// `<run>-gateway.log` and `<run>-converter.log`.
+fn keep_logs(logs: Option<&Path>, dir: &Path, run: &str) {
+    let Some(logs) = logs else { return };
+    for name in ["gateway.log", "converter.log"] {
+        let from = dir.join(name);
+        if from.exists() {
+            let to = logs.join(format!("{run}-{name}"));
+            if let Err(e) = std::fs::copy(&from, &to) {
+                tracing::warn!("keeping {}: {e}", to.display());
+            }
+            let _ = std::fs::remove_file(&from);
         }
     }
 }
