@@ -232,6 +232,11 @@ pub struct ConverterArgs {
     /// host's MPTCP path management to mpbond while running (needs root).
     #[arg(long, value_name = "ADDR")]
     pub announce: Vec<std::net::IpAddr>,
+    /// This instance's own address, when it is one of several behind a load balancer: sets the
+    /// C flag (no join to the balanced address) and announces ADDR, where gateways then join
+    /// (docs/converter.md; needs root).
+    #[arg(long, value_name = "ADDR")]
+    pub fleet_address: Option<std::net::IpAddr>,
     /// Serve Prometheus metrics on `http://ADDR:PORT/metrics`, and `/healthz` and `/readyz` for
     /// health checks (off by default).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -649,6 +654,7 @@ fn converter_config(a: ConverterArgs) -> Result<crate::converter::Config> {
         a.announce
     };
     c.metrics = metrics_addr(a.metrics.or(file.metrics))?;
+    c.fleet_address = a.fleet_address.or(file.fleet_address);
     Ok(c)
 }
 

@@ -75,6 +75,8 @@ pub struct ConverterFile {
     pub fast_open: Option<bool>,
     /// `announce = ["203.0.113.7"]`: extra addresses announced to gateways.
     pub announce: Option<Vec<std::net::IpAddr>>,
+    /// `fleet_address = "192.0.2.7"`: this instance's own address behind a load balancer.
+    pub fleet_address: Option<std::net::IpAddr>,
     /// `"127.0.0.1:9477"`: Prometheus metrics.
     pub metrics: Option<String>,
     /// `"kernel"`.

@@ -14,6 +14,7 @@
 //!    then relay until both sides are closed.
 
 pub mod admission;
+pub mod fleet;
 pub mod nft;
 pub mod policy;
 
@@ -78,6 +79,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Extra addresses announced to gateways (`ADD_ADDR`, with mpbond's path manager).
     pub announce: Vec<IpAddr>,
+    /// This instance's own address behind a load balancer ([`fleet`]): joins go there.
+    pub fleet_address: Option<IpAddr>,
 }
 
 impl Config {
@@ -97,6 +100,7 @@ impl Config {
             drain_timeout: Duration::from_secs(30),
             metrics: None,
             announce: Vec::new(),
+            fleet_address: None,
             fast_open: true,
             mptcp: true,
         }
@@ -723,6 +727,10 @@ pub async fn run(mut config: Config) -> Result<()> {
     crate::status::remove_stale_sockets();
     fit_descriptors(&mut config);
     let _limit = config.mptcp.then(raise_subflow_limit).flatten();
+    let _fleet = match config.fleet_address {
+        Some(addr) if config.mptcp => Some(fleet::join_here(&mut config, addr)?),
+        _ => None,
+    };
     let _fast_open = if config.fast_open {
         match kernel::enable_tcp_fastopen(2) {
             Ok(c) => {

@@ -78,6 +78,7 @@ mod attr {
     pub const DPORT: u16 = 10;
     pub const BACKUP: u16 = 11;
     pub const ERROR: u16 = 12;
+    pub const FLAGS: u16 = 13;
     pub const IF_IDX: u16 = 15;
     pub const SERVER_SIDE: u16 = 18;
 }
@@ -105,7 +106,15 @@ pub struct Event {
     pub ifindex: Option<u32>,
     /// We are the server side of the connection.
     pub server_side: bool,
+    /// The peer set the C flag in its `MP_CAPABLE` (RFC 8684 §3.1): no subflow may be opened to
+    /// its initial address and port (`created` and `established`, Linux 6.17 and later).
+    pub deny_join_id0: bool,
 }
+
+/// `MPTCP_PM_EV_FLAG_DENY_JOIN_ID0` in the `flags` attribute.
+const EV_FLAG_DENY_JOIN_ID0: u16 = 1;
+/// `MPTCP_PM_EV_FLAG_SERVER_SIDE` in the `flags` attribute.
+const EV_FLAG_SERVER_SIDE: u16 = 2;
 
 /// An event that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,6 +149,7 @@ impl Event {
             error: None,
             ifindex: None,
             server_side: false,
+            deny_join_id0: false,
         };
         let (mut saddr, mut daddr, mut sport, mut dport) = (None, None, 0u16, 0u16);
         for nla in NlasIterator::new(attrs) {
@@ -170,7 +180,17 @@ impl Event {
                         .ok()
                         .filter(|&i| i != 0);
                 }
-                attr::SERVER_SIDE => e.server_side = bytes::<1>(k, v)?[0] != 0,
+                attr::SERVER_SIDE => e.server_side |= bytes::<1>(k, v)?[0] != 0,
+                // A u16 of flags; a kernel that sends one byte is read too.
+                attr::FLAGS => {
+                    let flags = match v.len() {
+                        0 => return Err(EventError::Short(k)),
+                        1 => u16::from(v[0]),
+                        _ => u16::from_ne_bytes(bytes(k, v)?),
+                    };
+                    e.deny_join_id0 |= flags & EV_FLAG_DENY_JOIN_ID0 != 0;
+                    e.server_side |= flags & EV_FLAG_SERVER_SIDE != 0;
+                }
                 // The family is that of the addresses; the rest is not used here.
                 _ => {}
             }
@@ -295,6 +315,22 @@ mod tests {
         assert_eq!(e.remote, Some("198.51.100.1:7000".parse().unwrap()));
         assert!(e.backup && !e.server_side);
         assert_eq!((e.ifindex, e.error), (Some(5), Some(110)));
+    }
+
+    #[test]
+    fn the_c_flag_and_the_server_side_are_read_from_the_flags() {
+        let mut a = nla(attr::TOKEN, &7u32.to_ne_bytes());
+        a.extend(nla(attr::FLAGS, &1u16.to_ne_bytes()));
+        let e = Event::parse(2, &a).unwrap();
+        assert!(e.deny_join_id0 && !e.server_side);
+        let e = Event::parse(2, &nla(attr::FLAGS, &2u16.to_ne_bytes())).unwrap();
+        assert!(!e.deny_join_id0 && e.server_side);
+        let e = Event::parse(2, &nla(attr::TOKEN, &7u32.to_ne_bytes())).unwrap();
+        assert!(!e.deny_join_id0, "no flags, no C flag");
+        assert_eq!(
+            Event::parse(2, &nla(attr::FLAGS, &[])),
+            Err(EventError::Short(attr::FLAGS))
+        );
     }
 
     #[test]

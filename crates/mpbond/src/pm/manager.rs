@@ -10,6 +10,10 @@
 //! retransmission timer. When a line's address goes away and another comes (a laptop moving
 //! between networks), subflows from the old one are closed and new ones made from the new one
 //! (break-before-make); the old id is withdrawn once a new subflow can carry the option.
+//! Joins go to the peer's initial address, or to the first address it announces (`ADD_ADDR`,
+//! §3.4.1) for the lines that have no subflow yet then; a peer that set the C flag in its
+//! `MP_CAPABLE` (§3.1: "do not join my initial address", a converter behind a load balancer)
+//! gets joins only at an address it announced.
 //!
 //! On the server side (converter, `listen`) it announces the configured extra addresses
 //! (`ADD_ADDR`, §3.4.1).
@@ -125,6 +129,11 @@ struct Conn {
     managed: bool,
     /// The peer, as the first subflow reached it.
     remote: SocketAddr,
+    /// The peer set the C flag (RFC 8684 §3.1): no subflow to `remote`.
+    deny_join_id0: bool,
+    /// Addresses the peer announced (`ADD_ADDR`, §3.4.1), by their id, with the port to join
+    /// them on.
+    announced: Vec<(u8, SocketAddr)>,
     /// The first subflow's local address.
     local: SocketAddr,
     subflows: Vec<Subflow>,
@@ -240,6 +249,14 @@ impl Manager {
             }
             Kind::SubEstablished => self.on_sub_established(now, e),
             Kind::SubClosed => self.on_sub_closed(now, e),
+            Kind::Announced => self.on_announced(now, e),
+            Kind::Removed => {
+                if let Some(c) = self.conns.get_mut(&e.token) {
+                    c.announced.retain(|&(id, _)| Some(id) != e.rem_id);
+                }
+                // Its subflows close (the kernel's doing); the lines get new ones elsewhere.
+                self.reconcile(now, e.token);
+            }
             Kind::SubPriority => {
                 if let Some(c) = self.conns.get_mut(&e.token) {
                     for s in &mut c.subflows {
@@ -274,6 +291,8 @@ impl Manager {
                 server_side: e.server_side,
                 managed,
                 remote,
+                deny_join_id0: e.deny_join_id0,
+                announced: Vec::new(),
                 local,
                 subflows: vec![first],
                 pending: Vec::new(),
@@ -312,6 +331,27 @@ impl Manager {
                 });
             }
         }
+        self.reconcile(now, e.token);
+    }
+
+    /// The peer announced an address (`ADD_ADDR`): the subflows our lines still lack go there
+    /// (a converter behind a load balancer announces its own address, and forbids joins to the
+    /// balanced one with the C flag).
+    fn on_announced(&mut self, now: Instant, e: &Event) {
+        let (Some(addr), Some(id)) = (e.remote, e.rem_id) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&e.token) else {
+            return;
+        };
+        // No port in the option: the initial subflow's (§3.4.1).
+        let port = if addr.port() == 0 {
+            c.remote.port()
+        } else {
+            addr.port()
+        };
+        c.announced.retain(|&(i, _)| i != id);
+        c.announced.push((id, SocketAddr::new(addr.ip(), port)));
         self.reconcile(now, e.token);
     }
 
@@ -651,7 +691,17 @@ impl Manager {
             return;
         }
         let v6 = c.remote.is_ipv6();
-        let remote = c.remote;
+        // Where joins go: the first address the peer announced (of the family of the
+        // connection), else its initial address unless the C flag forbids it.
+        let target = c
+            .announced
+            .iter()
+            .map(|&(_, a)| a)
+            .find(|a| a.is_ipv6() == v6)
+            .or((!c.deny_join_id0).then_some(c.remote));
+        let Some(remote) = target else {
+            return;
+        };
         let mut wanted = Vec::new();
         for (i, l) in self.lines.iter().enumerate() {
             if !l.usable {
@@ -865,6 +915,7 @@ mod tests {
             error: None,
             ifindex: None,
             server_side: false,
+            deny_join_id0: false,
         }
     }
 
@@ -896,7 +947,13 @@ mod tests {
     /// Answers each create with the subflow's establishment.
     fn establish(m: &mut Manager, now: Instant, cmds: &[Command]) {
         for (i, c) in cmds.iter().enumerate() {
-            if let Command::Create { token, local, .. } = c {
+            if let Command::Create {
+                token,
+                local,
+                remote,
+                ..
+            } = c
+            {
                 let port = 41000 + u16::try_from(i).unwrap();
                 let mut e = event(
                     Kind::SubEstablished,
@@ -904,6 +961,7 @@ mod tests {
                     &format!("{}:{port}", local.addr),
                     local.id,
                 );
+                e.remote = Some(*remote);
                 e.backup = local.flags & flag::BACKUP != 0;
                 m.on_event(now, &e);
             }
@@ -922,6 +980,87 @@ mod tests {
         establish(&mut m, now, &cmds);
         assert_eq!(m.connections()[0].subflows.len(), 3);
         assert!(drain(&mut m).is_empty());
+    }
+
+    fn announced(token: u32, id: u8, addr: &str) -> Event {
+        let mut e = event(Kind::Announced, token, "0.0.0.0:0", 0);
+        e.loc_id = None;
+        e.local = None;
+        e.rem_id = Some(id);
+        e.remote = Some(addr.parse().unwrap());
+        e
+    }
+
+    fn remotes(cmds: &[Command]) -> Vec<SocketAddr> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::Create { remote, .. } => Some(*remote),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_peer_that_forbids_joins_to_its_first_address_is_joined_where_it_announces() {
+        let now = Instant::now();
+        let mut m = Manager::new(lines(), vec![ip("198.51.100.1")], vec![]);
+        m.set_addresses(now, 0, vec![ip("10.1.0.2")]);
+        m.set_addresses(now, 1, vec![ip("10.2.0.2")]);
+        m.set_addresses(now, 2, vec![ip("10.3.0.2")]);
+        let mut e = event(Kind::Established, 9, "10.1.0.2:40000", 0);
+        e.deny_join_id0 = true;
+        m.on_event(now, &e);
+        assert!(
+            remotes(&drain(&mut m)).is_empty(),
+            "C flag: no join to the balanced address"
+        );
+        // The instance's own address, without a port: the first subflow's port.
+        m.on_event(now, &announced(9, 1, "192.0.2.7:0"));
+        let cmds = drain(&mut m);
+        assert_eq!(
+            remotes(&cmds),
+            vec!["192.0.2.7:7000".parse().unwrap(); 2],
+            "lte and sat join the announced address"
+        );
+        assert_eq!(
+            creates(&cmds).iter().map(|c| c.0).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        // Withdrawn by the peer: nowhere left to join.
+        establish(&mut m, now, &cmds);
+        let mut gone = event(Kind::Removed, 9, "0.0.0.0:0", 0);
+        gone.rem_id = Some(1);
+        m.on_event(now, &gone);
+        for line in ["10.2.0.2:41000", "10.3.0.2:41001"] {
+            let mut closed = event(Kind::SubClosed, 9, line, 1);
+            closed.remote = Some("192.0.2.7:7000".parse().unwrap());
+            m.on_event(now, &closed);
+        }
+        m.handle_timeout(now + Duration::from_secs(60));
+        assert!(remotes(&drain(&mut m)).is_empty());
+    }
+
+    #[test]
+    fn without_the_c_flag_joins_go_to_the_first_address_and_later_ones_to_an_announced_one() {
+        let now = Instant::now();
+        let mut m = setup(now);
+        let cmds = drain(&mut m);
+        assert_eq!(remotes(&cmds), vec![PEER.parse().unwrap(); 2]);
+        establish(&mut m, now, &cmds);
+        m.on_event(now, &announced(9, 1, "192.0.2.7:7001"));
+        assert!(
+            remotes(&drain(&mut m)).is_empty(),
+            "every line has its subflow"
+        );
+        // lte's subflow closes on a working line: made again, at the announced address.
+        let mut closed = event(Kind::SubClosed, 9, "10.2.0.2:41000", 1);
+        closed.remote = Some(PEER.parse().unwrap());
+        m.on_event(now, &closed);
+        m.handle_timeout(now + Duration::from_secs(1));
+        assert_eq!(
+            remotes(&drain(&mut m)),
+            vec!["192.0.2.7:7001".parse::<SocketAddr>().unwrap()]
+        );
     }
 
     #[test]
