@@ -135,6 +135,11 @@ fn line_metrics(reg: &mut Registry, pm: &PmStatus) {
             "Address ids withdrawn from connections because their line stopped working",
             c.withdrawals,
         ),
+        (
+            "reannouncements",
+            "ADD_ADDR made again on connections that no join followed (converter with --fleet-address)",
+            c.reannouncements,
+        ),
     ] {
         let m = Counter::<u64>::default();
         m.inc_by(v);

@@ -301,7 +301,10 @@ pub async fn listen(
     let _announcer = if announce.is_empty() {
         None
     } else {
-        Some(crate::pm::Announcer::start(announce)?)
+        Some(crate::pm::Announcer::start(crate::pm::Announce {
+            addrs: announce,
+            c_flag: false,
+        })?)
     };
     let l = kernel::listen(
         addr,

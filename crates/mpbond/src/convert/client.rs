@@ -92,6 +92,22 @@ fn refusal_text(e: &ErrorTlv) -> String {
 }
 
 impl ClientError {
+    /// The converter (or the host behind the balanced address) refused or reset the connection
+    /// before it replied, so before anything was relayed: safe to try on a new connection.
+    #[must_use]
+    pub fn turned_away(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { err, .. } if matches!(
+                err.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            )
+        )
+    }
+
     /// When the converter said it refused this gateway itself (its key, its clock), not one
     /// destination: the reason. A converter that gives no reason (older ones) does not count:
     /// its Not Authorized may be about the destination.
@@ -222,27 +238,48 @@ const FIRST_ACK_WAIT: Duration = Duration::from_secs(3);
 /// last SYN tries carry no `MP_CAPABLE`) is dropped before anything is sent on it and tried
 /// once more: under a burst into a congested line one connection in a thousand would otherwise
 /// go unbonded for its whole life. The second attempt is kept whatever it speaks.
+///
+/// And a connection the converter turned away before reading anything (reset or refused: an
+/// instance of a fleet that is draining, or dead, and still in the balancer's map until its
+/// next health check) is tried again on a new connection, up to [`TURNED_AWAY_RETRIES`] times:
+/// from a new source port, the balancer most likely picks another instance. Nothing was relayed,
+/// so the LAN client sees only a little delay instead of a reset.
 pub async fn open(
     dest: SocketAddr,
     signer: &Signer,
     opts: &ClientOptions,
 ) -> Result<Upstream, ClientError> {
-    let first = open_once(
-        dest,
-        signer,
-        opts,
-        FIRST_ACK_WAIT.min(opts.connect_timeout),
-        true,
-    )
-    .await;
-    match first {
-        Err(e @ (ClientError::Unacknowledged { .. } | ClientError::FellBack(_))) => {
-            tracing::debug!(%dest, "{e}; trying a new connection");
+    let mut first = true;
+    let mut turned_away = 0;
+    loop {
+        let r = if first {
+            open_once(
+                dest,
+                signer,
+                opts,
+                FIRST_ACK_WAIT.min(opts.connect_timeout),
+                true,
+            )
+            .await
+        } else {
             open_once(dest, signer, opts, opts.connect_timeout, false).await
+        };
+        match r {
+            Err(e @ (ClientError::Unacknowledged { .. } | ClientError::FellBack(_))) if first => {
+                tracing::debug!(%dest, "{e}; trying a new connection");
+                first = false;
+            }
+            Err(e) if e.turned_away() && turned_away < TURNED_AWAY_RETRIES => {
+                turned_away += 1;
+                tracing::debug!(%dest, "{e}; trying a new connection");
+            }
+            r => return r,
         }
-        r => r,
     }
 }
+
+/// How many times [`open`] tries a new connection when the converter turned one away.
+pub const TURNED_AWAY_RETRIES: u32 = 2;
 
 /// One attempt of [`open`], waiting `ack_wait` for the acknowledgment; with `refuse_lost_syn`,
 /// a connection that fell back because its MPTCP SYN was lost is dropped
@@ -345,5 +382,27 @@ mod tests {
         assert!(is_key_check(&Connect::new(KEY_CHECK)));
         assert!(!is_key_check(&Connect::new("0.0.0.0:80".parse().unwrap())));
         assert!(!is_key_check(&Connect::new("192.0.2.1:0".parse().unwrap())));
+    }
+
+    #[test]
+    fn only_a_converter_that_turned_the_connection_away_is_tried_again() {
+        let addr: SocketAddr = "192.0.2.1:7000".parse().unwrap();
+        let connect = |kind: io::ErrorKind| ClientError::Connect {
+            addr,
+            err: kind.into(),
+        };
+        for kind in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::BrokenPipe,
+        ] {
+            assert!(connect(kind).turned_away(), "{kind:?}");
+        }
+        // Nothing answers, or something answered: not a refusal to try elsewhere.
+        assert!(!connect(io::ErrorKind::TimedOut).turned_away());
+        assert!(!connect(io::ErrorKind::HostUnreachable).turned_away());
+        assert!(!ClientError::Io(io::ErrorKind::ConnectionReset.into()).turned_away());
+        assert!(!ClientError::Timeout(Duration::from_secs(1)).turned_away());
     }
 }

@@ -727,7 +727,7 @@ pub async fn run(mut config: Config) -> Result<()> {
     crate::status::remove_stale_sockets();
     fit_descriptors(&mut config);
     let _limit = config.mptcp.then(raise_subflow_limit).flatten();
-    let _fleet = match config.fleet_address {
+    let fleet = match config.fleet_address {
         Some(addr) if config.mptcp => Some(fleet::join_here(&mut config, addr)?),
         _ => None,
     };
@@ -762,7 +762,10 @@ pub async fn run(mut config: Config) -> Result<()> {
     let announcer = if config.announce.is_empty() {
         None
     } else {
-        Some(crate::pm::Announcer::start(config.announce.clone())?)
+        Some(crate::pm::Announcer::start(crate::pm::Announce {
+            addrs: config.announce.clone(),
+            c_flag: fleet.is_some(),
+        })?)
     };
     let _status = crate::status::serve("converter", announcer.as_ref().and_then(|a| a.pm()))
         .map_err(|e| warn!("no status socket: {e:#}"))
@@ -817,13 +820,16 @@ async fn serve(conv: &Arc<Converter>, listener: &tokio::net::TcpListener) -> Res
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // The end of the drain, once the first SIGTERM came.
     let mut drain_until: Option<tokio::time::Instant> = None;
+    // While draining, the kernel refuses new connections at their SYN (joins pass).
+    let mut _refusing: Option<nft::Drain> = None;
     let mut check = tokio::time::interval(DRAIN_CHECK);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) if drain_until.is_some() => {
-                    // The balancer has not noticed yet: a reset sends the client elsewhere at
-                    // once. The listener stays open for the joins of the connections that drain.
+                    // Accepted before the drain table came, or without one: a reset sends the
+                    // client elsewhere at once. The listener stays open for the joins of the
+                    // connections that drain.
                     conv.stats.refused_draining.fetch_add(1, Relaxed);
                     debug!(%peer, "reset: draining");
                     kernel::reset_on_close(&stream);
@@ -849,10 +855,13 @@ async fn serve(conv: &Arc<Converter>, listener: &tokio::net::TcpListener) -> Res
                 }
                 conv.draining.store(true, Relaxed);
                 drain_until = Some(tokio::time::Instant::now() + conv.config.drain_timeout);
+                _refusing = nft::Drain::install(conv.config.listen.port())
+                    .map_err(|e| warn!("draining: new connections are reset once accepted, not refused at their SYN: {e:#}"))
+                    .ok();
                 info!(
                     open,
                     drain_timeout = ?conv.config.drain_timeout,
-                    "draining: not ready, new connections reset, open ones relayed to their end (SIGTERM again to stop now)"
+                    "draining: not ready, new connections refused, open ones relayed to their end (SIGTERM again to stop now)"
                 );
             }
             _ = tokio::signal::ctrl_c() => break,

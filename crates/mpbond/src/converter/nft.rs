@@ -82,6 +82,63 @@ impl SourceLimit {
     }
 }
 
+/// The table that refuses new connections to a draining converter on `port`.
+#[must_use]
+pub fn drain_table_name(port: u16) -> String {
+    format!("mpbond_drain_{port}")
+}
+
+/// `MP_JOIN`'s subtype (RFC 8684 §3.2; nft 1.0.6 takes only the number).
+const MP_JOIN: u8 = 1;
+
+/// The drain ruleset: every SYN to `port` is refused with a reset, except `MP_JOIN`s, which
+/// bring subflows to the connections that are draining (RFC 8684 §3.2).
+#[must_use]
+pub fn render_drain(port: u16) -> String {
+    let t = drain_table_name(port);
+    let syn = format!("tcp dport {port} tcp flags & (syn | ack) == syn");
+    format!(
+        "table inet {t} {{
+  counter refused {{ }}
+  chain input {{
+    type filter hook input priority filter - 1; policy accept;
+    {syn} tcp option mptcp subtype {MP_JOIN} accept
+    {syn} counter name refused reject with tcp reset
+  }}
+}}
+"
+    )
+}
+
+/// New connections refused by the kernel while the converter drains: a client's `connect`
+/// fails at once, before it has sent anything, so it can try again at once, and a balancer's
+/// next pick is another instance; the converter never accepts them. Joins still pass. Deleted
+/// when dropped (or by the next mpbond to start, should the converter be killed).
+#[derive(Debug)]
+pub struct Drain {
+    _installed: crate::host::Change,
+}
+
+impl Drain {
+    /// Refuses new connections to `port` from now on.
+    ///
+    /// # Errors
+    /// If `nft` is missing or refuses (not root).
+    pub fn install(port: u16) -> Result<Self> {
+        let table = drain_table_name(port);
+        let _ = crate::host::nft("", &["delete", "table", "inet", &table]);
+        let installed =
+            crate::host::Change::apply(crate::host::Setting::NftTable(table.clone()), |_| {
+                Some("present".to_owned())
+            })?;
+        crate::host::nft(&render_drain(port), &["-f", "-"])
+            .with_context(|| format!("nftables table {table} (drain)"))?;
+        Ok(Self {
+            _installed: installed,
+        })
+    }
+}
+
 /// SYNs the kernel dropped so far in `table` (see [`SourceLimit`]).
 #[must_use]
 pub fn dropped(table: &str) -> Option<u64> {
@@ -110,6 +167,94 @@ mod tests {
         assert!(r.contains("ip6 saddr & ffff:ffff:ffff:ffff:: limit rate over 1000/second"));
         assert!(!r.contains(" ct "), "no connection tracking");
         assert_eq!(r.matches(" drop").count(), 2);
+    }
+
+    #[test]
+    fn the_drain_ruleset_refuses_new_connections_but_not_joins() {
+        let r = render_drain(7000);
+        assert!(r.starts_with("table inet mpbond_drain_7000 {"));
+        let join = r.find("tcp option mptcp subtype 1 accept").unwrap();
+        let reject = r.find("reject with tcp reset").unwrap();
+        assert!(join < reject, "joins are let through first");
+        assert!(!r.contains(" ct "), "no connection tracking");
+    }
+
+    /// With the drain table, a new connection (plain TCP or MPTCP) is refused at its SYN; an
+    /// MPTCP connection made before it still gets its join.
+    #[test]
+    fn draining_refuses_new_connections_and_lets_joins_through() {
+        use std::io::{Read as _, Write as _};
+        use std::net::SocketAddr;
+        crate::lab::testing::in_private_netns(
+            "draining_refuses_new_connections_and_lets_joins_through",
+            || {
+                let run = |args: &[&str]| {
+                    let ok = std::process::Command::new("ip")
+                        .args(args)
+                        .status()
+                        .unwrap();
+                    assert!(ok.success(), "ip {args:?}");
+                };
+                run(&["addr", "add", "10.9.0.1/32", "dev", "lo"]);
+                run(&["addr", "add", "10.9.0.2/32", "dev", "lo"]);
+                run(&[
+                    "mptcp",
+                    "limits",
+                    "set",
+                    "subflows",
+                    "2",
+                    "add_addr_accepted",
+                    "2",
+                ]);
+                let mptcp = Some(socket2::Protocol::MPTCP);
+                let server: SocketAddr = "10.9.0.1:7000".parse().unwrap();
+                let listener =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, mptcp)
+                        .unwrap();
+                listener.set_reuse_address(true).unwrap();
+                listener.bind(&server.into()).unwrap();
+                listener.listen(16).unwrap();
+                let client =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, mptcp)
+                        .unwrap();
+                client
+                    .bind(&SocketAddr::from(([10, 9, 0, 1], 0)).into())
+                    .unwrap();
+                client.connect(&server.into()).unwrap();
+                let (accepted, _) = listener.accept().unwrap();
+                // Data both ways: the connection is fully established, the path manager acts.
+                let mut buf = [0u8; 4];
+                (&client).write_all(b"ping").unwrap();
+                (&accepted).read_exact(&mut buf).unwrap();
+                (&accepted).write_all(b"pong").unwrap();
+                (&client).read_exact(&mut buf).unwrap();
+
+                let _drain = Drain::install(7000).expect("nft takes the table");
+                for proto in [None, mptcp] {
+                    let fresh =
+                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, proto)
+                            .unwrap();
+                    let e = fresh
+                        .connect_timeout(&server.into(), std::time::Duration::from_secs(2))
+                        .expect_err("a new connection is refused");
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{proto:?}");
+                }
+                // The in-kernel path manager joins the existing connection from 10.9.0.2.
+                run(&[
+                    "mptcp", "endpoint", "add", "10.9.0.2", "dev", "lo", "subflow",
+                ]);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                let subflows =
+                    || crate::stack::kernel::mptcp_info(&client).map_or(0, |i| i.subflows);
+                while subflows() < 1 {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the join passed the drain table"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            },
+        );
     }
 
     /// The kernel takes the ruleset, drops a source's SYNs over its rate (counted) while

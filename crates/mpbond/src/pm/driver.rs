@@ -45,8 +45,8 @@ pub struct PmConfig {
     pub probe_target: Option<IpAddr>,
     /// Probe timing.
     pub probe: ProbeConfig,
-    /// Addresses announced on connections we accepted.
-    pub announce: Vec<IpAddr>,
+    /// What connections we accepted are told of our addresses.
+    pub announce: super::manager::Announce,
 }
 
 /// One line, for `mpbond status`.

@@ -25,6 +25,19 @@ use std::time::{Duration, Instant};
 use crate::netlink::mptcp_pm::{Endpoint, flag};
 use crate::netlink::pm_event::{Event, Kind};
 
+/// What the connections we serve are told of our addresses (`ADD_ADDR`, RFC 8684 §3.4.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Announce {
+    /// Each announced on the connections of its family, unless their first subflow already
+    /// reached it.
+    pub addrs: Vec<IpAddr>,
+    /// Our `MP_CAPABLE` carries the C flag (a converter in a fleet, [`crate::converter::fleet`]):
+    /// peers may not join the address their first subflow reached, even when it is one of
+    /// `addrs`. Behind a DNAT balancer it is: the first subflow arrives at the instance's own
+    /// address. So every address is announced, that one too, and joins can go there.
+    pub c_flag: bool,
+}
+
 /// A WAN line the manager may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineConfig {
@@ -145,6 +158,9 @@ struct Conn {
     /// Subflows withdrawn and not reported closed yet (a dead line's close can take until it
     /// comes back): no longer counted, so the line gets a new subflow as soon as it works.
     closing: Vec<Subflow>,
+    /// Server side with the C flag: when to announce our addresses again while no join has
+    /// come, and how many times it was done.
+    reannounce: Option<(Instant, u32)>,
 }
 
 /// Counters, for metrics and status.
@@ -160,7 +176,21 @@ pub struct Counters {
     pub withdrawals: u64,
     /// Times a line stopped working.
     pub line_failures: u64,
+    /// Announcements (`ADD_ADDR`) made again because no join followed ([`REANNOUNCE_FIRST`]).
+    #[serde(default)]
+    pub reannouncements: u64,
 }
+
+/// With the C flag, a connection whose peer has not joined this long after our `ADD_ADDR` gets
+/// it again, then after twice as long, and so on, [`REANNOUNCE_TIMES`] times (31 s in all).
+/// An `ADD_ADDR` rides a pure ACK, which a full queue drops like any packet; Linux sends it
+/// four times within about a second (its retransmissions follow the subflow's RTO), and a
+/// fleet's peer may join nowhere else (the C flag): measured in the lab with a hundred new
+/// connections filling a line, all four were lost for a few of them, which stayed on one path
+/// for their whole life. Asking again makes the kernel send it at once, and retransmit it anew.
+const REANNOUNCE_FIRST: Duration = Duration::from_secs(1);
+/// How many times an announcement is made again at most.
+const REANNOUNCE_TIMES: u32 = 5;
 
 /// The first retry delay; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -189,7 +219,7 @@ pub struct Manager {
     /// Peers whose connections we give subflows (empty: every client-side connection).
     peers: Vec<IpAddr>,
     /// Addresses announced on server-side connections.
-    announce: Vec<IpAddr>,
+    announce: Announce,
     /// Local address ids, one per address for the life of the manager.
     ids: BTreeMap<IpAddr, u8>,
     commands: VecDeque<Command>,
@@ -200,7 +230,7 @@ impl Manager {
     /// A manager for `lines`, making subflows for connections to `peers` (empty: all) and
     /// announcing `announce` on connections it serves.
     #[must_use]
-    pub fn new(lines: Vec<LineConfig>, peers: Vec<IpAddr>, announce: Vec<IpAddr>) -> Self {
+    pub fn new(lines: Vec<LineConfig>, peers: Vec<IpAddr>, announce: Announce) -> Self {
         Self {
             lines: lines
                 .into_iter()
@@ -299,6 +329,7 @@ impl Manager {
                 retry: BTreeMap::new(),
                 stale_ids: Vec::new(),
                 closing: Vec::new(),
+                reannounce: None,
             },
         );
         // The first subflow went by the main routing table: on a backup line it is flagged as
@@ -310,28 +341,39 @@ impl Manager {
                 remote,
             });
         }
-        if e.server_side {
-            let announce: Vec<IpAddr> = self
-                .announce
-                .iter()
-                .copied()
-                .filter(|a| a.is_ipv6() == local.is_ipv6() && *a != local.ip())
-                .collect();
-            for addr in announce {
-                let id = self.id_of(addr);
-                self.commands.push_back(Command::Announce {
-                    token: e.token,
-                    local: Endpoint {
-                        id,
-                        addr,
-                        port: 0,
-                        flags: flag::SIGNAL,
-                        ifindex: None,
-                    },
-                });
+        if e.server_side && self.announce_to(e.token, local.ip()) && self.announce.c_flag {
+            if let Some(c) = self.conns.get_mut(&e.token) {
+                c.reannounce = Some((now + REANNOUNCE_FIRST, 0));
             }
         }
         self.reconcile(now, e.token);
+    }
+
+    /// Announces our addresses on server-side connection `token`, whose first subflow reached
+    /// `local`: those of its family, and `local` itself only with the C flag. Whether there
+    /// was any.
+    fn announce_to(&mut self, token: u32, local: IpAddr) -> bool {
+        let announce: Vec<IpAddr> = self
+            .announce
+            .addrs
+            .iter()
+            .copied()
+            .filter(|a| a.is_ipv6() == local.is_ipv6() && (self.announce.c_flag || *a != local))
+            .collect();
+        for &addr in &announce {
+            let id = self.id_of(addr);
+            self.commands.push_back(Command::Announce {
+                token,
+                local: Endpoint {
+                    id,
+                    addr,
+                    port: 0,
+                    flags: flag::SIGNAL,
+                    ifindex: None,
+                },
+            });
+        }
+        !announce.is_empty()
     }
 
     /// The peer announced an address (`ADD_ADDR`): the subflows our lines still lack go there
@@ -368,6 +410,8 @@ impl Manager {
         if let Some(l) = line {
             c.retry.remove(&l);
         }
+        // A join came: the peer has our announcement.
+        c.reannounce = None;
         if !c
             .subflows
             .iter()
@@ -766,7 +810,15 @@ impl Manager {
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut due = Vec::new();
         let mut lapsed = Vec::new();
+        let mut reannounce = Vec::new();
         for (&t, c) in &mut self.conns {
+            if let Some((at, n)) = c.reannounce
+                && at <= now
+            {
+                reannounce.push((t, c.local.ip()));
+                c.reannounce = (n + 1 < REANNOUNCE_TIMES)
+                    .then(|| (now + REANNOUNCE_FIRST * 2u32.pow(n + 1), n + 1));
+            }
             // A subflow asked for and never reported: try again later.
             c.pending.retain(|p| {
                 let keep = now.saturating_duration_since(p.since) < PENDING_TIMEOUT;
@@ -778,6 +830,10 @@ impl Manager {
             if c.retry.values().any(|r| r.at.is_some_and(|at| at <= now)) {
                 due.push(t);
             }
+        }
+        for (t, local) in reannounce {
+            self.counters.reannouncements += 1;
+            self.announce_to(t, local);
         }
         for (t, line) in lapsed {
             self.schedule_retry(now, t, line);
@@ -806,6 +862,7 @@ impl Manager {
                     .values()
                     .filter_map(|r| r.at)
                     .chain(c.pending.iter().map(|p| p.since + PENDING_TIMEOUT))
+                    .chain(c.reannounce.map(|(at, _)| at))
             })
             .min()
     }
@@ -921,7 +978,7 @@ mod tests {
 
     /// A manager with dsl 10.1.0.2, lte 10.2.0.2, sat 10.3.0.2 and one connection on dsl.
     fn setup(now: Instant) -> Manager {
-        let mut m = Manager::new(lines(), vec![ip("198.51.100.1")], vec![]);
+        let mut m = Manager::new(lines(), vec![ip("198.51.100.1")], Announce::default());
         m.set_addresses(now, 0, vec![ip("10.1.0.2")]);
         m.set_addresses(now, 1, vec![ip("10.2.0.2")]);
         m.set_addresses(now, 2, vec![ip("10.3.0.2")]);
@@ -1003,7 +1060,7 @@ mod tests {
     #[test]
     fn a_peer_that_forbids_joins_to_its_first_address_is_joined_where_it_announces() {
         let now = Instant::now();
-        let mut m = Manager::new(lines(), vec![ip("198.51.100.1")], vec![]);
+        let mut m = Manager::new(lines(), vec![ip("198.51.100.1")], Announce::default());
         m.set_addresses(now, 0, vec![ip("10.1.0.2")]);
         m.set_addresses(now, 1, vec![ip("10.2.0.2")]);
         m.set_addresses(now, 2, vec![ip("10.3.0.2")]);
@@ -1154,7 +1211,7 @@ mod tests {
     #[test]
     fn an_address_change_moves_the_connection_break_before_make() {
         let t = Instant::now();
-        let mut m = Manager::new(lines()[..2].to_vec(), vec![], vec![]);
+        let mut m = Manager::new(lines()[..2].to_vec(), vec![], Announce::default());
         m.set_addresses(t, 0, vec![ip("10.1.0.2")]);
         m.on_event(t, &event(Kind::Established, 9, "10.1.0.2:40000", 0));
         assert!(drain(&mut m).is_empty(), "lte has no address yet");
@@ -1237,7 +1294,7 @@ mod tests {
     #[test]
     fn a_first_subflow_on_a_backup_line_is_flagged_backup() {
         let t = Instant::now();
-        let mut m = Manager::new(lines(), vec![], vec![]);
+        let mut m = Manager::new(lines(), vec![], Announce::default());
         m.set_addresses(t, 2, vec![ip("10.3.0.2")]);
         m.on_event(t, &event(Kind::Established, 4, "10.3.0.2:40000", 0));
         assert_eq!(
@@ -1253,7 +1310,7 @@ mod tests {
     #[test]
     fn an_address_back_before_its_withdrawal_keeps_its_new_subflow() {
         let t = Instant::now();
-        let mut m = Manager::new(lines()[..2].to_vec(), vec![], vec![]);
+        let mut m = Manager::new(lines()[..2].to_vec(), vec![], Announce::default());
         m.set_addresses(t, 0, vec![ip("10.1.0.2")]);
         m.set_addresses(t, 1, vec![ip("10.2.0.2")]);
         m.on_event(t, &event(Kind::Established, 9, "10.1.0.2:40000", 0));
@@ -1330,7 +1387,10 @@ mod tests {
         let mut m = Manager::new(
             vec![],
             vec![],
-            vec![ip("198.51.100.1"), ip("198.51.100.2"), ip("2001:db8::2")],
+            Announce {
+                addrs: vec![ip("198.51.100.1"), ip("198.51.100.2"), ip("2001:db8::2")],
+                c_flag: false,
+            },
         );
         let mut e = event(Kind::Established, 5, PEER, 0);
         e.remote = Some("10.1.0.2:40000".parse().unwrap());
@@ -1343,5 +1403,73 @@ mod tests {
         );
         m.on_event(t, &event(Kind::Closed, 5, PEER, 0));
         assert!(m.connections().is_empty());
+    }
+
+    /// A converter with `--fleet-address 198.51.100.11`, behind a DNAT balancer.
+    fn fleet_instance() -> Manager {
+        Manager::new(
+            vec![],
+            vec![],
+            Announce {
+                addrs: vec![ip("198.51.100.11")],
+                c_flag: true,
+            },
+        )
+    }
+
+    /// Connection `token` from `peer`, reaching the instance's own address.
+    fn served(token: u32, peer: &str) -> Event {
+        let mut e = event(Kind::Established, token, "198.51.100.11:7000", 0);
+        e.remote = Some(peer.parse().unwrap());
+        e.server_side = true;
+        e
+    }
+
+    #[test]
+    fn a_fleet_instance_announces_even_the_address_its_first_subflow_reached() {
+        // Behind a DNAT balancer the first subflow arrives at the instance's own address; with
+        // the C flag set, peers may join only what is announced, so that address is announced.
+        let t = Instant::now();
+        let mut m = fleet_instance();
+        m.on_event(t, &served(5, "10.1.0.2:40000"));
+        let cmds = drain(&mut m);
+        assert!(
+            matches!(&cmds[..], [Command::Announce { token: 5, local }] if local.addr == ip("198.51.100.11") && local.id != 0),
+            "{cmds:?}"
+        );
+    }
+
+    #[test]
+    fn a_fleet_instance_announces_again_until_a_join_comes() {
+        let t = Instant::now();
+        let mut m = fleet_instance();
+        m.on_event(t, &served(5, "10.1.0.2:40000"));
+        assert_eq!(drain(&mut m).len(), 1, "announced once");
+        // Nothing due before a second; then again after 1 s, 2 s more, 4 s more... and no more.
+        assert_eq!(m.poll_timeout(), Some(t + REANNOUNCE_FIRST));
+        let mut at = t;
+        for wait in [1, 2, 4, 8, 16] {
+            at += Duration::from_secs(wait);
+            m.handle_timeout(at.checked_sub(Duration::from_millis(1)).unwrap());
+            assert_eq!(drain(&mut m), vec![], "not yet at {wait} s");
+            m.handle_timeout(at);
+            let cmds = drain(&mut m);
+            assert!(
+                matches!(&cmds[..], [Command::Announce { token: 5, local }] if local.addr == ip("198.51.100.11")),
+                "{cmds:?}"
+            );
+        }
+        assert_eq!(m.poll_timeout(), None, "five times at most");
+        assert_eq!(m.counters().reannouncements, 5);
+
+        // Another connection, joined in time: announced once only.
+        m.on_event(at, &served(6, "10.1.0.2:40002"));
+        assert_eq!(drain(&mut m).len(), 1);
+        let mut join = event(Kind::SubEstablished, 6, "198.51.100.11:7000", 1);
+        join.remote = Some("10.2.0.2:40003".parse().unwrap());
+        m.on_event(at + Duration::from_millis(300), &join);
+        assert_eq!(m.poll_timeout(), None, "a join came: nothing to repeat");
+        m.handle_timeout(at + Duration::from_secs(10));
+        assert_eq!(drain(&mut m), vec![]);
     }
 }

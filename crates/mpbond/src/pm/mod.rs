@@ -14,7 +14,7 @@ pub mod probe;
 
 pub use driver::{PmConfig, PmHandle, PmStatus, start};
 pub use health::ProbeConfig;
-pub use manager::LineConfig;
+pub use manager::{Announce, LineConfig};
 
 /// Which path manager makes the subflows of the kernel's MPTCP connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -91,7 +91,7 @@ impl Bonding {
             peers: vec![peer],
             probe_target: (!probe.interval.is_zero()).then_some(peer),
             probe,
-            announce: Vec::new(),
+            announce: Announce::default(),
         };
         let shared = Arc::clone(&wan);
         let on_addresses: driver::OnAddresses = Box::new(move |line, addrs| {
@@ -160,11 +160,11 @@ pub struct Announcer {
 }
 
 impl Announcer {
-    /// Starts announcing `addrs` on every connection accepted from now on.
+    /// Starts announcing `announce` on every connection accepted from now on.
     ///
     /// # Errors
     /// If `pm_type` cannot be set or the path manager cannot start (not root, no MPTCP).
-    pub fn start(addrs: Vec<std::net::IpAddr>) -> anyhow::Result<Self> {
+    pub fn start(announce: Announce) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let pm_type = crate::netlink::userspace_pm()
             .context("handing MPTCP path management to mpbond (net.mptcp.pm_type=1)")?;
@@ -173,7 +173,7 @@ impl Announcer {
             peers: Vec::new(),
             probe_target: None,
             probe: ProbeConfig::default(),
-            announce: addrs,
+            announce,
         };
         Ok(Self {
             pm: Some(start(cfg, None)?),
