@@ -53,6 +53,33 @@ impl Daemon {
         stdin: Option<&Path>,
         stdout: Option<&Path>,
     ) -> Result<Self> {
+        Self::spawn(info.netns(role), exe, args, log, ready, stdin, stdout)
+    }
+
+    /// Like [`Daemon::start`], in network namespace `netns`, which need not be one of a lab's
+    /// hosts (a test's extra hosts: the instances of a converter fleet).
+    ///
+    /// # Errors
+    /// As [`Daemon::start`].
+    pub fn start_in(
+        netns: &str,
+        exe: &Path,
+        args: &[&str],
+        log: PathBuf,
+        ready: &str,
+    ) -> Result<Self> {
+        Self::spawn(netns, exe, args, log, ready, None, None)
+    }
+
+    fn spawn(
+        netns: &str,
+        exe: &Path,
+        args: &[&str],
+        log: PathBuf,
+        ready: &str,
+        stdin: Option<&Path>,
+        stdout: Option<&Path>,
+    ) -> Result<Self> {
         let file = File::create(&log).with_context(|| format!("{}", log.display()))?;
         let input = match stdin {
             Some(p) => Stdio::from(File::open(p).with_context(|| format!("{}", p.display()))?),
@@ -63,7 +90,7 @@ impl Daemon {
             None => Stdio::null(),
         };
         let child = Command::new("ip")
-            .args(["netns", "exec", info.netns(role)])
+            .args(["netns", "exec", netns])
             .arg(exe)
             .args(args)
             .env(
@@ -123,6 +150,21 @@ impl Daemon {
             .take(30)
             .collect();
         lines.join("\n")
+    }
+
+    /// Waits (at most `within`) until it exits by itself: its exit status, or `None` if it is
+    /// still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Its process id.

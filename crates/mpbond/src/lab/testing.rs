@@ -324,7 +324,16 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// Removes the directory, unless the test failed: then its logs are kept for the reader.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "kept {} (the failed test's files)",
+                self.0.display()
+            );
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
