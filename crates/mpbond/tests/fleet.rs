@@ -1,9 +1,9 @@
 //! A converter as one instance of a fleet behind a load balancer (issue 17), in the lab: with
 //! `--fleet-address` it sets the C flag in its `MP_CAPABLE` and announces its own address
 //! (RFC 8684 §3.1, §3.4.1), and the gateway joins only that address, never the balanced one.
-//! Read on the wire by mpbond's decoder from a capture made in the test. And a fleet of three
-//! instances behind an nftables balancer: connections spread, joins at the right instance, one
-//! instance drained, one killed.
+//! Read on the wire by `mpbond decode` from a capture made in the test, also after a line failed
+//! and came back. And a fleet of three instances behind an nftables balancer: connections
+//! spread, joins at the right instance, one instance drained, one killed.
 //!
 //! Needs root (network namespaces); without it the test says so and passes.
 #![allow(
@@ -21,19 +21,55 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mpbond::decode::decode;
-use mpbond::decode::record::PacketRecord;
 use mpbond::lab::failover::{self, PatternServer, Transport};
 use mpbond::lab::testing::{
     CONVERTER, Capture, Daemon, TempDir, TestLab, skip_unless_root, start_bonding,
 };
-use mpbond::lab::{Role, netns};
+use mpbond::lab::{LineState, Role, netns};
 use mpbond::status::Status;
 
 const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
 const PATTERN: &str = "203.0.113.2:9000";
 /// The instance's own address (on the vps's `lo`, next to the balanced one, 198.51.100.1).
 const OWN: &str = "198.51.100.7";
+
+/// A packet as `mpbond decode --json` prints it, as far as the test reads it.
+#[derive(Debug, serde::Deserialize)]
+struct Packet {
+    src: IpAddr,
+    dst: IpAddr,
+    dport: u16,
+    flags: String,
+    #[serde(default)]
+    mptcp: Vec<MptcpOption>,
+}
+
+/// One of its MPTCP options.
+#[derive(Debug, serde::Deserialize)]
+struct MptcpOption {
+    subtype: String,
+    flags: Option<String>,
+    address: Option<IpAddr>,
+}
+
+/// The packets of capture `pcap`, read by `mpbond decode`, as a user would.
+fn decode(pcap: &Path) -> Vec<Packet> {
+    let out = Command::new(EXE)
+        .args(["decode", "--json"])
+        .arg(pcap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("{\"summary\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
 
 fn sysctl(lab: &TestLab, name: &str) -> String {
     let out = lab
@@ -107,17 +143,23 @@ fn a_fleet_converter_sets_the_c_flag_and_the_gateway_joins_only_its_own_address(
 
     let pcap = dir.path("vps.pcap");
     let capture = Capture::start(&lab, Role::Vps, &format!("tcp port {port}"), &pcap);
-    assert!(download(&lab, 4_000_000), "the download arrives intact");
+    // lte fails (silently) mid-download and comes back: the path manager's new subflow on lte
+    // must go to the instance's own address too.
+    let intact = std::thread::scope(|s| {
+        let d = s.spawn(|| download(&lab, 24_000_000));
+        std::thread::sleep(Duration::from_millis(1500));
+        lab.set_state("lte", LineState::Blackhole);
+        std::thread::sleep(Duration::from_secs(3));
+        lab.set_state("lte", LineState::Up);
+        d.join().unwrap()
+    });
+    assert!(intact, "the download arrives intact");
     capture.stop();
 
-    let mut packets: Vec<PacketRecord> = Vec::new();
-    decode(std::fs::File::open(&pcap).unwrap(), |p| {
-        packets.push(p.clone());
-    })
-    .unwrap();
+    let packets = decode(&pcap);
     let balanced: IpAddr = CONVERTER.parse::<SocketAddr>().unwrap().ip();
     let own: IpAddr = OWN.parse().unwrap();
-    let has = |p: &PacketRecord, subtype: &str| p.mptcp.iter().any(|o| o.subtype == subtype);
+    let has = |p: &Packet, subtype: &str| p.mptcp.iter().any(|o| o.subtype == subtype);
     let c_flag = packets.iter().any(|p| {
         p.src == balanced
             && p.flags.contains('S')
@@ -132,7 +174,7 @@ fn a_fleet_converter_sets_the_c_flag_and_the_gateway_joins_only_its_own_address(
             .any(|o| o.subtype == "ADD_ADDR" && o.address == Some(own))
     });
     assert!(announced, "ADD_ADDR {OWN} on the wire");
-    let join_syns: Vec<&PacketRecord> = packets
+    let join_syns: Vec<&Packet> = packets
         .iter()
         .filter(|p| p.flags == "S" && has(p, "MP_JOIN"))
         .collect();
@@ -143,7 +185,11 @@ fn a_fleet_converter_sets_the_c_flag_and_the_gateway_joins_only_its_own_address(
             .map(|p| (p.src, p.dst, p.dport))
             .collect::<Vec<_>>()
     );
-    assert!(!join_syns.is_empty(), "the gateway joined");
+    let lte: IpAddr = "10.2.0.2".parse().unwrap();
+    assert!(
+        join_syns.iter().filter(|p| p.src == lte).count() >= 2,
+        "lte joined, and joined again after its return"
+    );
     for p in &join_syns {
         assert_eq!(
             p.dst, own,
@@ -222,6 +268,8 @@ struct Fleet {
     instances: Vec<Instance>,
     /// Which instances the health checker keeps in the balancer's map.
     in_map: Arc<Mutex<Vec<bool>>>,
+    /// The health checker looks at nothing while set (a balancer that has not noticed yet).
+    paused: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     checker: Option<JoinHandle<()>>,
 }
@@ -303,6 +351,7 @@ impl Fleet {
             vps: vps.clone(),
             instances: Vec::new(),
             in_map: Arc::new(Mutex::new(vec![true; 3])),
+            paused: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
             checker: None,
         };
@@ -388,11 +437,16 @@ impl Fleet {
     fn spawn_checker(&self) -> JoinHandle<()> {
         let vps = self.vps.clone();
         let (stop, in_map) = (Arc::clone(&self.stop), Arc::clone(&self.in_map));
+        let paused = Arc::clone(&self.paused);
         let targets: Vec<(Ipv4Addr, SocketAddr)> =
             self.instances.iter().map(|i| (i.own, i.health())).collect();
         std::thread::spawn(move || {
             netns::enter(&vps).unwrap();
             while !stop.load(Ordering::Relaxed) {
+                if paused.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
                 let verdicts: Vec<bool> = targets.iter().map(|t| is_ready(&readyz(t.1))).collect();
                 if *in_map.lock().unwrap() != verdicts {
                     let backends: Vec<Ipv4Addr> = targets
@@ -797,13 +851,16 @@ fn spread(lab: &TestLab, fleet: &Fleet, hold: &HoldServer) {
 }
 
 /// SIGTERM to the instance that holds the most of 12 open connections. It says not ready at
-/// once, the balancer drops it, new connections go to the other two, its own finish intact and
-/// then it exits by itself. Which instance it was.
+/// once; 12 connections opened before the balancer notices succeed all the same (the draining
+/// instance refuses them at their SYN, the gateway tries again); the balancer drops it, new
+/// connections go to the other two, its own finish intact and then it exits by itself. Which
+/// instance it was.
 fn drain_one(lab: &TestLab, fleet: &mut Fleet) -> usize {
     let old = Clients::open(lab, 12, LEN, 2000).all_downloaded(Duration::from_secs(60));
     let before = fleet.connections();
     let drained = (0..3).max_by_key(|&i| before[i]).unwrap();
     let pid = fleet.instances[drained].converter.as_ref().unwrap().pid();
+    fleet.paused.store(true, Ordering::Relaxed);
     // SAFETY: signalling a process this test started.
     unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap(), libc::SIGTERM) };
     let asked = Instant::now();
@@ -816,7 +873,12 @@ fn drain_one(lab: &TestLab, fleet: &mut Fleet) -> usize {
         answer.as_ref().is_ok_and(|l| l.contains(" 503 ")),
         "a draining instance says not ready within a second: {answer:?}"
     );
+    // The balancer still sends a third of new connections to the draining instance until its
+    // health check runs again.
+    let early = Clients::open(lab, 12, LEN, 2500);
+    fleet.paused.store(false, Ordering::Relaxed);
     fleet.wait_in_map(drained, false);
+    let early = early.all_downloaded(Duration::from_secs(60));
     let new = Clients::open(lab, 24, LEN, 3000).all_downloaded(Duration::from_secs(60));
     let after = fleet.connections();
     eprintln!(
@@ -827,8 +889,32 @@ fn drain_one(lab: &TestLab, fleet: &mut Fleet) -> usize {
         after[drained], before[drained],
         "no new connection reached the draining instance"
     );
-    assert_eq!(after.iter().sum::<usize>(), 12 + 24, "{after:?}");
-    let ends: Vec<End> = old.finish().into_iter().chain(new.finish()).collect();
+    assert_eq!(after.iter().sum::<usize>(), 12 + 12 + 24, "{after:?}");
+    let refused = Command::new("ip")
+        .args(["netns", "exec", &fleet.instances[drained].netns])
+        .args([
+            "nft",
+            "list",
+            "counter",
+            "inet",
+            "mpbond_drain_7000",
+            "refused",
+        ])
+        .output()
+        .unwrap();
+    let refused = String::from_utf8_lossy(&refused.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("packets "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("?")
+        .to_owned();
+    eprintln!("SYNs the draining instance refused (the gateway tried again): {refused}");
+    let ends: Vec<End> = old
+        .finish()
+        .into_iter()
+        .chain(early.finish())
+        .chain(new.finish())
+        .collect();
     assert!(ends.iter().all(|e| *e == End::Complete), "{ends:?}");
     let converter = fleet.instances[drained].converter.as_mut().unwrap();
     let exit = converter.wait_exit(Duration::from_secs(20));

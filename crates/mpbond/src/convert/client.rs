@@ -241,7 +241,7 @@ const FIRST_ACK_WAIT: Duration = Duration::from_secs(3);
 ///
 /// And a connection the converter turned away before reading anything (reset or refused: an
 /// instance of a fleet that is draining, or dead, and still in the balancer's map until its
-/// next health check) is tried again on a new connection, up to [`TURNED_AWAY_RETRIES`] times:
+/// next health check) is tried again on a new connection, up to four times ([`TURNED_AWAY_PAUSES`]):
 /// from a new source port, the balancer most likely picks another instance. Nothing was relayed,
 /// so the LAN client sees only a little delay instead of a reset.
 pub async fn open(
@@ -250,7 +250,7 @@ pub async fn open(
     opts: &ClientOptions,
 ) -> Result<Upstream, ClientError> {
     let mut first = true;
-    let mut turned_away = 0;
+    let mut turned_away = 0usize;
     loop {
         let r = if first {
             open_once(
@@ -269,17 +269,30 @@ pub async fn open(
                 tracing::debug!(%dest, "{e}; trying a new connection");
                 first = false;
             }
-            Err(e) if e.turned_away() && turned_away < TURNED_AWAY_RETRIES => {
+            Err(e) if e.turned_away() && turned_away < TURNED_AWAY_PAUSES.len() => {
+                let pause = TURNED_AWAY_PAUSES
+                    .get(turned_away)
+                    .copied()
+                    .unwrap_or_default();
                 turned_away += 1;
-                tracing::debug!(%dest, "{e}; trying a new connection");
+                tracing::debug!(%dest, ?pause, "{e}; trying a new connection");
+                tokio::time::sleep(pause).await;
             }
             r => return r,
         }
     }
 }
 
-/// How many times [`open`] tries a new connection when the converter turned one away.
-pub const TURNED_AWAY_RETRIES: u32 = 2;
+/// The pauses before each new connection [`open`] tries when the converter turned one away:
+/// the first at once (another instance is likely), the later ones give a balancer time to
+/// notice the instance is draining or dead. 1.1 s in all before the LAN client gets its reset
+/// when no converter takes it.
+pub const TURNED_AWAY_PAUSES: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_millis(700),
+];
 
 /// One attempt of [`open`], waiting `ack_wait` for the acknowledgment; with `refuse_lost_syn`,
 /// a connection that fell back because its MPTCP SYN was lost is dropped

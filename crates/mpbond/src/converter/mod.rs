@@ -853,11 +853,12 @@ async fn serve(conv: &Arc<Converter>, listener: &tokio::net::TcpListener) -> Res
                 if drain_until.is_some() || open == 0 || conv.config.drain_timeout.is_zero() {
                     break;
                 }
-                conv.draining.store(true, Relaxed);
-                drain_until = Some(tokio::time::Instant::now() + conv.config.drain_timeout);
+                // Refusing first: once /readyz says 503, no new connection is accepted.
                 _refusing = nft::Drain::install(conv.config.listen.port())
                     .map_err(|e| warn!("draining: new connections are reset once accepted, not refused at their SYN: {e:#}"))
                     .ok();
+                conv.draining.store(true, Relaxed);
+                drain_until = Some(tokio::time::Instant::now() + conv.config.drain_timeout);
                 info!(
                     open,
                     drain_timeout = ?conv.config.drain_timeout,
