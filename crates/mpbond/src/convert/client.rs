@@ -250,7 +250,7 @@ pub async fn open(
     opts: &ClientOptions,
 ) -> Result<Upstream, ClientError> {
     let mut first = true;
-    let mut turned_away = 0usize;
+    let mut pauses = TURNED_AWAY_PAUSES.iter();
     loop {
         let r = if first {
             open_once(
@@ -269,12 +269,10 @@ pub async fn open(
                 tracing::debug!(%dest, "{e}; trying a new connection");
                 first = false;
             }
-            Err(e) if e.turned_away() && turned_away < TURNED_AWAY_PAUSES.len() => {
-                let pause = TURNED_AWAY_PAUSES
-                    .get(turned_away)
-                    .copied()
-                    .unwrap_or_default();
-                turned_away += 1;
+            Err(e) if e.turned_away() => {
+                let Some(&pause) = pauses.next() else {
+                    return Err(e);
+                };
                 tracing::debug!(%dest, ?pause, "{e}; trying a new connection");
                 tokio::time::sleep(pause).await;
             }

@@ -62,13 +62,7 @@ impl SourceLimit {
     /// If `nft` is missing or refuses (not root).
     pub fn install(port: u16, per_second: u32) -> Result<Self> {
         let table = table_name(port);
-        let _ = crate::host::nft("", &["delete", "table", "inet", &table]);
-        let installed =
-            crate::host::Change::apply(crate::host::Setting::NftTable(table.clone()), |_| {
-                Some("present".to_owned())
-            })?;
-        crate::host::nft(&render(port, per_second), &["-f", "-"])
-            .with_context(|| format!("nftables table {table} (per-source SYN rate)"))?;
+        let installed = install_table(&table, &render(port, per_second), "per-source SYN rate")?;
         Ok(Self {
             table,
             _installed: installed,
@@ -125,18 +119,25 @@ impl Drain {
     /// # Errors
     /// If `nft` is missing or refuses (not root).
     pub fn install(port: u16) -> Result<Self> {
-        let table = drain_table_name(port);
-        let _ = crate::host::nft("", &["delete", "table", "inet", &table]);
-        let installed =
-            crate::host::Change::apply(crate::host::Setting::NftTable(table.clone()), |_| {
-                Some("present".to_owned())
-            })?;
-        crate::host::nft(&render_drain(port), &["-f", "-"])
-            .with_context(|| format!("nftables table {table} (drain)"))?;
+        let installed = install_table(&drain_table_name(port), &render_drain(port), "drain")?;
         Ok(Self {
             _installed: installed,
         })
     }
+}
+
+/// Installs `ruleset`, the whole of table `inet table` (`what` it is for, for errors), in
+/// place of one a killed converter left there, recorded in the host journal first: deleted
+/// when the returned change is dropped, or by the next mpbond to start.
+fn install_table(table: &str, ruleset: &str, what: &str) -> Result<crate::host::Change> {
+    let _ = crate::host::nft("", &["delete", "table", "inet", table]);
+    let installed =
+        crate::host::Change::apply(crate::host::Setting::NftTable(table.to_owned()), |_| {
+            Some("present".to_owned())
+        })?;
+    crate::host::nft(ruleset, &["-f", "-"])
+        .with_context(|| format!("nftables table {table} ({what})"))?;
+    Ok(installed)
 }
 
 /// SYNs the kernel dropped so far in `table` (see [`SourceLimit`]).
