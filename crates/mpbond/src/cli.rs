@@ -346,6 +346,12 @@ pub struct ConnectArgs {
     /// its own; IPv4; needs root).
     #[arg(long, value_enum, default_value = "kernel")]
     pub stack: Stack,
+    /// With `--stack user`: which line carries the next bytes. `min-rtt` (the default, as
+    /// Linux), `blest` or `ecf` (fewer stalls behind a slow line), `redundant` (every byte on
+    /// every line: lowest delay, throughput of the best line only), `round-robin` (tests). The
+    /// kernel stack uses Linux's own scheduler.
+    #[arg(long, value_name = "NAME")]
+    pub scheduler: Option<mptcp_proto::mptcp::SchedulerKind>,
 }
 
 /// `mpbond listen`
@@ -365,6 +371,12 @@ pub struct ListenArgs {
     /// its own; IPv4; needs root).
     #[arg(long, value_enum, default_value = "kernel")]
     pub stack: Stack,
+    /// With `--stack user`: which line carries the next bytes. `min-rtt` (the default, as
+    /// Linux), `blest` or `ecf` (fewer stalls behind a slow line), `redundant` (every byte on
+    /// every line: lowest delay, throughput of the best line only), `round-robin` (tests). The
+    /// kernel stack uses Linux's own scheduler.
+    #[arg(long, value_name = "NAME")]
+    pub scheduler: Option<mptcp_proto::mptcp::SchedulerKind>,
 }
 
 /// `mpbond demo`
@@ -443,15 +455,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     a.probe_interval.as_deref(),
                     a.probe_idle_interval.as_deref(),
                 )?,
+                scheduler: scheduler_for(a.stack, a.scheduler)?,
                 stack: a.stack,
             };
             finish(runtime(false)?, crate::netcat::connect(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Listen(a) => {
+            let scheduler = scheduler_for(a.stack, a.scheduler)?;
             finish(
                 runtime(false)?,
-                crate::netcat::listen(&a.addr, !a.tcp, a.announce, a.stack),
+                crate::netcat::listen(&a.addr, !a.tcp, a.announce, a.stack, scheduler),
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -736,6 +750,19 @@ fn metrics_addr(s: Option<String>) -> Result<Option<std::net::SocketAddr>> {
     .transpose()
 }
 
+/// The scheduler asked for, which only the user-space stack has.
+fn scheduler_for(
+    stack: Stack,
+    asked: Option<mptcp_proto::mptcp::SchedulerKind>,
+) -> Result<mptcp_proto::mptcp::SchedulerKind> {
+    match asked {
+        Some(k) if stack != Stack::User => bail!(
+            "--scheduler {k} needs --stack user: the kernel stack uses Linux's own scheduler (net.mptcp.scheduler)"
+        ),
+        k => Ok(k.unwrap_or_default()),
+    }
+}
+
 /// The probe settings of `--probe-interval` and `--probe-idle-interval`.
 fn probe_config(interval: Option<&str>, idle: Option<&str>) -> Result<crate::pm::ProbeConfig> {
     let mut c = match interval {
@@ -800,6 +827,40 @@ mod tests {
         let line = one_line_clap_error(&e);
         assert!(!line.contains('\n'), "{line}");
         assert!(line.contains("--name"), "{line}");
+    }
+
+    /// `--scheduler` is parsed by name on connect and listen, and refused with the kernel
+    /// stack, which has Linux's scheduler only.
+    #[test]
+    fn a_scheduler_is_for_the_user_stack() {
+        use mptcp_proto::mptcp::SchedulerKind;
+        let cli = Cli::try_parse_from([
+            "mpbond",
+            "listen",
+            "0.0.0.0:9000",
+            "--stack",
+            "user",
+            "--scheduler",
+            "blest",
+        ])
+        .unwrap();
+        let Command::Listen(a) = cli.command else {
+            panic!("listen")
+        };
+        assert_eq!(a.scheduler, Some(SchedulerKind::Blest));
+        assert_eq!(
+            scheduler_for(a.stack, a.scheduler).unwrap(),
+            SchedulerKind::Blest
+        );
+        assert_eq!(
+            scheduler_for(Stack::User, None).unwrap(),
+            SchedulerKind::MinRtt
+        );
+        let e = scheduler_for(Stack::Kernel, Some(SchedulerKind::Ecf)).unwrap_err();
+        assert!(e.to_string().contains("--stack user"), "{e}");
+        assert!(
+            Cli::try_parse_from(["mpbond", "connect", "h:1", "--scheduler", "fastest"]).is_err()
+        );
     }
 
     #[test]

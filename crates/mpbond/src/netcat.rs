@@ -171,6 +171,8 @@ pub struct ConnectArgs {
     pub probe: crate::pm::ProbeConfig,
     /// The data plane.
     pub stack: crate::stack::Stack,
+    /// The user-space stack's scheduler.
+    pub scheduler: mptcp_proto::mptcp::SchedulerKind,
 }
 
 /// `mpbond connect`. SIGINT and SIGTERM end it through the normal path, so that lines set up
@@ -279,6 +281,7 @@ pub async fn listen(
     mptcp: bool,
     announce: Vec<std::net::IpAddr>,
     stack: crate::stack::Stack,
+    scheduler: mptcp_proto::mptcp::SchedulerKind,
 ) -> Result<()> {
     let addr: SocketAddr = match addr.parse() {
         Ok(a) => a,
@@ -292,7 +295,7 @@ pub async fn listen(
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         return tokio::select! {
-            r = listen_user(addr, mptcp, announce) => r,
+            r = listen_user(addr, mptcp, announce, scheduler) => r,
             _ = term.recv() => bail!("terminated"),
             _ = int.recv() => bail!("interrupted"),
         };
@@ -356,6 +359,7 @@ async fn connect_user(args: ConnectArgs) -> Result<()> {
         listen: Vec::new(),
         lines: args.wan,
         no_mptcp: !args.mptcp,
+        scheduler: args.scheduler,
     })?;
     debug!(tun = %stack.ifname(), "user-space stack");
     // `mpbond status` lists the engine's connections (the kernel's tables do not have them).
@@ -371,7 +375,12 @@ async fn connect_user(args: ConnectArgs) -> Result<()> {
 }
 
 /// `listen --stack user`: the host's port goes to the engine; one connection is served.
-async fn listen_user(addr: SocketAddr, mptcp: bool, announce: Vec<std::net::IpAddr>) -> Result<()> {
+async fn listen_user(
+    addr: SocketAddr,
+    mptcp: bool,
+    announce: Vec<std::net::IpAddr>,
+    scheduler: mptcp_proto::mptcp::SchedulerKind,
+) -> Result<()> {
     use crate::stack::user::{UserStack, UserStackConfig};
     if addr.is_ipv6() {
         bail!(
@@ -383,6 +392,7 @@ async fn listen_user(addr: SocketAddr, mptcp: bool, announce: Vec<std::net::IpAd
         listen: vec![addr],
         lines: Vec::new(),
         no_mptcp: !mptcp,
+        scheduler,
     })?;
     let l = stack
         .listen(addr.port())

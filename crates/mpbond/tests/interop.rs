@@ -378,6 +378,78 @@ fn our_client_loses_no_byte_when_a_line_is_blackholed_mid_upload() {
     }
 }
 
+/// Every scheduler of our client uploads to a kernel server over both lines, intact and with
+/// no protocol error counted. With `redundant` the kernel judges the copies: it counted
+/// duplicate data (`DuplicateData`) for much of the upload, and the lines carried well over
+/// one copy of it.
+#[test]
+fn our_client_uploads_intact_to_a_kernel_server_with_every_scheduler() {
+    if skip_unless_root("our_client_uploads_intact_to_a_kernel_server_with_every_scheduler") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &[]);
+    sh(
+        &lab,
+        Role::Vps,
+        "ip mptcp limits set subflows 4 add_addr_accepted 4",
+    );
+    let dir = TempDir::new("interop-schedulers");
+    let file = dir.path("data");
+    write_random_file(&file, SIZE, 13);
+    let (want, _) = file_sha256(&file).unwrap();
+    let vps = lab.info().vps_line_addr("dsl", false).unwrap();
+    let target = format!("{vps}:5000");
+    for scheduler in ["redundant", "blest", "ecf", "round-robin"] {
+        let before = mptcp_mib(&lab, Role::Vps);
+        let start = lab.stats();
+        let out = dir.path("upload");
+        let t = transfer(
+            lab.info(),
+            Path::new(EXE),
+            Role::Vps,
+            &["--stack", "kernel", "0.0.0.0:5000"],
+            Role::Gw,
+            &[
+                "--stack",
+                "user",
+                "--scheduler",
+                scheduler,
+                "--wan",
+                "dsl",
+                "--wan",
+                "lte",
+                &target,
+            ],
+            Direction::Upload,
+            &file,
+            &out,
+        )
+        .unwrap_or_else(|e| panic!("{scheduler}: {e:#}"));
+        let lines = line_bytes(&lab, &start, true);
+        let after = intact(&lab, scheduler, &t, &want, &before, Some(&lines));
+        assert_no_error(scheduler, &before, &after, &[]);
+        let carried: u64 = lines.iter().map(|l| l.1).sum();
+        if scheduler == "redundant" {
+            // Segments of up to 1448 bytes: a quarter of the upload came twice at least.
+            let dup = delta(&before, &after, "DuplicateData");
+            assert!(
+                dup > (SIZE as u64) / 1448 / 4,
+                "redundant: the kernel counted {dup} duplicate segments"
+            );
+            assert!(
+                carried > (SIZE as u64) * 5 / 4,
+                "redundant: the lines carried {carried} bytes for {SIZE}"
+            );
+        } else {
+            assert!(
+                lines.iter().all(|l| l.1 > (SIZE as u64) / 20),
+                "{scheduler}: both lines carried data: {lines:?}"
+            );
+        }
+        let _ = std::fs::remove_file(&out);
+    }
+}
+
 /// The size of each captured run.
 const CAPTURED: usize = 8 << 20;
 

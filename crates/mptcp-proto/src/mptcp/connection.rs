@@ -17,6 +17,7 @@ use arrayvec::ArrayVec;
 use super::mapping::{
     MAX_MAPPING, MappingError, RecvMapping, RecvMappings, SendMapping, SendMappings, expand32,
 };
+use super::scheduler::{Candidate, Context, Scheduler, SchedulerKind};
 use super::{ConnEvent, Role};
 use crate::crypto;
 use crate::endpoint::{ConnHandle, Endpoint};
@@ -222,6 +223,8 @@ pub struct ConnConfig {
     /// (break-before-make: a client joins again from its lines, a server takes a join). Zero
     /// ends it with its last subflow.
     pub no_subflow_timeout: Duration,
+    /// Which subflow carries the next bytes (see [`super::scheduler`]).
+    pub scheduler: SchedulerKind,
 }
 
 impl Default for ConnConfig {
@@ -233,8 +236,20 @@ impl Default for ConnConfig {
             max_subflows: 8,
             initial_rto: Duration::from_secs(1),
             no_subflow_timeout: Duration::from_secs(30),
+            scheduler: SchedulerKind::MinRtt,
         }
     }
+}
+
+/// What handing bytes to a subflow came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handed {
+    /// It took this many.
+    Wrote(u64),
+    /// It took none (no room).
+    Full,
+    /// The bytes are no longer in the send buffer (acknowledged meanwhile).
+    Gone,
 }
 
 /// A connection whose subflows are all gone, waiting for a new one.
@@ -287,6 +302,10 @@ pub(crate) struct MpConn {
     fin_sent: bool,
     /// Data ranges to send again on another subflow (§3.3.6), and the subflow they left.
     reinject: VecDeque<(u64, u64, usize)>,
+    /// Picks the subflow for new bytes.
+    scheduler: Box<dyn Scheduler>,
+    /// With a redundant scheduler: data ranges to send on one more subflow, and which.
+    copies: VecDeque<(u64, u64, usize)>,
     write_blocked: bool,
 
     // Data-level receive sequence space.
@@ -336,8 +355,13 @@ pub struct ConnStats {
     pub bytes_read: u64,
     /// Bytes sent again on another subflow.
     pub bytes_reinjected: u64,
+    /// Bytes a redundant scheduler sent on more than one subflow (the extra copies).
+    pub bytes_redundant: u64,
     /// Bytes received twice at data level (duplicates across subflows).
     pub duplicate_bytes: u64,
+    /// The most bytes held out of order at the data level at once (waiting for a hole to
+    /// fill: head-of-line blocking).
+    pub peak_out_of_order: u64,
     /// Mappings that did not match earlier ones (subflow reset).
     pub mapping_conflicts: u64,
     /// DSS checksums that failed.
@@ -353,6 +377,7 @@ impl MpConn {
         let (local_token, local_idsn) = crypto::token_and_idsn(local_key);
         let send = SendBuffer::new(cfg.send_buffer);
         let recv = RecvBuffer::new(cfg.recv_buffer);
+        let scheduler = cfg.scheduler.build();
         Self {
             role,
             state: ConnState::Connecting,
@@ -377,6 +402,8 @@ impl MpConn {
             fin_rtx_at: None,
             fin_sent: false,
             reinject: VecDeque::new(),
+            scheduler,
+            copies: VecDeque::new(),
             write_blocked: false,
             recv,
             peer_fin: None,
@@ -1549,6 +1576,7 @@ impl MpConn {
         if r.duplicate {
             self.stats.duplicate_bytes += bytes.len() as u64;
         }
+        self.stats.peak_out_of_order = self.stats.peak_out_of_order.max(self.recv.held() as u64);
     }
 
     fn on_unmapped(&mut self, ep: &mut Endpoint, i: usize) {
@@ -1732,8 +1760,10 @@ impl MpConn {
         }
         self.check_stalls(ep);
         let mut buf = std::mem::take(&mut self.scratch);
+        self.send_copies(ep, &mut buf);
         loop {
-            // Reinjections first, then new data.
+            // Reinjections first (to the lowest RTT but the subflow that lost them), then new
+            // data (where the scheduler says).
             let (start, end, from) = if let Some(&(s, e, from)) = self.reinject.front() {
                 let s = s.max(self.snd_una);
                 if s >= e {
@@ -1748,88 +1778,33 @@ impl MpConn {
                 }
                 (self.snd_nxt, end, None)
             };
-            let Some((i, room)) = self.pick(ep, from) else {
+            let picked = match from {
+                Some(_) => self.pick_lowest_rtt(ep, from),
+                None => self.pick_new(ep),
+            };
+            let Some((i, room)) = picked else {
                 break;
             };
-            let mss = ep
-                .conn(self.subflows[i].handle)
-                .map_or(1400, |c| c.send_mss().max(1));
-            let mut cap = MAX_MAPPING;
-            if self.role == Role::Client && !self.fully_established && self.subflows[i].initial {
-                cap = mss; // the first data rides with MP_CAPABLE: one segment's worth
-            }
-            let n = (end - start).min(room).min(cap);
-            if n == 0 {
-                break;
-            }
-            #[expect(clippy::cast_possible_truncation, reason = "at most one mapping")]
-            let n = n as usize;
-            let sf = &mut self.subflows[i];
-            let (first, second) = self.send.slices_at(start, n);
-            if first.is_empty() {
-                if from.is_none() {
-                    break; // nothing there (cannot happen while snd_una <= snd_nxt)
+            match self.hand_out(ep, i, start, (end - start).min(room), &mut buf) {
+                Handed::Wrote(w) => {
+                    if from.is_some() {
+                        self.stats.bytes_reinjected += w;
+                        if let Some(front) = self.reinject.front_mut() {
+                            front.0 = start + w;
+                        }
+                    } else {
+                        self.snd_nxt = start + w;
+                        self.copy_to_others(i, start, start + w);
+                    }
                 }
                 // A reinjection acknowledged meanwhile.
-                self.reinject.pop_front();
-                continue;
-            }
-            let Some(c) = ep.conn_mut(sf.handle) else {
-                break;
-            };
-            // The bytes go from the connection's buffer to the subflow's in place; with
-            // checksums they are gathered first, to sum what the subflow took.
-            let (w, checksum) = if self.checksums {
-                let got = first.len() + second.len();
-                if buf.len() < got {
-                    buf.resize(got, 0);
+                Handed::Gone if from.is_some() => {
+                    self.reinject.pop_front();
                 }
-                buf[..first.len()].copy_from_slice(first);
-                buf[first.len()..got].copy_from_slice(second);
-                let Ok(w) = c.write(&buf[..got]) else {
-                    break;
-                };
-                let sum = crypto::dss_checksum(
-                    self.local_idsn.wrapping_add(1).wrapping_add(start),
-                    rel_ssn(sf.written),
-                    u16::try_from(w).unwrap_or(u16::MAX),
-                    &buf[..w],
-                );
-                (w, Some(sum))
-            } else {
-                let Ok(w) = c.write(first) else {
-                    break;
-                };
-                let more = if w == first.len() && !second.is_empty() {
-                    c.write(second).unwrap_or(0)
-                } else {
-                    0
-                };
-                (w + more, None)
-            };
-            if w == 0 {
-                break;
-            }
-            sf.contiguous &= sf.written == start;
-            sf.send_maps.push(SendMapping {
-                sf_off: sf.written,
-                data_off: start,
-                len: w as u64,
-                checksum,
-                reinjected: false,
-            });
-            sf.written += w as u64;
-            sf.bytes_sent += w as u64;
-            let w = w as u64;
-            if from.is_some() {
-                self.stats.bytes_reinjected += w;
-                if let Some(front) = self.reinject.front_mut() {
-                    front.0 = start + w;
-                }
-            } else {
-                self.snd_nxt = start + w;
+                Handed::Gone | Handed::Full => break,
             }
         }
+        self.send_copies(ep, &mut buf);
         self.scratch = buf;
         // The `DATA_FIN`, once every byte was handed out (§3.3.3), and once the joins just
         // opened are through their handshakes: Linux refuses joins to a connection the peer
@@ -1869,7 +1844,7 @@ impl MpConn {
                         .get(i)
                         .is_none_or(|s| s.state != SubflowState::Active)
                 }) {
-                    self.fin_on = self.pick(ep, None).map(|(i, _)| i).or_else(|| {
+                    self.fin_on = self.pick_lowest_rtt(ep, None).map(|(i, _)| i).or_else(|| {
                         self.subflows
                             .iter()
                             .position(|s| s.state == SubflowState::Active)
@@ -1898,6 +1873,197 @@ impl MpConn {
                 }
             }
         }
+    }
+
+    /// Writes up to `n` bytes from data offset `start` into subflow `i` as one mapping (fewer
+    /// if the subflow takes fewer, or the first data of a client still needs `MP_CAPABLE`).
+    fn hand_out(
+        &mut self,
+        ep: &mut Endpoint,
+        i: usize,
+        start: u64,
+        n: u64,
+        buf: &mut Vec<u8>,
+    ) -> Handed {
+        let mss = ep
+            .conn(self.subflows[i].handle)
+            .map_or(1400, |c| c.send_mss().max(1));
+        let mut cap = MAX_MAPPING;
+        if self.role == Role::Client && !self.fully_established && self.subflows[i].initial {
+            cap = mss; // the first data rides with MP_CAPABLE: one segment's worth
+        }
+        let n = n.min(cap);
+        if n == 0 {
+            return Handed::Full;
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "at most one mapping")]
+        let n = n as usize;
+        let sf = &mut self.subflows[i];
+        let (first, second) = self.send.slices_at(start, n);
+        if first.is_empty() {
+            return Handed::Gone;
+        }
+        let Some(c) = ep.conn_mut(sf.handle) else {
+            return Handed::Full;
+        };
+        // The bytes go from the connection's buffer to the subflow's in place; with
+        // checksums they are gathered first, to sum what the subflow took.
+        let (w, checksum) = if self.checksums {
+            let got = first.len() + second.len();
+            if buf.len() < got {
+                buf.resize(got, 0);
+            }
+            buf[..first.len()].copy_from_slice(first);
+            buf[first.len()..got].copy_from_slice(second);
+            let Ok(w) = c.write(&buf[..got]) else {
+                return Handed::Full;
+            };
+            let sum = crypto::dss_checksum(
+                self.local_idsn.wrapping_add(1).wrapping_add(start),
+                rel_ssn(sf.written),
+                u16::try_from(w).unwrap_or(u16::MAX),
+                &buf[..w],
+            );
+            (w, Some(sum))
+        } else {
+            let Ok(w) = c.write(first) else {
+                return Handed::Full;
+            };
+            let more = if w == first.len() && !second.is_empty() {
+                c.write(second).unwrap_or(0)
+            } else {
+                0
+            };
+            (w + more, None)
+        };
+        if w == 0 {
+            return Handed::Full;
+        }
+        sf.contiguous &= sf.written == start;
+        sf.send_maps.push(SendMapping {
+            sf_off: sf.written,
+            data_off: start,
+            len: w as u64,
+            checksum,
+            reinjected: false,
+        });
+        sf.written += w as u64;
+        sf.bytes_sent += w as u64;
+        Handed::Wrote(w as u64)
+    }
+
+    /// With a redundant scheduler: the new bytes `start..end` just handed to subflow `i` go
+    /// to every other subflow that may carry data too.
+    fn copy_to_others(&mut self, i: usize, start: u64, end: u64) {
+        if !self.scheduler.redundant() {
+            return;
+        }
+        let usable = self.usable_class();
+        for (j, s) in self.subflows.iter().enumerate() {
+            if j != i && usable(s) {
+                self.copies.push_back((start, end, j));
+            }
+        }
+    }
+
+    /// Sends what [`Self::copy_to_others`] queued, as far as each subflow has room; copies the
+    /// peer acknowledged meanwhile, or whose subflow stopped working, are dropped.
+    fn send_copies(&mut self, ep: &mut Endpoint, buf: &mut Vec<u8>) {
+        let mut next = 0;
+        while next < self.copies.len() {
+            let (from, to, sf) = self.copies[next];
+            let from = from.max(self.snd_una);
+            let usable = self.usable_class();
+            if from >= to || !self.subflows.get(sf).is_some_and(usable) {
+                self.copies.remove(next);
+                continue;
+            }
+            let room = self
+                .candidates(ep)
+                .iter()
+                .find(|c| c.index == sf)
+                .map_or(0, |c| c.room);
+            match self.hand_out(ep, sf, from, (to - from).min(room), buf) {
+                Handed::Wrote(w) => {
+                    self.stats.bytes_redundant += w;
+                    if from + w >= to {
+                        self.copies.remove(next);
+                    } else {
+                        self.copies[next].0 = from + w;
+                        next += 1;
+                    }
+                }
+                Handed::Gone => {
+                    self.copies.remove(next);
+                }
+                Handed::Full => next += 1,
+            }
+        }
+    }
+
+    /// Which subflows may carry data now: active, not stalled, and regular ones while any
+    /// works, else the backups.
+    fn usable_class(&self) -> impl Fn(&Subflow) -> bool + use<> {
+        let usable = |s: &Subflow| s.state == SubflowState::Active && !s.stale;
+        let regular = self.subflows.iter().any(|s| usable(s) && !s.is_backup());
+        move |s: &Subflow| usable(s) && s.is_backup() != regular
+    }
+
+    /// The subflows that may carry data now, as the scheduler sees them (those without room
+    /// too: a scheduler may wait for one).
+    fn candidates(&self, ep: &Endpoint) -> ArrayVec<Candidate, 16> {
+        let usable = self.usable_class();
+        let mut out = ArrayVec::new();
+        for (i, s) in self.subflows.iter().enumerate() {
+            if !usable(s) {
+                continue;
+            }
+            let Some(c) = ep.conn(s.handle) else { continue };
+            if !matches!(c.state(), State::Established | State::CloseWait) {
+                continue;
+            }
+            // Enough to fill the congestion window and a little more: the subflow must stay
+            // limited by its window (or it will not grow it) without holding much that a
+            // dying line would take with it.
+            let queued = c.send_buffered() as u64;
+            let room = (c.cwnd() + 2 * c.send_mss()).saturating_sub(queued);
+            let room = room.min(c.send_capacity_left() as u64);
+            let cand = Candidate {
+                index: i,
+                srtt: c.srtt().unwrap_or(Duration::from_millis(100)),
+                rttvar: c.rttvar(),
+                cwnd: c.cwnd(),
+                mss: c.send_mss(),
+                queued,
+                room,
+            };
+            if out.try_push(cand).is_err() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The subflow for the next new bytes and how many, as the scheduler decides.
+    fn pick_new(&mut self, ep: &Endpoint) -> Option<(usize, u64)> {
+        let candidates = self.candidates(ep);
+        let ctx = Context {
+            unsent: self.send.end().saturating_sub(self.snd_nxt),
+            window: self.snd_edge.saturating_sub(self.snd_una),
+        };
+        self.scheduler.pick(&candidates, &ctx)
+    }
+
+    /// The lowest-RTT subflow with room other than `avoid` (that one only if no other has
+    /// room), and how much room: for reinjections and the `DATA_FIN`, whatever the scheduler.
+    fn pick_lowest_rtt(&self, ep: &Endpoint, avoid: Option<usize>) -> Option<(usize, u64)> {
+        let candidates = self.candidates(ep);
+        let with_room = || candidates.iter().filter(|c| c.room > 0);
+        with_room()
+            .filter(|c| Some(c.index) != avoid)
+            .min_by_key(|c| c.srtt)
+            .or_else(|| with_room().min_by_key(|c| c.srtt))
+            .map(|c| (c.index, c.room))
     }
 
     /// A subflow whose retransmission timer fired since it last made progress is stalled: its
@@ -1952,43 +2118,6 @@ impl MpConn {
             .filter(active)
             .find(|i| !self.subflows[*i].stale)
             .or_else(|| order.clone().find(active))
-    }
-
-    /// The subflow for the next bytes and how many it has room for: the lowest RTT among the
-    /// regular subflows that work, the backups only when no regular one works.
-    fn pick(&self, ep: &Endpoint, avoid: Option<usize>) -> Option<(usize, u64)> {
-        let usable = |s: &Subflow| s.state == SubflowState::Active && !s.stale;
-        let regular = self.subflows.iter().any(|s| usable(s) && !s.is_backup());
-        let mut best: Option<(usize, u64, Duration)> = None;
-        let mut fallback_choice: Option<(usize, u64, Duration)> = None;
-        for (i, s) in self.subflows.iter().enumerate() {
-            if !usable(s) || s.is_backup() == regular {
-                continue;
-            }
-            let Some(c) = ep.conn(s.handle) else { continue };
-            if !matches!(c.state(), State::Established | State::CloseWait) {
-                continue;
-            }
-            // Enough to fill the congestion window and a little more: the subflow must stay
-            // limited by its window (or it will not grow it) without holding much that a
-            // dying line would take with it.
-            let queued = c.send_buffered() as u64;
-            let room = (c.cwnd() + 2 * c.send_mss()).saturating_sub(queued);
-            let room = room.min(c.send_capacity_left() as u64);
-            if room == 0 {
-                continue;
-            }
-            let rtt = c.srtt().unwrap_or(Duration::from_millis(100));
-            let slot = if Some(i) == avoid {
-                &mut fallback_choice
-            } else {
-                &mut best
-            };
-            if slot.is_none_or(|b| rtt < b.2) {
-                *slot = Some((i, room, rtt));
-            }
-        }
-        best.or(fallback_choice).map(|(i, r, _)| (i, r))
     }
 
     /// When this connection wants `handle_timeout`.

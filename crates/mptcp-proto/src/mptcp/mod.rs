@@ -12,8 +12,9 @@
 //! subflow; `MP_JOIN` in both roles with HMACs checked, the fourth ACK awaited and the third
 //! ACK sent again; DSS with 64-bit DSN and `DATA_ACK` (4-octet ones read), checksums when
 //! negotiated, `DATA_FIN` sent again until acknowledged; the connection-level window (§3.3.4);
-//! reinjection of what a dead or stalled subflow had in flight (§3.3.6); the lowest-RTT
-//! scheduler with backups used only when no regular subflow works; `MP_FASTCLOSE` and
+//! reinjection of what a dead or stalled subflow had in flight (§3.3.6); schedulers chosen per
+//! connection ([`scheduler`]: lowest RTT, BLEST, ECF, redundant, round robin) with backups used
+//! only when no regular subflow works; `MP_FASTCLOSE` and
 //! `MP_TCPRST`; `ADD_ADDR` (sent until echoed, echoed, joined), `REMOVE_ADDR` and `MP_PRIO`.
 //! Options on a segment outside the subflow's receive window are not acted on. A connection
 //! outlives its last subflow for a while (break-before-make). Not yet: `MP_FAIL`.
@@ -23,12 +24,14 @@
 
 pub mod connection;
 pub(crate) mod mapping;
+pub mod scheduler;
 mod stack;
 
 use core::net::SocketAddr;
 use core::time::Duration;
 
 pub use connection::{ConnConfig, ConnState, ConnStats};
+pub use scheduler::SchedulerKind;
 pub use stack::{ConnId, Path, Stack, StackConfig, StackEvent};
 
 use crate::tcp::CloseReason;

@@ -580,6 +580,12 @@ impl Connection {
         self.rtt.srtt()
     }
 
+    /// The RTT variation (`RTTVAR`, RFC 6298).
+    #[must_use]
+    pub fn rttvar(&self) -> Duration {
+        self.rtt.rttvar()
+    }
+
     /// Name of the congestion-control algorithm.
     #[must_use]
     pub fn congestion_algorithm(&self) -> &'static str {

@@ -45,6 +45,8 @@ pub struct UserStackConfig {
     pub lines: Vec<crate::gateway::wan::WanSpec>,
     /// Plain TCP: no `MP_CAPABLE` offered, none accepted.
     pub no_mptcp: bool,
+    /// Which subflow carries each connection's next bytes.
+    pub scheduler: mptcp_proto::mptcp::SchedulerKind,
 }
 
 /// Who waits for what on one connection.
@@ -138,8 +140,11 @@ impl UserStack {
         ecfg.seed = u64::from_le_bytes(seed);
         let scfg = StackConfig {
             endpoint: ecfg,
+            conn: mptcp_proto::mptcp::ConnConfig {
+                scheduler: cfg.scheduler,
+                ..mptcp_proto::mptcp::ConnConfig::default()
+            },
             no_mptcp: cfg.no_mptcp,
-            ..StackConfig::default()
         };
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {

@@ -1,0 +1,263 @@
+//! The scheduler table (issue 15): every scheduler of the engine on the BLEST paper's 3G + WLAN
+//! paths, on ECF's very heterogeneous pair, and on the `mpbond bench` lines, in the simulator.
+//!
+//! For each scheduler and case:
+//! - bulk goodput (the slope of bytes delivered between 3 s and 8 s of an endless upload);
+//! - the peak of bytes held out of order at the receiver's data level during that upload
+//!   (head-of-line blocking), and the bytes sent beyond one copy of the data (TCP
+//!   retransmissions, reinjections, redundant copies);
+//! - the completion time of 64 KiB, 256 KiB, 1 MiB and 8 MiB objects, each on a new
+//!   connection from its first SYN to its last byte delivered, median and worst of three seeds
+//!   (with three samples the 95th percentile is the worst).
+//!
+//! Each case is kept in `tests/snapshots/scheduler_<case>.txt`: the simulation is deterministic,
+//! so any change in the engine's behaviour shows as a diff (`UPDATE_SNAPSHOTS=1` rewrites them
+//! after a change that is meant). Paths carry their rate and loss both ways, with a queue of one
+//! bandwidth-delay product (64 KiB at least).
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    reason = "a test fails loudly; figures for a table"
+)]
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mptcp_proto::mptcp::{ConnConfig, Path, SchedulerKind, StackConfig};
+use mptcp_sim::Sim;
+use mptcp_sim::apps::mptcp::{MpSend, MpSink};
+use mptcp_sim::link::LinkParams;
+
+/// A path: Mbit/s, RTT in ms, loss probability.
+type PathSpec = (f64, u64, f64);
+
+const OBJECTS: [u64; 4] = [64 << 10, 256 << 10, 1 << 20, 8 << 20];
+const SEEDS: [u64; 3] = [1, 2, 3];
+
+/// The receive buffer of the table's connections: the engine's default unless the case says.
+fn recv_buffer(case: &str) -> usize {
+    if case.ends_with("-256k") {
+        256 << 10
+    } else {
+        ConnConfig::default().recv_buffer
+    }
+}
+
+/// One simulated world with every connection on `scheduler`.
+fn sim(name: &str, seed: u64, scheduler: SchedulerKind) -> Sim<mptcp_proto::mptcp::Stack> {
+    let config = StackConfig {
+        conn: ConnConfig {
+            scheduler,
+            recv_buffer: recv_buffer(name),
+            ..ConnConfig::default()
+        },
+        ..StackConfig::default()
+    };
+    Sim::build(name, seed, config)
+}
+
+fn links(paths: &[PathSpec]) -> Vec<LinkParams> {
+    paths
+        .iter()
+        .map(|&(mbit, rtt, loss)| {
+            let mut p = LinkParams::bdp_queue(mbit, Duration::from_millis(rtt));
+            p.loss = loss;
+            p
+        })
+        .collect()
+}
+
+/// What an upload of `total` bytes came to.
+struct Upload {
+    /// `(time since the start, bytes delivered)` at each read of the receiver.
+    samples: Vec<(Duration, u64)>,
+    intact: bool,
+    peak_out_of_order: u64,
+    /// Bytes sent beyond one copy of the data.
+    extra: u64,
+}
+
+fn upload(
+    case: &str,
+    paths: &[PathSpec],
+    scheduler: SchedulerKind,
+    seed: u64,
+    total: u64,
+    run_for: Duration,
+) -> Upload {
+    let mut sim = sim(case, seed, scheduler);
+    let (c, s, _) = sim.multipath(&links(paths));
+    let to = SocketAddr::new(IpAddr::from([10, 9, 9, 9]), 80);
+    let sink = MpSink::listen(to, seed);
+    let got = sink.state();
+    sim.set_app(s, sink);
+    let ps: Vec<Path> = sim
+        .addrs(c)
+        .into_iter()
+        .map(|local| Path {
+            local,
+            backup: false,
+        })
+        .collect();
+    let client = MpSend::new(ps, to, total, seed);
+    let sent = client.state();
+    sim.set_app(c, client);
+    let start = sim.now();
+    sim.run_for(run_for);
+    let id = sent.borrow().conn.unwrap();
+    let (stats, subflows) = sim.with_endpoint(c, |_, st| {
+        (st.stats(id).unwrap_or_default(), st.subflows(id))
+    });
+    let rtx: u64 = subflows
+        .iter()
+        .filter_map(|s| s.tcp.as_ref())
+        .map(|t| t.bytes_retransmitted)
+        .sum();
+    let sink_id = got.borrow().conn;
+    let peak_out_of_order = sink_id
+        .and_then(|sid| sim.with_endpoint(s, |_, st| st.stats(sid)))
+        .map_or(0, |st| st.peak_out_of_order);
+    let g = got.borrow();
+    Upload {
+        samples: g
+            .samples
+            .iter()
+            .map(|&(t, b)| (t.duration_since(start), b))
+            .collect(),
+        intact: g.first_bad.is_none(),
+        peak_out_of_order,
+        extra: rtx + stats.bytes_reinjected + stats.bytes_redundant,
+    }
+}
+
+/// When the last of `len` bytes arrived.
+fn completion(u: &Upload, len: u64) -> Option<Duration> {
+    u.samples.iter().find(|s| s.1 >= len).map(|s| s.0)
+}
+
+/// One scheduler's row, and its figures for the checks.
+struct Row {
+    goodput: f64,
+    peak_out_of_order: u64,
+    extra: u64,
+    /// Per object size: median and worst completion, seconds.
+    objects: Vec<(f64, f64)>,
+}
+
+fn row(case: &str, paths: &[PathSpec], scheduler: SchedulerKind) -> Row {
+    let bulk = upload(case, paths, scheduler, 42, 1 << 40, Duration::from_secs(8));
+    assert!(bulk.intact, "{case} {scheduler}: bulk data intact");
+    let at = |secs| Duration::from_secs(secs);
+    let bytes_at = |t: Duration| {
+        bulk.samples
+            .iter()
+            .take_while(|s| s.0 <= t)
+            .last()
+            .map_or(0, |s| s.1)
+    };
+    let goodput = (bytes_at(at(8)) - bytes_at(at(3))) as f64 * 8.0 / 5.0;
+    let objects = OBJECTS
+        .iter()
+        .map(|&len| {
+            let mut times: Vec<f64> = SEEDS
+                .iter()
+                .map(|&seed| {
+                    let u = upload(case, paths, scheduler, seed, len, Duration::from_secs(60));
+                    assert!(u.intact, "{case} {scheduler} {len}: intact");
+                    completion(&u, len)
+                        .unwrap_or_else(|| panic!("{case} {scheduler} {len}: not done in 60 s"))
+                        .as_secs_f64()
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            (times[times.len() / 2], times[times.len() - 1])
+        })
+        .collect();
+    Row {
+        goodput,
+        peak_out_of_order: bulk.peak_out_of_order,
+        extra: bulk.extra,
+        objects,
+    }
+}
+
+/// The table of one case, checked against its snapshot; the rows by scheduler.
+fn table(case: &str, paths: &[PathSpec]) -> Vec<(SchedulerKind, Row)> {
+    let mut out = format!("{case}: paths (Mbit/s, RTT ms, loss) {paths:?}\n");
+    out.push_str(
+        "scheduler     goodput  peak OOO   extra   completion s, median/worst of 3: 64K  256K  1M  8M\n",
+    );
+    out.push_str("              Mbit/s        kB      kB\n");
+    let mut rows = Vec::new();
+    for k in SchedulerKind::ALL {
+        let r = row(case, paths, k);
+        write!(
+            out,
+            "{:<12} {:>8.2} {:>9.0} {:>7.0}  ",
+            k.name(),
+            r.goodput / 1e6,
+            r.peak_out_of_order as f64 / 1e3,
+            r.extra as f64 / 1e3
+        )
+        .unwrap();
+        for (p50, worst) in &r.objects {
+            write!(out, " {p50:.3}/{worst:.3}").unwrap();
+        }
+        out.push('\n');
+        rows.push((k, r));
+    }
+    eprintln!("{out}");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/snapshots/scheduler_{case}.txt"));
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() || !path.exists() {
+        std::fs::write(&path, &out).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        out, want,
+        "the {case} table changed (UPDATE_SNAPSHOTS=1 rewrites it if meant)"
+    );
+    rows
+}
+
+#[test]
+fn scheduler_table_blest_3g_wlan() {
+    table("3g-wlan", &[(25.0, 25, 0.01), (5.0, 65, 0.0)]);
+}
+
+/// The same with a 256 KiB receive buffer (a small device's): the window, not the paths,
+/// limits, and what the slow path holds up blocks the fast one (BLEST's case).
+#[test]
+fn scheduler_table_blest_3g_wlan_small_window() {
+    table("3g-wlan-256k", &[(25.0, 25, 0.01), (5.0, 65, 0.0)]);
+}
+
+#[test]
+fn scheduler_table_ecf_pair() {
+    table("ecf-pair", &[(8.6, 20, 0.0), (0.3, 60, 0.0)]);
+}
+
+#[test]
+fn scheduler_table_balanced() {
+    table("balanced", &[(10.0, 20, 0.0), (10.0, 20, 0.0)]);
+}
+
+#[test]
+fn scheduler_table_unbalanced() {
+    table("unbalanced", &[(10.0, 20, 0.0), (3.0, 50, 0.0)]);
+}
+
+#[test]
+fn scheduler_table_dsl_lte() {
+    table("dsl-lte", &[(16.0, 20, 0.0), (40.0, 60, 0.005)]);
+}
+
+#[test]
+fn scheduler_table_three_lines() {
+    table(
+        "three-lines",
+        &[(50.0, 10, 0.0), (20.0, 40, 0.0), (10.0, 120, 0.0)],
+    );
+}
