@@ -464,6 +464,104 @@ pub mod mptcp {
         }
     }
 
+    /// Interactive traffic: `size` bytes of pattern `seed` every `interval`, `count` times, with
+    /// Nagle off (as ssh sets `TCP_NODELAY`); when each write was made is recorded.
+    #[derive(Debug)]
+    pub struct MpPaced {
+        paths: Vec<Path>,
+        remote: SocketAddr,
+        size: usize,
+        interval: core::time::Duration,
+        count: usize,
+        seed: u64,
+        /// The first write, once connected and this long after.
+        first_after: core::time::Duration,
+        conn: Option<ConnId>,
+        next_at: Option<Instant>,
+        written_at: Rc<RefCell<Vec<Instant>>>,
+        buf: Vec<u8>,
+    }
+
+    impl MpPaced {
+        /// `count` writes of `size` bytes, `interval` apart, the first `first_after` the
+        /// connection is up.
+        #[must_use]
+        pub fn new(
+            paths: Vec<Path>,
+            remote: SocketAddr,
+            (size, interval, count): (usize, core::time::Duration, usize),
+            first_after: core::time::Duration,
+            seed: u64,
+        ) -> Self {
+            Self {
+                paths,
+                remote,
+                size,
+                interval,
+                count,
+                seed,
+                first_after,
+                conn: None,
+                next_at: None,
+                written_at: Rc::default(),
+                buf: Vec::new(),
+            }
+        }
+
+        /// When each write was made (shared with the test).
+        #[must_use]
+        pub fn written_at(&self) -> Rc<RefCell<Vec<Instant>>> {
+            Rc::clone(&self.written_at)
+        }
+    }
+
+    impl App<Stack> for MpPaced {
+        fn poll(&mut self, now: Instant, st: &mut Stack) {
+            let id = match self.conn {
+                Some(id) => id,
+                None => match st.connect(now, &self.paths, self.remote) {
+                    Ok(id) => {
+                        st.set_nodelay(id, true);
+                        self.conn = Some(id);
+                        id
+                    }
+                    Err(_) => return,
+                },
+            };
+            while let Some(ev) = st.poll_event() {
+                if let StackEvent::Conn(c, ConnEvent::Connected) = ev {
+                    if c == id && self.next_at.is_none() {
+                        self.next_at = Some(now + self.first_after);
+                    }
+                }
+            }
+            let mut written = self.written_at.borrow_mut();
+            while written.len() < self.count && self.next_at.is_some_and(|t| now >= t) {
+                let from = (written.len() * self.size) as u64;
+                self.buf.resize(self.size, 0);
+                fill_pattern(self.seed, from, &mut self.buf);
+                match st.write(id, &self.buf) {
+                    Ok(n) if n == self.size => {}
+                    // A full buffer: the write waits (and so does its delay's start).
+                    _ => break,
+                }
+                written.push(now);
+                self.next_at = self.next_at.map(|t| t + self.interval);
+            }
+            let mut sink = [0u8; 4096];
+            while let Ok(n) = st.read(id, &mut sink) {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+
+        fn next_wake(&self) -> Option<Instant> {
+            self.next_at
+                .filter(|_| self.written_at.borrow().len() < self.count)
+        }
+    }
+
     /// What an [`MpSink`] received.
     pub type MpSinkState = super::SinkState<ConnId>;
 

@@ -10,6 +10,10 @@
 //!   connection from its first SYN to its last byte delivered, median and worst of three seeds
 //!   (with three samples the 95th percentile is the worst).
 //!
+//! And interactive traffic (200-byte writes every 20 ms, as a keyboard over ssh or a game's
+//! updates) over two lines, one of them with 1 % loss: the delay of each write from the
+//! application's write to the receiver's read, median, 99th percentile and worst of 500.
+//!
 //! Each case is kept in `tests/snapshots/scheduler_<case>.txt`: the simulation is deterministic,
 //! so any change in the engine's behaviour shows as a diff (`UPDATE_SNAPSHOTS=1` rewrites them
 //! after a change that is meant). Paths carry their rate and loss both ways, with a queue of one
@@ -27,7 +31,7 @@ use std::time::Duration;
 
 use mptcp_proto::mptcp::{ConnConfig, Path, SchedulerKind, StackConfig};
 use mptcp_sim::Sim;
-use mptcp_sim::apps::mptcp::{MpSend, MpSink};
+use mptcp_sim::apps::mptcp::{MpPaced, MpSend, MpSink};
 use mptcp_sim::link::LinkParams;
 
 /// A path: Mbit/s, RTT in ms, loss probability.
@@ -234,14 +238,49 @@ fn scheduler_table_blest_3g_wlan_small_window() {
     table("3g-wlan-256k", &[(25.0, 25, 0.01), (5.0, 65, 0.0)]);
 }
 
-#[test]
-fn scheduler_table_ecf_pair() {
-    table("ecf-pair", &[(8.6, 20, 0.0), (0.3, 60, 0.0)]);
+/// The row of scheduler `k`.
+fn of(rows: &[(SchedulerKind, Row)], k: SchedulerKind) -> &Row {
+    &rows.iter().find(|r| r.0 == k).unwrap().1
 }
 
+/// ECF's pair: ECF finishes 256 KiB to 8 MiB objects at least 10 % sooner than min-rtt (median)
+/// and holds fewer bytes out of order at the receiver.
+#[test]
+fn scheduler_table_ecf_pair() {
+    let rows = table("ecf-pair", &[(8.6, 20, 0.0), (0.3, 60, 0.0)]);
+    let (ecf, min_rtt) = (
+        of(&rows, SchedulerKind::Ecf),
+        of(&rows, SchedulerKind::MinRtt),
+    );
+    for (size, (e, m)) in OBJECTS
+        .iter()
+        .zip(ecf.objects.iter().zip(&min_rtt.objects))
+        .skip(1)
+    {
+        assert!(
+            e.0 <= 0.9 * m.0,
+            "ecf {size} bytes in {:.3} s, min-rtt {:.3} s",
+            e.0,
+            m.0
+        );
+    }
+    assert!(ecf.peak_out_of_order <= min_rtt.peak_out_of_order);
+}
+
+/// Balanced lines: no scheduler but redundant (which sends everything on both) moves less than
+/// 98 % of what min-rtt moves.
 #[test]
 fn scheduler_table_balanced() {
-    table("balanced", &[(10.0, 20, 0.0), (10.0, 20, 0.0)]);
+    let rows = table("balanced", &[(10.0, 20, 0.0), (10.0, 20, 0.0)]);
+    let min_rtt = of(&rows, SchedulerKind::MinRtt).goodput;
+    for (k, r) in rows.iter().filter(|r| r.0 != SchedulerKind::Redundant) {
+        assert!(
+            r.goodput >= 0.98 * min_rtt,
+            "{k}: {:.2} Mbit/s against min-rtt's {:.2}",
+            r.goodput / 1e6,
+            min_rtt / 1e6
+        );
+    }
 }
 
 #[test]
@@ -259,5 +298,108 @@ fn scheduler_table_three_lines() {
     table(
         "three-lines",
         &[(50.0, 10, 0.0), (20.0, 40, 0.0), (10.0, 120, 0.0)],
+    );
+}
+
+/// Delays of the interactive writes over `paths` with `scheduler`: each write's time from the
+/// sender's write to the receiver's read, sorted.
+fn interactive_delays(paths: &[PathSpec], scheduler: SchedulerKind) -> Vec<Duration> {
+    const SIZE: usize = 200;
+    const COUNT: usize = 500;
+    let mut sim = sim("interactive", 7, scheduler);
+    let (c, s, _) = sim.multipath(&links(paths));
+    let to = SocketAddr::new(IpAddr::from([10, 9, 9, 9]), 80);
+    let sink = MpSink::listen(to, 7);
+    let got = sink.state();
+    sim.set_app(s, sink);
+    let ps: Vec<Path> = sim
+        .addrs(c)
+        .into_iter()
+        .map(|local| Path {
+            local,
+            backup: false,
+        })
+        .collect();
+    // The first write a second after the connection is up: the join is through by then.
+    let paced = MpPaced::new(
+        ps,
+        to,
+        (SIZE, Duration::from_millis(20), COUNT),
+        Duration::from_secs(1),
+        7,
+    );
+    let written = paced.written_at();
+    sim.set_app(c, paced);
+    sim.run_for(Duration::from_secs(20));
+    let g = got.borrow();
+    assert!(
+        g.first_bad.is_none(),
+        "{scheduler}: interactive data intact"
+    );
+    let written = written.borrow();
+    assert_eq!(written.len(), COUNT, "{scheduler}: every write was made");
+    let mut delays: Vec<Duration> = written
+        .iter()
+        .enumerate()
+        .map(|(k, &at)| {
+            let end = ((k + 1) * SIZE) as u64;
+            let read = g
+                .samples
+                .iter()
+                .find(|s| s.1 >= end)
+                .unwrap_or_else(|| panic!("{scheduler}: write {k} never arrived"));
+            read.0.duration_since(at)
+        })
+        .collect();
+    delays.sort();
+    delays
+}
+
+/// Redundant gives interactive writes the lowest 99th-percentile delay when one line loses 1 %
+/// of its packets: a loss on one line costs nothing while the other delivers the copy.
+#[test]
+fn scheduler_table_interactive_writes_over_a_lossy_line() {
+    let paths: &[PathSpec] = &[(10.0, 20, 0.01), (10.0, 40, 0.0)];
+    let mut out = format!(
+        "interactive: 500 writes of 200 bytes every 20 ms; paths (Mbit/s, RTT ms, loss) {paths:?}\n"
+    );
+    out.push_str("scheduler     delay ms: median    p99  worst\n");
+    let mut p99s = Vec::new();
+    for k in SchedulerKind::ALL {
+        let d = interactive_delays(paths, k);
+        let ms = |i: usize| d[i].as_secs_f64() * 1e3;
+        let p99 = d[d.len() * 99 / 100];
+        writeln!(
+            out,
+            "{:<12} {:>15.1} {:>6.1} {:>6.1}",
+            k.name(),
+            ms(d.len() / 2),
+            ms(d.len() * 99 / 100),
+            ms(d.len() - 1)
+        )
+        .unwrap();
+        p99s.push((k, p99));
+    }
+    eprintln!("{out}");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/scheduler_interactive.txt");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() || !path.exists() {
+        std::fs::write(&path, &out).unwrap();
+    }
+    let redundant = p99s
+        .iter()
+        .find(|(k, _)| *k == SchedulerKind::Redundant)
+        .unwrap()
+        .1;
+    for (k, p99) in p99s.iter().filter(|(k, _)| *k != SchedulerKind::Redundant) {
+        assert!(
+            redundant < *p99,
+            "redundant's p99 {redundant:?} is not below {k}'s {p99:?}"
+        );
+    }
+    let want = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        out, want,
+        "the interactive table changed (UPDATE_SNAPSHOTS=1 rewrites it if meant)"
     );
 }

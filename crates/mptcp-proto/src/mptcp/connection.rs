@@ -306,6 +306,8 @@ pub(crate) struct MpConn {
     scheduler: Box<dyn Scheduler>,
     /// With a redundant scheduler: data ranges to send on one more subflow, and which.
     copies: VecDeque<(u64, u64, usize)>,
+    /// Data offset up to which head-of-line bytes were sent again on a faster subflow.
+    hol_reinjected: u64,
     write_blocked: bool,
 
     // Data-level receive sequence space.
@@ -404,6 +406,7 @@ impl MpConn {
             reinject: VecDeque::new(),
             scheduler,
             copies: VecDeque::new(),
+            hol_reinjected: 0,
             write_blocked: false,
             recv,
             peer_fin: None,
@@ -1759,6 +1762,7 @@ impl MpConn {
             return;
         }
         self.check_stalls(ep);
+        self.reinject_head_of_line(ep);
         let mut buf = std::mem::take(&mut self.scratch);
         self.send_copies(ep, &mut buf);
         loop {
@@ -1998,6 +2002,55 @@ impl MpConn {
                 }
                 Handed::Full => next += 1,
             }
+        }
+    }
+
+    /// Queues for a faster subflow the bytes the peer waits for next (from `snd_una`, to the end
+    /// of their mapping, at most what that subflow has room for) when the scheduler asks for it,
+    /// nothing new can be handed out (all sent, or the peer's window is full), and only slower
+    /// subflows hold those bytes: once per range, and only into room that would stay idle.
+    fn reinject_head_of_line(&mut self, ep: &Endpoint) {
+        let una = self.snd_una;
+        let new_data = self.snd_nxt < self.send.end().min(self.snd_edge.max(una + 1));
+        if !self.scheduler.reinjects_head_of_line()
+            || new_data
+            || !self.reinject.is_empty()
+            || una >= self.snd_nxt
+            || una < self.hol_reinjected
+        {
+            return;
+        }
+        // The subflows holding the next bytes: the fastest of them, and where their mapping
+        // ends.
+        let mut holders: Option<(Duration, usize, u64)> = None;
+        for (i, sf) in self.subflows.iter().enumerate() {
+            let Some(m) = sf
+                .send_maps
+                .iter()
+                .find(|m| m.data_off <= una && una < m.data_end())
+            else {
+                continue;
+            };
+            let rtt = ep
+                .conn(sf.handle)
+                .and_then(crate::tcp::Connection::srtt)
+                .unwrap_or(Duration::from_millis(100));
+            if holders.is_none_or(|h| rtt < h.0) {
+                holders = Some((rtt, i, m.data_end()));
+            }
+        }
+        let Some((held_rtt, holder, end)) = holders else {
+            return;
+        };
+        let faster = self
+            .candidates(ep)
+            .into_iter()
+            .filter(|c| c.room > 0 && c.srtt < held_rtt)
+            .min_by_key(|c| c.srtt);
+        if let Some(f) = faster {
+            let end = end.min(una + f.room).min(una + MAX_MAPPING);
+            self.hol_reinjected = end;
+            self.reinject.push_back((una, end, holder));
         }
     }
 

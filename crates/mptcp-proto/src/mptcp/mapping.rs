@@ -90,6 +90,11 @@ impl SendMappings {
     }
 
     /// All of them.
+    pub fn iter(&self) -> impl Iterator<Item = &SendMapping> {
+        self.maps.iter()
+    }
+
+    /// Every mapping, oldest first, to change.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut SendMapping> {
         self.maps.iter_mut()
     }

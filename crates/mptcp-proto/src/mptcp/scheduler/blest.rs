@@ -54,6 +54,10 @@ impl Scheduler for Blest {
         }
         Some((slow.index, slow.room))
     }
+
+    fn reinjects_head_of_line(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,10 @@ impl Scheduler for Ecf {
         }
         Some((slow.index, slow.room))
     }
+
+    fn reinjects_head_of_line(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,11 @@
 //! data when no regular one can). The connection builds the [`Candidate`]s — the subflows that
 //! may carry data now, regular ones or, when none works, the backups — and asks its
 //! [`Scheduler`]; reinjections (§3.3.6) always go to the lowest-RTT subflow other than the one
-//! that lost them, whatever the scheduler.
+//! that lost them, whatever the scheduler. With `blest` and `ecf` the connection also sends
+//! again, once, the bytes the peer waits for next when only slower subflows hold them and a
+//! faster one has room it would not use otherwise (nothing new to send, or the window is full):
+//! the tail of a transfer no longer waits for a slow line's queue ("opportunistic
+//! retransmission", Raiciu et al., NSDI 2012).
 //!
 //! - [`min_rtt`]: the lowest smoothed RTT with room (Linux's default).
 //! - [`blest`]: min-RTT, but a slower subflow is left alone when the fast one would send more
@@ -62,6 +66,12 @@ pub trait Scheduler: fmt::Debug + Send {
 
     /// Whether what one subflow got is to be sent on every other working subflow too.
     fn redundant(&self) -> bool {
+        false
+    }
+
+    /// Whether bytes a slow subflow holds up are sent again on a faster one that would
+    /// otherwise stay idle (the connection's head-of-line reinjection).
+    fn reinjects_head_of_line(&self) -> bool {
         false
     }
 }
