@@ -4,8 +4,9 @@
 //! can; the same with MPTCP off (one plain TCP connection) for comparison in the same run.
 //! The clock moves 1 µs per round of packets, and jumps to the next timer when nothing moves
 //! (a paced subflow waiting for its next slot), as a driver sleeps until `poll_timeout`.
-//! Reported as bytes of application data per second for 1500-byte packets. Run with
-//! `cargo bench -p mptcp-proto --bench mptcp_engine`.
+//! Reported as bytes of application data per second for 1500-byte packets, for each scheduler
+//! (`redundant` sends every byte on both subflows, so it moves half as much for the same
+//! work). Run with `cargo bench -p mptcp-proto --bench mptcp_engine`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mptcp_proto::mptcp::{ConnId, Path, Stack, StackConfig};
+use mptcp_proto::mptcp::{ConnId, Path, SchedulerKind, Stack, StackConfig};
 
 struct Pair {
     a: Stack,
@@ -30,7 +31,7 @@ struct Pair {
 }
 
 impl Pair {
-    fn new(mptcp: bool) -> Self {
+    fn new(mptcp: bool, scheduler: SchedulerKind) -> Self {
         let now = Instant::now();
         let cfg = |seed| {
             let mut c = StackConfig::default();
@@ -40,6 +41,7 @@ impl Pair {
             c.endpoint.tcp.send_buffer = 4 << 20;
             c.conn.send_buffer = 8 << 20;
             c.conn.recv_buffer = 8 << 20;
+            c.conn.scheduler = scheduler;
             c.no_mptcp = !mptcp;
             c
         };
@@ -143,13 +145,18 @@ fn engine(c: &mut Criterion) {
     const PER_ITER: usize = 16 << 20;
     let mut g = c.benchmark_group("mptcp-engine");
     g.throughput(Throughput::Bytes(PER_ITER as u64));
-    for (name, mptcp) in [
-        ("two-subflows", true),
-        ("plain-tcp-through-the-stack", false),
-    ] {
-        let mut p = Pair::new(mptcp);
+    let cases = SchedulerKind::ALL
+        .into_iter()
+        .map(|k| (format!("two-subflows/{k}"), true, k))
+        .chain([(
+            "plain-tcp-through-the-stack".to_owned(),
+            false,
+            SchedulerKind::default(),
+        )]);
+    for (name, mptcp, scheduler) in cases {
+        let mut p = Pair::new(mptcp, scheduler);
         assert_eq!(p.a.subflows(p.ca).len(), if mptcp { 2 } else { 1 });
-        g.bench_function(name, |b| b.iter(|| p.transfer(PER_ITER)));
+        g.bench_function(&name, |b| b.iter(|| p.transfer(PER_ITER)));
     }
     g.finish();
 }
