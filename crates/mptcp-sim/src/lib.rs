@@ -271,6 +271,18 @@ impl Sim<Stack> {
     pub fn mptcp_with_seed(name: &str, seed: u64) -> Self {
         Self::build(name, seed, StackConfig::default())
     }
+
+    /// Every address of host `h` as a regular (not backup) path, in the order of its links.
+    #[must_use]
+    pub fn paths(&self, h: HostId) -> Vec<mptcp_proto::mptcp::Path> {
+        self.addrs(h)
+            .into_iter()
+            .map(|local| mptcp_proto::mptcp::Path {
+                local,
+                backup: false,
+            })
+            .collect()
+    }
 }
 
 impl<N: Node> Sim<N> {

@@ -19,13 +19,7 @@ use mptcp_sim::link::LinkParams;
 use mptcp_sim::link::PacketInfo;
 
 fn paths(sim: &Sim<Stack>, h: usize) -> Vec<Path> {
-    sim.addrs(h)
-        .into_iter()
-        .map(|local| Path {
-            local,
-            backup: false,
-        })
-        .collect()
+    sim.paths(h)
 }
 
 fn server_addr() -> SocketAddr {

@@ -15,7 +15,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mptcp_proto::mptcp::Path;
 use mptcp_sim::Sim;
 use mptcp_sim::apps::mptcp::{MpSend, MpSink};
 use mptcp_sim::link::LinkParams;
@@ -52,14 +51,7 @@ fn run(paths: &[(f64, u64)], loss: f64) -> (f64, f64) {
     let sink = MpSink::listen(to, 5);
     let got = sink.state();
     sim.set_app(s, sink);
-    let ps: Vec<Path> = sim
-        .addrs(c)
-        .into_iter()
-        .map(|local| Path {
-            local,
-            backup: false,
-        })
-        .collect();
+    let ps = sim.paths(c);
     sim.set_app(c, MpSend::new(ps, to, 1 << 40, 5));
     let start = sim.now();
     sim.run_for(Duration::from_secs(13));

@@ -29,7 +29,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mptcp_proto::mptcp::{ConnConfig, Path, SchedulerKind, StackConfig};
+use mptcp_proto::mptcp::{ConnConfig, SchedulerKind, StackConfig};
 use mptcp_sim::Sim;
 use mptcp_sim::apps::mptcp::{MpPaced, MpSend, MpSink};
 use mptcp_sim::link::LinkParams;
@@ -97,14 +97,7 @@ fn upload(
     let sink = MpSink::listen(to, seed);
     let got = sink.state();
     sim.set_app(s, sink);
-    let ps: Vec<Path> = sim
-        .addrs(c)
-        .into_iter()
-        .map(|local| Path {
-            local,
-            backup: false,
-        })
-        .collect();
+    let ps = sim.paths(c);
     let client = MpSend::new(ps, to, total, seed);
     let sent = client.state();
     sim.set_app(c, client);
@@ -312,14 +305,7 @@ fn interactive_delays(paths: &[PathSpec], scheduler: SchedulerKind) -> Vec<Durat
     let sink = MpSink::listen(to, 7);
     let got = sink.state();
     sim.set_app(s, sink);
-    let ps: Vec<Path> = sim
-        .addrs(c)
-        .into_iter()
-        .map(|local| Path {
-            local,
-            backup: false,
-        })
-        .collect();
+    let ps = sim.paths(c);
     // The first write a second after the connection is up: the join is through by then.
     let paced = MpPaced::new(
         ps,
