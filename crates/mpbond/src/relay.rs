@@ -16,8 +16,7 @@
 //! - Two stalls of Linux 6.18's MPTCP under heavy loss are worked around here: an MPTCP side
 //!   that stays silent is checked for a receive buffer jammed by out-of-order data
 //!   ([`kernel::unjam_receive`]), and an MPTCP side is closed (`DATA_FIN`) only once all data
-//!   sent on it is acknowledged at the connection level and, for at most
-//!   [`kernel::QUIET_WAIT`] more, on every subflow, so that its `DATA_FIN` travels alone
+//!   sent on it is acknowledged on every subflow, so that its `DATA_FIN` travels alone
 //!   ([`kernel::wait_quiet_for_data_fin`]).
 //! - Copying, not `splice(2)`: Linux 6.18 splices from MPTCP sockets too, but a relay that moved
 //!   every byte socket → pipe → socket measured the same as this one on the relay benchmark

@@ -340,52 +340,30 @@ pub fn subflows_unacked(stream: &impl AsFd) -> Option<u32> {
     )
 }
 
-/// The longest an MPTCP side's `DATA_FIN` waits, once all data is acknowledged at the connection
-/// level, for the subflows to have nothing left to retransmit (see [`wait_quiet_for_data_fin`]).
-pub const QUIET_WAIT: Duration = Duration::from_secs(2);
-
 /// Waits, before an MPTCP connection's `DATA_FIN` is sent, until all data written is
-/// acknowledged at the connection level (at most `limit`, then `TimedOut`), and then until no
-/// subflow has a segment left to retransmit (at most [`QUIET_WAIT`] more, then `Ok` all the
-/// same). For TCP, until the send queue is empty.
+/// acknowledged at the connection level *and* no subflow has a segment left to retransmit (at
+/// most `limit`; then `TimedOut`). For TCP, until the send queue is empty.
 ///
-/// Linux 6.18 adds a pending `DATA_FIN` to the mapping of a segment that carries the stream's
-/// last bytes when a subflow retransmits it. When those bytes had already arrived by another
-/// subflow, the receiving kernel drops the segment as a duplicate but has recorded the
-/// `DATA_FIN` without acting on it, and then ignores every later copy (each a bare ACK): the
-/// peer never sees the end of the stream. Seen in the lab as about one connection in 2 000
-/// waiting for ever under a burst of 200 connections into saturated lines with the CPUs busy.
-/// With nothing left to retransmit anywhere, the `DATA_FIN` only ever travels alone and is
-/// taken; subflows in ordinary loss recovery get there within a few round trips.
-///
-/// The second wait is bounded because a subflow can also be stuck: a line that stopped carrying
-/// one direction, or a burst that lost the retransmissions too (timeouts grown to 20 s were seen
-/// in the lab), keeps segments whose data another subflow delivered long ago. Waiting for it held
-/// the end of a download that had wholly arrived for up to a minute. Past [`QUIET_WAIT`] the
-/// `DATA_FIN` goes: the stuck subflow's next retransmission would have to carry the stream's
-/// last bytes and overtake the `DATA_FIN` on a working subflow to hit the bug.
+/// Linux 6.18 adds a pending `DATA_FIN` to the mapping of any segment a subflow retransmits
+/// afterwards, old data included. When that data had already arrived by another subflow, the
+/// receiving kernel drops the segment as a duplicate but has recorded the `DATA_FIN` without
+/// acting on it, and then ignores every later copy (each a bare ACK): the peer never sees the end
+/// of the stream. Seen in the lab as about one connection in 2 000 waiting for ever under a
+/// burst of 200 connections into saturated lines with the CPUs busy. With nothing left to
+/// retransmit anywhere, the `DATA_FIN` only ever travels alone and is taken.
 ///
 /// # Errors
-/// The socket's error, or `TimedOut` (the connection-level acknowledgement).
+/// The socket's error, or `TimedOut`.
 pub async fn wait_quiet_for_data_fin(stream: &TcpStream, limit: Duration) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
     wait_data_acked(stream, limit).await?;
-    let quiet = poll_until(
+    poll_until(
         stream,
-        tokio::time::Instant::now() + QUIET_WAIT,
+        deadline,
         || subflows_unacked(stream).is_none_or(|n| n == 0),
         "a subflow still had segments to retransmit",
     )
-    .await;
-    match quiet {
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-            tracing::debug!(
-                unacked = subflows_unacked(stream),
-                "DATA_FIN sent while a subflow still retransmits data delivered by another"
-            );
-            Ok(())
-        }
-        other => other,
-    }
+    .await
 }
 
 /// Polls `done` (every 0.5 ms at first, backing off to 10 ms, and to 100 ms once it has taken
