@@ -352,6 +352,13 @@ pub struct ConnectArgs {
     /// kernel stack uses Linux's own scheduler.
     #[arg(long, value_name = "NAME")]
     pub scheduler: Option<mptcp_proto::mptcp::SchedulerKind>,
+    /// With `--stack user`: the subflows' congestion control. `cubic` (the default, as Linux:
+    /// each line on its own), `reno` (each on its own), or coupled: `lia` (RFC 6356), `olia`,
+    /// `balia`, which take no more than one TCP flow's share where lines meet at one
+    /// bottleneck and move traffic off a congested line. The kernel stack uses Linux's
+    /// (uncoupled).
+    #[arg(long, value_name = "NAME")]
+    pub congestion: Option<mptcp_proto::mptcp::Congestion>,
 }
 
 /// `mpbond listen`
@@ -377,6 +384,13 @@ pub struct ListenArgs {
     /// kernel stack uses Linux's own scheduler.
     #[arg(long, value_name = "NAME")]
     pub scheduler: Option<mptcp_proto::mptcp::SchedulerKind>,
+    /// With `--stack user`: the subflows' congestion control. `cubic` (the default, as Linux:
+    /// each line on its own), `reno` (each on its own), or coupled: `lia` (RFC 6356), `olia`,
+    /// `balia`, which take no more than one TCP flow's share where lines meet at one
+    /// bottleneck and move traffic off a congested line. The kernel stack uses Linux's
+    /// (uncoupled).
+    #[arg(long, value_name = "NAME")]
+    pub congestion: Option<mptcp_proto::mptcp::Congestion>,
 }
 
 /// `mpbond demo`
@@ -455,17 +469,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     a.probe_interval.as_deref(),
                     a.probe_idle_interval.as_deref(),
                 )?,
-                scheduler: scheduler_for(a.stack, a.scheduler)?,
+                tuning: tuning_for(a.stack, a.scheduler, a.congestion)?,
                 stack: a.stack,
             };
             finish(runtime(false)?, crate::netcat::connect(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Listen(a) => {
-            let scheduler = scheduler_for(a.stack, a.scheduler)?;
+            let tuning = tuning_for(a.stack, a.scheduler, a.congestion)?;
             finish(
                 runtime(false)?,
-                crate::netcat::listen(&a.addr, !a.tcp, a.announce, a.stack, scheduler),
+                crate::netcat::listen(&a.addr, !a.tcp, a.announce, a.stack, tuning),
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -750,17 +764,28 @@ fn metrics_addr(s: Option<String>) -> Result<Option<std::net::SocketAddr>> {
     .transpose()
 }
 
-/// The scheduler asked for, which only the user-space stack has.
-fn scheduler_for(
+/// The scheduler and congestion control asked for, which only the user-space stack has.
+fn tuning_for(
     stack: Stack,
-    asked: Option<mptcp_proto::mptcp::SchedulerKind>,
-) -> Result<mptcp_proto::mptcp::SchedulerKind> {
-    match asked {
-        Some(k) if stack != Stack::User => bail!(
-            "--scheduler {k} needs --stack user: the kernel stack uses Linux's own scheduler (net.mptcp.scheduler)"
-        ),
-        k => Ok(k.unwrap_or_default()),
+    scheduler: Option<mptcp_proto::mptcp::SchedulerKind>,
+    congestion: Option<mptcp_proto::mptcp::Congestion>,
+) -> Result<crate::stack::user::Tuning> {
+    if stack != Stack::User {
+        if let Some(k) = scheduler {
+            bail!(
+                "--scheduler {k} needs --stack user: the kernel stack uses Linux's own scheduler (net.mptcp.scheduler)"
+            );
+        }
+        if let Some(k) = congestion {
+            bail!(
+                "--congestion {k} needs --stack user: the kernel stack's subflows use Linux's congestion control, uncoupled (net.ipv4.tcp_congestion_control)"
+            );
+        }
     }
+    Ok(crate::stack::user::Tuning {
+        scheduler: scheduler.unwrap_or_default(),
+        congestion: congestion.unwrap_or_default(),
+    })
 }
 
 /// The probe settings of `--probe-interval` and `--probe-idle-interval`.
@@ -829,11 +854,12 @@ mod tests {
         assert!(line.contains("--name"), "{line}");
     }
 
-    /// `--scheduler` is parsed by name on connect and listen, and refused with the kernel
-    /// stack, which has Linux's scheduler only.
+    /// `--scheduler` and `--congestion` are parsed by name on connect and listen, and
+    /// refused with the kernel stack, which has Linux's scheduler and uncoupled congestion
+    /// control only.
     #[test]
-    fn a_scheduler_is_for_the_user_stack() {
-        use mptcp_proto::mptcp::SchedulerKind;
+    fn scheduler_and_congestion_are_for_the_user_stack() {
+        use mptcp_proto::mptcp::{Congestion, SchedulerKind};
         let cli = Cli::try_parse_from([
             "mpbond",
             "listen",
@@ -842,25 +868,38 @@ mod tests {
             "user",
             "--scheduler",
             "blest",
+            "--congestion",
+            "olia",
         ])
         .unwrap();
         let Command::Listen(a) = cli.command else {
             panic!("listen")
         };
-        assert_eq!(a.scheduler, Some(SchedulerKind::Blest));
+        let t = tuning_for(a.stack, a.scheduler, a.congestion).unwrap();
         assert_eq!(
-            scheduler_for(a.stack, a.scheduler).unwrap(),
-            SchedulerKind::Blest
+            (t.scheduler, t.congestion),
+            (SchedulerKind::Blest, Congestion::Olia)
         );
+        let t = tuning_for(Stack::User, None, None).unwrap();
         assert_eq!(
-            scheduler_for(Stack::User, None).unwrap(),
-            SchedulerKind::MinRtt
+            (t.scheduler, t.congestion),
+            (SchedulerKind::MinRtt, Congestion::Cubic)
         );
-        let e = scheduler_for(Stack::Kernel, Some(SchedulerKind::Ecf)).unwrap_err();
+        let e = tuning_for(Stack::Kernel, Some(SchedulerKind::Ecf), None).unwrap_err();
         assert!(e.to_string().contains("--stack user"), "{e}");
+        let e = tuning_for(Stack::Kernel, None, Some(Congestion::Lia)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--congestion lia needs --stack user"),
+            "{e}"
+        );
         assert!(
             Cli::try_parse_from(["mpbond", "connect", "h:1", "--scheduler", "fastest"]).is_err()
         );
+        let e = Cli::try_parse_from(["mpbond", "connect", "h:1", "--congestion", "vegas"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one of: cubic, reno, lia, olia, balia"), "{e}");
     }
 
     #[test]

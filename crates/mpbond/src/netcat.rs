@@ -171,8 +171,8 @@ pub struct ConnectArgs {
     pub probe: crate::pm::ProbeConfig,
     /// The data plane.
     pub stack: crate::stack::Stack,
-    /// The user-space stack's scheduler.
-    pub scheduler: mptcp_proto::mptcp::SchedulerKind,
+    /// The user-space stack's scheduler and congestion control.
+    pub tuning: crate::stack::user::Tuning,
 }
 
 /// `mpbond connect`. SIGINT and SIGTERM end it through the normal path, so that lines set up
@@ -281,7 +281,7 @@ pub async fn listen(
     mptcp: bool,
     announce: Vec<std::net::IpAddr>,
     stack: crate::stack::Stack,
-    scheduler: mptcp_proto::mptcp::SchedulerKind,
+    tuning: crate::stack::user::Tuning,
 ) -> Result<()> {
     let addr: SocketAddr = match addr.parse() {
         Ok(a) => a,
@@ -295,7 +295,7 @@ pub async fn listen(
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         return tokio::select! {
-            r = listen_user(addr, mptcp, announce, scheduler) => r,
+            r = listen_user(addr, mptcp, announce, tuning) => r,
             _ = term.recv() => bail!("terminated"),
             _ = int.recv() => bail!("interrupted"),
         };
@@ -359,7 +359,7 @@ async fn connect_user(args: ConnectArgs) -> Result<()> {
         listen: Vec::new(),
         lines: args.wan,
         no_mptcp: !args.mptcp,
-        scheduler: args.scheduler,
+        tuning: args.tuning,
     })?;
     debug!(tun = %stack.ifname(), "user-space stack");
     // `mpbond status` lists the engine's connections (the kernel's tables do not have them).
@@ -379,7 +379,7 @@ async fn listen_user(
     addr: SocketAddr,
     mptcp: bool,
     announce: Vec<std::net::IpAddr>,
-    scheduler: mptcp_proto::mptcp::SchedulerKind,
+    tuning: crate::stack::user::Tuning,
 ) -> Result<()> {
     use crate::stack::user::{UserStack, UserStackConfig};
     if addr.is_ipv6() {
@@ -392,7 +392,7 @@ async fn listen_user(
         listen: vec![addr],
         lines: Vec::new(),
         no_mptcp: !mptcp,
-        scheduler,
+        tuning,
     })?;
     let l = stack
         .listen(addr.port())

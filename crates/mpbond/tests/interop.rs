@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::str::FromStr;
 
 use mpbond::lab::Role;
 use mpbond::lab::testing::{
@@ -20,6 +21,7 @@ use mpbond::lab::testing::{
     write_random_file,
 };
 use mpbond::lab::transfer::{Direction, Transfer, file_sha256, transfer};
+use mptcp_proto::mptcp::Congestion;
 
 const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
 const LEN: usize = 64 << 20;
@@ -827,4 +829,169 @@ fn our_server_withdraws_an_announced_address_whose_link_goes_down() {
         delta(&before, &after, "AddAddr")
     );
     assert_no_error("REMOVE_ADDR", &before, &after, &["MPRstRx"]);
+}
+
+/// A process group started in the background, killed (all of it) when dropped, also when a
+/// test fails.
+struct Background(std::process::Child);
+
+impl Background {
+    fn start(lab: &TestLab, role: Role, script: &str) -> Self {
+        use std::os::unix::process::CommandExt;
+        let child = lab
+            .cmd(role, "sh")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Self(child)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something listens on TCP `port` in `role`'s namespace.
+fn wait_listening(lab: &TestLab, role: Role, port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let out = sh(lab, role, "ss -Hltn");
+        if out.contains(&format!(":{port} ")) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// Goodput of our client's upload (two subflows, `--congestion congestion`) and of a plain
+/// kernel TCP upload, both from the gateway to the vps at once, through the lab's one shared
+/// 20 Mbit/s link: bytes per second the two servers received from 8 s to 28 s.
+fn shared_bottleneck_rates(
+    lab: &TestLab,
+    dir: &TempDir,
+    congestion: &str,
+    port: u16,
+) -> (f64, f64) {
+    let vps = lab.info().vps_line_addr("wan1", false).unwrap();
+    let (mp_out, tcp_out) = (
+        dir.path(&format!("{congestion}-mptcp")),
+        dir.path(&format!("{congestion}-tcp")),
+    );
+    let _mp_server = Background::start(
+        lab,
+        Role::Vps,
+        &format!(
+            "exec {EXE} listen --stack kernel 0.0.0.0:{port} > {}",
+            mp_out.display()
+        ),
+    );
+    let _tcp_server = Background::start(
+        lab,
+        Role::Vps,
+        &format!(
+            "exec {EXE} listen --tcp --stack kernel 0.0.0.0:{} > {}",
+            port + 1,
+            tcp_out.display()
+        ),
+    );
+    wait_listening(lab, Role::Vps, port);
+    wait_listening(lab, Role::Vps, port + 1);
+    let _mp = Background::start(
+        lab,
+        Role::Gw,
+        &format!(
+            "cat /dev/zero | {EXE} connect --stack user --congestion {congestion} --wan wan1 --wan wan2 {vps}:{port} 2> {}",
+            dir.path(&format!("{congestion}-client.log")).display()
+        ),
+    );
+    let _tcp = Background::start(
+        lab,
+        Role::Gw,
+        &format!(
+            "cat /dev/zero | {EXE} connect --tcp --stack kernel {vps}:{}",
+            port + 1
+        ),
+    );
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let from = (size(&mp_out), size(&tcp_out));
+    std::thread::sleep(std::time::Duration::from_secs(20));
+    let to = (size(&mp_out), size(&tcp_out));
+    ((to.0 - from.0) as f64 / 20.0, (to.1 - from.1) as f64 / 20.0)
+}
+
+/// Issue 15's fairness in the lab: two subflows of our client through one 20 Mbit/s link next
+/// to one plain kernel TCP flow (CUBIC, paced). Coupled (`lia`, `olia`, `balia`) the
+/// connection should take at most 1.2 times what the TCP flow gets, and still a real share;
+/// uncoupled (`cubic`, `reno`) is reported.
+///
+/// A measurement run by hand (`cargo test -p mpbond --test interop -- --ignored coupled
+/// --nocapture`), not in CI: one 20 s window is not steady yet. On 2026-12-04 seven runs of
+/// `lia` gave ratios from 0.67 to 1.51 (most near 1.45), `cubic` 0.82 to 1.17, `reno` 0.72,
+/// while the simulator, with no such noise, gives 0.66 to 0.79 for every coupled algorithm.
+#[test]
+#[ignore = "a measurement with a wide spread; run by hand"]
+fn coupled_congestion_control_shares_a_bottleneck_fairly_with_kernel_tcp() {
+    if skip_unless_root("coupled_congestion_control_shares_a_bottleneck_fairly_with_kernel_tcp") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &["wan1:20mbit:10ms", "wan2:20mbit:10ms:share=wan1"]);
+    sh(
+        &lab,
+        Role::Vps,
+        "ip mptcp limits set subflows 4 add_addr_accepted 4",
+    );
+    // The competitor runs Linux's default, CUBIC, whatever this host's default is (a lab's
+    // namespaces inherit it; BBR would make another comparison).
+    sh(
+        &lab,
+        Role::Gw,
+        "sysctl -qw net.ipv4.tcp_congestion_control=cubic",
+    );
+    // ... and is paced, as the engine paces its subflows: the kernel paces only with the `fq`
+    // qdisc (or BBR). Without it the kernel's bursts of segments lose more at the shared
+    // drop-tail queue than the engine's paced packets, whatever the congestion control.
+    sh(
+        &lab,
+        Role::Gw,
+        "for d in $(ls /sys/class/net); do tc qdisc replace dev $d root fq; done",
+    );
+    let dir = TempDir::new("interop-coupled");
+    for (k, congestion) in ["cubic", "reno", "lia", "olia", "balia"]
+        .into_iter()
+        .enumerate()
+    {
+        let port = 5100 + 2 * u16::try_from(k).unwrap();
+        let (mp, tcp) = shared_bottleneck_rates(&lab, &dir, congestion, port);
+        let ratio = mp / tcp;
+        println!(
+            "{congestion}: {:.2} Mbit/s next to kernel TCP's {:.2} Mbit/s, ratio {ratio:.2}",
+            mp * 8e-6,
+            tcp * 8e-6
+        );
+        assert!(
+            tcp > 0.0 && mp > 0.0,
+            "{congestion}: a flow did not move: {}",
+            std::fs::read_to_string(dir.path(&format!("{congestion}-client.log")))
+                .unwrap_or_default()
+        );
+        if congestion == "cubic" {
+            continue;
+        }
+        if Congestion::from_str(congestion).unwrap().is_coupled() {
+            assert!(
+                (0.3..=1.2).contains(&ratio),
+                "{congestion}: took {ratio:.2} times the TCP flow's goodput"
+            );
+        }
+    }
 }

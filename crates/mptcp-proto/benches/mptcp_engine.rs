@@ -6,7 +6,8 @@
 //! (a paced subflow waiting for its next slot), as a driver sleeps until `poll_timeout`.
 //! Reported as bytes of application data per second for 1500-byte packets, for each scheduler
 //! (`redundant` sends every byte on both subflows, so it moves half as much for the same
-//! work). Run with `cargo bench -p mptcp-proto --bench mptcp_engine`.
+//! work) and for each congestion control with the default scheduler (the coupled ones read
+//! their siblings' windows on every ACK). Run with `cargo bench -p mptcp-proto --bench mptcp_engine`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mptcp_proto::mptcp::{ConnId, Path, SchedulerKind, Stack, StackConfig};
+use mptcp_proto::mptcp::{Congestion, ConnId, Path, SchedulerKind, Stack, StackConfig};
 
 struct Pair {
     a: Stack,
@@ -31,7 +32,7 @@ struct Pair {
 }
 
 impl Pair {
-    fn new(mptcp: bool, scheduler: SchedulerKind) -> Self {
+    fn new(mptcp: bool, scheduler: SchedulerKind, congestion: Congestion) -> Self {
         let now = Instant::now();
         let cfg = |seed| {
             let mut c = StackConfig::default();
@@ -42,6 +43,7 @@ impl Pair {
             c.conn.send_buffer = 8 << 20;
             c.conn.recv_buffer = 8 << 20;
             c.conn.scheduler = scheduler;
+            c.conn.congestion = congestion;
             c.no_mptcp = !mptcp;
             c
         };
@@ -147,14 +149,24 @@ fn engine(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(PER_ITER as u64));
     let cases = SchedulerKind::ALL
         .into_iter()
-        .map(|k| (format!("two-subflows/{k}"), true, k))
+        .map(|k| (format!("two-subflows/{k}"), true, k, Congestion::default()))
+        .chain(
+            Congestion::ALL
+                .into_iter()
+                .filter(|&k| k != Congestion::default())
+                .map(|k| {
+                    let name = format!("two-subflows/{}+{k}", SchedulerKind::default());
+                    (name, true, SchedulerKind::default(), k)
+                }),
+        )
         .chain([(
             "plain-tcp-through-the-stack".to_owned(),
             false,
             SchedulerKind::default(),
+            Congestion::default(),
         )]);
-    for (name, mptcp, scheduler) in cases {
-        let mut p = Pair::new(mptcp, scheduler);
+    for (name, mptcp, scheduler, congestion) in cases {
+        let mut p = Pair::new(mptcp, scheduler, congestion);
         assert_eq!(p.a.subflows(p.ca).len(), if mptcp { 2 } else { 1 });
         g.bench_function(&name, |b| b.iter(|| p.transfer(PER_ITER)));
     }

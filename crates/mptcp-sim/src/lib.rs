@@ -348,8 +348,15 @@ impl<N: Node> Sim<N> {
         self.events
     }
 
-    /// Adds a host with addresses `addrs` (one per link it will have, in order).
+    /// Adds a host with the simulation's node settings (its addresses come with its links).
     pub fn add_host(&mut self, name: &str) -> HostId {
+        let config = self.endpoint_config.clone();
+        self.add_host_with(name, &config)
+    }
+
+    /// Adds a host whose node has settings `config` of its own (a plain TCP host among MPTCP
+    /// ones, a sender with other congestion control).
+    pub fn add_host_with(&mut self, name: &str, config: &N::Config) -> HostId {
         let seed = self.rng.next_u64();
         let mut secret = [0u8; 32];
         for chunk in secret.chunks_mut(8) {
@@ -357,7 +364,7 @@ impl<N: Node> Sim<N> {
         }
         self.hosts.push(Host {
             name: name.to_owned(),
-            endpoint: N::build(&self.endpoint_config, seed, secret, self.now),
+            endpoint: N::build(config, seed, secret, self.now),
             interfaces: Vec::new(),
             app: None,
             wake: None,

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use arrayvec::ArrayVec;
 
+use super::congestion::{Congestion, Coupling};
 use super::mapping::{
     MAX_MAPPING, MappingError, RecvMapping, RecvMappings, SendMapping, SendMappings, expand32,
 };
@@ -145,6 +146,8 @@ pub(crate) struct Subflow {
     pub peer_dss: bool,
     /// Mappings that came before the peer's key.
     pub early_maps: Vec<(bool, DssMapping, Option<u64>)>,
+    /// Its slot in the connection's coupled congestion control, if coupled.
+    pub cc_slot: Option<usize>,
 }
 
 impl Subflow {
@@ -184,6 +187,7 @@ impl Subflow {
             contiguous: true,
             peer_dss: false,
             early_maps: Vec::new(),
+            cc_slot: None,
         }
     }
 
@@ -225,6 +229,8 @@ pub struct ConnConfig {
     pub no_subflow_timeout: Duration,
     /// Which subflow carries the next bytes (see [`super::scheduler`]).
     pub scheduler: SchedulerKind,
+    /// The subflows' congestion control, coupled or not (see [`super::congestion`]).
+    pub congestion: Congestion,
 }
 
 impl Default for ConnConfig {
@@ -237,6 +243,7 @@ impl Default for ConnConfig {
             initial_rto: Duration::from_secs(1),
             no_subflow_timeout: Duration::from_secs(30),
             scheduler: SchedulerKind::MinRtt,
+            congestion: Congestion::Cubic,
         }
     }
 }
@@ -304,6 +311,10 @@ pub(crate) struct MpConn {
     reinject: VecDeque<(u64, u64, usize)>,
     /// Picks the subflow for new bytes.
     scheduler: Box<dyn Scheduler>,
+    /// What the subflows' coupled controllers share (coupled congestion control only), and
+    /// the slots last counted in its sums (bit per slot).
+    coupling: Option<Coupling>,
+    coupled_counted: u64,
     /// With a redundant scheduler: data ranges to send on one more subflow, and which.
     copies: VecDeque<(u64, u64, usize)>,
     /// Data offset up to which head-of-line bytes were sent again on a faster subflow.
@@ -380,6 +391,7 @@ impl MpConn {
         let send = SendBuffer::new(cfg.send_buffer);
         let recv = RecvBuffer::new(cfg.recv_buffer);
         let scheduler = cfg.scheduler.build();
+        let coupling = Coupling::new(cfg.congestion);
         Self {
             role,
             state: ConnState::Connecting,
@@ -405,6 +417,8 @@ impl MpConn {
             fin_sent: false,
             reinject: VecDeque::new(),
             scheduler,
+            coupling,
+            coupled_counted: 0,
             copies: VecDeque::new(),
             hol_reinjected: 0,
             write_blocked: false,
@@ -2100,11 +2114,48 @@ impl MpConn {
     /// The subflow for the next new bytes and how many, as the scheduler decides.
     fn pick_new(&mut self, ep: &Endpoint) -> Option<(usize, u64)> {
         let candidates = self.candidates(ep);
+        self.count_coupled(&candidates);
         let ctx = Context {
             unsent: self.send.end().saturating_sub(self.snd_nxt),
             window: self.snd_edge.saturating_sub(self.snd_una),
         };
         self.scheduler.pick(&candidates, &ctx)
+    }
+
+    /// Coupled congestion control counts the subflows that may carry data now (a backup next
+    /// to working regular subflows, or a stalled subflow, does not hold the others back).
+    fn count_coupled(&mut self, candidates: &[Candidate]) {
+        let Some(coupling) = &self.coupling else {
+            return;
+        };
+        let mut counted = 0u64;
+        for c in candidates {
+            if let Some(slot) = self.subflows[c.index].cc_slot.filter(|&k| k < 64) {
+                counted |= 1 << slot;
+            }
+        }
+        if counted != self.coupled_counted {
+            self.coupled_counted = counted;
+            coupling.set_counted(|k| k < 64 && counted & (1 << k) != 0);
+        }
+    }
+
+    /// Adds subflow `sf` whose TCP connection is `tc`: MPTCP's option space on its segments,
+    /// and the connection's congestion control.
+    pub(crate) fn attach(&mut self, mut sf: Subflow, tc: Option<&mut crate::tcp::Connection>) {
+        if let Some(tc) = tc {
+            tc.set_option_space(OPTION_SPACE);
+            if let Some(coupling) = &self.coupling {
+                let (slot, cc) = coupling.controller();
+                sf.cc_slot = Some(slot);
+                tc.set_controller(cc);
+            } else if let Some(alg) = self.cfg.congestion.uncoupled() {
+                if tc.congestion_algorithm() != alg.name() {
+                    tc.set_controller(alg.build(0));
+                }
+            }
+        }
+        self.subflows.push(sf);
     }
 
     /// The lowest-RTT subflow with room other than `avoid` (that one only if no other has

@@ -14,7 +14,8 @@
 //! negotiated, `DATA_FIN` sent again until acknowledged; the connection-level window (§3.3.4);
 //! reinjection of what a dead or stalled subflow had in flight (§3.3.6); schedulers chosen per
 //! connection ([`scheduler`]: lowest RTT, BLEST, ECF, redundant, round robin) with backups used
-//! only when no regular subflow works; `MP_FASTCLOSE` and
+//! only when no regular subflow works; congestion control per connection ([`congestion`]:
+//! CUBIC or NewReno per subflow, or coupled LIA, OLIA, BALIA); `MP_FASTCLOSE` and
 //! `MP_TCPRST`; `ADD_ADDR` (sent until echoed, echoed, joined), `REMOVE_ADDR` and `MP_PRIO`.
 //! Options on a segment outside the subflow's receive window are not acted on. A connection
 //! outlives its last subflow for a while (break-before-make). Not yet: `MP_FAIL`.
@@ -22,6 +23,7 @@
 //! The upstream packetdrill MPTCP scripts are played against it in
 //! `tests/packetdrill.rs`.
 
+pub mod congestion;
 pub mod connection;
 pub(crate) mod mapping;
 pub mod scheduler;
@@ -30,6 +32,7 @@ mod stack;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+pub use congestion::Congestion;
 pub use connection::{ConnConfig, ConnState, ConnStats};
 pub use scheduler::SchedulerKind;
 pub use stack::{ConnId, Path, Stack, StackConfig, StackEvent};

@@ -19,7 +19,7 @@ use rand_core::{Rng, SeedableRng};
 
 use crate::keyed_map::{KeyedMap, derive, keyed_map};
 
-use super::connection::{ConnConfig, ConnState, ConnStats, MpConn, OPTION_SPACE, Subflow};
+use super::connection::{ConnConfig, ConnState, ConnStats, MpConn, Subflow};
 use super::{ConnEvent, Role, SubflowInfo};
 use crate::endpoint::{
     ConnHandle, ConnectError, Endpoint, EndpointConfig, EndpointEvent, EndpointHook, ListenError,
@@ -232,11 +232,11 @@ impl Stack {
         conn.expect_joins = paths.len() > 1;
         let mut sf = Subflow::new(now, h, local, remote, true);
         sf.backup = first.backup;
-        conn.subflows.push(sf);
         if self.inner.cfg.no_mptcp {
+            conn.subflows.push(sf);
             conn.start_as_tcp();
-        } else if let Some(c) = self.ep.conn_mut(h) {
-            c.set_option_space(OPTION_SPACE);
+        } else {
+            conn.attach(sf, self.ep.conn_mut(h));
         }
         self.inner.address_ids.entry(first.local).or_insert(0);
         let id = self.inner.insert(conn, h);
@@ -503,10 +503,10 @@ impl Stack {
                 let key = self.inner.unique_key();
                 let mut c = MpConn::new(Role::Server, self.inner.cfg.conn.clone(), key);
                 c.checksums |= checksums;
-                c.subflows.push(Subflow::new(now, h, local, remote, true));
-                if let Some(tc) = self.ep.conn_mut(h) {
-                    tc.set_option_space(OPTION_SPACE);
-                }
+                c.attach(
+                    Subflow::new(now, h, local, remote, true),
+                    self.ep.conn_mut(h),
+                );
                 self.inner.address_ids.entry(local.ip()).or_insert(0);
                 self.inner.insert(c, h);
             }
@@ -531,10 +531,7 @@ impl Stack {
                 sf.remote_nonce = nonce;
                 sf.local_nonce = local_nonce;
                 sf.local_id = local_id;
-                c.subflows.push(sf);
-                if let Some(tc) = ep.conn_mut(h) {
-                    tc.set_option_space(OPTION_SPACE);
-                }
+                c.attach(sf, ep.conn_mut(h));
                 inner.by_subflow.insert(h, conn);
             }
             Some(PendingSyn::Plain) | None => {
@@ -552,10 +549,10 @@ impl Stack {
                 {
                     c = MpConn::new(Role::Server, self.inner.cfg.conn.clone(), ours);
                     c.set_remote_key(theirs);
-                    c.subflows.push(Subflow::new(now, h, local, remote, true));
-                    if let Some(tc) = self.ep.conn_mut(h) {
-                        tc.set_option_space(OPTION_SPACE);
-                    }
+                    c.attach(
+                        Subflow::new(now, h, local, remote, true),
+                        self.ep.conn_mut(h),
+                    );
                     let id = self.inner.insert(c, h);
                     let Self { ep, inner } = self;
                     if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
@@ -704,16 +701,14 @@ impl Stack {
             .ep
             .conn(h)
             .map_or(remote, crate::tcp::Connection::local);
-        if let Some(tc) = self.ep.conn_mut(h) {
-            tc.set_option_space(OPTION_SPACE);
-        }
         let mut sf = Subflow::new(now, h, local_addr, remote, false);
         sf.local_nonce = nonce;
         sf.local_id = local_id;
         sf.remote_id = remote_id;
         sf.backup = path.backup;
-        if let Some(c) = self.conn_mut(id) {
-            c.subflows.push(sf);
+        let Self { ep, inner } = self;
+        if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+            c.attach(sf, ep.conn_mut(h));
         }
         self.inner.by_subflow.insert(h, id);
         true

@@ -45,8 +45,18 @@ pub struct UserStackConfig {
     pub lines: Vec<crate::gateway::wan::WanSpec>,
     /// Plain TCP: no `MP_CAPABLE` offered, none accepted.
     pub no_mptcp: bool,
-    /// Which subflow carries each connection's next bytes.
+    /// Each connection's scheduler and congestion control.
+    pub tuning: Tuning,
+}
+
+/// How the engine runs each MPTCP connection: which subflow carries the next bytes, and how
+/// the subflows' congestion windows move (on their own or coupled).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// `--scheduler`.
     pub scheduler: mptcp_proto::mptcp::SchedulerKind,
+    /// `--congestion`.
+    pub congestion: mptcp_proto::mptcp::Congestion,
 }
 
 /// Who waits for what on one connection.
@@ -141,7 +151,8 @@ impl UserStack {
         let scfg = StackConfig {
             endpoint: ecfg,
             conn: mptcp_proto::mptcp::ConnConfig {
-                scheduler: cfg.scheduler,
+                scheduler: cfg.tuning.scheduler,
+                congestion: cfg.tuning.congestion,
                 ..mptcp_proto::mptcp::ConnConfig::default()
             },
             no_mptcp: cfg.no_mptcp,

@@ -1,6 +1,6 @@
 //! Congestion control behind one trait: [`NewReno`] (RFC 5681, RFC 6582) and [`Cubic`]
 //! (RFC 9438), both with HyStart++ slow start (RFC 9406). MPTCP's coupled algorithms (RFC 6356
-//! LIA, OLIA, BALIA) will implement the same trait.
+//! LIA, OLIA, BALIA) implement the same trait in [`crate::mptcp::congestion`].
 //!
 //! The connection tells its controller what happened (data acknowledged outside loss recovery,
 //! a loss found by duplicate ACKs or SACK, a retransmission timeout, the end of a recovery) and
@@ -15,7 +15,7 @@ use core::time::Duration;
 use std::time::Instant;
 
 pub use cubic::Cubic;
-pub use hystart::HyStart;
+pub use hystart::{HyStart, Phase};
 pub use new_reno::NewReno;
 
 /// What an acknowledgment of new data tells the controller.
@@ -91,6 +91,15 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// Its name, as [`Controller::name`] gives it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NewReno => "newreno",
+            Self::Cubic => "cubic",
+        }
+    }
+
     /// A controller of this algorithm with an initial window of `initial_window` bytes.
     #[must_use]
     pub fn build(self, initial_window: u64) -> Box<dyn Controller> {
@@ -98,6 +107,18 @@ impl Algorithm {
             Self::NewReno => Box::new(NewReno::new(initial_window)),
             Self::Cubic => Box::new(Cubic::new(initial_window)),
         }
+    }
+}
+
+/// RFC 5681 §3.1 with RFC 3465's `L = 2` and HyStart++: the window after `ack` in slow start
+/// (at most two segments more), and `ssthresh` set to it when HyStart++ says slow start is
+/// over.
+pub fn slow_start(hystart: &mut HyStart, cwnd: &mut u64, ssthresh: &mut u64, ack: &Ack) {
+    let grow = ack.acked.min(2 * ack.mss);
+    match hystart.on_ack(ack.acked_to, ack.sent_to, ack.rtt_sample) {
+        Phase::SlowStart => *cwnd += grow,
+        Phase::Conservative(div) => *cwnd += grow / div,
+        Phase::Exit => *ssthresh = *cwnd,
     }
 }
 

@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use super::hystart::{HyStart, Phase};
-use super::{Ack, Controller, half_flight};
+use super::hystart::HyStart;
+use super::{Ack, Controller, half_flight, slow_start};
 
 /// RFC 5681 congestion control.
 #[derive(Debug, Clone)]
@@ -48,15 +48,7 @@ impl Controller for NewReno {
             return;
         }
         if self.cwnd < self.ssthresh {
-            let grow = ack.acked.min(2 * ack.mss);
-            match self
-                .hystart
-                .on_ack(ack.acked_to, ack.sent_to, ack.rtt_sample)
-            {
-                Phase::SlowStart => self.cwnd += grow,
-                Phase::Conservative(div) => self.cwnd += grow / div,
-                Phase::Exit => self.ssthresh = self.cwnd,
-            }
+            slow_start(&mut self.hystart, &mut self.cwnd, &mut self.ssthresh, ack);
             return;
         }
         // RFC 5681 §3.1: cwnd += SMSS once per window's worth of acknowledged bytes.
