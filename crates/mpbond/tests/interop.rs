@@ -874,7 +874,8 @@ fn wait_listening(lab: &TestLab, role: Role, port: u16) {
 
 /// Goodput of our client's upload (two subflows, `--congestion congestion`) and of a plain
 /// kernel TCP upload, both from the gateway to the vps at once, through the lab's one shared
-/// 20 Mbit/s link: bytes per second the two servers received from 8 s to 28 s.
+/// 20 Mbit/s link: bytes per second the two servers received from 10 s to 100 s (shorter
+/// windows swing: one flow can hold most of the link for 10 s and more).
 fn shared_bottleneck_rates(
     lab: &TestLab,
     dir: &TempDir,
@@ -922,24 +923,26 @@ fn shared_bottleneck_rates(
         ),
     );
     let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-    std::thread::sleep(std::time::Duration::from_secs(8));
+    std::thread::sleep(std::time::Duration::from_secs(10));
     let from = (size(&mp_out), size(&tcp_out));
-    std::thread::sleep(std::time::Duration::from_secs(20));
+    std::thread::sleep(std::time::Duration::from_secs(90));
     let to = (size(&mp_out), size(&tcp_out));
-    ((to.0 - from.0) as f64 / 20.0, (to.1 - from.1) as f64 / 20.0)
+    ((to.0 - from.0) as f64 / 90.0, (to.1 - from.1) as f64 / 90.0)
 }
 
 /// Issue 15's fairness in the lab: two subflows of our client through one 20 Mbit/s link next
-/// to one plain kernel TCP flow (CUBIC, paced). Coupled (`lia`, `olia`, `balia`) the
+/// to one plain kernel TCP flow (CUBIC). Coupled (`lia`, `olia`, `balia`) the
 /// connection should take at most 1.2 times what the TCP flow gets, and still a real share;
 /// uncoupled (`cubic`, `reno`) is reported.
 ///
 /// A measurement run by hand (`cargo test -p mpbond --test interop -- --ignored coupled
-/// --nocapture`), not in CI: one 20 s window is not steady yet. On 2026-12-04 seven runs of
-/// `lia` gave ratios from 0.67 to 1.51 (most near 1.45), `cubic` 0.82 to 1.17, `reno` 0.72,
-/// while the simulator, with no such noise, gives 0.66 to 0.79 for every coupled algorithm.
+/// --nocapture`, 8 minutes), not in CI, because it does not hold yet: on 2026-12-04, 90 s
+/// windows gave `lia` 0.87 to 1.13, but `olia` 1.40 and `balia` 1.23, while uncoupled
+/// `reno` took 0.77 and `cubic` 0.95 (the simulator: 0.66-0.79 coupled, 1.71 uncoupled).
+/// Why coupled subflows take more than uncoupled ones here is not understood yet; 20 s
+/// windows swing from 0.67 to 1.51.
 #[test]
-#[ignore = "a measurement with a wide spread; run by hand"]
+#[ignore = "a measurement (8 minutes) whose target olia and balia miss in the lab so far"]
 fn coupled_congestion_control_shares_a_bottleneck_fairly_with_kernel_tcp() {
     if skip_unless_root("coupled_congestion_control_shares_a_bottleneck_fairly_with_kernel_tcp") {
         return;
@@ -957,14 +960,8 @@ fn coupled_congestion_control_shares_a_bottleneck_fairly_with_kernel_tcp() {
         Role::Gw,
         "sysctl -qw net.ipv4.tcp_congestion_control=cubic",
     );
-    // ... and is paced, as the engine paces its subflows: the kernel paces only with the `fq`
-    // qdisc (or BBR). Without it the kernel's bursts of segments lose more at the shared
-    // drop-tail queue than the engine's paced packets, whatever the congestion control.
-    sh(
-        &lab,
-        Role::Gw,
-        "for d in $(ls /sys/class/net); do tc qdisc replace dev $d root fq; done",
-    );
+    // ... with nothing cached from the flow before.
+    sh(&lab, Role::Gw, "sysctl -qw net.ipv4.tcp_no_metrics_save=1");
     let dir = TempDir::new("interop-coupled");
     for (k, congestion) in ["cubic", "reno", "lia", "olia", "balia"]
         .into_iter()
