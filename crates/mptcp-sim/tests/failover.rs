@@ -1,0 +1,106 @@
+//! Failover in the engine (issue 15): a path blackholed mid-transfer, on lines of 20 to 80 ms
+//! RTT, at several moments: the longest time the receiver waits for data, and whether the
+//! path carries data again soon after it returns.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    reason = "a test fails loudly; figures for a table"
+)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use mptcp_proto::mptcp::Stack;
+use mptcp_sim::Sim;
+use mptcp_sim::apps::mptcp::{MpSend, MpSink};
+use mptcp_sim::link::LinkParams;
+
+/// What one blackout came to.
+#[derive(Debug)]
+struct Blackout {
+    /// The longest time without new data at the receiver, from just before the blackout to
+    /// 3 s after it began.
+    longest_gap: Duration,
+    /// How long after its return the blackholed path delivered 100 kB again (`None`: not
+    /// within 10 s).
+    back_in_use: Option<Duration>,
+}
+
+/// Two lines (`fast` Mbit/s and `rtt_fast` ms; 10 Mbit/s and `rtt_slow` ms), an endless
+/// upload; line 0 (the busier) is blackholed from `at` for `length`.
+fn blackout(name: &str, rtt_fast: u64, rtt_slow: u64, at: Duration, length: Duration) -> Blackout {
+    let mut sim: Sim<Stack> = Sim::new_mptcp(name);
+    let mut busy = LinkParams::bdp_queue(20.0, Duration::from_millis(rtt_fast));
+    busy.outages = vec![(at, at + length)];
+    let other = LinkParams::bdp_queue(10.0, Duration::from_millis(rtt_slow));
+    let (c, s, links) = sim.multipath(&[busy, other]);
+    let to = SocketAddr::new(IpAddr::from([10, 9, 9, 9]), 80);
+    let sink = MpSink::listen(to, 5);
+    let got = sink.state();
+    sim.set_app(s, sink);
+    let paths = sim.paths(c);
+    sim.set_app(c, MpSend::new(paths, to, u64::MAX / 2, 5));
+    let start = sim.now();
+    sim.run_for(at + length);
+    let back = sim.link_stats(links[0], 0).delivered_bytes;
+    let mut back_in_use = None;
+    for k in 1..=200 {
+        sim.run_for(Duration::from_millis(50));
+        if sim.link_stats(links[0], 0).delivered_bytes > back + 100_000 {
+            back_in_use = Some(Duration::from_millis(50 * k));
+            break;
+        }
+    }
+    let g = got.borrow();
+    let (from, to) = (
+        start + at.saturating_sub(Duration::from_millis(500)),
+        start + at + Duration::from_secs(3),
+    );
+    let times: Vec<_> = g
+        .samples
+        .iter()
+        .map(|s| s.0)
+        .filter(|&t| t >= from && t <= to)
+        .collect();
+    let longest_gap = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(Duration::MAX);
+    assert!(g.first_bad.is_none());
+    Blackout {
+        longest_gap,
+        back_in_use,
+    }
+}
+
+/// Today's figures, kept from getting worse; issue 15's targets are a longest gap of 300 ms
+/// and the path back in use within a second of its return, neither met yet (see
+/// docs/user-stack.md).
+#[test]
+fn a_blackholed_path_stalls_delivery_briefly() {
+    for (fast, slow) in [(20, 40), (40, 80), (80, 20), (20, 20)] {
+        for at_ms in [3_000, 3_137, 4_450] {
+            let b = blackout(
+                "failover-blackhole",
+                fast,
+                slow,
+                Duration::from_millis(at_ms),
+                Duration::from_secs(4),
+            );
+            println!(
+                "rtt {fast}/{slow} ms, blackout at {at_ms} ms: longest gap {:?}, path back in use after {:?}",
+                b.longest_gap, b.back_in_use
+            );
+            assert!(
+                b.longest_gap < Duration::from_millis(450),
+                "rtt {fast}/{slow}, at {at_ms} ms: delivery stopped for {:?}",
+                b.longest_gap
+            );
+            assert!(
+                b.back_in_use.is_some(),
+                "rtt {fast}/{slow}, at {at_ms} ms: the path never carried data again"
+            );
+        }
+    }
+}
