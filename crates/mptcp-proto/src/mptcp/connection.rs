@@ -35,6 +35,9 @@ use crate::wire::tcp::{TcpFlags, TcpRepr};
 /// checksum (28), which also covers `MP_CAPABLE` with data (24) and the `MP_JOIN` ACK (24).
 pub(crate) const OPTION_SPACE: usize = 28;
 
+/// How often at most a stalled subflow probes its line while other subflows carry its data.
+const STALLED_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
 /// A signal for the peer that rides on a pure ACK: an address announced or its echo, an
 /// address removed (§3.4), a subflow's priority (§3.3.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +134,8 @@ pub(crate) struct Subflow {
     pub timeouts_seen: u64,
     pub acked_seen: u64,
     pub stale: bool,
+    /// Its retransmission timeout is capped (it is stale and another subflow works).
+    pub rto_capped: bool,
     /// Payload bytes handed to the subflow and read out of it (for `status`).
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -180,6 +185,7 @@ impl Subflow {
             timeouts_seen: 0,
             acked_seen: 0,
             stale: false,
+            rto_capped: false,
             bytes_sent: 0,
             bytes_received: 0,
             reset_reason: None,
@@ -1776,6 +1782,7 @@ impl MpConn {
             return;
         }
         self.check_stalls(ep);
+        self.cap_stalled_timeouts(ep);
         self.reinject_head_of_line(ep);
         let mut buf = std::mem::take(&mut self.scratch);
         self.send_copies(ep, &mut buf);
@@ -2205,6 +2212,27 @@ impl MpConn {
                     if others {
                         self.reinject_from(i);
                     }
+                }
+            }
+        }
+    }
+
+    /// A stalled subflow whose data other working subflows carry probes its line at least
+    /// every [`STALLED_PROBE_INTERVAL`] instead of backing off for minutes, so that a line
+    /// that comes back is used again within about that time; with no other working subflow
+    /// it backs off as TCP does (and may give up).
+    fn cap_stalled_timeouts(&mut self, ep: &mut Endpoint) {
+        let working = self
+            .subflows
+            .iter()
+            .filter(|s| s.state == SubflowState::Active && !s.stale)
+            .count();
+        for sf in &mut self.subflows {
+            let want = sf.state == SubflowState::Active && sf.stale && working > 0;
+            if want != sf.rto_capped {
+                sf.rto_capped = want;
+                if let Some(c) = ep.conn_mut(sf.handle) {
+                    c.set_rto_cap(want.then_some(STALLED_PROBE_INTERVAL));
                 }
             }
         }

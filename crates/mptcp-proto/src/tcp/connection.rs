@@ -369,6 +369,15 @@ impl Connection {
         self.cc = cc;
     }
 
+    /// Caps the backed-off retransmission timeout at `cap` (`None`: RFC 6298's maximum), and
+    /// stops counting timeouts toward giving up once it is reached (Linux's `TCP_RTO_MAX_MS`
+    /// lowers the cap likewise): the MPTCP layer sets it on a subflow whose line went silent
+    /// while another subflow carries its data, so that the line is probed often and used again
+    /// soon after it returns. It takes effect from the next expiry.
+    pub fn set_rto_cap(&mut self, cap: Option<Duration>) {
+        self.rtt.set_cap(cap);
+    }
+
     /// Sends an acknowledgment at the next [`Connection::poll_transmit`] even if nothing else
     /// is due: the MPTCP layer's signals (`ADD_ADDR`, `REMOVE_ADDR`, `MP_PRIO`, a connection-level
     /// window update, a third ACK again) ride on one.
@@ -916,7 +925,11 @@ impl Connection {
         }
         self.stats.timeouts += 1;
         self.stalled_since.get_or_insert(now);
-        self.rtt.back_off();
+        // A capped timeout that reached its cap stays there, and so does the count that
+        // gives up on the connection: it keeps probing while its data goes elsewhere.
+        if !self.rtt.at_cap() {
+            self.rtt.back_off();
+        }
         if matches!(self.state, State::SynSent | State::SynReceived) {
             // The SYN (or SYN-ACK) goes again; RFC 6298 §5.7: the window after a lost SYN
             // is one segment.
@@ -927,8 +940,12 @@ impl Connection {
             return;
         }
         let in_flight = self.snd_max - self.snd_una;
-        self.cc
-            .on_retransmission_timeout(now, in_flight, self.smss());
+        if matches!(self.recovery, Recovery::Loss { .. }) {
+            self.cc.on_repeated_timeout(now, self.smss());
+        } else {
+            self.cc
+                .on_retransmission_timeout(now, in_flight, self.smss());
+        }
         self.recovery = Recovery::Loss {
             point: self.snd_max,
         };

@@ -19,6 +19,8 @@ pub struct RttEstimator {
     min_rto: Duration,
     max_rto: Duration,
     initial_rto: Duration,
+    /// A lower ceiling for the backed-off timeout, if set (see [`RttEstimator::set_cap`]).
+    cap: Option<Duration>,
 }
 
 /// `G`, the clock granularity of RFC 6298 §2: this engine's clock is exact, but a floor keeps
@@ -38,6 +40,7 @@ impl RttEstimator {
             min_rto,
             max_rto,
             initial_rto,
+            cap: None,
         }
     }
 
@@ -72,15 +75,40 @@ impl RttEstimator {
     }
 
     /// The retransmission timeout: `SRTT + max(G, 4 RTTVAR)` within the bounds, doubled per
-    /// backoff (RFC 6298 §2.2–§2.5, §5.5).
+    /// backoff (RFC 6298 §2.2–§2.5, §5.5), no higher than the cap if one is set (but never
+    /// below the timeout before backoff).
     #[must_use]
     pub fn rto(&self) -> Duration {
-        let base = match self.srtt {
+        let base = self.base_rto();
+        let shift = self.backoff.min(16);
+        let ceiling = self
+            .cap
+            .map_or(self.max_rto, |c| c.max(base).min(self.max_rto));
+        base.saturating_mul(1 << shift).min(ceiling)
+    }
+
+    /// The timeout before any backoff.
+    fn base_rto(&self) -> Duration {
+        match self.srtt {
             None => self.initial_rto,
             Some(srtt) => (srtt + (self.rttvar * 4).max(GRANULARITY)).max(self.min_rto),
-        };
-        let shift = self.backoff.min(16);
-        base.saturating_mul(1 << shift).min(self.max_rto)
+        }
+    }
+
+    /// Caps the backed-off timeout at `cap` (`None`: RFC 6298's maximum again), as Linux's
+    /// `TCP_RTO_MAX_MS` does: an MPTCP subflow whose line went silent while others carry its
+    /// data probes the line this often, so that it is used again soon after it returns.
+    pub fn set_cap(&mut self, cap: Option<Duration>) {
+        self.cap = cap;
+    }
+
+    /// Whether the timeout has reached its cap: doubling it further would change nothing.
+    #[must_use]
+    pub fn at_cap(&self) -> bool {
+        self.cap.is_some_and(|c| {
+            let base = self.base_rto();
+            base.saturating_mul(1 << self.backoff.min(16)) >= c.max(base)
+        })
     }
 
     /// The smoothed round-trip time, once there is a sample.
@@ -163,5 +191,31 @@ mod tests {
         e.on_sample(Duration::from_millis(10));
         assert_eq!(e.backoff(), 0);
         assert_eq!(e.rto(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_cap_bounds_the_backoff_but_never_the_base_timeout() {
+        let mut e = RttEstimator::new(
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+            Duration::from_secs(120),
+        );
+        e.on_sample(Duration::from_millis(40));
+        e.set_cap(Some(Duration::from_millis(500)));
+        let base = e.rto();
+        assert!(!e.at_cap());
+        for _ in 0..5 {
+            e.back_off();
+        }
+        assert_eq!(e.rto(), Duration::from_millis(500));
+        assert!(e.at_cap());
+        e.set_cap(Some(Duration::from_millis(1)));
+        assert_eq!(
+            e.rto(),
+            base,
+            "a cap below the base timeout does not lower it"
+        );
+        e.set_cap(None);
+        assert_eq!(e.rto(), base * 32);
     }
 }

@@ -336,6 +336,12 @@ impl Controller for Coupled {
         self.hystart.reset();
     }
 
+    fn on_repeated_timeout(&mut self, _now: Instant, mss: u64) {
+        self.cwnd = mss;
+        self.growth = 0.0;
+        self.hystart.reset();
+    }
+
     fn name(&self) -> &'static str {
         self.kind.name()
     }

@@ -156,6 +156,13 @@ impl Controller for Cubic {
         self.hystart.reset();
     }
 
+    fn on_repeated_timeout(&mut self, _now: Instant, mss: u64) {
+        // `ssthresh` and `W_max` as the first timeout left them.
+        self.cwnd = mss as f64;
+        self.epoch = None;
+        self.hystart.reset();
+    }
+
     fn name(&self) -> &'static str {
         "cubic"
     }

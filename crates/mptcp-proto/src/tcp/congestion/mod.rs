@@ -66,6 +66,13 @@ pub trait Controller: fmt::Debug + Send {
     /// The retransmission timer expired (RFC 5681 §3.1: `cwnd` falls to the loss window).
     fn on_retransmission_timeout(&mut self, now: Instant, in_flight: u64, mss: u64);
 
+    /// The timer expired again before what the last timeout sent again was acknowledged:
+    /// `cwnd` falls to the loss window and `ssthresh` is held (RFC 5681 §3.1: a segment
+    /// already retransmitted by the timer leaves `ssthresh` constant; Linux likewise reduces
+    /// it once per loss episode). Without this, a line silent for a few timeouts came back
+    /// with `ssthresh` at two segments and crawled in congestion avoidance.
+    fn on_repeated_timeout(&mut self, now: Instant, mss: u64);
+
     /// Whether the window is in slow start.
     fn in_slow_start(&self) -> bool {
         self.window() < self.ssthresh()

@@ -77,6 +77,12 @@ impl Controller for NewReno {
         self.hystart.reset();
     }
 
+    fn on_repeated_timeout(&mut self, _now: Instant, mss: u64) {
+        self.cwnd = mss;
+        self.acked_in_ca = 0;
+        self.hystart.reset();
+    }
+
     fn name(&self) -> &'static str {
         "newreno"
     }
@@ -127,5 +133,14 @@ mod tests {
         assert_eq!((c.window(), c.ssthresh()), (1000, 15_000));
         c.on_retransmission_timeout(now, 1000, 1000);
         assert_eq!(c.ssthresh(), 2000, "never below two segments");
+    }
+
+    #[test]
+    fn a_repeated_timeout_holds_the_threshold() {
+        let now = Instant::now();
+        let mut c = NewReno::new(10_000);
+        c.on_retransmission_timeout(now, 30_000, 1000);
+        c.on_repeated_timeout(now, 1000);
+        assert_eq!((c.window(), c.ssthresh()), (1000, 15_000));
     }
 }
