@@ -15,7 +15,8 @@ use core::time::Duration;
 use std::time::Instant;
 
 pub use cubic::Cubic;
-pub use hystart::{HyStart, Phase};
+pub use hystart::HyStart;
+use hystart::Phase;
 pub use new_reno::NewReno;
 
 /// What an acknowledgment of new data tells the controller.
