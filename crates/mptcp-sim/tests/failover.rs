@@ -4,16 +4,36 @@
 #![allow(
     clippy::unwrap_used,
     clippy::cast_precision_loss,
-    reason = "a test fails loudly; figures for a table"
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a test fails loudly; figures for a table; line sizes that fit"
 )]
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::time::Duration;
 
 use mptcp_proto::mptcp::Stack;
-use mptcp_sim::Sim;
-use mptcp_sim::apps::mptcp::{MpSend, MpSink};
+use mptcp_sim::apps::mptcp::{MpSend, MpSink, MpSinkState};
 use mptcp_sim::link::LinkParams;
+use mptcp_sim::{HostId, Sim};
+
+/// An endless upload from a client to a server joined by lines of `params`: the client, the links,
+/// and what the server received.
+fn endless_upload(
+    sim: &mut Sim<Stack>,
+    params: &[LinkParams],
+) -> (HostId, Vec<usize>, Rc<RefCell<MpSinkState>>) {
+    let (c, server, links) = sim.multipath(params);
+    let to = SocketAddr::new(IpAddr::from([10, 9, 9, 9]), 80);
+    let sink = MpSink::listen(to, 5);
+    let got = sink.state();
+    sim.set_app(server, sink);
+    let paths = sim.paths(c);
+    sim.set_app(c, MpSend::new(paths, to, u64::MAX / 2, 5));
+    (c, links, got)
+}
 
 /// What one blackout came to.
 #[derive(Debug)]
@@ -35,13 +55,7 @@ fn blackout(name: &str, rtt_fast: u64, rtt_slow: u64, at: Duration, length: Dura
     let mut busy = LinkParams::bdp_queue(20.0, Duration::from_millis(rtt_fast));
     busy.outages = vec![(at, at + length)];
     let other = LinkParams::bdp_queue(10.0, Duration::from_millis(rtt_slow));
-    let (c, s, links) = sim.multipath(&[busy, other]);
-    let to = SocketAddr::new(IpAddr::from([10, 9, 9, 9]), 80);
-    let sink = MpSink::listen(to, 5);
-    let got = sink.state();
-    sim.set_app(s, sink);
-    let paths = sim.paths(c);
-    sim.set_app(c, MpSend::new(paths, to, u64::MAX / 2, 5));
+    let (c, links, got) = endless_upload(&mut sim, &[busy, other]);
     let start = sim.now();
     sim.run_for(at + length);
     let back = sim.link_stats(links[0], 0).delivered_bytes;
@@ -88,10 +102,10 @@ fn blackout(name: &str, rtt_fast: u64, rtt_slow: u64, at: Duration, length: Dura
     }
 }
 
-/// Issue 15's targets: the line that comes back carries data again within a second, with no
-/// second drop; and a longest gap of 300 ms. Met: no second drop, and the line used again
-/// 0.6-0.8 s after blackouts of 1.3 s and 4 s. Not yet: 1.1-1.25 s after a 9 s blackout, and
-/// gaps of 250-400 ms; both are kept here from getting worse (see docs/user-stack.md).
+/// Issue 15's targets: the receiver waits at most 300 ms for data when the busier line goes
+/// dark (measured: 74-173 ms; the silence of the line's ACK clock is noticed well before its
+/// retransmission timeout), and the line that comes back carries data again within a second
+/// (measured: 250-600 ms), with no second drop.
 #[test]
 fn a_blackholed_path_stalls_delivery_briefly_and_is_used_again_soon_after_it_returns() {
     for (fast, slow) in [(20, 40), (40, 80), (80, 20), (20, 20)] {
@@ -109,17 +123,92 @@ fn a_blackholed_path_stalls_delivery_briefly_and_is_used_again_soon_after_it_ret
             );
             let case = format!("rtt {fast}/{slow}, {length_ms} ms at {at_ms} ms");
             assert!(
-                b.longest_gap < Duration::from_millis(450),
+                b.longest_gap <= Duration::from_millis(300),
                 "{case}: delivery stopped for {:?}",
                 b.longest_gap
             );
             assert!(
-                b.back_in_use
-                    .is_some_and(|t| t <= Duration::from_millis(1_500)),
+                b.back_in_use.is_some_and(|t| t <= Duration::from_secs(1)),
                 "{case}: the path was used again after {:?}",
                 b.back_in_use
             );
             assert_eq!(b.timeouts_after, 0, "{case}: the path dropped again");
         }
+    }
+}
+
+/// One line's shape: Mbit/s, RTT ms, queue ms (`None`: one bandwidth-delay product), loss,
+/// jitter ms.
+type Shape = (f64, u64, Option<u64>, f64, u64);
+
+fn line(&(mbit, rtt, queue_ms, loss, jitter): &Shape) -> LinkParams {
+    let mut l = LinkParams::bdp_queue(mbit, Duration::from_millis(rtt));
+    if let Some(q) = queue_ms {
+        l.queue_bytes = (mbit * 1e6 / 8.0 * q as f64 / 1e3) as usize;
+    }
+    l.loss = loss;
+    l.jitter = Duration::from_millis(jitter);
+    l
+}
+
+/// An endless upload over `lines` for `secs` simulated seconds: Mbit/s, silences, bytes
+/// reinjected, and the longest time the receiver waited for data (after the first 5 s).
+fn steady(name: &str, lines: &[Shape], secs: u64) -> (f64, u64, u64, Duration) {
+    let mut sim: Sim<Stack> = Sim::new_mptcp(name);
+    let params: Vec<LinkParams> = lines.iter().map(line).collect();
+    let (c, _, got) = endless_upload(&mut sim, &params);
+    let start = sim.now();
+    sim.run_for(Duration::from_secs(secs));
+    let st = sim.endpoint(c);
+    let id = st.connection_ids()[0];
+    let stats = st.stats(id).unwrap();
+    let g = got.borrow();
+    assert!(g.first_bad.is_none());
+    let times: Vec<_> = g
+        .samples
+        .iter()
+        .map(|s| s.0)
+        .filter(|&t| t >= start + Duration::from_secs(5))
+        .collect();
+    let longest_gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    let mbit = g.received as f64 * 8.0 / (secs as f64 * 1e6);
+    (mbit, stats.silences, stats.bytes_reinjected, longest_gap)
+}
+
+/// No false alarm: lines with loss, jitter and bufferbloat (an LTE line with a 250 ms queue),
+/// fully loaded for a minute or two: no subflow is ever taken for silent, and delivery never
+/// waits longer than twice the slower line's round trip with its queue full.
+#[test]
+fn loaded_lossy_bloated_lines_are_never_taken_for_silent() {
+    let cases: [(&str, [Shape; 2]); 3] = [
+        (
+            "dsl + bloated lte, 1 % loss",
+            [(20.0, 20, None, 0.01, 5), (10.0, 50, Some(250), 0.01, 20)],
+        ),
+        (
+            "wifi + jittery lte, 3 % loss",
+            [(50.0, 10, None, 0.005, 10), (5.0, 80, Some(250), 0.03, 30)],
+        ),
+        (
+            "clean dsl + bloated lte",
+            [(8.0, 30, None, 0.0, 2), (20.0, 60, Some(250), 0.0, 15)],
+        ),
+    ];
+    for (name, lines) in cases {
+        let (mbit, silences, reinjected, gap) = steady("failover-no-false-alarm", &lines, 60);
+        println!(
+            "{name}: {mbit:.1} Mbit/s, {silences} silences, {} kB reinjected, longest gap {gap:?}",
+            reinjected / 1000
+        );
+        let slower = lines
+            .iter()
+            .map(|l| l.1 + l.2.unwrap_or(l.1))
+            .max()
+            .unwrap();
+        assert_eq!(silences, 0, "{name}: a working line was taken for silent");
+        assert!(
+            gap <= Duration::from_millis(2 * slower),
+            "{name}: delivery waited {gap:?}"
+        );
     }
 }

@@ -134,6 +134,10 @@ pub(crate) struct Subflow {
     pub timeouts_seen: u64,
     pub acked_seen: u64,
     pub stale: bool,
+    /// Its peer has been silent longer than the ACK clock explains (RFC 7829's "potentially
+    /// failed"): its data went to the other subflows and it gets no new data until it hears
+    /// from the peer again.
+    pub silent: bool,
     /// Its retransmission timeout is capped (it is stale and another subflow works).
     pub rto_capped: bool,
     /// Payload bytes handed to the subflow and read out of it (for `status`).
@@ -185,6 +189,7 @@ impl Subflow {
             timeouts_seen: 0,
             acked_seen: 0,
             stale: false,
+            silent: false,
             rto_capped: false,
             bytes_sent: 0,
             bytes_received: 0,
@@ -374,6 +379,9 @@ pub struct ConnStats {
     pub bytes_read: u64,
     /// Bytes sent again on another subflow.
     pub bytes_reinjected: u64,
+    /// Times a subflow's peer went silent with data outstanding while another subflow worked
+    /// (its data was sent again on the others).
+    pub silences: u64,
     /// Bytes a redundant scheduler sent on more than one subflow (the extra copies).
     pub bytes_redundant: u64,
     /// Bytes received twice at data level (duplicates across subflows).
@@ -2078,7 +2086,7 @@ impl MpConn {
     /// Which subflows may carry data now: active, not stalled, and regular ones while any
     /// works, else the backups.
     fn usable_class(&self) -> impl Fn(&Subflow) -> bool + use<> {
-        let usable = |s: &Subflow| s.state == SubflowState::Active && !s.stale;
+        let usable = |s: &Subflow| s.state == SubflowState::Active && !s.stale && !s.silent;
         let regular = self.subflows.iter().any(|s| usable(s) && !s.is_backup());
         move |s: &Subflow| usable(s) && s.is_backup() != regular
     }
@@ -2152,6 +2160,7 @@ impl MpConn {
     pub(crate) fn attach(&mut self, mut sf: Subflow, tc: Option<&mut crate::tcp::Connection>) {
         if let Some(tc) = tc {
             tc.set_option_space(OPTION_SPACE);
+            tc.watch_silence(true);
             if let Some(coupling) = &self.coupling {
                 let (slot, cc) = coupling.controller();
                 sf.cc_slot = Some(slot);
@@ -2178,7 +2187,12 @@ impl MpConn {
     }
 
     /// A subflow whose retransmission timer fired since it last made progress is stalled: its
-    /// data goes to the other subflows and it gets no new data until it makes progress.
+    /// data goes to the other subflows and it gets no new data until it makes progress. One
+    /// whose peer went silent (well before that timer fires: [`crate::tcp::Connection::watch_silence`])
+    /// is treated alike until the peer is heard from again, when another subflow works: a line
+    /// that dies holds the data level up for a fraction of a round trip past its ACK clock,
+    /// not for the 200 ms floor of the retransmission timeout (RFC 8684 §3.3.6 leaves when to
+    /// reinject to the implementation).
     fn check_stalls(&mut self, ep: &Endpoint) {
         for i in 0..self.subflows.len() {
             let sf = &self.subflows[i];
@@ -2190,6 +2204,7 @@ impl MpConn {
             };
             let (timeouts, acked) = c.progress();
             let unacked = c.unacked();
+            let silent = c.is_silent();
             let sf_acked = self.subflows[i].written - c.send_buffered() as u64;
             let sf = &mut self.subflows[i];
             sf.send_maps.prune(sf_acked);
@@ -2200,6 +2215,21 @@ impl MpConn {
                     m.reinjected = false;
                 }
             }
+            if silent != sf.silent {
+                sf.silent = silent;
+                let usable = |s: &Subflow| s.state == SubflowState::Active && !s.stale && !s.silent;
+                let others = self
+                    .subflows
+                    .iter()
+                    .enumerate()
+                    .any(|(j, s)| j != i && usable(s));
+                let sf = &self.subflows[i];
+                if silent && !sf.stale && unacked > 0 && others {
+                    self.stats.silences += 1;
+                    self.reinject_from(i);
+                }
+            }
+            let sf = &mut self.subflows[i];
             if timeouts > sf.timeouts_seen {
                 sf.timeouts_seen = timeouts;
                 if unacked > 0 {

@@ -44,6 +44,14 @@ const MAX_WSCALE: u8 = 14;
 /// Challenge ACKs a connection may send per second (RFC 5961 §7).
 const CHALLENGE_ACKS_PER_SECOND: u32 = 10;
 
+/// The least silence [`Connection::watch_silence`] reports: scheduling hiccups of a busy host
+/// stay below it.
+pub const SILENCE_FLOOR: Duration = Duration::from_millis(40);
+
+/// How long a late ACK widens the silence that [`Connection::watch_silence`] allows (between
+/// one and two of these).
+const LATENESS_WINDOW: Duration = Duration::from_secs(5);
+
 /// A segment about to be sent, as the MPTCP layer sees it when it adds its options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutgoingSegment {
@@ -217,6 +225,16 @@ pub struct Connection {
     timers: TimerTable,
     /// When the current run of timeouts began (for the user timeout).
     stalled_since: Option<Instant>,
+    /// Whether [`Timer::Silence`] is kept ([`Connection::watch_silence`]).
+    silence_watch: bool,
+    /// The peer stayed silent past [`Timer::Silence`]; its next ACK clears it.
+    silent: bool,
+    /// When the peer's last acknowledgment came.
+    last_heard: Option<Instant>,
+    /// How late the peer's ACKs came lately, past when they were due (the most in this
+    /// [`LATENESS_WINDOW`] and the one before): what jitter and lost ACKs do to this path.
+    lateness: [Duration; 2],
+    lateness_since: Option<Instant>,
 
     // Acknowledgments owed.
     ack_now: bool,
@@ -329,6 +347,11 @@ impl Connection {
             cwnd_limited: false,
             timers: TimerTable::default(),
             stalled_since: None,
+            silence_watch: false,
+            silent: false,
+            last_heard: None,
+            lateness: [Duration::ZERO; 2],
+            lateness_since: None,
             ack_now: false,
             unacked_segments: 0,
             challenge_tokens: CHALLENGE_ACKS_PER_SECOND,
@@ -376,6 +399,80 @@ impl Connection {
     /// soon after it returns. It takes effect from the next expiry.
     pub fn set_rto_cap(&mut self, cap: Option<Duration>) {
         self.rtt.set_cap(cap);
+    }
+
+    /// Watches the peer's silence (the MPTCP layer does, on every subflow): with data
+    /// outstanding, the peer's next ACK is due one smoothed RTT after the oldest segment it has
+    /// not reported was sent, or soon after its last ACK while its ACK clock runs; when none
+    /// comes within a margin (four RTT variations, two ACK spacings, twice the latest that
+    /// ACKs came in the last 5-10 s, at least [`SILENCE_FLOOR`], plus the delayed-ACK time
+    /// when one segment is out),
+    /// [`Connection::is_silent`] says so until an ACK comes. It is a suspicion, not a loss:
+    /// nothing is sent again and the congestion window is untouched; RFC 7829 calls such a
+    /// path "potentially failed", and another subflow may carry its data meanwhile. It fires
+    /// well before the retransmission timeout, whose 200 ms floor allows for delayed ACKs that a
+    /// running ACK clock does not have.
+    pub fn watch_silence(&mut self, on: bool) {
+        self.silence_watch = on;
+        if !on {
+            self.silent = false;
+        }
+        self.arm_silence();
+    }
+
+    /// The peer stayed silent with data outstanding longer than expected
+    /// ([`Connection::watch_silence`]), and has not acknowledged anything since.
+    #[must_use]
+    pub fn is_silent(&self) -> bool {
+        self.silent
+    }
+
+    /// When the peer's next ACK is due, with data outstanding: see
+    /// [`Connection::watch_silence`].
+    fn ack_due(&self) -> Option<Instant> {
+        let oldest = self.queue.oldest_unreported()?.sent_at;
+        let expected = oldest + self.rtt.srtt()?;
+        Some(self.last_heard.map_or(expected, |h| h.max(expected)))
+    }
+
+    /// Notes how late an ACK that came at `now` was, before it is processed: jitter and lost
+    /// ACKs, up to one smoothed RTT (a longer silence was an outage, not the path's manner).
+    fn note_lateness(&mut self, now: Instant) {
+        if !self.silence_watch {
+            return;
+        }
+        let since = *self.lateness_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= LATENESS_WINDOW {
+            self.lateness = [Duration::ZERO, self.lateness[0]];
+            self.lateness_since = Some(now);
+        }
+        if let (Some(due), Some(srtt)) = (self.ack_due(), self.rtt.srtt()) {
+            let late = now.saturating_duration_since(due).min(srtt);
+            self.lateness[0] = self.lateness[0].max(late);
+        }
+    }
+
+    /// Sets (or stops) [`Timer::Silence`]: see [`Connection::watch_silence`].
+    fn arm_silence(&mut self) {
+        let watched = self.silence_watch && !self.silent && self.state.is_synchronized();
+        let (true, Some(srtt), Some(due)) = (watched, self.rtt.srtt(), self.ack_due()) else {
+            self.timers.stop(Timer::Silence);
+            return;
+        };
+        let late = self.lateness[0].max(self.lateness[1]);
+        let mss = self.smss();
+        let in_flight = self.in_flight().max(1);
+        // The peer acknowledges at least every second full segment.
+        let spacing_ns = srtt.as_nanos() * u128::from(2 * mss) / u128::from(in_flight);
+        let spacing = Duration::from_nanos(u64::try_from(spacing_ns).unwrap_or(u64::MAX)).min(srtt);
+        let mut margin = (self.rtt.rttvar() * 4)
+            .max(spacing * 2)
+            .max(late * 2)
+            .max(SILENCE_FLOOR);
+        if in_flight <= mss {
+            margin += self.cfg.delayed_ack;
+        }
+        self.timers.set(Timer::Silence, due + margin);
     }
 
     /// Sends an acknowledgment at the next [`Connection::poll_transmit`] even if nothing else
@@ -901,6 +998,7 @@ impl Connection {
                         self.tlp_due = true;
                     }
                 }
+                Timer::Silence => self.silent = self.snd_max > self.snd_una,
             }
         }
     }
@@ -1269,6 +1367,7 @@ impl Connection {
     /// (RFC 2018) and loss detection (RFC 6675, RFC 8985).
     fn on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, ack_off: u64) {
         let mss = self.smss();
+        self.note_lateness(now);
         // Window update (RFC 9293 SND.WL1/SND.WL2 rule).
         let window = u64::from(seg.window_len) << self.snd_wscale;
         let seq_num = seg.seq_number;
@@ -1327,6 +1426,9 @@ impl Connection {
             self.detect_losses(now);
         }
         self.arm_tail_probe(now);
+        self.last_heard = Some(now);
+        self.silent = false;
+        self.arm_silence();
         self.update_pacer();
     }
 
@@ -1764,6 +1866,9 @@ impl Connection {
         let n = self.emit(now, buf, hook, TcpFlags(flags), 0, 0, retransmission);
         if !self.timers.is_set(Timer::Retransmit) {
             self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        }
+        if self.silence_watch && (retransmission || !self.timers.is_set(Timer::Silence)) {
+            self.arm_silence();
         }
         n
     }

@@ -108,6 +108,12 @@ impl SentQueue {
         self.segs.back()
     }
 
+    /// The oldest segment the receiver has not reported (neither acknowledged nor SACKed).
+    #[must_use]
+    pub fn oldest_unreported(&self) -> Option<&Segment> {
+        self.segs.iter().find(|s| s.state != SegState::Sacked)
+    }
+
     /// The first segment marked lost: RFC 6675 `NextSeg` rule 1.
     #[must_use]
     pub fn first_lost(&self) -> Option<&Segment> {
@@ -213,6 +219,13 @@ impl SentQueue {
                 d.bytes += s.len();
                 self.on_delivered(&s, now, min_rtt, &mut d);
             }
+        }
+        if d.retransmission {
+            // Karn (RFC 6298 §3), as Linux applies it: an acknowledgment that covers a
+            // retransmission may have been sent for it, however old the segments sent once
+            // that it also covers (held behind a hole through an outage, they would give a
+            // round trip of seconds).
+            d.rtt_sample = None;
         }
         d
     }
@@ -422,6 +435,23 @@ mod tests {
         // A cumulative ACK over SACKed bytes delivers only the rest.
         let d = q.ack(601, t0 + ms(53), None);
         assert_eq!((d.bytes, q.sacked(), q.in_flight()), (200, 0, 400));
+    }
+
+    #[test]
+    fn an_ack_that_covers_a_retransmission_gives_no_rtt_sample() {
+        let t0 = Instant::now();
+        let mut q = queue(t0);
+        // An outage: the first segment goes again 9 s later and fills the receiver's hole;
+        // the ACK also covers segments sent once, 9 s ago.
+        q.retransmitted(1, 101, t0 + ms(9_000));
+        let d = q.ack(501, t0 + ms(9_020), None);
+        assert_eq!(d.bytes, 500);
+        assert!(d.retransmission);
+        assert_eq!(d.rtt_sample, None, "Karn: not 9 s");
+        // The next ACK, for segments sent once only, measures again (from the newest).
+        q.push(1001, 1101, t0 + ms(9_010));
+        let d = q.ack(1101, t0 + ms(9_030), None);
+        assert_eq!(d.rtt_sample, Some(ms(20)));
     }
 
     #[test]

@@ -22,9 +22,12 @@ pub enum Timer {
     Reorder = 6,
     /// Tail loss probe (RFC 8985 §7).
     TailProbe = 7,
+    /// The peer has been silent longer than its ACK clock explains, with data outstanding
+    /// ([`super::Connection::watch_silence`]).
+    Silence = 8,
 }
 
-const COUNT: usize = 8;
+const COUNT: usize = 9;
 
 impl Timer {
     const ALL: [Timer; COUNT] = [
@@ -36,6 +39,7 @@ impl Timer {
         Timer::Pacing,
         Timer::Reorder,
         Timer::TailProbe,
+        Timer::Silence,
     ];
 }
 
