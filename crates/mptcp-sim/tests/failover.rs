@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use mptcp_proto::mptcp::Stack;
-use mptcp_sim::apps::mptcp::{MpSend, MpSink, MpSinkState};
+use mptcp_sim::apps::mptcp::{MpPaced, MpSend, MpSink, MpSinkState};
 use mptcp_sim::link::LinkParams;
 use mptcp_sim::{HostId, Sim};
 
@@ -209,6 +209,62 @@ fn loaded_lossy_bloated_lines_are_never_taken_for_silent() {
         assert!(
             gap <= Duration::from_millis(2 * slower),
             "{name}: delivery waited {gap:?}"
+        );
+    }
+}
+
+/// An ssh-like session (200 bytes every 300 ms, each acknowledged before the next: the
+/// connection is idle between writes) whose line goes dark between two writes: the write that
+/// meets the dark line is noticed by its missing ACK (a silence is counted), not only by the
+/// retransmission timeout, and reaches the other side within 200 ms, at several moments.
+#[test]
+fn a_write_after_idle_into_a_dark_line_goes_over_the_other_one_soon() {
+    for at_ms in [2_013, 2_537, 3_071] {
+        let at = Duration::from_millis(at_ms);
+        let mut sim: Sim<Stack> = Sim::new_mptcp("failover-interactive");
+        let mut fast = LinkParams::bdp_queue(20.0, Duration::from_millis(20));
+        fast.outages = vec![(at, at + Duration::from_secs(5))];
+        let slow = LinkParams::bdp_queue(10.0, Duration::from_millis(40));
+        let (c, s, _) = sim.multipath(&[fast, slow]);
+        let to = SocketAddr::new(IpAddr::from([10, 9, 9, 9]), 80);
+        let sink = MpSink::listen(to, 9);
+        let got = sink.state();
+        sim.set_app(s, sink);
+        let paths = sim.paths(c);
+        let paced = MpPaced::new(
+            paths,
+            to,
+            (200, Duration::from_millis(300), 20),
+            Duration::from_secs(1),
+            9,
+        );
+        let written = paced.written_at();
+        sim.set_app(c, paced);
+        sim.run_for(Duration::from_secs(8));
+        let g = got.borrow();
+        assert!(g.first_bad.is_none());
+        let written = written.borrow();
+        assert_eq!(written.len(), 20);
+        let worst = written
+            .iter()
+            .enumerate()
+            .map(|(k, &t)| {
+                let end = ((k + 1) * 200) as u64;
+                let read = g.samples.iter().find(|s| s.1 >= end).unwrap();
+                read.0.duration_since(t)
+            })
+            .max()
+            .unwrap();
+        let st = sim.endpoint(c);
+        let silences = st.stats(st.connection_ids()[0]).unwrap().silences;
+        println!("dark from {at_ms} ms: the slowest write took {worst:?}, {silences} silences");
+        assert!(
+            silences >= 1,
+            "dark from {at_ms} ms: the silence went unnoticed"
+        );
+        assert!(
+            worst < Duration::from_millis(200),
+            "dark from {at_ms} ms: a write took {worst:?}"
         );
     }
 }

@@ -135,8 +135,8 @@ pub(crate) struct Subflow {
     pub acked_seen: u64,
     pub stale: bool,
     /// Its peer has been silent longer than the ACK clock explains (RFC 7829's "potentially
-    /// failed"): its data went to the other subflows and it gets no new data until it hears
-    /// from the peer again.
+    /// failed"): while another subflow works, its data goes to that one and it gets no new
+    /// data until it hears from the peer again.
     pub silent: bool,
     /// Its retransmission timeout is capped (it is stale and another subflow works).
     pub rto_capped: bool,
@@ -866,12 +866,15 @@ impl MpConn {
     /// Queues a signal and asks an active subflow (its own, for `MP_PRIO`) for an ACK.
     pub fn signal(&mut self, ep: &mut Endpoint, sig: Signal) {
         self.signals.push_back(sig);
-        let sf = match sig {
-            Signal::Prio { sf, .. } => Some(sf),
-            _ => self
-                .subflows
+        let sf = if let Signal::Prio { sf, .. } = sig {
+            Some(sf)
+        } else {
+            let live = |s: &Subflow| s.state == SubflowState::Active && !s.stale;
+            let subflows = &self.subflows;
+            subflows
                 .iter()
-                .position(|s| s.state == SubflowState::Active && !s.stale),
+                .position(|s| live(s) && !s.silent)
+                .or_else(|| subflows.iter().position(live))
         };
         if let Some(c) = sf
             .and_then(|i| self.subflows.get(i))
@@ -2083,10 +2086,12 @@ impl MpConn {
         }
     }
 
-    /// Which subflows may carry data now: active, not stalled, and regular ones while any
-    /// works, else the backups.
+    /// Which subflows may carry data now: active, not stalled, not silent unless all are, and
+    /// regular ones while any works, else the backups.
     fn usable_class(&self) -> impl Fn(&Subflow) -> bool + use<> {
-        let usable = |s: &Subflow| s.state == SubflowState::Active && !s.stale && !s.silent;
+        let live = |s: &Subflow| s.state == SubflowState::Active && !s.stale;
+        let any_awake = self.subflows.iter().any(|s| live(s) && !s.silent);
+        let usable = move |s: &Subflow| live(s) && (!s.silent || !any_awake);
         let regular = self.subflows.iter().any(|s| usable(s) && !s.is_backup());
         move |s: &Subflow| usable(s) && s.is_backup() != regular
     }
@@ -2215,17 +2220,21 @@ impl MpConn {
                     m.reinjected = false;
                 }
             }
-            if silent != sf.silent {
-                sf.silent = silent;
-                let usable = |s: &Subflow| s.state == SubflowState::Active && !s.stale && !s.silent;
+            let newly = silent && !sf.silent;
+            sf.silent = silent;
+            if silent && !sf.stale && unacked > 0 {
+                let awake = |s: &Subflow| s.state == SubflowState::Active && !s.stale && !s.silent;
                 let others = self
                     .subflows
                     .iter()
                     .enumerate()
-                    .any(|(j, s)| j != i && usable(s));
-                let sf = &self.subflows[i];
-                if silent && !sf.stale && unacked > 0 && others {
-                    self.stats.silences += 1;
+                    .any(|(j, s)| j != i && awake(s));
+                // Once per silence (the mappings remember what was reinjected), also when
+                // another subflow starts to work while this one is still silent.
+                if others {
+                    if newly {
+                        self.stats.silences += 1;
+                    }
                     self.reinject_from(i);
                 }
             }

@@ -403,15 +403,15 @@ impl Connection {
 
     /// Watches the peer's silence (the MPTCP layer does, on every subflow): with data
     /// outstanding, the peer's next ACK is due one smoothed RTT after the oldest segment it has
-    /// not reported was sent, or soon after its last ACK while its ACK clock runs; when none
-    /// comes within a margin (four RTT variations, two ACK spacings, twice the latest that
-    /// ACKs came in the last 5-10 s, at least [`SILENCE_FLOOR`], plus the delayed-ACK time
-    /// when one segment is out),
+    /// not reported was sent, and no sooner than two ACK spacings after its last ACK while its
+    /// ACK clock runs; when none comes within a margin (four RTT variations, twice the latest
+    /// that ACKs came in the last 5-10 s, at least [`SILENCE_FLOOR`], plus the delayed-ACK
+    /// time when one segment is out),
     /// [`Connection::is_silent`] says so until an ACK comes. It is a suspicion, not a loss:
     /// nothing is sent again and the congestion window is untouched; RFC 7829 calls such a
     /// path "potentially failed", and another subflow may carry its data meanwhile. It fires
-    /// well before the retransmission timeout, whose 200 ms floor allows for delayed ACKs that a
-    /// running ACK clock does not have.
+    /// usually well before the retransmission timeout, whose 200 ms floor allows for delayed ACKs
+    /// that a running ACK clock does not have.
     pub fn watch_silence(&mut self, on: bool) {
         self.silence_watch = on;
         if !on {
@@ -435,18 +435,23 @@ impl Connection {
         Some(self.last_heard.map_or(expected, |h| h.max(expected)))
     }
 
-    /// Notes how late an ACK that came at `now` was, before it is processed: jitter and lost
-    /// ACKs, up to one smoothed RTT (a longer silence was an outage, not the path's manner).
-    fn note_lateness(&mut self, now: Instant) {
+    /// Notes how late an ACK that came at `now` was (`due`: when it was due, before it was
+    /// processed): jitter and lost ACKs. It counts for at most one smoothed RTT: a longer
+    /// silence was an outage, and would blunt the next one's detection.
+    fn note_lateness(&mut self, now: Instant, due: Option<Instant>) {
         if !self.silence_watch {
             return;
         }
         let since = *self.lateness_since.get_or_insert(now);
-        if now.saturating_duration_since(since) >= LATENESS_WINDOW {
+        let age = now.saturating_duration_since(since);
+        if age >= LATENESS_WINDOW * 2 {
+            self.lateness = [Duration::ZERO; 2];
+            self.lateness_since = Some(now);
+        } else if age >= LATENESS_WINDOW {
             self.lateness = [Duration::ZERO, self.lateness[0]];
             self.lateness_since = Some(now);
         }
-        if let (Some(due), Some(srtt)) = (self.ack_due(), self.rtt.srtt()) {
+        if let (Some(due), Some(srtt)) = (due, self.rtt.srtt()) {
             let late = now.saturating_duration_since(due).min(srtt);
             self.lateness[0] = self.lateness[0].max(late);
         }
@@ -455,24 +460,28 @@ impl Connection {
     /// Sets (or stops) [`Timer::Silence`]: see [`Connection::watch_silence`].
     fn arm_silence(&mut self) {
         let watched = self.silence_watch && !self.silent && self.state.is_synchronized();
-        let (true, Some(srtt), Some(due)) = (watched, self.rtt.srtt(), self.ack_due()) else {
+        let oldest = self.queue.oldest_unreported().map(|s| s.sent_at);
+        let (true, Some(srtt), Some(oldest)) = (watched, self.rtt.srtt(), oldest) else {
             self.timers.stop(Timer::Silence);
             return;
         };
         let late = self.lateness[0].max(self.lateness[1]);
         let mss = self.smss();
         let in_flight = self.in_flight().max(1);
-        // The peer acknowledges at least every second full segment.
-        let spacing_ns = srtt.as_nanos() * u128::from(2 * mss) / u128::from(in_flight);
-        let spacing = Duration::from_nanos(u64::try_from(spacing_ns).unwrap_or(u64::MAX)).min(srtt);
-        let mut margin = (self.rtt.rttvar() * 4)
-            .max(spacing * 2)
-            .max(late * 2)
-            .max(SILENCE_FLOOR);
+        let mut margin = (self.rtt.rttvar() * 4).max(late * 2).max(SILENCE_FLOOR);
         if in_flight <= mss {
             margin += self.cfg.delayed_ack;
         }
-        self.timers.set(Timer::Silence, due + margin);
+        // The oldest segment's ACK is due a round trip after it was sent ...
+        let mut at = oldest + srtt + margin;
+        if let Some(heard) = self.last_heard {
+            // ... and while the ACK clock runs, the next ACK soon after the last: the peer
+            // acknowledges at least every second full segment.
+            let spacing_ns = srtt.as_nanos() * u128::from(2 * mss) / u128::from(in_flight);
+            let spacing = Duration::from_nanos(u64::try_from(spacing_ns).unwrap_or(u64::MAX));
+            at = at.max(heard + margin.max(spacing.min(srtt) * 2));
+        }
+        self.timers.set(Timer::Silence, at);
     }
 
     /// Sends an acknowledgment at the next [`Connection::poll_transmit`] even if nothing else
@@ -1367,7 +1376,8 @@ impl Connection {
     /// (RFC 2018) and loss detection (RFC 6675, RFC 8985).
     fn on_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, ack_off: u64) {
         let mss = self.smss();
-        self.note_lateness(now);
+        let due = self.ack_due();
+        let progress = ack_off > self.snd_una;
         // Window update (RFC 9293 SND.WL1/SND.WL2 rule).
         let window = u64::from(seg.window_len) << self.snd_wscale;
         let seq_num = seg.seq_number;
@@ -1401,6 +1411,7 @@ impl Connection {
                 }
             }
         }
+        let mut dupack = false;
         if ack_off > self.snd_una {
             self.on_new_ack(now, ack_off);
         } else if ack_off == self.snd_una && self.snd_max > self.snd_una {
@@ -1410,6 +1421,7 @@ impl Connection {
             } else {
                 seg.payload.is_empty() && !window_changed && !seg.flags.contains(TcpFlags::FIN)
             };
+            dupack = dup;
             if dup {
                 self.dupacks += 1;
                 if !self.sack_ok
@@ -1426,8 +1438,13 @@ impl Connection {
             self.detect_losses(now);
         }
         self.arm_tail_probe(now);
-        self.last_heard = Some(now);
-        self.silent = false;
+        // The peer heard us: it acknowledged or SACKed new data, or sent a duplicate ACK.
+        // Its own data, a window update or an old ACK say nothing of our direction.
+        if progress || newly_sacked > 0 || dupack {
+            self.note_lateness(now, due);
+            self.last_heard = Some(now);
+            self.silent = false;
+        }
         self.arm_silence();
         self.update_pacer();
     }
@@ -1443,7 +1460,10 @@ impl Connection {
         self.stats.bytes_acked += data_to.saturating_sub(data_from);
         self.send.ack_to(data_to);
         let delivered = self.queue.ack(ack_off, now, self.rtt.min());
-        // RFC 6298 §3, Karn: only segments sent once give samples.
+        // RFC 6298 §3, Karn: only an acknowledgment of segments sent once gives a sample; one
+        // that also covers a retransmission gives none, and a backed-off timeout stays until
+        // new data is acknowledged (§5.7). (Its echoed timestamp is no help: after an outage
+        // the receiver echoes the segment before it, the retransmission being a duplicate.)
         if let Some(rtt) = delivered.rtt_sample {
             self.rtt.on_sample(rtt);
         }
@@ -1867,9 +1887,6 @@ impl Connection {
         if !self.timers.is_set(Timer::Retransmit) {
             self.timers.set(Timer::Retransmit, now + self.rtt.rto());
         }
-        if self.silence_watch && (retransmission || !self.timers.is_set(Timer::Silence)) {
-            self.arm_silence();
-        }
         n
     }
 
@@ -2103,6 +2120,11 @@ impl Connection {
         }
         if !self.timers.is_set(Timer::Retransmit) {
             self.timers.set(Timer::Retransmit, now + self.rtt.rto());
+        }
+        // The first segment out after everything was acknowledged (after idle, or a new
+        // subflow's first flight) is watched from now; a retransmission moves the due time.
+        if self.silence_watch && (retransmission || !self.timers.is_set(Timer::Silence)) {
+            self.arm_silence();
         }
         n
     }

@@ -1,7 +1,8 @@
 //! Round-trip time estimation and the retransmission timeout (RFC 6298).
 //!
-//! Samples come from segments that were sent once (Karn's algorithm, RFC 6298 §3: a segment
-//! that was retransmitted gives no sample, since its ACK cannot tell which copy it acknowledges).
+//! Samples come from acknowledgments of segments that were sent once (Karn's algorithm, RFC 6298
+//! §3: an acknowledgment that covers a retransmitted segment cannot tell which copy it answers,
+//! so it gives no sample).
 //! The timeout doubles on each expiry (§5.5) and is kept between the configured bounds (§2.4,
 //! §2.5); a new sample after a backoff resets it (§5.7 leaves the backed-off value until a
 //! sample arrives).

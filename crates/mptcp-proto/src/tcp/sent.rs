@@ -54,7 +54,8 @@ impl Segment {
 pub struct Delivered {
     /// Bytes newly acknowledged or SACKed.
     pub bytes: u64,
-    /// An RTT sample from the newest segment delivered that was sent once.
+    /// An RTT sample from the newest segment delivered that was sent once; none from a
+    /// cumulative acknowledgment that also covers a retransmission (Karn).
     pub rtt_sample: Option<Duration>,
     /// Whether a retransmitted segment was among those delivered.
     pub retransmission: bool,

@@ -411,7 +411,15 @@ async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
                 }
             },
             () = sleep => {
-                shared.lock().ep.handle_timeout(Instant::now());
+                let mut g = shared.lock();
+                let now = Instant::now();
+                // What came meanwhile first: after a stall of this host, an ACK waiting in
+                // the TUN queue must not let a subflow's line look silent.
+                for _ in 0..BATCH {
+                    let Ok(n) = dev.try_recv(&mut rx) else { break };
+                    take_packet(&mut g, now, &rx[..n]);
+                }
+                g.ep.handle_timeout(now);
             }
             () = shared.kick.notified() => {}
         }
