@@ -82,6 +82,18 @@ fn sh(lab: &TestLab, role: Role, cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A lab with `lines` (the default ones when empty) whose vps's kernel takes joins and
+/// announced addresses (four of each).
+fn lab_taking_joins(lines: &[&str]) -> TestLab {
+    let lab = TestLab::up(EXE, lines);
+    sh(
+        &lab,
+        Role::Vps,
+        "ip mptcp limits set subflows 4 add_addr_accepted 4",
+    );
+    lab
+}
+
 /// Bytes each line delivered upstream (gw → vps) and downstream since `before`.
 fn line_bytes(lab: &TestLab, before: &mpbond::lab::LabStats, upstream: bool) -> Vec<(String, u64)> {
     let after = lab.stats();
@@ -172,13 +184,8 @@ fn our_client_against_a_kernel_server_carries_64_mib_each_way_over_both_lines() 
     ) {
         return;
     }
-    let lab = TestLab::up(EXE, &[]);
     // The kernel server takes up to 4 subflows per connection.
-    sh(
-        &lab,
-        Role::Vps,
-        "ip mptcp limits set subflows 4 add_addr_accepted 4",
-    );
+    let lab = lab_taking_joins(&[]);
     // The kernel announces its lte address (ADD_ADDR), which our client joins too.
     let vps_lte = lab.info().vps_line_addr("lte", false).unwrap();
     sh(
@@ -322,12 +329,7 @@ fn our_client_loses_no_byte_when_a_line_is_blackholed_mid_upload() {
     if skip_unless_root("our_client_loses_no_byte_when_a_line_is_blackholed_mid_upload") {
         return;
     }
-    let lab = TestLab::up(EXE, &[]);
-    sh(
-        &lab,
-        Role::Vps,
-        "ip mptcp limits set subflows 4 add_addr_accepted 4",
-    );
+    let lab = lab_taking_joins(&[]);
     let dir = TempDir::new("interop-blackhole");
     let file = dir.path("data");
     write_random_file(&file, SIZE, 11);
@@ -389,12 +391,7 @@ fn our_client_uploads_intact_to_a_kernel_server_with_every_scheduler() {
     if skip_unless_root("our_client_uploads_intact_to_a_kernel_server_with_every_scheduler") {
         return;
     }
-    let lab = TestLab::up(EXE, &[]);
-    sh(
-        &lab,
-        Role::Vps,
-        "ip mptcp limits set subflows 4 add_addr_accepted 4",
-    );
+    let lab = lab_taking_joins(&[]);
     let dir = TempDir::new("interop-schedulers");
     let file = dir.path("data");
     write_random_file(&file, SIZE, 13);
@@ -501,12 +498,7 @@ fn captures_of_both_roles_check_out_in_mpbond_decode_and_tshark() {
     if skip_unless_root("captures_of_both_roles_check_out_in_mpbond_decode_and_tshark") {
         return;
     }
-    let lab = TestLab::up(EXE, &[]);
-    sh(
-        &lab,
-        Role::Vps,
-        "ip mptcp limits set subflows 4 add_addr_accepted 4",
-    );
+    let lab = lab_taking_joins(&[]);
     let vps_lte = lab.info().vps_line_addr("lte", false).unwrap();
     sh(
         &lab,
@@ -733,12 +725,7 @@ fn our_client_makes_its_backup_line_regular_with_mp_prio_while_the_regular_one_i
     ) {
         return;
     }
-    let lab = TestLab::up(EXE, &[]);
-    sh(
-        &lab,
-        Role::Vps,
-        "ip mptcp limits set subflows 4 add_addr_accepted 4",
-    );
+    let lab = lab_taking_joins(&[]);
     let dir = TempDir::new("interop-prio");
     let file = dir.path("data");
     write_random_file(&file, SIZE, 19);
@@ -970,12 +957,7 @@ fn coupled_congestion_control_shares_a_bottleneck_fairly_with_kernel_tcp() {
     if skip_unless_root("coupled_congestion_control_shares_a_bottleneck_fairly_with_kernel_tcp") {
         return;
     }
-    let lab = TestLab::up(EXE, &["wan1:20mbit:10ms", "wan2:20mbit:10ms:share=wan1"]);
-    sh(
-        &lab,
-        Role::Vps,
-        "ip mptcp limits set subflows 4 add_addr_accepted 4",
-    );
+    let lab = lab_taking_joins(&["wan1:20mbit:10ms", "wan2:20mbit:10ms:share=wan1"]);
     // The competitor runs Linux's default, CUBIC, whatever this host's default is (a lab's
     // namespaces inherit it; BBR would make another comparison). A namespace may only pick
     // an algorithm of the host's allowed list (else EPERM, which hid for a while that the
@@ -1143,12 +1125,7 @@ fn our_client_fails_over_side_by_side_with_the_kernel_when_the_busier_line_is_bl
     ) {
         return;
     }
-    let lab = TestLab::up(EXE, &[]);
-    sh(
-        &lab,
-        Role::Vps,
-        "ip mptcp limits set subflows 4 add_addr_accepted 4",
-    );
+    let lab = lab_taking_joins(&[]);
     let dir = TempDir::new("interop-failover");
     let file = dir.path("data");
     write_random_file(&file, SIZE, 13);
