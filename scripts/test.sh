@@ -30,3 +30,7 @@ done
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The gateway's tests again with gateway and converter on mpbond's own engine (`--stack user`);
+# the mixed pairs ran above.
+MPBOND_TEST_STACK=user cargo test -p mpbond --locked --test gateway -- \
+    --skip mixed_data_planes --skip connect_with_wan_lines

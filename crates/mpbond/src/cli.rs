@@ -241,9 +241,14 @@ pub struct ConverterArgs {
     /// health checks (off by default).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
-    /// Data plane.
+    /// Data plane: `kernel` (Linux's MPTCP) or `user` (mpbond's own engine on a TUN device;
+    /// IPv4; config: `stack`) [default: kernel].
     #[arg(long, value_enum)]
     pub stack: Option<Stack>,
+    /// Scheduler and congestion control of the user-space stack (config: `scheduler`,
+    /// `congestion`).
+    #[command(flatten)]
+    pub tuning: TuningArgs,
 }
 
 /// `mpbond gateway`
@@ -301,9 +306,14 @@ pub struct GatewayArgs {
     /// health checks (off by default).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
-    /// Data plane.
+    /// Data plane: `kernel` (Linux's MPTCP) or `user` (mpbond's own engine on a TUN device;
+    /// IPv4; config: `stack`) [default: kernel].
     #[arg(long, value_enum)]
     pub stack: Option<Stack>,
+    /// Scheduler and congestion control of the user-space stack (config: `scheduler`,
+    /// `congestion`).
+    #[command(flatten)]
+    pub tuning: TuningArgs,
 }
 
 /// `mpbond connect`
@@ -346,19 +356,9 @@ pub struct ConnectArgs {
     /// its own; IPv4; needs root).
     #[arg(long, value_enum, default_value = "kernel")]
     pub stack: Stack,
-    /// With `--stack user`: which line carries the next bytes. `min-rtt` (the default, as
-    /// Linux), `blest` or `ecf` (fewer stalls behind a slow line), `redundant` (every byte on
-    /// every line: lowest delay, throughput of the best line only), `round-robin` (tests). The
-    /// kernel stack uses Linux's own scheduler.
-    #[arg(long, value_name = "NAME")]
-    pub scheduler: Option<mptcp_proto::mptcp::SchedulerKind>,
-    /// With `--stack user`: the subflows' congestion control. `cubic` (the default, as Linux:
-    /// each line on its own), `reno` (each on its own), or coupled: `lia` (RFC 6356), `olia`,
-    /// `balia`, which take no more than one TCP flow's share where lines meet at one
-    /// bottleneck and move traffic off a congested line. The kernel stack uses Linux's
-    /// (uncoupled).
-    #[arg(long, value_name = "NAME")]
-    pub congestion: Option<mptcp_proto::mptcp::Congestion>,
+    /// Scheduler and congestion control of the user-space stack.
+    #[command(flatten)]
+    pub tuning: TuningArgs,
 }
 
 /// `mpbond listen`
@@ -378,6 +378,14 @@ pub struct ListenArgs {
     /// its own; IPv4; needs root).
     #[arg(long, value_enum, default_value = "kernel")]
     pub stack: Stack,
+    /// Scheduler and congestion control of the user-space stack.
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+}
+
+/// `--scheduler` and `--congestion`: how the user-space stack runs each MPTCP connection.
+#[derive(Debug, Args, Default)]
+pub struct TuningArgs {
     /// With `--stack user`: which line carries the next bytes. `min-rtt` (the default, as
     /// Linux), `blest` or `ecf` (fewer stalls behind a slow line), `redundant` (every byte on
     /// every line: lowest delay, throughput of the best line only), `round-robin` (tests). The
@@ -469,14 +477,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     a.probe_interval.as_deref(),
                     a.probe_idle_interval.as_deref(),
                 )?,
-                tuning: tuning_for(a.stack, a.scheduler, a.congestion)?,
+                tuning: tuning_for(a.stack, &a.tuning)?,
                 stack: a.stack,
             };
             finish(runtime(false)?, crate::netcat::connect(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Listen(a) => {
-            let tuning = tuning_for(a.stack, a.scheduler, a.congestion)?;
+            let tuning = tuning_for(a.stack, &a.tuning)?;
             finish(
                 runtime(false)?,
                 crate::netcat::listen(&a.addr, !a.tcp, a.announce, a.stack, tuning),
@@ -619,11 +627,11 @@ fn converter_config(a: ConverterArgs) -> Result<crate::converter::Config> {
         Some(p) => config::read(p)?,
         None => ConverterFile::default(),
     };
-    a.stack
-        .or(file.stack)
-        .unwrap_or_default()
-        .check_available("converter")
-        .map_err(anyhow::Error::msg)?;
+    let stack = a.stack.or(file.stack).unwrap_or_default();
+    let tuning = a
+        .tuning
+        .over_file(file.scheduler.as_deref(), file.congestion.as_deref())?;
+    let tuning = tuning_for(stack, &tuning)?;
     let listen = a
         .listen
         .or(file.listen)
@@ -636,6 +644,8 @@ fn converter_config(a: ConverterArgs) -> Result<crate::converter::Config> {
         .or(file.keys)
         .context("--keys FILE is required (or `keys` in the config file)")?;
     let mut c = crate::converter::Config::new(listen, keys);
+    c.stack = stack;
+    c.tuning = tuning;
     let mut allow = file.allow_dest.unwrap_or_default();
     allow.extend(a.allow_dest);
     let mut deny = file.deny_dest.unwrap_or_default();
@@ -693,11 +703,11 @@ fn gateway_config(a: GatewayArgs) -> Result<crate::gateway::Config> {
         Some(p) => config::read(p)?,
         None => GatewayFile::default(),
     };
-    a.stack
-        .or(file.stack)
-        .unwrap_or_default()
-        .check_available("gateway")
-        .map_err(anyhow::Error::msg)?;
+    let stack = a.stack.or(file.stack).unwrap_or_default();
+    let tuning = a
+        .tuning
+        .over_file(file.scheduler.as_deref(), file.congestion.as_deref())?;
+    let tuning = tuning_for(stack, &tuning)?;
     let converter = a
         .converter
         .or(file.converter)
@@ -707,6 +717,8 @@ fn gateway_config(a: GatewayArgs) -> Result<crate::gateway::Config> {
         .or(file.key)
         .context("--key FILE is required (or `key` in the config file)")?;
     let mut c = crate::gateway::Config::new(converter, key);
+    c.stack = stack;
+    c.tuning = tuning;
     let wan = if a.wan.is_empty() {
         file.wan.unwrap_or_default()
     } else {
@@ -765,27 +777,46 @@ fn metrics_addr(s: Option<String>) -> Result<Option<std::net::SocketAddr>> {
 }
 
 /// The scheduler and congestion control asked for, which only the user-space stack has.
-fn tuning_for(
-    stack: Stack,
-    scheduler: Option<mptcp_proto::mptcp::SchedulerKind>,
-    congestion: Option<mptcp_proto::mptcp::Congestion>,
-) -> Result<crate::stack::user::Tuning> {
+fn tuning_for(stack: Stack, asked: &TuningArgs) -> Result<crate::stack::user::Tuning> {
     if stack != Stack::User {
-        if let Some(k) = scheduler {
+        if let Some(k) = asked.scheduler {
             bail!(
                 "--scheduler {k} needs --stack user: the kernel stack uses Linux's own scheduler (net.mptcp.scheduler)"
             );
         }
-        if let Some(k) = congestion {
+        if let Some(k) = asked.congestion {
             bail!(
                 "--congestion {k} needs --stack user: the kernel stack's subflows use Linux's congestion control, uncoupled (net.ipv4.tcp_congestion_control)"
             );
         }
     }
     Ok(crate::stack::user::Tuning {
-        scheduler: scheduler.unwrap_or_default(),
-        congestion: congestion.unwrap_or_default(),
+        scheduler: asked.scheduler.unwrap_or_default(),
+        congestion: asked.congestion.unwrap_or_default(),
     })
+}
+
+impl TuningArgs {
+    /// The flags over the config file's `scheduler` and `congestion` keys.
+    fn over_file(mut self, scheduler: Option<&str>, congestion: Option<&str>) -> Result<Self> {
+        if self.scheduler.is_none() {
+            self.scheduler = scheduler
+                .map(|s| {
+                    s.parse()
+                        .map_err(|e| anyhow::anyhow!("config file, `scheduler`: {e}"))
+                })
+                .transpose()?;
+        }
+        if self.congestion.is_none() {
+            self.congestion = congestion
+                .map(|s| {
+                    s.parse()
+                        .map_err(|e| anyhow::anyhow!("config file, `congestion`: {e}"))
+                })
+                .transpose()?;
+        }
+        Ok(self)
+    }
 }
 
 /// The probe settings of `--probe-interval` and `--probe-idle-interval`.
@@ -875,19 +906,27 @@ mod tests {
         let Command::Listen(a) = cli.command else {
             panic!("listen")
         };
-        let t = tuning_for(a.stack, a.scheduler, a.congestion).unwrap();
+        let t = tuning_for(a.stack, &a.tuning).unwrap();
         assert_eq!(
             (t.scheduler, t.congestion),
             (SchedulerKind::Blest, Congestion::Olia)
         );
-        let t = tuning_for(Stack::User, None, None).unwrap();
+        let t = tuning_for(Stack::User, &TuningArgs::default()).unwrap();
         assert_eq!(
             (t.scheduler, t.congestion),
             (SchedulerKind::MinRtt, Congestion::Cubic)
         );
-        let e = tuning_for(Stack::Kernel, Some(SchedulerKind::Ecf), None).unwrap_err();
+        let ecf = TuningArgs {
+            scheduler: Some(SchedulerKind::Ecf),
+            congestion: None,
+        };
+        let e = tuning_for(Stack::Kernel, &ecf).unwrap_err();
         assert!(e.to_string().contains("--stack user"), "{e}");
-        let e = tuning_for(Stack::Kernel, None, Some(Congestion::Lia)).unwrap_err();
+        let lia = TuningArgs {
+            scheduler: None,
+            congestion: Some(Congestion::Lia),
+        };
+        let e = tuning_for(Stack::Kernel, &lia).unwrap_err();
         assert!(
             e.to_string()
                 .contains("--congestion lia needs --stack user"),
@@ -900,6 +939,69 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("one of: cubic, reno, lia, olia, balia"), "{e}");
+    }
+
+    /// The gateway and the converter take `--scheduler` and `--congestion` too, and the
+    /// config file's `scheduler` and `congestion` keys, flags first; a bad name in the file
+    /// is an error that names the key.
+    #[test]
+    fn gateway_and_converter_take_a_scheduler_from_flags_or_config_file() {
+        use mptcp_proto::mptcp::{Congestion, SchedulerKind};
+        let cli = Cli::try_parse_from([
+            "mpbond",
+            "gateway",
+            "--converter",
+            "192.0.2.1:7000",
+            "--key",
+            "/k",
+            "--socks",
+            "127.0.0.1:1080",
+            "--stack",
+            "user",
+            "--scheduler",
+            "ecf",
+        ])
+        .unwrap();
+        let Command::Gateway(a) = cli.command else {
+            panic!("gateway")
+        };
+        let c = gateway_config(a).unwrap();
+        assert_eq!(c.stack, Stack::User);
+        assert_eq!(
+            (c.tuning.scheduler, c.tuning.congestion),
+            (SchedulerKind::Ecf, Congestion::Cubic)
+        );
+        let t = TuningArgs {
+            scheduler: Some(SchedulerKind::Blest),
+            congestion: None,
+        }
+        .over_file(Some("redundant"), Some("balia"))
+        .unwrap();
+        assert_eq!(
+            (t.scheduler, t.congestion),
+            (Some(SchedulerKind::Blest), Some(Congestion::Balia))
+        );
+        let e = TuningArgs::default()
+            .over_file(Some("fastest"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`scheduler`"), "{e}");
+        let cli = Cli::try_parse_from([
+            "mpbond",
+            "converter",
+            "--listen",
+            "0.0.0.0:7000",
+            "--keys",
+            "/k",
+            "--congestion",
+            "lia",
+        ])
+        .unwrap();
+        let Command::Converter(a) = cli.command else {
+            panic!("converter")
+        };
+        let e = converter_config(a).unwrap_err().to_string();
+        assert!(e.contains("--congestion lia needs --stack user"), "{e}");
     }
 
     #[test]

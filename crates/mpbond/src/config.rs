@@ -79,8 +79,12 @@ pub struct ConverterFile {
     pub fleet_address: Option<std::net::IpAddr>,
     /// `"127.0.0.1:9477"`: Prometheus metrics.
     pub metrics: Option<String>,
-    /// `"kernel"`.
+    /// `"kernel"` or `"user"`.
     pub stack: Option<Stack>,
+    /// With `stack = "user"`: `"min-rtt"`, `"blest"`, `"ecf"`, `"redundant"`, `"round-robin"`.
+    pub scheduler: Option<String>,
+    /// With `stack = "user"`: `"cubic"`, `"reno"`, `"lia"`, `"olia"`, `"balia"`.
+    pub congestion: Option<String>,
 }
 
 /// `mpbond gateway`'s config file.
@@ -109,8 +113,12 @@ pub struct GatewayFile {
     pub fast_open: Option<bool>,
     /// `"2h"`.
     pub idle_timeout: Option<String>,
-    /// `"kernel"`.
+    /// `"kernel"` or `"user"`.
     pub stack: Option<Stack>,
+    /// With `stack = "user"`: `"min-rtt"`, `"blest"`, `"ecf"`, `"redundant"`, `"round-robin"`.
+    pub scheduler: Option<String>,
+    /// With `stack = "user"`: `"cubic"`, `"reno"`, `"lia"`, `"olia"`, `"balia"`.
+    pub congestion: Option<String>,
     /// Path manager: `"mpbond"` or `"kernel"`.
     pub pm: Option<crate::pm::PmKind>,
     /// `"100ms"`.

@@ -228,7 +228,10 @@ async fn connect_to(args: ConnectArgs) -> Result<()> {
         opts.mptcp = args.mptcp;
         opts.fast_open = args.fast_open;
         let up = client::open(dest, &signer, &opts).await?;
-        let stream = up.stream;
+        // `opts.user` is not set: the kernel's socket.
+        let Ok(stream) = up.stream.into_kernel() else {
+            bail!("--via: the connection to {via} is not the kernel's");
+        };
         let gate = async {
             let reply = match client::read_reply(&stream, opts.reply_timeout).await {
                 Ok(r) => r,

@@ -29,10 +29,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use socket2::SockRef;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::stack::conn::Conn;
 use crate::stack::kernel;
 
 /// Bytes per read.
@@ -41,8 +41,6 @@ pub const BUF_LEN: usize = 64 * 1024;
 const JAM_CHECK_FIRST: Duration = Duration::from_secs(1);
 /// The longest time between such checks while the side stays silent.
 const JAM_CHECK_MAX: Duration = Duration::from_secs(8);
-/// The longest an MPTCP side's `DATA_FIN` waits for the data before it to be acknowledged.
-const DATA_FIN_WAIT: Duration = Duration::from_secs(60);
 /// Buffers kept in the pool when idle: enough for the busy connections of a home gateway.
 const POOL_KEEP: usize = 64;
 
@@ -122,6 +120,12 @@ impl JamWatch {
         Self(kernel::is_mptcp(stream).then_some(JAM_CHECK_FIRST))
     }
 
+    /// Watches nothing (a connection that cannot jam so).
+    #[must_use]
+    pub const fn off() -> Self {
+        Self(None)
+    }
+
     /// Returns when `stream` is readable (or failed).
     ///
     /// # Errors
@@ -150,15 +154,15 @@ impl JamWatch {
 
 /// Copies from `from` to `to` until `from`'s FIN (then sends FIN on `to`).
 async fn pump(
-    from: &TcpStream,
-    to: &TcpStream,
+    from: &impl Conn,
+    to: &impl Conn,
     pool: &BufPool,
     moved: &AtomicU64,
     clock: &Clock,
 ) -> io::Result<()> {
-    let mut watch = JamWatch::new(from);
+    let mut watch = from.jam_watch();
     loop {
-        watch.readable(from).await?;
+        from.readable_watched(&mut watch).await?;
         let mut buf = pool.take();
         let n = match from.try_read(&mut buf) {
             Ok(n) => n,
@@ -173,17 +177,9 @@ async fn pump(
         };
         if n == 0 {
             pool.give(buf);
-            if kernel::is_mptcp(to) {
-                // The DATA_FIN goes alone, once nothing before it can be sent again: Linux 6.18
-                // can miss one that rides on a retransmitted segment (see the function).
-                if let Err(e) = kernel::wait_quiet_for_data_fin(to, DATA_FIN_WAIT).await {
-                    tracing::debug!("closing before the data was acknowledged: {e}");
-                }
-            }
-            SockRef::from(to).shutdown(std::net::Shutdown::Write)?;
-            return Ok(());
+            return to.finish().await;
         }
-        let written = kernel::write_all(to, &buf[..n]).await;
+        let written = to.write_all(&buf[..n]).await;
         pool.give(buf);
         written?;
         moved.fetch_add(n as u64, Relaxed);
@@ -196,8 +192,8 @@ async fn pump(
 /// `b` to `a` (the gateway reads the converter's Convert reply there), while `a` to `b` already
 /// flows; its error ends the relay like a socket error.
 pub async fn relay<F>(
-    a: &TcpStream,
-    b: &TcpStream,
+    a: &impl Conn,
+    b: &impl Conn,
     pool: &BufPool,
     idle: Option<Duration>,
     b_first: Option<F>,
@@ -205,8 +201,8 @@ pub async fn relay<F>(
 where
     F: Future<Output = io::Result<()>>,
 {
-    kernel::reset_on_close(a);
-    kernel::reset_on_close(b);
+    a.reset_on_close();
+    b.reset_on_close();
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
     let clock = Clock {
         start: Instant::now(),
@@ -248,8 +244,8 @@ where
         }
     }
     if outcome == Outcome::Closed {
-        kernel::close_gracefully(a);
-        kernel::close_gracefully(b);
+        a.close_gracefully();
+        b.close_gracefully();
     }
     Report {
         a_to_b: up.load(Relaxed),

@@ -62,7 +62,9 @@ impl TestConverter {
         tokio::spawn(async move {
             while let Ok((s, peer)) = l.listener.accept().await {
                 let c = Arc::clone(&c);
-                tokio::spawn(async move { c.handle(s, peer).await });
+                tokio::spawn(
+                    async move { c.handle(mpbond::stack::AnyConn::Kernel(s), peer).await },
+                );
             }
         });
         Self { addr, conv }
@@ -109,7 +111,7 @@ async fn echo_through(conv: &TestConverter, who: &Signer, dest: SocketAddr, data
         reply.extended_tcp_header.is_some(),
         "success carries an Extended TCP Header TLV: {reply:?}"
     );
-    let mut s = up.stream;
+    let mut s = up.stream.into_kernel().unwrap();
     let (mut r, mut w) = s.split();
     let send = async {
         w.write_all(data).await.unwrap();
@@ -566,7 +568,7 @@ fn a_connection_that_fell_back_because_its_syn_was_lost_is_tried_once_more() {
                 let opts = ClientOptions::new(format!("127.0.0.1:{port}").parse().unwrap());
                 let r =
                     client::open("192.0.2.1:80".parse().unwrap(), &signer("home", 1), &opts).await;
-                let r = r.map(|up| (up.fallback, kernel::is_mptcp(&up.stream)));
+                let r = r.map(|up| (up.fallback, mpbond::stack::Conn::is_mptcp(&up.stream)));
                 (r, accepted.await.unwrap())
             })
         },

@@ -3,6 +3,10 @@
 //!
 //! Every test here needs root (network namespaces, nftables, routes); without it each says so and
 //! passes. Lines: dsl 20mbit/10ms and lte 10mbit/40ms.
+//!
+//! The daemons run on the kernel's MPTCP unless `MPBOND_TEST_STACK` says otherwise: `user` for
+//! mpbond's own engine at both ends, `user,kernel` for a user-stack gateway and a kernel-stack
+//! converter (and the reverse). `scripts/test.sh` runs these tests once per data plane.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use mpbond::lab::testing::{CONVERTER, Daemon, TestLab, skip_unless_root, start_bonding};
+use mpbond::lab::testing::{CONVERTER, Daemon, TestLab, skip_unless_root, start_bonding_with};
 use mpbond::lab::{LabStats, LineState, Role, netns};
 use sha2::{Digest, Sha256};
 
@@ -310,7 +314,24 @@ impl Bonded {
         } else {
             &["dsl", "lte"]
         };
-        let (gateway, converter) = start_bonding(&lab, EXE, &dir.0, wan, extra);
+        let (gw_stack, conv_stack) = stacks();
+        Self::start_stacks(lab, web, dir, wan, extra, gw_stack, conv_stack)
+    }
+
+    /// Starts converter and gateway on `wan` with the data planes named (`kernel`, `user`).
+    fn start_stacks(
+        lab: TestLab,
+        web: WebServer,
+        dir: TempDir,
+        wan: &[&str],
+        extra: &[&str],
+        gw_stack: &str,
+        conv_stack: &str,
+    ) -> Self {
+        let mut gw_args = extra.to_vec();
+        gw_args.extend_from_slice(&["--stack", gw_stack]);
+        let conv_args = ["--stack", conv_stack];
+        let (gateway, converter) = start_bonding_with(&lab, EXE, &dir.0, wan, &gw_args, &conv_args);
         let capture = std::env::var_os("MPBOND_TEST_PCAP").map(|f| Capture::start(&lab, f.into()));
         Self {
             _capture: capture,
@@ -321,6 +342,19 @@ impl Bonded {
             lab,
         }
     }
+}
+
+/// The gateway's and the converter's data planes: `MPBOND_TEST_STACK` (`GATEWAY[,CONVERTER]`),
+/// else the kernel's.
+fn stacks() -> (&'static str, &'static str) {
+    let asked = std::env::var("MPBOND_TEST_STACK").unwrap_or_default();
+    let mut names = asked.split(',').map(str::trim).map(|n| match n {
+        "user" => "user",
+        "" | "kernel" => "kernel",
+        other => panic!("MPBOND_TEST_STACK: `{other}` is not kernel or user"),
+    });
+    let gw = names.next().unwrap_or("kernel");
+    (gw, names.next().unwrap_or(gw))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -555,10 +589,13 @@ fn lan_downloads_and_uploads_64_mib_bonded_faster_than_the_best_line() {
     )
     .trim()
     .to_owned();
-    assert!(
-        before_stop.is_empty() || before_stop == "0",
-        "blackhole detection is off while the gateway runs: {before_stop}"
-    );
+    let kernel_gateway = stacks().0 == "kernel";
+    if kernel_gateway {
+        assert!(
+            before_stop.is_empty() || before_stop == "0",
+            "blackhole detection is off while the gateway runs: {before_stop}"
+        );
+    }
 
     // The gateway cleans up after itself on SIGTERM.
     let mut b = b;
@@ -580,6 +617,8 @@ fn lan_downloads_and_uploads_64_mib_bonded_faster_than_the_best_line() {
         endpoints.trim().is_empty(),
         "endpoints are gone: {endpoints}"
     );
+    let links = command_output(lab, Role::Gw, "ip", &["-br", "link", "show"]);
+    assert!(!links.contains("mpbu"), "the engine's TUN is gone: {links}");
     if !before_stop.is_empty() {
         let after_stop = command_output(
             lab,
@@ -598,6 +637,51 @@ fn lan_downloads_and_uploads_64_mib_bonded_faster_than_the_best_line() {
         "converter exit:\n{}",
         b.converter.log_text()
     );
+}
+
+/// Mixed deployments (issue 16): a gateway on mpbond's engine with a converter on the kernel's
+/// MPTCP, and the reverse, carry 64 MiB each way intact over both lines.
+#[test]
+fn mixed_data_planes_carry_64_mib_both_ways_intact() {
+    if skip_unless_root("mixed_data_planes_carry_64_mib_both_ways_intact") {
+        return;
+    }
+    let size = 64 * MIB;
+    for (gw, conv) in [("user", "kernel"), ("kernel", "user")] {
+        let (lab, web, dir) = Bonded::lab(&format!("mixed-{gw}"));
+        let b = Bonded::start_stacks(lab, web, dir, &["dsl", "lte"], &[], gw, conv);
+        let before = b.lab.stats();
+        let down = curl_download(&b.lab, size, 21);
+        assert_eq!(down.bytes, size, "{gw} gateway, {conv} converter");
+        assert_eq!(
+            down.sha256,
+            content_sha256(21, size),
+            "{gw} gateway, {conv} converter: download corrupted"
+        );
+        let after_down = b.lab.stats();
+        let up = curl_upload(&b.lab, &b.dir, size, 22);
+        assert_eq!(
+            up.sha256,
+            content_sha256(22, size),
+            "{gw} gateway, {conv} converter: upload corrupted"
+        );
+        let down_lines = line_bytes(&before, &after_down, true);
+        let up_lines = line_bytes(&after_down, &b.lab.stats(), false);
+        eprintln!(
+            "{gw} gateway, {conv} converter: download {:.2} Mbit/s {down_lines:?}, upload {:.2} Mbit/s {up_lines:?}",
+            down.mbps(),
+            up.mbps()
+        );
+        assert_every_line_carries(&down_lines, 0.15);
+        assert_every_line_carries(&up_lines, 0.15);
+        let mut b = b;
+        assert!(b.gateway.stop(), "gateway exit:\n{}", b.gateway.log_text());
+        assert!(
+            b.converter.stop(),
+            "converter exit:\n{}",
+            b.converter.log_text()
+        );
+    }
 }
 
 #[test]

@@ -24,10 +24,12 @@ use serde::Serialize;
 use crate::gateway::wan::{WanSetup, WanSpec};
 use crate::lab::bonding::{self, Daemon};
 use crate::lab::failover::Transport;
+
+/// The device through which TUN interfaces are made.
+const TUN_DEVICE: &str = "/dev/net/tun";
 use crate::lab::plan::VPS_PUBLIC_V4;
 use crate::lab::{LabInfo, Role, netns};
 use crate::pm::PmKind;
-use crate::stack::Stack;
 
 /// Port of the plain TCP pattern server on the web host (reached through the relays).
 pub const WEB_PORT: u16 = 8081;
@@ -98,10 +100,12 @@ impl Contender {
         }
     }
 
-    /// Whether this build can run it; the reason when not.
+    /// Whether this machine can run it; the reason when not.
     pub fn availability(self) -> Result<(), String> {
         match self {
-            Contender::MpbondUser => Stack::User.check_available("gateway"),
+            Contender::MpbondUser if !Path::new(TUN_DEVICE).exists() => Err(format!(
+                "no {TUN_DEVICE}: the user-space stack needs TUN devices (modprobe tun)"
+            )),
             _ => Ok(()),
         }
     }
@@ -179,12 +183,13 @@ impl Contender {
                 &lines,
             )?)),
             Contender::MpbondKernelPm | Contender::Mpbond | Contender::MpbondUser => {
-                let extra: &[&str] = match self {
-                    Contender::MpbondKernelPm => &["--pm", "kernel"],
-                    Contender::MpbondUser => &["--stack", "user"],
-                    _ => &[],
+                let (extra, converter_extra): (&[&str], &[&str]) = match self {
+                    Contender::MpbondKernelPm => (&["--pm", "kernel"], &[]),
+                    Contender::MpbondUser => (&["--stack", "user"], &["--stack", "user"]),
+                    _ => (&[], &[]),
                 };
-                let (gateway, converter) = bonding::start(info, exe, dir, &lines, extra)?;
+                let (gateway, converter) =
+                    bonding::start_with(info, exe, dir, &lines, extra, converter_extra)?;
                 Ok(Running::Bonding { gateway, converter })
             }
         }
@@ -347,11 +352,11 @@ mod tests {
     }
 
     #[test]
-    fn the_user_space_stack_is_listed_but_not_run_until_it_exists() {
+    fn the_user_space_stack_runs_where_there_are_tun_devices() {
         assert!(Contender::Mpbond.availability().is_ok());
         assert_eq!(
             Contender::MpbondUser.availability().is_ok(),
-            Stack::User.check_available("gateway").is_ok()
+            Path::new(TUN_DEVICE).exists()
         );
     }
 }

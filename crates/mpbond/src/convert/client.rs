@@ -5,12 +5,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::net::TcpStream;
-
 use super::auth::{CLOCK_WINDOW_SECS, Name, Refusal, Signer};
 use super::exchange::{self, ReadError};
 use super::message::{Connect, ErrorCode, ErrorTlv, Message};
 use crate::stack::kernel::{self, ConnectOptions, Proto};
+use crate::stack::user::UserStack;
+use crate::stack::{AnyConn, Conn};
 
 /// How to reach the converter.
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ pub struct ClientOptions {
     /// Give up waiting for the converter's reply after this long (it connects to the
     /// destination first, so this must exceed the converter's own connect timeout).
     pub reply_timeout: Duration,
+    /// Reach the converter with mpbond's engine (`--stack user`) instead of the kernel.
+    pub user: Option<std::sync::Arc<UserStack>>,
 }
 
 impl ClientOptions {
@@ -40,6 +42,7 @@ impl ClientOptions {
             fast_open: false,
             connect_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(20),
+            user: None,
         }
     }
 }
@@ -178,9 +181,12 @@ pub async fn check_key(signer: &Signer, opts: &ClientOptions) -> Result<(), Clie
         auth: Some(auth),
         ..Message::default()
     };
-    let conn = reach(opts, false).await?;
-    exchange::write_message(&conn.stream, &msg).await?;
-    read_reply(&conn.stream, opts.connect_timeout).await?;
+    let conn = match &opts.user {
+        Some(stack) => AnyConn::User(reach_user(stack, opts).await?),
+        None => AnyConn::Kernel(reach(opts, false).await?.stream),
+    };
+    exchange::write_message(&conn, &msg).await?;
+    read_reply(&conn, opts.connect_timeout).await?;
     Ok(())
 }
 
@@ -188,7 +194,7 @@ pub async fn check_key(signer: &Signer, opts: &ClientOptions) -> Result<(), Clie
 #[derive(Debug)]
 pub struct Upstream {
     /// The connection; application bytes may follow the message at once.
-    pub stream: TcpStream,
+    pub stream: AnyConn,
     /// MPTCP or plain TCP socket.
     pub proto: Proto,
     /// Why MPTCP was asked but not available locally.
@@ -303,6 +309,9 @@ async fn open_once(
     refuse_lost_syn: bool,
 ) -> Result<Upstream, ClientError> {
     let msg = connect_message(dest, signer)?;
+    if let Some(stack) = &opts.user {
+        return open_user(stack, &msg, opts).await;
+    }
     let conn = reach(opts, opts.fast_open).await?;
     let asked = opts.mptcp && conn.proto == Proto::Mptcp && !conn.deferred;
     let fallback = asked
@@ -312,17 +321,7 @@ async fn open_once(
         kernel::reset_on_close(&conn.stream);
         return Err(ClientError::FellBack(cause));
     }
-    let send = exchange::write_message(&conn.stream, &msg);
-    tokio::time::timeout(opts.connect_timeout, send)
-        .await
-        .map_err(|_| ClientError::Connect {
-            addr: opts.converter,
-            err: io::ErrorKind::TimedOut.into(),
-        })?
-        .map_err(|err| ClientError::Connect {
-            addr: opts.converter,
-            err,
-        })?;
+    send_message(&conn.stream, &msg, opts).await?;
     // Nothing more is written until the Convert message is data-acked: see
     // `kernel::wait_data_acked` for the kernel behaviour this avoids.
     match kernel::wait_data_acked(&conn.stream, ack_wait).await {
@@ -343,12 +342,68 @@ async fn open_once(
         }
     }
     Ok(Upstream {
-        stream: conn.stream,
+        stream: AnyConn::Kernel(conn.stream),
         proto: conn.proto,
         mptcp_unavailable: conn.mptcp_unavailable,
         deferred: conn.deferred,
         fallback,
     })
+}
+
+/// [`open_once`] with mpbond's engine: the Convert message follows the handshake. The engine
+/// needs no wait for its acknowledgment: it maps every byte it sends (RFC 8684 §3.3), so the
+/// kernel's stall that [`kernel::wait_data_acked`] avoids cannot happen to it.
+async fn open_user(
+    stack: &UserStack,
+    msg: &Message,
+    opts: &ClientOptions,
+) -> Result<Upstream, ClientError> {
+    let stream = reach_user(stack, opts).await?;
+    send_message(&stream, msg, opts).await?;
+    let proto = if stream.is_mptcp() {
+        Proto::Mptcp
+    } else {
+        Proto::Tcp
+    };
+    Ok(Upstream {
+        stream: AnyConn::User(stream),
+        proto,
+        mptcp_unavailable: None,
+        deferred: false,
+        fallback: None,
+    })
+}
+
+/// Sends the Convert message, giving up after the connect timeout.
+async fn send_message(
+    stream: &impl Conn,
+    msg: &Message,
+    opts: &ClientOptions,
+) -> Result<(), ClientError> {
+    let err = |err| ClientError::Connect {
+        addr: opts.converter,
+        err,
+    };
+    tokio::time::timeout(opts.connect_timeout, exchange::write_message(stream, msg))
+        .await
+        .map_err(|_| err(io::ErrorKind::TimedOut.into()))?
+        .map_err(err)
+}
+
+/// Opens a connection to the converter with mpbond's engine, its first subflow on the first
+/// line.
+async fn reach_user(
+    stack: &UserStack,
+    opts: &ClientOptions,
+) -> Result<crate::stack::user::UserStream, ClientError> {
+    let err = |err| ClientError::Connect {
+        addr: opts.converter,
+        err,
+    };
+    tokio::time::timeout(opts.connect_timeout, stack.connect(opts.converter, 0))
+        .await
+        .map_err(|_| err(io::ErrorKind::TimedOut.into()))?
+        .map_err(err)
 }
 
 /// Opens a connection to the converter (`fast_open`: the first write may ride in the SYN).
@@ -370,7 +425,7 @@ async fn reach(opts: &ClientOptions, fast_open: bool) -> Result<kernel::Connecti
 }
 
 /// Reads the converter's reply: the message on success, [`ClientError::Refused`] for an Error TLV.
-pub async fn read_reply(stream: &TcpStream, timeout: Duration) -> Result<Message, ClientError> {
+pub async fn read_reply(stream: &impl Conn, timeout: Duration) -> Result<Message, ClientError> {
     let reply = tokio::time::timeout(timeout, exchange::read_message(stream))
         .await
         .map_err(|_| ClientError::Timeout(timeout))?;

@@ -1,16 +1,14 @@
 //! Reading and writing Convert messages on a connection, for both ends.
 //!
-//! Everything works on `&TcpStream` so that a relay can read the converter's reply while it
-//! already carries the other direction (see [`crate::relay::relay`]).
+//! Everything works on a shared reference to a connection of either data plane ([`Conn`]) so
+//! that a relay can read the converter's reply while it already carries the other direction
+//! (see [`crate::relay::relay`]).
 
 use std::io;
 use std::time::Duration;
 
-use socket2::SockRef;
-use tokio::net::TcpStream;
-
 use super::message::{self, ErrorCode, HEADER_LEN, Message, ParseError};
-use crate::stack::kernel;
+use crate::stack::Conn;
 
 /// Why no message could be read.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +25,7 @@ pub enum ReadError {
 }
 
 /// Reads exactly `buf.len()` bytes. Returns how many arrived before the peer's FIN if fewer.
-pub async fn read_exact(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub async fn read_exact(stream: &impl Conn, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         stream.readable().await?;
@@ -42,7 +40,7 @@ pub async fn read_exact(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize>
 }
 
 /// Reads one whole message, and not a byte more: what follows is the application's.
-pub async fn read_message(stream: &TcpStream) -> Result<Message, ReadError> {
+pub async fn read_message(stream: &impl Conn) -> Result<Message, ReadError> {
     let mut buf = [0u8; message::MAX_LEN];
     let got = read_exact(stream, &mut buf[..HEADER_LEN]).await?;
     if got < HEADER_LEN {
@@ -57,16 +55,16 @@ pub async fn read_message(stream: &TcpStream) -> Result<Message, ReadError> {
 }
 
 /// Writes a message.
-pub async fn write_message(stream: &TcpStream, msg: &Message) -> io::Result<()> {
+pub async fn write_message(stream: &impl Conn, msg: &Message) -> io::Result<()> {
     let bytes = msg
         .emit()
         .ok_or_else(|| io::Error::other("Convert message longer than 1020 bytes"))?;
-    kernel::write_all(stream, &bytes).await
+    stream.write_all(&bytes).await
 }
 
 /// Answers with an Error TLV and closes gracefully (RFC 8803 §4.2: not with a reset, so that
 /// the error reaches the client): see [`close_gracefully`].
-pub async fn refuse(stream: &TcpStream, code: ErrorCode, value: u8, linger: Duration) {
+pub async fn refuse(stream: &impl Conn, code: ErrorCode, value: u8, linger: Duration) {
     if write_message(stream, &Message::error(code, value))
         .await
         .is_ok()
@@ -78,8 +76,8 @@ pub async fn refuse(stream: &TcpStream, code: ErrorCode, value: u8, linger: Dura
 /// Sends FIN, then discards what the client still sends for up to `linger` (or until its FIN),
 /// because closing a socket with unread bytes would make the kernel reset it and the last
 /// answer could be lost.
-pub async fn close_gracefully(stream: &TcpStream, linger: Duration) {
-    let _ = SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+pub async fn close_gracefully(stream: &impl Conn, linger: Duration) {
+    let _ = stream.shutdown_write();
     let drain = async {
         let mut sink = [0u8; 4096];
         loop {

@@ -238,12 +238,23 @@ impl<T> Admission<T> {
             return;
         };
         if authenticated {
-            self.known.insert(p.source, now);
-            if self.known.len() > 4 * self.config.max_pending.max(1024) {
-                let remember = self.config.remember;
-                self.known
-                    .retain(|_, &mut t| now.saturating_duration_since(t) < remember);
-            }
+            self.know(p.source, now);
+        }
+    }
+
+    /// A connection from `ip` authenticated: its source is known from now on, before the
+    /// connection is done with (a key check lingers for its client's FIN while the gateway's
+    /// first burst may already be arriving).
+    pub fn authenticated(&mut self, ip: IpAddr, now: Instant) {
+        self.know(Source::of(ip), now);
+    }
+
+    fn know(&mut self, source: Source, now: Instant) {
+        self.known.insert(source, now);
+        if self.known.len() > 4 * self.config.max_pending.max(1024) {
+            let remember = self.config.remember;
+            self.known
+                .retain(|_, &mut t| now.saturating_duration_since(t) < remember);
         }
     }
 
@@ -386,6 +397,28 @@ mod tests {
         assert_eq!(deadlines[0], Duration::from_secs(10));
         assert_eq!(deadlines[4], Duration::from_secs(10), "half full");
         assert_eq!(deadlines[5], Duration::from_secs(2), "over half");
+    }
+
+    #[test]
+    fn a_source_is_known_from_its_authentication_on_not_from_the_end_of_its_connection() {
+        let mut a = Admission::new(config());
+        let t0 = Instant::now();
+        let (check, _) = a.admit(ip("192.0.2.7"), t0, ());
+        // The key check authenticated and still lingers; the gateway's burst comes: more than
+        // a stranger's limit (2), within a known source's (6).
+        a.authenticated(ip("192.0.2.7"), t0);
+        let evicted: usize = (0..4)
+            .map(|_| a.admit(ip("192.0.2.7"), t0, ()).1.len())
+            .sum();
+        assert_eq!(
+            evicted, 0,
+            "a known source's burst is not cut at the stranger limit"
+        );
+        a.finish(check.id, true, t0);
+        let evicted: usize = (0..3)
+            .map(|_| a.admit(ip("198.51.100.9"), t0, ()).1.len())
+            .sum();
+        assert_eq!(evicted, 1, "a stranger still has its limit of 2");
     }
 
     #[test]

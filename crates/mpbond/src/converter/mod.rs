@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, oneshot};
 use tracing::{debug, info, warn};
@@ -40,6 +40,8 @@ use crate::convert::exchange::{self, ReadError};
 use crate::convert::message::{ErrorCode, Message};
 use crate::relay::{self, BufPool};
 use crate::stack::kernel::{self, ConnectOptions, ListenOptions, Proto};
+use crate::stack::user::{Tuning, UserListener, UserStack, UserStackConfig};
+use crate::stack::{AnyConn, Conn as _, Stack};
 pub use policy::Policy;
 
 /// TCP option kinds the converter uses towards servers (the kernel's): MSS, window scale,
@@ -81,6 +83,11 @@ pub struct Config {
     pub announce: Vec<IpAddr>,
     /// This instance's own address behind a load balancer ([`fleet`]): joins go there.
     pub fleet_address: Option<IpAddr>,
+    /// The data plane that takes the gateways' connections (destinations are always reached
+    /// with the kernel's TCP).
+    pub stack: Stack,
+    /// With [`Stack::User`]: the engine's scheduler and congestion control.
+    pub tuning: Tuning,
 }
 
 impl Config {
@@ -103,6 +110,8 @@ impl Config {
             fleet_address: None,
             fast_open: true,
             mptcp: true,
+            stack: Stack::Kernel,
+            tuning: Tuning::default(),
         }
     }
 }
@@ -392,17 +401,17 @@ impl Converter {
     }
 
     /// Serves one accepted connection to its end.
-    pub async fn handle(&self, stream: TcpStream, peer: SocketAddr) {
+    pub async fn handle(&self, stream: AnyConn, peer: SocketAddr) {
         let s = &self.stats;
         let _open = OpenGuard::new(&s.open);
         s.accepted.fetch_add(1, Relaxed);
-        if kernel::is_mptcp(&stream) {
+        if stream.is_mptcp() {
             s.mptcp.fetch_add(1, Relaxed);
         } else if self.config.mptcp {
             s.fallback.fetch_add(1, Relaxed);
             debug!(%peer, "plain TCP (MPTCP fell back on the way)");
         }
-        if kernel::syn_data_acked(&stream) {
+        if stream.syn_data_acked() {
             s.syn_data.fetch_add(1, Relaxed);
         }
         let (push_out, mut pushed_out) = oneshot::channel();
@@ -413,7 +422,7 @@ impl Converter {
             r = self.read_request(&stream, peer, ticket.deadline) => r,
             _ = &mut pushed_out => {
                 // The oldest of too many that have not authenticated: a reset costs nothing.
-                kernel::reset_on_close(&stream);
+                stream.reset_on_close();
                 return;
             }
         };
@@ -478,7 +487,7 @@ impl Converter {
     /// key).
     async fn read_request(
         &self,
-        stream: &TcpStream,
+        stream: &AnyConn,
         peer: SocketAddr,
         deadline: std::time::Instant,
     ) -> ReadRequest {
@@ -494,7 +503,7 @@ impl Converter {
                 if let Some(n) = HANDSHAKE_TIMEOUT.allow() {
                     info!(%peer, suppressed = n, "closed: no Convert message within the handshake timeout");
                 }
-                kernel::reset_on_close(stream);
+                stream.reset_on_close();
                 return out;
             }
             Ok(Err(ReadError::Parse(e))) => {
@@ -548,16 +557,12 @@ impl Converter {
             }
         };
         out.authenticated = true;
+        if let Ok(mut p) = self.pending.lock() {
+            p.authenticated(peer.ip(), tokio::time::Instant::now().into_std());
+        }
         let dest = connect.remote;
         if client::is_key_check(&connect) {
-            // Not a destination: the gateway asks whether its key (and clock) are accepted.
-            debug!(%peer, %gateway, "key check: accepted");
-            if exchange::write_message(stream, &supported_reply())
-                .await
-                .is_ok()
-            {
-                exchange::close_gracefully(stream, REFUSE_LINGER).await;
-            }
+            answer_key_check(stream, peer, &gateway).await;
             return out;
         }
         if let Some(kind) = unsupported_option(&connect.tcp_options) {
@@ -585,7 +590,7 @@ impl Converter {
     }
 
     /// Connects to the destination, answers the client, and relays.
-    async fn connect_and_relay(&self, stream: &TcpStream, req: &Request) {
+    async fn connect_and_relay(&self, stream: &AnyConn, req: &Request) {
         let s = &self.stats;
         let (gateway, dest) = (&req.gateway, req.dest);
         let opts = ConnectOptions {
@@ -613,7 +618,7 @@ impl Converter {
         }
         let peer = stream.peer_addr().ok();
         let outbound = down.local_addr().ok();
-        debug!(%gateway, ?peer, %dest, ?outbound, mptcp = kernel::is_mptcp(stream), "relaying");
+        debug!(%gateway, ?peer, %dest, ?outbound, mptcp = stream.is_mptcp(), "relaying");
         s.active.fetch_add(1, Relaxed);
         let report = relay::relay::<std::future::Ready<io::Result<()>>>(
             stream,
@@ -636,6 +641,18 @@ struct ReadRequest {
     request: Option<Request>,
     /// The client authenticated (whether or not it is then relayed): its source is a gateway's.
     authenticated: bool,
+}
+
+/// Answers a key check that authenticated: it names no destination, the gateway asks whether
+/// its key (and clock) are accepted.
+async fn answer_key_check(stream: &AnyConn, peer: SocketAddr, gateway: &Name) {
+    debug!(%peer, %gateway, "key check: accepted");
+    if exchange::write_message(stream, &supported_reply())
+        .await
+        .is_ok()
+    {
+        exchange::close_gracefully(stream, REFUSE_LINGER).await;
+    }
 }
 
 /// The answer to an Info TLV alone, and to a key check (§6.2.2): what the converter supports.
@@ -726,51 +743,19 @@ pub async fn run(mut config: Config) -> Result<()> {
     crate::host::recover();
     crate::status::remove_stale_sockets();
     fit_descriptors(&mut config);
-    let _limit = config.mptcp.then(raise_subflow_limit).flatten();
-    let fleet = match config.fleet_address {
-        Some(addr) if config.mptcp => Some(fleet::join_here(&mut config, addr)?),
-        _ => None,
+    let plane = match config.stack {
+        Stack::Kernel => Plane::kernel(&mut config)?,
+        Stack::User => Plane::user(&config)?,
     };
-    let _fast_open = if config.fast_open {
-        match kernel::enable_tcp_fastopen(2) {
-            Ok(c) => {
-                debug!("net.ipv4.tcp_fastopen = {}", c.value);
-                Some(c)
-            }
-            Err(e) => {
-                warn!(
-                    "cannot enable TCP Fast Open for servers (net.ipv4.tcp_fastopen): {e}; Convert messages will take one more round trip"
-                );
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let l = kernel::listen(
-        config.listen,
-        &ListenOptions {
-            mptcp: config.mptcp,
-            fast_open: config.fast_open,
-            ..ListenOptions::default()
-        },
+    let engine = plane.user.as_ref().map(|u| u.status_view(Vec::new()));
+    let _status = crate::status::serve_with(
+        "converter",
+        plane.announcer.as_ref().and_then(|a| a.pm()),
+        engine,
     )
-    .with_context(|| format!("listen on {}", config.listen))?;
-    if let Some(e) = &l.mptcp_unavailable {
-        warn!("this kernel cannot accept MPTCP ({e}): serving plain TCP only, no bonding");
-    }
-    let announcer = if config.announce.is_empty() {
-        None
-    } else {
-        Some(crate::pm::Announcer::start(crate::pm::Announce {
-            addrs: config.announce.clone(),
-            c_flag: fleet.is_some(),
-        })?)
-    };
-    let _status = crate::status::serve("converter", announcer.as_ref().and_then(|a| a.pm()))
-        .map_err(|e| warn!("no status socket: {e:#}"))
-        .ok();
-    let source_limit = (config.syn_rate_per_source > 0)
+    .map_err(|e| warn!("no status socket: {e:#}"))
+    .ok();
+    let source_limit = (config.syn_rate_per_source > 0 && config.stack == Stack::Kernel)
         .then(|| nft::SourceLimit::install(config.listen.port(), config.syn_rate_per_source))
         .transpose()
         .map_err(|e| {
@@ -797,13 +782,17 @@ pub async fn run(mut config: Config) -> Result<()> {
     info!(
         listen = %conv.config.listen,
         gateways,
-        proto = ?l.proto,
-        fast_open = l.fast_open,
+        stack = ?conv.config.stack,
+        proto = ?plane.proto,
+        fast_open = plane.fast_open,
         "converter ready"
     );
-    serve(&conv, &l.listener).await?;
+    serve(&conv, &plane.listener).await?;
     // Relayed connections still open are reset as the process ends (their sockets are armed,
-    // see `relay`): none is closed as if it were complete.
+    // see `relay`; the engine's are reset here): none is closed as if it were complete.
+    if let Some(user) = &plane.user {
+        user.abort_all().await;
+    }
     info!(
         accepted = conv.stats.accepted.load(Relaxed),
         auth_failures = conv.stats.auth_failures.load(Relaxed),
@@ -813,9 +802,141 @@ pub async fn run(mut config: Config) -> Result<()> {
     Ok(())
 }
 
+/// Where the gateways' connections arrive: a kernel socket, or mpbond's engine.
+enum Listener {
+    Kernel(tokio::net::TcpListener),
+    User(UserListener),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<(AnyConn, SocketAddr)> {
+        match self {
+            Self::Kernel(l) => l.accept().await.map(|(s, a)| (AnyConn::Kernel(s), a)),
+            Self::User(l) => l.accept().await.map(|(s, a)| (AnyConn::User(s), a)),
+        }
+    }
+}
+
+/// The data plane of a running converter and the host configuration it holds (undone when
+/// dropped).
+struct Plane {
+    listener: Listener,
+    proto: Proto,
+    fast_open: bool,
+    /// mpbond's path manager announcing extra addresses (kernel stack).
+    announcer: Option<crate::pm::Announcer>,
+    _limit: Option<crate::host::Change>,
+    _fleet: Option<crate::host::Change>,
+    _fast_open: Option<crate::host::Change>,
+    /// mpbond's engine (`--stack user`), the host's port mapped to it.
+    user: Option<Arc<UserStack>>,
+}
+
+impl Plane {
+    fn kernel(config: &mut Config) -> Result<Self> {
+        let limit = config.mptcp.then(raise_subflow_limit).flatten();
+        let fleet = match config.fleet_address {
+            Some(addr) if config.mptcp => Some(fleet::join_here(config, addr)?),
+            _ => None,
+        };
+        let fast_open_sysctl = if config.fast_open {
+            match kernel::enable_tcp_fastopen(2) {
+                Ok(c) => {
+                    debug!("net.ipv4.tcp_fastopen = {}", c.value);
+                    Some(c)
+                }
+                Err(e) => {
+                    warn!(
+                        "cannot enable TCP Fast Open for servers (net.ipv4.tcp_fastopen): {e}; Convert messages will take one more round trip"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let l = kernel::listen(
+            config.listen,
+            &ListenOptions {
+                mptcp: config.mptcp,
+                fast_open: config.fast_open,
+                ..ListenOptions::default()
+            },
+        )
+        .with_context(|| format!("listen on {}", config.listen))?;
+        if let Some(e) = &l.mptcp_unavailable {
+            warn!("this kernel cannot accept MPTCP ({e}): serving plain TCP only, no bonding");
+        }
+        let announcer = if config.announce.is_empty() {
+            None
+        } else {
+            Some(crate::pm::Announcer::start(crate::pm::Announce {
+                addrs: config.announce.clone(),
+                c_flag: fleet.is_some(),
+            })?)
+        };
+        Ok(Self {
+            listener: Listener::Kernel(l.listener),
+            proto: l.proto,
+            fast_open: l.fast_open,
+            announcer,
+            _limit: limit,
+            _fleet: fleet,
+            _fast_open: fast_open_sysctl,
+            user: None,
+        })
+    }
+
+    fn user(config: &Config) -> Result<Self> {
+        if config.fleet_address.is_some() {
+            bail!("--fleet-address with --stack user is not built yet; use --stack kernel");
+        }
+        if config.listen.ip().is_ipv6() && !config.listen.ip().is_unspecified() {
+            bail!(
+                "--stack user listens on IPv4 only so far: use 0.0.0.0:{port} or [::]:{port} (its IPv4 part), or --stack kernel",
+                port = config.listen.port()
+            );
+        }
+        let mut stack = UserStack::start(&UserStackConfig {
+            listen: vec![config.listen],
+            lines: Vec::new(),
+            no_mptcp: !config.mptcp,
+            tuning: config.tuning,
+        })?;
+        let l = stack
+            .listen(config.listen.port())
+            .with_context(|| format!("listen on {}", config.listen))?;
+        if config.announce.iter().any(IpAddr::is_ipv6) {
+            bail!("--announce: --stack user announces IPv4 addresses only so far");
+        }
+        // Withdrawn while their interface is down.
+        stack.announce_watched(config.announce.clone());
+        if config.syn_rate_per_source > 0 {
+            debug!(
+                "--syn-rate-per-source is a kernel (nftables) limit of the kernel stack; with --stack user the converter's own limits of unauthenticated connections apply"
+            );
+        }
+        info!(tun = %stack.ifname(), "the gateways' connections run on mpbond's engine");
+        Ok(Self {
+            listener: Listener::User(l),
+            proto: if config.mptcp {
+                Proto::Mptcp
+            } else {
+                Proto::Tcp
+            },
+            fast_open: false,
+            announcer: None,
+            _limit: None,
+            _fleet: None,
+            _fast_open: None,
+            user: Some(Arc::new(stack)),
+        })
+    }
+}
+
 /// Takes connections from `listener` until the converter stops: SIGINT, or SIGTERM and its
 /// drain (see [`run`]); SIGHUP reloads the keys.
-async fn serve(conv: &Arc<Converter>, listener: &tokio::net::TcpListener) -> Result<()> {
+async fn serve(conv: &Arc<Converter>, listener: &Listener) -> Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // The end of the drain, once the first SIGTERM came.
@@ -832,7 +953,7 @@ async fn serve(conv: &Arc<Converter>, listener: &tokio::net::TcpListener) -> Res
                     // connections that drain.
                     conv.stats.refused_draining.fetch_add(1, Relaxed);
                     debug!(%peer, "reset: draining");
-                    kernel::reset_on_close(&stream);
+                    stream.reset_on_close();
                 }
                 Ok((stream, peer)) => {
                     let conv = Arc::clone(conv);
@@ -853,10 +974,14 @@ async fn serve(conv: &Arc<Converter>, listener: &tokio::net::TcpListener) -> Res
                 if drain_until.is_some() || open == 0 || conv.config.drain_timeout.is_zero() {
                     break;
                 }
-                // Refusing first: once /readyz says 503, no new connection is accepted.
-                _refusing = nft::Drain::install(conv.config.listen.port())
-                    .map_err(|e| warn!("draining: new connections are reset once accepted, not refused at their SYN: {e:#}"))
-                    .ok();
+                // Refusing first: once /readyz says 503, no new connection is accepted. The
+                // engine's connections arrive forwarded, past the table's input hook: those
+                // are reset once accepted.
+                if matches!(listener, Listener::Kernel(_)) {
+                    _refusing = nft::Drain::install(conv.config.listen.port())
+                        .map_err(|e| warn!("draining: new connections are reset once accepted, not refused at their SYN: {e:#}"))
+                        .ok();
+                }
                 conv.draining.store(true, Relaxed);
                 drain_until = Some(tokio::time::Instant::now() + conv.config.drain_timeout);
                 info!(

@@ -31,6 +31,8 @@ use crate::convert::auth::Signer;
 use crate::convert::client::{self, ClientError, ClientOptions, Upstream};
 use crate::relay::{self, BufPool};
 use crate::stack::kernel::{self, ListenOptions};
+use crate::stack::user::{Tuning, UserStack, UserStackConfig};
+use crate::stack::{AnyConn, Conn as _, Stack};
 pub use socks::SocksAuth;
 pub use wan::WanSpec;
 
@@ -80,6 +82,10 @@ pub struct Config {
     pub probe: crate::pm::ProbeConfig,
     /// Serve Prometheus metrics here.
     pub metrics: Option<SocketAddr>,
+    /// The data plane that carries the connections to the converter.
+    pub stack: Stack,
+    /// With [`Stack::User`]: the engine's scheduler and congestion control.
+    pub tuning: Tuning,
 }
 
 impl Config {
@@ -101,6 +107,8 @@ impl Config {
             pm: crate::pm::PmKind::default(),
             probe: crate::pm::ProbeConfig::default(),
             metrics: None,
+            stack: Stack::Kernel,
+            tuning: Tuning::default(),
         }
     }
 }
@@ -252,17 +260,17 @@ impl Gateway {
 
     /// Relays between the LAN connection and the converter; `gate` (reading the converter's
     /// reply) runs before anything goes to the LAN.
-    async fn relay<F>(&self, lan: &TcpStream, up: &TcpStream, gate: Option<F>, dest: SocketAddr)
+    async fn relay<F>(&self, lan: &TcpStream, up: &AnyConn, gate: Option<F>, dest: SocketAddr)
     where
         F: Future<Output = io::Result<()>>,
     {
         let peer = lan.peer_addr().ok();
         let upstream = up.local_addr().ok();
-        debug!(?peer, %dest, ?upstream, mptcp = kernel::is_mptcp(up), "relaying");
+        debug!(?peer, %dest, ?upstream, mptcp = up.is_mptcp(), "relaying");
         let report = relay::relay(lan, up, &self.pool, Some(self.idle), gate).await;
         self.stats.bytes_up.fetch_add(report.a_to_b, Relaxed);
         self.stats.bytes_down.fetch_add(report.b_to_a, Relaxed);
-        if !kernel::is_mptcp(up) && self.client.mptcp {
+        if !up.is_mptcp() && self.client.mptcp {
             self.stats.fallback.fetch_add(1, Relaxed);
         }
         debug!(?peer, %dest, ?upstream, up = report.a_to_b, down = report.b_to_a, outcome = ?report.outcome, "closed");
@@ -299,7 +307,7 @@ impl Gateway {
         let gate = async move {
             match client::read_reply(stream, gw.client.reply_timeout).await {
                 Ok(_) => {
-                    if gw.client.mptcp && !kernel::is_mptcp(stream) {
+                    if gw.client.mptcp && !stream.is_mptcp() {
                         warn_fallback(gw, cause);
                     }
                     Ok(())
@@ -440,16 +448,11 @@ pub async fn run(config: Config) -> Result<()> {
     let signer = crate::netcat::load_signer(&config.key)?;
     let converter = crate::netcat::resolve(&config.converter).await?;
     let socks_auth = check(&config)?;
-    let mut client_opts = ClientOptions::new(converter);
-    client_opts.fast_open = config.fast_open;
-    let gw = Arc::new(Gateway {
-        signer,
-        key_file: config.key.clone(),
-        client: client_opts,
-        pool: BufPool::default(),
-        idle: config.idle_timeout,
-        stats: Stats::default(),
-    });
+    if config.stack == Stack::User && converter.is_ipv6() {
+        bail!(
+            "--stack user reaches IPv4 converters only so far; {converter} is IPv6 (use --stack kernel)"
+        );
+    }
 
     // Kernel configuration: undone when these guards drop, on every way out of this function;
     // first what a killed mpbond left.
@@ -458,26 +461,30 @@ pub async fn run(config: Config) -> Result<()> {
     if let Ok(n) = crate::sys::raise_nofile_limit() {
         debug!(open_files = n, "descriptor limit");
     }
-    let _blackhole = crate::netlink::BlackholeDetectionOff::apply();
-    let bonding = if config.wan.is_empty() {
-        None
-    } else {
-        Some(crate::pm::Bonding::start(
-            &config.wan,
-            config.pm,
-            converter.ip(),
-            config.probe,
-        )?)
+    let plane = match config.stack {
+        Stack::Kernel => Plane::kernel(&config, converter)?,
+        Stack::User => Plane::user(&config)?,
     };
-    let _status = crate::status::serve("gateway", bonding.as_ref().and_then(|b| b.pm()))
+    let mut client_opts = ClientOptions::new(converter);
+    client_opts.fast_open = config.fast_open;
+    client_opts.user = plane.user.clone();
+    let gw = Arc::new(Gateway {
+        signer,
+        key_file: config.key.clone(),
+        client: client_opts,
+        pool: BufPool::default(),
+        idle: config.idle_timeout,
+        stats: Stats::default(),
+    });
+    let pm = plane.bonding.as_ref().and_then(|b| b.pm());
+    let line_names: Vec<String> = config.wan.iter().map(|w| w.iface.clone()).collect();
+    let engine = plane.user.as_ref().map(|u| u.status_view(line_names));
+    let _status = crate::status::serve_with("gateway", pm, engine)
         .map_err(|e| warn!("no status socket: {e:#}"))
         .ok();
     if let Some(addr) = config.metrics {
         let g = Arc::clone(&gw);
-        let pm = bonding
-            .as_ref()
-            .and_then(|b| b.pm())
-            .map(crate::pm::PmHandle::status_view);
+        let pm = pm.map(crate::pm::PmHandle::status_view);
         crate::metrics::serve(
             addr,
             Arc::new(move || {
@@ -490,9 +497,12 @@ pub async fn run(config: Config) -> Result<()> {
     nft::remove_leftover_table();
     let mut bypass = config.bypass.clone();
     bypass.push(nft::host_net(converter.ip()));
+    let mut never_captured: Vec<String> = config.wan.iter().map(|w| w.iface.clone()).collect();
+    // The engine's own packets come from its TUN on their way to the lines.
+    never_captured.extend(plane.user.as_ref().map(|u| u.ifname()));
     let ruleset = nft::Ruleset {
         lan: config.lan.clone(),
-        wan: config.wan.iter().map(|w| w.iface.clone()).collect(),
+        wan: never_captured,
         port: config.transparent,
         bypass,
         block_quic: config.block_quic,
@@ -508,6 +518,7 @@ pub async fn run(config: Config) -> Result<()> {
         converter = %converter,
         gateway = %gw.signer.name(),
         key,
+        stack = ?config.stack,
         transparent = ?config.transparent,
         socks = ?config.socks,
         "gateway ready"
@@ -531,5 +542,57 @@ pub async fn run(config: Config) -> Result<()> {
         fallback = gw.stats.fallback.load(Relaxed),
         "gateway stopping; removing its kernel configuration"
     );
+    if let Some(user) = &plane.user {
+        // The relays still open end with a reset, never as if complete.
+        let reset = user.abort_all().await;
+        debug!(reset, "the engine's connections reset");
+    }
     Ok(())
+}
+
+/// What carries the gateway's connections to the converter, and the host configuration it
+/// holds (undone when dropped).
+struct Plane {
+    /// The kernel's MPTCP: mpbond's path manager (or the kernel's) and the lines' routing.
+    bonding: Option<crate::pm::Bonding>,
+    /// Linux's MPTCP blackhole detection, off while the gateway runs.
+    _blackhole: Option<crate::netlink::BlackholeDetectionOff>,
+    /// mpbond's engine on a TUN of its own, one engine address routed by each line.
+    user: Option<Arc<UserStack>>,
+}
+
+impl Plane {
+    fn kernel(config: &Config, converter: SocketAddr) -> Result<Self> {
+        let blackhole = crate::netlink::BlackholeDetectionOff::apply();
+        let bonding = if config.wan.is_empty() {
+            None
+        } else {
+            Some(crate::pm::Bonding::start(
+                &config.wan,
+                config.pm,
+                converter.ip(),
+                config.probe,
+            )?)
+        };
+        Ok(Self {
+            bonding,
+            _blackhole: Some(blackhole),
+            user: None,
+        })
+    }
+
+    fn user(config: &Config) -> Result<Self> {
+        let stack = UserStack::start(&UserStackConfig {
+            listen: Vec::new(),
+            lines: config.wan.clone(),
+            no_mptcp: false,
+            tuning: config.tuning,
+        })?;
+        info!(tun = %stack.ifname(), lines = config.wan.len(), "the connections to the converter run on mpbond's engine");
+        Ok(Self {
+            bonding: None,
+            _blackhole: None,
+            user: Some(Arc::new(stack)),
+        })
+    }
 }

@@ -121,7 +121,7 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, auth: 
         let _ = proto.reply_error(&reply_for(&e)).await;
         return;
     }
-    let bound = up.stream.local_addr().unwrap_or(dest);
+    let bound = crate::stack::Conn::local_addr(&up.stream).unwrap_or(dest);
     let Ok(lan) = proto.reply_success(bound).await else {
         return;
     };

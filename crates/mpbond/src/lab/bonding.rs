@@ -245,6 +245,21 @@ pub fn start(
     wan: &[&str],
     extra: &[&str],
 ) -> Result<(Daemon, Daemon)> {
+    start_with(info, exe, dir, wan, extra, &[])
+}
+
+/// [`start`], with `converter_extra` on the converter's command line (`--stack user`, say).
+///
+/// # Errors
+/// As [`start`].
+pub fn start_with(
+    info: &LabInfo,
+    exe: &Path,
+    dir: &Path,
+    wan: &[&str],
+    extra: &[&str],
+    converter_extra: &[&str],
+) -> Result<(Daemon, Daemon)> {
     use crate::convert::auth::{Key, Name, key_line};
     let key = dir.join("home.key");
     let line = key_line(&Name::new("home")?, &Key::generate()?);
@@ -253,11 +268,13 @@ pub fn start(
         write_secret(path, &line)?;
     }
     let keys = keys.to_string_lossy().into_owned();
+    let mut args = vec!["converter", "--listen", CONVERTER, "--keys", &keys];
+    args.extend_from_slice(converter_extra);
     let converter = Daemon::start(
         info,
         Role::Vps,
         exe,
-        &["converter", "--listen", CONVERTER, "--keys", &keys],
+        &args,
         dir.join("converter.log"),
         "converter ready",
     )?;

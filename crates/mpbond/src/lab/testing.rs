@@ -300,6 +300,23 @@ pub fn start_bonding(
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// [`start_bonding`], with `converter_extra` on the converter's command line.
+///
+/// # Panics
+/// As [`start_bonding`].
+#[must_use]
+pub fn start_bonding_with(
+    lab: &TestLab,
+    exe: &str,
+    dir: &Path,
+    wan: &[&str],
+    extra: &[&str],
+    converter_extra: &[&str],
+) -> (Daemon, Daemon) {
+    super::bonding::start_with(lab.info(), Path::new(exe), dir, wan, extra, converter_extra)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 /// A directory under the system's temporary directory for one test, removed when dropped.
 #[derive(Debug)]
 pub struct TempDir(pub PathBuf);

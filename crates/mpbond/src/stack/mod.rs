@@ -1,11 +1,14 @@
 //! Data planes: how mpbond's connections are carried.
 //!
 //! - [`kernel`]: the Linux kernel's MPTCP (`IPPROTO_MPTCP` sockets).
-//! - [`user`]: mpbond's own sans-IO engine (`mptcp-proto`) over a TUN device; plain TCP so
-//!   far (MPTCP in the engine comes next).
+//! - [`user`]: mpbond's own sans-IO engine (`mptcp-proto`, TCP and MPTCP) over a TUN device.
+//! - [`conn`]: a connection of either, as the relay and the Convert exchange use it.
 
+pub mod conn;
 pub mod kernel;
 pub mod user;
+
+pub use conn::{AnyConn, Conn};
 
 /// The data plane chosen with `--stack`.
 #[derive(
@@ -26,16 +29,4 @@ pub enum Stack {
     Kernel,
     /// mpbond's own engine (TCP and MPTCP) over a TUN device.
     User,
-}
-
-impl Stack {
-    /// Fails for a data plane this command cannot run on yet: `what` names the command.
-    pub fn check_available(self, what: &str) -> Result<(), String> {
-        match self {
-            Self::Kernel => Ok(()),
-            Self::User => Err(format!(
-                "{what} --stack user is not built yet (the user-space stack runs connect and listen so far); use --stack kernel"
-            )),
-        }
-    }
 }

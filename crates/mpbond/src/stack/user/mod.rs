@@ -34,6 +34,8 @@ use crate::tun::{self, Subnet};
 
 /// The TUN's MTU, and so the engine's largest packet.
 const MTU: u16 = 1500;
+/// Half-open and not yet accepted connections per listener before SYN cookies.
+const SYN_BACKLOG: usize = 4096;
 
 /// Settings of a user-space stack.
 #[derive(Debug, Clone, Default)]
@@ -144,6 +146,10 @@ impl UserStack {
         let host = HostSetup::install(subnet, &nat)?;
         let mut ecfg = EndpointConfig::default();
         ecfg.tcp.mtu = usize::from(MTU);
+        // A converter takes bursts of hundreds of connections at once (a gateway's LAN opening
+        // a web page): state for each rather than SYN cookies, which cannot carry MPTCP when
+        // the third ACK is lost. Linux's `somaxconn` default.
+        ecfg.syn_backlog = SYN_BACKLOG;
         getrandom::fill(&mut ecfg.secret).context("random secret for ISNs and SYN cookies")?;
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).context("random seed")?;
@@ -341,10 +347,10 @@ impl UserStack {
 
 impl UserStack {
     /// Lets the driver send what the engine still has to send (the last ACK of a closing
-    /// connection, say) before the stack goes; waits 200 ms at most.
-    pub async fn close(self) {
+    /// connection, say); waits 200 ms at most.
+    pub async fn flush(&self) {
         use std::sync::atomic::Ordering;
-        let shared = Arc::clone(&self.shared);
+        let shared = &self.shared;
         let start = shared.drained.load(Ordering::Acquire);
         shared.kick.notify_one();
         let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
@@ -359,7 +365,28 @@ impl UserStack {
             }
         })
         .await;
+    }
+
+    /// [`UserStack::flush`], then the stack goes.
+    pub async fn close(self) {
+        self.flush().await;
         drop(self);
+    }
+
+    /// Resets every connection of the engine (`MP_FASTCLOSE`, or RST without MPTCP) and lets
+    /// the driver send the resets: for a daemon that stops with connections open, whose peers
+    /// must not take what they got for complete. Returns how many there were.
+    pub async fn abort_all(&self) -> usize {
+        let n = {
+            let mut g = self.shared.lock();
+            let ids = g.ep.connection_ids();
+            for id in &ids {
+                g.ep.abort(*id);
+            }
+            ids.len()
+        };
+        self.flush().await;
+        n
     }
 }
 

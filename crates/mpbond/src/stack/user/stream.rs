@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -48,6 +49,9 @@ fn gone() -> io::Error {
 pub struct UserStream {
     shared: Arc<Shared>,
     h: ConnHandle,
+    /// Dropping it resets the connection (`MP_FASTCLOSE`, or RST) instead of closing it:
+    /// see [`UserStream::reset_on_close`].
+    reset_on_drop: AtomicBool,
 }
 
 impl std::fmt::Debug for UserStream {
@@ -60,7 +64,11 @@ impl std::fmt::Debug for UserStream {
 
 impl UserStream {
     pub(super) fn new(shared: Arc<Shared>, h: ConnHandle) -> Self {
-        Self { shared, h }
+        Self {
+            shared,
+            h,
+            reset_on_drop: AtomicBool::new(false),
+        }
     }
 
     fn with<T>(
@@ -124,6 +132,98 @@ impl UserStream {
             shared: Arc::clone(&self.shared),
             h: self.h,
         }
+    }
+
+    /// Whether the connection speaks MPTCP (false once it fell back to TCP, or with
+    /// `--no-mptcp`).
+    #[must_use]
+    pub fn is_mptcp(&self) -> bool {
+        let g = self.shared.lock();
+        g.ep.tokens(self.h).is_some() && !matches!(g.ep.state(self.h), Some(ConnState::Fallback))
+    }
+
+    /// Until [`UserStream::close_gracefully`], dropping the stream resets the connection
+    /// instead of closing it in order: a relay that ends any other way than with both
+    /// directions finished never looks complete to the peer.
+    pub fn reset_on_close(&self) {
+        self.reset_on_drop.store(true, Relaxed);
+    }
+
+    /// Dropping the stream closes the connection in order again (the default).
+    pub fn close_gracefully(&self) {
+        self.reset_on_drop.store(false, Relaxed);
+    }
+
+    /// Waits until a read would not block: bytes have arrived, the peer finished, or the
+    /// connection ended.
+    pub async fn readable(&self) -> io::Result<()> {
+        poll_fn(|cx| {
+            self.with(|g, h| match g.ep.read(h, &mut []) {
+                Ok(_) | Err(ReadError::Finished | ReadError::Closed(_)) => Poll::Ready(Ok(())),
+                Err(ReadError::Blocked) => {
+                    g.waiters.entry(h).or_default().read = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+
+    /// Reads what has arrived: 0 once the peer finished, `WouldBlock` when nothing has.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = {
+            let mut g = self.shared.lock();
+            if let Some(e) = &g.dead {
+                return Err(io::Error::other(e.clone()));
+            }
+            match g.ep.read(self.h, buf) {
+                Ok(n) => Ok(n),
+                Err(ReadError::Finished) => Ok(0),
+                Err(ReadError::Closed(r)) => Err(closed_error(r)),
+                Err(ReadError::Blocked) => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        };
+        if matches!(r, Ok(n) if n > 0) {
+            // Reading opens the window: the driver may owe the peer an update.
+            self.shared.kick.notify_one();
+        }
+        r
+    }
+
+    /// Queues all of `data` for sending, waiting while the send buffer is full.
+    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = poll_fn(|cx| self.poll_write_shared(cx, data)).await?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// No more data from us: a `DATA_FIN` (a FIN without MPTCP) after what was written.
+    pub fn shutdown_write(&self) {
+        let mut g = self.shared.lock();
+        g.ep.close(self.h);
+        drop(g);
+        self.shared.kick.notify_one();
+    }
+
+    fn poll_write_shared(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let r = self.with(|g, h| match g.ep.write(h, data) {
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(WriteError::Blocked) => {
+                g.waiters.entry(h).or_default().write = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Err(WriteError::Finished) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the connection was shut down for writing",
+            ))),
+            Err(WriteError::Closed(r)) => Poll::Ready(Err(closed_error(r))),
+        });
+        if let Poll::Ready(Ok(_)) = r {
+            self.shared.kick.notify_one();
+        }
+        r
     }
 
     /// Resets the connection (RST) instead of closing it.
@@ -204,22 +304,7 @@ impl AsyncWrite for UserStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = self.with(|g, h| match g.ep.write(h, data) {
-            Ok(n) => Poll::Ready(Ok(n)),
-            Err(WriteError::Blocked) => {
-                g.waiters.entry(h).or_default().write = Some(cx.waker().clone());
-                Poll::Pending
-            }
-            Err(WriteError::Finished) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the connection was shut down for writing",
-            ))),
-            Err(WriteError::Closed(r)) => Poll::Ready(Err(closed_error(r))),
-        });
-        if let Poll::Ready(Ok(_)) = r {
-            self.shared.kick.notify_one();
-        }
-        r
+        self.poll_write_shared(cx, data)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -240,6 +325,9 @@ impl AsyncWrite for UserStream {
 impl Drop for UserStream {
     fn drop(&mut self) {
         let mut g = self.shared.lock();
+        if self.reset_on_drop.load(Relaxed) {
+            g.ep.abort(self.h);
+        }
         g.waiters.remove(&self.h);
         g.ep.release(Instant::now(), self.h);
         drop(g);
