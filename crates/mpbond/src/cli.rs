@@ -781,12 +781,12 @@ fn tuning_for(stack: Stack, asked: &TuningArgs) -> Result<crate::stack::user::Tu
     if stack != Stack::User {
         if let Some(k) = asked.scheduler {
             bail!(
-                "--scheduler {k} needs --stack user: the kernel stack uses Linux's own scheduler (net.mptcp.scheduler)"
+                "--scheduler {k} (or `scheduler` in the config file) needs --stack user: the kernel stack uses Linux's own scheduler (net.mptcp.scheduler)"
             );
         }
         if let Some(k) = asked.congestion {
             bail!(
-                "--congestion {k} needs --stack user: the kernel stack's subflows use Linux's congestion control, uncoupled (net.ipv4.tcp_congestion_control)"
+                "--congestion {k} (or `congestion` in the config file) needs --stack user: the kernel stack's subflows use Linux's congestion control, uncoupled (net.ipv4.tcp_congestion_control)"
             );
         }
     }
@@ -928,8 +928,9 @@ mod tests {
         };
         let e = tuning_for(Stack::Kernel, &lia).unwrap_err();
         assert!(
-            e.to_string()
-                .contains("--congestion lia needs --stack user"),
+            e.to_string().contains(
+                "--congestion lia (or `congestion` in the config file) needs --stack user"
+            ),
             "{e}"
         );
         assert!(
@@ -1001,7 +1002,7 @@ mod tests {
             panic!("converter")
         };
         let e = converter_config(a).unwrap_err().to_string();
-        assert!(e.contains("--congestion lia needs --stack user"), "{e}");
+        assert!(e.contains("needs --stack user"), "{e}");
     }
 
     #[test]

@@ -369,7 +369,7 @@ async fn connect_user(args: ConnectArgs) -> Result<()> {
     let _status = crate::status::serve_with("connect", None, Some(stack.status_view(names)))
         .map_err(|e| debug!("no status socket: {e:#}"));
     let stream = stack
-        .connect(dest, 0)
+        .connect(dest)
         .await
         .with_context(|| format!("cannot connect to {}", args.target))?;
     let r = pipe_user(stream, args.mptcp).await;

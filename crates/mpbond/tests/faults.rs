@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use mpbond::lab::failover::{self, PatternServer, Transport};
 use mpbond::lab::testing::{
-    CONVERTER, Daemon, TestLab, skip_unless_root, start_bonding, write_secret,
+    CONVERTER, Daemon, TestLab, skip_unless_root, start_bonding, start_bonding_with, write_secret,
 };
 use mpbond::lab::{Role, netns};
 
@@ -248,6 +248,66 @@ fn a_transfer_broken_anywhere_reaches_the_client_as_a_reset() {
 
     connect_via_fails_when_the_converter_dies(&lab, &dir, converter, len, at);
     drop(gateway);
+}
+
+/// The same with gateway and converter on mpbond's own engine (`--stack user`): a converter
+/// stopped mid-download resets its connections (`MP_FASTCLOSE`), a killed one's host answers
+/// for it with resets, and a reset on the far side is passed on, so the LAN client's read
+/// ends in a reset, never EOF (nor a hang).
+#[test]
+fn on_the_engine_too_a_broken_transfer_reaches_the_client_as_a_reset() {
+    if skip_unless_root("on_the_engine_too_a_broken_transfer_reaches_the_client_as_a_reset") {
+        return;
+    }
+    let lab = TestLab::up(EXE, &LINES);
+    let web = lab.info().netns(Role::Web).to_owned();
+    let _pattern = PatternServer::start(&web, PATTERN.parse().unwrap(), Transport::Tcp).unwrap();
+    let _resetting =
+        PatternServer::start_resetting(&web, RESETTING.parse().unwrap(), Transport::Tcp, 8 * MB)
+            .unwrap();
+    let dir = TempDir::new("reset-user");
+    let user = ["--stack", "user"];
+    let (gateway, mut first) = start_bonding_with(&lab, EXE, &dir.0, &["dsl", "lte"], &user, &user);
+    assert!(first.stop());
+    let mut converter = start_converter(
+        &lab,
+        &dir,
+        "converter1.log",
+        &["--stack", "user", "--drain-timeout", "1s"],
+    );
+    let (len, at) = (20 * MB, 4 * MB);
+    let pid = converter.pid();
+    assert_reset(
+        "engine converter SIGTERM, drain time over",
+        &lab,
+        PATTERN,
+        len,
+        at,
+        || signal(pid, libc::SIGTERM),
+    );
+    assert!(converter.stop(), "the converter exits cleanly on SIGTERM");
+    let converter = start_converter(&lab, &dir, "converter2.log", &user);
+    assert_reset("web server reset", &lab, RESETTING, len, 0, || {});
+    // Killed, the engine takes its TUN along; the host routes what comes for it by its
+    // default route, where the converter's table answers with resets (the lab's vps has no
+    // default route of its own: a server's would go to its uplink).
+    let vps = lab.info().netns(Role::Vps).to_owned();
+    let routed = Command::new("ip")
+        .args([
+            "netns", "exec", &vps, "ip", "route", "add", "default", "via",
+        ])
+        .args(["10.1.0.2", "dev", "dsl"])
+        .status()
+        .unwrap();
+    assert!(routed.success());
+    let pid = converter.pid();
+    assert_reset("engine converter SIGKILL", &lab, PATTERN, len, at, || {
+        signal(pid, libc::SIGKILL);
+    });
+    wait_gone(pid);
+    drop(converter);
+    let log = gateway.log_text();
+    assert!(!log.contains("ERROR"), "{log}");
 }
 
 /// `GET path` on the converter's metrics port (in its namespace): the status line.

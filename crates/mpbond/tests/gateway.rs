@@ -6,7 +6,8 @@
 //!
 //! The daemons run on the kernel's MPTCP unless `MPBOND_TEST_STACK` says otherwise: `user` for
 //! mpbond's own engine at both ends, `user,kernel` for a user-stack gateway and a kernel-stack
-//! converter (and the reverse). `scripts/test.sh` runs these tests once per data plane.
+//! converter, `kernel,user` for the reverse. `scripts/test.sh` runs these tests with the kernel
+//! stack and again with `user`; both mixed pairs have a test of their own.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -8,9 +8,9 @@
 //! ```
 //!
 //! The hops that only the relayed contenders take (lan — gw, vps — web) are unshaped veths
-//! without delay: every contender crosses the same emulated lines. A new data plane (the
-//! user-space stack) is one more variant here; until it can run, [`Contender::availability`]
-//! says why, and the report lists it as not run.
+//! without delay: every contender crosses the same emulated lines. `mpbond-user` runs gateway
+//! and converter on mpbond's own engine; where a contender cannot run (no TUN devices),
+//! [`Contender::availability`] says why, and the report lists it as not run.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -24,12 +24,12 @@ use serde::Serialize;
 use crate::gateway::wan::{WanSetup, WanSpec};
 use crate::lab::bonding::{self, Daemon};
 use crate::lab::failover::Transport;
-
-/// The device through which TUN interfaces are made.
-const TUN_DEVICE: &str = "/dev/net/tun";
 use crate::lab::plan::VPS_PUBLIC_V4;
 use crate::lab::{LabInfo, Role, netns};
 use crate::pm::PmKind;
+
+/// The device through which TUN interfaces are made.
+const TUN_DEVICE: &str = "/dev/net/tun";
 
 /// Port of the plain TCP pattern server on the web host (reached through the relays).
 pub const WEB_PORT: u16 = 8081;

@@ -28,8 +28,9 @@ pub struct ClientOptions {
     /// Give up waiting for the converter's reply after this long (it connects to the
     /// destination first, so this must exceed the converter's own connect timeout).
     pub reply_timeout: Duration,
-    /// Reach the converter with mpbond's engine (`--stack user`) instead of the kernel.
-    pub user: Option<std::sync::Arc<UserStack>>,
+    /// Reach the converter with mpbond's engine (`--stack user`) instead of the kernel; held
+    /// weakly: the engine goes (and its host configuration with it) when its owner drops it.
+    pub user: Option<std::sync::Weak<UserStack>>,
 }
 
 impl ClientOptions {
@@ -182,7 +183,10 @@ pub async fn check_key(signer: &Signer, opts: &ClientOptions) -> Result<(), Clie
         ..Message::default()
     };
     let conn = match &opts.user {
-        Some(stack) => AnyConn::User(reach_user(stack, opts).await?),
+        Some(stack) => {
+            let stack = upgrade(stack)?;
+            AnyConn::User(reach_user(&stack, opts).await?)
+        }
         None => AnyConn::Kernel(reach(opts, false).await?.stream),
     };
     exchange::write_message(&conn, &msg).await?;
@@ -310,7 +314,8 @@ async fn open_once(
 ) -> Result<Upstream, ClientError> {
     let msg = connect_message(dest, signer)?;
     if let Some(stack) = &opts.user {
-        return open_user(stack, &msg, opts).await;
+        let stack = upgrade(stack)?;
+        return open_user(&stack, &msg, opts).await;
     }
     let conn = reach(opts, opts.fast_open).await?;
     let asked = opts.mptcp && conn.proto == Proto::Mptcp && !conn.deferred;
@@ -360,17 +365,24 @@ async fn open_user(
 ) -> Result<Upstream, ClientError> {
     let stream = reach_user(stack, opts).await?;
     send_message(&stream, msg, opts).await?;
-    let proto = if stream.is_mptcp() {
-        Proto::Mptcp
-    } else {
-        Proto::Tcp
-    };
+    // Right after the handshake: plain TCP now means the converter answered without MPTCP.
+    let fallback = (!stream.is_mptcp()).then_some(kernel::Fallback::NotOffered);
     Ok(Upstream {
         stream: AnyConn::User(stream),
-        proto,
+        proto: Proto::Mptcp,
         mptcp_unavailable: None,
         deferred: false,
-        fallback: None,
+        fallback,
+    })
+}
+
+/// The engine, unless it is gone (the daemon is stopping).
+fn upgrade(stack: &std::sync::Weak<UserStack>) -> Result<std::sync::Arc<UserStack>, ClientError> {
+    stack.upgrade().ok_or_else(|| {
+        ClientError::Io(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "the user-space stack is stopping",
+        ))
     })
 }
 
@@ -390,8 +402,8 @@ async fn send_message(
         .map_err(err)
 }
 
-/// Opens a connection to the converter with mpbond's engine, its first subflow on the first
-/// line.
+/// Opens a connection to the converter with mpbond's engine (its first subflow on the first
+/// regular line that runs: [`UserStack::connect`]).
 async fn reach_user(
     stack: &UserStack,
     opts: &ClientOptions,
@@ -400,7 +412,7 @@ async fn reach_user(
         addr: opts.converter,
         err,
     };
-    tokio::time::timeout(opts.connect_timeout, stack.connect(opts.converter, 0))
+    tokio::time::timeout(opts.connect_timeout, stack.connect(opts.converter))
         .await
         .map_err(|_| err(io::ErrorKind::TimedOut.into()))?
         .map_err(err)

@@ -787,12 +787,13 @@ pub async fn run(mut config: Config) -> Result<()> {
         fast_open = plane.fast_open,
         "converter ready"
     );
-    serve(&conv, &plane.listener).await?;
+    let served = serve(&conv, &plane.listener).await;
     // Relayed connections still open are reset as the process ends (their sockets are armed,
     // see `relay`; the engine's are reset here): none is closed as if it were complete.
     if let Some(user) = &plane.user {
         user.abort_all().await;
     }
+    served?;
     info!(
         accepted = conv.stats.accepted.load(Relaxed),
         auth_failures = conv.stats.auth_failures.load(Relaxed),
@@ -825,8 +826,9 @@ struct Plane {
     fast_open: bool,
     /// mpbond's path manager announcing extra addresses (kernel stack).
     announcer: Option<crate::pm::Announcer>,
-    _limit: Option<crate::host::Change>,
+    // Dropped in this order: the reverse of their making.
     _fleet: Option<crate::host::Change>,
+    _limit: Option<crate::host::Change>,
     _fast_open: Option<crate::host::Change>,
     /// mpbond's engine (`--stack user`), the host's port mapped to it.
     user: Option<Arc<UserStack>>,
@@ -897,6 +899,9 @@ impl Plane {
                 port = config.listen.port()
             );
         }
+        if config.announce.iter().any(IpAddr::is_ipv6) {
+            bail!("--announce: --stack user announces IPv4 addresses only so far");
+        }
         let mut stack = UserStack::start(&UserStackConfig {
             listen: vec![config.listen],
             lines: Vec::new(),
@@ -906,11 +911,11 @@ impl Plane {
         let l = stack
             .listen(config.listen.port())
             .with_context(|| format!("listen on {}", config.listen))?;
-        if config.announce.iter().any(IpAddr::is_ipv6) {
-            bail!("--announce: --stack user announces IPv4 addresses only so far");
-        }
         // Withdrawn while their interface is down.
         stack.announce_watched(config.announce.clone());
+        if !config.fast_open {
+            debug!("--no-fast-open: the engine takes no data in SYNs anyway");
+        }
         if config.syn_rate_per_source > 0 {
             debug!(
                 "--syn-rate-per-source is a kernel (nftables) limit of the kernel stack; with --stack user the converter's own limits of unauthenticated connections apply"

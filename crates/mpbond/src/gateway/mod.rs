@@ -467,7 +467,7 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let mut client_opts = ClientOptions::new(converter);
     client_opts.fast_open = config.fast_open;
-    client_opts.user = plane.user.clone();
+    client_opts.user = plane.user.as_ref().map(Arc::downgrade);
     let gw = Arc::new(Gateway {
         signer,
         key_file: config.key.clone(),
@@ -582,6 +582,18 @@ impl Plane {
     }
 
     fn user(config: &Config) -> Result<Self> {
+        if config.fast_open {
+            warn!(
+                "--fast-open: not in mpbond's engine yet; the Convert message follows the handshake"
+            );
+        }
+        if config.pm != crate::pm::PmKind::default()
+            || config.probe != crate::pm::ProbeConfig::default()
+        {
+            warn!(
+                "--pm and --probe-*: the path manager runs with --stack kernel only; the engine follows the lines' links and its subflows' silence itself"
+            );
+        }
         let stack = UserStack::start(&UserStackConfig {
             listen: Vec::new(),
             lines: config.wan.clone(),

@@ -164,15 +164,13 @@ impl Conn for UserStream {
     }
 
     fn shutdown_write(&self) -> io::Result<()> {
-        UserStream::shutdown_write(self);
-        Ok(())
+        UserStream::shutdown_write(self)
     }
 
     async fn finish(&self) -> io::Result<()> {
         // The engine sends its DATA_FIN once the data before it is sent, and retransmits it
         // as data: nothing to wait for.
-        UserStream::shutdown_write(self);
-        Ok(())
+        UserStream::shutdown_write(self)
     }
 
     fn reset_on_close(&self) {

@@ -79,6 +79,14 @@ pub fn render(subnet: Subnet, cfg: &NatConfig, drop_others: bool) -> String {
         s,
         "  chain forward {{ type filter hook forward priority filter - 5; policy accept;"
     );
+    // The engine's packets routed anywhere but its TUN: the TUN went with a killed instance
+    // (this table stays until the next one removes it). A reset tells the peer at once that
+    // the connection is gone, instead of its retransmitting into the default route for
+    // minutes: its application sees a reset, not a hang.
+    let _ = writeln!(
+        s,
+        "    ip daddr {v4} oifname != \"{tun}\" meta l4proto tcp reject with tcp reset"
+    );
     // Every instance's TUN: with two running, one's guard must not drop the other's packets.
     let _ = writeln!(s, "    iifname \"{all_tuns}\" accept");
     let _ = writeln!(s, "    oifname \"{all_tuns}\" accept");
@@ -375,6 +383,12 @@ mod tests {
             "every instance's traffic passes"
         );
         assert!(r.contains("    meta nfproto ipv4 drop\n"));
+        assert!(
+            r.contains(
+                "ip daddr 198.18.2.0/24 oifname != \"mpbu2\" meta l4proto tcp reject with tcp reset"
+            ),
+            "once the TUN is gone, its peers get resets"
+        );
         let open = render(Subnet { n: 2 }, &NatConfig::default(), false);
         assert!(
             !open.contains("drop"),

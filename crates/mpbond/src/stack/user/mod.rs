@@ -83,6 +83,8 @@ impl Waiters {
 /// The engine and its waiters, shared by the driver and the application tasks.
 struct Inner {
     ep: Stack,
+    /// Whether each line's link runs, as [`watch`] last saw it (all up until it looks).
+    lines_up: Vec<bool>,
     waiters: HashMap<ConnId, Waiters>,
     accept_waiters: HashMap<SocketAddr, Waker>,
     /// The driver stopped (the TUN failed): every operation fails.
@@ -166,6 +168,7 @@ impl UserStack {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 ep: Stack::new(scfg, Instant::now()),
+                lines_up: vec![true; cfg.lines.len()],
                 waiters: HashMap::new(),
                 accept_waiters: HashMap::new(),
                 dead: None,
@@ -211,9 +214,10 @@ impl UserStack {
         self.subnet.ifname()
     }
 
-    /// Opens a connection to `remote`: its first subflow from line `first`'s engine address
-    /// and, with MPTCP, one more from each other line once MPTCP is up.
-    pub async fn connect(&self, remote: SocketAddr, first: u8) -> io::Result<UserStream> {
+    /// Opens a connection to `remote`: its first subflow from the first regular line whose
+    /// link runs (else the first backup line that does, else the first line) and, with MPTCP,
+    /// one more from each other line that runs once MPTCP is up.
+    pub async fn connect(&self, remote: SocketAddr) -> io::Result<UserStream> {
         if remote.is_ipv6() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -221,27 +225,46 @@ impl UserStack {
             ));
         }
         let lines = u8::try_from(self.lines).unwrap_or(u8::MAX);
-        let paths: Vec<Path> = std::iter::once(first)
-            .chain((0..lines).filter(|l| *l != first))
-            .map(|l| Path {
-                local: self.local_addr(l),
-                backup: self.backups.get(usize::from(l)).copied().unwrap_or(false),
-            })
-            .collect();
+        let backup = |l: u8| self.backups.get(usize::from(l)).copied().unwrap_or(false);
         let h = {
             let mut g = self.shared.lock();
             if let Some(e) = &g.dead {
                 return Err(io::Error::other(e.clone()));
             }
+            let up = |l: u8| g.lines_up.get(usize::from(l)).copied().unwrap_or(true);
+            let first = (0..lines)
+                .find(|&l| up(l) && !backup(l))
+                .or_else(|| (0..lines).find(|&l| up(l)))
+                .unwrap_or(0);
+            let down: Vec<IpAddr> = (0..lines)
+                .filter(|&l| !up(l))
+                .map(|l| self.local_addr(l))
+                .collect();
+            let paths: Vec<Path> = std::iter::once(first)
+                .chain((0..lines).filter(|l| *l != first))
+                .map(|l| Path {
+                    local: self.local_addr(l),
+                    backup: backup(l),
+                })
+                .collect();
+            let now = Instant::now();
             let h =
-                g.ep.connect(Instant::now(), &paths, remote)
+                g.ep.connect(now, &paths, remote)
                     .map_err(|e| io::Error::new(io::ErrorKind::AddrNotAvailable, e))?;
+            // No join from a line whose link is down until it comes back.
+            for ip in down {
+                g.ep.set_path_up(now, ip, false);
+            }
             g.waiters.insert(h, Waiters::default());
             h
         };
         self.shared.kick.notify_one();
         let stream = UserStream::new(Arc::clone(&self.shared), h);
+        // A connection given up before its handshake ends is reset, not closed in order: its
+        // peer must not keep an empty connection.
+        stream.reset_on_close();
         stream.connected().await?;
+        stream.close_gracefully();
         Ok(stream)
     }
 
@@ -376,6 +399,7 @@ impl UserStack {
     /// Resets every connection of the engine (`MP_FASTCLOSE`, or RST without MPTCP) and lets
     /// the driver send the resets: for a daemon that stops with connections open, whose peers
     /// must not take what they got for complete. Returns how many there were.
+    /// The stack takes no new work afterwards: every operation fails.
     pub async fn abort_all(&self) -> usize {
         let n = {
             let mut g = self.shared.lock();
@@ -383,6 +407,8 @@ impl UserStack {
             for id in &ids {
                 g.ep.abort(*id);
             }
+            g.dead = Some("the user-space stack is stopping".to_owned());
+            wake_everyone(&mut g);
             ids.len()
         };
         self.flush().await;

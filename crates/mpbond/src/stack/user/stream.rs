@@ -200,11 +200,24 @@ impl UserStream {
     }
 
     /// No more data from us: a `DATA_FIN` (a FIN without MPTCP) after what was written.
-    pub fn shutdown_write(&self) {
+    ///
+    /// # Errors
+    /// When the connection was reset or aborted, or the stack's driver stopped: nothing
+    /// written can reach the peer any more (as `shutdown(2)` fails on a reset socket).
+    pub fn shutdown_write(&self) -> io::Result<()> {
         let mut g = self.shared.lock();
+        if let Some(e) = &g.dead {
+            return Err(io::Error::other(e.clone()));
+        }
+        if let Some(ConnState::Closed(r)) = g.ep.state(self.h) {
+            if r != CloseReason::Finished {
+                return Err(closed_error(r));
+            }
+        }
         g.ep.close(self.h);
         drop(g);
         self.shared.kick.notify_one();
+        Ok(())
     }
 
     fn poll_write_shared(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {

@@ -87,6 +87,9 @@ pub(super) async fn run(shared: Arc<Shared>, lines: Vec<Line>, addrs: Vec<IpAddr
                 changed = true;
                 info!(line = %line.iface, up = lines_up[i], "line {}", if lines_up[i] { "up: joining again" } else { "down: its subflows are reset" });
                 g.ep.set_path_up(now, line.engine, lines_up[i]);
+                if let Some(u) = g.lines_up.get_mut(i) {
+                    *u = lines_up[i];
+                }
             }
         }
         // Backups stand in while no regular line works, and say so to the peer.
