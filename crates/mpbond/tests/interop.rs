@@ -859,31 +859,6 @@ fn wait_listening(lab: &TestLab, role: Role, port: u16) {
     panic!("nothing listens on port {port}");
 }
 
-/// The host's `net.ipv4.tcp_allowed_congestion_control` with an algorithm added, as it was
-/// again when dropped.
-struct AllowedCongestion(Option<String>);
-
-impl AllowedCongestion {
-    const PATH: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
-
-    fn with(algorithm: &str) -> Self {
-        let was = std::fs::read_to_string(Self::PATH).unwrap();
-        if was.split_whitespace().any(|a| a == algorithm) {
-            return Self(None);
-        }
-        std::fs::write(Self::PATH, format!("{} {algorithm}", was.trim())).unwrap();
-        Self(Some(was))
-    }
-}
-
-impl Drop for AllowedCongestion {
-    fn drop(&mut self) {
-        if let Some(was) = &self.0 {
-            let _ = std::fs::write(Self::PATH, was.trim());
-        }
-    }
-}
-
 /// Goodput of our client's upload (two subflows, `--congestion congestion`) and of a plain
 /// kernel TCP upload, both from the gateway to the vps at once, through the lab's one shared
 /// 20 Mbit/s link: bytes per second the two servers received from 10 s to 100 s (shorter
@@ -962,7 +937,7 @@ fn coupled_congestion_control_shares_a_bottleneck_fairly_with_kernel_tcp() {
     // namespaces inherit it; BBR would make another comparison). A namespace may only pick
     // an algorithm of the host's allowed list (else EPERM, which hid for a while that the
     // competitor was this host's BBR): CUBIC joins the list for the test.
-    let _allowed = AllowedCongestion::with("cubic");
+    let _allowed = mpbond::lab::congestion::Allowed::with("cubic").unwrap();
     sh(
         &lab,
         Role::Gw,

@@ -816,3 +816,38 @@ fn mp_prio_makes_a_subflow_a_backup_at_the_peer_too() {
     r.until_done(Duration::from_secs(30));
     assert!(r.got.borrow().intact(total));
 }
+
+/// Signals wait in one queue, and an `MP_PRIO` goes only on its own subflow: one queued for a
+/// subflow that closed before it went must not hold up the signals behind it (here another
+/// subflow's `MP_PRIO`, which the server must still learn).
+#[test]
+fn an_mp_prio_for_a_subflow_that_closed_holds_up_no_signal_behind_it() {
+    let total = 12_000_000;
+    let mut r = start(
+        "mptcp-mp-prio-dead",
+        &[path(10.0, 20), path(10.0, 20)],
+        &[false, false],
+        total,
+    );
+    r.sim.run_for(Duration::from_secs(1));
+    let addrs = r.sim.addrs(r.c);
+    let (first, second) = (addrs[0], addrs[1]);
+    r.sim.with_endpoint(r.c, |now, st| {
+        // Queued, then its subflow reset before any packet left.
+        st.set_backup(now, second, true);
+        st.set_path_up(now, second, false);
+        st.set_backup(now, first, true);
+    });
+    r.sim.run_for(Duration::from_millis(500));
+    let server = 1 - r.c;
+    let sid = r.got.borrow().conn.expect("accepted");
+    let subflows = r.sim.endpoint(server).subflows(sid);
+    assert!(
+        subflows
+            .iter()
+            .any(|s| !s.closed && s.backup && s.remote.ip() == first),
+        "the server did not learn that the first subflow is a backup: {subflows:?}"
+    );
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+}

@@ -29,6 +29,29 @@ use self::scenario::Sizes;
 use crate::cli::BenchArgs;
 use crate::lab::netns;
 
+/// The kernel congestion control of the lab's hosts: Linux's default.
+const LAB_CONGESTION: &str = "cubic";
+
+/// Lets the lab's hosts run [`LAB_CONGESTION`] (the kernel's flows run Linux's default
+/// whatever this machine's default is, see `lab::congestion`) while the guard lives; `None`,
+/// with a warning, where it cannot: the report then names the host's default.
+fn allow_lab_congestion() -> Option<crate::lab::congestion::Allowed> {
+    crate::lab::congestion::Allowed::with(LAB_CONGESTION)
+        .map_err(|e| {
+            eprintln!(
+                "warning: cannot allow {LAB_CONGESTION} for the lab ({e}): the kernel's flows run this host's default congestion control"
+            );
+        })
+        .ok()
+}
+
+/// This host's default congestion control.
+fn host_congestion() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// Runs `mpbond bench`: prints a table per scenario and the targets, writes the JSON (after
 /// every scenario, so an interrupted run keeps what it measured) and the charts.
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
@@ -86,12 +109,15 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     );
+    let allowed = allow_lab_congestion();
+    let congestion = allowed.as_ref().map(|_| LAB_CONGESTION);
     let env = run::Env {
         exe: &exe,
         sizes,
         interrupted: &interrupted,
         seed: 1,
         logs: args.logs.as_deref(),
+        congestion,
     };
     let total = scenarios.len() * contenders.len() * sizes.rounds;
     let mut progress = Progress::new(total as u64);
@@ -103,6 +129,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default(),
             cpus: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            tcp_congestion: congestion.map_or_else(host_congestion, str::to_owned),
         },
         quick: args.quick,
         duration_s: 0.0,

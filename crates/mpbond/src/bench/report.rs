@@ -450,6 +450,9 @@ pub struct Machine {
     pub kernel: String,
     /// CPUs available.
     pub cpus: usize,
+    /// The kernel's TCP congestion control in the lab's hosts: CUBIC, Linux's default, when
+    /// the bench could set it; else the host's default, which it names.
+    pub tcp_congestion: String,
 }
 
 /// What each figure means, in the JSON itself.

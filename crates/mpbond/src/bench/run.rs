@@ -39,6 +39,8 @@ pub struct Env<'a> {
     pub seed: u64,
     /// Where to keep the daemons' logs of each run (`--logs`).
     pub logs: Option<&'a Path>,
+    /// The kernel congestion control set in every lab host (`None`: the host's default).
+    pub congestion: Option<&'a str>,
 }
 
 impl Env<'_> {
@@ -48,6 +50,29 @@ impl Env<'_> {
         }
         Ok(())
     }
+}
+
+/// The lab's hosts as every contender expects them: the congestion control asked for, and a
+/// vps that accepts a subflow per line for the end-to-end MPTCP contender, whatever ran
+/// before (a converter raises the same limits while it runs).
+fn prepare_hosts(info: &LabInfo, env: Env<'_>) -> Result<()> {
+    if let Some(c) = env.congestion {
+        lab::congestion::set(info, c)
+            .with_context(|| format!("congestion control {c} in the lab's hosts"))?;
+    }
+    netns::ip_in(
+        info.netns(Role::Vps),
+        &[
+            "mptcp",
+            "limits",
+            "set",
+            "subflows",
+            "8",
+            "add_addr_accepted",
+            "8",
+        ],
+    )?;
+    Ok(())
 }
 
 /// Runs `scenario` for `contenders` (all of which can run) and returns its results.
@@ -65,20 +90,7 @@ pub fn scenario(
     let guard =
         LabGuard::up(&spec, env.exe).with_context(|| format!("building the lab of {}", s.name))?;
     let info = &guard.info;
-    // The vps accepts a subflow per line for the end-to-end MPTCP contender, whatever ran
-    // before (a converter raises the same limits while it runs).
-    netns::ip_in(
-        info.netns(Role::Vps),
-        &[
-            "mptcp",
-            "limits",
-            "set",
-            "subflows",
-            "8",
-            "add_addr_accepted",
-            "8",
-        ],
-    )?;
+    prepare_hosts(info, env)?;
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     let _servers = [
         PatternServer::start(

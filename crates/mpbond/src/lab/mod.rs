@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod bonding;
+pub mod congestion;
 pub mod emulator;
 pub mod failover;
 pub mod measure;

@@ -821,11 +821,28 @@ impl MpConn {
         if !plain_ack || self.subflows.get(i)?.state != SubflowState::Active {
             return None;
         }
-        let sig = *self.signals.front()?;
+        let (_, sig) = self.next_signal()?;
         match sig {
             Signal::Prio { sf, .. } if sf != i => None,
             _ => Some(sig),
         }
+    }
+
+    /// The first queued signal that can still go, and its place in the queue: an `MP_PRIO`
+    /// whose subflow closed before it went never can, and must not hold up those behind it.
+    fn next_signal(&self) -> Option<(usize, Signal)> {
+        let dead = |sig: &Signal| match sig {
+            Signal::Prio { sf, .. } => self
+                .subflows
+                .get(*sf)
+                .is_none_or(|s| s.state == SubflowState::Closed),
+            _ => false,
+        };
+        self.signals
+            .iter()
+            .enumerate()
+            .find(|(_, sig)| !dead(sig))
+            .map(|(k, sig)| (k, *sig))
     }
 
     fn signal_option(&self, sig: Signal) -> MptcpOption<'static> {
@@ -914,7 +931,10 @@ impl MpConn {
         let sig = self.signal_for(i, seg);
         let dss_bit = if sig.is_some() { 2 } else { 1 };
         if let Some(sig) = sig.filter(|_| included & 1 != 0) {
-            self.signals.pop_front();
+            // It went, and so did the dead ones before it.
+            if let Some((k, _)) = self.next_signal() {
+                self.signals.drain(..=k);
+            }
             if let Signal::Announce { id, addr } = sig {
                 let rto = self.cfg.initial_rto;
                 match self.announced.iter_mut().find(|a| a.id == id) {
