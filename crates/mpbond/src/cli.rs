@@ -800,23 +800,27 @@ impl TuningArgs {
     /// The flags over the config file's `scheduler` and `congestion` keys.
     fn over_file(mut self, scheduler: Option<&str>, congestion: Option<&str>) -> Result<Self> {
         if self.scheduler.is_none() {
-            self.scheduler = scheduler
-                .map(|s| {
-                    s.parse()
-                        .map_err(|e| anyhow::anyhow!("config file, `scheduler`: {e}"))
-                })
-                .transpose()?;
+            self.scheduler = file_value("scheduler", scheduler)?;
         }
         if self.congestion.is_none() {
-            self.congestion = congestion
-                .map(|s| {
-                    s.parse()
-                        .map_err(|e| anyhow::anyhow!("config file, `congestion`: {e}"))
-                })
-                .transpose()?;
+            self.congestion = file_value("congestion", congestion)?;
         }
         Ok(self)
     }
+}
+
+/// The config file's `key`, parsed; an error names the key.
+fn file_value<T>(key: &str, value: Option<&str>) -> Result<Option<T>>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    value
+        .map(|s| {
+            s.parse()
+                .map_err(|e| anyhow::anyhow!("config file, `{key}`: {e}"))
+        })
+        .transpose()
 }
 
 /// The probe settings of `--probe-interval` and `--probe-idle-interval`.

@@ -180,20 +180,32 @@ fn start_converter(lab: &TestLab, dir: &TempDir, log: &str, extra: &[&str]) -> D
     .unwrap()
 }
 
+/// The lab of the broken-transfer tests: the pattern server and one that resets after 8 MB on
+/// the web host, and a gateway with `stack` (`--stack` and its value, or nothing) on its
+/// command line; the converter it was started with is stopped, for the test to start its own.
+fn broken_transfer_lab(
+    tag: &str,
+    stack: &[&str],
+) -> (TestLab, [PatternServer; 2], TempDir, Daemon) {
+    let lab = TestLab::up(EXE, &LINES);
+    let web = lab.info().netns(Role::Web).to_owned();
+    let servers = [
+        PatternServer::start(&web, PATTERN.parse().unwrap(), Transport::Tcp).unwrap(),
+        PatternServer::start_resetting(&web, RESETTING.parse().unwrap(), Transport::Tcp, 8 * MB)
+            .unwrap(),
+    ];
+    let dir = TempDir::new(tag);
+    let (gateway, mut first) = start_bonding_with(&lab, EXE, &dir.0, &["dsl", "lte"], stack, &[]);
+    assert!(first.stop());
+    (lab, servers, dir, gateway)
+}
+
 #[test]
 fn a_transfer_broken_anywhere_reaches_the_client_as_a_reset() {
     if skip_unless_root("a_transfer_broken_anywhere_reaches_the_client_as_a_reset") {
         return;
     }
-    let lab = TestLab::up(EXE, &LINES);
-    let web = lab.info().netns(Role::Web).to_owned();
-    let _pattern = PatternServer::start(&web, PATTERN.parse().unwrap(), Transport::Tcp).unwrap();
-    let _resetting =
-        PatternServer::start_resetting(&web, RESETTING.parse().unwrap(), Transport::Tcp, 8 * MB)
-            .unwrap();
-    let dir = TempDir::new("reset");
-    let (gateway, mut first) = start_bonding(&lab, EXE, &dir.0, &["dsl", "lte"], &[]);
-    assert!(first.stop());
+    let (lab, _servers, dir, gateway) = broken_transfer_lab("reset", &[]);
     // A second of drain after SIGTERM: far too short for the rest of the download.
     let mut converter = start_converter(&lab, &dir, "converter1.log", &["--drain-timeout", "1s"]);
     let len = 20 * MB;
@@ -259,16 +271,8 @@ fn on_the_engine_too_a_broken_transfer_reaches_the_client_as_a_reset() {
     if skip_unless_root("on_the_engine_too_a_broken_transfer_reaches_the_client_as_a_reset") {
         return;
     }
-    let lab = TestLab::up(EXE, &LINES);
-    let web = lab.info().netns(Role::Web).to_owned();
-    let _pattern = PatternServer::start(&web, PATTERN.parse().unwrap(), Transport::Tcp).unwrap();
-    let _resetting =
-        PatternServer::start_resetting(&web, RESETTING.parse().unwrap(), Transport::Tcp, 8 * MB)
-            .unwrap();
-    let dir = TempDir::new("reset-user");
     let user = ["--stack", "user"];
-    let (gateway, mut first) = start_bonding_with(&lab, EXE, &dir.0, &["dsl", "lte"], &user, &user);
-    assert!(first.stop());
+    let (lab, _servers, dir, gateway) = broken_transfer_lab("reset-user", &user);
     let mut converter = start_converter(
         &lab,
         &dir,
