@@ -363,6 +363,7 @@ async fn connect_user(args: ConnectArgs) -> Result<()> {
         lines: args.wan,
         no_mptcp: !args.mptcp,
         tuning: args.tuning,
+        fast_open: false,
     })?;
     debug!(tun = %stack.ifname(), "user-space stack");
     // `mpbond status` lists the engine's connections (the kernel's tables do not have them).
@@ -396,6 +397,7 @@ async fn listen_user(
         lines: Vec::new(),
         no_mptcp: !mptcp,
         tuning,
+        fast_open: false,
     })?;
     let l = stack
         .listen(addr.port())

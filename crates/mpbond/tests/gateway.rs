@@ -685,6 +685,168 @@ fn mixed_data_planes_carry_64_mib_both_ways_intact() {
     }
 }
 
+/// A kernel counter of `role`'s namespace (`nstat -az`), 0 when it has none.
+fn kernel_counter(lab: &TestLab, role: Role, name: &str) -> u64 {
+    command_output(lab, role, "nstat", &["-az", name])
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(name)).then(|| f.next()?.parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// The kernel's MPTCP counters of protocol errors: none may move.
+const MPTCP_ERRORS: [&str; 6] = [
+    "MPTcpExtDSSNotMatching",
+    "MPTcpExtDataCsumErr",
+    "MPTcpExtInfiniteMapRx",
+    "MPTcpExtMPFailRx",
+    "MPTcpExtMPRstRx",
+    "MPTcpExtDSSNoMatchTCP",
+];
+
+/// Connections each Fast Open run makes through the gateway.
+const FAST_OPEN_FETCHES: usize = 6;
+
+/// The kernel counters [`fast_open_pair`] reads in a namespace.
+fn fast_open_counters(lab: &TestLab, role: Role) -> Vec<(&'static str, u64)> {
+    ["TcpExtTCPFastOpenPassive", "TcpExtTCPFastOpenActive"]
+        .into_iter()
+        .chain(MPTCP_ERRORS)
+        .map(|n| (n, kernel_counter(lab, role, n)))
+        .collect()
+}
+
+/// How much counter `k` moved.
+fn moved_by(before: &[(&str, u64)], after: &[(&str, u64)], k: &str) -> u64 {
+    let get = |v: &[(&str, u64)]| v.iter().find(|(n, _)| *n == k).map_or(0, |x| x.1);
+    get(after) - get(before)
+}
+
+/// One gateway/converter pair of [`the_convert_message_rides_in_the_syn_once_the_gateway_holds_a_cookie`].
+fn fast_open_pair(gw: &str, conv: &str) {
+    let name = format!("{gw} gateway, {conv} converter");
+    let (lab, web, dir) = Bonded::lab(&format!("tfo-{gw}-{conv}"));
+    let extra: &[&str] = if gw == "kernel" {
+        &["--fast-open"]
+    } else {
+        &[]
+    };
+    let pcap = dir.path("vps.pcap");
+    let mut b = Bonded::start_stacks(lab, web, dir, &["dsl", "lte"], extra, gw, conv);
+    let capture = mpbond::lab::testing::Capture::start(&b.lab, Role::Vps, "tcp port 7000", &pcap);
+    let (vps_before, gw_before) = (
+        fast_open_counters(&b.lab, Role::Vps),
+        fast_open_counters(&b.lab, Role::Gw),
+    );
+    for i in 0..FAST_OPEN_FETCHES {
+        let seed = 40 + i as u64;
+        let t = curl_download(&b.lab, 200_000, seed);
+        assert_eq!(t.sha256, content_sha256(seed, 200_000), "{name}: fetch {i}");
+    }
+    // After the SYN's data, bulk both ways (a gateway with --stack user only: the kernel's own
+    // client stalls after a SYN with data, docs/troubleshooting.md).
+    if gw == "user" {
+        let size = 16 * MIB;
+        let down = curl_download(&b.lab, size, 50);
+        assert_eq!(
+            down.sha256,
+            content_sha256(50, size),
+            "{name}: download corrupted"
+        );
+        let up = curl_upload(&b.lab, &b.dir, size, 51);
+        assert_eq!(
+            up.sha256,
+            content_sha256(51, size),
+            "{name}: upload corrupted"
+        );
+        eprintln!(
+            "{name}: after Fast Open, download {:.1} Mbit/s, upload {:.1} Mbit/s",
+            down.mbps(),
+            up.mbps()
+        );
+        assert!(
+            down.mbps() > SUM_RATES / 2e6 && up.mbps() > SUM_RATES / 2e6,
+            "{name}: slow after a SYN with data"
+        );
+    }
+    capture.stop();
+    let (vps_after, gw_after) = (
+        fast_open_counters(&b.lab, Role::Vps),
+        fast_open_counters(&b.lab, Role::Gw),
+    );
+    for (before, after) in [(&vps_before, &vps_after), (&gw_before, &gw_after)] {
+        for k in MPTCP_ERRORS {
+            assert_eq!(
+                moved_by(before, after, k),
+                0,
+                "{name}: the kernel counted {k}"
+            );
+        }
+    }
+    let count = |filter| mpbond::lab::testing::tshark_count(&pcap, filter).expect("tshark");
+    let syn_data = count("tcp.flags.syn == 1 && tcp.flags.ack == 0 && tcp.len > 0");
+    let taken = count("tcp.flags.syn == 1 && tcp.flags.ack == 1 && tcp.ack > 1");
+    // Not `TSHARK_MPTCP_WARNINGS`: tshark counts relative subflow sequence numbers from the
+    // ISN, not from after the SYN's data as RFC 8684 appendix B and Linux do, so its mapping
+    // analysis misreads every Fast Open connection (the kernel's counters judge those).
+    let warnings = count(
+        "mptcp.connection.echoed_key_mismatch || mptcp.connection.missing_algorithm \
+         || mptcp.connection.unsupported_algorithm || mptcp.dss.infinite_mapping",
+    );
+    let passive = moved_by(&vps_before, &vps_after, "TcpExtTCPFastOpenPassive");
+    let active = moved_by(&gw_before, &gw_after, "TcpExtTCPFastOpenActive");
+    eprintln!(
+        "{name}: {syn_data} SYNs with data, {taken} SYN-ACKs took it, kernel: passive {passive}, active {active}"
+    );
+    // The kernel gateway asks for its cookie with the first LAN connection.
+    let want = if gw == "kernel" {
+        FAST_OPEN_FETCHES - 1
+    } else {
+        FAST_OPEN_FETCHES
+    };
+    assert!(syn_data >= want, "{name}: {syn_data} SYNs carried data");
+    assert!(taken >= want, "{name}: {taken} SYN-ACKs acknowledged it");
+    assert_eq!(warnings, 0, "{name}: tshark's MPTCP analysis warned");
+    if conv == "kernel" {
+        assert!(
+            passive >= want as u64,
+            "{name}: the kernel took no SYN data"
+        );
+    }
+    if gw == "kernel" {
+        assert!(
+            active >= want as u64,
+            "{name}: the kernel's SYN data was not taken"
+        );
+    }
+    assert!(b.gateway.stop(), "gateway exit:\n{}", b.gateway.log_text());
+    assert!(
+        b.converter.stop(),
+        "converter exit:\n{}",
+        b.converter.log_text()
+    );
+}
+
+/// TCP Fast Open on the engine (RFC 7413, RFC 8803 §4, RFC 8684 appendix B): a user-stack
+/// gateway holds a cookie from its converter after the key check it does at start, and every
+/// LAN connection's Convert message then rides in the SYN, whose SYN-ACK acknowledges it. The
+/// kernel converter counts each (`TcpExtTCPFastOpenPassive`) and no MPTCP error; the engine's
+/// converter takes them as well, and so does it from a kernel gateway with `--fast-open`
+/// (`TcpExtTCPFastOpenActive` on its side). A capture on the vps shows the SYNs with data and
+/// the SYN-ACKs that acknowledge it; what follows the SYN's data (DSNs and subflow numbers
+/// count from after it) carries a download and an upload intact.
+#[test]
+fn the_convert_message_rides_in_the_syn_once_the_gateway_holds_a_cookie() {
+    if skip_unless_root("the_convert_message_rides_in_the_syn_once_the_gateway_holds_a_cookie") {
+        return;
+    }
+    for (gw, conv) in [("user", "kernel"), ("user", "user"), ("kernel", "user")] {
+        fast_open_pair(gw, conv);
+    }
+}
+
 #[test]
 fn two_hundred_concurrent_connections_arrive_intact() {
     const N: usize = 200;

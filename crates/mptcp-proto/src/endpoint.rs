@@ -28,6 +28,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use arrayvec::ArrayVec;
 
 use crate::tcp::connection::{OutgoingSegment, PeerSyn, Reaction, SegmentHook, wscale_for};
+use crate::tcp::fast_open::{self, CookieCache, CookieNews};
 use crate::tcp::isn::{self, Secret};
 use crate::tcp::{Config, Connection, Event, State};
 use crate::wire::ip::PROTOCOL_TCP;
@@ -52,6 +53,10 @@ pub struct EndpointConfig {
     pub syn_backlog: usize,
     /// TTL / hop limit of sent packets.
     pub ttl: u8,
+    /// Listeners take TCP Fast Open (RFC 7413): they give cookies to the clients that ask,
+    /// and take the data of SYNs whose cookie checks. Data in a SYN can be replayed (§6.1):
+    /// only for applications that tolerate it.
+    pub fast_open: bool,
 }
 
 impl Default for EndpointConfig {
@@ -63,6 +68,7 @@ impl Default for EndpointConfig {
             ephemeral_ports: (32768, 60999),
             syn_backlog: 128,
             ttl: 64,
+            fast_open: false,
         }
     }
 }
@@ -144,6 +150,12 @@ pub struct EndpointStats {
     pub syn_cookies_accepted: u64,
     /// Stateless replies dropped because too many were queued.
     pub replies_dropped: u64,
+    /// TCP Fast Open cookies given to clients (listener).
+    pub fast_open_cookies_sent: u64,
+    /// SYNs whose data a listener took (a valid Fast Open cookie).
+    pub fast_open_accepted: u64,
+    /// SYNs with a Fast Open cookie that did not check (their data waits for the handshake).
+    pub fast_open_refused: u64,
 }
 
 #[derive(Debug)]
@@ -207,6 +219,8 @@ pub struct Endpoint {
     stats: EndpointStats,
     /// Connections the hook took that are not established yet ([`SynDecision::Accept`]).
     hook_half_open: usize,
+    /// TCP Fast Open cookies of the servers we connected to.
+    cookies: CookieCache,
 }
 
 /// Most half-open connections the hook may take ([`SynDecision::Accept`]) at once: they have
@@ -236,6 +250,7 @@ impl Endpoint {
             ip_ident: 0,
             stats: EndpointStats::default(),
             hook_half_open: 0,
+            cookies: CookieCache::default(),
         }
     }
 
@@ -341,6 +356,30 @@ impl Endpoint {
         let ts_offset = self.rng.next_u64() as u32;
         let conn = Connection::connect(&self.cfg.tcp, self.epoch, local, remote, iss, ts_offset);
         Ok(self.insert(conn, None))
+    }
+
+    /// [`Endpoint::connect`] with TCP Fast Open (RFC 7413): with a cookie from `remote`'s
+    /// host, the SYN carries it and the data written before it goes (see
+    /// [`Connection::syn_data_room`]); without one, the SYN asks for one. The data may reach
+    /// the server twice (§6.1): only for applications that tolerate it.
+    pub fn connect_fast_open(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<ConnHandle, ConnectError> {
+        let h = self.connect(now, local, remote)?;
+        let cached = self.cookies.get(remote.ip()).cloned();
+        if let Some(c) = self.conn_mut(h) {
+            c.set_fast_open(cached);
+        }
+        Ok(h)
+    }
+
+    /// The TCP Fast Open cookies this endpoint holds, by server.
+    #[must_use]
+    pub fn fast_open_cookies(&self) -> &CookieCache {
+        &self.cookies
     }
 
     /// RFC 6056 §3.3.2 (Algorithm 2's random start): the first free port from a random one.
@@ -585,11 +624,13 @@ impl Endpoint {
         let local = SocketAddr::new(dst, seg.dst_port);
         let remote = SocketAddr::new(src, seg.src_port);
         if let Some(h) = known {
-            let reaction = {
+            let (reaction, news) = {
                 let slot = self.slot_mut(h)?;
                 let conn = slot.conn.as_deref_mut()?;
-                conn.handle_segment(now, seg)
+                let r = conn.handle_segment(now, seg);
+                (r, conn.take_cookie_news())
             };
+            self.note_cookie(remote.ip(), news);
             self.mark_dirty(h);
             match reaction {
                 Reaction::None | Reaction::Forget => {}
@@ -644,6 +685,15 @@ impl Endpoint {
             _ => self.reset_for(local, remote, seg, hook),
         }
         None
+    }
+
+    /// What a SYN-ACK (or a lost SYN with data) said of a server's cookie.
+    fn note_cookie(&mut self, server: IpAddr, news: Option<CookieNews>) {
+        match news {
+            Some(CookieNews::Got(c)) => self.cookies.insert(server, c),
+            Some(CookieNews::Forget) => self.cookies.remove(server),
+            None => {}
+        }
     }
 
     fn listener_for(&self, local: SocketAddr) -> Option<SocketAddr> {
@@ -740,7 +790,7 @@ impl Endpoint {
             isn::initial_sequence_number(&self.cfg.secret, local, remote, self.since_epoch(now));
         #[expect(clippy::cast_possible_truncation, reason = "a random 32-bit offset")]
         let ts_offset = self.rng.next_u64() as u32;
-        let conn = Connection::accept(
+        let mut conn = Connection::accept(
             &self.cfg.tcp,
             self.epoch,
             local,
@@ -750,7 +800,18 @@ impl Endpoint {
             &syn,
             now,
         );
+        let fast_open = listener.is_some() && self.fast_open_syn(&mut conn, remote, seg);
         match listener {
+            // A SYN whose data was taken is ready for the application at once (RFC 7413
+            // §4.2.2): it need not wait for the handshake's last ACK.
+            Some(listener) if fast_open => {
+                let h = self.insert(conn, None);
+                if let Some(li) = self.listeners.iter_mut().find(|x| x.addr == listener) {
+                    li.ready.push_back(h);
+                    self.events.push_back(EndpointEvent::Incoming(listener));
+                }
+                return Some(h);
+            }
             Some(listener) => {
                 if let Some(li) = self.listeners.iter_mut().find(|x| x.addr == listener) {
                     li.half_open += 1;
@@ -765,6 +826,37 @@ impl Endpoint {
             }
         }
         Some(h)
+    }
+
+    /// A listener's TCP Fast Open (RFC 7413 §4.2): a SYN with a valid cookie has its data
+    /// taken (returns true); one that asks for a cookie, or presents a wrong one, gets one in
+    /// the SYN-ACK (its data, if any, waits for the handshake).
+    fn fast_open_syn(
+        &mut self,
+        conn: &mut Connection,
+        remote: SocketAddr,
+        seg: &TcpRepr<'_>,
+    ) -> bool {
+        if !self.cfg.fast_open {
+            return false;
+        }
+        let Some(cookie) = seg.fast_open else {
+            return false;
+        };
+        if !cookie.is_empty() && fast_open::check_cookie(&self.cfg.secret, remote.ip(), cookie) {
+            if seg.payload.is_empty() {
+                return false;
+            }
+            conn.take_syn_data(seg.payload);
+            self.stats.fast_open_accepted += 1;
+            return conn.syn_data() > 0;
+        }
+        if !cookie.is_empty() {
+            self.stats.fast_open_refused += 1;
+        }
+        conn.offer_cookie(fast_open::make_cookie(&self.cfg.secret, remote.ip()));
+        self.stats.fast_open_cookies_sent += 1;
+        false
     }
 
     /// A stateless SYN-ACK whose ISN is a cookie (RFC 4987 §3.6).
@@ -998,6 +1090,10 @@ impl Endpoint {
             };
             if c.poll_timeout().is_some_and(|t| t <= now) {
                 c.handle_timeout(now);
+                if let Some(CookieNews::Forget) = c.take_cookie_news() {
+                    self.cookies.remove(c.remote().ip());
+                }
+                let slot = &self.slots[i];
                 let h = ConnHandle {
                     index: u32::try_from(i).unwrap_or(u32::MAX),
                     generation: slot.generation,
@@ -1551,6 +1647,141 @@ mod tests {
             }
         }
         assert_eq!(cookie_options, b.stats().syn_cookies_sent);
+    }
+
+    fn seg_of(p: &[u8]) -> TcpRepr<'_> {
+        let (src, dst, tcp) = parse_packet(p).unwrap();
+        TcpRepr::parse(&TcpPacket::new_checked(tcp).unwrap(), src, dst, true).unwrap()
+    }
+
+    /// One packet from `from` to `to`; returns it.
+    fn one(from: &mut Endpoint, to: &mut Endpoint, now: Instant) -> Vec<u8> {
+        let mut buf = vec![0u8; 65_536];
+        let t = from.poll_transmit(now, &mut buf).expect("a packet to send");
+        to.handle_packet(now, &buf[..t.len]).unwrap();
+        buf[..t.len].to_vec()
+    }
+
+    fn fast_open_pair() -> (Endpoint, Endpoint, Instant) {
+        let (a, mut b, now) = pair(1500);
+        b.cfg.fast_open = true;
+        b.listen(server()).unwrap();
+        (a, b, now)
+    }
+
+    fn read_all(ep: &mut Endpoint, h: ConnHandle) -> Vec<u8> {
+        let mut out = vec![0u8; 4096];
+        let n = ep.conn_mut(h).unwrap().read(&mut out).unwrap_or(0);
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn fast_open_a_cookie_asked_then_data_in_the_syn_taken_before_the_handshake_ends() {
+        let (mut a, mut b, now) = fast_open_pair();
+        let client = "10.0.0.1:0".parse().unwrap();
+        // First connection: the SYN asks for a cookie, the SYN-ACK brings it (without
+        // timestamps, to leave room for MPTCP's option).
+        let c1 = a.connect_fast_open(now, client, server()).unwrap();
+        a.conn_mut(c1).unwrap().write(b"early").unwrap();
+        let syn = one(&mut a, &mut b, now);
+        assert_eq!(seg_of(&syn).fast_open, Some(&[][..]), "a cookie request");
+        assert!(seg_of(&syn).payload.is_empty(), "no data without a cookie");
+        let syn_ack = one(&mut b, &mut a, now);
+        assert_eq!(seg_of(&syn_ack).fast_open.map(<[u8]>::len), Some(8));
+        assert!(seg_of(&syn_ack).timestamps.is_none());
+        pump(&mut a, &mut b, now);
+        let b1 = b.accept(server()).unwrap();
+        assert_eq!(read_all(&mut b, b1), b"early");
+        pump(&mut a, &mut b, now);
+        assert_eq!(a.conn(c1).unwrap().syn_data(), 0);
+        assert_eq!(a.fast_open_cookies().len(), 1);
+        assert_eq!(b.stats().fast_open_cookies_sent, 1);
+
+        // Second: the SYN carries cookie and data; the server hands the connection over
+        // before the handshake's last ACK.
+        let c2 = a.connect_fast_open(now, client, server()).unwrap();
+        a.conn_mut(c2)
+            .unwrap()
+            .write(b"GET / HTTP/1.0\r\n\r\n")
+            .unwrap();
+        let syn = one(&mut a, &mut b, now);
+        assert_eq!(seg_of(&syn).payload, b"GET / HTTP/1.0\r\n\r\n");
+        let b2 = b.accept(server()).expect("ready at the SYN");
+        assert_eq!(b.conn(b2).unwrap().state(), State::SynReceived);
+        assert_eq!(read_all(&mut b, b2), b"GET / HTTP/1.0\r\n\r\n");
+        let syn_ack = one(&mut b, &mut a, now);
+        assert!(seg_of(&syn_ack).fast_open.is_none());
+        assert_eq!(
+            a.conn(c2).unwrap().syn_data(),
+            18,
+            "the SYN-ACK acknowledged the data"
+        );
+        assert_eq!(a.conn(c2).unwrap().send_buffered(), 0);
+        // The server's answer and more data go both ways as usual.
+        b.conn_mut(b2).unwrap().write(b"200 OK").unwrap();
+        a.conn_mut(c2).unwrap().write(b"more").unwrap();
+        pump(&mut a, &mut b, now);
+        assert_eq!(read_all(&mut a, c2), b"200 OK");
+        assert_eq!(read_all(&mut b, b2), b"more");
+        assert_eq!(b.stats().fast_open_accepted, 1);
+    }
+
+    #[test]
+    fn fast_open_a_wrong_cookie_costs_the_round_trip_only_and_is_replaced() {
+        let (mut a, mut b, now) = fast_open_pair();
+        let client = "10.0.0.1:0".parse().unwrap();
+        a.cookies.insert(
+            server().ip(),
+            fast_open::CachedCookie {
+                cookie: [1u8, 2, 3, 4, 5, 6, 7, 8].into_iter().collect(),
+                mss: 1460,
+            },
+        );
+        let c = a.connect_fast_open(now, client, server()).unwrap();
+        a.conn_mut(c).unwrap().write(b"hello").unwrap();
+        let syn = one(&mut a, &mut b, now);
+        assert_eq!(seg_of(&syn).payload, b"hello");
+        assert!(b.accept(server()).is_none(), "not taken");
+        pump(&mut a, &mut b, now);
+        assert_eq!(a.conn(c).unwrap().syn_data(), 0);
+        let bc = b.accept(server()).unwrap();
+        assert_eq!(
+            read_all(&mut b, bc),
+            b"hello",
+            "sent again after the handshake"
+        );
+        assert_eq!(b.stats().fast_open_refused, 1);
+        let good = fast_open::make_cookie(&b.cfg.secret, "10.0.0.1".parse().unwrap());
+        assert_eq!(
+            a.fast_open_cookies().get(server().ip()).unwrap().cookie,
+            good
+        );
+    }
+
+    #[test]
+    fn fast_open_off_a_listener_ignores_cookies_and_data_waits() {
+        let (mut a, mut b, now) = pair(1500);
+        b.listen(server()).unwrap();
+        a.cookies.insert(
+            server().ip(),
+            fast_open::CachedCookie {
+                cookie: [1u8; 8].into_iter().collect(),
+                mss: 1460,
+            },
+        );
+        let c = a
+            .connect_fast_open(now, "10.0.0.1:0".parse().unwrap(), server())
+            .unwrap();
+        a.conn_mut(c).unwrap().write(b"data").unwrap();
+        pump(&mut a, &mut b, now);
+        let bc = b.accept(server()).unwrap();
+        assert_eq!(read_all(&mut b, bc), b"data");
+        assert_eq!(a.conn(c).unwrap().syn_data(), 0);
+        assert!(
+            a.fast_open_cookies().is_empty(),
+            "refused without a cookie: forgotten"
+        );
     }
 
     #[test]

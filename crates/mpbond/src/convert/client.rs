@@ -182,14 +182,15 @@ pub async fn check_key(signer: &Signer, opts: &ClientOptions) -> Result<(), Clie
         auth: Some(auth),
         ..Message::default()
     };
-    let conn = match &opts.user {
-        Some(stack) => {
-            let stack = upgrade(stack)?;
-            AnyConn::User(reach_user(&stack, opts).await?)
-        }
-        None => AnyConn::Kernel(reach(opts, false).await?.stream),
+    // The engine puts the message in the SYN when it can; the kernel writes it after.
+    let conn = if let Some(stack) = &opts.user {
+        let stack = upgrade(stack)?;
+        AnyConn::User(reach_user(&stack, opts, &encoded(&msg)?).await?)
+    } else {
+        let conn = AnyConn::Kernel(reach(opts, false).await?.stream);
+        exchange::write_message(&conn, &msg).await?;
+        conn
     };
-    exchange::write_message(&conn, &msg).await?;
     read_reply(&conn, opts.connect_timeout).await?;
     Ok(())
 }
@@ -355,16 +356,18 @@ async fn open_once(
     })
 }
 
-/// [`open_once`] with mpbond's engine: the Convert message follows the handshake. The engine
-/// needs no wait for its acknowledgment: it maps every byte it sends (RFC 8684 §3.3), so the
-/// kernel's stall that [`kernel::wait_data_acked`] avoids cannot happen to it.
+/// [`open_once`] with mpbond's engine: the Convert message rides in the SYN once the engine
+/// holds a TCP Fast Open cookie from the converter (RFC 8803 §4, RFC 7413), else it follows
+/// the handshake (whose SYN asks for a cookie). A SYN seen twice replays nothing: the converter
+/// refuses an authentication it saw before. The engine needs no wait for the message's
+/// acknowledgment: it maps every byte it sends (RFC 8684 §3.3), so the kernel's stall that
+/// [`kernel::wait_data_acked`] avoids cannot happen to it.
 async fn open_user(
     stack: &UserStack,
     msg: &Message,
     opts: &ClientOptions,
 ) -> Result<Upstream, ClientError> {
-    let stream = reach_user(stack, opts).await?;
-    send_message(&stream, msg, opts).await?;
+    let stream = reach_user(stack, opts, &encoded(msg)?).await?;
     // Right after the handshake: plain TCP now means the converter answered without MPTCP.
     let fallback = (!stream.is_mptcp()).then_some(kernel::Fallback::NotOffered);
     Ok(Upstream {
@@ -374,6 +377,12 @@ async fn open_user(
         deferred: false,
         fallback,
     })
+}
+
+/// `msg` on the wire.
+fn encoded(msg: &Message) -> Result<Vec<u8>, ClientError> {
+    msg.emit()
+        .ok_or_else(|| ClientError::Io(io::Error::other("Convert message longer than 1020 bytes")))
 }
 
 /// The engine, unless it is gone (the daemon is stopping).
@@ -402,20 +411,24 @@ async fn send_message(
         .map_err(err)
 }
 
-/// Opens a connection to the converter with mpbond's engine (its first subflow on the first
-/// regular line that runs: [`UserStack::connect`]).
+/// Opens a connection to the converter with mpbond's engine, `first` in its SYN when it can
+/// (its first subflow on the first regular line that runs: [`UserStack::connect_with`]).
 async fn reach_user(
     stack: &UserStack,
     opts: &ClientOptions,
+    first: &[u8],
 ) -> Result<crate::stack::user::UserStream, ClientError> {
     let err = |err| ClientError::Connect {
         addr: opts.converter,
         err,
     };
-    tokio::time::timeout(opts.connect_timeout, stack.connect(opts.converter))
-        .await
-        .map_err(|_| err(io::ErrorKind::TimedOut.into()))?
-        .map_err(err)
+    tokio::time::timeout(
+        opts.connect_timeout,
+        stack.connect_with(opts.converter, first),
+    )
+    .await
+    .map_err(|_| err(io::ErrorKind::TimedOut.into()))?
+    .map_err(err)
 }
 
 /// Opens a connection to the converter (`fast_open`: the first write may ride in the SYN).

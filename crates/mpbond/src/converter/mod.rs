@@ -907,15 +907,13 @@ impl Plane {
             lines: Vec::new(),
             no_mptcp: !config.mptcp,
             tuning: config.tuning,
+            fast_open: config.fast_open,
         })?;
         let l = stack
             .listen(config.listen.port())
             .with_context(|| format!("listen on {}", config.listen))?;
         // Withdrawn while their interface is down.
         stack.announce_watched(config.announce.clone());
-        if !config.fast_open {
-            debug!("--no-fast-open: the engine takes no data in SYNs anyway");
-        }
         if config.syn_rate_per_source > 0 {
             debug!(
                 "--syn-rate-per-source is a kernel (nftables) limit of the kernel stack; with --stack user the converter's own limits of unauthenticated connections apply"
@@ -929,7 +927,7 @@ impl Plane {
             } else {
                 Proto::Tcp
             },
-            fast_open: false,
+            fast_open: config.fast_open,
             announcer: None,
             _limit: None,
             _fleet: None,

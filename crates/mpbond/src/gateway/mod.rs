@@ -599,6 +599,7 @@ impl Plane {
             lines: config.wan.clone(),
             no_mptcp: false,
             tuning: config.tuning,
+            fast_open: false,
         })?;
         info!(tun = %stack.ifname(), lines = config.wan.len(), "the connections to the converter run on mpbond's engine");
         Ok(Self {

@@ -297,6 +297,13 @@ pub(crate) struct MpConn {
     pub remote_key: Option<u64>,
     pub remote_token: u32,
     remote_idsn: u64,
+    /// TCP Fast Open: bytes of ours the peer took from our SYN (RFC 8684 appendix B, as
+    /// Linux does): they precede the data sequence space, whose first byte (`IDSN + 1`) is
+    /// our data offset `local_prefix`, and the initial subflow's relative sequence numbers
+    /// count from after them.
+    local_prefix: u64,
+    /// The same for the peer's SYN data that we took.
+    peer_prefix: u64,
     /// DSS checksums in use (either side set A).
     pub checksums: bool,
     /// The peer set C: no joins to its initial address.
@@ -393,6 +400,8 @@ pub struct ConnStats {
     pub mapping_conflicts: u64,
     /// DSS checksums that failed.
     pub checksum_failures: u64,
+    /// Bytes that TCP Fast Open carried in a SYN and the other side took.
+    pub fast_open_bytes: u64,
     /// `MP_FAIL`s the peer sent (a checksum of ours failed there, §3.7).
     pub mp_fail_received: u64,
     /// `ADD_ADDR` announcements whose HMAC was wrong (ignored).
@@ -418,6 +427,8 @@ impl MpConn {
             remote_key: None,
             remote_token: 0,
             remote_idsn: 0,
+            local_prefix: 0,
+            peer_prefix: 0,
             peer_no_join_to_source: false,
             fully_established: false,
             subflows: Vec::new(),
@@ -638,11 +649,128 @@ impl MpConn {
 
     fn data_ack(&self) -> u64 {
         let next = self.recv.next() + u64::from(self.peer_fin_seen_in_order);
-        self.remote_idsn.wrapping_add(1).wrapping_add(next)
+        self.remote_idsn
+            .wrapping_add(1)
+            .wrapping_add(next)
+            .wrapping_sub(self.peer_prefix)
     }
 
     fn dsn(&self, data_off: u64) -> u64 {
-        self.local_idsn.wrapping_add(1).wrapping_add(data_off)
+        self.local_idsn
+            .wrapping_add(1)
+            .wrapping_add(data_off)
+            .wrapping_sub(self.local_prefix)
+    }
+
+    /// The relative subflow sequence number of offset `sf_off` of subflow `i` that we send:
+    /// on the initial subflow, counted after the data our SYN carried (appendix B).
+    fn send_ssn(&self, i: usize, sf_off: u64) -> u32 {
+        let prefix = self
+            .subflows
+            .get(i)
+            .filter(|s| s.initial)
+            .map_or(0, |_| self.local_prefix);
+        rel_ssn(sf_off.saturating_sub(prefix))
+    }
+
+    /// The subflow prefix of subflow `i`'s receive side (the peer's SYN data we took).
+    fn recv_prefix(&self, i: usize) -> u64 {
+        self.subflows
+            .get(i)
+            .filter(|s| s.initial)
+            .map_or(0, |_| self.peer_prefix)
+    }
+
+    /// A client's initial subflow got an `MP_CAPABLE` SYN-ACK: what it took of our SYN's data.
+    fn on_syn_ack(&mut self, ep: &Endpoint, i: usize) {
+        let Some(sf) = self.subflows.get(i).filter(|s| s.initial) else {
+            return;
+        };
+        if self.role == Role::Client {
+            let taken = ep
+                .conn(sf.handle)
+                .map_or(0, crate::tcp::Connection::syn_data);
+            self.on_syn_data_taken(i, taken);
+        }
+    }
+
+    /// A client's SYN-ACK acknowledged `taken` bytes of the data its SYN carried (TCP Fast
+    /// Open, RFC 8684 appendix B): the peer has them ahead of the data sequence space.
+    fn on_syn_data_taken(&mut self, i: usize, taken: u64) {
+        if taken == 0 || self.local_prefix > 0 || self.snd_una > 0 {
+            return;
+        }
+        self.local_prefix = taken;
+        self.snd_una = taken;
+        self.snd_nxt = self.snd_nxt.max(taken);
+        self.send.ack_to(taken);
+        self.stats.bytes_acked += taken;
+        self.stats.fast_open_bytes += taken;
+        // A mapping the SYN carried only in part starts where the SYN's data ended: its
+        // first byte is the data sequence space's first (normally the SYN takes it all).
+        let checksums = self.checksums;
+        let mut fix = None;
+        if let Some(sf) = self.subflows.get_mut(i) {
+            sf.send_maps.prune(taken);
+            if let Some(m) = sf.send_maps.iter_mut().next().filter(|m| m.sf_off < taken) {
+                let cut = taken - m.sf_off;
+                m.sf_off += cut;
+                m.data_off += cut;
+                m.len -= cut;
+                fix = checksums.then_some((m.data_off, m.len));
+            }
+        }
+        if let Some((data_off, len)) = fix {
+            #[expect(clippy::cast_possible_truncation, reason = "one mapping, below 64 KiB")]
+            let mut bytes = vec![0u8; len as usize];
+            let got = self.send.read_at(data_off, &mut bytes);
+            let sum = crypto::dss_checksum(
+                self.dsn(data_off),
+                1,
+                u16::try_from(got).unwrap_or(u16::MAX),
+                &bytes[..got],
+            );
+            if let Some(m) = self.subflows[i].send_maps.iter_mut().next() {
+                m.checksum = Some(sum);
+            }
+        }
+    }
+
+    /// A server took the `len` bytes the peer's SYN carried (TCP Fast Open): they are the
+    /// first the application reads, ahead of the data sequence space (appendix B).
+    pub fn take_syn_data(&mut self, len: u64) {
+        let Some(sf) = self.subflows.first_mut() else {
+            return;
+        };
+        if len == 0 || self.peer_prefix > 0 || sf.read > 0 || self.role != Role::Server {
+            return;
+        }
+        self.peer_prefix = len;
+        self.stats.fast_open_bytes += len;
+        let _ = sf.recv_maps.insert(RecvMapping {
+            sf_off: 0,
+            data_off: 0,
+            len,
+            checksum: None,
+            dsn: 0,
+            ssn: 0,
+            data_len: u16::try_from(len).unwrap_or(u16::MAX),
+        });
+    }
+
+    /// A client about to send its SYN: the first `room` bytes written go in it (TCP Fast
+    /// Open), on the initial subflow, mapped as the first data in case the server does not
+    /// take them.
+    pub fn load_syn_data(&mut self, ep: &mut Endpoint, room: usize) {
+        if room == 0 || self.snd_nxt > 0 || self.subflows.len() != 1 {
+            return;
+        }
+        let n = (room as u64).min(self.send.end()).min(MAX_MAPPING);
+        let mut buf = std::mem::take(&mut self.scratch);
+        if let Handed::Wrote(w) = self.hand_out(ep, 0, 0, n, &mut buf) {
+            self.snd_nxt = w;
+        }
+        self.scratch = buf;
     }
 
     /// The options of segment `seg` of subflow `i`.
@@ -705,12 +833,12 @@ impl MpConn {
                 && (!self.signals.is_empty() || (self.fin_queued && self.send.end() == 0));
             if self.role == Role::Client
                 && !self.fully_established
-                && seg.stream_offset == 0
+                && seg.stream_offset == self.local_prefix
                 && !other_news
             {
                 if let Some(remote) = self.remote_key {
                     let keys = if seg.payload_len > 0 {
-                        let m = sf.send_maps.find(0);
+                        let m = sf.send_maps.find(self.local_prefix);
                         MpCapableKeys::WithData {
                             sender_key: self.local_key,
                             receiver_key: remote,
@@ -788,7 +916,7 @@ impl MpConn {
             if let Some(m) = sf.send_maps.find(seg.stream_offset) {
                 dss.mapping = Some(DssMapping {
                     dsn: DataSeqField::Long(self.dsn(m.data_off)),
-                    ssn: rel_ssn(m.sf_off),
+                    ssn: self.send_ssn(i, m.sf_off),
                     data_len: u16::try_from(m.len).unwrap_or(u16::MAX),
                     checksum: if self.checksums { m.checksum } else { None },
                 });
@@ -1043,6 +1171,9 @@ impl MpConn {
             self.reset_subflow(ep, i, 6);
             return;
         }
+        if saw_mpc && seg.flags.contains(TcpFlags::SYN) && seg.ack_number.is_some() {
+            self.on_syn_ack(ep, i);
+        }
         let Some(sf) = self.subflows.get(i) else {
             return;
         };
@@ -1216,17 +1347,22 @@ impl MpConn {
                     }
                 }
             }
+            let prefix = self.recv_prefix(i);
             if let (
                 MpCapableKeys::WithData {
                     data_len, checksum, ..
                 },
-                Some(0),
+                Some(at),
             ) = (mpc.keys, payload_at)
             {
-                // The first data: DSN IDSN + 1, subflow sequence number 1 (§3.1).
+                if at != prefix {
+                    return;
+                }
+                // The first data: DSN IDSN + 1, subflow sequence number 1 (§3.1), after
+                // what the SYN carried (appendix B).
                 let m = RecvMapping {
-                    sf_off: 0,
-                    data_off: 0,
+                    sf_off: prefix,
+                    data_off: prefix,
                     len: u64::from(data_len),
                     checksum,
                     dsn: self.remote_idsn.wrapping_add(1),
@@ -1350,7 +1486,10 @@ impl MpConn {
         seg: &TcpRepr<'_>,
         ack: DataSeqField,
     ) {
-        let base = self.local_idsn.wrapping_add(1);
+        let base = self
+            .local_idsn
+            .wrapping_add(1)
+            .wrapping_sub(self.local_prefix);
         let full = match ack {
             DataSeqField::Long(v) => v,
             DataSeqField::Short(v) => expand32(v, base.wrapping_add(self.snd_una)),
@@ -1399,7 +1538,10 @@ impl MpConn {
         m: DssMapping,
         payload_at: Option<u64>,
     ) {
-        let base = self.remote_idsn.wrapping_add(1);
+        let base = self
+            .remote_idsn
+            .wrapping_add(1)
+            .wrapping_sub(self.peer_prefix);
         let dsn = match m.dsn {
             DataSeqField::Long(v) => v,
             DataSeqField::Short(v) => expand32(v, base.wrapping_add(self.recv.next())),
@@ -1430,10 +1572,11 @@ impl MpConn {
         if len == 0 {
             return; // a DATA_FIN on its own (subflow sequence number 0)
         }
+        let prefix = self.recv_prefix(i);
         let Some(sf) = self.subflows.get_mut(i) else {
             return;
         };
-        let sf_off = expand32(m.ssn.wrapping_sub(1), sf.read);
+        let sf_off = expand32(m.ssn.wrapping_sub(1), sf.read.saturating_sub(prefix)) + prefix;
         // A mapping counts only with data of its own that the subflow takes, and only if it
         // covers that data's first byte (§3.3.1): one that came with data the subflow
         // dropped, or that points elsewhere, could map bytes it never carried.
@@ -1974,9 +2117,17 @@ impl MpConn {
             let Ok(w) = c.write(&buf[..got]) else {
                 return Handed::Full;
             };
+            let ssn = if sf.initial {
+                rel_ssn(sf.written.saturating_sub(self.local_prefix))
+            } else {
+                rel_ssn(sf.written)
+            };
             let sum = crypto::dss_checksum(
-                self.local_idsn.wrapping_add(1).wrapping_add(start),
-                rel_ssn(sf.written),
+                self.local_idsn
+                    .wrapping_add(1)
+                    .wrapping_add(start)
+                    .wrapping_sub(self.local_prefix),
+                ssn,
                 u16::try_from(w).unwrap_or(u16::MAX),
                 &buf[..w],
             );

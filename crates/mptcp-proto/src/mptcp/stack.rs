@@ -218,11 +218,54 @@ impl Stack {
         paths: &[Path],
         remote: SocketAddr,
     ) -> Result<ConnId, ConnectError> {
+        self.open(now, paths, remote, false)
+    }
+
+    /// [`Stack::connect`] with TCP Fast Open (RFC 7413, RFC 8684 appendix B): `data` is
+    /// written at once, and with a cookie from `remote`'s host the SYN carries the cookie
+    /// and as much of it as one segment holds; without one, the SYN asks for a cookie and the
+    /// data follows the handshake. The SYN's data may reach the server twice (RFC 7413 §6.1):
+    /// only for applications that tolerate it. Returns the connection and how many bytes
+    /// of `data` were written.
+    pub fn connect_fast_open(
+        &mut self,
+        now: Instant,
+        paths: &[Path],
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> Result<(ConnId, usize), ConnectError> {
+        let id = self.open(now, paths, remote, true)?;
+        let written = self.write(id, data).unwrap_or(0);
+        let Self { ep, inner } = self;
+        if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+            // Without MPTCP the subflow has the bytes already, and its SYN takes what it can.
+            if !c.is_tcp() {
+                let room = c
+                    .subflows
+                    .first()
+                    .and_then(|sf| ep.conn(sf.handle))
+                    .map_or(0, crate::tcp::Connection::syn_data_room);
+                c.load_syn_data(ep, room);
+            }
+        }
+        Ok((id, written))
+    }
+
+    fn open(
+        &mut self,
+        now: Instant,
+        paths: &[Path],
+        remote: SocketAddr,
+        fast_open: bool,
+    ) -> Result<ConnId, ConnectError> {
         let first = paths.first().ok_or(ConnectError::InvalidAddress)?;
         self.inner.now = now;
-        let h = self
-            .ep
-            .connect(now, SocketAddr::new(first.local, 0), remote)?;
+        let local = SocketAddr::new(first.local, 0);
+        let h = if fast_open {
+            self.ep.connect_fast_open(now, local, remote)?
+        } else {
+            self.ep.connect(now, local, remote)?
+        };
         let local = self
             .ep
             .conn(h)
@@ -497,7 +540,7 @@ impl Stack {
             return;
         }
         let Some(conn) = self.ep.conn(h) else { return };
-        let (local, remote) = (conn.local(), conn.remote());
+        let (local, remote, syn_data) = (conn.local(), conn.remote(), conn.syn_data());
         match pending {
             Some(PendingSyn::MpCapable { checksums }) => {
                 let key = self.inner.unique_key();
@@ -507,6 +550,8 @@ impl Stack {
                     Subflow::new(now, h, local, remote, true),
                     self.ep.conn_mut(h),
                 );
+                // TCP Fast Open: the SYN's data, taken, is read first.
+                c.take_syn_data(syn_data);
                 self.inner.address_ids.entry(local.ip()).or_insert(0);
                 self.inner.insert(c, h);
             }

@@ -23,6 +23,7 @@ use std::time::Instant;
 use arrayvec::ArrayVec;
 
 use super::congestion::{Ack, Controller};
+use super::fast_open::{CachedCookie, ClientOpen, Cookie, CookieNews};
 use super::pacing::Pacer;
 use super::recv_buffer::RecvBuffer;
 use super::rtt::RttEstimator;
@@ -256,6 +257,17 @@ pub struct Connection {
     close_reason: Option<CloseReason>,
     released: bool,
     stats: Stats,
+
+    // TCP Fast Open (RFC 7413).
+    /// A client's Fast Open (cookie to present or to ask for, data its SYN carried).
+    fo_client: Option<ClientOpen>,
+    /// What the SYN-ACK taught a client about its server's cookie, for the endpoint.
+    fo_news: Option<CookieNews>,
+    /// A server's cookie for its SYN-ACK (the client asked for one).
+    fo_cookie_out: Option<Cookie>,
+    /// Bytes of data our SYN carried that the peer acknowledged (client), or that the
+    /// peer's SYN carried and we took (server).
+    syn_data: u64,
 }
 
 /// The settings of an incoming SYN that the connection adopts.
@@ -372,6 +384,10 @@ impl Connection {
             close_reason: None,
             released: false,
             stats: Stats::default(),
+            fo_client: None,
+            fo_news: None,
+            fo_cookie_out: None,
+            syn_data: 0,
         };
         c.reset_cc();
         c
@@ -608,6 +624,77 @@ impl Connection {
             self.ts_recent = tsval;
         }
         self.reset_cc();
+    }
+
+    /// An active open with TCP Fast Open (RFC 7413 §4.1.3): the first SYN presents `cached`'s
+    /// cookie with the data written by then (as much as [`Connection::syn_data_room`] says),
+    /// or asks for a cookie when there is none.
+    pub(crate) fn set_fast_open(&mut self, cached: Option<CachedCookie>) {
+        if self.state != State::SynSent || self.snd_max > 0 {
+            return;
+        }
+        if let Some(c) = &cached {
+            // The SYN's data is sized for the server's MSS, remembered with the cookie.
+            self.peer_mss = u64::from(c.mss.max(64));
+        }
+        self.fo_client = Some(ClientOpen {
+            cached,
+            syn_data: 0,
+            sent: false,
+        });
+    }
+
+    /// How many bytes of data the first SYN may carry: none without a cookie, else what fits
+    /// one segment of the server's remembered MSS whatever options go with it.
+    #[must_use]
+    pub fn syn_data_room(&self) -> usize {
+        match &self.fo_client {
+            Some(ClientOpen {
+                cached: Some(c),
+                sent: false,
+                ..
+            }) if self.state == State::SynSent => {
+                usize::from(c.mss.min(self.advertised_mss())).saturating_sub(MAX_OPTIONS_LEN)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Bytes of data carried by the SYN that the handshake delivered: ours the peer
+    /// acknowledged in its SYN-ACK (a client), or the peer's that we took (a server).
+    #[must_use]
+    pub fn syn_data(&self) -> u64 {
+        self.syn_data
+    }
+
+    /// What the SYN-ACK said about the server's Fast Open cookie, once (for the cache).
+    pub(crate) fn take_cookie_news(&mut self) -> Option<CookieNews> {
+        self.fo_news.take()
+    }
+
+    /// A passive open takes the data of a SYN whose cookie checked (RFC 7413 §4.2.2): the
+    /// SYN-ACK acknowledges it and the application may read it at once.
+    pub(crate) fn take_syn_data(&mut self, payload: &[u8]) {
+        if self.state != State::SynReceived || self.rcv_nxt != 1 || payload.is_empty() {
+            return;
+        }
+        let n = payload.len().min(self.recv.window());
+        let _ = self.recv.insert(0, &payload[..n]);
+        self.rcv_nxt = 1 + n as u64;
+        self.syn_data = n as u64;
+        self.stats.bytes_received += n as u64;
+        self.signal_readable();
+    }
+
+    /// A passive open whose SYN asked for a cookie (or presented a wrong one) gets `cookie` in
+    /// the SYN-ACK (RFC 7413 §4.1.2). Timestamps are left out of that SYN-ACK, as Linux does
+    /// and RFC 8684 appendix B.1 advises: with an `MP_CAPABLE` there is no room for them.
+    pub(crate) fn offer_cookie(&mut self, cookie: Cookie) {
+        if self.state != State::SynReceived {
+            return;
+        }
+        self.fo_cookie_out = Some(cookie);
+        self.ts_ok = false;
     }
 
     /// The local address.
@@ -1039,7 +1126,12 @@ impl Connection {
         }
         if matches!(self.state, State::SynSent | State::SynReceived) {
             // The SYN (or SYN-ACK) goes again; RFC 6298 §5.7: the window after a lost SYN
-            // is one segment.
+            // is one segment. A SYN with data that got no answer may have met a middlebox
+            // that drops such SYNs: the next connection asks for a cookie again, without
+            // data (RFC 7413 §4.1.3.1); this one retries without data.
+            if self.fo_client.as_ref().is_some_and(|f| f.syn_data > 0) && self.fo_news.is_none() {
+                self.fo_news = Some(CookieNews::Forget);
+            }
             self.syn_due = true;
             return;
         }
@@ -1289,8 +1381,12 @@ impl Connection {
         let rst = seg.flags.contains(TcpFlags::RST);
         let syn = seg.flags.contains(TcpFlags::SYN);
         let mut acked = false;
+        // With TCP Fast Open the SYN-ACK may also acknowledge the data our SYN carried.
+        let syn_data = self.fo_client.as_ref().map_or(0, |f| f.syn_data);
+        let mut ack_off = 1;
         if let Some(ack) = seg.ack_number {
-            if self.ack_offset(ack) != 1 || self.snd_max == 0 {
+            ack_off = self.ack_offset(ack);
+            if !(1..=1 + syn_data as i64).contains(&ack_off) || self.snd_max == 0 {
                 return if rst {
                     Reaction::None
                 } else {
@@ -1313,10 +1409,14 @@ impl Connection {
         self.snd_wl1 = seg.seq_number;
         self.keepalive_touch(now);
         if acked {
-            self.snd_wl2 = 1;
+            #[expect(clippy::cast_sign_loss, reason = "checked to be at least 1")]
+            let ack_off = ack_off as u64;
+            self.on_fast_open_answer(seg, ack_off - 1);
+            self.snd_max = self.snd_max.max(ack_off);
+            self.snd_wl2 = ack_off;
             self.snd_wnd = u64::from(seg.window_len);
             self.max_snd_wnd = self.snd_wnd;
-            self.on_new_ack(now, 1);
+            self.on_new_ack(now, ack_off);
             self.establish(now);
             self.ack_now = true;
             // Data in the SYN-ACK (TCP Fast Open answers) follows the SYN.
@@ -1334,6 +1434,27 @@ impl Connection {
             self.syn_due = true;
         }
         Reaction::None
+    }
+
+    /// A client's SYN-ACK: how much of the SYN's data it took (`taken`), and what it says of
+    /// the cookie (RFC 7413 §4.1.3).
+    fn on_fast_open_answer(&mut self, seg: &TcpRepr<'_>, taken: u64) {
+        let Some(fo) = &self.fo_client else {
+            return;
+        };
+        self.syn_data = taken;
+        if let Some(c) = seg.fast_open.filter(|c| c.len() >= 4) {
+            self.fo_news = Some(CookieNews::Got(CachedCookie {
+                cookie: c.iter().copied().collect(),
+                mss: seg.max_seg_size.unwrap_or(536),
+            }));
+        } else if fo.syn_data > 0 && taken == 0 {
+            // Data and cookie refused without a new cookie: ask again next time.
+            self.fo_news = Some(CookieNews::Forget);
+        } else if taken > 0 {
+            // The cookie worked (a timeout may have doubted it).
+            self.fo_news = None;
+        }
     }
 
     fn establish(&mut self, _now: Instant) {
@@ -1883,7 +2004,34 @@ impl Connection {
         }
         let retransmission = self.snd_max > 0;
         self.syn_due = false;
-        let n = self.emit(now, buf, hook, TcpFlags(flags), 0, 0, retransmission);
+        // TCP Fast Open on the first SYN only (RFC 7413 §4.1.3): the cookie and the data
+        // written so far, or a cookie request.
+        let mut data_len = 0;
+        let room = self.syn_data_room();
+        let mut option = None;
+        if let Some(fo) = self.fo_client.as_mut().filter(|f| !ack && !f.sent) {
+            fo.sent = true;
+            match &fo.cached {
+                Some(c) => {
+                    data_len = room.min(self.send.len());
+                    if data_len > 0 {
+                        option = Some(c.cookie.clone());
+                    }
+                }
+                None => option = Some(Cookie::new()),
+            }
+        } else if ack {
+            option.clone_from(&self.fo_cookie_out);
+        }
+        let n = self.emit_with(
+            now,
+            buf,
+            hook,
+            TcpFlags(flags),
+            (0, data_len, retransmission),
+            option.as_deref(),
+        );
+
         if !self.timers.is_set(Timer::Retransmit) {
             self.timers.set(Timer::Retransmit, now + self.rtt.rto());
         }
@@ -1965,6 +2113,7 @@ impl Connection {
         buf: &mut [u8],
         hook: &mut dyn SegmentHook,
     ) -> Option<usize> {
+        let fast_open_server = self.state == State::SynReceived && self.syn_data > 0;
         if !matches!(
             self.state,
             State::Established
@@ -1972,7 +2121,8 @@ impl Connection {
                 | State::FinWait1
                 | State::Closing
                 | State::LastAck
-        ) {
+        ) && !fast_open_server
+        {
             return None;
         }
         let (start, len, retransmission) = self.next_range(now)?;
@@ -2021,20 +2171,37 @@ impl Connection {
         data_len: usize,
         retransmission: bool,
     ) -> usize {
+        self.emit_with(
+            now,
+            buf,
+            hook,
+            flags,
+            (start, data_len, retransmission),
+            None,
+        )
+    }
+
+    /// [`Connection::emit`] with a TCP Fast Open option (a SYN's or SYN-ACK's); `range` is
+    /// `(start, data_len, retransmission)`. A SYN's data is a copy of the first bytes of the
+    /// send buffer: it takes no sequence space until the SYN-ACK acknowledges it.
+    fn emit_with(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        hook: &mut dyn SegmentHook,
+        flags: TcpFlags,
+        range: (u64, usize, bool),
+        fast_open: Option<&[u8]>,
+    ) -> usize {
+        let (start, data_len, retransmission) = range;
         let syn = flags.contains(TcpFlags::SYN);
         let rst = flags.contains(TcpFlags::RST);
         let with_ack = !rst && (self.state != State::SynSent || flags.contains(TcpFlags::ACK));
-        let (mut repr, edge) = self.segment_header(now, flags, start, with_ack);
-        // Room for payload: the peer's MSS (plus the 20 bytes it excludes) or the buffer,
-        // less the header with its options and the hook's reserved space.
+        let (repr, edge) = self.segment_header(now, flags, start, with_ack);
+        let mut repr: TcpRepr<'_> = repr;
+        with_fast_open(&mut repr, fast_open);
         let base_opts = repr.options_len();
-        let reserved = (base_opts + self.option_space).min(MAX_OPTIONS_LEN);
-        let header = HEADER_LEN + reserved.div_ceil(4) * 4;
-        let limit = usize::try_from(self.peer_mss)
-            .unwrap_or(usize::MAX)
-            .saturating_add(HEADER_LEN)
-            .min(buf.len());
-        let fits = limit.saturating_sub(header);
+        let fits = self.payload_room(base_opts, buf.len());
         let mut flags = flags;
         if data_len > fits {
             // The header left less room than planned: the rest (and any FIN) goes later.
@@ -2097,7 +2264,14 @@ impl Connection {
             self.last_ack_sent = self.rcv_nxt;
             self.rcv_adv = edge.max(self.rcv_adv);
         }
-        let seq_len = data_len as u64 + u64::from(syn) + u64::from(flags.contains(TcpFlags::FIN));
+        if let Some(fo) = self.fo_client.as_mut().filter(|_| syn && !retransmission) {
+            fo.syn_data = data_len as u64;
+        }
+        let seq_len = if syn {
+            1
+        } else {
+            data_len as u64 + u64::from(flags.contains(TcpFlags::FIN))
+        };
         if seq_len == 0 {
             return n;
         }
@@ -2127,6 +2301,19 @@ impl Connection {
             self.arm_silence();
         }
         n
+    }
+
+    /// Room for payload in a segment whose options (ours) take `options` bytes, in a buffer of
+    /// `buf_len`: the peer's MSS (plus the 20 bytes it excludes) or the buffer, less the header
+    /// with its options and the hook's reserved space.
+    fn payload_room(&self, options: usize, buf_len: usize) -> usize {
+        let reserved = (options + self.option_space).min(MAX_OPTIONS_LEN);
+        let header = HEADER_LEN + reserved.div_ceil(4) * 4;
+        let limit = usize::try_from(self.peer_mss)
+            .unwrap_or(usize::MAX)
+            .saturating_add(HEADER_LEN)
+            .min(buf_len);
+        limit.saturating_sub(header)
     }
 
     /// The header of a segment at send offset `start`: sequence and acknowledgment numbers,
@@ -2179,6 +2366,15 @@ impl Connection {
             repr.sack_blocks = blocks;
         }
         (repr, edge)
+    }
+}
+
+/// Puts TCP Fast Open option `cookie` (a SYN's or SYN-ACK's) on `repr`.
+fn with_fast_open<'a>(repr: &mut TcpRepr<'a>, cookie: Option<&'a [u8]>) {
+    repr.fast_open = cookie;
+    if cookie.is_some_and(|c| c.len() > super::fast_open::COOKIE_LEN) {
+        // A long cookie leaves no room for timestamps next to an MPTCP option.
+        repr.timestamps = None;
     }
 }
 

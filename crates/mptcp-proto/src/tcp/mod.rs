@@ -21,6 +21,7 @@
 
 pub mod congestion;
 pub(crate) mod connection;
+pub mod fast_open;
 pub mod isn;
 pub mod pacing;
 pub mod recv_buffer;

@@ -49,6 +49,10 @@ pub struct UserStackConfig {
     pub no_mptcp: bool,
     /// Each connection's scheduler and congestion control.
     pub tuning: Tuning,
+    /// Listeners take TCP Fast Open (RFC 7413): they give cookies, and read the data of a SYN
+    /// whose cookie checks at once. For servers whose first message tolerates a replay (the
+    /// converter: an authentication seen twice is refused).
+    pub fast_open: bool,
 }
 
 /// How the engine runs each MPTCP connection: which subflow carries the next bytes, and how
@@ -152,6 +156,7 @@ impl UserStack {
         // a web page): state for each rather than SYN cookies, which cannot carry MPTCP when
         // the third ACK is lost. Linux's `somaxconn` default.
         ecfg.syn_backlog = SYN_BACKLOG;
+        ecfg.fast_open = cfg.fast_open;
         getrandom::fill(&mut ecfg.secret).context("random secret for ISNs and SYN cookies")?;
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).context("random seed")?;
@@ -218,6 +223,19 @@ impl UserStack {
     /// link runs (else the first backup line that does, else the first line) and, with MPTCP,
     /// one more from each other line that runs once MPTCP is up.
     pub async fn connect(&self, remote: SocketAddr) -> io::Result<UserStream> {
+        self.open(remote, None).await
+    }
+
+    /// [`UserStack::connect`] with TCP Fast Open (RFC 7413): `first` is written at once and,
+    /// once the engine holds a cookie from `remote`'s host, rides in the SYN (as much as one
+    /// segment holds); without one, the SYN asks for a cookie and `first` follows the
+    /// handshake. The SYN's data may reach the server twice (a duplicated SYN): only for a
+    /// first message that tolerates it, such as an authenticated Convert message.
+    pub async fn connect_with(&self, remote: SocketAddr, first: &[u8]) -> io::Result<UserStream> {
+        self.open(remote, Some(first)).await
+    }
+
+    async fn open(&self, remote: SocketAddr, syn_data: Option<&[u8]>) -> io::Result<UserStream> {
         if remote.is_ipv6() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -226,6 +244,7 @@ impl UserStack {
         }
         let lines = u8::try_from(self.lines).unwrap_or(u8::MAX);
         let backup = |l: u8| self.backups.get(usize::from(l)).copied().unwrap_or(false);
+        let mut rest: &[u8] = &[];
         let h = {
             let mut g = self.shared.lock();
             if let Some(e) = &g.dead {
@@ -248,9 +267,17 @@ impl UserStack {
                 })
                 .collect();
             let now = Instant::now();
-            let h =
-                g.ep.connect(now, &paths, remote)
-                    .map_err(|e| io::Error::new(io::ErrorKind::AddrNotAvailable, e))?;
+            let unavailable = |e| io::Error::new(io::ErrorKind::AddrNotAvailable, e);
+            let h = match syn_data {
+                Some(data) => {
+                    let (h, written) =
+                        g.ep.connect_fast_open(now, &paths, remote, data)
+                            .map_err(unavailable)?;
+                    rest = &data[written..];
+                    h
+                }
+                None => g.ep.connect(now, &paths, remote).map_err(unavailable)?,
+            };
             // No join from a line whose link is down until it comes back.
             for ip in down {
                 g.ep.set_path_up(now, ip, false);
@@ -264,6 +291,9 @@ impl UserStack {
         // peer must not keep an empty connection.
         stream.reset_on_close();
         stream.connected().await?;
+        if !rest.is_empty() {
+            stream.write_all(rest).await?;
+        }
         stream.close_gracefully();
         Ok(stream)
     }

@@ -1,0 +1,168 @@
+//! TCP Fast Open (RFC 7413): data in the SYN, once the client holds a cookie from the server.
+//!
+//! A server answers a SYN that asks for a cookie (an empty Fast Open option) with a cookie in
+//! its SYN-ACK: a keyed hash of the client's address ([`make_cookie`], §4.1.2), so that it
+//! keeps no state per client. A client caches the cookie per server address
+//! ([`CookieCache`]) with the server's MSS, and the SYN of its next connection carries the
+//! cookie and as much of the data already written as one segment holds (§4.1.3). The server
+//! takes that data when the cookie checks (§4.2.2): its SYN-ACK acknowledges it, and the
+//! application reads it at once. Otherwise the SYN-ACK acknowledges the SYN only, and the
+//! client sends the data again after the handshake (§4.2.2), as on any connection.
+//!
+//! Data in a SYN can be replayed (a duplicated SYN reaches a server that lost its state,
+//! §6.1): only applications that tolerate it ask for Fast Open.
+
+use core::net::IpAddr;
+use std::collections::HashMap;
+
+use arrayvec::ArrayVec;
+
+use super::isn::Secret;
+use crate::crypto::hmac_sha256_raw;
+
+/// A Fast Open cookie: 4 to 16 bytes, an even number (§4.1.1).
+pub type Cookie = ArrayVec<u8, 16>;
+
+/// The length of the cookies this engine gives out (Linux's too).
+pub const COOKIE_LEN: usize = 8;
+
+/// The cookie a server gives to client `client` (§4.1.2: a MAC of the client's address
+/// under a server secret; Linux uses AES over the same).
+#[must_use]
+pub fn make_cookie(secret: &Secret, client: IpAddr) -> Cookie {
+    let mut msg = ArrayVec::<u8, 20>::new();
+    let _ = msg.try_extend_from_slice(b"tfo:");
+    match client {
+        IpAddr::V4(v4) => {
+            let _ = msg.try_extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            let _ = msg.try_extend_from_slice(&v6.octets()[..16]);
+        }
+    }
+    let h = hmac_sha256_raw(secret, &msg);
+    h[..COOKIE_LEN].iter().copied().collect()
+}
+
+/// Whether `cookie`, from client `client`'s SYN, is the one this server gave it (compared in
+/// constant time).
+#[must_use]
+pub fn check_cookie(secret: &Secret, client: IpAddr, cookie: &[u8]) -> bool {
+    let good = make_cookie(secret, client);
+    good.len() == cookie.len() && good.iter().zip(cookie).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+}
+
+/// What a client remembers of a server (§4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedCookie {
+    /// The cookie.
+    pub cookie: Cookie,
+    /// The MSS the server announced, so that the SYN's data fits one segment.
+    pub mss: u16,
+}
+
+/// Cookies of the servers a client talked to, bounded.
+#[derive(Debug, Default)]
+pub struct CookieCache {
+    entries: HashMap<IpAddr, CachedCookie>,
+}
+
+/// Servers a cache remembers at most (an arbitrary one is forgotten past it).
+const CACHE_MAX: usize = 4096;
+
+impl CookieCache {
+    /// The cookie of server `server`, if one is held.
+    #[must_use]
+    pub fn get(&self, server: IpAddr) -> Option<&CachedCookie> {
+        self.entries.get(&server)
+    }
+
+    /// Remembers a cookie `server` gave.
+    pub fn insert(&mut self, server: IpAddr, c: CachedCookie) {
+        if self.entries.len() >= CACHE_MAX && !self.entries.contains_key(&server) {
+            if let Some(k) = self.entries.keys().next().copied() {
+                self.entries.remove(&k);
+            }
+        }
+        self.entries.insert(server, c);
+    }
+
+    /// Forgets `server`'s cookie (it was refused, or SYNs with data to it get lost, §4.1.3.1).
+    pub fn remove(&mut self, server: IpAddr) {
+        self.entries.remove(&server);
+    }
+
+    /// How many servers it holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// A client connection's Fast Open, from its first SYN to the SYN-ACK.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientOpen {
+    /// The cookie to present, with the server's MSS; `None`: ask for one.
+    pub cached: Option<CachedCookie>,
+    /// Data bytes the first SYN carried (0 until it went, or when it carried none).
+    pub syn_data: u64,
+    /// The first SYN went (retransmissions carry neither the option nor data, §4.1.3.1).
+    pub sent: bool,
+}
+
+/// What a client learned from the SYN-ACK, for its endpoint's cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieNews {
+    /// The server gave this cookie (and announced this MSS).
+    Got(CachedCookie),
+    /// The server took no data and gave no cookie, or SYNs with data got no answer: ask
+    /// again next time.
+    Forget,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cookie_checks_for_its_client_only() {
+        let secret = [7; 32];
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let c = make_cookie(&secret, a);
+        assert_eq!(c.len(), COOKIE_LEN);
+        assert!(check_cookie(&secret, a, &c));
+        assert!(!check_cookie(&secret, b, &c));
+        assert!(!check_cookie(&[8; 32], a, &c), "another secret");
+        assert!(!check_cookie(&secret, a, &c[..4]), "a prefix");
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(check_cookie(&secret, v6, &make_cookie(&secret, v6)));
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let mut cache = CookieCache::default();
+        let max = u32::try_from(CACHE_MAX).unwrap();
+        for i in 0..max + 10 {
+            let ip = IpAddr::from(i.to_be_bytes());
+            cache.insert(
+                ip,
+                CachedCookie {
+                    cookie: Cookie::new(),
+                    mss: 1460,
+                },
+            );
+        }
+        assert_eq!(cache.len(), CACHE_MAX);
+        let last = IpAddr::from((max + 9).to_be_bytes());
+        assert!(cache.get(last).is_some(), "the newest is kept");
+        cache.remove(last);
+        assert!(cache.get(last).is_none());
+    }
+}

@@ -1,0 +1,169 @@
+//! TCP Fast Open (RFC 7413) with MPTCP (RFC 8684 appendix B) between two engine stacks: a
+//! first connection gets a cookie, the next one's SYN carries it and the data, which the
+//! server reads half a round trip after the connect; the data sequence space starts after
+//! the SYN's data on both sides, so everything after it (over both lines) arrives intact. A
+//! cookie the server no longer knows costs the round trip only.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+
+use mptcp_proto::mptcp::{ConnId, Path, Stack, StackConfig};
+use mptcp_proto::tcp::ReadError;
+use mptcp_sim::Sim;
+use mptcp_sim::link::LinkParams;
+
+fn server_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::from([10, 9, 9, 9]), 80)
+}
+
+fn line(mbit: f64, rtt_ms: u64) -> LinkParams {
+    LinkParams::bdp_queue(mbit, Duration::from_millis(rtt_ms))
+}
+
+/// Byte `i` of a stream: a pattern that shows any misplaced byte.
+fn pattern(from: u64, len: usize) -> Vec<u8> {
+    (from..from + len as u64)
+        .map(|i| u8::try_from((i * 7 + i / 251) % 251).unwrap())
+        .collect()
+}
+
+struct Lab {
+    sim: Sim<Stack>,
+    c: usize,
+    s: usize,
+    paths: Vec<Path>,
+}
+
+fn lab(name: &str) -> Lab {
+    let mut cfg = StackConfig::default();
+    cfg.endpoint.fast_open = true;
+    let mut sim = Sim::build(name, mptcp_sim::seed_for(name), cfg);
+    let (c, s, _links) = sim.multipath(&[line(10.0, 40), line(10.0, 60)]);
+    sim.with_endpoint(s, |_, st: &mut Stack| st.listen(server_addr()).unwrap());
+    let paths = sim.paths(c);
+    Lab { sim, c, s, paths }
+}
+
+impl Lab {
+    /// Opens a Fast Open connection carrying `first`; returns it with the server's end and
+    /// how long the server waited for `first` after the connect.
+    fn open(&mut self, first: &[u8]) -> (ConnId, ConnId, Duration) {
+        let (c, s, paths) = (self.c, self.s, self.paths.clone());
+        let (id, written) = self.sim.with_endpoint(c, |now, st: &mut Stack| {
+            st.connect_fast_open(now, &paths, server_addr(), first)
+                .unwrap()
+        });
+        assert_eq!(written, first.len());
+        let t0 = self.sim.elapsed();
+        let mut server_id = None;
+        let mut got = Vec::new();
+        for _ in 0..100_000 {
+            let more = self.sim.with_endpoint(s, |_, st: &mut Stack| {
+                if server_id.is_none() {
+                    server_id = st.accept(server_addr());
+                }
+                let Some(sid) = server_id else { return true };
+                let mut buf = [0u8; 4096];
+                if let Ok(n) = st.read(sid, &mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                }
+                got.len() < first.len()
+            });
+            if !more {
+                break;
+            }
+            assert!(self.sim.step(), "the simulation ran dry");
+        }
+        assert_eq!(got, first, "the server read what the SYN's connect carried");
+        (id, server_id.unwrap(), self.sim.elapsed().saturating_sub(t0))
+    }
+
+    /// `len` bytes from `from` (pattern offsets) written on `w`'s connection `wid` arrive
+    /// intact on `r`'s `rid`.
+    fn transfer(&mut self, (w, wid): (usize, ConnId), (r, rid): (usize, ConnId), len: usize) {
+        let data = pattern(0, len);
+        let mut sent = 0;
+        let mut got = Vec::with_capacity(len);
+        for _ in 0..10_000_000 {
+            if sent < len {
+                sent += self.sim.with_endpoint(w, |_, st: &mut Stack| {
+                    st.write(wid, &data[sent..]).unwrap_or(0)
+                });
+            }
+            let done = self.sim.with_endpoint(r, |_, st: &mut Stack| {
+                let mut buf = [0u8; 16_384];
+                loop {
+                    match st.read(rid, &mut buf) {
+                        Ok(0) | Err(ReadError::Blocked) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) => panic!("read failed: {e}"),
+                    }
+                }
+                got.len() >= len
+            });
+            if done {
+                break;
+            }
+            assert!(self.sim.step(), "the simulation ran dry");
+        }
+        assert_eq!(got.len(), len);
+        assert!(got == data, "bytes arrived changed");
+    }
+}
+
+#[test]
+fn the_second_connections_syn_carries_its_data_and_mptcp_carries_the_rest_intact() {
+    let mut l = lab("mptcp-fast-open");
+    let (c, s) = (l.c, l.s);
+    // No cookie yet: the SYN asks for one, the data follows the handshake (1.5 round trips
+    // of the 40 ms line).
+    let (c1, s1, wait1) = l.open(b"convert + auth, first");
+    assert!(wait1 >= Duration::from_millis(60), "waited {wait1:?}");
+    assert_eq!(l.sim.endpoint(c).endpoint().fast_open_cookies().len(), 1);
+    l.transfer((c, c1), (s, s1), 300_000);
+
+    // With the cookie: the server reads the data half a round trip after the connect.
+    let (c2, s2, wait2) = l.open(b"convert + auth, second");
+    assert!(wait2 < Duration::from_millis(40), "waited {wait2:?}");
+    assert_eq!(l.sim.endpoint(s).endpoint().stats().fast_open_accepted, 1);
+    // The rest of the connection: both ways, over both lines, every byte in place.
+    l.transfer((s, s2), (c, c2), 2_000_000);
+    l.transfer((c, c2), (s, s2), 2_000_000);
+    let stats = l.sim.endpoint(c).stats(c2).unwrap();
+    assert_eq!(stats.fast_open_bytes, 22);
+    assert_eq!(
+        l.sim.endpoint(s).stats(s2).unwrap().fast_open_bytes,
+        22,
+        "the server took the SYN's bytes"
+    );
+    assert!(
+        l.sim.endpoint(c).tokens(c2).is_some(),
+        "MPTCP, not a fall back"
+    );
+    assert_eq!(l.sim.endpoint(c).subflows(c2).len(), 2, "the join came up");
+}
+
+#[test]
+fn a_cookie_the_server_forgot_costs_the_round_trip_only() {
+    let mut l = lab("mptcp-fast-open-forgotten");
+    let (c, s) = (l.c, l.s);
+    let (_c1, _s1, _) = l.open(b"get a cookie");
+    // The server restarts with a new secret: the cookie no longer checks.
+    let mut cfg = StackConfig::default();
+    cfg.endpoint.fast_open = true;
+    cfg.endpoint.secret = [42; 32];
+    l.sim.with_endpoint(s, |now, st| {
+        *st = Stack::new(cfg, now);
+        st.listen(server_addr()).unwrap();
+    });
+    let (c2, s2, wait) = l.open(b"refused, then sent again");
+    assert!(wait >= Duration::from_millis(60), "waited {wait:?}");
+    assert_eq!(l.sim.endpoint(s).endpoint().stats().fast_open_refused, 1);
+    assert_eq!(l.sim.endpoint(c).stats(c2).unwrap().fast_open_bytes, 0);
+    l.transfer((c, c2), (s, s2), 1_000_000);
+    l.transfer((s, s2), (c, c2), 1_000_000);
+    // The new cookie replaced the old one: the next SYN's data is taken.
+    let (_c3, _s3, wait3) = l.open(b"third");
+    assert!(wait3 < Duration::from_millis(40), "waited {wait3:?}");
+}
