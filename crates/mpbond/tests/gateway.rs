@@ -696,14 +696,17 @@ fn kernel_counter(lab: &TestLab, role: Role, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The kernel's MPTCP counters of protocol errors: none may move.
-const MPTCP_ERRORS: [&str; 6] = [
+/// The kernel's MPTCP counters of protocol errors and of fall backs to TCP after a segment it
+/// did not like: none may move.
+const MPTCP_ERRORS: [&str; 8] = [
     "MPTcpExtDSSNotMatching",
     "MPTcpExtDataCsumErr",
     "MPTcpExtInfiniteMapRx",
     "MPTcpExtMPFailRx",
     "MPTcpExtMPRstRx",
     "MPTcpExtDSSNoMatchTCP",
+    "MPTcpExtMPCapableDataFallback",
+    "MPTcpExtDssFallback",
 ];
 
 /// Connections each Fast Open run makes through the gateway.

@@ -36,8 +36,14 @@ struct Lab {
 }
 
 fn lab(name: &str) -> Lab {
+    lab_with(name, true)
+}
+
+/// [`lab`], the server answering before the handshake's last ACK or not.
+fn lab_with(name: &str, early_answer: bool) -> Lab {
     let mut cfg = StackConfig::default();
     cfg.endpoint.fast_open = true;
+    cfg.conn.early_answer = early_answer;
     let mut sim = Sim::build(name, mptcp_sim::seed_for(name), cfg);
     let (c, s, _links) = sim.multipath(&[line(10.0, 40), line(10.0, 60)]);
     sim.with_endpoint(s, |_, st: &mut Stack| st.listen(server_addr()).unwrap());
@@ -46,9 +52,10 @@ fn lab(name: &str) -> Lab {
 }
 
 impl Lab {
-    /// Opens a Fast Open connection carrying `first`; returns it with the server's end and
-    /// how long the server waited for `first` after the connect.
-    fn open(&mut self, first: &[u8]) -> (ConnId, ConnId, Duration) {
+    /// Opens a Fast Open connection carrying `first`, which the server answers with `reply` as
+    /// soon as it read it; returns the connection, the server's end, how long after the connect
+    /// the server had `first` and the client the reply.
+    fn open(&mut self, first: &[u8], reply: &[u8]) -> (ConnId, ConnId, Duration, Duration) {
         let (c, s, paths) = (self.c, self.s, self.paths.clone());
         let (id, written) = self.sim.with_endpoint(c, |now, st: &mut Stack| {
             st.connect_fast_open(now, &paths, server_addr(), first)
@@ -76,7 +83,28 @@ impl Lab {
             assert!(self.sim.step(), "the simulation ran dry");
         }
         assert_eq!(got, first, "the server read what the SYN's connect carried");
-        (id, server_id.unwrap(), self.sim.elapsed().saturating_sub(t0))
+        let sid = server_id.unwrap();
+        let served = self.sim.elapsed().saturating_sub(t0);
+        let n = self
+            .sim
+            .with_endpoint(s, |_, st: &mut Stack| st.write(sid, reply).unwrap());
+        assert_eq!(n, reply.len());
+        let mut answer = Vec::new();
+        for _ in 0..100_000 {
+            let more = self.sim.with_endpoint(c, |_, st: &mut Stack| {
+                let mut buf = [0u8; 4096];
+                if let Ok(n) = st.read(id, &mut buf) {
+                    answer.extend_from_slice(&buf[..n]);
+                }
+                answer.len() < reply.len()
+            });
+            if !more {
+                break;
+            }
+            assert!(self.sim.step(), "the simulation ran dry");
+        }
+        assert_eq!(answer, reply, "the client read the server's answer");
+        (id, sid, served, self.sim.elapsed().saturating_sub(t0))
     }
 
     /// `len` bytes from `from` (pattern offsets) written on `w`'s connection `wid` arrive
@@ -118,14 +146,24 @@ fn the_second_connections_syn_carries_its_data_and_mptcp_carries_the_rest_intact
     let (c, s) = (l.c, l.s);
     // No cookie yet: the SYN asks for one, the data follows the handshake (1.5 round trips
     // of the 40 ms line).
-    let (c1, s1, wait1) = l.open(b"convert + auth, first");
+    let (c1, s1, wait1, answer1) = l.open(b"convert + auth, first", b"ok");
     assert!(wait1 >= Duration::from_millis(60), "waited {wait1:?}");
+    assert!(
+        answer1 >= Duration::from_millis(80),
+        "answered after {answer1:?}"
+    );
     assert_eq!(l.sim.endpoint(c).endpoint().fast_open_cookies().len(), 1);
     l.transfer((c, c1), (s, s1), 300_000);
 
-    // With the cookie: the server reads the data half a round trip after the connect.
-    let (c2, s2, wait2) = l.open(b"convert + auth, second");
+    // With the cookie: the server reads the data half a round trip after the connect, and
+    // its answer, sent before the handshake's last ACK came, reaches the client one round
+    // trip after the connect.
+    let (c2, s2, wait2, answer2) = l.open(b"convert + auth, second", b"ok, and the first answer");
     assert!(wait2 < Duration::from_millis(40), "waited {wait2:?}");
+    assert!(
+        answer2 < Duration::from_millis(60),
+        "answered after {answer2:?}"
+    );
     assert_eq!(l.sim.endpoint(s).endpoint().stats().fast_open_accepted, 1);
     // The rest of the connection: both ways, over both lines, every byte in place.
     l.transfer((s, s2), (c, c2), 2_000_000);
@@ -148,22 +186,40 @@ fn the_second_connections_syn_carries_its_data_and_mptcp_carries_the_rest_intact
 fn a_cookie_the_server_forgot_costs_the_round_trip_only() {
     let mut l = lab("mptcp-fast-open-forgotten");
     let (c, s) = (l.c, l.s);
-    let (_c1, _s1, _) = l.open(b"get a cookie");
+    let (_c1, _s1, _, _) = l.open(b"get a cookie", b"here");
     // The server restarts with a new secret: the cookie no longer checks.
     let mut cfg = StackConfig::default();
     cfg.endpoint.fast_open = true;
+    cfg.conn.early_answer = true;
     cfg.endpoint.secret = [42; 32];
     l.sim.with_endpoint(s, |now, st| {
         *st = Stack::new(cfg, now);
         st.listen(server_addr()).unwrap();
     });
-    let (c2, s2, wait) = l.open(b"refused, then sent again");
+    let (c2, s2, wait, _) = l.open(b"refused, then sent again", b"still answered");
     assert!(wait >= Duration::from_millis(60), "waited {wait:?}");
     assert_eq!(l.sim.endpoint(s).endpoint().stats().fast_open_refused, 1);
     assert_eq!(l.sim.endpoint(c).stats(c2).unwrap().fast_open_bytes, 0);
     l.transfer((c, c2), (s, s2), 1_000_000);
     l.transfer((s, s2), (c, c2), 1_000_000);
     // The new cookie replaced the old one: the next SYN's data is taken.
-    let (_c3, _s3, wait3) = l.open(b"third");
+    let (_c3, _s3, wait3, _) = l.open(b"third", b"3");
     assert!(wait3 < Duration::from_millis(40), "waited {wait3:?}");
+}
+
+#[test]
+fn without_early_answers_the_server_reads_at_once_and_answers_after_the_handshake() {
+    let mut l = lab_with("mptcp-fast-open-no-early-answer", false);
+    let (c, s) = (l.c, l.s);
+    let _ = l.open(b"get a cookie", b"here");
+    let (c2, s2, wait, answer) = l.open(b"request", b"answer");
+    assert!(wait < Duration::from_millis(40), "waited {wait:?}");
+    // The answer waits for the handshake's last ACK (1.5 round trips of the 40 ms line), as
+    // Linux's clients need.
+    assert!(
+        answer >= Duration::from_millis(80),
+        "answered after {answer:?}"
+    );
+    l.transfer((s, s2), (c, c2), 500_000);
+    l.transfer((c, c2), (s, s2), 500_000);
 }

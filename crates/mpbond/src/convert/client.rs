@@ -260,6 +260,19 @@ pub async fn open(
     signer: &Signer,
     opts: &ClientOptions,
 ) -> Result<Upstream, ClientError> {
+    open_with(dest, signer, opts, &[]).await
+}
+
+/// [`open`], with `early`, the client's first bytes, sent right after the Convert message:
+/// with mpbond's engine both ride in the SYN once it holds a TCP Fast Open cookie from the
+/// converter (RFC 8803 §4: the converter relays them with the destination's SYN-ACK, a round
+/// trip sooner); with the kernel they follow the message's acknowledgment.
+pub async fn open_with(
+    dest: SocketAddr,
+    signer: &Signer,
+    opts: &ClientOptions,
+    early: &[u8],
+) -> Result<Upstream, ClientError> {
     let mut first = true;
     let mut pauses = TURNED_AWAY_PAUSES.iter();
     loop {
@@ -268,12 +281,12 @@ pub async fn open(
                 dest,
                 signer,
                 opts,
-                FIRST_ACK_WAIT.min(opts.connect_timeout),
-                true,
+                (FIRST_ACK_WAIT.min(opts.connect_timeout), true),
+                early,
             )
             .await
         } else {
-            open_once(dest, signer, opts, opts.connect_timeout, false).await
+            open_once(dest, signer, opts, (opts.connect_timeout, false), early).await
         };
         match r {
             Err(e @ (ClientError::Unacknowledged { .. } | ClientError::FellBack(_))) if first => {
@@ -303,20 +316,20 @@ pub const TURNED_AWAY_PAUSES: [Duration; 4] = [
     Duration::from_millis(700),
 ];
 
-/// One attempt of [`open`], waiting `ack_wait` for the acknowledgment; with `refuse_lost_syn`,
-/// a connection that fell back because its MPTCP SYN was lost is dropped
-/// ([`ClientError::FellBack`]).
+/// One attempt of [`open_with`], waiting `ack_wait` for the acknowledgment; with
+/// `refuse_lost_syn`, a connection that fell back because its MPTCP SYN was lost is dropped
+/// ([`ClientError::FellBack`]). `early` follows the Convert message.
 async fn open_once(
     dest: SocketAddr,
     signer: &Signer,
     opts: &ClientOptions,
-    ack_wait: Duration,
-    refuse_lost_syn: bool,
+    (ack_wait, refuse_lost_syn): (Duration, bool),
+    early: &[u8],
 ) -> Result<Upstream, ClientError> {
     let msg = connect_message(dest, signer)?;
     if let Some(stack) = &opts.user {
         let stack = upgrade(stack)?;
-        return open_user(&stack, &msg, opts).await;
+        return open_user(&stack, &msg, opts, early).await;
     }
     let conn = reach(opts, opts.fast_open).await?;
     let asked = opts.mptcp && conn.proto == Proto::Mptcp && !conn.deferred;
@@ -347,6 +360,15 @@ async fn open_once(
             });
         }
     }
+    if !early.is_empty() {
+        conn.stream
+            .write_all(early)
+            .await
+            .map_err(|err| ClientError::Connect {
+                addr: opts.converter,
+                err,
+            })?;
+    }
     Ok(Upstream {
         stream: AnyConn::Kernel(conn.stream),
         proto: conn.proto,
@@ -366,8 +388,14 @@ async fn open_user(
     stack: &UserStack,
     msg: &Message,
     opts: &ClientOptions,
+    early: &[u8],
 ) -> Result<Upstream, ClientError> {
-    let stream = reach_user(stack, opts, &encoded(msg)?).await?;
+    let mut first = encoded(msg)?;
+    first.extend_from_slice(early);
+    let stream = reach_user(stack, opts, &first).await?;
+    // A relay writes what it read at once: Nagle would hold the tail of each request for a
+    // round trip.
+    stream.set_nodelay(true);
     // Right after the handshake: plain TCP now means the converter answered without MPTCP.
     let fallback = (!stream.is_mptcp()).then_some(kernel::Fallback::NotOffered);
     Ok(Upstream {

@@ -813,7 +813,12 @@ impl Listener {
     async fn accept(&self) -> io::Result<(AnyConn, SocketAddr)> {
         match self {
             Self::Kernel(l) => l.accept().await.map(|(s, a)| (AnyConn::Kernel(s), a)),
-            Self::User(l) => l.accept().await.map(|(s, a)| (AnyConn::User(s), a)),
+            Self::User(l) => l.accept().await.map(|(s, a)| {
+                // A relay writes what it read at once: Nagle would hold the tail of each
+                // answer for a round trip.
+                s.set_nodelay(true);
+                (AnyConn::User(s), a)
+            }),
         }
     }
 }

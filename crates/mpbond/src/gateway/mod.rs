@@ -248,9 +248,12 @@ impl Gateway {
 
     /// Opens the converted connection for `dest` (the Convert message is sent; the reply not
     /// yet read).
-    async fn open_upstream(&self, dest: SocketAddr) -> Result<Upstream, ClientError> {
+    async fn open_upstream(&self, dest: SocketAddr, early: &[u8]) -> Result<Upstream, ClientError> {
         self.stats.connections.fetch_add(1, Relaxed);
-        let r = client::open(dest, &self.signer, &self.client).await;
+        let r = client::open_with(dest, &self.signer, &self.client, early).await;
+        if r.is_ok() {
+            self.stats.bytes_up.fetch_add(early.len() as u64, Relaxed);
+        }
         if let Err(e) = &r {
             self.stats.unreachable.fetch_add(1, Relaxed);
             warn!(%dest, "{e}");
@@ -293,7 +296,13 @@ impl Gateway {
             return;
         }
         debug!(%peer, %dest, "captured");
-        let Ok(up) = self.open_upstream(dest).await else {
+        // On the engine, the client's first bytes ride in the SYN with the Convert message.
+        let early = if self.client.user.is_some() {
+            early_data(&lan).await
+        } else {
+            Vec::new()
+        };
+        let Ok(up) = self.open_upstream(dest, &early).await else {
             return;
         };
         let stream = &up.stream;
@@ -322,6 +331,30 @@ impl Gateway {
         };
         self.relay(&lan, stream, Some(gate), dest).await;
     }
+}
+
+/// How long a captured connection waits for its client's first bytes, to send them in the SYN
+/// to the converter: a client that speaks first (HTTP, TLS) has sent them by the time its
+/// handshake with the gateway ended; one whose server speaks first loses this much.
+const EARLY_DATA_WAIT: Duration = Duration::from_millis(3);
+/// The most of a client's first bytes that go with the Convert message (the SYN holds about
+/// 1400 bytes; what does not fit follows the handshake).
+const EARLY_DATA_MAX: usize = 1024;
+
+/// The client's first bytes, if they come within [`EARLY_DATA_WAIT`].
+async fn early_data(lan: &TcpStream) -> Vec<u8> {
+    if tokio::time::timeout(EARLY_DATA_WAIT, lan.readable())
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let mut buf = vec![0u8; EARLY_DATA_MAX];
+    match lan.try_read(&mut buf) {
+        Ok(n) => buf.truncate(n),
+        Err(_) => buf.clear(),
+    }
+    buf
 }
 
 /// How long the gateway waits for the converter's answer to its key check at start.

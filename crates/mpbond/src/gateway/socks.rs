@@ -107,7 +107,7 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, auth: 
             a
         }
     };
-    let up = match gw.open_upstream(dest).await {
+    let up = match gw.open_upstream(dest, &[]).await {
         Ok(up) => up,
         Err(e) => {
             info!(%peer, %dest, "SOCKS5: {e}");

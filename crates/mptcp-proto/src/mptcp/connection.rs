@@ -242,6 +242,11 @@ pub struct ConnConfig {
     pub scheduler: SchedulerKind,
     /// The subflows' congestion control, coupled or not (see [`super::congestion`]).
     pub congestion: Congestion,
+    /// A server whose client's SYN carried data it took (TCP Fast Open) answers before the
+    /// handshake's last ACK, as RFC 8684 appendix B shows (a DSS with a mapping and no
+    /// `DATA_ACK`, the client's key being unknown yet). Off by default: Linux 6.18 clients fall
+    /// back to TCP on such a segment (`MPCapableDataFallback`); this engine's clients take it.
+    pub early_answer: bool,
 }
 
 impl Default for ConnConfig {
@@ -255,6 +260,7 @@ impl Default for ConnConfig {
             no_subflow_timeout: Duration::from_secs(30),
             scheduler: SchedulerKind::MinRtt,
             congestion: Congestion::Cubic,
+            early_answer: false,
         }
     }
 }
@@ -901,6 +907,24 @@ impl MpConn {
             }
         }
         if self.remote_key.is_none() {
+            // A Fast Open server's early data: the mapping alone, no DATA_ACK (RFC 8684
+            // appendix B, erratum 6609) since the peer's IDSN is not known yet.
+            if let Some(m) = sf
+                .send_maps
+                .find(seg.stream_offset)
+                .filter(|_| self.early_send() && seg.payload_len > 0)
+            {
+                out.push(MptcpOption::Dss(Dss {
+                    data_fin: false,
+                    data_ack: None,
+                    mapping: Some(DssMapping {
+                        dsn: DataSeqField::Long(self.dsn(m.data_off)),
+                        ssn: self.send_ssn(i, m.sf_off),
+                        data_len: u16::try_from(m.len).unwrap_or(u16::MAX),
+                        checksum: if self.checksums { m.checksum } else { None },
+                    }),
+                }));
+            }
             return out;
         }
         if let Some(sig) = self.signal_for(i, seg) {
@@ -1952,6 +1976,10 @@ impl MpConn {
             self.flush_fallback(ep);
             return;
         }
+        if self.early_send() {
+            self.schedule_early(ep);
+            return;
+        }
         if self.state != ConnState::Established {
             return;
         }
@@ -2157,6 +2185,32 @@ impl MpConn {
         sf.written += w as u64;
         sf.bytes_sent += w as u64;
         Handed::Wrote(w as u64)
+    }
+
+    /// A server whose client's SYN carried data it took (TCP Fast Open) answers before the
+    /// handshake's last ACK brings the client's key (RFC 7413 §4.2.2, RFC 8684 appendix B):
+    /// on the initial subflow, mapped, without a `DATA_ACK` until the key comes; only with
+    /// [`ConnConfig::early_answer`].
+    fn early_send(&self) -> bool {
+        self.cfg.early_answer
+            && self.role == Role::Server
+            && self.state == ConnState::Connecting
+            && self.peer_prefix > 0
+            && self.remote_key.is_none()
+    }
+
+    /// [`MpConn::schedule`] before the handshake ended ([`MpConn::early_send`]): new bytes to
+    /// the initial subflow as far as it takes them.
+    fn schedule_early(&mut self, ep: &mut Endpoint) {
+        let mut buf = std::mem::take(&mut self.scratch);
+        while self.snd_nxt < self.send.end() {
+            let n = self.send.end() - self.snd_nxt;
+            match self.hand_out(ep, 0, self.snd_nxt, n, &mut buf) {
+                Handed::Wrote(w) => self.snd_nxt += w,
+                Handed::Full | Handed::Gone => break,
+            }
+        }
+        self.scratch = buf;
     }
 
     /// With a redundant scheduler: the new bytes `start..end` just handed to subflow `i` go

@@ -2097,9 +2097,10 @@ impl Connection {
             return None;
         }
         // Nagle (RFC 9293 §3.7.4): a small segment waits while data is unacknowledged, unless
-        // it ends the stream.
+        // it ends the stream. (An unacknowledged SYN-ACK is no data: a Fast Open server
+        // answers at once.)
         let ends_stream = self.fin_queued && self.snd_max + len >= end;
-        if self.cfg.nagle && len < mss && self.snd_max > self.snd_una && !ends_stream {
+        if self.cfg.nagle && len < mss && self.snd_max > self.snd_una.max(1) && !ends_stream {
             self.cwnd_limited = false;
             return None;
         }
