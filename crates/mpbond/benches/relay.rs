@@ -1,6 +1,7 @@
 //! Relay benchmark: what gateway + converter cost against a direct kernel MPTCP connection over
-//! the same two unshaped lab lines, measured side by side in one run, and the memory an idle
-//! relayed connection takes in the two daemons.
+//! the same two lab lines (unshaped, then 500 Mbit/s each), measured side by side in one run,
+//! with both daemons on the kernel's MPTCP and then on mpbond's engine (`--stack user`), and the
+//! memory an idle relayed connection takes in the two daemons on each.
 //!
 //! Needs root (it builds a lab): `sudo cargo bench --bench relay`. Prints a Markdown table.
 //! Each contender downloads for `MPBOND_BENCH_SECONDS` (default 8) seconds, twice, alternating;
@@ -14,10 +15,10 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mpbond::lab::testing::{TestLab, skip_unless_root, start_bonding};
+use mpbond::lab::testing::{TestLab, skip_unless_root, start_bonding_with};
 use mpbond::lab::{Role, netns};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -107,54 +108,63 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / hz as f64
 }
 
-fn main() {
-    if skip_unless_root("relay benchmark") {
-        return;
-    }
-    let secs: f64 = std::env::var("MPBOND_BENCH_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8.0);
-    let lab = TestLab::up(EXE, &["l1:unlimited:0", "l2:unlimited:0"]);
-    let dir = PathBuf::from(format!("/run/mpbond/bench-relay-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // The gateway also gives the kernel its per-line endpoints, which the direct MPTCP
-    // connection uses too: both contenders run on the same two subflows.
-    let (gateway, converter) = start_bonding(&lab, EXE, &dir, &["l1", "l2"], &[]);
+/// What one data plane of gateway + converter measured.
+struct Plane {
+    /// Per line shape: relayed goodput (bit/s), CPU of both daemons per GB.
+    relayed: Vec<(f64, f64)>,
+    /// Resident memory per idle relayed connection: gateway, converter (KiB).
+    idle_kib: (f64, f64),
+}
+
+/// The line shapes measured, each as the lab's `set` arguments.
+const SHAPES: [(&str, &str); 2] = [
+    ("2 × unshaped", "rate=unlimited"),
+    ("2 × 500 Mbit/s", "rate=500mbit"),
+];
+
+/// Downloads from the web host through gateway and converter running `stack`, on each of
+/// [`SHAPES`], twice each (the better counts), measuring the direct kernel MPTCP transfer in
+/// between when `direct` is given; then the memory of idle relayed connections.
+fn measure(
+    lab: &TestLab,
+    dir: &Path,
+    stack: &str,
+    secs: f64,
+    direct: &mut Option<Vec<f64>>,
+) -> Plane {
+    let args = ["--stack", stack];
+    // The kernel-stack gateway also gives the kernel its per-line endpoints, which the direct
+    // MPTCP connection uses too: both contenders run on the same two subflows.
+    let (gateway, converter) = start_bonding_with(lab, EXE, dir, &["l1", "l2"], &args, &args);
     let info = lab.info();
     let (gw, lan) = (info.netns(Role::Gw), info.netns(Role::Lan));
     let vps_ip: IpAddr = VPS.parse().unwrap();
     let web_ip: IpAddr = WEB.parse().unwrap();
-    server(info.netns(Role::Vps), (vps_ip, 9100).into(), true, true);
-    server(info.netns(Role::Web), (web_ip, 9101).into(), false, true);
-    server(info.netns(Role::Web), (web_ip, 9102).into(), false, false);
-
-    let pair = |label: &str| {
-        let (mut direct, mut relayed) = (0f64, 0f64);
-        let mut cpu_per_gb = f64::MAX;
+    let mut relayed = Vec::new();
+    let mut directs = Vec::new();
+    for (_, shape) in SHAPES {
+        for line in ["l1", "l2"] {
+            lab.set(line, &[shape]);
+        }
+        let (mut d, mut r, mut cpu_per_gb) = (0f64, 0f64, f64::MAX);
         for _ in 0..2 {
-            direct = direct.max(download(gw, (vps_ip, 9100).into(), true, secs));
+            if direct.is_some() {
+                d = d.max(download(gw, (vps_ip, 9100).into(), true, secs));
+            }
             let c0 = cpu_seconds(gateway.pid()) + cpu_seconds(converter.pid());
             let t0 = Instant::now();
-            let r = download(lan, (web_ip, 9101).into(), false, secs);
+            let got = download(lan, (web_ip, 9101).into(), false, secs);
             let cpu = cpu_seconds(gateway.pid()) + cpu_seconds(converter.pid()) - c0;
-            let gb = r * t0.elapsed().as_secs_f64() / 8e9;
-            relayed = relayed.max(r);
+            let gb = got * t0.elapsed().as_secs_f64() / 8e9;
+            r = r.max(got);
             cpu_per_gb = cpu_per_gb.min(cpu / gb);
         }
-        format!(
-            "| {label} | {:.0} Mbit/s | {:.0} Mbit/s | **{:.1} %** | {cpu_per_gb:.2} s |",
-            direct / 1e6,
-            relayed / 1e6,
-            100.0 * relayed / direct
-        )
-    };
-    let mut rows = vec![pair("2 × unshaped")];
-    for line in ["l1", "l2"] {
-        lab.set(line, &["rate=500mbit"]);
+        directs.push(d);
+        relayed.push((r, cpu_per_gb));
     }
-    rows.push(pair("2 × 500 Mbit/s"));
-
+    if let Some(v) = direct.as_mut() {
+        *v = directs;
+    }
     // Memory: idle relayed connections held open by the web host.
     let before = (rss(gateway.pid()), rss(converter.pid()));
     let held = netns::in_netns(lan, || {
@@ -167,19 +177,54 @@ fn main() {
     let after = (rss(gateway.pid()), rss(converter.pid()));
     drop(held);
     let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / IDLE_CONNECTIONS as f64 / 1024.0;
+    drop((gateway, converter));
+    Plane {
+        relayed,
+        idle_kib: (per(after.0, before.0), per(after.1, before.1)),
+    }
+}
+
+fn main() {
+    if skip_unless_root("relay benchmark") {
+        return;
+    }
+    let secs: f64 = std::env::var("MPBOND_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8.0);
+    let lab = TestLab::up(EXE, &["l1:unlimited:0", "l2:unlimited:0"]);
+    let dir = PathBuf::from(format!("/run/mpbond/bench-relay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let info = lab.info();
+    let vps_ip: IpAddr = VPS.parse().unwrap();
+    let web_ip: IpAddr = WEB.parse().unwrap();
+    server(info.netns(Role::Vps), (vps_ip, 9100).into(), true, true);
+    server(info.netns(Role::Web), (web_ip, 9101).into(), false, true);
+    server(info.netns(Role::Web), (web_ip, 9102).into(), false, false);
+
+    let mut direct = Some(Vec::new());
+    let kernel = measure(&lab, &dir, "kernel", secs, &mut direct);
+    let user = measure(&lab, &dir, "user", secs, &mut None);
+    let direct = direct.unwrap_or_default();
 
     println!(
-        "| lines | direct kernel MPTCP (vps → gw) | gateway + converter (web → lan) | relayed / direct | CPU of both daemons per GB relayed |"
+        "| lines | direct kernel MPTCP (vps → gw) | relayed, kernel stack (web → lan) | relayed, user stack | kernel / direct | user / direct | CPU per GB relayed, kernel / user |"
     );
-    println!("|---|---|---|---|---|");
-    for r in &rows {
-        println!("{r}");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, (label, _)) in SHAPES.iter().enumerate() {
+        let (d, (k, kcpu), (u, ucpu)) = (direct[i], kernel.relayed[i], user.relayed[i]);
+        println!(
+            "| {label} | {:.0} Mbit/s | {:.0} Mbit/s | {:.0} Mbit/s | **{:.1} %** | **{:.1} %** | {kcpu:.2} s / {ucpu:.2} s |",
+            d / 1e6,
+            k / 1e6,
+            u / 1e6,
+            100.0 * k / d,
+            100.0 * u / d,
+        );
     }
     println!(
-        "\nMemory per idle relayed connection ({IDLE_CONNECTIONS} held open), resident: gateway {:.1} KiB, converter {:.1} KiB",
-        per(after.0, before.0),
-        per(after.1, before.1)
+        "\nMemory per idle relayed connection ({IDLE_CONNECTIONS} held open), resident: kernel stack: gateway {:.1} KiB, converter {:.1} KiB; user stack: gateway {:.1} KiB, converter {:.1} KiB",
+        kernel.idle_kib.0, kernel.idle_kib.1, user.idle_kib.0, user.idle_kib.1
     );
-    drop((gateway, converter));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -408,6 +408,10 @@ pub struct DemoArgs {
     /// at three quarters.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(8..=600))]
     pub seconds: u64,
+    /// Data plane of the gateway and the converter: `kernel` (Linux's MPTCP, mpbond as its path
+    /// manager) or `user` (mpbond's own engine on a TUN device).
+    #[arg(long, value_enum, default_value = "kernel")]
+    pub stack: Stack,
 }
 
 /// `mpbond bench`

@@ -77,30 +77,27 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
     let fail_at = Duration::from_secs(seconds) / 2;
     let back_at = Duration::from_secs(seconds) * 3 / 4;
     let fast = best.0.clone();
+    let (stack, plane) = stack_names(args.stack);
     println!(
-        "  Now through mpbond: converter on vps, gateway on gw, one plain TCP download from web to \
-         lan,\n  {seconds} s; {fast} is blackholed at {} s and back at {} s. Live, a column per \
-         half second,\n  █ = the line's full rate:\n",
+        "  Now through mpbond ({plane}): converter on vps, gateway on gw, one plain TCP download \
+         from web to lan,\n  {seconds} s; {fast} is blackholed at {} s and back at {} s. Live, a \
+         column per half second,\n  █ = the line's full rate:\n",
         fail_at.as_secs(),
         back_at.as_secs()
     );
     let web: SocketAddr = WEB.parse().context("web address")?;
     let _server = PatternServer::start(info.netns(Role::Web), web, Transport::Tcp)?;
     let t = {
-        let _daemons =
-            lab::bonding::start(info, &exe, &lab::run_dir(&info.name), &["dsl", "lte"], &[])?;
-        let schedule: Vec<Scheduled> = [(fail_at, LineState::Blackhole), (back_at, LineState::Up)]
-            .into_iter()
-            .map(|(at, state)| {
-                let (lab, line) = (info.name.clone(), fast.clone());
-                let f: Box<dyn FnOnce() + Send> = Box::new(move || {
-                    if let Err(e) = lab::set_line_state(&lab, &line, state) {
-                        tracing::warn!("line {line} {state}: {e}");
-                    }
-                });
-                (at, f)
-            })
-            .collect();
+        let on = ["--stack", stack];
+        let _daemons = lab::bonding::start_with(
+            info,
+            &exe,
+            &lab::run_dir(&info.name),
+            &["dsl", "lte"],
+            &on,
+            &on,
+        )?;
+        let schedule = outage(info, &fast, fail_at, back_at);
         let events = [
             (fail_at, format!("{fast} blackholed")),
             (back_at, format!("{fast} back")),
@@ -133,6 +130,30 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Line `fast` blackholed at `fail_at` and up again at `back_at`, for the download.
+fn outage(info: &LabInfo, fast: &str, fail_at: Duration, back_at: Duration) -> Vec<Scheduled> {
+    [(fail_at, LineState::Blackhole), (back_at, LineState::Up)]
+        .into_iter()
+        .map(|(at, state)| {
+            let (lab, line) = (info.name.clone(), fast.to_owned());
+            let f: Box<dyn FnOnce() + Send> = Box::new(move || {
+                if let Err(e) = lab::set_line_state(&lab, &line, state) {
+                    tracing::warn!("line {line} {state}: {e}");
+                }
+            });
+            (at, f)
+        })
+        .collect()
+}
+
+/// The `--stack` value for the daemons, and what it is in words.
+fn stack_names(stack: crate::stack::Stack) -> (&'static str, &'static str) {
+    match stack {
+        crate::stack::Stack::Kernel => ("kernel", "Linux's MPTCP"),
+        crate::stack::Stack::User => ("user", "mpbond's own MPTCP engine"),
+    }
 }
 
 /// Measures each line on its own (one TCP download per line, both at once) and returns the

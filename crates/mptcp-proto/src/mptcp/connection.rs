@@ -2133,6 +2133,12 @@ impl MpConn {
         let Some(c) = ep.conn_mut(sf.handle) else {
             return Handed::Full;
         };
+        // New bytes that follow a mapping none of whose bytes went yet join it: a mapping per
+        // write would end a segment at each write's end, since no segment straddles two
+        // mappings. (Not with checksums, which sum a mapping whole, nor for the client's first
+        // data, which rides with MP_CAPABLE.)
+        let unsent = c.sent_to();
+        let joinable = !self.checksums && cap == MAX_MAPPING;
         // The bytes go from the connection's buffer to the subflow's in place; with
         // checksums they are gathered first, to sum what the subflow took.
         let (w, checksum) = if self.checksums {
@@ -2175,6 +2181,20 @@ impl MpConn {
             return Handed::Full;
         }
         sf.contiguous &= sf.written == start;
+        let w64 = w as u64;
+        if let Some(last) = sf.send_maps.last_mut().filter(|m| {
+            joinable
+                && m.sf_end() == sf.written
+                && m.data_end() == start
+                && m.sf_off >= unsent
+                && !m.reinjected
+                && m.len + w64 <= MAX_MAPPING
+        }) {
+            last.len += w64;
+            sf.written += w64;
+            sf.bytes_sent += w64;
+            return Handed::Wrote(w64);
+        }
         sf.send_maps.push(SendMapping {
             sf_off: sf.written,
             data_off: start,

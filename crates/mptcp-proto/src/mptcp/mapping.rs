@@ -89,6 +89,11 @@ impl SendMappings {
         }
     }
 
+    /// The newest, to extend.
+    pub fn last_mut(&mut self) -> Option<&mut SendMapping> {
+        self.maps.back_mut()
+    }
+
     /// All of them.
     pub fn iter(&self) -> impl Iterator<Item = &SendMapping> {
         self.maps.iter()

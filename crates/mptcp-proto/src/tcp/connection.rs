@@ -770,6 +770,12 @@ impl Connection {
         (self.stats.timeouts, self.stats.bytes_acked)
     }
 
+    /// Stream offset of the first byte never sent yet.
+    #[must_use]
+    pub fn sent_to(&self) -> u64 {
+        self.snd_max.saturating_sub(1).min(self.send.end())
+    }
+
     /// Bytes sent and not yet acknowledged.
     #[must_use]
     pub fn unacked(&self) -> u64 {
