@@ -369,9 +369,12 @@ impl Endpoint {
         remote: SocketAddr,
     ) -> Result<ConnHandle, ConnectError> {
         let h = self.connect(now, local, remote)?;
-        let cached = self.cookies.get(remote.ip()).cloned();
-        if let Some(c) = self.conn_mut(h) {
-            c.set_fast_open(cached);
+        // Not to a server whose SYNs with data got lost lately (a plain SYN then).
+        if self.cookies.may_open(remote.ip(), now) {
+            let cached = self.cookies.get(remote.ip()).cloned();
+            if let Some(c) = self.conn_mut(h) {
+                c.set_fast_open(cached);
+            }
         }
         Ok(h)
     }
@@ -630,7 +633,7 @@ impl Endpoint {
                 let r = conn.handle_segment(now, seg);
                 (r, conn.take_cookie_news())
             };
-            self.note_cookie(remote.ip(), news);
+            self.note_cookie(remote.ip(), news, now);
             self.mark_dirty(h);
             match reaction {
                 Reaction::None | Reaction::Forget => {}
@@ -688,10 +691,12 @@ impl Endpoint {
     }
 
     /// What a SYN-ACK (or a lost SYN with data) said of a server's cookie.
-    fn note_cookie(&mut self, server: IpAddr, news: Option<CookieNews>) {
+    fn note_cookie(&mut self, server: IpAddr, news: Option<CookieNews>, now: Instant) {
         match news {
             Some(CookieNews::Got(c)) => self.cookies.insert(server, c),
             Some(CookieNews::Forget) => self.cookies.remove(server),
+            Some(CookieNews::Taken) => self.cookies.syn_answered(server),
+            Some(CookieNews::SynLost) => self.cookies.syn_lost(server, now),
             None => {}
         }
     }
@@ -1090,8 +1095,9 @@ impl Endpoint {
             };
             if c.poll_timeout().is_some_and(|t| t <= now) {
                 c.handle_timeout(now);
-                if let Some(CookieNews::Forget) = c.take_cookie_news() {
-                    self.cookies.remove(c.remote().ip());
+                if let Some(news) = c.take_cookie_news() {
+                    let server = c.remote().ip();
+                    self.note_cookie(server, Some(news), now);
                 }
                 let slot = &self.slots[i];
                 let h = ConnHandle {
@@ -1757,6 +1763,50 @@ mod tests {
             a.fast_open_cookies().get(server().ip()).unwrap().cookie,
             good
         );
+    }
+
+    #[test]
+    fn fast_open_a_lost_syn_with_data_holds_the_server_back_for_a_while() {
+        let (mut a, mut b, now) = fast_open_pair();
+        let client = "10.0.0.1:0".parse().unwrap();
+        a.cookies.insert(
+            server().ip(),
+            fast_open::CachedCookie {
+                cookie: fast_open::make_cookie(&b.cfg.secret, "10.0.0.1".parse().unwrap()),
+                mss: 1460,
+            },
+        );
+        let c = a.connect_fast_open(now, client, server()).unwrap();
+        a.conn_mut(c).unwrap().write(b"lost").unwrap();
+        let mut buf = vec![0u8; 2048];
+        let t = a.poll_transmit(now, &mut buf).unwrap();
+        assert_eq!(seg_of(&buf[..t.len]).payload, b"lost", "dropped on the way");
+        // The SYN times out: the retry goes without data, and the server is held back.
+        let later = now + Duration::from_millis(1100);
+        a.handle_timeout(later);
+        let t = a.poll_transmit(later, &mut buf).unwrap();
+        let retry = seg_of(&buf[..t.len]);
+        assert!(retry.payload.is_empty() && retry.fast_open.is_none());
+        b.handle_packet(later, &buf[..t.len]).unwrap();
+        pump(&mut a, &mut b, later);
+        let bc = b.accept(server()).unwrap();
+        assert_eq!(
+            read_all(&mut b, bc),
+            b"lost",
+            "sent again after the handshake"
+        );
+        // The next connection opens without Fast Open...
+        let c2 = a.connect_fast_open(later, client, server()).unwrap();
+        a.conn_mut(c2).unwrap().write(b"plain").unwrap();
+        let syn = one(&mut a, &mut b, later);
+        assert!(seg_of(&syn).fast_open.is_none() && seg_of(&syn).payload.is_empty());
+        pump(&mut a, &mut b, later);
+        // ... until the hold is over.
+        let after = later + fast_open::HOLD_BACK_FIRST;
+        let c3 = a.connect_fast_open(after, client, server()).unwrap();
+        a.conn_mut(c3).unwrap().write(b"again").unwrap();
+        let syn = one(&mut a, &mut b, after);
+        assert_eq!(seg_of(&syn).payload, b"again");
     }
 
     #[test]

@@ -641,6 +641,7 @@ impl Connection {
             cached,
             syn_data: 0,
             sent: false,
+            retried: false,
         });
     }
 
@@ -1133,10 +1134,13 @@ impl Connection {
         if matches!(self.state, State::SynSent | State::SynReceived) {
             // The SYN (or SYN-ACK) goes again; RFC 6298 §5.7: the window after a lost SYN
             // is one segment. A SYN with data that got no answer may have met a middlebox
-            // that drops such SYNs: the next connection asks for a cookie again, without
-            // data (RFC 7413 §4.1.3.1); this one retries without data.
-            if self.fo_client.as_ref().is_some_and(|f| f.syn_data > 0) && self.fo_news.is_none() {
-                self.fo_news = Some(CookieNews::Forget);
+            // that drops such SYNs: the endpoint holds the server back from Fast Open for a
+            // while (RFC 7413 §4.1.3.1); this one retries without data.
+            if let Some(fo) = self.fo_client.as_mut() {
+                if fo.syn_data > 0 && !fo.retried {
+                    self.fo_news = Some(CookieNews::SynLost);
+                }
+                fo.retried = true;
             }
             self.syn_due = true;
             return;
@@ -1454,12 +1458,13 @@ impl Connection {
                 cookie: c.iter().copied().collect(),
                 mss: seg.max_seg_size.unwrap_or(536),
             }));
-        } else if fo.syn_data > 0 && taken == 0 {
-            // Data and cookie refused without a new cookie: ask again next time.
+        } else if fo.syn_data > 0 && taken == 0 && !fo.retried {
+            // Data and cookie refused without a new cookie: ask again next time. (The answer
+            // to a retry, which carried neither, says nothing of them.)
             self.fo_news = Some(CookieNews::Forget);
         } else if taken > 0 {
             // The cookie worked (a timeout may have doubted it).
-            self.fo_news = None;
+            self.fo_news = Some(CookieNews::Taken);
         }
     }
 

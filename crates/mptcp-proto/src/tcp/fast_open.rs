@@ -13,7 +13,9 @@
 //! §6.1): only applications that tolerate it ask for Fast Open.
 
 use core::net::IpAddr;
+use core::time::Duration;
 use std::collections::HashMap;
+use std::time::Instant;
 
 use arrayvec::ArrayVec;
 
@@ -61,11 +63,30 @@ pub struct CachedCookie {
     pub mss: u16,
 }
 
-/// Cookies of the servers a client talked to, bounded.
+/// Cookies of the servers a client talked to, bounded; and the servers to which SYNs with data
+/// got lost, held back from Fast Open for a while (RFC 7413 §4.1.3.1: a middlebox may drop
+/// such SYNs).
 #[derive(Debug, Default)]
 pub struct CookieCache {
     entries: HashMap<IpAddr, CachedCookie>,
+    held_back: HashMap<IpAddr, HeldBack>,
 }
+
+/// A server whose SYNs with data got lost.
+#[derive(Debug, Clone, Copy)]
+struct HeldBack {
+    /// Losses in a row (the hold doubles with each).
+    losses: u32,
+    /// No Fast Open to it before this.
+    until: Instant,
+}
+
+/// How long a first lost SYN with data holds a server back from Fast Open; it doubles with
+/// each loss in a row, up to [`HOLD_BACK_MAX`]. One lost SYN on a lossy line costs a minute of
+/// Fast Open; a middlebox that drops every SYN with data, one connection an hour.
+pub const HOLD_BACK_FIRST: Duration = Duration::from_secs(60);
+/// The longest hold.
+pub const HOLD_BACK_MAX: Duration = Duration::from_secs(3600);
 
 /// Servers a cache remembers at most (an arbitrary one is forgotten past it).
 const CACHE_MAX: usize = 4096;
@@ -87,9 +108,41 @@ impl CookieCache {
         self.entries.insert(server, c);
     }
 
-    /// Forgets `server`'s cookie (it was refused, or SYNs with data to it get lost, §4.1.3.1).
+    /// Forgets `server`'s cookie (it was refused).
     pub fn remove(&mut self, server: IpAddr) {
         self.entries.remove(&server);
+    }
+
+    /// A SYN with data to `server` got no answer at `now`: no Fast Open to it for a while.
+    pub fn syn_lost(&mut self, server: IpAddr, now: Instant) {
+        if self.held_back.len() >= CACHE_MAX && !self.held_back.contains_key(&server) {
+            if let Some(k) = self.held_back.keys().next().copied() {
+                self.held_back.remove(&k);
+            }
+        }
+        let losses = self.held_back.get(&server).map_or(0, |h| h.losses) + 1;
+        let hold = HOLD_BACK_FIRST
+            .saturating_mul(1 << (losses - 1).min(10))
+            .min(HOLD_BACK_MAX);
+        self.held_back.insert(
+            server,
+            HeldBack {
+                losses,
+                until: now + hold,
+            },
+        );
+    }
+
+    /// A SYN with data to `server` was answered: its losses are forgiven.
+    pub fn syn_answered(&mut self, server: IpAddr) {
+        self.held_back.remove(&server);
+    }
+
+    /// Whether a connection to `server` may use Fast Open at `now` (no SYN with data to it got
+    /// lost lately).
+    #[must_use]
+    pub fn may_open(&self, server: IpAddr, now: Instant) -> bool {
+        self.held_back.get(&server).is_none_or(|h| now >= h.until)
     }
 
     /// How many servers it holds.
@@ -114,6 +167,8 @@ pub(crate) struct ClientOpen {
     pub syn_data: u64,
     /// The first SYN went (retransmissions carry neither the option nor data, §4.1.3.1).
     pub sent: bool,
+    /// The SYN went again: its SYN-ACK says nothing of the cookie.
+    pub retried: bool,
 }
 
 /// What a client learned from the SYN-ACK, for its endpoint's cache.
@@ -121,9 +176,12 @@ pub(crate) struct ClientOpen {
 pub enum CookieNews {
     /// The server gave this cookie (and announced this MSS).
     Got(CachedCookie),
-    /// The server took no data and gave no cookie, or SYNs with data got no answer: ask
-    /// again next time.
+    /// The server took no data and gave no cookie: ask again next time.
     Forget,
+    /// The server took the SYN's data.
+    Taken,
+    /// The SYN with data got no answer.
+    SynLost,
 }
 
 #[cfg(test)]
@@ -164,5 +222,33 @@ mod tests {
         assert!(cache.get(last).is_some(), "the newest is kept");
         cache.remove(last);
         assert!(cache.get(last).is_none());
+    }
+
+    #[test]
+    fn lost_syns_with_data_hold_a_server_back_longer_each_time_until_one_is_answered() {
+        let mut cache = CookieCache::default();
+        let s: IpAddr = "198.51.100.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(cache.may_open(s, t0));
+        cache.syn_lost(s, t0);
+        assert!(!cache.may_open(s, t0 + Duration::from_secs(59)));
+        assert!(cache.may_open(s, t0 + HOLD_BACK_FIRST));
+        // A second loss in a row: twice as long.
+        let t1 = t0 + HOLD_BACK_FIRST;
+        cache.syn_lost(s, t1);
+        assert!(!cache.may_open(s, t1 + HOLD_BACK_FIRST));
+        assert!(cache.may_open(s, t1 + 2 * HOLD_BACK_FIRST));
+        // Many: at most an hour.
+        for _ in 0..20 {
+            cache.syn_lost(s, t1);
+        }
+        assert!(cache.may_open(s, t1 + HOLD_BACK_MAX));
+        cache.syn_answered(s);
+        assert!(cache.may_open(s, t1));
+        cache.syn_lost(s, t1);
+        assert!(
+            cache.may_open(s, t1 + HOLD_BACK_FIRST),
+            "forgiven: back to a minute"
+        );
     }
 }
