@@ -2125,6 +2125,8 @@ impl MpConn {
         }
         #[expect(clippy::cast_possible_truncation, reason = "at most one mapping")]
         let n = n as usize;
+        // What a checksum sums besides the bytes: the mapping's DSN and relative SSN.
+        let (dsn, ssn) = (self.dsn(start), self.send_ssn(i, self.subflows[i].written));
         let sf = &mut self.subflows[i];
         let (first, second) = self.send.slices_at(start, n);
         if first.is_empty() {
@@ -2151,20 +2153,8 @@ impl MpConn {
             let Ok(w) = c.write(&buf[..got]) else {
                 return Handed::Full;
             };
-            let ssn = if sf.initial {
-                rel_ssn(sf.written.saturating_sub(self.local_prefix))
-            } else {
-                rel_ssn(sf.written)
-            };
-            let sum = crypto::dss_checksum(
-                self.local_idsn
-                    .wrapping_add(1)
-                    .wrapping_add(start)
-                    .wrapping_sub(self.local_prefix),
-                ssn,
-                u16::try_from(w).unwrap_or(u16::MAX),
-                &buf[..w],
-            );
+            let sum =
+                crypto::dss_checksum(dsn, ssn, u16::try_from(w).unwrap_or(u16::MAX), &buf[..w]);
             (w, Some(sum))
         } else {
             let Ok(w) = c.write(first) else {
