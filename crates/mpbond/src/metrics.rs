@@ -154,6 +154,37 @@ fn line_metrics(reg: &mut Registry, pm: &PmStatus) {
     );
 }
 
+/// What the gauges of mpbond's engine (`--stack user`) show of its connections: how many, and
+/// their subflows (all, and established).
+#[must_use]
+pub fn engine_gauges(
+    conns: &[crate::status::ConnectionStatus],
+) -> Vec<(&'static str, &'static str, i64)> {
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let subflows: usize = conns.iter().map(|c| c.subflows.len()).sum();
+    let established: usize = conns
+        .iter()
+        .map(|c| c.subflows.iter().filter(|s| s.fully_established).count())
+        .sum();
+    vec![
+        (
+            "engine_connections",
+            "Connections of mpbond's engine (--stack user)",
+            count(conns.len()),
+        ),
+        (
+            "engine_subflows",
+            "Their subflows, handshakes included",
+            count(subflows),
+        ),
+        (
+            "engine_subflows_established",
+            "Their established subflows",
+            count(established),
+        ),
+    ]
+}
+
 /// The `OpenMetrics` text of `s`.
 #[must_use]
 pub fn render(s: &Sample) -> String {
@@ -232,6 +263,45 @@ const TEXT: &str = "text/plain; charset=utf-8";
 mod tests {
     use super::*;
     use crate::pm::driver::LineStatus;
+
+    #[test]
+    fn the_engines_connections_and_subflows_are_counted() {
+        use crate::status::{ConnectionStatus, SubflowStatus};
+        let sf = |fully_established| SubflowStatus {
+            line: Some("dsl".into()),
+            local: "198.18.2.1:40000".parse().unwrap(),
+            remote: "198.51.100.1:7000".parse().unwrap(),
+            ids: (0, 0),
+            state: "established".into(),
+            backup: false,
+            fully_established,
+            rtt_ms: 20.0,
+            cwnd: 10,
+            bytes_sent: 1,
+            bytes_acked: 1,
+            bytes_received: 1,
+            retransmits: 0,
+        };
+        let conn = |subflows| ConnectionStatus {
+            token: 1,
+            local: "198.18.2.1:40000".parse().unwrap(),
+            remote: "198.51.100.1:7000".parse().unwrap(),
+            fallback: false,
+            extra_subflows: 0,
+            subflows,
+        };
+        let conns = [conn(vec![sf(true), sf(false)]), conn(vec![sf(true)])];
+        let text = render(&Sample {
+            gauges: engine_gauges(&conns),
+            ..Sample::default()
+        });
+        assert!(text.contains("mpbond_engine_connections 2"), "{text}");
+        assert!(text.contains("mpbond_engine_subflows 3"), "{text}");
+        assert!(
+            text.contains("mpbond_engine_subflows_established 2"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn lines_and_counters_are_rendered_with_their_labels() {

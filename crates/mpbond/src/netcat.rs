@@ -358,16 +358,24 @@ async fn connect_user(args: ConnectArgs) -> Result<()> {
     }
     let dest = resolve(&args.target).await?;
     let names: Vec<String> = args.wan.iter().map(|w| w.iface.clone()).collect();
+    if args.pm == crate::pm::PmKind::Kernel {
+        warn!(
+            "--pm kernel: the kernel's path manager serves the kernel's MPTCP only; the engine's lines are managed by mpbond's"
+        );
+    }
     let stack = UserStack::start(&UserStackConfig {
         listen: Vec::new(),
         lines: args.wan,
         no_mptcp: !args.mptcp,
         tuning: args.tuning,
         fast_open: false,
+        probe_target: Some(dest.ip()),
+        probe: args.probe,
     })?;
     debug!(tun = %stack.ifname(), "user-space stack");
-    // `mpbond status` lists the engine's connections (the kernel's tables do not have them).
-    let _status = crate::status::serve_with("connect", None, Some(stack.status_view(names)))
+    // `mpbond status` lists the lines and the engine's connections (the kernel's tables do
+    // not have them).
+    let _status = crate::status::serve_with("connect", stack.pm(), Some(stack.status_view(names)))
         .map_err(|e| debug!("no status socket: {e:#}"));
     let stream = stack
         .connect(dest)
@@ -397,7 +405,7 @@ async fn listen_user(
         lines: Vec::new(),
         no_mptcp: !mptcp,
         tuning,
-        fast_open: false,
+        ..UserStackConfig::default()
     })?;
     let l = stack
         .listen(addr.port())

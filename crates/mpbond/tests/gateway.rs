@@ -990,6 +990,102 @@ fn a_line_going_down_mid_transfer_loses_no_byte() {
     assert!(lte > u64::try_from(size / 2).unwrap(), "lte carried {lte}");
 }
 
+/// `mpbond status --json` of the gateway: its lines as mpbond's path manager sees them.
+fn gateway_lines(b: &Bonded) -> Vec<mpbond::pm::driver::LineStatus> {
+    let (mut s, _) = b.lab.gateway_status(b.gateway.pid());
+    s.pop().expect("one daemon").lines
+}
+
+/// A line that stays up but carries nothing (blackholed, not a link down) is found by mpbond's
+/// path manager's probes, whichever data plane the gateway runs: the download moves to the
+/// other line and arrives whole, `mpbond status` and the metrics show the line down, and once
+/// it carries again it is used again (its subflows made anew).
+#[test]
+fn a_blackholed_line_is_found_by_its_probes_and_used_again_when_it_returns() {
+    if skip_unless_root("a_blackholed_line_is_found_by_its_probes_and_used_again_when_it_returns") {
+        return;
+    }
+    let (lab, web, dir) = Bonded::lab("hole");
+    let b = Bonded::start_with(lab, web, dir, &["--metrics", "127.0.0.1:9464"]);
+    let metrics = |b: &Bonded| {
+        let out = b
+            .lab
+            .cmd(Role::Gw, "curl")
+            .args(["-sS", "--max-time", "5", "http://127.0.0.1:9464/metrics"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let size = 32 * MIB;
+    let name = b.lab.name().to_owned();
+    let cutter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(2500));
+        mpbond::lab::set_line_state(&name, "dsl", LineState::Blackhole).unwrap();
+    });
+    let before = b.lab.stats();
+    let t = curl_download(&b.lab, size, 21);
+    cutter.join().unwrap();
+    assert_eq!(t.sha256, content_sha256(21, size), "bytes lost or changed");
+    let after = b.lab.stats();
+    eprintln!(
+        "32 MiB, dsl blackholed after 2.5 s: {:.1} s, {:.2} Mbit/s, bytes per line {:?}",
+        t.seconds,
+        t.mbps(),
+        line_bytes(&before, &after, true)
+    );
+    let lines = gateway_lines(&b);
+    let dsl = lines
+        .iter()
+        .find(|l| l.name == "dsl")
+        .expect("dsl in status");
+    assert_eq!(
+        dsl.state,
+        mpbond::pm::health::Verdict::Down,
+        "status: {lines:?}"
+    );
+    assert!(dsl.failures >= 1, "status: {lines:?}");
+    let m = metrics(&b);
+    assert!(
+        m.contains("mpbond_line_state{line=\"dsl\"} 0"),
+        "metrics: {m}"
+    );
+    assert!(
+        m.contains("mpbond_line_state{line=\"lte\"} 1"),
+        "metrics: {m}"
+    );
+    if stacks().0 == "user" {
+        // The engine's connections are counted too (the kernel's tables do not have them).
+        assert!(m.contains("mpbond_engine_subflows "), "metrics: {m}");
+    }
+
+    // Back: within a few probes it is up, and the next download uses it again.
+    b.lab.set_state("dsl", LineState::Up);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gateway_lines(&b)
+        .iter()
+        .any(|l| l.name == "dsl" && l.state == mpbond::pm::health::Verdict::Down)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "dsl still down 10 s after its return"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = b.lab.stats();
+    let t = curl_download(&b.lab, 16 * MIB, 22);
+    assert_eq!(
+        t.sha256,
+        content_sha256(22, 16 * MIB),
+        "bytes lost or changed"
+    );
+    let bytes = line_bytes(&before, &b.lab.stats(), true);
+    eprintln!(
+        "16 MiB after dsl came back: {:.2} Mbit/s, bytes per line {bytes:?}",
+        t.mbps()
+    );
+    assert_every_line_carries(&bytes, 0.2);
+}
+
 #[test]
 fn socks5_clients_with_a_password_reach_the_web_through_the_bond() {
     if skip_unless_root("socks5_clients_with_a_password_reach_the_web_through_the_bond") {

@@ -851,3 +851,91 @@ fn an_mp_prio_for_a_subflow_that_closed_holds_up_no_signal_behind_it() {
     r.until_done(Duration::from_secs(30));
     assert!(r.got.borrow().intact(total));
 }
+
+/// A line given up while it is silent (the path manager's verdict): the reset of its subflow
+/// is lost with the line, so the client tells the server on the line that works
+/// (`REMOVE_ADDR`, RFC 8684 §3.4.2), and the server closes its end at once instead of sending
+/// into the dead line until its timeouts. For the first line too (address ID 0).
+#[test]
+fn a_line_given_up_while_silent_is_withdrawn_at_the_peer_at_once() {
+    for dead in 0..2 {
+        let total = 12_000_000;
+        let mut r = start(
+            &format!("mptcp-withdraw-silent-{dead}"),
+            &[path(10.0, 20), path(10.0, 20)],
+            &[false, false],
+            total,
+        );
+        r.sim.run_for(Duration::from_secs(1));
+        let line = r.sim.addrs(r.c)[dead];
+        for dir in 0..2 {
+            r.sim.set_filter(r.links[dead], dir, Box::new(|_, _| true));
+        }
+        r.sim.run_for(Duration::from_millis(100));
+        r.sim
+            .with_endpoint(r.c, |now, st| st.set_path_up(now, line, false));
+        r.sim.run_for(Duration::from_millis(200));
+        let server = 1 - r.c;
+        let sid = r.got.borrow().conn.expect("accepted");
+        let subflows = r.sim.endpoint(server).subflows(sid);
+        assert!(
+            subflows.iter().all(|s| s.closed || s.remote.ip() != line),
+            "line {dead}: the server still has a subflow on the line given up 200 ms ago: {subflows:?}"
+        );
+        assert!(
+            subflows.iter().any(|s| !s.closed),
+            "line {dead}: the server has no subflow left: {subflows:?}"
+        );
+        r.until_done(Duration::from_secs(30));
+        assert!(r.got.borrow().intact(total), "line {dead}: bytes differ");
+    }
+}
+
+/// A subflow that a middlebox breaks (here its MPTCP options stripped for a moment, which
+/// makes the server reset it, §3.7) while its line still works is made again by the client
+/// after a short wait, and carries data again.
+#[test]
+fn a_subflow_reset_while_its_line_works_is_made_again() {
+    let total = 16_000_000;
+    let mut sim = Sim::new_mptcp("mptcp-rejoin-after-reset");
+    let st = start_with(
+        &mut sim,
+        &[path(10.0, 20), path(10.0, 20)],
+        &[false, false],
+        total,
+        |sim, links| {
+            sim.set_middlebox(
+                links[1],
+                0,
+                Box::new(|t, p| {
+                    p.has_data() && t >= Duration::from_secs(1) && t < Duration::from_millis(1100)
+                }),
+            );
+        },
+    );
+    let mut r = st.finish(sim);
+    r.sim.run_for(Duration::from_secs(2));
+    let cid = r.sent.borrow().conn.expect("connected");
+    let line = r.sim.addrs(r.c)[1];
+    let joins_before = r.sent.borrow().joins;
+    r.sim.run_for(Duration::from_secs(3));
+    let subflows = r.sim.endpoint(r.c).subflows(cid);
+    assert!(
+        subflows
+            .iter()
+            .any(|s| !s.closed && s.active && s.local.ip() == line),
+        "no working subflow on the second line 3 s after its reset: {subflows:?}"
+    );
+    assert!(
+        r.sent.borrow().joins > joins_before,
+        "the subflow was not made again"
+    );
+    let at = r.sim.link_stats(r.links[1], 0).delivered_bytes;
+    r.sim.run_for(Duration::from_secs(1));
+    assert!(
+        r.sim.link_stats(r.links[1], 0).delivered_bytes - at > 500_000,
+        "the second line carries nothing after the subflow was made again"
+    );
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+}

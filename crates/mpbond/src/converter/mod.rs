@@ -751,7 +751,7 @@ pub async fn run(mut config: Config) -> Result<()> {
     let _status = crate::status::serve_with(
         "converter",
         plane.announcer.as_ref().and_then(|a| a.pm()),
-        engine,
+        engine.clone(),
     )
     .map_err(|e| warn!("no status socket: {e:#}"))
     .ok();
@@ -775,7 +775,13 @@ pub async fn run(mut config: Config) -> Result<()> {
         let r = Arc::clone(&conv);
         crate::metrics::serve(
             addr,
-            Arc::new(move || c.metrics_sample()),
+            Arc::new(move || {
+                let mut s = c.metrics_sample();
+                if let Some(e) = &engine {
+                    s.gauges.extend(crate::metrics::engine_gauges(&e()));
+                }
+                s
+            }),
             Arc::new(move || !r.draining.load(Relaxed)),
         )?;
     }
@@ -913,6 +919,7 @@ impl Plane {
             no_mptcp: !config.mptcp,
             tuning: config.tuning,
             fast_open: config.fast_open,
+            ..UserStackConfig::default()
         })?;
         let l = stack
             .listen(config.listen.port())

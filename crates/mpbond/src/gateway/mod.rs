@@ -496,7 +496,7 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let plane = match config.stack {
         Stack::Kernel => Plane::kernel(&config, converter)?,
-        Stack::User => Plane::user(&config)?,
+        Stack::User => Plane::user(&config, converter)?,
     };
     let mut client_opts = ClientOptions::new(converter);
     client_opts.fast_open = config.fast_open;
@@ -509,23 +509,18 @@ pub async fn run(config: Config) -> Result<()> {
         idle: config.idle_timeout,
         stats: Stats::default(),
     });
-    let pm = plane.bonding.as_ref().and_then(|b| b.pm());
+    let pm = plane
+        .bonding
+        .as_ref()
+        .and_then(|b| b.pm())
+        .or_else(|| plane.user.as_ref().and_then(|u| u.pm()));
     let line_names: Vec<String> = config.wan.iter().map(|w| w.iface.clone()).collect();
     let engine = plane.user.as_ref().map(|u| u.status_view(line_names));
-    let _status = crate::status::serve_with("gateway", pm, engine)
+    let _status = crate::status::serve_with("gateway", pm, engine.clone())
         .map_err(|e| warn!("no status socket: {e:#}"))
         .ok();
     if let Some(addr) = config.metrics {
-        let g = Arc::clone(&gw);
-        let pm = pm.map(crate::pm::PmHandle::status_view);
-        crate::metrics::serve(
-            addr,
-            Arc::new(move || {
-                g.metrics_sample(pm.as_ref().and_then(|v| v.lock().ok().map(|s| s.clone())))
-            }),
-            // A gateway takes LAN connections for as long as it runs.
-            Arc::new(|| true),
-        )?;
+        serve_metrics(addr, &gw, pm, engine)?;
     }
     nft::remove_leftover_table();
     let mut bypass = config.bypass.clone();
@@ -583,6 +578,31 @@ pub async fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// Serves the Prometheus metrics: the gateway's counters, the lines of mpbond's path manager,
+/// and the engine's connections (`--stack user`).
+fn serve_metrics(
+    addr: SocketAddr,
+    gw: &Arc<Gateway>,
+    pm: Option<&crate::pm::PmHandle>,
+    engine: Option<crate::status::EngineView>,
+) -> Result<()> {
+    let g = Arc::clone(gw);
+    let pm = pm.map(crate::pm::PmHandle::status_view);
+    crate::metrics::serve(
+        addr,
+        Arc::new(move || {
+            let mut s =
+                g.metrics_sample(pm.as_ref().and_then(|v| v.lock().ok().map(|s| s.clone())));
+            if let Some(e) = &engine {
+                s.gauges.extend(crate::metrics::engine_gauges(&e()));
+            }
+            s
+        }),
+        // A gateway takes LAN connections for as long as it runs.
+        Arc::new(|| true),
+    )
+}
+
 /// What carries the gateway's connections to the converter, and the host configuration it
 /// holds (undone when dropped).
 struct Plane {
@@ -614,17 +634,10 @@ impl Plane {
         })
     }
 
-    fn user(config: &Config) -> Result<Self> {
-        if config.fast_open {
+    fn user(config: &Config, converter: SocketAddr) -> Result<Self> {
+        if config.pm == crate::pm::PmKind::Kernel {
             warn!(
-                "--fast-open: not in mpbond's engine yet; the Convert message follows the handshake"
-            );
-        }
-        if config.pm != crate::pm::PmKind::default()
-            || config.probe != crate::pm::ProbeConfig::default()
-        {
-            warn!(
-                "--pm and --probe-*: the path manager runs with --stack kernel only; the engine follows the lines' links and its subflows' silence itself"
+                "--pm kernel: the kernel's path manager serves the kernel's MPTCP only; the engine's lines are managed by mpbond's"
             );
         }
         let stack = UserStack::start(&UserStackConfig {
@@ -632,7 +645,11 @@ impl Plane {
             lines: config.wan.clone(),
             no_mptcp: false,
             tuning: config.tuning,
+            // The engine's gateway always offers Fast Open to its converter (the Convert
+            // message is made to be replayed safely): `--fast-open` is the kernel stack's.
             fast_open: false,
+            probe_target: Some(converter.ip()),
+            probe: config.probe,
         })?;
         info!(tun = %stack.ifname(), lines = config.wan.len(), "the connections to the converter run on mpbond's engine");
         Ok(Self {

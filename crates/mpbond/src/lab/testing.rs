@@ -195,6 +195,31 @@ impl TestLab {
         c
     }
 
+    /// What `mpbond status --json` says of the gateway whose process is `pid` (it runs on the
+    /// gateway host), and its text.
+    ///
+    /// # Panics
+    /// When the status cannot be had or read.
+    #[must_use]
+    pub fn gateway_status(&self, pid: u32) -> (Vec<crate::status::Status>, String) {
+        let socket = format!("/run/mpbond/gateway-{pid}.sock");
+        let out = Command::new("ip")
+            .args(["netns", "exec", self.info.netns(Role::Gw)])
+            .arg(&self.exe)
+            .args(["status", "--json", "--socket", &socket])
+            .output()
+            .unwrap_or_else(|e| panic!("mpbond status: {e}"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let status = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("mpbond status --json: {e}: {text}"));
+        (status, text)
+    }
+
     /// A command that runs the `mpbond` binary (the one that runs the emulator) with `args`.
     #[must_use]
     pub fn mpbond(&self, args: &[&str]) -> Command {

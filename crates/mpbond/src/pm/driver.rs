@@ -98,6 +98,16 @@ pub struct PmStatus {
 /// uses them (the gateway routes a new address out of its line here).
 pub type OnAddresses = Box<dyn FnMut(usize, &[IfAddr]) + Send>;
 
+/// A data plane other than the kernel's MPTCP (mpbond's engine) that the path manager tells
+/// what it learns of the lines; the subflows are then the plane's own business.
+pub trait LineSink: Send {
+    /// Line `line` works (`true`: link up, and answering probes if the peer answers any) or
+    /// stopped working.
+    fn set_usable(&mut self, line: usize, usable: bool);
+    /// Line `line`'s addresses are now `addrs` (called at start and on every change).
+    fn set_addresses(&mut self, line: usize, addrs: &[IfAddr]);
+}
+
 /// The running path manager; stopped when dropped.
 #[derive(Debug)]
 pub struct PmHandle {
@@ -152,9 +162,11 @@ struct Driver {
     cfg: PmConfig,
     manager: Manager,
     health: Health,
-    pm: PathManager,
+    /// The kernel's MPTCP (`None`: another data plane, told through `sink`).
+    pm: Option<PathManager>,
     rt: RouteSocket,
-    events: EventSocket,
+    events: Option<EventSocket>,
+    sink: Option<Box<dyn LineSink>>,
     monitor: netlink_sys::Socket,
     wake: OwnedFd,
     probers: Vec<Option<Prober>>,
@@ -167,6 +179,8 @@ struct Driver {
     /// Per line: when its unresolved neighbours were last flushed.
     flushed: Vec<Option<Instant>>,
     on_addresses: Option<OnAddresses>,
+    /// The first reading of links and addresses is done (the sink heard every line once).
+    started: bool,
     status: Arc<Mutex<PmStatus>>,
 }
 
@@ -178,6 +192,25 @@ struct Driver {
 pub fn start(cfg: PmConfig, on_addresses: Option<OnAddresses>) -> Result<PmHandle> {
     let pm = PathManager::open().context("the kernel's MPTCP path manager (mptcp_pm)")?;
     let events = EventSocket::open().context("subscribing to MPTCP path manager events")?;
+    launch(cfg, Some((pm, events)), on_addresses, None)
+}
+
+/// Starts line health alone for another data plane (mpbond's engine): links, addresses and
+/// probes as for the kernel, each verdict and address change handed to `sink`.
+///
+/// # Errors
+/// If netlink (route) cannot be reached.
+pub fn start_for(cfg: PmConfig, sink: Box<dyn LineSink>) -> Result<PmHandle> {
+    launch(cfg, None, None, Some(sink))
+}
+
+fn launch(
+    cfg: PmConfig,
+    kernel: Option<(PathManager, EventSocket)>,
+    on_addresses: Option<OnAddresses>,
+    sink: Option<Box<dyn LineSink>>,
+) -> Result<PmHandle> {
+    let (pm, events) = kernel.unzip();
     let rt = RouteSocket::open().context("netlink (route)")?;
     let mut monitor = netlink_sys::Socket::new(NETLINK_ROUTE).context("netlink (route)")?;
     monitor
@@ -197,6 +230,7 @@ pub fn start(cfg: PmConfig, on_addresses: Option<OnAddresses>) -> Result<PmHandl
         pm,
         rt,
         events,
+        sink,
         monitor,
         wake: wake_r,
         probers: (0..n).map(|_| None).collect(),
@@ -208,6 +242,7 @@ pub fn start(cfg: PmConfig, on_addresses: Option<OnAddresses>) -> Result<PmHandl
         meters: vec![ProbeMeter::default(); n],
         flushed: vec![None; n],
         on_addresses,
+        started: false,
         status: Arc::clone(&status),
         cfg,
     };
@@ -219,6 +254,7 @@ pub fn start(cfg: PmConfig, on_addresses: Option<OnAddresses>) -> Result<PmHandl
         d.health.set_backup(i, l.backup);
     }
     d.refresh(now).context("reading links and addresses")?;
+    d.started = true;
     d.publish(now);
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
@@ -258,11 +294,8 @@ impl Driver {
     }
 
     fn wait(&self, timeout: Duration) {
-        let mut fds: Vec<RawFd> = vec![
-            self.wake.as_raw_fd(),
-            self.events.as_raw_fd(),
-            self.monitor.as_raw_fd(),
-        ];
+        let mut fds: Vec<RawFd> = vec![self.wake.as_raw_fd(), self.monitor.as_raw_fd()];
+        fds.extend(self.events.as_ref().map(AsRawFd::as_raw_fd));
         fds.extend(self.probers.iter().flatten().map(AsRawFd::as_raw_fd));
         let mut pfds: Vec<libc::pollfd> = fds
             .iter()
@@ -315,16 +348,17 @@ impl Driver {
                 }
             }
         }
-        match self.events.recv() {
-            Ok(evs) => {
+        match self.events.as_mut().map(EventSocket::recv) {
+            Some(Ok(evs)) => {
                 for e in evs {
                     debug!(?e, "mptcp event");
                     self.manager.on_event(now, &e);
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 warn!("MPTCP events lost ({e}): connections opened meanwhile may lack subflows");
             }
+            None => {}
         }
         self.health.handle_timeout(now);
         while let Some((i, seq)) = self.health.poll_transmit(now) {
@@ -340,6 +374,9 @@ impl Driver {
                 warn!(line = %name, "line stopped working: moving its traffic to the others");
             }
             self.manager.set_line_usable(now, i, usable);
+            if let Some(s) = self.sink.as_mut() {
+                s.set_usable(i, usable);
+            }
         }
         self.unstick_neighbours(now);
         self.manager.handle_timeout(now);
@@ -374,9 +411,12 @@ impl Driver {
             if let Some(f) = self.on_addresses.as_mut() {
                 f(i, &mine);
             }
-            if mine != self.addrs[i] {
+            if mine != self.addrs[i] || !self.started {
                 info!(line = %self.cfg.lines[i].name, addresses = ?mine.iter().map(|a| a.addr).collect::<Vec<_>>(), "line addresses");
                 self.addrs[i].clone_from(&mine);
+                if let Some(s) = self.sink.as_mut() {
+                    s.set_addresses(i, &mine);
+                }
             }
             self.health.set_link(now, i, running);
             self.manager
@@ -436,6 +476,12 @@ impl Driver {
     }
 
     fn execute(&mut self, now: Instant) {
+        let Some(pm) = self.pm.as_mut() else {
+            // Another data plane makes its own subflows: the manager has no connection to
+            // command (it hears no MPTCP event).
+            while self.manager.poll_command().is_some() {}
+            return;
+        };
         while let Some(cmd) = self.manager.poll_command() {
             let r = match &cmd {
                 Command::Create {
@@ -443,19 +489,19 @@ impl Driver {
                     local,
                     remote,
                     ..
-                } => self.pm.subflow_create(*token, local, *remote),
-                Command::Remove { token, loc_id } => self.pm.remove(*token, *loc_id),
+                } => pm.subflow_create(*token, local, *remote),
+                Command::Remove { token, loc_id } => pm.remove(*token, *loc_id),
                 Command::Destroy {
                     token,
                     local,
                     remote,
-                } => self.pm.subflow_destroy(*token, *local, *remote),
+                } => pm.subflow_destroy(*token, *local, *remote),
                 Command::SetBackup {
                     token,
                     local,
                     remote,
-                } => self.pm.set_backup(*token, *local, *remote, true),
-                Command::Announce { token, local } => self.pm.announce(*token, local),
+                } => pm.set_backup(*token, *local, *remote, true),
+                Command::Announce { token, local } => pm.announce(*token, local),
             };
             match &r {
                 Ok(()) => debug!(?cmd, "done"),

@@ -125,7 +125,9 @@ pub struct HostSetup {
     /// Forwarding was turned on by this instance (or was already recorded as changed).
     forwarding: bool,
     rules: Vec<Rule>,
-    routes: Vec<Route>,
+    /// Per line: its spec, and the default route of its table (`None`: none yet, the line
+    /// has no next hop; [`HostSetup::route_line`] tries again when its addresses change).
+    routes: Vec<(WanSpec, Option<Route>)>,
     /// The WAN lock while lines are configured (one mpbond at a time per namespace).
     wan_lock: Option<std::fs::File>,
 }
@@ -184,37 +186,20 @@ impl HostSetup {
     }
 
     /// Line `i`'s engine address leaves by line `i`: a table with a default route by its next
-    /// hop, and a rule from the address.
+    /// hop, and a rule from the address. A line without a next hop yet (no address, no
+    /// default route) gets its route when it has one ([`HostSetup::route_line`]).
     fn route_lines(&mut self, lines: &[WanSpec]) -> Result<()> {
         let mut rt = RouteSocket::open().context("netlink (route)")?;
-        let defaults = rt.default_routes().context("reading routes")?;
         for (i, w) in lines.iter().enumerate() {
             let i8 = u8::try_from(i)
                 .ok()
                 .filter(|&i| i < super::MAX_LINES)
                 .with_context(|| format!("at most {} --wan lines", super::MAX_LINES))?;
-            let table = TABLE_BASE + 16 * u32::from(self.subnet.n) + u32::from(i8);
-            let index = crate::sys::if_index(&w.iface)
+            crate::sys::if_index(&w.iface)
                 .with_context(|| format!("--wan {}: no such interface", w.iface))?;
-            let via = w.via.iter().find(|g| g.is_ipv4()).copied();
-            let hop = via.or_else(|| {
-                defaults
-                    .iter()
-                    .filter(|d| d.oif == index && !d.v6)
-                    .min_by_key(|d| d.metric)
-                    .and_then(|d| d.gateway)
-            });
-            let route = Route {
-                v6: false,
-                table,
-                gateway: hop,
-                oif: index,
-                local: false,
-                dst: None,
-            };
-            rt.add_route(&route)
-                .with_context(|| format!("--wan {}: default route in table {table}", w.iface))?;
-            self.routes.push(route);
+            let table = self.table_of(i8);
+            self.routes.push((w.clone(), None));
+            self.route_line(i);
             let from = IpAddr::V4(self.subnet.engine_v4(i8));
             let rule = Rule {
                 v6: false,
@@ -238,14 +223,86 @@ impl HostSetup {
         Ok(())
     }
 
+    fn table_of(&self, line: u8) -> u32 {
+        TABLE_BASE + 16 * u32::from(self.subnet.n) + u32::from(line)
+    }
+
+    /// (Re)makes the default route of line `i`'s table from its next hop now (`via=`, else
+    /// the main table's default route by its interface): at start, and when its addresses
+    /// change (a new DHCP lease may bring a new next hop). Returns whether the line has a
+    /// route.
+    pub fn route_line(&mut self, i: usize) -> bool {
+        let Some((spec, old)) = self.routes.get(i).cloned() else {
+            return false;
+        };
+        let Ok(line) = u8::try_from(i) else {
+            return false;
+        };
+        let (Ok(mut rt), Ok(index)) = (RouteSocket::open(), crate::sys::if_index(&spec.iface))
+        else {
+            return old.is_some();
+        };
+        let defaults = rt.default_routes().unwrap_or_default();
+        let via = spec.via.iter().find(|g| g.is_ipv4()).copied();
+        let hop = via.or_else(|| {
+            defaults
+                .iter()
+                .filter(|d| d.oif == index && !d.v6)
+                .min_by_key(|d| d.metric)
+                .and_then(|d| d.gateway)
+        });
+        let route = Route {
+            v6: false,
+            table: self.table_of(line),
+            gateway: hop,
+            oif: index,
+            local: false,
+            dst: None,
+        };
+        // Made afresh even when unchanged: deleting the line's address may have taken it.
+        if let Some(o) = &old {
+            let _ = rt.del_route(o);
+        }
+        match rt.add_route(&route) {
+            Ok(()) => {
+                match old {
+                    None => {
+                        info!(line = %spec.iface, next_hop = ?hop, "the engine's route by the line is made");
+                    }
+                    Some(o) if o.gateway != hop => {
+                        info!(line = %spec.iface, next_hop = ?hop, "the engine's route by the line follows its new next hop");
+                    }
+                    Some(_) => {}
+                }
+                self.routes[i].1 = Some(route);
+                true
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                self.routes[i].1 = Some(route);
+                true
+            }
+            Err(e) => {
+                if old.is_some() || i == 0 {
+                    warn!(line = %spec.iface, next_hop = ?hop, "no route by the line for the engine yet ({e}); again when its address changes");
+                } else {
+                    debug!(line = %spec.iface, next_hop = ?hop, "no route by the line yet: {e}");
+                }
+                self.routes[i].1 = None;
+                false
+            }
+        }
+    }
+
     /// Undoes everything (idempotent).
     pub fn remove(&mut self) {
         if let Ok(mut rt) = RouteSocket::open() {
             for r in self.rules.drain(..) {
                 let _ = rt.del_rule(&r);
             }
-            for r in self.routes.drain(..) {
-                let _ = rt.del_route(&r);
+            for (_, r) in self.routes.drain(..) {
+                if let Some(r) = r {
+                    let _ = rt.del_route(&r);
+                }
             }
         }
         if let Some(lock) = self.wan_lock.take() {

@@ -287,6 +287,28 @@ struct Orphan {
     backoff: Duration,
 }
 
+/// Client: a subflow that ended while the connection went on, to be made again from the same
+/// line to the same peer address (a middlebox's reset, a timeout, a refused join), with a
+/// backoff that doubles while such ends come within [`REJOIN_CALM`] of each other.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rejoin {
+    pub local: core::net::IpAddr,
+    /// The peer's address ID and address (ID 0: its first address).
+    pub remote: (u8, SocketAddr),
+    /// When to open it (`None`: opened, waiting to see whether it lasts).
+    pub at: Option<Instant>,
+    backoff: Duration,
+    /// When the last one ended.
+    ended: Instant,
+}
+
+/// The first wait before a subflow that ended is made again.
+const REJOIN_FIRST: Duration = Duration::from_secs(1);
+/// The longest.
+const REJOIN_MAX: Duration = Duration::from_secs(32);
+/// A subflow that lasted this long resets the backoff.
+const REJOIN_CALM: Duration = Duration::from_secs(30);
+
 /// One MPTCP connection.
 #[derive(Debug)]
 #[expect(
@@ -364,6 +386,8 @@ pub(crate) struct MpConn {
     /// The latest time this connection was told (what happens where no `now` is passed).
     clock: Option<Instant>,
     orphan: Option<Orphan>,
+    /// Client: subflows to make again.
+    pub rejoins: Vec<Rejoin>,
     /// The scheduler's copy of the bytes it hands a subflow, and the bytes read out of
     /// subflows (kept between calls).
     scratch: Vec<u8>,
@@ -375,6 +399,8 @@ pub(crate) struct MpConn {
     fallen_back: bool,
     /// Signals waiting for a pure ACK.
     signals: VecDeque<Signal>,
+    /// A signal went on an ACK and more wait for theirs ([`MpConn::signal_next`]).
+    pub signals_left: bool,
     /// Our announcements not echoed yet.
     announced: Vec<Announced>,
     /// Addresses the peer announced (ID, address), and whether we joined them.
@@ -465,11 +491,13 @@ impl MpConn {
             fin_hold_until: None,
             clock: None,
             orphan: None,
+            rejoins: Vec::new(),
             scratch: Vec::new(),
             rx_scratch: Vec::new(),
             expect_joins: false,
             fallen_back: false,
             signals: VecDeque::new(),
+            signals_left: false,
             announced: Vec::new(),
             remote_addrs: Vec::new(),
         }
@@ -1035,6 +1063,20 @@ impl MpConn {
     /// Queues a signal and asks an active subflow (its own, for `MP_PRIO`) for an ACK.
     pub fn signal(&mut self, ep: &mut Endpoint, sig: Signal) {
         self.signals.push_back(sig);
+        self.ask_to_signal(ep, sig);
+    }
+
+    /// One signal went and others wait: asks for the ACK that carries the next.
+    pub fn signal_next(&mut self, ep: &mut Endpoint) {
+        if std::mem::take(&mut self.signals_left) {
+            if let Some((_, sig)) = self.next_signal() {
+                self.ask_to_signal(ep, sig);
+            }
+        }
+    }
+
+    /// Asks the subflow that can carry `sig` for a pure ACK.
+    fn ask_to_signal(&self, ep: &mut Endpoint, sig: Signal) {
         let sf = if let Signal::Prio { sf, .. } = sig {
             Some(sf)
         } else {
@@ -1067,6 +1109,26 @@ impl MpConn {
         self.signal(ep, Signal::Remove { id });
     }
 
+    /// Client: tells the peer that our address IDs `ids` are gone (`REMOVE_ADDR`, §3.4.2), on
+    /// a subflow that still works; with none left, on the first join that comes up
+    /// (break-before-make: until then the peer's data waits on the dead subflow, and the
+    /// withdrawal frees it at once). A join from one of these IDs cancels its withdrawal
+    /// ([`MpConn::cancel_withdrawal`]).
+    pub fn withdraw_own(&mut self, ep: &mut Endpoint, ids: &[u8]) {
+        if !self.is_mptcp() || self.fallen_back {
+            return;
+        }
+        for &id in ids {
+            self.signal(ep, Signal::Remove { id });
+        }
+    }
+
+    /// Drops a queued `REMOVE_ADDR` of ID `id` (a subflow from that ID is made again).
+    pub fn cancel_withdrawal(&mut self, id: u8) {
+        self.signals
+            .retain(|s| !matches!(s, Signal::Remove { id: x } if *x == id));
+    }
+
     /// Announces our address `addr` (port 0: the connection's) as ID `id` (§3.4.1).
     pub fn announce(&mut self, ep: &mut Endpoint, id: u8, addr: SocketAddr) {
         if self.fallen_back || self.announced.iter().any(|a| a.id == id) {
@@ -1087,6 +1149,7 @@ impl MpConn {
             if let Some((k, _)) = self.next_signal() {
                 self.signals.drain(..=k);
             }
+            self.signals_left = self.next_signal().is_some();
             if let Signal::Announce { id, addr } = sig {
                 let rto = self.cfg.initial_rto;
                 match self.announced.iter_mut().find(|a| a.id == id) {
@@ -1285,7 +1348,8 @@ impl MpConn {
             self.remote_addrs.retain(|x| x.0 != id);
             for j in 0..self.subflows.len() {
                 let sf = &self.subflows[j];
-                if sf.remote_id == id && !sf.initial && sf.state != SubflowState::Closed {
+                // ID 0 is the peer's first address: its subflows go too, as Linux does.
+                if sf.remote_id == id && sf.state != SubflowState::Closed {
                     self.reset_subflow(ep, j, 0);
                 }
             }
@@ -1483,6 +1547,8 @@ impl MpConn {
                 self.events
                     .push_back(ConnEvent::SubflowUp { local, remote });
                 self.orphan = None;
+                // Signals that waited for a working subflow (a withdrawal) go now.
+                self.signals_left |= !self.signals.is_empty();
             }
         }
         if let Some(ack) = dss.data_ack {
@@ -1896,6 +1962,10 @@ impl MpConn {
             .iter()
             .any(|s| s.state != SubflowState::Closed);
         if live {
+            if self.role == Role::Client && !self.fallen_back {
+                let remote_id = self.subflows[i].remote_id;
+                self.plan_rejoin(local.ip(), (remote_id, remote));
+            }
             return;
         }
         let finished =
@@ -1927,6 +1997,60 @@ impl MpConn {
         } else {
             self.finish(reason);
         }
+    }
+
+    /// Client: subflow `local` → `remote` ended while others carry the connection: it is made
+    /// again after a backoff ([`Rejoin`]).
+    fn plan_rejoin(&mut self, local: core::net::IpAddr, remote: (u8, SocketAddr)) {
+        let Some(now) = self.clock else {
+            return;
+        };
+        match self
+            .rejoins
+            .iter_mut()
+            .find(|r| r.local == local && r.remote.1 == remote.1)
+        {
+            Some(r) => {
+                r.backoff = if now.saturating_duration_since(r.ended) < REJOIN_CALM {
+                    (r.backoff * 2).min(REJOIN_MAX)
+                } else {
+                    REJOIN_FIRST
+                };
+                r.ended = now;
+                r.remote = remote;
+                r.at = Some(now + r.backoff);
+            }
+            None => self.rejoins.push(Rejoin {
+                local,
+                remote,
+                at: Some(now + REJOIN_FIRST),
+                backoff: REJOIN_FIRST,
+                ended: now,
+            }),
+        }
+    }
+
+    /// Client: the subflows due to be made again now (their wait ends; a later end starts the
+    /// next one). The peer's addresses it withdrew meanwhile are left out.
+    pub fn rejoins_due(&mut self, now: Instant) -> Vec<(core::net::IpAddr, (u8, SocketAddr))> {
+        let mut due = Vec::new();
+        for r in &mut self.rejoins {
+            if r.at.is_some_and(|t| t <= now) {
+                r.at = None;
+                due.push((r.local, r.remote));
+            }
+        }
+        let known = |rid: u8, addr: SocketAddr| {
+            rid == 0 || self.remote_addrs.iter().any(|x| x.0 == rid && x.1 == addr)
+        };
+        due.retain(|(_, (rid, addr))| known(*rid, *addr));
+        due
+    }
+
+    /// Forgets the subflows waiting to be made again from `local` (its line went down, or
+    /// came back and was joined at once).
+    pub fn forget_rejoins(&mut self, local: core::net::IpAddr) {
+        self.rejoins.retain(|r| r.local != local);
     }
 
     /// Notes the time (for what happens where no `now` is passed).
@@ -2543,11 +2667,17 @@ impl MpConn {
                 .into_iter()
                 .chain((self.role == Role::Client).then_some(o.rejoin_at))
         });
+        let rejoins = self
+            .rejoins
+            .iter()
+            .filter(|_| self.role == Role::Client && self.orphan.is_none())
+            .filter_map(|r| r.at);
         joins
             .chain(self.fin_rtx_at)
             .chain(self.fin_hold_until)
             .chain(announces)
             .chain(orphan)
+            .chain(rejoins)
             .min()
     }
 

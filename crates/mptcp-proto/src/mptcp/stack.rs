@@ -452,14 +452,26 @@ impl Stack {
                 continue;
             }
             if let Some(c) = slot.conn.as_deref_mut() {
+                c.tick(now);
+                c.forget_rejoins(local);
                 if !up {
+                    let mut ids: Vec<u8> = Vec::new();
                     for i in 0..c.subflows.len() {
                         if c.subflows[i].local.ip() == local
                             && c.subflows[i].state != super::connection::SubflowState::Closed
                         {
+                            if !ids.contains(&c.subflows[i].local_id) {
+                                ids.push(c.subflows[i].local_id);
+                            }
                             c.reset_subflow(ep, i, 0);
                         }
                     }
+                    c.forget_rejoins(local);
+                    // The reset went out of the dead line: the peer would go on sending on
+                    // the subflow until its own timeouts. A REMOVE_ADDR on a line that works
+                    // makes it close the subflow at once (§3.4.2); Linux removes the subflows
+                    // of ID 0 (the first subflow's) as any other.
+                    c.withdraw_own(ep, &ids);
                 }
             }
             if up {
@@ -666,6 +678,32 @@ impl Stack {
                     }
                 }
             }
+            // A subflow that ended while the others went on is made again from its line, if
+            // the line is up (a line down is joined again when it comes back).
+            let due: Vec<(IpAddr, Option<(u8, SocketAddr)>)> = self
+                .inner
+                .slot_mut(id)
+                .and_then(|slot| {
+                    let remote = slot.remote;
+                    let paths = &slot.paths;
+                    let c = slot
+                        .conn
+                        .as_deref_mut()
+                        .filter(|c| c.role == Role::Client)?;
+                    Some(
+                        c.rejoins_due(now)
+                            .into_iter()
+                            .filter(|(local, _)| paths.iter().any(|p| p.0.local == *local && p.1))
+                            .map(|(local, (rid, addr))| {
+                                (local, (rid != 0 || addr != remote).then_some((rid, addr)))
+                            })
+                            .collect(),
+                    )
+                })
+                .unwrap_or_default();
+            for (local, to) in due {
+                self.open_join(now, id, local, to);
+            }
             let Some(slot) = self.inner.slot_mut(id) else {
                 continue;
             };
@@ -692,6 +730,7 @@ impl Stack {
             }
             let Self { ep, inner } = self;
             if let Some(c) = inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+                c.signal_next(ep);
                 c.schedule(now, ep);
             }
             self.inner.collect(id);
@@ -749,6 +788,10 @@ impl Stack {
         let mut sf = Subflow::new(now, h, local_addr, remote, false);
         sf.local_nonce = nonce;
         sf.local_id = local_id;
+        if let Some(c) = self.inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+            // A withdrawal of this ID still queued would close the new subflow.
+            c.cancel_withdrawal(local_id);
+        }
         sf.remote_id = remote_id;
         sf.backup = path.backup;
         let Self { ep, inner } = self;
@@ -1177,6 +1220,11 @@ impl EndpointHook for Inner {
         let now = self.now;
         if let Some((c, i)) = self.conn_of(conn) {
             c.on_sent(now, i, seg, included);
+            if c.signals_left {
+                if let Some(&id) = self.by_subflow.get(&conn) {
+                    self.mark_dirty(id);
+                }
+            }
         }
     }
 

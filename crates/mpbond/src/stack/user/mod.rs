@@ -11,6 +11,7 @@
 //! The host around it (TUN, addresses, NAT, forwarding, per-line routing) is set up by
 //! [`crate::tun`] and undone when the [`UserStack`] is dropped.
 
+mod lines;
 mod stream;
 mod watch;
 
@@ -53,6 +54,11 @@ pub struct UserStackConfig {
     /// whose cookie checks at once. For servers whose first message tolerates a replay (the
     /// converter: an authentication seen twice is refused).
     pub fast_open: bool,
+    /// Where the lines' probes go (the peer: the converter, `connect`'s remote host); `None`:
+    /// the lines are judged by their links and addresses alone.
+    pub probe_target: Option<IpAddr>,
+    /// How the lines are probed (`--probe-*`; per line `--wan IFACE:probe=…`).
+    pub probe: crate::pm::ProbeConfig,
 }
 
 /// How the engine runs each MPTCP connection: which subflow carries the next bytes, and how
@@ -123,9 +129,12 @@ pub struct UserStack {
     /// Which lines are backups.
     backups: Vec<bool>,
     driver: tokio::task::JoinHandle<()>,
-    /// Follows the links of the lines and of announced addresses.
+    /// mpbond's path manager for the lines ([`lines`]): stopped before the host setup goes.
+    pm: Option<crate::pm::PmHandle>,
+    /// Follows the links of announced addresses (and of the lines, if the path manager
+    /// could not start).
     watch: Option<tokio::task::JoinHandle<()>>,
-    _host: HostSetup,
+    _host: Arc<Mutex<HostSetup>>,
 }
 
 impl std::fmt::Debug for UserStack {
@@ -149,7 +158,7 @@ impl UserStack {
                 .collect(),
             lines: cfg.lines.clone(),
         };
-        let host = HostSetup::install(subnet, &nat)?;
+        let host = Arc::new(Mutex::new(HostSetup::install(subnet, &nat)?));
         let mut ecfg = EndpointConfig::default();
         ecfg.tcp.mtu = usize::from(MTU);
         // A converter takes bursts of hundreds of connections at once (a gateway's LAN opening
@@ -184,27 +193,51 @@ impl UserStack {
         });
         let driver = tokio::spawn(drive(Arc::clone(&shared), dev));
         debug!(tun = %subnet.ifname(), engine = %subnet.engine_v4(0), "user-space stack up");
-        let lines: Vec<watch::Line> = cfg
-            .lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| watch::Line {
-                iface: l.iface.clone(),
-                engine: IpAddr::V4(subnet.engine_v4(u8::try_from(i).unwrap_or(u8::MAX))),
-                backup: l.backup,
-            })
-            .collect();
-        let watch = (!lines.is_empty())
-            .then(|| tokio::spawn(watch::run(Arc::clone(&shared), lines, Vec::new())));
+        let engine_of = |i: usize| IpAddr::V4(subnet.engine_v4(u8::try_from(i).unwrap_or(u8::MAX)));
+        let mut pm = None;
+        let mut watch = None;
+        if !cfg.lines.is_empty() {
+            match start_path_manager(cfg, &shared, &host, engine_of) {
+                Ok(h) => pm = Some(h),
+                Err(e) => {
+                    warn!(
+                        "mpbond's path manager cannot run for the engine ({e:#}): lines are judged by their links alone"
+                    );
+                    let lines: Vec<watch::Line> = cfg
+                        .lines
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| watch::Line {
+                            iface: l.iface.clone(),
+                            engine: engine_of(i),
+                            backup: l.backup,
+                        })
+                        .collect();
+                    watch = Some(tokio::spawn(watch::run(
+                        Arc::clone(&shared),
+                        lines,
+                        Vec::new(),
+                    )));
+                }
+            }
+        }
         Ok(Self {
             shared,
             subnet,
             lines: cfg.lines.len().max(1),
             backups: cfg.lines.iter().map(|l| l.backup).collect(),
             driver,
+            pm,
             watch,
             _host: host,
         })
+    }
+
+    /// mpbond's path manager for the lines, for `mpbond status` and the metrics (`None`
+    /// without `--wan` lines).
+    #[must_use]
+    pub fn pm(&self) -> Option<&crate::pm::PmHandle> {
+        self.pm.as_ref()
     }
 
     /// The engine's address on line `line` (0 without lines).
@@ -448,11 +481,54 @@ impl UserStack {
 
 impl Drop for UserStack {
     fn drop(&mut self) {
+        // The path manager's thread holds the host setup: it stops first.
+        drop(self.pm.take());
         if let Some(w) = &self.watch {
             w.abort();
         }
         self.driver.abort();
     }
+}
+
+/// Starts mpbond's path manager for the engine's lines: health from links, addresses and
+/// probes to `cfg.probe_target`, verdicts handed to the engine ([`lines::EngineLines`]).
+fn start_path_manager(
+    cfg: &UserStackConfig,
+    shared: &Arc<Shared>,
+    host: &Arc<Mutex<HostSetup>>,
+    engine_of: impl Fn(usize) -> IpAddr,
+) -> Result<crate::pm::PmHandle> {
+    let mut lines = Vec::new();
+    for l in &cfg.lines {
+        lines.push(crate::pm::LineConfig {
+            name: l.iface.clone(),
+            ifindex: crate::sys::if_index(&l.iface)
+                .with_context(|| format!("--wan {}: no such interface", l.iface))?,
+            backup: l.backup,
+            probe: l.probe,
+            probe_idle: l.probe_idle,
+        });
+    }
+    let pm_cfg = crate::pm::PmConfig {
+        lines,
+        peers: Vec::new(),
+        probe_target: cfg
+            .probe_target
+            .filter(|t| t.is_ipv4() && !cfg.probe.interval.is_zero()),
+        probe: cfg.probe,
+        announce: crate::pm::Announce::default(),
+    };
+    let engine_lines = cfg
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| lines::Line {
+            engine: engine_of(i),
+            backup: l.backup,
+        })
+        .collect();
+    let sink = lines::EngineLines::new(Arc::clone(shared), Arc::clone(host), engine_lines);
+    crate::pm::driver::start_for(pm_cfg, Box::new(sink))
 }
 
 /// Most packets taken from the TUN in one round before the engine's answers go out: the

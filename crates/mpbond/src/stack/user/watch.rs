@@ -4,9 +4,9 @@
 //! sends by them at once) and back, and the interface of an announced address going down or
 //! up (`REMOVE_ADDR` §3.4.2, or `ADD_ADDR` again).
 //!
-//! Link state only (administratively up, with carrier): a line that stays up but carries
-//! nothing is the engine's own retransmission and reinjection business. The kernel stack's
-//! path manager probes lines as well (`pm::health`); the engine's turn is a later step.
+//! Link state only (administratively up, with carrier). The `--wan` lines are normally judged
+//! by mpbond's path manager ([`super::lines`]: probes and addresses too); this follows them
+//! only when it cannot start. Announced addresses (a server's) are always followed here.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
