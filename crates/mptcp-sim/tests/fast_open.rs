@@ -41,11 +41,16 @@ fn lab(name: &str) -> Lab {
 
 /// [`lab`], the server answering before the handshake's last ACK or not.
 fn lab_with(name: &str, early_answer: bool) -> Lab {
+    lab_on(name, early_answer, 2)
+}
+
+/// [`lab_with`] over the first `lines` of its two lines.
+fn lab_on(name: &str, early_answer: bool, lines: usize) -> Lab {
     let mut cfg = StackConfig::default();
     cfg.endpoint.fast_open = true;
     cfg.conn.early_answer = early_answer;
     let mut sim = Sim::build(name, mptcp_sim::seed_for(name), cfg);
-    let (c, s, _links) = sim.multipath(&[line(10.0, 40), line(10.0, 60)]);
+    let (c, s, _links) = sim.multipath(&[line(10.0, 40), line(10.0, 60)][..lines]);
     sim.with_endpoint(s, |_, st: &mut Stack| st.listen(server_addr()).unwrap());
     let paths = sim.paths(c);
     Lab { sim, c, s, paths }
@@ -222,4 +227,114 @@ fn without_early_answers_the_server_reads_at_once_and_answers_after_the_handshak
     );
     l.transfer((s, s2), (c, c2), 500_000);
     l.transfer((c, c2), (s, s2), 500_000);
+}
+
+/// The client's first segment after the SYN, which carries its key (`MP_CAPABLE`), is lost,
+/// and so is the next one that carries it, while the server's early answer is on its way: the
+/// server takes the data behind it (mapped, without the key) out of order and acknowledges
+/// what it has without a `DATA_ACK`, since it cannot make one yet, and its mappings carry
+/// none either. Neither shows a middlebox, nor that the key arrived: the client keeps sending
+/// its key, the connection stays MPTCP, and every byte arrives in place both ways. (Found as a
+/// mid-stream fall back, on one line, or a reset, beside a join, when the lab's lines dropped
+/// these packets under load.)
+#[test]
+fn losing_the_clients_key_twice_while_the_server_answers_early_changes_nothing() {
+    for lines in [1, 2] {
+        key_lost_twice(lines);
+    }
+}
+
+fn key_lost_twice(lines: usize) {
+    use mptcp_sim::link::PacketInfo;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use mptcp_proto::wire::tcp::TcpFlags;
+    let mut l = lab_on(&format!("mptcp-fast-open-key-lost-{lines}"), true, lines);
+    let (c, s) = (l.c, l.s);
+    let _ = l.open(b"get a cookie", b"here");
+    // Client to server on the first line: the first two non-SYN segments with MP_CAPABLE.
+    let dropped = Rc::new(Cell::new(0u32));
+    let d = Rc::clone(&dropped);
+    l.sim.set_filter(
+        0,
+        0,
+        Box::new(move |_, p: &PacketInfo| {
+            let key = p.has_mptcp(0) && !p.flags.contains(TcpFlags::SYN);
+            if key && d.get() < 2 {
+                d.set(d.get() + 1);
+                return true;
+            }
+            false
+        }),
+    );
+    let first = pattern(0, 40);
+    let (paths, sa) = (l.paths.clone(), server_addr());
+    let (id, _) = l.sim.with_endpoint(c, |now, st: &mut Stack| {
+        st.connect_fast_open(now, &paths, sa, &first).unwrap()
+    });
+    let mut sid = None;
+    for _ in 0..100_000 {
+        sid = l
+            .sim
+            .with_endpoint(s, |_, st: &mut Stack| st.accept(server_addr()));
+        if sid.is_some() {
+            break;
+        }
+        assert!(l.sim.step(), "the simulation ran dry");
+    }
+    let sid = sid.expect("the server accepted");
+    // The server answers at once; the client sends more at once.
+    let answer = pattern(7, 20_000);
+    let more = pattern(11, 20_000);
+    let (mut answered, mut sent_more) = (0, 0);
+    let (mut got_s, mut got_c) = (Vec::new(), Vec::new());
+    for _ in 0..1_000_000 {
+        answered += l.sim.with_endpoint(s, |_, st: &mut Stack| {
+            st.write(sid, &answer[answered..]).unwrap_or(0)
+        });
+        sent_more += l.sim.with_endpoint(c, |_, st: &mut Stack| {
+            st.write(id, &more[sent_more..]).unwrap_or(0)
+        });
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = l
+            .sim
+            .with_endpoint(s, |_, st: &mut Stack| st.read(sid, &mut buf))
+        {
+            got_s.extend_from_slice(&buf[..n]);
+        }
+        while let Ok(n @ 1..) = l
+            .sim
+            .with_endpoint(c, |_, st: &mut Stack| st.read(id, &mut buf))
+        {
+            got_c.extend_from_slice(&buf[..n]);
+        }
+        if got_s.len() >= first.len() + more.len() && got_c.len() >= answer.len() {
+            break;
+        }
+        assert!(l.sim.step(), "the simulation ran dry");
+    }
+    let mut sent = first.clone();
+    sent.extend_from_slice(&more);
+    assert!(
+        got_s == sent,
+        "the upload arrived changed ({} bytes)",
+        got_s.len()
+    );
+    assert!(
+        got_c == answer,
+        "the answer arrived changed ({} bytes)",
+        got_c.len()
+    );
+    for (h, conn, who) in [(c, id, "client"), (s, sid, "server")] {
+        let st = l.sim.endpoint(h);
+        assert!(
+            st.tokens(conn).is_some(),
+            "the {who} fell back: {:?}",
+            st.fallback_cause(conn)
+        );
+    }
+    assert_eq!(dropped.get(), 2, "the key was lost twice");
+    l.transfer((c, id), (s, sid), 500_000);
+    l.transfer((s, sid), (c, id), 500_000);
 }

@@ -317,7 +317,7 @@ impl Gateway {
             match client::read_reply(stream, gw.client.reply_timeout).await {
                 Ok(_) => {
                     if gw.client.mptcp && !stream.is_mptcp() {
-                        warn_fallback(gw, cause);
+                        warn_fallback(gw, stream.fallback_cause().unwrap_or(cause));
                     }
                     Ok(())
                 }

@@ -54,6 +54,12 @@ pub trait Conn: Send + Sync {
     /// Whether it speaks MPTCP (false once it fell back to TCP).
     fn is_mptcp(&self) -> bool;
 
+    /// Why it fell back to TCP, when the data plane knows (the engine does; the kernel's
+    /// reasons are read from its counters at the handshake instead).
+    fn fallback_cause(&self) -> Option<kernel::Fallback> {
+        None
+    }
+
     /// Our address.
     ///
     /// # Errors
@@ -185,6 +191,10 @@ impl Conn for UserStream {
         UserStream::is_mptcp(self)
     }
 
+    fn fallback_cause(&self) -> Option<kernel::Fallback> {
+        UserStream::fallback_cause(self).map(kernel::Fallback::Engine)
+    }
+
     fn local_addr(&self) -> io::Result<SocketAddr> {
         UserStream::local_addr(self)
     }
@@ -266,6 +276,10 @@ impl Conn for AnyConn {
 
     fn is_mptcp(&self) -> bool {
         either!(self, s => Conn::is_mptcp(s))
+    }
+
+    fn fallback_cause(&self) -> Option<kernel::Fallback> {
+        either!(self, s => Conn::fallback_cause(s))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -112,6 +112,8 @@ pub enum Fallback {
     /// Not known: the connection's first data rode in its SYN (TCP Fast Open), so it was not
     /// looked at between the handshake and the data.
     Unknown,
+    /// On the engine (`--stack user`), which knows why it fell back.
+    Engine(mptcp_proto::mptcp::FallbackCause),
 }
 
 impl std::fmt::Display for Fallback {
@@ -130,6 +132,7 @@ impl std::fmt::Display for Fallback {
             Self::Unknown => f.write_str(
                 "the cause is not known (its first data rode in the SYN, TCP Fast Open)",
             ),
+            Self::Engine(cause) => write!(f, "it fell back: {cause} (RFC 8684 §3.7)"),
         }
     }
 }

@@ -151,7 +151,8 @@ pub(crate) struct Subflow {
     /// Every byte written into it was the data stream's at the same offset (what a fall back
     /// to TCP needs).
     pub contiguous: bool,
-    /// The peer sent a DSS on it.
+    /// The peer sent a `DATA_ACK` on it: it has our key, and options get through. (A Fast
+    /// Open server's pure ACKs before it has our key carry no option at all.)
     pub peer_dss: bool,
     /// Mappings that came before the peer's key.
     pub early_maps: Vec<(bool, DssMapping, Option<u64>)>,
@@ -218,6 +219,38 @@ pub enum ConnState {
     Fallback,
     /// Ended.
     Closed(CloseReason),
+}
+
+/// Why a connection is plain TCP (RFC 8684 §3.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackCause {
+    /// The handshake ended without both keys: the peer has no MPTCP, or something on the path
+    /// removed `MP_CAPABLE` (§3.1).
+    NotOffered,
+    /// A segment of the peer that must carry MPTCP options (data, or an ACK once the peer had
+    /// sent a `DATA_ACK`) came without any: something on the path strips them.
+    OptionsStripped,
+    /// Data came without a mapping (an implied infinite mapping).
+    UnmappedData,
+    /// The peer sent an infinite mapping: it fell back itself.
+    InfiniteMapping,
+}
+
+impl core::fmt::Display for FallbackCause {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::NotOffered => {
+                "the handshake ended without MPTCP: the peer has none, or something on the path removed the option"
+            }
+            Self::OptionsStripped => {
+                "the peer's segments lost their MPTCP options on the way (a middlebox strips them)"
+            }
+            Self::UnmappedData => {
+                "data came without its DSS mapping (a middlebox strips or rewrites the options)"
+            }
+            Self::InfiniteMapping => "the peer fell back itself (an infinite mapping)",
+        })
+    }
 }
 
 /// Settings of a connection.
@@ -397,6 +430,8 @@ pub(crate) struct MpConn {
     /// Plain TCP on the first subflow (from the start, or since a fall back); stays so once
     /// the connection ended, so that what the subflow received can still be read.
     fallen_back: bool,
+    /// Why it fell back, if it did after the handshake began.
+    fallback_cause: Option<FallbackCause>,
     /// Signals waiting for a pure ACK.
     signals: VecDeque<Signal>,
     /// A signal went on an ACK and more wait for theirs ([`MpConn::signal_next`]).
@@ -496,6 +531,7 @@ impl MpConn {
             rx_scratch: Vec::new(),
             expect_joins: false,
             fallen_back: false,
+            fallback_cause: None,
             signals: VecDeque::new(),
             signals_left: false,
             announced: Vec::new(),
@@ -536,6 +572,12 @@ impl MpConn {
     /// Plain TCP on the first subflow (from the start or since a fall back).
     pub fn is_tcp(&self) -> bool {
         self.fallen_back
+    }
+
+    /// Why it fell back to TCP after its handshake began (`None` if it did not, or if it
+    /// started as TCP).
+    pub fn fallback_cause(&self) -> Option<FallbackCause> {
+        self.fallback_cause
     }
 
     // --- the application's side ----------------------------------------------------------
@@ -1211,6 +1253,7 @@ impl MpConn {
             return;
         }
         let mut saw_dss = false;
+        let mut saw_data_ack = false;
         let mut saw_mpc = false;
         let mut fail_on_ack = false;
         for o in &seg.mptcp {
@@ -1223,6 +1266,7 @@ impl MpConn {
                 MptcpOption::MpJoin(j) => self.on_mp_join(now, ep, i, j),
                 MptcpOption::Dss(dss) => {
                     saw_dss = true;
+                    saw_data_ack |= dss.data_ack.is_some();
                     self.on_dss(now, ep, i, seg, dss, payload_at);
                 }
                 MptcpOption::MpFastclose(fc) if fc.receiver_key == self.local_key => {
@@ -1289,39 +1333,52 @@ impl MpConn {
                 // The third ACK (or the first data with our keys) was lost and later data came
                 // first: the client does MPTCP and sends its keys again with the first data.
                 // Wait for them rather than fall back (the kernel falls back here).
-            } else if !self.fall_back(ep) {
+            } else if !self.fall_back(ep, FallbackCause::NotOffered) {
                 self.reset_subflow(ep, i, 6);
             }
         }
-        if saw_dss && self.role == Role::Client {
+        // A DATA_ACK shows that the server has our key (§3.1; Linux's
+        // `check_fully_established` asks for one too): a Fast Open server's early mappings
+        // come without one, before our key reached it, and do not count.
+        if saw_data_ack && self.role == Role::Client {
             self.fully_established = true;
         }
-        // Our first data was acknowledged (a server that waits for our keys acknowledges
-        // nothing of it).
-        let first_data_acked = self
-            .subflows
-            .get(i)
-            .and_then(|sf| ep.conn(sf.handle))
-            .is_some_and(|c| c.stats().bytes_acked > 0);
         if let Some(sf) = self.subflows.get_mut(i) {
-            sf.peer_dss |= saw_dss;
-            let stripped = seg.mptcp.is_empty()
-                && sf.state == SubflowState::Active
-                && !seg.flags.contains(TcpFlags::RST)
-                && !seg.flags.contains(TcpFlags::SYN)
-                && (sf.peer_dss
-                    || !seg.payload.is_empty()
-                    || (self.role == Role::Client && sf.initial && first_data_acked));
-            if stripped {
-                // The peer's options no longer arrive: a middlebox strips them (§3.7).
-                if !self.fall_back(ep) {
-                    self.reset_subflow(ep, i, 6);
-                }
-                return;
+            sf.peer_dss |= saw_data_ack;
+        }
+        if self.options_stripped(ep, i, seg) {
+            // The peer's options no longer arrive: a middlebox strips them (§3.7).
+            if !self.fall_back(ep, FallbackCause::OptionsStripped) {
+                self.reset_subflow(ep, i, 6);
             }
+            return;
         }
         self.drain(ep);
         self.update_windows(ep);
+    }
+
+    /// Whether `seg`, which came on active subflow `i` without any MPTCP option, shows that
+    /// something strips them (§3.7): it carries data, or the peer sent a `DATA_ACK` on the
+    /// subflow before, or (client) the server acknowledged our first data after the SYN's.
+    /// A Fast Open server's pure ACKs before our key reached it carry no option, as Linux's
+    /// (it has no `DATA_ACK` to make), and acknowledge no more than the SYN's data.
+    fn options_stripped(&self, ep: &Endpoint, i: usize, seg: &TcpRepr<'_>) -> bool {
+        let Some(sf) = self.subflows.get(i) else {
+            return false;
+        };
+        if !seg.mptcp.is_empty()
+            || sf.state != SubflowState::Active
+            || seg.flags.contains(TcpFlags::RST)
+            || seg.flags.contains(TcpFlags::SYN)
+        {
+            return false;
+        }
+        let first_data_acked = ep
+            .conn(sf.handle)
+            .is_some_and(|c| c.stats().bytes_acked > self.local_prefix);
+        sf.peer_dss
+            || !seg.payload.is_empty()
+            || (self.role == Role::Client && sf.initial && first_data_acked)
     }
 
     /// `MP_FASTCLOSE` with our key on subflow `i`: every remaining subflow is reset (§3.5),
@@ -1647,7 +1704,7 @@ impl MpConn {
                 return;
             }
             // The peer fell back on this subflow.
-            if !self.fall_back(ep) {
+            if !self.fall_back(ep, FallbackCause::InfiniteMapping) {
                 self.reset_subflow(ep, i, 6);
             }
             return;
@@ -1691,7 +1748,7 @@ impl MpConn {
     /// subflow and its bytes are the data stream itself in both directions (no data of
     /// another subflow was sent on it, none is missing before what it received). Returns
     /// whether it did.
-    fn fall_back(&mut self, ep: &mut Endpoint) -> bool {
+    fn fall_back(&mut self, ep: &mut Endpoint, cause: FallbackCause) -> bool {
         if self.fallen_back {
             return true;
         }
@@ -1714,6 +1771,7 @@ impl MpConn {
         }
         self.state = ConnState::Fallback;
         self.fallen_back = true;
+        self.fallback_cause = Some(cause);
         let h = sf.handle;
         // The data-level buffer now only stages what the subflow has not taken yet: bytes the
         // subflow has are its to deliver (as plain TCP), what the peer acknowledged at data
@@ -1875,7 +1933,7 @@ impl MpConn {
             == 1;
         // Data without a mapping: a middlebox strips the options. The only subflow falls
         // back to TCP (an implied infinite mapping, §3.7); another one is reset.
-        if !(alone && self.fall_back(ep)) {
+        if !(alone && self.fall_back(ep, FallbackCause::UnmappedData)) {
             self.reset_subflow(ep, i, 6);
         }
     }

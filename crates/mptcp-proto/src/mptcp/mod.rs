@@ -33,7 +33,7 @@ use core::net::SocketAddr;
 use core::time::Duration;
 
 pub use congestion::Congestion;
-pub use connection::{ConnConfig, ConnState, ConnStats};
+pub use connection::{ConnConfig, ConnState, ConnStats, FallbackCause};
 pub use scheduler::SchedulerKind;
 pub use stack::{ConnId, Path, Stack, StackConfig, StackEvent};
 

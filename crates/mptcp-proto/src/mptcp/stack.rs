@@ -301,6 +301,12 @@ impl Stack {
         self.inner.slot(id)?.conn.as_ref().map(|c| c.state)
     }
 
+    /// Why a connection fell back to TCP after its handshake began (RFC 8684 §3.7).
+    #[must_use]
+    pub fn fallback_cause(&self, id: ConnId) -> Option<crate::mptcp::FallbackCause> {
+        self.inner.slot(id)?.conn.as_ref()?.fallback_cause()
+    }
+
     /// The addresses of a connection's first subflow (ours, the peer's).
     #[must_use]
     pub fn addrs(&self, id: ConnId) -> Option<(SocketAddr, SocketAddr)> {

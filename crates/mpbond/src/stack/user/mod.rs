@@ -630,6 +630,11 @@ fn dispatch(g: &mut Inner) {
                 }
             }
             StackEvent::Conn(h, e) => {
+                if matches!(e, ConnEvent::Fallback) {
+                    if let Some(cause) = g.ep.fallback_cause(h) {
+                        debug!(%cause, "a connection fell back to TCP");
+                    }
+                }
                 let Some(w) = g.waiters.get_mut(&h) else {
                     continue;
                 };
@@ -643,9 +648,7 @@ fn dispatch(g: &mut Inner) {
                         Waiters::wake(&mut w.write);
                         Waiters::wake(&mut w.acked);
                     }
-                    ConnEvent::Fallback => {
-                        debug!("a connection fell back to TCP");
-                    }
+                    ConnEvent::Fallback => {}
                     ConnEvent::AddressAdded { addr } => {
                         debug!(%addr, "the peer announced an address");
                     }

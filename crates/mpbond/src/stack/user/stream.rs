@@ -142,6 +142,12 @@ impl UserStream {
         g.ep.tokens(self.h).is_some() && !matches!(g.ep.state(self.h), Some(ConnState::Fallback))
     }
 
+    /// Why the connection fell back to TCP after its handshake began, if it did.
+    #[must_use]
+    pub fn fallback_cause(&self) -> Option<mptcp_proto::mptcp::FallbackCause> {
+        self.shared.lock().ep.fallback_cause(self.h)
+    }
+
     /// Until [`UserStream::close_gracefully`], dropping the stream resets the connection
     /// instead of closing it in order: a relay that ends any other way than with both
     /// directions finished never looks complete to the peer.
