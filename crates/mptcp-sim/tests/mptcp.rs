@@ -939,3 +939,54 @@ fn a_subflow_reset_while_its_line_works_is_made_again() {
     r.until_done(Duration::from_secs(30));
     assert!(r.got.borrow().intact(total));
 }
+
+/// An address change on a line (the gateway's handover) is the line set down and up at once:
+/// the old subflow is withdrawn (`REMOVE_ADDR`) while its reset is lost with the old address,
+/// and the new subflow from the same engine address takes a new address ID, so that the
+/// withdrawal closes the old one at the peer and not the new one.
+#[test]
+fn a_line_set_down_and_up_at_once_withdraws_the_old_subflow_and_keeps_the_new_one() {
+    let total = 16_000_000;
+    let mut r = start(
+        "mptcp-line-bounce",
+        &[path(10.0, 20), path(10.0, 20)],
+        &[false, false],
+        total,
+    );
+    r.sim.run_for(Duration::from_secs(1));
+    let line = r.sim.addrs(r.c)[1];
+    // The old subflow's resets no longer arrive (the old address is gone): only the
+    // withdrawal can close it at the server.
+    let cut = r.sim.elapsed();
+    r.sim.set_filter(
+        r.links[1],
+        0,
+        Box::new(move |t, p| t >= cut && p.flags.contains(TcpFlags::RST)),
+    );
+    r.sim.with_endpoint(r.c, |now, st| {
+        st.set_path_up(now, line, false);
+        st.set_path_up(now, line, true);
+    });
+    r.sim.run_for(Duration::from_millis(500));
+    let server = 1 - r.c;
+    let sid = r.got.borrow().conn.expect("accepted");
+    let subflows = r.sim.endpoint(server).subflows(sid);
+    let on_line: Vec<_> = subflows
+        .iter()
+        .filter(|s| !s.closed && s.remote.ip() == line)
+        .collect();
+    assert_eq!(
+        on_line.len(),
+        1,
+        "the server should keep exactly the new subflow on the line: {subflows:?}"
+    );
+    assert!(on_line[0].active, "{subflows:?}");
+    let at = r.sim.link_stats(r.links[1], 0).delivered_bytes;
+    r.sim.run_for(Duration::from_secs(1));
+    assert!(
+        r.sim.link_stats(r.links[1], 0).delivered_bytes - at > 500_000,
+        "the line carries nothing after the handover"
+    );
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+}

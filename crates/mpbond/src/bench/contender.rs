@@ -58,6 +58,11 @@ pub enum Contender {
     MpbondUser,
 }
 
+/// `mpbond-user`'s daemons where the lines share a bottleneck with other traffic: coupled
+/// congestion control (RFC 6356's LIA), so that the two subflows take no more than one TCP
+/// flow would.
+const COUPLED: &[&str] = &["--stack", "user", "--congestion", "lia"];
+
 impl Contender {
     /// Every contender, in the report's order.
     pub const ALL: [Contender; 5] = [
@@ -170,11 +175,12 @@ impl Contender {
     }
 
     /// Starts what it needs in lab `info` (`exe` is the `mpbond` binary; `dir` takes the
-    /// daemons' keys and logs) and returns it; dropping the result stops it.
+    /// daemons' keys and logs) and returns it; dropping the result stops it. `coupled`: the
+    /// lines share a bottleneck with other traffic (`mpbond-user` then runs LIA).
     ///
     /// # Errors
     /// If it cannot start (the daemon's log is in the message).
-    pub fn start(self, info: &LabInfo, exe: &Path, dir: &Path) -> Result<Running> {
+    pub fn start(self, info: &LabInfo, exe: &Path, dir: &Path, coupled: bool) -> Result<Running> {
         let lines: Vec<&str> = info.lines.iter().map(|l| l.name.as_str()).collect();
         match self {
             Contender::Tcp => Ok(Running::Nothing),
@@ -185,6 +191,7 @@ impl Contender {
             Contender::MpbondKernelPm | Contender::Mpbond | Contender::MpbondUser => {
                 let (extra, converter_extra): (&[&str], &[&str]) = match self {
                     Contender::MpbondKernelPm => (&["--pm", "kernel"], &[]),
+                    Contender::MpbondUser if coupled => (COUPLED, COUPLED),
                     Contender::MpbondUser => (&["--stack", "user"], &["--stack", "user"]),
                     _ => (&[], &[]),
                 };

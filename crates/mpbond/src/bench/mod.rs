@@ -137,11 +137,13 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         contenders: infos,
         scenarios: Vec::new(),
         targets: Vec::new(),
+        user_targets: Vec::new(),
     };
     for s in &scenarios {
         let result = run::scenario(s, &contenders, env, &mut progress)?;
         report.scenarios.push(result);
         report.targets = report::targets(&report.scenarios);
+        report.user_targets = report::user_targets(&report.scenarios);
         report.duration_s = started.elapsed().as_secs_f64();
         write_outputs(&report, args.json.as_deref(), args.svg.as_deref())?;
     }

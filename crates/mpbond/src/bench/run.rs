@@ -194,7 +194,8 @@ fn contender_run(
     sizes: &[u64],
     seed: u64,
 ) -> Result<RunFigures> {
-    let running = c.start(info, env.exe, dir)?;
+    // Where the lines share a bottleneck with a TCP flow, the engine couples its subflows.
+    let running = c.start(info, env.exe, dir, s.competitor)?;
     let server = c.server(info, best)?;
     let client = info.netns(c.client()).to_owned();
     let mut fig = RunFigures {

@@ -220,6 +220,11 @@ impl RouteSocket {
 
     /// The default routes of the main table, both families.
     pub fn default_routes(&mut self) -> io::Result<Vec<DefaultRoute>> {
+        self.default_routes_in(RT_TABLE_MAIN)
+    }
+
+    /// The default routes of table `table`.
+    pub fn default_routes_in(&mut self, table: u32) -> io::Result<Vec<DefaultRoute>> {
         let mut out = Vec::new();
         for v6 in [false, true] {
             let mut q = RouteMessage::default();
@@ -234,11 +239,11 @@ impl RouteSocket {
                 if r.header.destination_prefix_length != 0 || r.header.kind != RouteType::Unicast {
                     continue;
                 }
-                let table = r.attributes.iter().find_map(|a| match a {
+                let table_of = r.attributes.iter().find_map(|a| match a {
                     RouteAttribute::Table(t) => Some(*t),
                     _ => None,
                 });
-                if table.unwrap_or(u32::from(r.header.table)) != RT_TABLE_MAIN {
+                if table_of.unwrap_or(u32::from(r.header.table)) != table {
                     continue;
                 }
                 let mut d = DefaultRoute {

@@ -104,7 +104,9 @@ pub trait LineSink: Send {
     /// Line `line` works (`true`: link up, and answering probes if the peer answers any) or
     /// stopped working.
     fn set_usable(&mut self, line: usize, usable: bool);
-    /// Line `line`'s addresses are now `addrs` (called at start and on every change).
+    /// Line `line`'s addresses are now `addrs`: called at start and whenever links, addresses
+    /// or routes changed (the line's routing may need a look even when its addresses are
+    /// the same: a default route that came after its address, a link that went down and up).
     fn set_addresses(&mut self, line: usize, addrs: &[IfAddr]);
 }
 
@@ -179,8 +181,6 @@ struct Driver {
     /// Per line: when its unresolved neighbours were last flushed.
     flushed: Vec<Option<Instant>>,
     on_addresses: Option<OnAddresses>,
-    /// The first reading of links and addresses is done (the sink heard every line once).
-    started: bool,
     status: Arc<Mutex<PmStatus>>,
 }
 
@@ -242,7 +242,6 @@ fn launch(
         meters: vec![ProbeMeter::default(); n],
         flushed: vec![None; n],
         on_addresses,
-        started: false,
         status: Arc::clone(&status),
         cfg,
     };
@@ -254,7 +253,6 @@ fn launch(
         d.health.set_backup(i, l.backup);
     }
     d.refresh(now).context("reading links and addresses")?;
-    d.started = true;
     d.publish(now);
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
@@ -411,12 +409,12 @@ impl Driver {
             if let Some(f) = self.on_addresses.as_mut() {
                 f(i, &mine);
             }
-            if mine != self.addrs[i] || !self.started {
+            if let Some(s) = self.sink.as_mut() {
+                s.set_addresses(i, &mine);
+            }
+            if mine != self.addrs[i] {
                 info!(line = %self.cfg.lines[i].name, addresses = ?mine.iter().map(|a| a.addr).collect::<Vec<_>>(), "line addresses");
                 self.addrs[i].clone_from(&mine);
-                if let Some(s) = self.sink.as_mut() {
-                    s.set_addresses(i, &mine);
-                }
             }
             self.health.set_link(now, i, running);
             self.manager

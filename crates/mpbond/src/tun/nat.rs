@@ -128,6 +128,8 @@ pub struct HostSetup {
     /// Per line: its spec, and the default route of its table (`None`: none yet, the line
     /// has no next hop; [`HostSetup::route_line`] tries again when its addresses change).
     routes: Vec<(WanSpec, Option<Route>)>,
+    /// Rules from the lines' own addresses into their tables: (line, address, rule).
+    line_rules: Vec<(usize, IpAddr, Rule)>,
     /// The WAN lock while lines are configured (one mpbond at a time per namespace).
     wan_lock: Option<std::fs::File>,
 }
@@ -144,6 +146,7 @@ impl HostSetup {
             forwarding: false,
             rules: Vec::new(),
             routes: Vec::new(),
+            line_rules: Vec::new(),
             wan_lock: None,
         };
         // The table first, so that forwarding is never on without its guard.
@@ -190,16 +193,24 @@ impl HostSetup {
     /// default route) gets its route when it has one ([`HostSetup::route_line`]).
     fn route_lines(&mut self, lines: &[WanSpec]) -> Result<()> {
         let mut rt = RouteSocket::open().context("netlink (route)")?;
+        let held = rt.addresses().context("reading addresses")?;
         for (i, w) in lines.iter().enumerate() {
             let i8 = u8::try_from(i)
                 .ok()
                 .filter(|&i| i < super::MAX_LINES)
                 .with_context(|| format!("at most {} --wan lines", super::MAX_LINES))?;
-            crate::sys::if_index(&w.iface)
+            let index = crate::sys::if_index(&w.iface)
                 .with_context(|| format!("--wan {}: no such interface", w.iface))?;
             let table = self.table_of(i8);
             self.routes.push((w.clone(), None));
-            self.route_line(i);
+            let mine: Vec<IpAddr> = held
+                .iter()
+                .filter(|a| a.index == index && a.addr.is_ipv4())
+                .map(|a| a.addr)
+                .collect();
+            if !self.route_line(i, &mine) {
+                warn!(line = %w.iface, "no next hop by the line yet (no address or default route by it): the engine uses it once it has one; give --wan {}:via=ADDR if its router is known", w.iface);
+            }
             let from = IpAddr::V4(self.subnet.engine_v4(i8));
             let rule = Rule {
                 v6: false,
@@ -227,68 +238,122 @@ impl HostSetup {
         TABLE_BASE + 16 * u32::from(self.subnet.n) + u32::from(line)
     }
 
-    /// (Re)makes the default route of line `i`'s table from its next hop now (`via=`, else
-    /// the main table's default route by its interface): at start, and when its addresses
-    /// change (a new DHCP lease may bring a new next hop). Returns whether the line has a
-    /// route.
-    pub fn route_line(&mut self, i: usize) -> bool {
+    /// Keeps line `i`'s table and rules right for its addresses now (`addrs`, its IPv4 ones):
+    /// a default route by its next hop (`via=`, else the main table's default route by its
+    /// interface, as [`crate::gateway::wan`] finds it), and a rule from each of the line's own
+    /// addresses into the table, so that what the host itself sends from them (the path
+    /// manager's probes) leaves by the line too, also on a `via=` line the main table does not
+    /// route. Called at start and whenever the links, addresses or routes change: nothing is
+    /// written when all is in place (a write would be one more change), and a line without a
+    /// next hop yet gets its route when one comes. Returns whether the line has its route.
+    pub fn route_line(&mut self, i: usize, addrs: &[IpAddr]) -> bool {
         let Some((spec, old)) = self.routes.get(i).cloned() else {
             return false;
         };
         let Ok(line) = u8::try_from(i) else {
             return false;
         };
+        let table = self.table_of(line);
         let (Ok(mut rt), Ok(index)) = (RouteSocket::open(), crate::sys::if_index(&spec.iface))
         else {
             return old.is_some();
         };
-        let defaults = rt.default_routes().unwrap_or_default();
+        self.sync_line_rules(&mut rt, i, table, addrs);
         let via = spec.via.iter().find(|g| g.is_ipv4()).copied();
-        let hop = via.or_else(|| {
-            defaults
-                .iter()
-                .filter(|d| d.oif == index && !d.v6)
-                .min_by_key(|d| d.metric)
-                .and_then(|d| d.gateway)
-        });
+        let found = rt
+            .default_routes()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d.oif == index && !d.v6)
+            .min_by_key(|d| d.metric);
+        let hop = match (via, found) {
+            (Some(g), _) => Some(g),
+            // A point-to-point line's default route has no gateway.
+            (None, Some(d)) => d.gateway,
+            (None, None) => {
+                if old.is_none() {
+                    debug!(line = %spec.iface, "no default route by the line yet: the engine's route waits for one (or give --wan {}:via=ADDR)", spec.iface);
+                }
+                return old.is_some() && Self::has_default(&mut rt, table, index);
+            }
+        };
         let route = Route {
             v6: false,
-            table: self.table_of(line),
+            table,
             gateway: hop,
             oif: index,
             local: false,
             dst: None,
         };
-        // Made afresh even when unchanged: deleting the line's address may have taken it.
-        if let Some(o) = &old {
-            let _ = rt.del_route(o);
+        let present = rt
+            .default_routes_in(table)
+            .unwrap_or_default()
+            .iter()
+            .any(|d| d.oif == index && d.gateway == hop);
+        if present && old == Some(route) {
+            return true;
         }
+        // Replaces whatever default the table had.
         match rt.add_route(&route) {
             Ok(()) => {
                 match old {
-                    None => {
-                        info!(line = %spec.iface, next_hop = ?hop, "the engine's route by the line is made");
-                    }
                     Some(o) if o.gateway != hop => {
                         info!(line = %spec.iface, next_hop = ?hop, "the engine's route by the line follows its new next hop");
                     }
-                    Some(_) => {}
+                    _ => {
+                        info!(line = %spec.iface, next_hop = ?hop, "the engine's route by the line is made");
+                    }
                 }
-                self.routes[i].1 = Some(route);
-                true
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 self.routes[i].1 = Some(route);
                 true
             }
             Err(e) => {
-                if old.is_some() || i == 0 {
-                    warn!(line = %spec.iface, next_hop = ?hop, "no route by the line for the engine yet ({e}); again when its address changes");
-                } else {
-                    debug!(line = %spec.iface, next_hop = ?hop, "no route by the line yet: {e}");
-                }
+                debug!(line = %spec.iface, next_hop = ?hop, "no route by the line yet: {e}");
                 self.routes[i].1 = None;
                 false
+            }
+        }
+    }
+
+    fn has_default(rt: &mut RouteSocket, table: u32, index: u32) -> bool {
+        rt.default_routes_in(table)
+            .unwrap_or_default()
+            .iter()
+            .any(|d| d.oif == index)
+    }
+
+    /// A rule from each of line `i`'s own IPv4 addresses into its table; those of addresses
+    /// gone are removed.
+    fn sync_line_rules(&mut self, rt: &mut RouteSocket, i: usize, table: u32, addrs: &[IpAddr]) {
+        let rule = |a: IpAddr| Rule {
+            v6: false,
+            priority: table,
+            from: Some((a, 32)),
+            fwmark: None,
+            table,
+        };
+        self.line_rules.retain(|(line, a, r)| {
+            if *line != i || addrs.contains(a) {
+                return true;
+            }
+            let _ = rt.del_rule(r);
+            false
+        });
+        for &a in addrs.iter().filter(|a| a.is_ipv4()) {
+            if self
+                .line_rules
+                .iter()
+                .any(|(line, x, _)| *line == i && *x == a)
+            {
+                continue;
+            }
+            let r = rule(a);
+            match rt.add_rule(&r) {
+                Ok(()) => self.line_rules.push((i, a, r)),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    self.line_rules.push((i, a, r));
+                }
+                Err(e) => debug!(address = %a, "no rule from the line's address: {e}"),
             }
         }
     }
@@ -297,6 +362,9 @@ impl HostSetup {
     pub fn remove(&mut self) {
         if let Ok(mut rt) = RouteSocket::open() {
             for r in self.rules.drain(..) {
+                let _ = rt.del_rule(&r);
+            }
+            for (_, _, r) in self.line_rules.drain(..) {
                 let _ = rt.del_rule(&r);
             }
             for (_, r) in self.routes.drain(..) {

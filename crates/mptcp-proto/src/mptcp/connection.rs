@@ -321,8 +321,8 @@ struct Orphan {
 }
 
 /// Client: a subflow that ended while the connection went on, to be made again from the same
-/// line to the same peer address (a middlebox's reset, a timeout, a refused join), with a
-/// backoff that doubles while such ends come within [`REJOIN_CALM`] of each other.
+/// line to the same peer address (a middlebox's reset, a timeout), with a backoff that doubles
+/// while the subflows made again do not last [`REJOIN_CALM`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rejoin {
     pub local: core::net::IpAddr,
@@ -331,15 +331,13 @@ pub(crate) struct Rejoin {
     /// When to open it (`None`: opened, waiting to see whether it lasts).
     pub at: Option<Instant>,
     backoff: Duration,
-    /// When the last one ended.
-    ended: Instant,
 }
 
 /// The first wait before a subflow that ended is made again.
 const REJOIN_FIRST: Duration = Duration::from_secs(1);
 /// The longest.
 const REJOIN_MAX: Duration = Duration::from_secs(32);
-/// A subflow that lasted this long resets the backoff.
+/// A subflow that was established and lasted this long resets the backoff.
 const REJOIN_CALM: Duration = Duration::from_secs(30);
 
 /// One MPTCP connection.
@@ -421,6 +419,9 @@ pub(crate) struct MpConn {
     orphan: Option<Orphan>,
     /// Client: subflows to make again.
     pub rejoins: Vec<Rejoin>,
+    /// The peer withdrew its first address (`REMOVE_ADDR` of ID 0, §3.4.2): no join goes
+    /// there again.
+    pub peer_removed_first: bool,
     /// The scheduler's copy of the bytes it hands a subflow, and the bytes read out of
     /// subflows (kept between calls).
     scratch: Vec<u8>,
@@ -527,6 +528,7 @@ impl MpConn {
             clock: None,
             orphan: None,
             rejoins: Vec::new(),
+            peer_removed_first: false,
             scratch: Vec::new(),
             rx_scratch: Vec::new(),
             expect_joins: false,
@@ -1403,6 +1405,8 @@ impl MpConn {
     fn on_remove_addr(&mut self, ep: &mut Endpoint, ids: &[u8]) {
         for &id in ids {
             self.remote_addrs.retain(|x| x.0 != id);
+            self.rejoins.retain(|r| r.remote.0 != id);
+            self.peer_removed_first |= id == 0;
             for j in 0..self.subflows.len() {
                 let sf = &self.subflows[j];
                 // ID 0 is the peer's first address: its subflows go too, as Linux does.
@@ -2020,9 +2024,14 @@ impl MpConn {
             .iter()
             .any(|s| s.state != SubflowState::Closed);
         if live {
-            if self.role == Role::Client && !self.fallen_back {
-                let remote_id = self.subflows[i].remote_id;
-                self.plan_rejoin(local.ip(), (remote_id, remote));
+            // A join the peer refused stays refused (its limits, its policy): only a line
+            // that comes back tries again.
+            if self.role == Role::Client && !self.fallen_back && !join_refused {
+                let sf = &self.subflows[i];
+                let lasted = self.clock.map_or(Duration::ZERO, |now| {
+                    now.saturating_duration_since(sf.started)
+                });
+                self.plan_rejoin(local.ip(), (sf.remote_id, remote), was_active, lasted);
             }
             return;
         }
@@ -2059,22 +2068,28 @@ impl MpConn {
 
     /// Client: subflow `local` → `remote` ended while others carry the connection: it is made
     /// again after a backoff ([`Rejoin`]).
-    fn plan_rejoin(&mut self, local: core::net::IpAddr, remote: (u8, SocketAddr)) {
+    fn plan_rejoin(
+        &mut self,
+        local: core::net::IpAddr,
+        remote: (u8, SocketAddr),
+        established: bool,
+        lasted: Duration,
+    ) {
         let Some(now) = self.clock else {
             return;
         };
+        let calm = established && lasted >= REJOIN_CALM;
         match self
             .rejoins
             .iter_mut()
             .find(|r| r.local == local && r.remote.1 == remote.1)
         {
             Some(r) => {
-                r.backoff = if now.saturating_duration_since(r.ended) < REJOIN_CALM {
-                    (r.backoff * 2).min(REJOIN_MAX)
-                } else {
+                r.backoff = if calm {
                     REJOIN_FIRST
+                } else {
+                    (r.backoff * 2).min(REJOIN_MAX)
                 };
-                r.ended = now;
                 r.remote = remote;
                 r.at = Some(now + r.backoff);
             }
@@ -2083,7 +2098,6 @@ impl MpConn {
                 remote,
                 at: Some(now + REJOIN_FIRST),
                 backoff: REJOIN_FIRST,
-                ended: now,
             }),
         }
     }
@@ -2099,7 +2113,8 @@ impl MpConn {
             }
         }
         let known = |rid: u8, addr: SocketAddr| {
-            rid == 0 || self.remote_addrs.iter().any(|x| x.0 == rid && x.1 == addr)
+            (rid == 0 && !self.peer_removed_first)
+                || self.remote_addrs.iter().any(|x| x.0 == rid && x.1 == addr)
         };
         due.retain(|(_, (rid, addr))| known(*rid, *addr));
         due

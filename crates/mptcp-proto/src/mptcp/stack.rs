@@ -118,6 +118,8 @@ struct Inner {
     dirty: Vec<ConnId>,
     /// Address IDs of our addresses (0 for none yet: the first subflow's).
     address_ids: KeyedMap<IpAddr, u8>,
+    /// The address ID given last ([`Inner::address_id`]).
+    last_address_id: u8,
     /// Server: addresses every connection announces.
     announce: Vec<SocketAddr>,
     /// Released connections whose subflows' resets are still to go out.
@@ -159,6 +161,7 @@ impl Stack {
                 events: VecDeque::new(),
                 dirty: Vec::new(),
                 address_ids: keyed_map(&secret, "stack address ids"),
+                last_address_id: 0,
                 announce: Vec::new(),
                 reap_later: Vec::new(),
                 release_later: Vec::new(),
@@ -442,6 +445,7 @@ impl Stack {
     pub fn set_path_up(&mut self, now: Instant, local: IpAddr, up: bool) {
         self.inner.now = now;
         let ids: Vec<ConnId> = self.inner.ids().collect();
+        let mut renumber = false;
         for id in ids {
             let Self { ep, inner } = self;
             let Some(slot) = inner.slot_mut(id) else {
@@ -473,6 +477,7 @@ impl Stack {
                         }
                     }
                     c.forget_rejoins(local);
+                    renumber = true;
                     // The reset went out of the dead line: the peer would go on sending on
                     // the subflow until its own timeouts. A REMOVE_ADDR on a line that works
                     // makes it close the subflow at once (§3.4.2); Linux removes the subflows
@@ -485,6 +490,11 @@ impl Stack {
             }
             self.inner.collect(id);
             self.inner.mark_dirty(id);
+        }
+        if renumber {
+            // Its next joins take a new address ID: the withdrawal of the old one may still
+            // be on its way (or waiting for a join to carry it), and must not close them.
+            self.inner.renumber(local);
         }
     }
 
@@ -771,7 +781,7 @@ impl Stack {
             .count();
         if c.role != Role::Client
             || c.state != ConnState::Established
-            || (to.is_none() && c.peer_no_join_to_source)
+            || (to.is_none() && (c.peer_no_join_to_source || c.peer_removed_first))
             || open >= c.cfg.max_subflows
             || remote.is_ipv4() != local.is_ipv4()
             || c.subflows.iter().any(|s| {
@@ -1168,14 +1178,29 @@ impl Inner {
         }
     }
 
+    /// Our address ID of `ip` (§3.4.1), given at first use: the IDs go round 1..=255, skipping
+    /// those in use, so that an ID withdrawn from the peer comes back as late as possible.
     fn address_id(&mut self, ip: IpAddr) -> u8 {
-        let next = self
-            .address_ids
-            .values()
-            .copied()
-            .max()
-            .map_or(1, |m| m.saturating_add(1));
-        *self.address_ids.entry(ip).or_insert(next.max(1))
+        if let Some(&id) = self.address_ids.get(&ip) {
+            return id;
+        }
+        let mut id = self.last_address_id;
+        for _ in 0..255 {
+            id = if id == 255 { 1 } else { id + 1 };
+            if !self.address_ids.values().any(|&x| x == id) {
+                break;
+            }
+        }
+        self.last_address_id = id;
+        self.address_ids.insert(ip, id);
+        id
+    }
+
+    /// Gives `ip` a new address ID for what comes next (its old one was withdrawn).
+    fn renumber(&mut self, ip: IpAddr) {
+        if self.address_ids.remove(&ip).is_some() {
+            self.address_id(ip);
+        }
     }
 
     fn mark_dirty(&mut self, id: ConnId) {

@@ -38,9 +38,11 @@ pub(super) struct EngineLines {
     shared: Arc<Shared>,
     host: Arc<Mutex<HostSetup>>,
     lines: Vec<Line>,
-    /// Per line: the health verdict (usable), and its IPv4 addresses.
+    /// Per line: the health verdict (usable), its IPv4 addresses, and whether its table has
+    /// its route.
     healthy: Vec<bool>,
     addrs: Vec<Vec<IpAddr>>,
+    routed: Vec<bool>,
     /// Per line: what the engine was last told.
     up: Vec<bool>,
     /// The backup lines stand in for the regular ones.
@@ -56,20 +58,22 @@ impl EngineLines {
             lines,
             healthy: vec![true; n],
             addrs: vec![Vec::new(); n],
+            routed: vec![true; n],
             up: vec![true; n],
             promoted: false,
         }
     }
 
-    /// Brings the engine in line with what is known: each line up when it is healthy and has
-    /// an address (the engine reaches the peer through the masquerade of that address), and
+    /// Brings the engine in line with what is known: each line up when it is healthy, has an
+    /// address (the engine reaches the peer through the masquerade of that address) and its
+    /// route (without, the engine's packets would leave by another line), and
     /// the backups promoted while no regular line is up. `bounce`: a line whose address
     /// changed, whose subflows must be made again even though it stays up.
     fn apply(&mut self, bounce: Option<usize>) {
         let now = Instant::now();
         let mut g = self.shared.lock();
         for i in 0..self.lines.len() {
-            let up = self.healthy[i] && !self.addrs[i].is_empty();
+            let up = self.healthy[i] && !self.addrs[i].is_empty() && self.routed[i];
             let engine = self.lines[i].engine;
             if bounce == Some(i) && up && self.up[i] {
                 info!(
@@ -129,12 +133,14 @@ impl LineSink for EngineLines {
             .map(|a| a.addr)
             .filter(IpAddr::is_ipv4)
             .collect();
-        if let Ok(mut h) = self.host.lock() {
-            h.route_line(line);
-        }
+        let routed = self.host.lock().is_ok_and(|mut h| h.route_line(line, &now));
         // Lost an address it had, and has another: the subflows behind the old one are gone.
         let moved = !now.is_empty() && had.iter().any(|a| !now.contains(a));
+        if now == had && routed == self.routed[line] {
+            return;
+        }
         self.addrs[line] = now;
+        self.routed[line] = routed;
         self.apply(moved.then_some(line));
     }
 }
