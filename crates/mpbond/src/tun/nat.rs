@@ -128,8 +128,6 @@ pub struct HostSetup {
     /// Per line: its spec, and the default route of its table (`None`: none yet, the line
     /// has no next hop; [`HostSetup::route_line`] tries again when its addresses change).
     routes: Vec<(WanSpec, Option<Route>)>,
-    /// Rules from the lines' own addresses into their tables: (line, address, rule).
-    line_rules: Vec<(usize, IpAddr, Rule)>,
     /// The WAN lock while lines are configured (one mpbond at a time per namespace).
     wan_lock: Option<std::fs::File>,
 }
@@ -146,7 +144,6 @@ impl HostSetup {
             forwarding: false,
             rules: Vec::new(),
             routes: Vec::new(),
-            line_rules: Vec::new(),
             wan_lock: None,
         };
         // The table first, so that forwarding is never on without its guard.
@@ -193,22 +190,16 @@ impl HostSetup {
     /// default route) gets its route when it has one ([`HostSetup::route_line`]).
     fn route_lines(&mut self, lines: &[WanSpec]) -> Result<()> {
         let mut rt = RouteSocket::open().context("netlink (route)")?;
-        let held = rt.addresses().context("reading addresses")?;
         for (i, w) in lines.iter().enumerate() {
             let i8 = u8::try_from(i)
                 .ok()
                 .filter(|&i| i < super::MAX_LINES)
                 .with_context(|| format!("at most {} --wan lines", super::MAX_LINES))?;
-            let index = crate::sys::if_index(&w.iface)
+            crate::sys::if_index(&w.iface)
                 .with_context(|| format!("--wan {}: no such interface", w.iface))?;
             let table = self.table_of(i8);
             self.routes.push((w.clone(), None));
-            let mine: Vec<IpAddr> = held
-                .iter()
-                .filter(|a| a.index == index && a.addr.is_ipv4())
-                .map(|a| a.addr)
-                .collect();
-            if !self.route_line(i, &mine) {
+            if !self.route_line(i) {
                 warn!(line = %w.iface, "no next hop by the line yet (no address or default route by it): the engine uses it once it has one; give --wan {}:via=ADDR if its router is known", w.iface);
             }
             let from = IpAddr::V4(self.subnet.engine_v4(i8));
@@ -238,15 +229,11 @@ impl HostSetup {
         TABLE_BASE + 16 * u32::from(self.subnet.n) + u32::from(line)
     }
 
-    /// Keeps line `i`'s table and rules right for its addresses now (`addrs`, its IPv4 ones):
-    /// a default route by its next hop (`via=`, else the main table's default route by its
-    /// interface, as [`crate::gateway::wan`] finds it), and a rule from each of the line's own
-    /// addresses into the table, so that what the host itself sends from them (the path
-    /// manager's probes) leaves by the line too, also on a `via=` line the main table does not
-    /// route. Called at start and whenever the links, addresses or routes change: nothing is
+    /// Keeps line `i`'s table right: a default route by its next hop (`via=`, else the main table's default route by its
+    /// interface, as [`crate::gateway::wan`] finds it). Called at start and whenever the links, addresses or routes change: nothing is
     /// written when all is in place (a write would be one more change), and a line without a
     /// next hop yet gets its route when one comes. Returns whether the line has its route.
-    pub fn route_line(&mut self, i: usize, addrs: &[IpAddr]) -> bool {
+    pub fn route_line(&mut self, i: usize) -> bool {
         let Some((spec, old)) = self.routes.get(i).cloned() else {
             return false;
         };
@@ -258,7 +245,6 @@ impl HostSetup {
         else {
             return old.is_some();
         };
-        self.sync_line_rules(&mut rt, i, table, addrs);
         let via = spec.via.iter().find(|g| g.is_ipv4()).copied();
         let found = rt
             .default_routes()
@@ -322,49 +308,10 @@ impl HostSetup {
             .any(|d| d.oif == index)
     }
 
-    /// A rule from each of line `i`'s own IPv4 addresses into its table; those of addresses
-    /// gone are removed.
-    fn sync_line_rules(&mut self, rt: &mut RouteSocket, i: usize, table: u32, addrs: &[IpAddr]) {
-        let rule = |a: IpAddr| Rule {
-            v6: false,
-            priority: table,
-            from: Some((a, 32)),
-            fwmark: None,
-            table,
-        };
-        self.line_rules.retain(|(line, a, r)| {
-            if *line != i || addrs.contains(a) {
-                return true;
-            }
-            let _ = rt.del_rule(r);
-            false
-        });
-        for &a in addrs.iter().filter(|a| a.is_ipv4()) {
-            if self
-                .line_rules
-                .iter()
-                .any(|(line, x, _)| *line == i && *x == a)
-            {
-                continue;
-            }
-            let r = rule(a);
-            match rt.add_rule(&r) {
-                Ok(()) => self.line_rules.push((i, a, r)),
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    self.line_rules.push((i, a, r));
-                }
-                Err(e) => debug!(address = %a, "no rule from the line's address: {e}"),
-            }
-        }
-    }
-
     /// Undoes everything (idempotent).
     pub fn remove(&mut self) {
         if let Ok(mut rt) = RouteSocket::open() {
             for r in self.rules.drain(..) {
-                let _ = rt.del_rule(&r);
-            }
-            for (_, _, r) in self.line_rules.drain(..) {
                 let _ = rt.del_rule(&r);
             }
             for (_, r) in self.routes.drain(..) {

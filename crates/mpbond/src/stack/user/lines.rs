@@ -133,7 +133,7 @@ impl LineSink for EngineLines {
             .map(|a| a.addr)
             .filter(IpAddr::is_ipv4)
             .collect();
-        let routed = self.host.lock().is_ok_and(|mut h| h.route_line(line, &now));
+        let routed = self.host.lock().is_ok_and(|mut h| h.route_line(line));
         // Lost an address it had, and has another: the subflows behind the old one are gone.
         let moved = !now.is_empty() && had.iter().any(|a| !now.contains(a));
         if now == had && routed == self.routed[line] {
