@@ -33,6 +33,8 @@ const LINES: [&str; 2] = ["dsl:20mbit:10ms", "lte:10mbit:40ms"];
 const PATTERN: &str = "203.0.113.2:9000";
 const RESETTING: &str = "203.0.113.2:9001";
 const MB: u64 = 1_000_000;
+/// The downloads that faults break: longer than the buffers on their way can hold.
+const BROKEN_LEN: u64 = 64 * MB;
 
 struct TempDir(PathBuf);
 
@@ -208,8 +210,11 @@ fn a_transfer_broken_anywhere_reaches_the_client_as_a_reset() {
     let (lab, _servers, dir, gateway) = broken_transfer_lab("reset", &[]);
     // A second of drain after SIGTERM: far too short for the rest of the download.
     let mut converter = start_converter(&lab, &dir, "converter1.log", &["--drain-timeout", "1s"]);
-    let len = 20 * MB;
-    // Faults strike after 4 MB of the 20.
+    // Faults strike after 4 MB of the 64: more than the buffers between the web server and the
+    // client hold (converter, bond and gateway sockets grow to some 30 MB with Linux's
+    // defaults), so that the web server still has data to send when one strikes. (With 20 MB
+    // the whole download sat in those buffers once, and a failed relay lost nothing.)
+    let len = BROKEN_LEN;
     let at = 4 * MB;
 
     let pid = converter.pid();
@@ -279,7 +284,7 @@ fn on_the_engine_too_a_broken_transfer_reaches_the_client_as_a_reset() {
         "converter1.log",
         &["--stack", "user", "--drain-timeout", "1s"],
     );
-    let (len, at) = (20 * MB, 4 * MB);
+    let (len, at) = (BROKEN_LEN, 4 * MB);
     let pid = converter.pid();
     assert_reset(
         "engine converter SIGTERM, drain time over",

@@ -378,6 +378,14 @@ fn our_client_loses_no_byte_when_a_line_is_blackholed_mid_upload() {
         let lines = line_bytes(&lab, &start, true);
         let after = intact(&lab, &name, &t, &want, &before, Some(&lines));
         assert_no_error(&name, &before, &after, &[]);
+        // The path manager gave the line up, and our client withdrew its address on the
+        // other line (REMOVE_ADDR, §3.4.2), since no reset of ours could reach the kernel on
+        // the blackholed one: the kernel counted it (`RmAddr` counts each address ID a
+        // REMOVE_ADDR names; `RmSubflow` counts only the kernel's own removals).
+        assert!(
+            delta(&before, &after, "RmAddr") >= 1,
+            "{name}: the kernel counted no REMOVE_ADDR"
+        );
         let _ = std::fs::remove_file(&out);
     }
 }
