@@ -528,6 +528,34 @@ fn adder<'a>(
     }
 }
 
+/// The targets `mpbond` and `mpbond-user` share: a failover stall of at most `stall_ms`, and
+/// a short-flow p95 no worse than one TCP flow on the best line.
+fn stall_and_short_flows(
+    add: &mut impl FnMut(String, f64, f64, bool),
+    s: &ScenarioResult,
+    r: &ContenderResult,
+    stall_ms: f64,
+) {
+    if s.outage.is_some() {
+        add(
+            format!("failover stall <= {stall_ms} ms"),
+            r.longest_stall_ms,
+            stall_ms,
+            r.longest_stall_ms <= stall_ms,
+        );
+    }
+    if s.name == "short-flows" {
+        if let Some(t) = s.result(Contender::Tcp) {
+            add(
+                "short-flow p95 no worse than one TCP flow on the best line".into(),
+                r.completion.p95_ms,
+                t.completion.p95_ms,
+                r.completion.p95_ms <= t.completion.p95_ms,
+            );
+        }
+    }
+}
+
 /// The targets of mpbond's engine at both ends (`mpbond-user`): goodput at least kernel
 /// MPTCP's in every bulk scenario and 1.02 times it on `dsl-lte` and `three-lines`, a failover
 /// stall of at most 300 ms, a short-flow p95 no worse than one TCP flow on the best line (0-RTT),
@@ -555,24 +583,7 @@ pub fn user_targets(scenarios: &[ScenarioResult]) -> Vec<Target> {
                 u.goodput_bps >= factor * k.goodput_bps,
             );
         }
-        if s.outage.is_some() {
-            add(
-                "failover stall <= 300 ms".into(),
-                u.longest_stall_ms,
-                300.0,
-                u.longest_stall_ms <= 300.0,
-            );
-        }
-        if s.name == "short-flows" {
-            if let Some(t) = s.result(Contender::Tcp) {
-                add(
-                    "short-flow p95 no worse than one TCP flow on the best line".into(),
-                    u.completion.p95_ms,
-                    t.completion.p95_ms,
-                    u.completion.p95_ms <= t.completion.p95_ms,
-                );
-            }
-        }
+        stall_and_short_flows(&mut add, s, u, 300.0);
         if let Some(c) = u.competitor {
             add(
                 "at most 1.2 x the competing TCP flow (--congestion lia)".into(),
@@ -634,24 +645,7 @@ pub fn targets(scenarios: &[ScenarioResult]) -> Vec<Target> {
                 m.goodput_bps > k.goodput_bps,
             );
         }
-        if s.outage.is_some() {
-            add(
-                "failover stall <= 500 ms".into(),
-                m.longest_stall_ms,
-                500.0,
-                m.longest_stall_ms <= 500.0,
-            );
-        }
-        if s.name == "short-flows" {
-            if let Some(t) = s.result(Contender::Tcp) {
-                add(
-                    "short-flow p95 no worse than one TCP flow on the best line".into(),
-                    m.completion.p95_ms,
-                    t.completion.p95_ms,
-                    m.completion.p95_ms <= t.completion.p95_ms,
-                );
-            }
-        }
+        stall_and_short_flows(&mut add, s, m, 500.0);
         if s.competitor {
             let reported = s.results.iter().all(|r| r.competitor.is_some());
             add(
