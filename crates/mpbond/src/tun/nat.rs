@@ -229,10 +229,11 @@ impl HostSetup {
         TABLE_BASE + 16 * u32::from(self.subnet.n) + u32::from(line)
     }
 
-    /// Keeps line `i`'s table right: a default route by its next hop (`via=`, else the main table's default route by its
-    /// interface, as [`crate::gateway::wan`] finds it). Called at start and whenever the links, addresses or routes change: nothing is
-    /// written when all is in place (a write would be one more change), and a line without a
-    /// next hop yet gets its route when one comes. Returns whether the line has its route.
+    /// Keeps line `i`'s table right: a default route by its next hop (`via=`, else the main
+    /// table's default route by its interface, as [`crate::gateway::wan`] finds it). Called at
+    /// start and whenever the links, addresses or routes change: nothing is written when all is
+    /// in place (a write would be one more change), and a line without a next hop yet gets its
+    /// route when one comes. Returns whether the line has its route.
     pub fn route_line(&mut self, i: usize) -> bool {
         let Some((spec, old)) = self.routes.get(i).cloned() else {
             return false;
@@ -260,7 +261,7 @@ impl HostSetup {
                 if old.is_none() {
                     debug!(line = %spec.iface, "no default route by the line yet: the engine's route waits for one (or give --wan {}:via=ADDR)", spec.iface);
                 }
-                return old.is_some() && Self::has_default(&mut rt, table, index);
+                return old.is_some() && !Self::next_hops_in(&mut rt, table, index).is_empty();
             }
         };
         let route = Route {
@@ -271,11 +272,7 @@ impl HostSetup {
             local: false,
             dst: None,
         };
-        let present = rt
-            .default_routes_in(table)
-            .unwrap_or_default()
-            .iter()
-            .any(|d| d.oif == index && d.gateway == hop);
+        let present = Self::next_hops_in(&mut rt, table, index).contains(&hop);
         if present && old == Some(route) {
             return true;
         }
@@ -301,11 +298,15 @@ impl HostSetup {
         }
     }
 
-    fn has_default(rt: &mut RouteSocket, table: u32, index: u32) -> bool {
+    /// The next hops of `table`'s default routes by interface `index` (`None`: one without a
+    /// gateway, as on a point-to-point line).
+    fn next_hops_in(rt: &mut RouteSocket, table: u32, index: u32) -> Vec<Option<IpAddr>> {
         rt.default_routes_in(table)
             .unwrap_or_default()
-            .iter()
-            .any(|d| d.oif == index)
+            .into_iter()
+            .filter(|d| d.oif == index)
+            .map(|d| d.gateway)
+            .collect()
     }
 
     /// Undoes everything (idempotent).

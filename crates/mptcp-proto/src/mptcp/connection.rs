@@ -153,7 +153,7 @@ pub(crate) struct Subflow {
     pub contiguous: bool,
     /// The peer sent a `DATA_ACK` on it: it has our key, and options get through. (A Fast
     /// Open server's pure ACKs before it has our key carry no option at all.)
-    pub peer_dss: bool,
+    pub peer_data_ack: bool,
     /// Mappings that came before the peer's key.
     pub early_maps: Vec<(bool, DssMapping, Option<u64>)>,
     /// Its slot in the connection's coupled congestion control, if coupled.
@@ -197,7 +197,7 @@ impl Subflow {
             reset_reason: None,
             fail_dsn: None,
             contiguous: true,
-            peer_dss: false,
+            peer_data_ack: false,
             early_maps: Vec::new(),
             cc_slot: None,
         }
@@ -1346,7 +1346,7 @@ impl MpConn {
             self.fully_established = true;
         }
         if let Some(sf) = self.subflows.get_mut(i) {
-            sf.peer_dss |= saw_data_ack;
+            sf.peer_data_ack |= saw_data_ack;
         }
         if self.options_stripped(ep, i, seg) {
             // The peer's options no longer arrive: a middlebox strips them (§3.7).
@@ -1378,7 +1378,7 @@ impl MpConn {
         let first_data_acked = ep
             .conn(sf.handle)
             .is_some_and(|c| c.stats().bytes_acked > self.local_prefix);
-        sf.peer_dss
+        sf.peer_data_ack
             || !seg.payload.is_empty()
             || (self.role == Role::Client && sf.initial && first_data_acked)
     }
