@@ -547,6 +547,21 @@ impl<N: Node> Sim<N> {
         self.links[link].dirs[dir].stats
     }
 
+    /// The packets on their way to host `h` (survivors of their link's loss and queue, sent
+    /// but not delivered yet; one still to cross a shared bottleneck may yet be dropped there).
+    pub fn in_transit_to(&self, h: HostId) -> impl Iterator<Item = &[u8]> {
+        self.queue
+            .iter()
+            .filter_map(move |Reverse(ev)| match &ev.what {
+                What::Deliver { host, packet } | What::Forward { host, packet, .. }
+                    if *host == h =>
+                {
+                    Some(packet.as_slice())
+                }
+                _ => None,
+            })
+    }
+
     /// Delivers `packet` to host `h` now, as if it came from the network.
     pub fn inject(&mut self, h: HostId, packet: Vec<u8>) {
         self.schedule(self.now, What::Deliver { host: h, packet });

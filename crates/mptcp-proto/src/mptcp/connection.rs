@@ -2543,9 +2543,12 @@ impl MpConn {
             }
             // Enough to fill the congestion window and a little more: the subflow must stay
             // limited by its window (or it will not grow it) without holding much that a
-            // dying line would take with it.
+            // dying line would take with it. In whole segments: a mapping ends a segment (its
+            // DSS describes one mapping), so a hand-out of odd size leaves a short segment at
+            // its end, and a third of them were short before this was rounded.
             let queued = c.send_buffered() as u64;
-            let room = (c.cwnd() + 2 * c.send_mss()).saturating_sub(queued);
+            let mss = c.send_mss().max(1);
+            let room = (c.cwnd() + 2 * mss).saturating_sub(queued).div_ceil(mss) * mss;
             let room = room.min(c.send_capacity_left() as u64);
             let cand = Candidate {
                 index: i,
@@ -2814,6 +2817,7 @@ impl MpConn {
                     active: s.state == SubflowState::Active,
                     backup: s.is_backup(),
                     stale: s.stale,
+                    silent: s.silent,
                     srtt: st.as_ref().and_then(|s| s.srtt),
                     cwnd: st.as_ref().map_or(0, |s| s.cwnd),
                     in_flight: st.as_ref().map_or(0, |s| s.unacked),

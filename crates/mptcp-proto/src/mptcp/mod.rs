@@ -99,6 +99,9 @@ pub struct SubflowInfo {
     pub backup: bool,
     /// Its retransmission timer fired and its data went to other subflows.
     pub stale: bool,
+    /// Its peer has not acknowledged anything for longer than the ACK clock explains
+    /// ([`crate::tcp::Connection::is_silent`]): other subflows carry its data until it does.
+    pub silent: bool,
     /// Smoothed RTT.
     pub srtt: Option<Duration>,
     /// Congestion window, bytes.

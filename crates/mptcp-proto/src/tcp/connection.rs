@@ -419,10 +419,11 @@ impl Connection {
 
     /// Watches the peer's silence (the MPTCP layer does, on every subflow): with data
     /// outstanding, the peer's next ACK is due one smoothed RTT after the oldest segment it has
-    /// not reported was sent, and no sooner than two ACK spacings after its last ACK while its
-    /// ACK clock runs; when none comes within a margin (four RTT variations, twice the latest
-    /// that ACKs came in the last 5-10 s, at least [`SILENCE_FLOOR`], plus the delayed-ACK
-    /// time when one segment is out),
+    /// not reported was sent (one known lost counts once it is sent again), and no sooner than
+    /// two ACK spacings after its last ACK while its ACK clock runs; when none comes within a
+    /// margin (four RTT variations, twice the latest that ACKs came in the last 5-10 s, at
+    /// least [`SILENCE_FLOOR`]; plus the delayed-ACK time, as the peer may hold the ACK of the
+    /// last segment it got before a pause or a loss),
     /// [`Connection::is_silent`] says so until an ACK comes. It is a suspicion, not a loss:
     /// nothing is sent again and the congestion window is untouched; RFC 7829 calls such a
     /// path "potentially failed", and another subflow may carry its data meanwhile. It fires
@@ -446,7 +447,7 @@ impl Connection {
     /// When the peer's next ACK is due, with data outstanding: see
     /// [`Connection::watch_silence`].
     fn ack_due(&self) -> Option<Instant> {
-        let oldest = self.queue.oldest_unreported()?.sent_at;
+        let oldest = self.queue.oldest_in_flight()?.sent_at;
         let expected = oldest + self.rtt.srtt()?;
         Some(self.last_heard.map_or(expected, |h| h.max(expected)))
     }
@@ -475,19 +476,27 @@ impl Connection {
 
     /// Sets (or stops) [`Timer::Silence`]: see [`Connection::watch_silence`].
     fn arm_silence(&mut self) {
+        match self.silence_due() {
+            Some(at) => self.timers.set(Timer::Silence, at),
+            None => self.timers.stop(Timer::Silence),
+        }
+    }
+
+    /// When the peer is silent if nothing comes before, as things stand now (`None`: not
+    /// watched, already silent, or nothing is in flight): see [`Connection::watch_silence`].
+    fn silence_due(&self) -> Option<Instant> {
         let watched = self.silence_watch && !self.silent && self.state.is_synchronized();
-        let oldest = self.queue.oldest_unreported().map(|s| s.sent_at);
+        let oldest = self.queue.oldest_in_flight().map(|s| s.sent_at);
         let (true, Some(srtt), Some(oldest)) = (watched, self.rtt.srtt(), oldest) else {
-            self.timers.stop(Timer::Silence);
-            return;
+            return None;
         };
         let late = self.lateness[0].max(self.lateness[1]);
         let mss = self.smss();
         let in_flight = self.in_flight().max(1);
-        let mut margin = (self.rtt.rttvar() * 4).max(late * 2).max(SILENCE_FLOOR);
-        if in_flight <= mss {
-            margin += self.cfg.delayed_ack;
-        }
+        // The peer delays its ACK of the last segment it got before a pause or a loss (RFC 5681
+        // §4.2): whether the segment after ours was lost, we cannot tell.
+        let margin =
+            (self.rtt.rttvar() * 4).max(late * 2).max(SILENCE_FLOOR) + self.cfg.delayed_ack;
         // The oldest segment's ACK is due a round trip after it was sent ...
         let mut at = oldest + srtt + margin;
         if let Some(heard) = self.last_heard {
@@ -497,7 +506,7 @@ impl Connection {
             let spacing = Duration::from_nanos(u64::try_from(spacing_ns).unwrap_or(u64::MAX));
             at = at.max(heard + margin.max(spacing.min(srtt) * 2));
         }
-        self.timers.set(Timer::Silence, at);
+        Some(at)
     }
 
     /// Sends an acknowledgment at the next [`Connection::poll_transmit`] even if nothing else
@@ -1101,7 +1110,14 @@ impl Connection {
                         self.tlp_due = true;
                     }
                 }
-                Timer::Silence => self.silent = self.snd_max > self.snd_una,
+                // What is outstanding may have changed since the timer was set without an ACK
+                // (segments found lost and not sent again yet, or sent again): the due time
+                // with it.
+                Timer::Silence => match self.silence_due() {
+                    Some(at) if at > now => self.timers.set(Timer::Silence, at),
+                    Some(_) => self.silent = true,
+                    None => {}
+                },
             }
         }
     }

@@ -109,10 +109,12 @@ impl SentQueue {
         self.segs.back()
     }
 
-    /// The oldest segment the receiver has not reported (neither acknowledged nor SACKed).
+    /// The oldest segment believed in the network: neither acknowledged nor SACKed, nor known
+    /// lost and waiting to be sent again. The receiver's next report is due for it first; one
+    /// known lost it cannot report until it is sent again.
     #[must_use]
-    pub fn oldest_unreported(&self) -> Option<&Segment> {
-        self.segs.iter().find(|s| s.state != SegState::Sacked)
+    pub fn oldest_in_flight(&self) -> Option<&Segment> {
+        self.segs.iter().find(|s| s.state == SegState::InFlight)
     }
 
     /// The first segment marked lost: RFC 6675 `NextSeg` rule 1.
@@ -436,6 +438,28 @@ mod tests {
         // A cumulative ACK over SACKed bytes delivers only the rest.
         let d = q.ack(601, t0 + ms(53), None);
         assert_eq!((d.bytes, q.sacked(), q.in_flight()), (200, 0, 400));
+    }
+
+    /// The receiver's next report is due for the oldest segment still in the network: not one
+    /// SACKed, nor one known lost before it is sent again (then it is, from its new time).
+    #[test]
+    fn the_oldest_in_flight_skips_what_was_sacked_or_is_known_lost() {
+        let t0 = Instant::now();
+        let mut q = queue(t0);
+        assert_eq!(q.oldest_in_flight().map(|s| s.start), Some(1));
+        q.sack(101, 401, t0 + ms(40), None);
+        assert!(q.mark_first_lost());
+        assert_eq!(q.first_lost().map(|s| s.start), Some(1));
+        let oldest = q.oldest_in_flight().unwrap();
+        assert_eq!((oldest.start, oldest.sent_at), (401, t0 + ms(4)));
+        q.retransmitted(1, 101, t0 + ms(45));
+        let oldest = q.oldest_in_flight().unwrap();
+        assert_eq!((oldest.start, oldest.sent_at), (1, t0 + ms(45)));
+        q.mark_all_lost(false);
+        assert!(
+            q.oldest_in_flight().is_none(),
+            "nothing is due while all wait"
+        );
     }
 
     #[test]
