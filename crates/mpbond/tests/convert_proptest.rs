@@ -63,12 +63,14 @@ fn auth() -> impl Strategy<Value = Auth> {
         any::<u64>(),
         any::<[u8; 16]>(),
         any::<[u8; 32]>(),
+        any::<bool>(),
     )
-        .prop_map(|(name, timestamp, nonce, hmac)| Auth {
+        .prop_map(|(name, timestamp, nonce, hmac, early_answer)| Auth {
             name: Name::new(&name).unwrap(),
             timestamp,
             nonce,
             hmac,
+            early_answer,
         })
 }
 

@@ -167,7 +167,10 @@ async fn expect_error(conv: &TestConverter, bytes: &[u8], expected: ErrorCode) {
 }
 
 fn signed(dest: SocketAddr, who: &Signer) -> Vec<u8> {
-    client::connect_message(dest, who).unwrap().emit().unwrap()
+    client::connect_message(dest, who, false)
+        .unwrap()
+        .emit()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -216,7 +219,7 @@ async fn wrong_key_unknown_name_missing_or_stale_auth_get_not_authorized() {
         expect_error(&conv, &msg.emit().unwrap(), na).await;
     }
     // The authentication covers the Connect TLV: the destination cannot be changed.
-    let mut msg = client::connect_message(dest, &signer("home", 1)).unwrap();
+    let mut msg = client::connect_message(dest, &signer("home", 1), false).unwrap();
     let mut other = dest;
     other.set_port(dest.port() ^ 1);
     msg.connect = Some(Connect::new(other));

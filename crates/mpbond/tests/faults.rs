@@ -1181,7 +1181,7 @@ fn random_bytes_to_the_converter_and_the_socks_port_end_cleanly() {
     let signer =
         Signer::from_key_file_text(&std::fs::read_to_string(dir.path("home.key")).unwrap())
             .unwrap();
-    let valid = client::connect_message(PATTERN.parse().unwrap(), &signer)
+    let valid = client::connect_message(PATTERN.parse().unwrap(), &signer, false)
         .unwrap()
         .emit()
         .unwrap();

@@ -1169,7 +1169,10 @@ fn bad_clients_are_refused_while_the_converter_serves_the_gateway() {
                     connect: Some(Connect::new(web)),
                     ..Message::default()
                 };
-                let signed = client::connect_message(web, &home).unwrap().emit().unwrap();
+                let signed = client::connect_message(web, &home, false)
+                    .unwrap()
+                    .emit()
+                    .unwrap();
                 let mut truncated_tlv = signed.clone();
                 truncated_tlv[5] = 0xff;
                 let cases: [(&str, Vec<u8>, Option<ErrorCode>); 5] = [

@@ -7,7 +7,7 @@
 //!  0                   1                   2                   3
 //!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 //! +---------------+---------------+---------------+---------------+
-//! |  Type = 0xC0  |    Length     |  Name Length  |   Reserved    |
+//! |  Type = 0xC0  |    Length     |  Name Length  |     Flags     |
 //! +---------------+---------------+---------------+---------------+
 //! |                    Timestamp (64 bits, Unix seconds)          |
 //! +---------------------------------------------------------------+
@@ -21,8 +21,11 @@
 //!
 //! The HMAC (key: the gateway's 32-byte pre-shared key) covers the ASCII label
 //! `mpbond-convert-auth-v1`, the Convert version, the timestamp, the nonce, the name length, the
-//! name and the Connect TLV exactly as sent: a captured TLV cannot be moved to another
+//! name and the Connect TLV exactly as sent, then the Flags byte when it is not zero (so a TLV
+//! without flags is signed as before flags existed): a captured TLV cannot be moved to another
 //! destination, and a replayed one is refused by the converter's replay cache.
+//!
+//! Flags: [`FLAG_EARLY_ANSWER`] (0x01), the others must be zero.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -43,6 +46,11 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const CLOCK_WINDOW_SECS: u64 = 60;
 /// The fixed part of the value before the name.
 const FIXED: usize = 2 + 8 + NONCE_LEN + 32;
+/// The gateway takes the converter's answer before the handshake's last ACK (RFC 8684
+/// appendix B: a Fast Open server's early data, mapped, without `DATA_ACK`): its MPTCP is
+/// mpbond's engine. Linux 6.18 falls back to TCP on such an answer, so a converter on the
+/// engine answers early only when this is set, and saves a round trip per connection.
+pub const FLAG_EARLY_ANSWER: u8 = 0x01;
 /// Domain separation: this HMAC is used for nothing else.
 const LABEL: &[u8] = b"mpbond-convert-auth-v1";
 
@@ -137,6 +145,8 @@ pub struct Auth {
     pub nonce: [u8; NONCE_LEN],
     /// HMAC-SHA256 over the fields and the Connect TLV.
     pub hmac: [u8; 32],
+    /// [`FLAG_EARLY_ANSWER`].
+    pub early_answer: bool,
 }
 
 fn mac(
@@ -145,6 +155,7 @@ fn mac(
     timestamp: u64,
     nonce: &[u8; NONCE_LEN],
     connect: &Connect,
+    flags: u8,
 ) -> HmacSha256 {
     let mut m = <HmacSha256 as KeyInit>::new_from_slice(&key.0)
         .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
@@ -156,11 +167,14 @@ fn mac(
     m.update(&[u8::try_from(name.0.len()).unwrap_or(u8::MAX)]);
     m.update(name.0.as_bytes());
     m.update(&connect.to_tlv_bytes());
+    if flags != 0 {
+        m.update(&[flags]);
+    }
     m
 }
 
 impl Auth {
-    /// Signs `connect` for gateway `name` at `timestamp` with a fresh `nonce`.
+    /// Signs `connect` for gateway `name` at `timestamp` with a fresh `nonce`, no flags.
     #[must_use]
     pub fn sign(
         key: &Key,
@@ -169,7 +183,21 @@ impl Auth {
         nonce: [u8; NONCE_LEN],
         connect: &Connect,
     ) -> Self {
-        let hmac = mac(key, name, timestamp, &nonce, connect)
+        Self::sign_flagged(key, name, timestamp, nonce, connect, false)
+    }
+
+    /// [`Auth::sign`] with [`FLAG_EARLY_ANSWER`] set or not.
+    #[must_use]
+    pub fn sign_flagged(
+        key: &Key,
+        name: &Name,
+        timestamp: u64,
+        nonce: [u8; NONCE_LEN],
+        connect: &Connect,
+        early_answer: bool,
+    ) -> Self {
+        let flags = if early_answer { FLAG_EARLY_ANSWER } else { 0 };
+        let hmac = mac(key, name, timestamp, &nonce, connect, flags)
             .finalize()
             .into_bytes()
             .into();
@@ -178,15 +206,31 @@ impl Auth {
             timestamp,
             nonce,
             hmac,
+            early_answer,
+        }
+    }
+
+    fn flags(&self) -> u8 {
+        if self.early_answer {
+            FLAG_EARLY_ANSWER
+        } else {
+            0
         }
     }
 
     /// Whether the HMAC is right for `key` and `connect` (compared in constant time).
     #[must_use]
     pub fn verify(&self, key: &Key, connect: &Connect) -> bool {
-        mac(key, &self.name, self.timestamp, &self.nonce, connect)
-            .verify_slice(&self.hmac)
-            .is_ok()
+        mac(
+            key,
+            &self.name,
+            self.timestamp,
+            &self.nonce,
+            connect,
+            self.flags(),
+        )
+        .verify_slice(&self.hmac)
+        .is_ok()
     }
 
     /// Parses the value (after Type and Length). `None` when malformed.
@@ -197,7 +241,8 @@ impl Auth {
         if name_len == 0 || (2 + name_end).div_ceil(4) * 4 != 2 + value.len() {
             return None;
         }
-        if value[1] != 0 || value[name_end..].iter().any(|&b| b != 0) {
+        let flags = value[1];
+        if flags & !FLAG_EARLY_ANSWER != 0 || value[name_end..].iter().any(|&b| b != 0) {
             return None;
         }
         let name = Name::new(std::str::from_utf8(&value[FIXED..name_end]).ok()?).ok()?;
@@ -209,13 +254,14 @@ impl Auth {
             timestamp,
             nonce,
             hmac,
+            early_answer: flags & FLAG_EARLY_ANSWER != 0,
         })
     }
 
     /// Appends the value (after Type and Length), without padding.
     pub(super) fn emit_value(&self, out: &mut Vec<u8>) {
         out.push(u8::try_from(self.name.0.len()).unwrap_or(u8::MAX));
-        out.push(0);
+        out.push(self.flags());
         out.extend_from_slice(&self.timestamp.to_be_bytes());
         out.extend_from_slice(&self.nonce);
         out.extend_from_slice(&self.hmac);
@@ -546,11 +592,19 @@ impl Signer {
         &self.name
     }
 
-    /// An authentication TLV for `connect` at `now` (Unix seconds), with a fresh random nonce.
-    pub fn sign(&self, connect: &Connect, now: u64) -> std::io::Result<Auth> {
+    /// An authentication TLV for `connect` at `now` (Unix seconds), with a fresh random nonce;
+    /// `early_answer`: [`FLAG_EARLY_ANSWER`].
+    pub fn sign(&self, connect: &Connect, now: u64, early_answer: bool) -> std::io::Result<Auth> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(std::io::Error::other)?;
-        Ok(Auth::sign(&self.key, &self.name, now, nonce, connect))
+        Ok(Auth::sign_flagged(
+            &self.key,
+            &self.name,
+            now,
+            nonce,
+            connect,
+            early_answer,
+        ))
     }
 }
 
@@ -583,6 +637,31 @@ mod tests {
         let mut m = HmacSha256::new_from_slice(&[7; KEY_LEN]).unwrap();
         m.update(&input);
         assert_eq!(auth.hmac, <[u8; 32]>::from(m.finalize().into_bytes()));
+    }
+
+    /// The early-answer flag is signed after the Connect TLV, so a TLV without it is signed as
+    /// before flags existed, and setting or clearing it on the way breaks the HMAC.
+    #[test]
+    fn the_early_answer_flag_is_signed_and_round_trips() {
+        let (name, key) = gw();
+        let plain = Auth::sign(&key, &name, 1_700_000_000, [9; NONCE_LEN], &connect());
+        let flagged =
+            Auth::sign_flagged(&key, &name, 1_700_000_000, [9; NONCE_LEN], &connect(), true);
+        let mut m = mac(&key, &name, 1_700_000_000, &[9; NONCE_LEN], &connect(), 0);
+        m.update(&[FLAG_EARLY_ANSWER]);
+        assert_eq!(flagged.hmac, <[u8; 32]>::from(m.finalize().into_bytes()));
+        assert_ne!(flagged.hmac, plain.hmac);
+        assert!(flagged.verify(&key, &connect()) && plain.verify(&key, &connect()));
+        let mut flipped = flagged.clone();
+        flipped.early_answer = false;
+        assert!(!flipped.verify(&key, &connect()), "flag cleared on the way");
+        let mut v = Vec::new();
+        flagged.emit_value(&mut v);
+        assert_eq!(v[1], FLAG_EARLY_ANSWER);
+        v.resize(66, 0);
+        assert_eq!(Auth::parse_value(&v), Some(flagged));
+        v[1] = 0x02;
+        assert!(Auth::parse_value(&v).is_none(), "an unknown flag");
     }
 
     #[test]
@@ -637,7 +716,7 @@ mod tests {
         let now = 1_700_000_000;
         let mut v = Verifier::new(vec![(name.clone(), key.clone())]);
         let signer = Signer::new(name.clone(), key);
-        let good = signer.sign(&connect(), now).unwrap();
+        let good = signer.sign(&connect(), now, false).unwrap();
         assert_eq!(v.check(None, &connect(), now), Err(AuthError::Missing));
         assert_eq!(v.check(Some(&good), &connect(), now + 5), Ok(name.clone()));
         assert_eq!(
@@ -646,30 +725,30 @@ mod tests {
         );
         // Another destination with the same TLV: the HMAC covers the Connect TLV.
         let other = Connect::new("203.0.113.8:443".parse().unwrap());
-        let fresh = signer.sign(&connect(), now).unwrap();
+        let fresh = signer.sign(&connect(), now, false).unwrap();
         assert_eq!(v.check(Some(&fresh), &other, now), Err(AuthError::BadHmac));
         // A wrong key.
         let wrong = Signer::new(name.clone(), Key::from_bytes([8; KEY_LEN]));
-        let w = wrong.sign(&connect(), now).unwrap();
+        let w = wrong.sign(&connect(), now, false).unwrap();
         assert_eq!(v.check(Some(&w), &connect(), now), Err(AuthError::BadHmac));
         // An unknown name.
         let stranger = Signer::new(Name::new("other").unwrap(), Key::from_bytes([7; KEY_LEN]));
-        let s = stranger.sign(&connect(), now).unwrap();
+        let s = stranger.sign(&connect(), now, false).unwrap();
         assert_eq!(
             v.check(Some(&s), &connect(), now),
             Err(AuthError::UnknownName)
         );
         // Clock window: 60 s either way is accepted, 61 s is not.
-        let old = signer.sign(&connect(), now - 61).unwrap();
+        let old = signer.sign(&connect(), now - 61, false).unwrap();
         assert_eq!(
             v.check(Some(&old), &connect(), now),
             Err(AuthError::Stale { skew_secs: -61 })
         );
-        let edge = signer.sign(&connect(), now + 60).unwrap();
+        let edge = signer.sign(&connect(), now + 60, false).unwrap();
         assert!(v.check(Some(&edge), &connect(), now).is_ok());
         // A revoked key: the name goes from the keys file.
         v.set_keys(Vec::new());
-        let after = signer.sign(&connect(), now).unwrap();
+        let after = signer.sign(&connect(), now, false).unwrap();
         assert_eq!(
             v.check(Some(&after), &connect(), now),
             Err(AuthError::UnknownName)

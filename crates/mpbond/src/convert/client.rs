@@ -175,7 +175,7 @@ pub fn is_key_check(connect: &Connect) -> bool {
 /// [`ClientError::Refused`] when refused; the others when the converter cannot be reached.
 pub async fn check_key(signer: &Signer, opts: &ClientOptions) -> Result<(), ClientError> {
     let connect = Connect::new(KEY_CHECK);
-    let auth = signer.sign(&connect, unix_now())?;
+    let auth = signer.sign(&connect, unix_now(), false)?;
     let msg = Message {
         info: true,
         connect: Some(connect),
@@ -219,10 +219,16 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The message a client sends for `dest`.
-pub fn connect_message(dest: SocketAddr, signer: &Signer) -> io::Result<Message> {
+/// The message a client sends for `dest`; `early_answer`: the client takes the converter's
+/// answer before the handshake ends ([`crate::convert::auth::FLAG_EARLY_ANSWER`]: it is on
+/// mpbond's engine).
+pub fn connect_message(
+    dest: SocketAddr,
+    signer: &Signer,
+    early_answer: bool,
+) -> io::Result<Message> {
     let connect = Connect::new(dest);
-    let auth = signer.sign(&connect, unix_now())?;
+    let auth = signer.sign(&connect, unix_now(), early_answer)?;
     Ok(Message {
         connect: Some(connect),
         auth: Some(auth),
@@ -326,7 +332,7 @@ async fn open_once(
     (ack_wait, refuse_lost_syn): (Duration, bool),
     early: &[u8],
 ) -> Result<Upstream, ClientError> {
-    let msg = connect_message(dest, signer)?;
+    let msg = connect_message(dest, signer, opts.user.is_some())?;
     if let Some(stack) = &opts.user {
         let stack = upgrade(stack)?;
         return open_user(&stack, &msg, opts, early).await;

@@ -585,6 +585,7 @@ impl Converter {
             gateway,
             dest,
             info: msg.info,
+            early_answer: msg.auth.as_ref().is_some_and(|a| a.early_answer),
         });
         out
     }
@@ -593,6 +594,11 @@ impl Converter {
     async fn connect_and_relay(&self, stream: &AnyConn, req: &Request) {
         let s = &self.stats;
         let (gateway, dest) = (&req.gateway, req.dest);
+        // A gateway on mpbond's engine takes our answer before the handshake's last ACK: with
+        // its request in the SYN (Fast Open), the answer leaves a round trip sooner.
+        if let (true, AnyConn::User(u)) = (req.early_answer, stream) {
+            u.answer_early();
+        }
         let opts = ConnectOptions {
             timeout: Some(self.config.connect_timeout),
             ..ConnectOptions::default()
@@ -677,6 +683,8 @@ struct Request {
     gateway: Name,
     dest: SocketAddr,
     info: bool,
+    /// The gateway takes an answer before the handshake ends ([`auth::FLAG_EARLY_ANSWER`]).
+    early_answer: bool,
 }
 
 /// The first TCP option kind in an Extended Connect that the converter cannot use.

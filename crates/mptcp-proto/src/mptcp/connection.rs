@@ -2407,11 +2407,20 @@ impl MpConn {
     }
 
     /// [`MpConn::schedule`] before the handshake ended ([`MpConn::early_send`]): new bytes to
-    /// the initial subflow as far as it takes them.
+    /// the initial subflow as far as its window has room ([`room_of`]), not its whole send
+    /// buffer: what it holds beyond, the subflows that join later could carry.
     fn schedule_early(&mut self, ep: &mut Endpoint) {
         let mut buf = std::mem::take(&mut self.scratch);
         while self.snd_nxt < self.send.end() {
-            let n = self.send.end() - self.snd_nxt;
+            let room = self
+                .subflows
+                .first()
+                .and_then(|s| ep.conn(s.handle))
+                .map_or(0, room_of);
+            if room == 0 {
+                break;
+            }
+            let n = (self.send.end() - self.snd_nxt).min(room);
             match self.hand_out(ep, 0, self.snd_nxt, n, &mut buf) {
                 Handed::Wrote(w) => self.snd_nxt += w,
                 Handed::Full | Handed::Gone => break,
@@ -2541,15 +2550,8 @@ impl MpConn {
             if !matches!(c.state(), State::Established | State::CloseWait) {
                 continue;
             }
-            // Enough to fill the congestion window and a little more: the subflow must stay
-            // limited by its window (or it will not grow it) without holding much that a
-            // dying line would take with it. In whole segments: a mapping ends a segment (its
-            // DSS describes one mapping), so a hand-out of odd size leaves a short segment at
-            // its end, and a third of them were short before this was rounded.
             let queued = c.send_buffered() as u64;
-            let mss = c.send_mss().max(1);
-            let room = (c.cwnd() + 2 * mss).saturating_sub(queued).div_ceil(mss) * mss;
-            let room = room.min(c.send_capacity_left() as u64);
+            let room = room_of(c);
             let cand = Candidate {
                 index: i,
                 srtt: c.srtt().unwrap_or(Duration::from_millis(100)),
@@ -2840,4 +2842,16 @@ impl MpConn {
 )]
 fn rel_ssn(sf_off: u64) -> u32 {
     (sf_off + 1) as u32
+}
+
+/// What subflow `c` may be handed now: enough to fill its congestion window and a little more,
+/// so that it stays limited by its window (or it will not grow it) without holding much that a
+/// dying line would take with it. In whole segments: a mapping ends a segment (its DSS
+/// describes one mapping), so a hand-out of odd size leaves a short segment at its end, and a
+/// third of them were short before this was rounded.
+fn room_of(c: &crate::tcp::Connection) -> u64 {
+    let queued = c.send_buffered() as u64;
+    let mss = c.send_mss().max(1);
+    let room = (c.cwnd() + 2 * mss).saturating_sub(queued).div_ceil(mss) * mss;
+    room.min(c.send_capacity_left() as u64)
 }

@@ -334,6 +334,17 @@ impl Stack {
             .is_some_and(|c| c.all_acked(&self.ep))
     }
 
+    /// Lets a connection we accepted answer before its handshake's last ACK brings the
+    /// client's key ([`super::ConnConfig::early_answer`]), for a client known to take such an
+    /// answer (mpbond's gateway on this engine says so in its Convert message; Linux 6.18
+    /// falls back to TCP on it). Nothing changes once the handshake ended.
+    pub fn answer_early(&mut self, id: ConnId) {
+        if let Some(c) = self.inner.slot_mut(id).and_then(|s| s.conn.as_deref_mut()) {
+            c.cfg.early_answer = true;
+        }
+        self.inner.mark_dirty(id);
+    }
+
     /// Nagle's algorithm off (`TCP_NODELAY`) on every subflow, present and future.
     pub fn set_nodelay(&mut self, id: ConnId, nodelay: bool) {
         let Self { ep, inner } = self;

@@ -116,6 +116,15 @@ impl UserStream {
         g.ep.first_subflow_stats(self.h)
     }
 
+    /// Lets this accepted connection answer before its handshake ends (the client takes it:
+    /// see [`mptcp_proto::mptcp::Stack::answer_early`]).
+    pub fn answer_early(&self) {
+        let mut g = self.shared.lock();
+        g.ep.answer_early(self.h);
+        drop(g);
+        self.shared.kick.notify_one();
+    }
+
     /// Turns Nagle's algorithm off (`TCP_NODELAY`), for interactive sessions.
     pub fn set_nodelay(&self, nodelay: bool) {
         let mut g = self.shared.lock();
