@@ -2550,7 +2550,7 @@ impl MpConn {
             if !matches!(c.state(), State::Established | State::CloseWait) {
                 continue;
             }
-            let queued = c.send_buffered() as u64;
+            let queued = (c.send_buffered() as u64).saturating_sub(c.sacked());
             let room = room_of(c);
             let cand = Candidate {
                 index: i,
@@ -2848,9 +2848,12 @@ fn rel_ssn(sf_off: u64) -> u32 {
 /// so that it stays limited by its window (or it will not grow it) without holding much that a
 /// dying line would take with it. In whole segments: a mapping ends a segment (its DSS
 /// describes one mapping), so a hand-out of odd size leaves a short segment at its end, and a
-/// third of them were short before this was rounded.
+/// third of them were short before this was rounded. What the peer SACKed does not count: it
+/// was delivered, and TCP sends new data in its place while a hole waits for its
+/// retransmission; counting it left the subflow with nothing to send for most of a round trip
+/// after each loss, and its line idle once its queue drained.
 fn room_of(c: &crate::tcp::Connection) -> u64 {
-    let queued = c.send_buffered() as u64;
+    let queued = (c.send_buffered() as u64).saturating_sub(c.sacked());
     let mss = c.send_mss().max(1);
     let room = (c.cwnd() + 2 * mss).saturating_sub(queued).div_ceil(mss) * mss;
     room.min(c.send_capacity_left() as u64)

@@ -856,6 +856,13 @@ impl Connection {
         self.send.len()
     }
 
+    /// Bytes the peer SACKed: delivered, though they stay in the send buffer until they are
+    /// acknowledged cumulatively.
+    #[must_use]
+    pub fn sacked(&self) -> u64 {
+        self.queue.sacked()
+    }
+
     /// Room left in the send buffer.
     #[must_use]
     pub fn send_capacity_left(&self) -> usize {

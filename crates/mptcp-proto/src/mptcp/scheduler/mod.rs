@@ -42,7 +42,8 @@ pub struct Candidate {
     pub cwnd: u64,
     /// Payload bytes of a full segment.
     pub mss: u64,
-    /// Bytes handed to the subflow and not yet acknowledged on it (queued or in flight).
+    /// Bytes handed to the subflow and not yet delivered on it (queued or in flight; not what
+    /// the peer SACKed).
     pub queued: u64,
     /// Bytes it takes now without holding more than its window and two segments (0: full).
     pub room: u64,
