@@ -179,26 +179,39 @@ fn steady(name: &str, seed: u64, lines: &[Shape], secs: u64) -> Steady {
     let end = start + Duration::from_secs(secs);
     sim.run_for(Duration::from_millis(100));
     let id = sim.endpoint(c).connection_ids()[0];
-    let silences = |sim: &Sim<Stack>| sim.endpoint(c).stats(id).unwrap().silences;
-    let (mut counted, mut premature) = (0, 0);
-    let mut silent_before: Vec<SocketAddr> = Vec::new();
-    while sim.run_until(|s| silences(s) > counted, end - sim.now()) && sim.now() < end {
-        counted = silences(&sim);
-        let silent: Vec<SocketAddr> = sim
-            .endpoint(c)
-            .subflows(id)
-            .iter()
-            .filter(|s| s.silent)
-            .map(|s| s.local)
-            .collect();
-        for local in silent.iter().filter(|l| !silent_before.contains(l)) {
+    // Every subflow's turn to silent is looked at, after the event that made it: also one
+    // whose data had nowhere else to go (no silence counted) and a second on the same subflow.
+    let silent_now = |sim: &Sim<Stack>| -> Vec<(SocketAddr, bool)> {
+        let subflows = sim.endpoint(c).subflows(id);
+        subflows.iter().map(|s| (s.local, s.silent)).collect()
+    };
+    let mut was = silent_now(&sim);
+    let mut premature = 0;
+    loop {
+        let mut newly = Vec::new();
+        let turned = sim.run_until(
+            |s| {
+                let now = silent_now(s);
+                newly = now
+                    .iter()
+                    .filter(|(l, on)| *on && !was.contains(&(*l, true)))
+                    .map(|(l, _)| *l)
+                    .collect();
+                was = now;
+                !newly.is_empty()
+            },
+            end.saturating_duration_since(sim.now()),
+        );
+        if !turned || sim.now() >= end {
+            break;
+        }
+        for local in &newly {
             let answering = sim
                 .in_transit_to(c)
                 .filter_map(|p| PacketInfo::read(0, p))
                 .any(|p| p.dst == local.ip());
             premature += u64::from(answering);
         }
-        silent_before = silent;
     }
     sim.run_for(end.saturating_duration_since(sim.now()));
     let stats = sim.endpoint(c).stats(id).unwrap();

@@ -418,8 +418,9 @@ impl Connection {
     }
 
     /// Watches the peer's silence (the MPTCP layer does, on every subflow): with data
-    /// outstanding, the peer's next ACK is due one smoothed RTT after the oldest segment it has
-    /// not reported was sent (one known lost counts once it is sent again), and no sooner than
+    /// outstanding, the peer's next ACK is due one smoothed RTT after the first segment (in
+    /// sequence) it has not reported was last sent (one known lost counts once it is sent
+    /// again; a retransmission's time stands for it, which errs toward later), and no sooner than
     /// two ACK spacings after its last ACK while its ACK clock runs; when none comes within a
     /// margin (four RTT variations, twice the latest that ACKs came in the last 5-10 s, at
     /// least [`SILENCE_FLOOR`]; plus the delayed-ACK time, as the peer may hold the ACK of the

@@ -109,9 +109,10 @@ impl SentQueue {
         self.segs.back()
     }
 
-    /// The oldest segment believed in the network: neither acknowledged nor SACKed, nor known
-    /// lost and waiting to be sent again. The receiver's next report is due for it first; one
-    /// known lost it cannot report until it is sent again.
+    /// The first segment (in sequence) believed in the network: neither acknowledged nor
+    /// SACKed, nor known lost and waiting to be sent again. The receiver cannot report one
+    /// known lost until it is sent again. A retransmitted one carries its resending time, so
+    /// segments after it may have left earlier.
     #[must_use]
     pub fn oldest_in_flight(&self) -> Option<&Segment> {
         self.segs.iter().find(|s| s.state == SegState::InFlight)
