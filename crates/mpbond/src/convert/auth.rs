@@ -56,6 +56,11 @@ const LABEL: &[u8] = b"mpbond-convert-auth-v1";
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The Flags byte for these flags.
+fn flags(early_answer: bool) -> u8 {
+    if early_answer { FLAG_EARLY_ANSWER } else { 0 }
+}
+
 /// A gateway name: 1 to 64 bytes of ASCII letters, digits, `.`, `_` and `-`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name(String);
@@ -196,8 +201,7 @@ impl Auth {
         connect: &Connect,
         early_answer: bool,
     ) -> Self {
-        let flags = if early_answer { FLAG_EARLY_ANSWER } else { 0 };
-        let hmac = mac(key, name, timestamp, &nonce, connect, flags)
+        let hmac = mac(key, name, timestamp, &nonce, connect, flags(early_answer))
             .finalize()
             .into_bytes()
             .into();
@@ -211,11 +215,7 @@ impl Auth {
     }
 
     fn flags(&self) -> u8 {
-        if self.early_answer {
-            FLAG_EARLY_ANSWER
-        } else {
-            0
-        }
+        flags(self.early_answer)
     }
 
     /// Whether the HMAC is right for `key` and `connect` (compared in constant time).

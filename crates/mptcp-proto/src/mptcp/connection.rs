@@ -2550,7 +2550,7 @@ impl MpConn {
             if !matches!(c.state(), State::Established | State::CloseWait) {
                 continue;
             }
-            let queued = (c.send_buffered() as u64).saturating_sub(c.sacked());
+            let queued = c.send_undelivered();
             let room = room_of(c);
             let cand = Candidate {
                 index: i,
@@ -2853,7 +2853,7 @@ fn rel_ssn(sf_off: u64) -> u32 {
 /// retransmission; counting it left the subflow with nothing to send for most of a round trip
 /// after each loss, and its line idle once its queue drained.
 fn room_of(c: &crate::tcp::Connection) -> u64 {
-    let queued = (c.send_buffered() as u64).saturating_sub(c.sacked());
+    let queued = c.send_undelivered();
     let mss = c.send_mss().max(1);
     let room = (c.cwnd() + 2 * mss).saturating_sub(queued).div_ceil(mss) * mss;
     room.min(c.send_capacity_left() as u64)

@@ -857,11 +857,11 @@ impl Connection {
         self.send.len()
     }
 
-    /// Bytes the peer SACKed: delivered, though they stay in the send buffer until they are
-    /// acknowledged cumulatively.
+    /// Bytes in the send buffer not delivered yet: unsent or in flight, not what the peer
+    /// SACKed (those stay in the buffer until they are acknowledged cumulatively).
     #[must_use]
-    pub fn sacked(&self) -> u64 {
-        self.queue.sacked()
+    pub fn send_undelivered(&self) -> u64 {
+        (self.send.len() as u64).saturating_sub(self.queue.sacked())
     }
 
     /// Room left in the send buffer.
