@@ -1203,6 +1203,13 @@ pub trait EndpointHook {
         len
     }
 
+    /// Whether the data segment of `conn` from `stream_offset` goes without the hook's
+    /// options ([`SegmentHook::bare`]).
+    fn bare(&mut self, conn: ConnHandle, stream_offset: u64, retransmission: bool) -> bool {
+        let _ = (conn, stream_offset, retransmission);
+        false
+    }
+
     /// What becomes of `syn`, a SYN from `remote` to `local` that belongs to no connection:
     /// the one place where the MPTCP layer decides between a new MPTCP connection, a join of a
     /// known one (accepted on any local address of that connection, not only a listener's), a
@@ -1282,6 +1289,10 @@ impl SegmentHook for ForConnection<'_> {
 
     fn segment_limit(&mut self, stream_offset: u64, len: usize) -> usize {
         self.hook.segment_limit(self.conn, stream_offset, len)
+    }
+
+    fn bare(&mut self, stream_offset: u64, retransmission: bool) -> bool {
+        self.hook.bare(self.conn, stream_offset, retransmission)
     }
 }
 

@@ -459,10 +459,14 @@ impl Drop for Capture {
 
 /// Wireshark's MPTCP warnings (with its mapping and inter-subflow analysis on) as a display
 /// filter: a key echoed wrong, no or an unknown crypto algorithm, an infinite mapping, data
-/// without a mapping.
+/// without a mapping. (Not "no mapping" on a segment whose own DSS maps it whole: tshark says
+/// that of a segment it takes for out of order, such as the retransmission of a mapping's
+/// only segment that carries it, whose first copy was lost: since mappings ride on their first
+/// segment only, RFC 8684 §3.3.1, no other copy was seen.)
 pub const TSHARK_MPTCP_WARNINGS: &str = "mptcp.connection.echoed_key_mismatch \
     || mptcp.connection.missing_algorithm || mptcp.connection.unsupported_algorithm \
-    || mptcp.dss.infinite_mapping || (mptcp.dss.missing_mapping && tcp.len > 0)";
+    || mptcp.dss.infinite_mapping || (mptcp.dss.missing_mapping && tcp.len > 0 \
+    && !(tcp.options.mptcp.subflowseqno == tcp.seq && tcp.options.mptcp.datalvllen >= tcp.len))";
 
 /// How many packets of the capture at `pcap` match the display `filter`, with tshark's MPTCP
 /// analysis (mappings, inter-subflow retransmissions) on; `None` without tshark.

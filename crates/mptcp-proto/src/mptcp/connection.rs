@@ -158,6 +158,9 @@ pub(crate) struct Subflow {
     pub early_maps: Vec<(bool, DssMapping, Option<u64>)>,
     /// Its slot in the connection's coupled congestion control, if coupled.
     pub cc_slot: Option<usize>,
+    /// The `DATA_ACK` and data-level window edge the last DSS we sent on it said: a data
+    /// segment inside a mapping goes bare while both still hold ([`MpConn::bare`]).
+    pub dss_said: Option<(u64, u64)>,
 }
 
 impl Subflow {
@@ -200,6 +203,7 @@ impl Subflow {
             peer_data_ack: false,
             early_maps: Vec::new(),
             cc_slot: None,
+            dss_said: None,
         }
     }
 
@@ -1213,6 +1217,12 @@ impl MpConn {
         if included & dss_bit == 0 {
             return;
         }
+        if self.dss_ready() && !seg.flags.contains(TcpFlags::SYN) {
+            let said = self.dss_stamp();
+            if let Some(sf) = self.subflows.get_mut(i) {
+                sf.dss_said = Some(said);
+            }
+        }
         let fin_carried = self.fin_on == Some(i)
             && seg.payload_len == 0
             && !seg.flags.contains(TcpFlags::SYN)
@@ -1225,6 +1235,56 @@ impl MpConn {
             self.fin_sent = true;
             self.fin_rtx_at = Some(now + self.fin_rto);
         }
+    }
+
+    /// Whether our segments carry a DSS with a `DATA_ACK` (rather than `MP_CAPABLE` with
+    /// keys, or a Fast Open server's early mapping alone): the peer has our key, and (client)
+    /// showed it with a DSS of its own.
+    fn dss_ready(&self) -> bool {
+        !self.fallen_back
+            && self.remote_key.is_some()
+            && (self.role == Role::Server || self.fully_established)
+    }
+
+    /// What a DSS would say now besides its mapping: the `DATA_ACK`, and the data-level
+    /// window's right edge (§3.3.4: the window is relative to the `DATA_ACK`).
+    fn dss_stamp(&self) -> (u64, u64) {
+        let ack = self.data_ack();
+        (ack, ack.wrapping_add(self.recv.window() as u64))
+    }
+
+    /// Whether subflow `i`'s data segments inside a mapping go bare now (without any MPTCP
+    /// option): RFC 8684 §3.3.1 lets a mapping ride on its first segment only ("a data
+    /// sequence mapping does not need to be included in every MPTCP packet, as long as the
+    /// subflow sequence space in that packet is covered by a mapping known at the receiver"),
+    /// and the 28 bytes a DSS takes then carry payload: 1448 bytes a segment instead of
+    /// 1420 on a 1500-byte MTU, 2 % more goodput. Only while the last DSS on the subflow said
+    /// what a new one would (`DATA_ACK`, window edge), on an active subflow whose peer's
+    /// `DATA_ACK`s show that options get through. Linux takes such segments (its
+    /// `get_mapping_status` uses the mapping in force for a segment without one).
+    fn goes_bare(&self, i: usize) -> bool {
+        self.dss_ready()
+            && self.subflows.get(i).is_some_and(|sf| {
+                sf.state == SubflowState::Active
+                    && sf.peer_data_ack
+                    && sf.dss_said == Some(self.dss_stamp())
+            })
+    }
+
+    /// Whether the data segment of subflow `i` from `sf_off` goes bare ([`MpConn::goes_bare`]):
+    /// not the first of its mapping, which carries it. A retransmission inside a mapping
+    /// always does, to fit where the original went (the next segment says what is new).
+    pub fn bare(&self, i: usize, sf_off: u64, retransmission: bool) -> bool {
+        let Some(sf) = self.subflows.get(i) else {
+            return false;
+        };
+        let inside = sf.send_maps.find(sf_off).is_some_and(|m| m.sf_off < sf_off);
+        inside
+            && if retransmission {
+                self.dss_ready() && sf.state == SubflowState::Active && sf.peer_data_ack
+            } else {
+                self.goes_bare(i)
+            }
     }
 
     /// How many payload bytes from `sf_off` a segment of subflow `i` may carry.
@@ -1378,9 +1438,10 @@ impl MpConn {
         let first_data_acked = ep
             .conn(sf.handle)
             .is_some_and(|c| c.stats().bytes_acked > self.local_prefix);
-        sf.peer_data_ack
-            || !seg.payload.is_empty()
-            || (self.role == Role::Client && sf.initial && first_data_acked)
+        // Data without options is judged when it is read in order ([`MpConn::drain`]): a
+        // mapping the peer sent before may cover it (§3.3.1).
+        seg.payload.is_empty()
+            && (sf.peer_data_ack || (self.role == Role::Client && sf.initial && first_data_acked))
     }
 
     /// `MP_FASTCLOSE` with our key on subflow `i`: every remaining subflow is reset (§3.5),
@@ -2416,7 +2477,7 @@ impl MpConn {
                 .subflows
                 .first()
                 .and_then(|s| ep.conn(s.handle))
-                .map_or(0, room_of);
+                .map_or(0, |c| room_of(c, false));
             if room == 0 {
                 break;
             }
@@ -2551,7 +2612,7 @@ impl MpConn {
                 continue;
             }
             let queued = c.send_undelivered();
-            let room = room_of(c);
+            let room = room_of(c, self.goes_bare(i));
             let cand = Candidate {
                 index: i,
                 srtt: c.srtt().unwrap_or(Duration::from_millis(100)),
@@ -2851,10 +2912,19 @@ fn rel_ssn(sf_off: u64) -> u32 {
 /// third of them were short before this was rounded. What the peer SACKed does not count: it
 /// was delivered, and TCP sends new data in its place while a hole waits for its
 /// retransmission; counting it left the subflow with nothing to send for most of a round trip
-/// after each loss, and its line idle once its queue drained.
-fn room_of(c: &crate::tcp::Connection) -> u64 {
+/// after each loss, and its line idle once its queue drained. `bare`: the subflow's segments
+/// inside a mapping go bare ([`MpConn::goes_bare`]), so whole segments are one with the
+/// mapping and the rest a bare segment's size.
+fn room_of(c: &crate::tcp::Connection, bare: bool) -> u64 {
     let queued = c.send_undelivered();
     let mss = c.send_mss().max(1);
-    let room = (c.cwnd() + 2 * mss).saturating_sub(queued).div_ceil(mss) * mss;
+    let want = (c.cwnd() + 2 * mss).saturating_sub(queued);
+    let room = if bare {
+        // The first segment carries the mapping, the others go bare and carry more.
+        let full = c.send_mss_bare().max(mss);
+        (want.div_ceil(full) * full).saturating_sub(full - mss)
+    } else {
+        want.div_ceil(mss) * mss
+    };
     room.min(c.send_capacity_left() as u64)
 }

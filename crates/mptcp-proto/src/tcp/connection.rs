@@ -90,6 +90,17 @@ pub trait SegmentHook {
         let _ = stream_offset;
         len
     }
+
+    /// Whether the data segment from stream offset `stream_offset` (a retransmission when
+    /// `retransmission`) goes *bare*: without any of the hook's options, and so with the space
+    /// reserved for them ([`Connection::set_option_space`]) as payload. The MPTCP layer says
+    /// yes inside a DSS mapping whose first segment carries it, when its `DATA_ACK` has
+    /// nothing new to say (RFC 8684 §3.3.1: a mapping need not ride on every segment it
+    /// covers). Never by default.
+    fn bare(&mut self, stream_offset: u64, retransmission: bool) -> bool {
+        let _ = (stream_offset, retransmission);
+        false
+    }
 }
 
 /// A hook that adds nothing: plain TCP.
@@ -165,6 +176,9 @@ pub struct Connection {
     /// Highest offset sent plus one (`SND.NXT` of RFC 9293: retransmissions go to lost
     /// segments of [`SentQueue`] instead of moving it back).
     snd_max: u64,
+    /// Send offset just past the last data segment shorter than a full one (Linux's
+    /// `snd_sml`): Nagle holds a small segment only while such a one is unacknowledged.
+    snd_sml: u64,
     /// Our SYN (or SYN-ACK) is to be sent (again).
     syn_due: bool,
     snd_wnd: u64,
@@ -317,6 +331,7 @@ impl Connection {
             iss,
             snd_una: 0,
             snd_max: 0,
+            snd_sml: 0,
             syn_due: true,
             snd_wnd: 0,
             max_snd_wnd: 0,
@@ -774,6 +789,13 @@ impl Connection {
         self.smss()
     }
 
+    /// Payload bytes of a full bare segment, one without the hook's options
+    /// ([`SegmentHook::bare`]).
+    #[must_use]
+    pub fn send_mss_bare(&self) -> u64 {
+        self.smss_bare()
+    }
+
     /// Retransmission timeouts so far and payload bytes the peer acknowledged: how the MPTCP
     /// layer tells a stalled subflow from a working one, per packet, cheaply.
     #[must_use]
@@ -1065,8 +1087,19 @@ impl Connection {
     /// Payload bytes of a full segment: the peer's MSS (RFC 6691: it excludes options) less
     /// what timestamps and the hook's options take, and what the MTU allows.
     fn smss(&self) -> u64 {
+        self.smss_with(self.option_space)
+    }
+
+    /// Payload bytes of a full bare segment ([`SegmentHook::bare`]): without the hook's
+    /// options.
+    fn smss_bare(&self) -> u64 {
+        self.smss_with(0)
+    }
+
+    /// [`Connection::smss`] with `hook_space` bytes of the hook's options.
+    fn smss_with(&self, hook_space: usize) -> u64 {
         let ip = if self.local.is_ipv4() { 20 } else { 40 };
-        let opts = (if self.ts_ok { 12 } else { 0 }) + self.option_space;
+        let opts = (if self.ts_ok { 12 } else { 0 }) + hook_space;
         let by_mtu = (self.cfg.mtu.saturating_sub(ip + HEADER_LEN)) as u64;
         let by_peer = self.peer_mss;
         by_mtu
@@ -2110,7 +2143,9 @@ impl Connection {
             self.cwnd_limited = false;
             return None;
         }
-        let mut len = avail.min(mss).min(by_window);
+        // Up to a full bare segment: the hook may let it go without its options (the segment
+        // is cut to what its header leaves room for when not).
+        let mut len = avail.min(self.smss_bare()).min(by_window);
         if len == 0 {
             if avail == 1 && self.fin_queued {
                 // A bare FIN needs no window.
@@ -2127,15 +2162,20 @@ impl Connection {
                 return None;
             }
         }
-        if in_flight > 0 && len > room {
+        // The window is counted in full segments: a bare one may pass it by its few extra
+        // bytes (as Linux counts `cwnd` in packets).
+        if in_flight > 0 && len.min(mss) > room {
             self.cwnd_limited = true;
             return None;
         }
-        // Nagle (RFC 9293 §3.7.4): a small segment waits while data is unacknowledged, unless
-        // it ends the stream. (An unacknowledged SYN-ACK is no data: a Fast Open server
-        // answers at once.)
+        // Nagle (RFC 9293 §3.7.4) with Minshall's refinement, as Linux: a small segment waits
+        // while an earlier small one is unacknowledged, unless it ends the stream. The tail of
+        // a large write goes at once instead of a round trip (and a delayed ACK) later; many
+        // small writes still coalesce. (An unacknowledged SYN-ACK is no data: a Fast Open
+        // server answers at once.)
         let ends_stream = self.fin_queued && self.snd_max + len >= end;
-        if self.cfg.nagle && len < mss && self.snd_max > self.snd_una.max(1) && !ends_stream {
+        let small_unacked = self.snd_sml > self.snd_una.max(1);
+        if self.cfg.nagle && len < mss && small_unacked && !ends_stream {
             self.cwnd_limited = false;
             return None;
         }
@@ -2237,7 +2277,12 @@ impl Connection {
         let mut repr: TcpRepr<'_> = repr;
         with_fast_open(&mut repr, fast_open);
         let base_opts = repr.options_len();
-        let fits = self.payload_room(base_opts, buf.len());
+        let bare = data_len > 0
+            && !syn
+            && !rst
+            && self.option_space > 0
+            && hook.bare(start.saturating_sub(1), retransmission);
+        let fits = self.payload_room(base_opts, buf.len(), bare);
         let mut flags = flags;
         if data_len > fits {
             // The header left less room than planned: the rest (and any FIN) goes later.
@@ -2264,10 +2309,16 @@ impl Connection {
         // the MSS.
         let room = if syn {
             MAX_OPTIONS_LEN
+        } else if bare {
+            base_opts
         } else {
             (base_opts + self.option_space).min(MAX_OPTIONS_LEN)
         };
-        let options = hook.outgoing_options(&seg);
+        let options = if bare {
+            ArrayVec::new()
+        } else {
+            hook.outgoing_options(&seg)
+        };
         // The hook's options first: SACK blocks give way to them (the oldest blocks go; the
         // first, the most recent, stays as long as there is room for it, RFC 2018 §4).
         let wanted: usize = options.iter().map(MptcpOption::buffer_len).sum();
@@ -2311,7 +2362,21 @@ impl Connection {
         if seq_len == 0 {
             return n;
         }
-        let end = start + seq_len;
+        self.record_sent(now, start, start + seq_len, data_len, retransmission, syn);
+        n
+    }
+
+    /// Bookkeeping of a segment that took sequence space `start..end` with `data_len` payload
+    /// bytes: the sent queue, the counters, the pacer, and the timers that watch it.
+    fn record_sent(
+        &mut self,
+        now: Instant,
+        start: u64,
+        end: u64,
+        data_len: usize,
+        retransmission: bool,
+        syn: bool,
+    ) {
         self.stats.bytes_sent += data_len as u64;
         if retransmission {
             self.stats.retransmits += 1;
@@ -2320,6 +2385,9 @@ impl Connection {
         } else if end > self.snd_max {
             self.queue.push(start, end, now);
             self.snd_max = end;
+        }
+        if (data_len as u64) < self.smss() {
+            self.snd_sml = self.snd_sml.max(end);
         }
         if self.cfg.pacing && !syn {
             self.pacer.on_send(now, data_len as u64);
@@ -2336,14 +2404,15 @@ impl Connection {
         if self.silence_watch && (retransmission || !self.timers.is_set(Timer::Silence)) {
             self.arm_silence();
         }
-        n
     }
 
     /// Room for payload in a segment whose options (ours) take `options` bytes, in a buffer of
     /// `buf_len`: the peer's MSS (plus the 20 bytes it excludes) or the buffer, less the header
-    /// with its options and the hook's reserved space.
-    fn payload_room(&self, options: usize, buf_len: usize) -> usize {
-        let reserved = (options + self.option_space).min(MAX_OPTIONS_LEN);
+    /// with its options and the hook's reserved space (none in a bare segment,
+    /// [`SegmentHook::bare`]).
+    fn payload_room(&self, options: usize, buf_len: usize, bare: bool) -> usize {
+        let hooks = if bare { 0 } else { self.option_space };
+        let reserved = (options + hooks).min(MAX_OPTIONS_LEN);
         let header = HEADER_LEN + reserved.div_ceil(4) * 4;
         let limit = usize::try_from(self.peer_mss)
             .unwrap_or(usize::MAX)
