@@ -588,12 +588,11 @@ fn captures_of_both_roles_check_out_in_mpbond_decode_and_tshark() {
         count(&format!("{ours} && !tcp.options.mptcp.subtype")),
     );
     eprintln!("our data segments: {data}, bare: {bare}");
-    // Each mapping's first segment carries it; how many follow bare depends on how much the
-    // scheduler hands out at once (about one in ten here, where the kernel's ACKs come
-    // often and checksums keep each hand-out a mapping of its own).
+    // Each mapping's first segment carries it, and hand-outs are of three segments or more
+    // (4292 of 5711 went bare when this was written).
     assert!(
-        bare >= 100,
-        "our data segments inside a mapping go bare: {bare} of {data}"
+        bare * 2 >= data,
+        "half of our data segments or more go bare: {bare} of {data}"
     );
 }
 

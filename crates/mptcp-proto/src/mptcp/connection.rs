@@ -35,6 +35,10 @@ use crate::wire::tcp::{TcpFlags, TcpRepr};
 /// checksum (28), which also covers `MP_CAPABLE` with data (24) and the `MP_JOIN` ACK (24).
 pub(crate) const OPTION_SPACE: usize = 28;
 
+/// Segments a hand-out to a subflow whose segments go bare waits for ([`room_of`]): a mapping
+/// of that many sends all but its first segment bare.
+const BARE_RUN: u64 = 3;
+
 /// How often at most a stalled subflow probes its line while other subflows carry its data.
 const STALLED_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -2477,7 +2481,7 @@ impl MpConn {
                 .subflows
                 .first()
                 .and_then(|s| ep.conn(s.handle))
-                .map_or(0, |c| room_of(c, false));
+                .map_or(0, |c| room_of(c, None));
             if room == 0 {
                 break;
             }
@@ -2612,7 +2616,10 @@ impl MpConn {
                 continue;
             }
             let queued = c.send_undelivered();
-            let room = room_of(c, self.goes_bare(i));
+            let bare = self
+                .goes_bare(i)
+                .then(|| s.written.saturating_sub(c.sent_to()));
+            let room = room_of(c, bare);
             let cand = Candidate {
                 index: i,
                 srtt: c.srtt().unwrap_or(Duration::from_millis(100)),
@@ -2913,15 +2920,22 @@ fn rel_ssn(sf_off: u64) -> u32 {
 /// was delivered, and TCP sends new data in its place while a hole waits for its
 /// retransmission; counting it left the subflow with nothing to send for most of a round trip
 /// after each loss, and its line idle once its queue drained. `bare`: the subflow's segments
-/// inside a mapping go bare ([`MpConn::goes_bare`]), so whole segments are one with the
-/// mapping and the rest a bare segment's size.
-fn room_of(c: &crate::tcp::Connection, bare: bool) -> u64 {
+/// inside a mapping go bare ([`MpConn::goes_bare`]) and it has that many bytes unsent; whole
+/// segments are then one with the mapping and the rest a bare segment's size, and it may hold
+/// [`BARE_RUN`] + 1 segments beyond its window rather than 2, but takes nothing while it has
+/// room for fewer than [`BARE_RUN`] and still a segment to send: a short hand-out would be a
+/// short mapping, whose first segment carries the DSS, and the line does not wait for it.
+fn room_of(c: &crate::tcp::Connection, bare: Option<u64>) -> u64 {
     let queued = c.send_undelivered();
     let mss = c.send_mss().max(1);
-    let want = (c.cwnd() + 2 * mss).saturating_sub(queued);
-    let room = if bare {
+    let ahead = if bare.is_some() { BARE_RUN + 1 } else { 2 };
+    let want = (c.cwnd() + ahead * mss).saturating_sub(queued);
+    let room = if let Some(unsent) = bare {
         // The first segment carries the mapping, the others go bare and carry more.
         let full = c.send_mss_bare().max(mss);
+        if want < BARE_RUN * full && unsent >= mss {
+            return 0;
+        }
         (want.div_ceil(full) * full).saturating_sub(full - mss)
     } else {
         want.div_ceil(mss) * mss
