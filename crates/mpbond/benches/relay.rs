@@ -1,7 +1,10 @@
 //! Relay benchmark: what gateway + converter cost against a direct kernel MPTCP connection over
 //! the same two lab lines (unshaped, then 500 Mbit/s each), measured side by side in one run,
 //! with both daemons on the kernel's MPTCP and then on mpbond's engine (`--stack user`), and the
-//! memory an idle relayed connection takes in the two daemons on each.
+//! memory an idle relayed connection takes in the two daemons on each, and the daemons'
+//! `read`/`write` calls on files and devices per full segment relayed (what limits the engine:
+//! the TUN device gives and takes one packet per call; `/proc/PID/io` does not count socket
+//! calls, so the kernel stack's relay, which only has sockets, shows none).
 //!
 //! Needs root (it builds a lab): `sudo cargo bench --bench relay`. Prints a Markdown table.
 //! Each contender downloads for `MPBOND_BENCH_SECONDS` (default 8) seconds, twice, alternating;
@@ -108,10 +111,23 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / hz as f64
 }
 
+/// `read`/`write`-class calls on files and devices a process made so far (`syscr` + `syscw`
+/// of `/proc/PID/io`: the TUN device, eventfd wake-ups; not socket calls, nor `epoll_wait`).
+fn io_syscalls(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    s.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            matches!(k, "syscr" | "syscw").then(|| v.trim().parse::<u64>().ok())?
+        })
+        .sum()
+}
+
 /// What one data plane of gateway + converter measured.
 struct Plane {
-    /// Per line shape: relayed goodput (bit/s), CPU of both daemons per GB.
-    relayed: Vec<(f64, f64)>,
+    /// Per line shape: relayed goodput (bit/s), CPU of both daemons per GB, and their reads
+    /// and writes of files and devices per 1448 payload bytes relayed.
+    relayed: Vec<(f64, f64, f64)>,
     /// Resident memory per idle relayed connection: gateway, converter (KiB).
     idle_kib: (f64, f64),
 }
@@ -146,21 +162,24 @@ fn measure(
         for line in ["l1", "l2"] {
             lab.set(line, &[shape]);
         }
-        let (mut d, mut r, mut cpu_per_gb) = (0f64, 0f64, f64::MAX);
+        let (mut d, mut r, mut cpu_per_gb, mut calls) = (0f64, 0f64, f64::MAX, f64::MAX);
         for _ in 0..2 {
             if direct.is_some() {
                 d = d.max(download(gw, (vps_ip, 9100).into(), true, secs));
             }
             let c0 = cpu_seconds(gateway.pid()) + cpu_seconds(converter.pid());
+            let s0 = io_syscalls(gateway.pid()) + io_syscalls(converter.pid());
             let t0 = Instant::now();
             let got = download(lan, (web_ip, 9101).into(), false, secs);
             let cpu = cpu_seconds(gateway.pid()) + cpu_seconds(converter.pid()) - c0;
-            let gb = got * t0.elapsed().as_secs_f64() / 8e9;
+            let sys = io_syscalls(gateway.pid()) + io_syscalls(converter.pid()) - s0;
+            let bytes = got * t0.elapsed().as_secs_f64() / 8.0;
             r = r.max(got);
-            cpu_per_gb = cpu_per_gb.min(cpu / gb);
+            cpu_per_gb = cpu_per_gb.min(cpu / (bytes / 1e9));
+            calls = calls.min(sys as f64 / (bytes / 1448.0));
         }
         directs.push(d);
-        relayed.push((r, cpu_per_gb));
+        relayed.push((r, cpu_per_gb, calls));
     }
     if let Some(v) = direct.as_mut() {
         *v = directs;
@@ -208,13 +227,14 @@ fn main() {
     let direct = direct.unwrap_or_default();
 
     println!(
-        "| lines | direct kernel MPTCP (vps → gw) | relayed, kernel stack (web → lan) | relayed, user stack | kernel / direct | user / direct | CPU per GB relayed, kernel / user |"
+        "| lines | direct kernel MPTCP (vps → gw) | relayed, kernel stack (web → lan) | relayed, user stack | kernel / direct | user / direct | CPU per GB relayed, kernel / user | file/device reads+writes per 1448 B relayed, kernel / user |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (i, (label, _)) in SHAPES.iter().enumerate() {
-        let (d, (k, kcpu), (u, ucpu)) = (direct[i], kernel.relayed[i], user.relayed[i]);
+        let (d, (k, kcpu, kcalls), (u, ucpu, ucalls)) =
+            (direct[i], kernel.relayed[i], user.relayed[i]);
         println!(
-            "| {label} | {:.0} Mbit/s | {:.0} Mbit/s | {:.0} Mbit/s | **{:.1} %** | **{:.1} %** | {kcpu:.2} s / {ucpu:.2} s |",
+            "| {label} | {:.0} Mbit/s | {:.0} Mbit/s | {:.0} Mbit/s | **{:.1} %** | **{:.1} %** | {kcpu:.2} s / {ucpu:.2} s | {kcalls:.2} / {ucalls:.2} |",
             d / 1e6,
             k / 1e6,
             u / 1e6,
