@@ -268,6 +268,10 @@ fn connect_error(e: &io::Error) -> (ErrorCode, u8) {
 /// How long a refused client gets to read the error before the socket is closed.
 const REFUSE_LINGER: Duration = Duration::from_secs(2);
 
+/// How long the answer to a request that came in the SYN waits for the client's key
+/// ([`kernel::wait_peer_key`]): a few of the slowest lines' round trips; then it goes anyway.
+const PEER_KEY_WAIT: Duration = Duration::from_secs(3);
+
 impl Converter {
     /// Its counters, for the metrics endpoint.
     fn metrics_sample(&self) -> crate::metrics::Sample {
@@ -613,6 +617,13 @@ impl Converter {
                 return;
             }
         };
+        // A kernel MPTCP connection whose request came in the SYN: nothing is written before
+        // the client's key arrived, or Linux sends none of it (`kernel::wait_peer_key`).
+        if let AnyConn::Kernel(k) = stream {
+            if let Err(e) = kernel::wait_peer_key(k, PEER_KEY_WAIT).await {
+                debug!(%gateway, %dest, "{e}; answering all the same");
+            }
+        }
         let reply = Message {
             extended_tcp_header: Some(server_options(&down)),
             supported_tcp_extensions: req.info.then(|| SUPPORTED_TCP_OPTIONS.to_vec()),

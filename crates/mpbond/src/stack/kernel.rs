@@ -236,6 +236,8 @@ const SOL_MPTCP: libc::c_int = 284;
 const MPTCP_INFO: libc::c_int = 1;
 /// `mptcpi_flags`: the connection fell back to TCP.
 const MPTCP_INFO_FLAG_FALLBACK: u32 = 1;
+/// `MPTCP_INFO_FLAG_REMOTE_KEY_RECEIVED`: the peer's key arrived.
+const MPTCP_INFO_FLAG_REMOTE_KEY_RECEIVED: u32 = 2;
 
 /// The head of the kernel's `struct mptcp_info` (uapi `linux/mptcp.h`), as far as mpbond reads
 /// it; the kernel copies no more than the length it is given.
@@ -427,6 +429,30 @@ pub async fn wait_data_acked(stream: &TcpStream, limit: Duration) -> io::Result<
             _ => unacked_bytes(stream).is_none_or(|n| n == 0),
         },
         "the peer did not acknowledge what was sent",
+    )
+    .await
+}
+
+/// Waits until an accepted MPTCP connection holds its client's key (the third ACK, or the first
+/// data after it, arrived), or fell back to TCP, or `limit` passed (then `TimedOut`); at once
+/// for plain TCP.
+///
+/// Linux 6.18's MPTCP server whose client sent data in its SYN (TCP Fast Open) and that writes
+/// before the third ACK arrives keeps what it wrote queued and sends none of it, not even once
+/// the ACK came: seen on 6.18.44 with a converter answering at once (its destination a
+/// millisecond away), the connection held 129 kB for 20 s and its subflow had sent nothing.
+/// What is written once the key is there goes out. The wait is at most the round trip of the
+/// client's handshake, which the converter's own connection to the destination overlaps.
+pub async fn wait_peer_key(stream: &TcpStream, limit: Duration) -> io::Result<()> {
+    poll_until(
+        stream,
+        tokio::time::Instant::now() + limit,
+        || {
+            mptcp_info(stream).is_none_or(|i| {
+                i.flags & (MPTCP_INFO_FLAG_FALLBACK | MPTCP_INFO_FLAG_REMOTE_KEY_RECEIVED) != 0
+            })
+        },
+        "the client's key did not arrive",
     )
     .await
 }
