@@ -1267,12 +1267,15 @@ impl MpConn {
     /// `DATA_ACK`s show that options get through. Linux takes such segments (its
     /// `get_mapping_status` uses the mapping in force for a segment without one).
     fn goes_bare(&self, i: usize) -> bool {
-        self.dss_ready()
-            && self.subflows.get(i).is_some_and(|sf| {
-                sf.state == SubflowState::Active
-                    && sf.peer_data_ack
-                    && sf.dss_said == Some(self.dss_stamp())
-            })
+        self.subflows
+            .get(i)
+            .is_some_and(|sf| self.may_go_bare(sf) && sf.dss_said == Some(self.dss_stamp()))
+    }
+
+    /// Whether `sf` may send bare segments at all: our segments carry a DSS with a
+    /// `DATA_ACK` ([`MpConn::dss_ready`]), and it is active with options that get through.
+    fn may_go_bare(&self, sf: &Subflow) -> bool {
+        self.dss_ready() && sf.state == SubflowState::Active && sf.peer_data_ack
     }
 
     /// Whether the data segment of subflow `i` from `sf_off` goes bare ([`MpConn::goes_bare`]):
@@ -1285,7 +1288,7 @@ impl MpConn {
         let inside = sf.send_maps.find(sf_off).is_some_and(|m| m.sf_off < sf_off);
         inside
             && if retransmission {
-                self.dss_ready() && sf.state == SubflowState::Active && sf.peer_data_ack
+                self.may_go_bare(sf)
             } else {
                 self.goes_bare(i)
             }

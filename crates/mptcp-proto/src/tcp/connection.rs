@@ -2309,8 +2309,6 @@ impl Connection {
         // the MSS.
         let room = if syn {
             MAX_OPTIONS_LEN
-        } else if bare {
-            base_opts
         } else {
             (base_opts + self.option_space).min(MAX_OPTIONS_LEN)
         };
