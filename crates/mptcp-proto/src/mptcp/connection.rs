@@ -162,9 +162,21 @@ pub(crate) struct Subflow {
     pub early_maps: Vec<(bool, DssMapping, Option<u64>)>,
     /// Its slot in the connection's coupled congestion control, if coupled.
     pub cc_slot: Option<usize>,
-    /// The `DATA_ACK` and data-level window edge the last DSS we sent on it said: a data
-    /// segment inside a mapping goes bare while both still hold ([`MpConn::bare`]).
-    pub dss_said: Option<(u64, u64)>,
+    /// What the last DSS on one of its data segments said besides its mapping: a data segment
+    /// inside a mapping goes bare while it still holds and has arrived ([`MpConn::goes_bare`]).
+    pub dss_said: Option<DssSaid>,
+}
+
+/// The `DATA_ACK` and data-level window edge a DSS said on a subflow's data segment, and whether
+/// the peer has that segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DssSaid {
+    /// `(DATA_ACK, window edge)`, as [`MpConn::dss_stamp`] makes it.
+    pub stamp: (u64, u64),
+    /// The subflow stream offset just past the segment that carried it.
+    pub end: u64,
+    /// The peer acknowledged that segment (and so read the DSS on it).
+    pub arrived: bool,
 }
 
 impl Subflow {
@@ -235,8 +247,10 @@ pub enum FallbackCause {
     /// The handshake ended without both keys: the peer has no MPTCP, or something on the path
     /// removed `MP_CAPABLE` (§3.1).
     NotOffered,
-    /// A segment of the peer that must carry MPTCP options (data, or an ACK once the peer had
-    /// sent a `DATA_ACK`) came without any: something on the path strips them.
+    /// A pure ACK of the peer came without any MPTCP option once the peer had sent a
+    /// `DATA_ACK` (or acknowledged our first data): something on the path strips them. (Data
+    /// without options is fine inside a mapping, §3.3.1; outside one it is
+    /// [`FallbackCause::UnmappedData`].)
     OptionsStripped,
     /// Data came without a mapping (an implied infinite mapping).
     UnmappedData,
@@ -1221,10 +1235,25 @@ impl MpConn {
         if included & dss_bit == 0 {
             return;
         }
-        if self.dss_ready() && !seg.flags.contains(TcpFlags::SYN) {
-            let said = self.dss_stamp();
-            if let Some(sf) = self.subflows.get_mut(i) {
-                sf.dss_said = Some(said);
+        // Only a data segment's DSS counts: TCP sends it again until it arrives, while a
+        // pure ACK that is lost is gone (its news then go on the next data segment).
+        let data = seg.payload_len > 0
+            && !seg.flags.contains(TcpFlags::SYN)
+            && !seg.flags.contains(TcpFlags::RST);
+        if data && self.dss_ready() {
+            let stamp = self.dss_stamp();
+            if let Some(sf) = self
+                .subflows
+                .get_mut(i)
+                .filter(|sf| sf.state == SubflowState::Active)
+            {
+                if sf.dss_said.is_none_or(|d| d.stamp != stamp) {
+                    sf.dss_said = Some(DssSaid {
+                        stamp,
+                        end: seg.stream_offset + seg.payload_len as u64,
+                        arrived: false,
+                    });
+                }
             }
         }
         let fin_carried = self.fin_on == Some(i)
@@ -1262,14 +1291,22 @@ impl MpConn {
     /// sequence mapping does not need to be included in every MPTCP packet, as long as the
     /// subflow sequence space in that packet is covered by a mapping known at the receiver"),
     /// and the 28 bytes a DSS takes then carry payload: 1448 bytes a segment instead of
-    /// 1420 on a 1500-byte MTU, 2 % more goodput. Only while the last DSS on the subflow said
-    /// what a new one would (`DATA_ACK`, window edge), on an active subflow whose peer's
-    /// `DATA_ACK`s show that options get through. Linux takes such segments (its
+    /// 1420 on a 1500-byte MTU, 2 % more goodput. Only on an active subflow whose peer's
+    /// `DATA_ACK`s show that options get through, while a DSS on one of its data segments
+    /// said what a new one would (`DATA_ACK`, window edge) and that segment arrived: Linux
+    /// learns both only from a DSS (its MPTCP-level send window too), so news go on every data
+    /// segment until one of them is acknowledged. Linux takes bare segments (its
     /// `get_mapping_status` uses the mapping in force for a segment without one).
     fn goes_bare(&self, i: usize) -> bool {
-        self.subflows
-            .get(i)
-            .is_some_and(|sf| self.may_go_bare(sf) && sf.dss_said == Some(self.dss_stamp()))
+        self.said_now(i).is_some_and(|d| d.arrived)
+    }
+
+    /// The DSS said on subflow `i` when it still says what a new one would, on a subflow that
+    /// may go bare at all ([`MpConn::may_go_bare`]).
+    fn said_now(&self, i: usize) -> Option<DssSaid> {
+        let sf = self.subflows.get(i)?;
+        let d = sf.dss_said?;
+        (self.may_go_bare(sf) && d.stamp == self.dss_stamp()).then_some(d)
     }
 
     /// Whether `sf` may send bare segments at all: our segments carry a DSS with a
@@ -1279,8 +1316,9 @@ impl MpConn {
     }
 
     /// Whether the data segment of subflow `i` from `sf_off` goes bare ([`MpConn::goes_bare`]):
-    /// not the first of its mapping, which carries it. A retransmission inside a mapping
-    /// always does, to fit where the original went (the next segment says what is new).
+    /// not the first of its mapping, which carries it. A retransmission inside a mapping goes
+    /// bare while the last DSS still says what a new one would, arrived or not, to fit where
+    /// the original went (the first new segment carries the DSS that has not arrived).
     pub fn bare(&self, i: usize, sf_off: u64, retransmission: bool) -> bool {
         let Some(sf) = self.subflows.get(i) else {
             return false;
@@ -1288,10 +1326,22 @@ impl MpConn {
         let inside = sf.send_maps.find(sf_off).is_some_and(|m| m.sf_off < sf_off);
         inside
             && if retransmission {
-                self.may_go_bare(sf)
+                self.said_now(i).is_some()
             } else {
                 self.goes_bare(i)
             }
+    }
+
+    /// Notes which subflows' peers have the data segment that carried their last DSS.
+    fn note_dss_arrivals(&mut self, ep: &Endpoint) {
+        for sf in &mut self.subflows {
+            let Some(d) = sf.dss_said.as_mut().filter(|d| !d.arrived) else {
+                continue;
+            };
+            if ep.conn(sf.handle).is_some_and(|c| c.acked_to() >= d.end) {
+                d.arrived = true;
+            }
+        }
     }
 
     /// How many payload bytes from `sf_off` a segment of subflow `i` may carry.
@@ -1427,8 +1477,9 @@ impl MpConn {
     }
 
     /// Whether `seg`, which came on active subflow `i` without any MPTCP option, shows that
-    /// something strips them (§3.7): it carries data, or the peer sent a `DATA_ACK` on the
+    /// something strips them (§3.7): a pure ACK, when the peer sent a `DATA_ACK` on the
     /// subflow before, or (client) the server acknowledged our first data after the SYN's.
+    /// (Data without options is judged when it is read in order: a mapping may cover it.)
     /// A Fast Open server's pure ACKs before our key reached it carry no option, as Linux's
     /// (it has no `DATA_ACK` to make), and acknowledge no more than the SYN's data.
     fn options_stripped(&self, ep: &Endpoint, i: usize, seg: &TcpRepr<'_>) -> bool {
@@ -2249,6 +2300,7 @@ impl MpConn {
             return;
         }
         self.check_stalls(ep);
+        self.note_dss_arrivals(ep);
         self.cap_stalled_timeouts(ep);
         self.reinject_head_of_line(ep);
         let mut buf = std::mem::take(&mut self.scratch);
@@ -2631,6 +2683,7 @@ impl MpConn {
                 mss: c.send_mss(),
                 queued,
                 room,
+                acked: c.progress().1,
             };
             if out.try_push(cand).is_err() {
                 break;

@@ -94,9 +94,9 @@ pub trait SegmentHook {
     /// Whether the data segment from stream offset `stream_offset` (a retransmission when
     /// `retransmission`) goes *bare*: without any of the hook's options, and so with the space
     /// reserved for them ([`Connection::set_option_space`]) as payload. The MPTCP layer says
-    /// yes inside a DSS mapping whose first segment carries it, when its `DATA_ACK` has
-    /// nothing new to say (RFC 8684 §3.3.1: a mapping need not ride on every segment it
-    /// covers). Never by default.
+    /// yes inside a DSS mapping whose first segment carries it, when a DSS would have nothing
+    /// new to say (RFC 8684 §3.3.1: a mapping need not ride on every segment it covers).
+    /// Never by default.
     fn bare(&mut self, stream_offset: u64, retransmission: bool) -> bool {
         let _ = (stream_offset, retransmission);
         false
@@ -801,6 +801,12 @@ impl Connection {
     #[must_use]
     pub fn progress(&self) -> (u64, u64) {
         (self.stats.timeouts, self.stats.bytes_acked)
+    }
+
+    /// Stream offset of the first byte not acknowledged yet.
+    #[must_use]
+    pub fn acked_to(&self) -> u64 {
+        self.snd_una.saturating_sub(1).min(self.send.end())
     }
 
     /// Stream offset of the first byte never sent yet.
@@ -2162,8 +2168,8 @@ impl Connection {
                 return None;
             }
         }
-        // The window is counted in full segments: a bare one may pass it by its few extra
-        // bytes (as Linux counts `cwnd` in packets).
+        // A segment fits when a full one with the hook's options would: a bare one, a few
+        // bytes longer, may pass the window by those bytes.
         if in_flight > 0 && len.min(mss) > room {
             self.cwnd_limited = true;
             return None;

@@ -47,6 +47,9 @@ pub struct Candidate {
     pub queued: u64,
     /// Bytes it takes now without holding more than its window and two segments (0: full).
     pub room: u64,
+    /// Payload bytes the peer acknowledged on it so far (0: it never carried data, so its
+    /// RTT comes from its handshake and says nothing of how long a window takes to cross it).
+    pub acked: u64,
 }
 
 /// What the connection knows beyond its subflows.
@@ -187,6 +190,7 @@ pub(crate) mod tests {
             mss: 1400,
             queued: (cwnd * 1400 + 2800).saturating_sub(room),
             room,
+            acked: 1 << 20,
         }
     }
 
