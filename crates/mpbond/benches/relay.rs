@@ -1,10 +1,11 @@
 //! Relay benchmark: what gateway + converter cost against a direct kernel MPTCP connection over
 //! the same two lab lines (unshaped, then 500 Mbit/s each), measured side by side in one run,
-//! with both daemons on the kernel's MPTCP and then on mpbond's engine (`--stack user`), and the
-//! memory an idle relayed connection takes in the two daemons on each, and the daemons'
+//! with both daemons on the kernel's MPTCP, then on mpbond's engine (`--stack user`), then on the
+//! engine with the TUN's offloads off (`MPBOND_TUN_OFFLOAD=0`: one packet per read and write);
+//! the memory an idle relayed connection takes in the two daemons on each, and the daemons'
 //! `read`/`write` calls on files and devices per full segment relayed (what limits the engine:
-//! the TUN device gives and takes one packet per call; `/proc/PID/io` does not count socket
-//! calls, so the kernel stack's relay, which only has sockets, shows none).
+//! the TUN device; `/proc/PID/io` does not count socket calls, so the kernel stack's relay,
+//! which only has sockets, shows none).
 //!
 //! Needs root (it builds a lab): `sudo cargo bench --bench relay`. Prints a Markdown table.
 //! Each contender downloads for `MPBOND_BENCH_SECONDS` (default 8) seconds, twice, alternating;
@@ -224,27 +225,42 @@ fn main() {
     let mut direct = Some(Vec::new());
     let kernel = measure(&lab, &dir, "kernel", secs, &mut direct);
     let user = measure(&lab, &dir, "user", secs, &mut None);
+    // The same without the TUN's offloads (one packet per read and write). The daemons inherit
+    // the variable; nothing else in this program reads the environment.
+    // SAFETY: the server threads only accept and write; no thread reads the environment.
+    unsafe { std::env::set_var("MPBOND_TUN_OFFLOAD", "0") };
+    let plain = measure(&lab, &dir, "user", secs, &mut None);
     let direct = direct.unwrap_or_default();
 
     println!(
-        "| lines | direct kernel MPTCP (vps → gw) | relayed, kernel stack (web → lan) | relayed, user stack | kernel / direct | user / direct | CPU per GB relayed, kernel / user | file/device reads+writes per 1448 B relayed, kernel / user |"
+        "| lines | direct kernel MPTCP (vps → gw) | relayed, kernel stack (web → lan) | relayed, user stack | user stack without TUN offloads | kernel / direct | user / direct | CPU per GB relayed, kernel / user / user without offloads | file/device reads+writes per 1448 B relayed, kernel / user / user without offloads |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (i, (label, _)) in SHAPES.iter().enumerate() {
-        let (d, (k, kcpu, kcalls), (u, ucpu, ucalls)) =
-            (direct[i], kernel.relayed[i], user.relayed[i]);
+        let (d, (k, kcpu, kcalls), (u, ucpu, ucalls), (p, pcpu, pcalls)) = (
+            direct[i],
+            kernel.relayed[i],
+            user.relayed[i],
+            plain.relayed[i],
+        );
         println!(
-            "| {label} | {:.0} Mbit/s | {:.0} Mbit/s | {:.0} Mbit/s | **{:.1} %** | **{:.1} %** | {kcpu:.2} s / {ucpu:.2} s | {kcalls:.2} / {ucalls:.2} |",
+            "| {label} | {:.0} Mbit/s | {:.0} Mbit/s | {:.0} Mbit/s | {:.0} Mbit/s | **{:.1} %** | **{:.1} %** | {kcpu:.2} s / {ucpu:.2} s / {pcpu:.2} s | {kcalls:.2} / {ucalls:.2} / {pcalls:.2} |",
             d / 1e6,
             k / 1e6,
             u / 1e6,
+            p / 1e6,
             100.0 * k / d,
             100.0 * u / d,
         );
     }
     println!(
-        "\nMemory per idle relayed connection ({IDLE_CONNECTIONS} held open), resident: kernel stack: gateway {:.1} KiB, converter {:.1} KiB; user stack: gateway {:.1} KiB, converter {:.1} KiB",
-        kernel.idle_kib.0, kernel.idle_kib.1, user.idle_kib.0, user.idle_kib.1
+        "\nMemory per idle relayed connection ({IDLE_CONNECTIONS} held open), resident: kernel stack: gateway {:.1} KiB, converter {:.1} KiB; user stack: gateway {:.1} KiB, converter {:.1} KiB (without TUN offloads: {:.1}, {:.1})",
+        kernel.idle_kib.0,
+        kernel.idle_kib.1,
+        user.idle_kib.0,
+        user.idle_kib.1,
+        plain.idle_kib.0,
+        plain.idle_kib.1
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -84,16 +84,32 @@ pub fn free_subnet() -> Result<Subnet> {
     bail!("no free {NAME_PREFIX}N interface name (256 instances running?)")
 }
 
-/// Creates the TUN of `subnet` (raw IP packets, no packet-information header), with the host's
-/// address, up.
+/// Creates the TUN of `subnet` (raw IP packets), with the host's address, up. With the
+/// virtio-net header and TCP offloads (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`) when the kernel
+/// takes them and `MPBOND_TUN_OFFLOAD` is not `0`; without, one packet per read and write.
 pub fn create(subnet: Subnet, mtu: u16) -> Result<tun_rs::AsyncDevice> {
     let name = subnet.ifname();
-    tun_rs::DeviceBuilder::new()
-        .name(&name)
-        .mtu(mtu)
-        .ipv4(subnet.host_v4(), 24, None)
-        .build_async()
-        .with_context(|| format!("creating TUN device {name} (needs root and /dev/net/tun)"))
+    let build = |offload: bool| {
+        tun_rs::DeviceBuilder::new()
+            .name(&name)
+            .mtu(mtu)
+            .ipv4(subnet.host_v4(), 24, None)
+            .offload(offload)
+            .build_async()
+    };
+    let wanted = std::env::var("MPBOND_TUN_OFFLOAD").map_or(true, |v| v != "0");
+    let dev = if wanted {
+        build(true).or_else(|e| {
+            tracing::debug!("TUN {name} without offloads ({e})");
+            build(false)
+        })
+    } else {
+        build(false)
+    };
+    let dev =
+        dev.with_context(|| format!("creating TUN device {name} (needs root and /dev/net/tun)"))?;
+    tracing::debug!(tun = %name, offloads = dev.tcp_gso(), "TUN device created");
+    Ok(dev)
 }
 
 #[cfg(test)]

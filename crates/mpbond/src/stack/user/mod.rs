@@ -13,6 +13,7 @@
 
 mod lines;
 mod stream;
+mod tun_io;
 mod watch;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use tokio::sync::Notify;
 use tracing::{debug, trace, warn};
 
 pub use stream::{Delivery, UserListener, UserStream};
+use tun_io::TunIo;
 
 use crate::tun::nat::{HostSetup, NatConfig};
 use crate::tun::{self, Subnet};
@@ -538,9 +540,7 @@ const BATCH: usize = 64;
 /// The driver: TUN packets and timers into the engine, the engine's packets out to the TUN,
 /// and wake-ups for the application.
 async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
-    let mut rx = vec![0u8; 65_536];
-    let mut tx = vec![0u8; 65_536];
-    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut io = TunIo::new(usize::from(MTU));
     loop {
         let deadline = shared.lock().ep.poll_timeout();
         let sleep = async {
@@ -550,15 +550,19 @@ async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
             }
         };
         tokio::select! {
-            r = dev.recv(&mut rx) => match r {
+            r = io.recv(&dev) => match r {
                 Ok(n) => {
                     let mut g = shared.lock();
                     let now = Instant::now();
-                    take_packet(&mut g, now, &rx[..n]);
+                    for p in io.packets(n) {
+                        take_packet(&mut g, now, p);
+                    }
                     // Take what else is queued without waiting: one wake-up, many packets.
                     for _ in 1..BATCH {
-                        let Ok(n) = dev.try_recv(&mut rx) else { break };
-                        take_packet(&mut g, now, &rx[..n]);
+                        let Ok(n) = io.try_recv(&dev) else { break };
+                        for p in io.packets(n) {
+                            take_packet(&mut g, now, p);
+                        }
                     }
                 }
                 Err(e) => {
@@ -575,8 +579,10 @@ async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
                 // What came meanwhile first: after a stall of this host, an ACK waiting in
                 // the TUN queue must not let a subflow's line look silent.
                 for _ in 0..BATCH {
-                    let Ok(n) = dev.try_recv(&mut rx) else { break };
-                    take_packet(&mut g, now, &rx[..n]);
+                    let Ok(n) = io.try_recv(&dev) else { break };
+                    for p in io.packets(n) {
+                        take_packet(&mut g, now, p);
+                    }
                 }
                 g.ep.handle_timeout(now);
             }
@@ -585,15 +591,11 @@ async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
         {
             let mut g = shared.lock();
             let now = Instant::now();
-            while let Some(t) = g.ep.poll_transmit(now, &mut tx) {
-                out.push(tx[..t.len].to_vec());
-            }
+            while io.push_with(|buf| g.ep.poll_transmit(now, buf).map(|t| t.len)) {}
             dispatch(&mut g);
         }
-        for p in out.drain(..) {
-            if let Err(e) = dev.send(&p).await {
-                debug!("TUN send: {e}");
-            }
+        if let Err(e) = io.flush(&dev).await {
+            debug!("TUN send: {e}");
         }
         shared
             .drained
