@@ -1317,8 +1317,10 @@ impl MpConn {
 
     /// Whether the data segment of subflow `i` from `sf_off` goes bare ([`MpConn::goes_bare`]):
     /// not the first of its mapping, which carries it. A retransmission inside a mapping goes
-    /// bare while the last DSS still says what a new one would, arrived or not, to fit where
-    /// the original went (the first new segment carries the DSS that has not arrived).
+    /// bare while the last DSS still says what a new one would, to fit where the original
+    /// went, unless it is (or comes before) the segment that carried that DSS and the DSS has
+    /// not arrived: its original may be what was lost, and a bare copy acknowledged would pass
+    /// for the DSS's arrival ([`MpConn::note_dss_arrivals`]) while the peer never had it.
     pub fn bare(&self, i: usize, sf_off: u64, retransmission: bool) -> bool {
         let Some(sf) = self.subflows.get(i) else {
             return false;
@@ -1326,7 +1328,8 @@ impl MpConn {
         let inside = sf.send_maps.find(sf_off).is_some_and(|m| m.sf_off < sf_off);
         inside
             && if retransmission {
-                self.said_now(i).is_some()
+                self.said_now(i)
+                    .is_some_and(|d| d.arrived || sf_off >= d.end)
             } else {
                 self.goes_bare(i)
             }

@@ -557,12 +557,15 @@ async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
                     for p in io.packets(n) {
                         take_packet(&mut g, now, p);
                     }
-                    // Take what else is queued without waiting: one wake-up, many packets.
-                    for _ in 1..BATCH {
+                    // Take what else is queued without waiting: one wake-up, many packets
+                    // (up to BATCH, a merged read counting as the packets it holds).
+                    let mut taken = n;
+                    while taken < BATCH {
                         let Ok(n) = io.try_recv(&dev) else { break };
                         for p in io.packets(n) {
                             take_packet(&mut g, now, p);
                         }
+                        taken += n.max(1);
                     }
                 }
                 Err(e) => {
@@ -578,11 +581,13 @@ async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
                 let now = Instant::now();
                 // What came meanwhile first: after a stall of this host, an ACK waiting in
                 // the TUN queue must not let a subflow's line look silent.
-                for _ in 0..BATCH {
+                let mut taken = 0;
+                while taken < BATCH {
                     let Ok(n) = io.try_recv(&dev) else { break };
                     for p in io.packets(n) {
                         take_packet(&mut g, now, p);
                     }
+                    taken += n.max(1);
                 }
                 g.ep.handle_timeout(now);
             }

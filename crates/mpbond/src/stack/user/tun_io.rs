@@ -13,7 +13,8 @@
 //!   cut here into the segments it was made of; a packet whose checksum the host left to us
 //!   (`VIRTIO_NET_HDR_F_NEEDS_CSUM`) gets it before the engine sees it.
 //!
-//! The merging and cutting are `tun-rs`'s (its port of wireguard-go's offload code). Without
+//! The merging and cutting are `tun-rs`'s (its port of wireguard-go's offload code; it turns
+//! on the UDP offloads too where the kernel has them, which the engine, TCP only, never uses). Without
 //! the header (an older kernel, or `MPBOND_TUN_OFFLOAD=0`), one packet per call, as before.
 
 use std::io;
@@ -56,7 +57,13 @@ impl TunIo {
     pub(super) fn new(mtu: usize) -> Self {
         Self {
             read: vec![0; VIRTIO_NET_HDR_LEN + 65_535],
-            packets: vec![vec![0; mtu]; IDEAL_BATCH_SIZE],
+            // The first also takes a whole read when the device has no offloads (a packet
+            // longer than the MTU is then read whole, not cut short); the others take the
+            // segments of a merged packet.
+            packets: std::iter::once(vec![0; MAX_GSO])
+                .chain(std::iter::repeat_with(|| vec![0; mtu]))
+                .take(IDEAL_BATCH_SIZE)
+                .collect(),
             sizes: vec![0; IDEAL_BATCH_SIZE],
             out: Vec::new(),
             out_len: 0,
@@ -128,6 +135,9 @@ impl TunIo {
             }
         }
         self.out_len = 0;
+        // A round of thousands of packets (a burst of connections) leaves no thousands of
+        // 64 KiB buffers behind.
+        self.out.truncate(IDEAL_BATCH_SIZE);
         result
     }
 }
