@@ -554,19 +554,9 @@ async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
                 Ok(n) => {
                     let mut g = shared.lock();
                     let now = Instant::now();
-                    for p in io.packets(n) {
-                        take_packet(&mut g, now, p);
-                    }
-                    // Take what else is queued without waiting: one wake-up, many packets
-                    // (up to BATCH, a merged read counting as the packets it holds).
-                    let mut taken = n;
-                    while taken < BATCH {
-                        let Ok(n) = io.try_recv(&dev) else { break };
-                        for p in io.packets(n) {
-                            take_packet(&mut g, now, p);
-                        }
-                        taken += n.max(1);
-                    }
+                    take_read(&mut g, now, &io, n);
+                    // What else is queued, without waiting: one wake-up, many packets.
+                    take_queued(&mut g, now, &mut io, &dev, n);
                 }
                 Err(e) => {
                     warn!("the TUN device failed: {e}");
@@ -581,14 +571,7 @@ async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
                 let now = Instant::now();
                 // What came meanwhile first: after a stall of this host, an ACK waiting in
                 // the TUN queue must not let a subflow's line look silent.
-                let mut taken = 0;
-                while taken < BATCH {
-                    let Ok(n) = io.try_recv(&dev) else { break };
-                    for p in io.packets(n) {
-                        take_packet(&mut g, now, p);
-                    }
-                    taken += n.max(1);
-                }
+                take_queued(&mut g, now, &mut io, &dev, 0);
                 g.ep.handle_timeout(now);
             }
             () = shared.kick.notified() => {}
@@ -606,6 +589,29 @@ async fn drive(shared: Arc<Shared>, dev: tun_rs::AsyncDevice) {
             .drained
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         shared.drained_notify.notify_waiters();
+    }
+}
+
+/// Hands the engine the `n` packets of the last TUN read.
+fn take_read(g: &mut Inner, now: Instant, io: &TunIo, n: usize) {
+    for p in io.packets(n) {
+        take_packet(g, now, p);
+    }
+}
+
+/// Hands the engine what the TUN holds already, without waiting, until [`BATCH`] packets were
+/// taken this round (`taken` so far; a merged read counts as the packets it holds).
+fn take_queued(
+    g: &mut Inner,
+    now: Instant,
+    io: &mut TunIo,
+    dev: &tun_rs::AsyncDevice,
+    mut taken: usize,
+) {
+    while taken < BATCH {
+        let Ok(n) = io.try_recv(dev) else { break };
+        take_read(g, now, io, n);
+        taken += n.max(1);
     }
 }
 

@@ -14,8 +14,9 @@
 //!   (`VIRTIO_NET_HDR_F_NEEDS_CSUM`) gets it before the engine sees it.
 //!
 //! The merging and cutting are `tun-rs`'s (its port of wireguard-go's offload code; it turns
-//! on the UDP offloads too where the kernel has them, which the engine, TCP only, never uses). Without
-//! the header (an older kernel, or `MPBOND_TUN_OFFLOAD=0`), one packet per call, as before.
+//! on the UDP offloads too where the kernel has them, which the engine, TCP only, never uses).
+//! Without the header (an older kernel, or `MPBOND_TUN_OFFLOAD=0`), one packet per call, as
+//! before.
 
 use std::io;
 
@@ -56,7 +57,7 @@ fn dropped_or(r: io::Result<usize>) -> io::Result<Option<usize>> {
 impl TunIo {
     pub(super) fn new(mtu: usize) -> Self {
         Self {
-            read: vec![0; VIRTIO_NET_HDR_LEN + 65_535],
+            read: vec![0; VIRTIO_NET_HDR_LEN + MAX_GSO],
             // The first also takes a whole read when the device has no offloads (a packet
             // longer than the MTU is then read whole, not cut short); the others take the
             // segments of a merged packet.
