@@ -11,6 +11,9 @@
 //! - `MPBOND_BENCH_ANSWERS`: answer sizes, one burst each (default `1024,10000`);
 //! - `MPBOND_BENCH_BEFORE=/path/to/old/mpbond`: that binary's gateway and converter first, in
 //!   the same lab, for a before/after table;
+//! - `MPBOND_BENCH_STACKS`: the data planes this build's daemons run on, one burst series each
+//!   (default `kernel,user`: the kernel's MPTCP, then mpbond's engine at both ends, whose
+//!   Convert message rides in the SYN once the gateway holds a Fast Open cookie);
 //! - `MPBOND_BENCH_KEEP=1`: keep the daemons' logs (`MPBOND_TEST_LOG=debug` for a line per
 //!   connection);
 //! - `MPBOND_BENCH_PERF=FILE`: `perf record` of the whole machine during each burst through the
@@ -36,7 +39,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mpbond::lab::failover;
-use mpbond::lab::testing::{Capture, TestLab, skip_unless_root, start_bonding};
+use mpbond::lab::testing::{Capture, TestLab, skip_unless_root, start_bonding_with};
 use mpbond::lab::{Role, netns};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
@@ -307,6 +310,100 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// One series of bursts, one per answer size: plain TCP on dsl (`exe` none), or through the
+/// gateway and converter of `exe` on `stack`; a row each.
+fn series(
+    lab: &TestLab,
+    dir: &std::path::Path,
+    label: &str,
+    exe: Option<(&str, &str)>,
+    n: usize,
+    answers: &[u64],
+) {
+    let gateway = exe.map(|(exe, stack)| {
+        start_bonding_with(
+            lab,
+            exe,
+            dir,
+            &["dsl", "lte"],
+            &["--metrics", "127.0.0.1:9478", "--stack", stack],
+            &["--stack", stack],
+        )
+    });
+    let cpu = || {
+        gateway.as_ref().map_or(Duration::ZERO, |(g, c)| {
+            [g.pid(), c.pid()]
+                .into_iter()
+                .filter_map(mpbond::lab::measure::process_cpu_time)
+                .sum()
+        })
+    };
+    // One request first, as a running gateway has made before any burst: the daemons are
+    // warm and, on the engine, the gateway holds its converter's Fast Open cookie.
+    assert!(
+        burst(lab, 1, 1024)[0].is_some(),
+        "{label}: the warm-up request failed"
+    );
+    for &len in answers {
+        let fell_back = gateway_metric(lab, "fallbacks_total");
+        let cpu_before = cpu();
+        let before = Counters::take(lab);
+        let perf = exe.and_then(|_| Perf::start(len));
+        let pcap = exe.and_then(|_| capture(lab, len));
+        let times = burst(lab, n, len);
+        drop(perf);
+        // The connections' ends too.
+        std::thread::sleep(Duration::from_secs(2 * u64::from(pcap.is_some())));
+        drop(pcap);
+        let busy = Counters::take(lab).busy_since(&before);
+        let fell_back = gateway_metric(lab, "fallbacks_total").saturating_sub(fell_back);
+        // The connections' ends (FIN, DATA_FIN) are the daemons' work too.
+        std::thread::sleep(Duration::from_secs(2));
+        let cpu_per = cpu().saturating_sub(cpu_before).as_secs_f64() * 1e6 / n as f64;
+        let after = Counters::take(lab);
+        let frames = (after.line_frames - before.line_frames) as f64 / n as f64;
+        let down = after.down_per_request(&before, n);
+        let (drops, retrans, syn_retrans) = (
+            after.queue_drops - before.queue_drops,
+            after.retrans - before.retrans,
+            after.syn_retrans - before.syn_retrans,
+        );
+        let ok: Vec<(Duration, Duration)> = times.iter().flatten().copied().collect();
+        let mut setup: Vec<Duration> = ok.iter().map(|t| t.0).collect();
+        let mut done: Vec<Duration> = ok.iter().map(|t| t.1).collect();
+        setup.sort();
+        done.sort();
+        let last = setup.last().copied().unwrap_or_default();
+        println!(
+            "| {label} | {len} B | {n} | {:.2} s | {:.0}/s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} | {fell_back} | {cpu_per:.0} µs | {frames:.1} | {down} | {drops} | {retrans} ({syn_retrans}) | {:.0} % |",
+            last.as_secs_f64(),
+            ok.len() as f64 / last.as_secs_f64().max(1e-3),
+            ms(percentile(&setup, 0.5)),
+            ms(percentile(&setup, 0.99)),
+            ms(percentile(&done, 0.5)),
+            ms(percentile(&done, 0.99)),
+            n - ok.len(),
+            busy * 100.0,
+        );
+    }
+    drop(gateway);
+}
+
+/// `MPBOND_BENCH_STACKS`: the data planes to run this build's daemons on.
+fn stacks() -> Vec<String> {
+    std::env::var("MPBOND_BENCH_STACKS")
+        .unwrap_or_else(|_| "kernel,user".into())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .inspect(|s| {
+            assert!(
+                s == "kernel" || s == "user",
+                "MPBOND_BENCH_STACKS: `{s}` is not kernel or user"
+            );
+        })
+        .collect()
+}
+
 fn main() {
     if skip_unless_root("setup burst benchmark") {
         return;
@@ -332,79 +429,30 @@ fn main() {
     serve_pattern(&lab);
     let dir = std::path::PathBuf::from(format!("/run/mpbond/bench-setup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let stacks = stacks();
     let mut exes = Vec::new();
     if let Ok(before) = std::env::var("MPBOND_BENCH_BEFORE") {
-        exes.push(("before", before));
+        exes.push(("before".to_owned(), before, "kernel"));
     }
-    exes.push(("this build", EXE.to_owned()));
+    for stack in &stacks {
+        exes.push((
+            format!("this build, --stack {stack}"),
+            EXE.to_owned(),
+            stack.as_str(),
+        ));
+    }
     println!(
         "| mpbond | answer | requests | all first bytes after | rate | setup p50 | setup p99 | complete p50 | complete p99 | failed | fell back to TCP | daemons' CPU per request | frames on the lines per request | bytes per request towards the LAN, per line | frames dropped by the lines' queues | segments retransmitted (SYNs) | machine's CPUs busy during the burst |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     // The floor: the same requests straight over the dsl line, without gateway and converter.
-    let mut runs: Vec<(&str, Option<&str>)> = vec![("none: plain TCP on dsl", None)];
-    runs.extend(exes.iter().map(|(l, e)| (*l, Some(e.as_str()))));
+    let mut runs: Vec<(&str, Option<(&str, &str)>)> = vec![("none: plain TCP on dsl", None)];
+    runs.extend(
+        exes.iter()
+            .map(|(l, e, stack)| (l.as_str(), Some((e.as_str(), *stack)))),
+    );
     for (label, exe) in runs {
-        let gateway = exe.map(|exe| {
-            start_bonding(
-                &lab,
-                exe,
-                &dir,
-                &["dsl", "lte"],
-                &["--metrics", "127.0.0.1:9478"],
-            )
-        });
-        let cpu = || {
-            gateway.as_ref().map_or(Duration::ZERO, |(g, c)| {
-                [g.pid(), c.pid()]
-                    .into_iter()
-                    .filter_map(mpbond::lab::measure::process_cpu_time)
-                    .sum()
-            })
-        };
-        for &len in &answers {
-            let fell_back = gateway_metric(&lab, "fallbacks_total");
-            let cpu_before = cpu();
-            let before = Counters::take(&lab);
-            let perf = exe.and_then(|_| Perf::start(len));
-            let pcap = exe.and_then(|_| capture(&lab, len));
-            let times = burst(&lab, n, len);
-            drop(perf);
-            // The connections' ends too.
-            std::thread::sleep(Duration::from_secs(2 * u64::from(pcap.is_some())));
-            drop(pcap);
-            let busy = Counters::take(&lab).busy_since(&before);
-            let fell_back = gateway_metric(&lab, "fallbacks_total").saturating_sub(fell_back);
-            // The connections' ends (FIN, DATA_FIN) are the daemons' work too.
-            std::thread::sleep(Duration::from_secs(2));
-            let cpu_per = cpu().saturating_sub(cpu_before).as_secs_f64() * 1e6 / n as f64;
-            let after = Counters::take(&lab);
-            let frames = (after.line_frames - before.line_frames) as f64 / n as f64;
-            let down = after.down_per_request(&before, n);
-            let (drops, retrans, syn_retrans) = (
-                after.queue_drops - before.queue_drops,
-                after.retrans - before.retrans,
-                after.syn_retrans - before.syn_retrans,
-            );
-            let ok: Vec<(Duration, Duration)> = times.iter().flatten().copied().collect();
-            let mut setup: Vec<Duration> = ok.iter().map(|t| t.0).collect();
-            let mut done: Vec<Duration> = ok.iter().map(|t| t.1).collect();
-            setup.sort();
-            done.sort();
-            let last = setup.last().copied().unwrap_or_default();
-            println!(
-                "| {label} | {len} B | {n} | {:.2} s | {:.0}/s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} | {fell_back} | {cpu_per:.0} µs | {frames:.1} | {down} | {drops} | {retrans} ({syn_retrans}) | {:.0} % |",
-                last.as_secs_f64(),
-                ok.len() as f64 / last.as_secs_f64().max(1e-3),
-                ms(percentile(&setup, 0.5)),
-                ms(percentile(&setup, 0.99)),
-                ms(percentile(&done, 0.5)),
-                ms(percentile(&done, 0.99)),
-                n - ok.len(),
-                busy * 100.0,
-            );
-        }
-        drop(gateway);
+        series(&lab, &dir, label, exe, n, &answers);
     }
     if std::env::var_os("MPBOND_BENCH_KEEP").is_some() {
         eprintln!("daemons' logs kept in {}", dir.display());
