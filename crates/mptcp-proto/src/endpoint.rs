@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use rand_core::{Rng, SeedableRng};
 
+use crate::deadline::CachedDeadline;
 use crate::keyed_map::{KeyedMap, keyed_map};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -30,6 +31,7 @@ use arrayvec::ArrayVec;
 use crate::tcp::connection::{OutgoingSegment, PeerSyn, Reaction, SegmentHook, wscale_for};
 use crate::tcp::fast_open::{self, CookieCache, CookieNews};
 use crate::tcp::isn::{self, Secret};
+use crate::tcp::rtt_cache::{PathRtt, RttCache};
 use crate::tcp::{Config, Connection, Event, State};
 use crate::wire::ip::PROTOCOL_TCP;
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
@@ -162,6 +164,8 @@ pub struct EndpointStats {
 struct Slot {
     generation: u32,
     conn: Option<Box<Connection>>,
+    /// `conn`'s earliest timer, forgotten whenever `conn` is handed out mutably.
+    deadline: CachedDeadline,
     dirty: bool,
     /// The listener of a passive connection until it is established.
     half_open_of: Option<SocketAddr>,
@@ -221,6 +225,8 @@ pub struct Endpoint {
     hook_half_open: usize,
     /// TCP Fast Open cookies of the servers we connected to.
     cookies: CookieCache,
+    /// What recent connections measured of their paths, for new connections' first timeout.
+    rtts: RttCache,
 }
 
 /// Most half-open connections the hook may take ([`SynDecision::Accept`]) at once: they have
@@ -240,6 +246,7 @@ impl Endpoint {
             slots: Vec::new(),
             free: Vec::new(),
             by_tuple: keyed_map(&secret, "endpoint 4-tuples"),
+            rtts: RttCache::new(&secret),
             listeners: Vec::new(),
             replies: VecDeque::new(),
             cookies_until: None,
@@ -354,7 +361,9 @@ impl Endpoint {
             isn::initial_sequence_number(&self.cfg.secret, local, remote, self.since_epoch(now));
         #[expect(clippy::cast_possible_truncation, reason = "a random 32-bit offset")]
         let ts_offset = self.rng.next_u64() as u32;
-        let conn = Connection::connect(&self.cfg.tcp, self.epoch, local, remote, iss, ts_offset);
+        let mut conn =
+            Connection::connect(&self.cfg.tcp, self.epoch, local, remote, iss, ts_offset);
+        self.seed_rtt(&mut conn);
         Ok(self.insert(conn, None))
     }
 
@@ -407,6 +416,7 @@ impl Endpoint {
             let slot = &mut self.slots[i as usize];
             slot.generation = slot.generation.wrapping_add(1);
             slot.conn = Some(Box::new(conn));
+            slot.deadline.forget();
             slot.dirty = false;
             slot.half_open_of = half_open_of;
             slot.hook_half_open = false;
@@ -419,6 +429,7 @@ impl Endpoint {
             self.slots.push(Slot {
                 generation: 0,
                 conn: Some(Box::new(conn)),
+                deadline: CachedDeadline::default(),
                 dirty: false,
                 half_open_of,
                 hook_half_open: false,
@@ -439,10 +450,14 @@ impl Endpoint {
             .filter(|s| s.generation == h.generation && s.conn.is_some())
     }
 
+    /// A slot to change: its connection's deadline is asked again next time.
     fn slot_mut(&mut self, h: ConnHandle) -> Option<&mut Slot> {
-        self.slots
+        let s = self
+            .slots
             .get_mut(h.index as usize)
-            .filter(|s| s.generation == h.generation && s.conn.is_some())
+            .filter(|s| s.generation == h.generation && s.conn.is_some())?;
+        s.deadline.forget();
+        Some(s)
     }
 
     /// The connection of a 4-tuple.
@@ -497,10 +512,38 @@ impl Endpoint {
             return;
         };
         let mut evs = Vec::new();
+        let mut measured = None;
         while let Some(e) = c.poll_event() {
+            // The handshake's round trip, and the whole connection's at its end.
+            if matches!(e, Event::Connected | Event::Closed(_)) {
+                measured = c.srtt().map(|srtt| {
+                    let rtt = PathRtt {
+                        srtt,
+                        rttvar: c.rttvar(),
+                    };
+                    (c.local().ip(), c.remote().ip(), rtt)
+                });
+            }
             evs.push(EndpointEvent::Connection(h, e));
         }
+        if let Some((local, remote, rtt)) = measured {
+            self.rtts.note(local, remote, rtt);
+        }
         self.events.extend(evs);
+    }
+
+    /// Seeds a new connection's first timeout with what the last connection between the same
+    /// two addresses measured (RFC 9040 §4.2).
+    fn seed_rtt(&self, conn: &mut Connection) {
+        if let Some(r) = self.rtts.get(conn.local().ip(), conn.remote().ip()) {
+            conn.seed_rtt(r.srtt, r.rttvar);
+        }
+    }
+
+    /// What recent connections measured of their paths, by pair of addresses.
+    #[must_use]
+    pub fn path_rtts(&self) -> &RttCache {
+        &self.rtts
     }
 
     /// Forgets a connection that ended, if nobody needs it any more.
@@ -805,6 +848,7 @@ impl Endpoint {
             &syn,
             now,
         );
+        self.seed_rtt(&mut conn);
         let fast_open = listener.is_some() && self.fast_open_syn(&mut conn, remote, seg);
         match listener {
             // A SYN whose data was taken is ready for the application at once (RFC 7413
@@ -1075,7 +1119,10 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.slots
             .iter()
-            .filter_map(|s| s.conn.as_deref().and_then(Connection::poll_timeout))
+            .filter_map(|s| {
+                let c = s.conn.as_deref()?;
+                s.deadline.get(|| c.poll_timeout())
+            })
             .min()
     }
 
@@ -1093,7 +1140,12 @@ impl Endpoint {
             let Some(c) = slot.conn.as_deref_mut() else {
                 continue;
             };
-            if c.poll_timeout().is_some_and(|t| t <= now) {
+            if slot
+                .deadline
+                .get(|| c.poll_timeout())
+                .is_some_and(|t| t <= now)
+            {
+                slot.deadline.forget();
                 c.handle_timeout(now);
                 if let Some(news) = c.take_cookie_news() {
                     let server = c.remote().ip();

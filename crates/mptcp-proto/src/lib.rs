@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod crypto;
+mod deadline;
 pub mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;

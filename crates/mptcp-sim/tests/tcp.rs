@@ -279,6 +279,97 @@ fn a_connection_to_a_closed_port_is_refused() {
     );
 }
 
+/// How long a connection from `a` to `b`'s listener takes to be established when the first
+/// SYN (`client_to_server`) or SYN-ACK of the handshake is lost, after `before` connections
+/// between the same two hosts completed theirs.
+fn handshake_with_a_loss(name: &str, before: u16, client_to_server: bool) -> Duration {
+    let mut sim = Sim::new(name);
+    let (a, b) = sim.pair(link());
+    let to = sim.addr(b, PORT);
+    sim.with_endpoint(b, |_, ep| ep.listen(to).unwrap());
+    let connect = |sim: &mut Sim, port| {
+        let from = sim.addr(a, port);
+        let c = sim.with_endpoint(a, |now, ep| ep.connect(now, from, to).unwrap());
+        let t0 = sim.elapsed();
+        assert!(sim.run_until(
+            |s| conn_state(s, a, Some(c)) == State::Established,
+            secs(10)
+        ));
+        sim.elapsed() - t0
+    };
+    for i in 0..before {
+        connect(&mut sim, 6000 + i);
+    }
+    let dir = usize::from(!client_to_server);
+    sim.set_filter(
+        0,
+        dir,
+        Box::new(move |_, info| info.flags.contains(TcpFlags::SYN)),
+    );
+    // Only the first: the filter is replaced by one that loses nothing once it took one.
+    let from = sim.addr(a, 7000);
+    let c = sim.with_endpoint(a, |now, ep| ep.connect(now, from, to).unwrap());
+    let t0 = sim.elapsed();
+    sim.run_until(|s| s.link_stats(0, dir).filtered == 1, secs(1));
+    sim.set_filter(0, dir, Box::new(|_, _| false));
+    assert!(sim.run_until(
+        |s| conn_state(s, a, Some(c)) == State::Established,
+        secs(10)
+    ));
+    sim.elapsed() - t0
+}
+
+/// RFC 9040 §4.2: a connection between two addresses that others measured a moment ago times
+/// its lost SYN (or the lost SYN-ACK) out after a few of their round trips (here 20 ms: the
+/// 200 ms minimum), not after RFC 6298's initial second as a first connection must.
+#[test]
+fn a_lost_syn_costs_a_known_path_a_few_round_trips_not_a_second() {
+    for client_to_server in [true, false] {
+        let first = handshake_with_a_loss("first connection, SYN lost", 0, client_to_server);
+        let later = handshake_with_a_loss("third connection, SYN lost", 2, client_to_server);
+        assert!(
+            first >= secs(1),
+            "client to server {client_to_server}: {first:?}"
+        );
+        assert!(
+            later < ms(300),
+            "client to server {client_to_server}: {later:?} (first connection {first:?})"
+        );
+    }
+}
+
+/// A seeded handshake tries more often but gives up no sooner than an unseeded one (Linux
+/// counts its SYN retries in time from the initial second: about two minutes).
+#[test]
+fn a_seeded_handshake_to_a_dead_host_is_not_given_up_sooner() {
+    let mut sim = Sim::new("seeded handshake, dead host");
+    let (a, b) = sim.pair(link());
+    let to = sim.addr(b, PORT);
+    sim.with_endpoint(b, |_, ep| ep.listen(to).unwrap());
+    let from = sim.addr(a, 6000);
+    let c = sim.with_endpoint(a, |now, ep| ep.connect(now, from, to).unwrap());
+    assert!(sim.run_until(|s| conn_state(s, a, Some(c)) == State::Established, secs(1)));
+    sim.set_filter(0, 0, Box::new(|_, _| true));
+    let from = sim.addr(a, 6001);
+    let c = sim.with_endpoint(a, |now, ep| ep.connect(now, from, to).unwrap());
+    let t0 = sim.elapsed();
+    assert!(!sim.run_until(|s| conn_state(s, a, Some(c)) == State::Closed, secs(100)));
+    assert!(sim.run_until(|s| conn_state(s, a, Some(c)) == State::Closed, secs(200)));
+    let stats = sim.endpoint(a).conn(c).unwrap().stats();
+    assert_eq!(
+        sim.endpoint(a).conn(c).unwrap().close_reason(),
+        Some(CloseReason::TimedOut),
+        "after {:?} and {} timeouts",
+        sim.elapsed() - t0,
+        stats.timeouts
+    );
+    assert!(
+        stats.timeouts > 7,
+        "it tried more often: {}",
+        stats.timeouts
+    );
+}
+
 /// Which packet to lose, and which way it goes.
 struct Loss {
     name: &'static str,

@@ -17,6 +17,7 @@ use arrayvec::ArrayVec;
 use chacha20::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::deadline::CachedDeadline;
 use crate::keyed_map::{KeyedMap, derive, keyed_map};
 
 use super::connection::{ConnConfig, ConnState, ConnStats, MpConn, Subflow};
@@ -73,6 +74,8 @@ pub enum StackEvent {
 struct Slot {
     generation: u32,
     conn: Option<Box<MpConn>>,
+    /// `conn`'s earliest timer, forgotten whenever `conn` is handed out mutably.
+    deadline: CachedDeadline,
     released: bool,
     dirty: bool,
     /// Client: the lines to open subflows from, and which are up; the peer's address.
@@ -1056,11 +1059,10 @@ impl Stack {
     /// The earliest time `handle_timeout` is wanted.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let conns = self
-            .inner
-            .slots
-            .iter()
-            .filter_map(|s| s.conn.as_deref().and_then(MpConn::poll_timeout));
+        let conns = self.inner.slots.iter().filter_map(|s| {
+            let c = s.conn.as_deref()?;
+            s.deadline.get(|| c.poll_timeout())
+        });
         conns.chain(self.ep.poll_timeout()).min()
     }
 
@@ -1081,9 +1083,14 @@ impl Stack {
             let Some(c) = slot.conn.as_deref_mut() else {
                 continue;
             };
-            if c.poll_timeout().is_none_or(|t| t > now) {
+            if slot
+                .deadline
+                .get(|| c.poll_timeout())
+                .is_none_or(|t| t > now)
+            {
                 continue;
             }
+            slot.deadline.forget();
             c.handle_timeout(now, ep);
             let id = ConnId {
                 index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -1098,10 +1105,13 @@ impl Stack {
 }
 
 /// Connection `id`'s slot among `slots`, if it holds that connection.
+/// Its connection's deadline is asked again next time: the caller may change it.
 fn slot_in(slots: &mut [Slot], id: ConnId) -> Option<&mut Slot> {
-    slots
+    let s = slots
         .get_mut(id.index as usize)
-        .filter(|s| s.generation == id.generation && s.conn.is_some())
+        .filter(|s| s.generation == id.generation && s.conn.is_some())?;
+    s.deadline.forget();
+    Some(s)
 }
 
 /// Whether subflow `h` still has a RST to send (which takes its MPTCP options from its
@@ -1149,6 +1159,7 @@ impl Inner {
             let s = &mut self.slots[i as usize];
             s.generation = s.generation.wrapping_add(1);
             s.conn = conn;
+            s.deadline.forget();
             s.released = false;
             s.dirty = false;
             s.paths.clear();
@@ -1162,6 +1173,7 @@ impl Inner {
             self.slots.push(Slot {
                 generation: 0,
                 conn,
+                deadline: CachedDeadline::default(),
                 released: false,
                 dirty: false,
                 paths: Vec::new(),

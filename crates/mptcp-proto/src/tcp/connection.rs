@@ -833,6 +833,13 @@ impl Connection {
         self.rtt.rttvar()
     }
 
+    /// Starts the retransmission timeout from what earlier connections between the same two
+    /// addresses measured ([`RttEstimator::seed`](super::rtt::RttEstimator::seed)); before the
+    /// SYN or SYN-ACK is sent.
+    pub(crate) fn seed_rtt(&mut self, srtt: Duration, rttvar: Duration) {
+        self.rtt.seed(srtt, rttvar);
+    }
+
     /// Name of the congestion-control algorithm.
     #[must_use]
     pub fn congestion_algorithm(&self) -> &'static str {
@@ -1173,7 +1180,18 @@ impl Connection {
     /// hold is lost and sent again from `SND.UNA`, in slow start, with the timer backed off.
     fn on_retransmission_timeout(&mut self, now: Instant) {
         let give_up = match self.state {
-            State::SynSent | State::SynReceived => self.rtt.backoff() >= self.cfg.syn_retries,
+            // A timeout seeded shorter than the initial one (RFC 9040) tries more often; the
+            // handshake is given up no sooner than unseeded (as Linux counts its SYN retries
+            // in time from its initial timeout).
+            State::SynSent | State::SynReceived => {
+                self.rtt.backoff() >= self.cfg.syn_retries
+                    && (!self.rtt.is_seeded()
+                        || self.stalled_since.is_some_and(|s| {
+                            let tries = (1u32 << self.cfg.syn_retries.min(16)) - 1;
+                            now.saturating_duration_since(s)
+                                >= self.cfg.initial_rto.saturating_mul(tries)
+                        }))
+            }
             _ => {
                 self.rtt.backoff() >= self.cfg.max_retransmissions
                     || self.cfg.user_timeout.is_some_and(|ut| {

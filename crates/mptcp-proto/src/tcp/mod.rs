@@ -26,6 +26,7 @@ pub mod isn;
 pub mod pacing;
 pub mod recv_buffer;
 pub mod rtt;
+pub mod rtt_cache;
 pub mod send_buffer;
 pub mod sent;
 pub mod timer;

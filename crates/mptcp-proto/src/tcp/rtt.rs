@@ -20,6 +20,9 @@ pub struct RttEstimator {
     min_rto: Duration,
     max_rto: Duration,
     initial_rto: Duration,
+    /// The timeout before the first sample when earlier connections between the same two
+    /// addresses measured the path (see [`RttEstimator::seed`]).
+    seeded_rto: Option<Duration>,
     /// A lower ceiling for the backed-off timeout, if set (see [`RttEstimator::set_cap`]).
     cap: Option<Duration>,
 }
@@ -41,8 +44,20 @@ impl RttEstimator {
             min_rto,
             max_rto,
             initial_rto,
+            seeded_rto: None,
             cap: None,
         }
+    }
+
+    /// Takes the round-trip time earlier connections between the same two addresses measured,
+    /// for the timeout before this connection's first sample (RFC 9040 §4.2, temporal sharing:
+    /// a lost SYN or SYN-ACK then costs a few round trips, not RFC 6298's initial second).
+    /// Only the timeout takes it, never above the initial timeout: a figure gone stale can make
+    /// a SYN go again early, never later than without it. The estimator itself starts from this
+    /// connection's own first sample.
+    pub fn seed(&mut self, srtt: Duration, rttvar: Duration) {
+        let rto = (srtt + (rttvar * 4).max(GRANULARITY)).max(self.min_rto);
+        self.seeded_rto = Some(rto.min(self.initial_rto));
     }
 
     /// Takes a sample (RFC 6298 §2.2, §2.3) and ends any backoff.
@@ -62,6 +77,12 @@ impl RttEstimator {
                 self.srtt = Some((srtt * 7 + rtt) / 8);
             }
         }
+    }
+
+    /// Whether [`RttEstimator::seed`] gave it a first timeout.
+    #[must_use]
+    pub fn is_seeded(&self) -> bool {
+        self.seeded_rto.is_some()
     }
 
     /// Doubles the timeout after it expired (RFC 6298 §5.5).
@@ -91,7 +112,7 @@ impl RttEstimator {
     /// The timeout before any backoff.
     fn base_rto(&self) -> Duration {
         match self.srtt {
-            None => self.initial_rto,
+            None => self.seeded_rto.unwrap_or(self.initial_rto),
             Some(srtt) => (srtt + (self.rttvar * 4).max(GRANULARITY)).max(self.min_rto),
         }
     }
@@ -147,12 +168,36 @@ impl RttEstimator {
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     fn est() -> RttEstimator {
         RttEstimator::new(
             Duration::from_secs(1),
             Duration::from_millis(200),
             Duration::from_secs(60),
         )
+    }
+
+    /// A seeded estimator times its first segment out after the shared path's timeout, never
+    /// after the initial one; its own first sample replaces the seed.
+    #[test]
+    fn a_seed_shortens_the_first_timeout_only_until_a_sample() {
+        let mut r = est();
+        r.seed(ms(20), ms(5));
+        assert_eq!(r.rto(), ms(200), "floored at the minimum");
+        assert_eq!(r.srtt(), None, "the estimator has no sample of its own");
+        r.back_off();
+        assert_eq!(r.rto(), ms(400));
+        r.seed(ms(300), ms(100));
+        assert_eq!(r.rto(), ms(1400), "300 + 4 x 100, doubled");
+        r.seed(ms(900), ms(300));
+        r.on_sample(ms(50));
+        assert_eq!(r.rto(), ms(200), "its own sample rules");
+        let mut long = est();
+        long.seed(ms(900), ms(300));
+        assert_eq!(long.rto(), ms(1000), "never above the initial timeout");
     }
 
     #[test]
