@@ -512,21 +512,18 @@ impl Endpoint {
             return;
         };
         let mut evs = Vec::new();
-        let mut measured = None;
+        let mut measure = false;
         while let Some(e) = c.poll_event() {
             // The handshake's round trip, and the whole connection's at its end.
-            if matches!(e, Event::Connected | Event::Closed(_)) {
-                measured = c.srtt().map(|srtt| {
-                    let rtt = PathRtt {
-                        srtt,
-                        rttvar: c.rttvar(),
-                    };
-                    (c.local().ip(), c.remote().ip(), rtt)
-                });
-            }
+            measure |= matches!(e, Event::Connected | Event::Closed(_));
             evs.push(EndpointEvent::Connection(h, e));
         }
-        if let Some((local, remote, rtt)) = measured {
+        if let Some(srtt) = c.srtt().filter(|_| measure) {
+            let rtt = PathRtt {
+                srtt,
+                rttvar: c.rttvar(),
+            };
+            let (local, remote) = (c.local().ip(), c.remote().ip());
             self.rtts.note(local, remote, rtt);
         }
         self.events.extend(evs);
@@ -538,12 +535,6 @@ impl Endpoint {
         if let Some(r) = self.rtts.get(conn.local().ip(), conn.remote().ip()) {
             conn.seed_rtt(r.srtt, r.rttvar);
         }
-    }
-
-    /// What recent connections measured of their paths, by pair of addresses.
-    #[must_use]
-    pub fn path_rtts(&self) -> &RttCache {
-        &self.rtts
     }
 
     /// Forgets a connection that ended, if nobody needs it any more.

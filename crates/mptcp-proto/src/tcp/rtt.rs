@@ -56,8 +56,7 @@ impl RttEstimator {
     /// a SYN go again early, never later than without it. The estimator itself starts from this
     /// connection's own first sample.
     pub fn seed(&mut self, srtt: Duration, rttvar: Duration) {
-        let rto = (srtt + (rttvar * 4).max(GRANULARITY)).max(self.min_rto);
-        self.seeded_rto = Some(rto.min(self.initial_rto));
+        self.seeded_rto = Some(self.rto_of(srtt, rttvar).min(self.initial_rto));
     }
 
     /// Takes a sample (RFC 6298 §2.2, §2.3) and ends any backoff.
@@ -113,8 +112,13 @@ impl RttEstimator {
     fn base_rto(&self) -> Duration {
         match self.srtt {
             None => self.seeded_rto.unwrap_or(self.initial_rto),
-            Some(srtt) => (srtt + (self.rttvar * 4).max(GRANULARITY)).max(self.min_rto),
+            Some(srtt) => self.rto_of(srtt, self.rttvar),
         }
+    }
+
+    /// `SRTT + max(G, 4 RTTVAR)`, no lower than the minimum (RFC 6298 §2.2–§2.4).
+    fn rto_of(&self, srtt: Duration, rttvar: Duration) -> Duration {
+        (srtt + (rttvar * 4).max(GRANULARITY)).max(self.min_rto)
     }
 
     /// Caps the backed-off timeout at `cap` (`None`: RFC 6298's maximum again), as Linux's

@@ -58,18 +58,6 @@ impl RttCache {
     pub fn get(&self, local: IpAddr, remote: IpAddr) -> Option<PathRtt> {
         self.paths.get(&(local, remote)).copied()
     }
-
-    /// How many pairs are remembered.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.paths.len()
-    }
-
-    /// Whether none is.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -103,6 +91,6 @@ mod tests {
             let ip = IpAddr::from(u32::try_from(i).unwrap().to_be_bytes());
             c.note(ip, l, rtt(10));
         }
-        assert_eq!(c.len(), RttCache::CAPACITY);
+        assert_eq!(c.paths.len(), RttCache::CAPACITY);
     }
 }
