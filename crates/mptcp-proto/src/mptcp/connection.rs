@@ -362,6 +362,23 @@ const REJOIN_MAX: Duration = Duration::from_secs(32);
 /// A subflow that was established and lasted this long resets the backoff.
 const REJOIN_CALM: Duration = Duration::from_secs(30);
 
+/// At most this many mappings are looked at per round for opportunistic reinjection.
+const HOL_STEPS: usize = 64;
+
+/// Bytes queued to go again on another subflow (RFC 8684 §3.3.6).
+#[derive(Debug, Clone, Copy)]
+struct Reinjection {
+    /// Data-level range.
+    start: u64,
+    end: u64,
+    /// The subflow that holds them.
+    from: usize,
+    /// An opportunistic copy of bytes a slower subflow holds up: only a faster subflow takes
+    /// it. Otherwise the lowest-RTT subflow but `from` (or `from` itself, when it is the only
+    /// one with room).
+    only_faster: bool,
+}
+
 /// One MPTCP connection.
 #[derive(Debug)]
 #[expect(
@@ -407,7 +424,7 @@ pub(crate) struct MpConn {
     fin_rto: Duration,
     fin_sent: bool,
     /// Data ranges to send again on another subflow (§3.3.6), and the subflow they left.
-    reinject: VecDeque<(u64, u64, usize)>,
+    reinject: VecDeque<Reinjection>,
     /// Picks the subflow for new bytes.
     scheduler: Box<dyn Scheduler>,
     /// What the subflows' coupled controllers share (coupled congestion control only), and
@@ -2280,7 +2297,12 @@ impl MpConn {
             }
             m.reinjected = true;
             let start = m.data_off.max(una);
-            self.reinject.push_back((start, m.data_end(), i));
+            self.reinject.push_back(Reinjection {
+                start,
+                end: m.data_end(),
+                from: i,
+                only_faster: false,
+            });
         }
     }
 
@@ -2311,13 +2333,13 @@ impl MpConn {
         loop {
             // Reinjections first (to the lowest RTT but the subflow that lost them), then new
             // data (where the scheduler says).
-            let (start, end, from) = if let Some(&(s, e, from)) = self.reinject.front() {
-                let s = s.max(self.snd_una);
-                if s >= e {
+            let (start, end, from) = if let Some(&r) = self.reinject.front() {
+                let s = r.start.max(self.snd_una);
+                if s >= r.end {
                     self.reinject.pop_front();
                     continue;
                 }
-                (s, e, Some(from))
+                (s, r.end, Some(r))
             } else {
                 let end = self.send.end().min(self.snd_edge.max(self.snd_una + 1));
                 if self.snd_nxt >= end {
@@ -2326,7 +2348,8 @@ impl MpConn {
                 (self.snd_nxt, end, None)
             };
             let picked = match from {
-                Some(_) => self.pick_lowest_rtt(ep, from),
+                Some(r) if r.only_faster => self.pick_faster(ep, r.from),
+                Some(r) => self.pick_lowest_rtt(ep, Some(r.from)),
                 None => self.pick_new(ep),
             };
             let Some((i, room)) = picked else {
@@ -2337,7 +2360,7 @@ impl MpConn {
                     if from.is_some() {
                         self.stats.bytes_reinjected += w;
                         if let Some(front) = self.reinject.front_mut() {
-                            front.0 = start + w;
+                            front.start = start + w;
                         }
                     } else {
                         self.snd_nxt = start + w;
@@ -2601,53 +2624,93 @@ impl MpConn {
         }
     }
 
-    /// Queues for a faster subflow the bytes the peer waits for next (from `snd_una`, to the end
-    /// of their mapping, at most what that subflow has room for) when the scheduler asks for it,
-    /// nothing new can be handed out (all sent, or the peer's window is full), and only slower
-    /// subflows hold those bytes: once per range, and only into room that would stay idle.
+    /// Queues for a faster subflow the bytes the peer waits for next when the scheduler asks for
+    /// it, nothing new can be handed out (all sent, or the peer's window is full), and only
+    /// slower subflows hold those bytes: from `snd_una` on, every run of bytes that only slower
+    /// subflows hold, as much as the faster one has room for (the tail of a transfer then
+    /// arrives within one of its round trips instead of one mapping per round trip); each byte
+    /// once, and only into room that would stay idle.
     fn reinject_head_of_line(&mut self, ep: &Endpoint) {
         let una = self.snd_una;
         let new_data = self.snd_nxt < self.send.end().min(self.snd_edge.max(una + 1));
         if !self.scheduler.reinjects_head_of_line()
             || new_data
             || !self.reinject.is_empty()
-            || una >= self.snd_nxt
-            || una < self.hol_reinjected
+            || self.hol_reinjected.max(una) >= self.snd_nxt
         {
             return;
         }
-        // The subflows holding the next bytes: the fastest of them, and where their mapping
-        // ends.
-        let mut holders: Option<(Duration, usize, u64)> = None;
-        for (i, sf) in self.subflows.iter().enumerate() {
-            let Some(m) = sf
-                .send_maps
-                .iter()
-                .find(|m| m.data_off <= una && una < m.data_end())
-            else {
-                continue;
-            };
-            let rtt = ep
-                .conn(sf.handle)
-                .and_then(crate::tcp::Connection::srtt)
-                .unwrap_or(Duration::from_millis(100));
-            if holders.is_none_or(|h| rtt < h.0) {
-                holders = Some((rtt, i, m.data_end()));
-            }
-        }
-        let Some((held_rtt, holder, end)) = holders else {
-            return;
-        };
-        let faster = self
+        // The fastest subflow, if it has room now.
+        let Some(fast) = self
             .candidates(ep)
             .into_iter()
-            .filter(|c| c.room > 0 && c.srtt < held_rtt)
-            .min_by_key(|c| c.srtt);
-        if let Some(f) = faster {
-            let end = end.min(una + f.room).min(una + MAX_MAPPING);
-            self.hol_reinjected = end;
-            self.reinject.push_back((una, end, holder));
+            .min_by_key(|c| c.srtt)
+            .filter(|c| c.room > 0)
+        else {
+            return;
+        };
+        let mut budget = fast.room;
+        let mut at = una.max(self.hol_reinjected);
+        // A bound on the mappings looked at per call: the rest waits for the next round.
+        let mut steps = 0;
+        while at < self.snd_nxt && budget > 0 && steps < HOL_STEPS {
+            steps += 1;
+            // The fastest subflow holding the byte at `at`, and where its mapping ends.
+            let mut holder: Option<(Duration, usize, u64)> = None;
+            for (i, sf) in self.subflows.iter().enumerate() {
+                let Some(m) = sf
+                    .send_maps
+                    .iter()
+                    .find(|m| m.data_off <= at && at < m.data_end())
+                else {
+                    continue;
+                };
+                let rtt = ep
+                    .conn(sf.handle)
+                    .and_then(crate::tcp::Connection::srtt)
+                    .unwrap_or(Duration::from_millis(100));
+                if holder.is_none_or(|h| rtt < h.0) {
+                    holder = Some((rtt, i, m.data_end()));
+                }
+            }
+            let Some((rtt, i, end)) = holder else {
+                // No subflow holds these bytes any more: its subflow delivered them. On to the
+                // next bytes a subflow still holds.
+                match self
+                    .subflows
+                    .iter()
+                    .flat_map(|sf| sf.send_maps.iter())
+                    .map(|m| m.data_off)
+                    .filter(|&off| off > at)
+                    .min()
+                {
+                    Some(next) if at != una => {
+                        at = next;
+                        continue;
+                    }
+                    _ => break,
+                }
+            };
+            if rtt <= fast.srtt || i == fast.index {
+                if at == una {
+                    // The next bytes come over the fastest line anyway.
+                    self.hol_reinjected = una;
+                    return;
+                }
+                at = end;
+                continue;
+            }
+            let end = end.min(at + budget).min(at + MAX_MAPPING);
+            self.reinject.push_back(Reinjection {
+                start: at,
+                end,
+                from: i,
+                only_faster: true,
+            });
+            budget -= end - at;
+            at = end;
         }
+        self.hol_reinjected = at;
     }
 
     /// Which subflows may carry data now: active, not stalled, not silent unless all are, and
@@ -2741,6 +2804,18 @@ impl MpConn {
             }
         }
         self.subflows.push(sf);
+    }
+
+    /// The lowest-RTT subflow with room if it is faster than subflow `than`: an opportunistic
+    /// copy on the same or a slower line only adds to its queue.
+    fn pick_faster(&self, ep: &Endpoint, than: usize) -> Option<(usize, u64)> {
+        let candidates = self.candidates(ep);
+        let slow = candidates.iter().find(|c| c.index == than).map(|c| c.srtt);
+        candidates
+            .iter()
+            .filter(|c| c.room > 0 && c.index != than && slow.is_none_or(|s| c.srtt < s))
+            .min_by_key(|c| c.srtt)
+            .map(|c| (c.index, c.room))
     }
 
     /// The lowest-RTT subflow with room other than `avoid` (that one only if no other has
