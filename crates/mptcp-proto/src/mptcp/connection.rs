@@ -2348,7 +2348,19 @@ impl MpConn {
                 (self.snd_nxt, end, None)
             };
             let picked = match from {
-                Some(r) if r.only_faster => self.pick_faster(ep, r.from),
+                Some(r) if r.only_faster => {
+                    let faster = self.pick_faster(ep, r.from);
+                    if faster.is_none() {
+                        // Only copies: the slower lines still carry these bytes. No faster
+                        // line takes them now, so they go, lest they hold up what is queued
+                        // behind them (a dead subflow's data, new bytes); a later round may
+                        // queue them again.
+                        self.hol_reinjected = self.hol_reinjected.min(start);
+                        self.reinject.retain(|q| !q.only_faster);
+                        continue;
+                    }
+                    faster
+                }
                 Some(r) => self.pick_lowest_rtt(ep, Some(r.from)),
                 None => self.pick_new(ep),
             };
@@ -2655,9 +2667,13 @@ impl MpConn {
         let mut steps = 0;
         while at < self.snd_nxt && budget > 0 && steps < HOL_STEPS {
             steps += 1;
-            // The fastest subflow holding the byte at `at`, and where its mapping ends.
+            // The fastest working subflow holding the byte at `at`, and where its mapping ends
+            // (what a stalled or closed one holds goes again as an ordinary reinjection).
             let mut holder: Option<(Duration, usize, u64)> = None;
             for (i, sf) in self.subflows.iter().enumerate() {
+                if sf.state != SubflowState::Active || sf.stale {
+                    continue;
+                }
                 let Some(m) = sf
                     .send_maps
                     .iter()
@@ -2674,8 +2690,9 @@ impl MpConn {
                 }
             }
             let Some((rtt, i, end)) = holder else {
-                // No subflow holds these bytes any more: its subflow delivered them. On to the
-                // next bytes a subflow still holds.
+                // No working subflow holds these bytes any more: its subflow delivered them,
+                // or they go again as an ordinary reinjection. On to the next bytes a subflow
+                // still holds.
                 match self
                     .subflows
                     .iter()
