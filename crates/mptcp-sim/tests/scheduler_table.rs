@@ -8,7 +8,8 @@
 //!   retransmissions, reinjections, redundant copies);
 //! - the completion time of 64 KiB, 256 KiB, 1 MiB and 8 MiB objects, each on a new
 //!   connection from its first SYN to its last byte delivered, median and worst of three seeds
-//!   (with three samples the 95th percentile is the worst).
+//!   (with three samples the 95th percentile is the worst), and the peak of bytes held out of
+//!   order while each came in (median of the three).
 //!
 //! And interactive traffic (200-byte writes every 20 ms, as a keyboard over ssh or a game's
 //! updates) over two lines, one of them with 1 % loss: the delay of each write from the
@@ -141,6 +142,9 @@ struct Row {
     extra: u64,
     /// Per object size: median and worst completion, seconds.
     objects: Vec<(f64, f64)>,
+    /// Per object size: the median over seeds of the peak of bytes held out of order at the
+    /// receiver's data level while the object came in.
+    objects_out_of_order: Vec<u64>,
 }
 
 fn row(case: &str, paths: &[PathSpec], scheduler: SchedulerKind) -> Row {
@@ -155,28 +159,34 @@ fn row(case: &str, paths: &[PathSpec], scheduler: SchedulerKind) -> Row {
             .map_or(0, |s| s.1)
     };
     let goodput = (bytes_at(at(8)) - bytes_at(at(3))) as f64 * 8.0 / 5.0;
-    let objects = OBJECTS
+    let (objects, objects_out_of_order) = OBJECTS
         .iter()
         .map(|&len| {
-            let mut times: Vec<f64> = SEEDS
+            let (mut times, mut held): (Vec<f64>, Vec<u64>) = SEEDS
                 .iter()
                 .map(|&seed| {
                     let u = upload(case, paths, scheduler, seed, len, Duration::from_secs(60));
                     assert!(u.intact, "{case} {scheduler} {len}: intact");
-                    completion(&u, len)
+                    let t = completion(&u, len)
                         .unwrap_or_else(|| panic!("{case} {scheduler} {len}: not done in 60 s"))
-                        .as_secs_f64()
+                        .as_secs_f64();
+                    (t, u.peak_out_of_order)
                 })
-                .collect();
+                .unzip();
             times.sort_by(f64::total_cmp);
-            (times[times.len() / 2], times[times.len() - 1])
+            held.sort_unstable();
+            (
+                (times[times.len() / 2], times[times.len() - 1]),
+                held[held.len() / 2],
+            )
         })
-        .collect();
+        .unzip();
     Row {
         goodput,
         peak_out_of_order: bulk.peak_out_of_order,
         extra: bulk.extra,
         objects,
+        objects_out_of_order,
     }
 }
 
@@ -204,6 +214,14 @@ fn table(case: &str, paths: &[PathSpec]) -> Vec<(SchedulerKind, Row)> {
         }
         out.push('\n');
         rows.push((k, r));
+    }
+    out.push_str("scheduler     peak out-of-order kB while each object came in, median of 3: 64K  256K  1M  8M\n");
+    for (k, r) in &rows {
+        write!(out, "{:<12}", k.name()).unwrap();
+        for held in &r.objects_out_of_order {
+            write!(out, " {:>7.0}", *held as f64 / 1e3).unwrap();
+        }
+        out.push('\n');
     }
     snapshot(case, &out);
     rows
