@@ -2661,42 +2661,49 @@ impl MpConn {
         else {
             return;
         };
+        // The working subflows and their RTTs (what a stalled or closed one holds goes again
+        // as an ordinary reinjection).
+        let working: ArrayVec<(usize, Duration), 16> = self
+            .subflows
+            .iter()
+            .enumerate()
+            .filter(|(_, sf)| sf.state == SubflowState::Active && !sf.stale)
+            .map(|(i, sf)| {
+                let rtt = ep
+                    .conn(sf.handle)
+                    .and_then(crate::tcp::Connection::srtt)
+                    .unwrap_or(Duration::from_millis(100));
+                (i, rtt)
+            })
+            .take(16)
+            .collect();
         let mut budget = fast.room;
         let mut at = una.max(self.hol_reinjected);
         // A bound on the mappings looked at per call: the rest waits for the next round.
         let mut steps = 0;
         while at < self.snd_nxt && budget > 0 && steps < HOL_STEPS {
             steps += 1;
-            // The fastest working subflow holding the byte at `at`, and where its mapping ends
-            // (what a stalled or closed one holds goes again as an ordinary reinjection).
+            // The fastest working subflow holding the byte at `at`, and where its mapping ends.
             let mut holder: Option<(Duration, usize, u64)> = None;
-            for (i, sf) in self.subflows.iter().enumerate() {
-                if sf.state != SubflowState::Active || sf.stale {
-                    continue;
-                }
-                let Some(m) = sf
+            for &(i, rtt) in &working {
+                let Some(m) = self.subflows[i]
                     .send_maps
                     .iter()
                     .find(|m| m.data_off <= at && at < m.data_end())
                 else {
                     continue;
                 };
-                let rtt = ep
-                    .conn(sf.handle)
-                    .and_then(crate::tcp::Connection::srtt)
-                    .unwrap_or(Duration::from_millis(100));
                 if holder.is_none_or(|h| rtt < h.0) {
                     holder = Some((rtt, i, m.data_end()));
                 }
             }
             let Some((rtt, i, end)) = holder else {
                 // No working subflow holds these bytes any more: its subflow delivered them,
-                // or they go again as an ordinary reinjection. On to the next bytes a subflow
-                // still holds.
-                match self
-                    .subflows
+                // or they go again as an ordinary reinjection. On to the next bytes a working
+                // subflow still holds.
+                match working
                     .iter()
-                    .flat_map(|sf| sf.send_maps.iter())
+                    .flat_map(|&(i, _)| self.subflows[i].send_maps.iter())
                     .map(|m| m.data_off)
                     .filter(|&off| off > at)
                     .min()
@@ -2711,7 +2718,6 @@ impl MpConn {
             if rtt <= fast.srtt || i == fast.index {
                 if at == una {
                     // The next bytes come over the fastest line anyway.
-                    self.hol_reinjected = una;
                     return;
                 }
                 at = end;
