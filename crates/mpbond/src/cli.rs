@@ -392,11 +392,13 @@ pub struct TuningArgs {
     /// kernel stack uses Linux's own scheduler.
     #[arg(long, value_name = "NAME")]
     pub scheduler: Option<mptcp_proto::mptcp::SchedulerKind>,
-    /// With `--stack user`: the subflows' congestion control. `cubic` (the default, as Linux:
-    /// each line on its own), `reno` (each on its own), or coupled: `lia` (RFC 6356), `olia`,
-    /// `balia`, which take no more than one TCP flow's share where lines meet at one
-    /// bottleneck and move traffic off a congested line. The kernel stack uses Linux's
-    /// (uncoupled).
+    /// With `--stack user`: the subflows' congestion control, each line on its own: `auto`
+    /// (the default: CUBIC, and BBR on a line whose losses come without a queue, a lossy LTE
+    /// or Wi-Fi line that CUBIC would hold to a fraction of its rate), `cubic` (as Linux),
+    /// `reno`, `bbr` (paced at the rate it measures; not fair to loss-based traffic at a
+    /// shared bottleneck); or coupled: `lia` (RFC 6356), `olia`, `balia`, which take no more
+    /// than one TCP flow's share where lines meet at one bottleneck and move traffic off a
+    /// congested line. The kernel stack uses Linux's (uncoupled).
     #[arg(long, value_name = "NAME")]
     pub congestion: Option<mptcp_proto::mptcp::Congestion>,
 }
@@ -780,6 +782,11 @@ fn metrics_addr(s: Option<String>) -> Result<Option<std::net::SocketAddr>> {
     .transpose()
 }
 
+/// The user-space stack's congestion control unless one is asked for: CUBIC, and BBR on a line
+/// whose losses come without a queue (a lossy radio line), where CUBIC would hold a fraction
+/// of the line's rate (`mptcp_proto::tcp::congestion::Auto`).
+pub const DEFAULT_CONGESTION: mptcp_proto::mptcp::Congestion = mptcp_proto::mptcp::Congestion::Auto;
+
 /// The scheduler and congestion control asked for, which only the user-space stack has.
 fn tuning_for(stack: Stack, asked: &TuningArgs) -> Result<crate::stack::user::Tuning> {
     if stack != Stack::User {
@@ -796,7 +803,7 @@ fn tuning_for(stack: Stack, asked: &TuningArgs) -> Result<crate::stack::user::Tu
     }
     Ok(crate::stack::user::Tuning {
         scheduler: asked.scheduler.unwrap_or_default(),
-        congestion: asked.congestion.unwrap_or_default(),
+        congestion: asked.congestion.unwrap_or(DEFAULT_CONGESTION),
     })
 }
 
@@ -922,7 +929,7 @@ mod tests {
         let t = tuning_for(Stack::User, &TuningArgs::default()).unwrap();
         assert_eq!(
             (t.scheduler, t.congestion),
-            (SchedulerKind::MinRtt, Congestion::Cubic)
+            (SchedulerKind::MinRtt, Congestion::Auto)
         );
         let ecf = TuningArgs {
             scheduler: Some(SchedulerKind::Ecf),
@@ -947,7 +954,10 @@ mod tests {
         let e = Cli::try_parse_from(["mpbond", "connect", "h:1", "--congestion", "vegas"])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("one of: cubic, reno, lia, olia, balia"), "{e}");
+        assert!(
+            e.contains("one of: cubic, reno, bbr, auto, lia, olia, balia"),
+            "{e}"
+        );
     }
 
     /// The gateway and the converter take `--scheduler` and `--congestion` too, and the
@@ -978,7 +988,7 @@ mod tests {
         assert_eq!(c.stack, Stack::User);
         assert_eq!(
             (c.tuning.scheduler, c.tuning.congestion),
-            (SchedulerKind::Ecf, Congestion::Cubic)
+            (SchedulerKind::Ecf, Congestion::Auto)
         );
         let t = TuningArgs {
             scheduler: Some(SchedulerKind::Blest),

@@ -83,7 +83,8 @@ pub struct ConverterFile {
     pub stack: Option<Stack>,
     /// With `stack = "user"`: `"min-rtt"`, `"blest"`, `"ecf"`, `"redundant"`, `"round-robin"`.
     pub scheduler: Option<String>,
-    /// With `stack = "user"`: `"cubic"`, `"reno"`, `"lia"`, `"olia"`, `"balia"`.
+    /// With `stack = "user"`: `"auto"` (the default), `"cubic"`, `"reno"`, `"bbr"`, `"lia"`,
+    /// `"olia"`, `"balia"`.
     pub congestion: Option<String>,
 }
 
@@ -117,7 +118,8 @@ pub struct GatewayFile {
     pub stack: Option<Stack>,
     /// With `stack = "user"`: `"min-rtt"`, `"blest"`, `"ecf"`, `"redundant"`, `"round-robin"`.
     pub scheduler: Option<String>,
-    /// With `stack = "user"`: `"cubic"`, `"reno"`, `"lia"`, `"olia"`, `"balia"`.
+    /// With `stack = "user"`: `"auto"` (the default), `"cubic"`, `"reno"`, `"bbr"`, `"lia"`,
+    /// `"olia"`, `"balia"`.
     pub congestion: Option<String>,
     /// Path manager: `"mpbond"` or `"kernel"`.
     pub pm: Option<crate::pm::PmKind>,

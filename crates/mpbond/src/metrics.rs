@@ -281,6 +281,7 @@ mod tests {
             bytes_acked: 1,
             bytes_received: 1,
             retransmits: 0,
+            congestion: None,
         };
         let conn = |subflows| ConnectionStatus {
             token: 1,

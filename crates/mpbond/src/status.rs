@@ -51,6 +51,10 @@ pub struct SubflowStatus {
     pub bytes_received: u64,
     /// Segments retransmitted in all.
     pub retransmits: u32,
+    /// The congestion control running on it, when the daemon's stack says (the user-space
+    /// stack: `auto/cubic`, `auto/bbr`, `lia`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub congestion: Option<String>,
 }
 
 /// One MPTCP connection.
@@ -140,6 +144,7 @@ pub fn connections(
                         bytes_acked: ti.tcpi_bytes_acked,
                         bytes_received: ti.tcpi_bytes_received,
                         retransmits: ti.tcpi_total_retrans,
+                        congestion: None,
                     }
                 })
                 .collect();
@@ -345,7 +350,7 @@ pub fn render(s: &Status) -> String {
         for f in &c.subflows {
             let _ = writeln!(
                 o,
-                "    {:<6} {} -> {} id {}/{} {}{} rtt {:.1} ms cwnd {} sent {} acked {} received {}",
+                "    {:<6} {} -> {} id {}/{} {}{} rtt {:.1} ms cwnd {}{} sent {} acked {} received {}",
                 f.line.as_deref().unwrap_or("-"),
                 f.local,
                 f.remote,
@@ -355,6 +360,10 @@ pub fn render(s: &Status) -> String {
                 if f.backup { " backup" } else { "" },
                 f.rtt_ms,
                 f.cwnd,
+                f.congestion
+                    .as_deref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default(),
                 f.bytes_sent,
                 f.bytes_acked,
                 f.bytes_received

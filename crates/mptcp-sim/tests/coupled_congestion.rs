@@ -108,8 +108,8 @@ fn shared_bottleneck(congestion: Congestion, competitor: Algorithm) -> (f64, f64
     let mut sim = Sim::build("coupled-shared-bottleneck", 1, config(congestion));
     let start = sim.now();
     let (second, late) = match competitor {
-        Algorithm::Cubic => (5, 0),
         Algorithm::NewReno => (12, 700),
+        Algorithm::Cubic | Algorithm::Bbr | Algorithm::Auto => (5, 0),
     };
     let (links, mp) = mptcp_upload(&mut sim, &[line(0.0, 5), line(0.0, second)]);
     let (tcp_line, tcp) = plain_tcp_flow(
@@ -160,6 +160,21 @@ fn olia_is_fair_at_a_shared_bottleneck() {
 #[test]
 fn balia_is_fair_at_a_shared_bottleneck() {
     is_fair_at_a_shared_bottleneck(Congestion::Balia);
+}
+
+/// `auto` (mpbond's default) at a bottleneck whose queue overflows: every loss comes with the
+/// queue in the round trip, so no subflow is handed to BBR and the figures are CUBIC's to the
+/// byte.
+#[test]
+fn auto_stays_cubic_at_a_congested_bottleneck() {
+    let auto = shared_bottleneck(Congestion::Auto, Algorithm::Cubic);
+    let cubic = shared_bottleneck(Congestion::Cubic, Algorithm::Cubic);
+    println!(
+        "auto next to cubic: {:.2} vs {:.2} Mbit/s",
+        auto.0 * 8e-6,
+        auto.1 * 8e-6
+    );
+    assert_eq!(auto, cubic);
 }
 
 /// Uncoupled subflows take more than their share: the case the coupled algorithms are for.

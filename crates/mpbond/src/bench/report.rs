@@ -508,8 +508,8 @@ pub const DEFINITIONS: Definitions = Definitions {
         the same scenario and run",
     competitor: "shared-bottleneck: a plain TCP flow gw to vps on wan1 runs alongside each \
         download; ratio = contender goodput / competitor goodput (1 = an even split). \
-        mpbond-user runs coupled congestion control there (--congestion lia), uncoupled CUBIC \
-        elsewhere",
+        mpbond-user runs coupled congestion control there (--congestion lia), its default \
+        elsewhere (auto: CUBIC, BBR on a line whose losses come without a queue)",
 };
 
 /// What adds a target of scenario `s` to `out`: (target, value, against, met).

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use arrayvec::ArrayVec;
 
-use super::congestion::{Ack, Controller};
+use super::congestion::{Ack, Controller, Delivery};
 use super::fast_open::{CachedCookie, ClientOpen, Cookie, CookieNews};
 use super::pacing::Pacer;
 use super::recv_buffer::RecvBuffer;
@@ -762,6 +762,7 @@ impl Connection {
         s.send_mss = self.smss();
         s.unacked = self.snd_max - self.snd_una;
         s.pacing_rate = self.pacer.rate();
+        s.congestion = self.cc.running();
         s
     }
 
@@ -1591,6 +1592,7 @@ impl Connection {
         let mss = self.smss();
         let due = self.ack_due();
         let progress = ack_off > self.snd_una;
+        let delivered_before = self.queue.delivered();
         // Window update (RFC 9293 SND.WL1/SND.WL2 rule).
         let window = u64::from(seg.window_len) << self.snd_wscale;
         let seq_num = seg.seq_number;
@@ -1649,6 +1651,19 @@ impl Connection {
         }
         if self.sack_ok {
             self.detect_losses(now);
+        }
+        if let Some(sample) = self.queue.take_rate_sample(self.rtt.min()) {
+            let delivery = Delivery {
+                now,
+                sample,
+                acked: self.queue.delivered() - delivered_before,
+                in_flight: self.in_flight(),
+                mss,
+            };
+            self.cc.on_delivery(&delivery);
+            if self.cc.holds_back() {
+                self.queue.mark_app_limited();
+            }
         }
         self.arm_tail_probe(now);
         // The peer heard us: it acknowledged or SACKed new data, or sent a duplicate ACK.
@@ -1834,7 +1849,12 @@ impl Connection {
     }
 
     fn update_pacer(&mut self) {
-        if self.cfg.pacing {
+        if !self.cfg.pacing {
+            return;
+        }
+        if let Some(rate) = self.cc.pacing_rate() {
+            self.pacer.set_rate(rate, self.smss());
+        } else {
             self.pacer.update(
                 self.cc.window(),
                 self.rtt.srtt(),
@@ -2165,6 +2185,9 @@ impl Connection {
         }
         if avail == 0 {
             self.cwnd_limited = false;
+            if room > 0 {
+                self.queue.mark_app_limited();
+            }
             return None;
         }
         // Up to a full bare segment: the hook may let it go without its options (the segment

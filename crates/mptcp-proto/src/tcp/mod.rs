@@ -276,6 +276,8 @@ pub struct Stats {
     pub unacked: u64,
     /// Pacing rate, bytes per second.
     pub pacing_rate: Option<f64>,
+    /// The congestion control running now ([`congestion::Controller::running`]).
+    pub congestion: &'static str,
 }
 
 /// Where a connection stands in both sequence spaces, as on the wire.

@@ -7,6 +7,9 @@
 use core::time::Duration;
 use std::time::Instant;
 
+/// The bucket of a rate the congestion controller set ([`Pacer::set_rate`]).
+pub const RATE_BURST: Duration = Duration::from_millis(3);
+
 /// The pacer of one connection.
 #[derive(Debug, Clone, Default)]
 pub struct Pacer {
@@ -28,6 +31,15 @@ impl Pacer {
         let rate = factor * cwnd as f64 / srtt.as_secs_f64();
         self.rate = Some(rate);
         self.burst = (rate / 1000.0).max(2.0 * mss as f64);
+    }
+
+    /// Sets the rate the congestion controller chose, bytes per second. Such a rate is the
+    /// controller's estimate of the path with no headroom over it (BBR's), so the bucket holds
+    /// [`RATE_BURST`] of it: a driver woken a millisecond or two late (a timer wheel's tick)
+    /// sends what it owes instead of losing it, which would lower the next estimate.
+    pub fn set_rate(&mut self, rate: f64, mss: u64) {
+        self.rate = Some(rate);
+        self.burst = (rate * RATE_BURST.as_secs_f64()).max(2.0 * mss as f64);
     }
 
     /// Bytes per second, while pacing.

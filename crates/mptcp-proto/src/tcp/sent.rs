@@ -8,6 +8,10 @@
 //! - RACK (RFC 8985 §6): a segment is lost when one sent after it (by at least a reordering
 //!   window) was delivered, which also finds lost retransmissions, where `IsLost` cannot.
 //!
+//! It also estimates the delivery rate (draft-cheng-iccrg-delivery-rate-estimation): each
+//! segment carries a snapshot of how much had been delivered when it was sent, and the newest
+//! segment an acknowledgment delivers gives a [`RateSample`] (what BBR is built on).
+//!
 //! Positions are 64-bit sequence offsets.
 
 use core::time::Duration;
@@ -41,6 +45,61 @@ pub struct Segment {
     pub retransmitted: bool,
     /// What became of it.
     pub state: SegState,
+    /// The delivery state when it was (last) sent.
+    pub tx: TxSnapshot,
+}
+
+/// The connection's delivery state when a segment was sent (the draft's `P.delivered`,
+/// `P.delivered_time`, `P.first_sent_time`, `P.is_app_limited`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxSnapshot {
+    /// Bytes delivered so far.
+    pub delivered: u64,
+    /// When the last of them was.
+    pub delivered_at: Instant,
+    /// When the first segment of the flight it belongs to was sent.
+    pub first_sent_at: Instant,
+    /// Whether the sender was short of data then.
+    pub app_limited: bool,
+}
+
+/// A delivery-rate sample: what the newest segment an acknowledgment delivered says of the
+/// path's rate (draft-cheng-iccrg-delivery-rate-estimation §3.3).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSample {
+    /// Bytes delivered in all, after this acknowledgment (`C.delivered`).
+    pub delivered: u64,
+    /// Bytes delivered when that segment was sent (`rs.prior_delivered`).
+    pub prior_delivered: u64,
+    /// Over how long `delivered - prior_delivered` were delivered: the longer of the send
+    /// and acknowledgment intervals, so that neither a burst sent nor ACKs compressed on the
+    /// way back make the path look faster than it is.
+    pub interval: Duration,
+    /// Whether the sender was short of data when that segment left: the rate is then a
+    /// lower bound of the path's.
+    pub app_limited: bool,
+    /// Round trip of that segment, if it was sent once.
+    pub rtt: Option<Duration>,
+    /// Whether the interval is long enough to give a rate: an interval shorter than the
+    /// path's smallest round trip only comes from ACK compression (the draft's §3.3).
+    pub valid: bool,
+}
+
+impl RateSample {
+    /// Bytes per second; `None` when the interval gives no rate.
+    #[must_use]
+    pub fn rate(&self) -> Option<f64> {
+        let secs = self.interval.as_secs_f64();
+        (self.valid && secs > 0.0).then(|| (self.delivered - self.prior_delivered) as f64 / secs)
+    }
+}
+
+/// The sample an acknowledgment is building: its newest delivered segment so far.
+#[derive(Debug, Clone, Copy)]
+struct Newest {
+    sent_at: Instant,
+    tx: TxSnapshot,
+    rtt: Option<Duration>,
 }
 
 impl Segment {
@@ -76,6 +135,17 @@ pub struct SentQueue {
     fack: u64,
     /// `RACK.reordering_seen`.
     reordering_seen: bool,
+    /// `C.delivered`: bytes acknowledged or SACKed, each once.
+    delivered: u64,
+    /// `C.delivered_time`.
+    delivered_at: Option<Instant>,
+    /// `C.first_sent_time`.
+    first_sent_at: Option<Instant>,
+    /// `C.app_limited`: while nonzero, segments sent are marked application-limited, until
+    /// this many bytes have been delivered.
+    app_limited: u64,
+    /// The sample the acknowledgment being processed builds.
+    newest: Option<Newest>,
 }
 
 impl SentQueue {
@@ -133,6 +203,55 @@ impl SentQueue {
         self.reordering_seen
     }
 
+    /// Bytes delivered (acknowledged or SACKed) since the start, each counted once.
+    #[must_use]
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// The sender has nothing more to send and the window has room: what is sent from now
+    /// until all in flight is delivered is application-limited (the draft's §3.4).
+    pub fn mark_app_limited(&mut self) {
+        self.app_limited = (self.delivered + self.in_flight).max(1);
+    }
+
+    /// The delivery state for a segment sent at `now`; a flight that starts after
+    /// everything was delivered starts its intervals at `now` (the draft's §3.2).
+    fn snapshot(&mut self, now: Instant) -> TxSnapshot {
+        if self.in_flight == 0 {
+            self.first_sent_at = Some(now);
+            self.delivered_at = Some(now);
+        }
+        TxSnapshot {
+            delivered: self.delivered,
+            delivered_at: self.delivered_at.unwrap_or(now),
+            first_sent_at: self.first_sent_at.unwrap_or(now),
+            app_limited: self.app_limited != 0,
+        }
+    }
+
+    /// The rate sample of the acknowledgment just processed (by [`SentQueue::ack`] and
+    /// [`SentQueue::sack`]), if it delivered anything; one whose interval is shorter than
+    /// `min_rtt` gives no rate.
+    pub fn take_rate_sample(&mut self, min_rtt: Option<Duration>) -> Option<RateSample> {
+        let n = self.newest.take()?;
+        if self.app_limited != 0 && self.delivered > self.app_limited {
+            self.app_limited = 0;
+        }
+        let delivered_at = self.delivered_at?;
+        let send = n.sent_at.saturating_duration_since(n.tx.first_sent_at);
+        let ack = delivered_at.saturating_duration_since(n.tx.delivered_at);
+        let interval = send.max(ack);
+        Some(RateSample {
+            delivered: self.delivered,
+            prior_delivered: n.tx.delivered,
+            interval,
+            app_limited: n.tx.app_limited,
+            rtt: n.rtt,
+            valid: min_rtt.is_none_or(|m| interval >= m),
+        })
+    }
+
     fn count(&mut self, s: &Segment, add: bool) {
         let n = s.len();
         let c = match s.state {
@@ -161,12 +280,14 @@ impl SentQueue {
     /// Records new data sent at `now`: `[start, end)` follows the last segment.
     pub fn push(&mut self, start: u64, end: u64, now: Instant) {
         debug_assert!(self.segs.back().is_none_or(|l| l.end == start));
+        let tx = self.snapshot(now);
         let s = Segment {
             start,
             end,
             sent_at: now,
             retransmitted: false,
             state: SegState::InFlight,
+            tx,
         };
         self.count(&s, true);
         self.segs.push_back(s);
@@ -199,10 +320,12 @@ impl SentQueue {
         let Some(mut i) = self.index_of(start) else {
             return;
         };
+        let tx = self.snapshot(now);
         while i < self.segs.len() && self.segs[i].start < end {
             if self.segs[i].state != SegState::Sacked {
                 self.set_state(i, SegState::InFlight);
             }
+            self.segs[i].tx = tx;
             self.segs[i].sent_at = now;
             self.segs[i].retransmitted = true;
             i += 1;
@@ -275,6 +398,20 @@ impl SentQueue {
         d: &mut Delivered,
     ) {
         let rtt = now.saturating_duration_since(s.sent_at);
+        // The draft's §3.3 `UpdateRateSample`: the newest segment sent gives the sample.
+        self.delivered += s.len();
+        self.delivered_at = Some(now);
+        let newest = self.newest.is_none_or(|n| {
+            s.sent_at > n.sent_at || (s.sent_at == n.sent_at && s.tx.delivered >= n.tx.delivered)
+        });
+        if newest {
+            self.newest = Some(Newest {
+                sent_at: s.sent_at,
+                tx: s.tx,
+                rtt: (!s.retransmitted).then_some(rtt),
+            });
+            self.first_sent_at = Some(s.sent_at);
+        }
         if s.retransmitted {
             d.retransmission = true;
             // An ACK faster than the path's RTT is for the original, not this retransmission.
@@ -559,5 +696,56 @@ mod tests {
         let d = q.ack(76, t0 + ms(350), None);
         assert_eq!(d.bytes, 75);
         assert_eq!(q.lost() + q.in_flight() + q.sacked(), 1000 - 75);
+    }
+
+    #[test]
+    fn a_rate_sample_is_what_was_delivered_over_the_longer_interval() {
+        let t0 = Instant::now();
+        // Ten segments sent over 9 ms, acknowledged together 100 ms after the first.
+        let mut q = queue(t0);
+        q.ack(1 + 10 * MSS, t0 + ms(100), None);
+        let rs = q.take_rate_sample(Some(ms(50))).unwrap();
+        assert_eq!((rs.delivered, rs.prior_delivered), (10 * MSS, 0));
+        // The acknowledgment interval (100 ms since the flight began) is the longer one.
+        assert_eq!(rs.interval, ms(100));
+        assert_eq!(rs.rate(), Some(10.0 * MSS as f64 / 0.1));
+        assert!(!rs.app_limited);
+        assert!(
+            q.take_rate_sample(None).is_none(),
+            "one sample per acknowledgment"
+        );
+        // The next flight, sent at once in a burst and SACKed 40 ms later then acknowledged:
+        // the send interval is nothing, the acknowledgment interval 40 ms.
+        for i in 10..20 {
+            q.push(1 + i * MSS, 1 + (i + 1) * MSS, t0 + ms(100));
+        }
+        q.sack(1 + 15 * MSS, 1 + 20 * MSS, t0 + ms(140), None);
+        q.ack(1 + 20 * MSS, t0 + ms(140), None);
+        let rs = q.take_rate_sample(Some(ms(50))).unwrap();
+        assert_eq!((rs.delivered, rs.prior_delivered), (20 * MSS, 10 * MSS));
+        assert_eq!(rs.interval, ms(40));
+        assert!(
+            !rs.valid,
+            "shorter than the smallest round trip: ACK compression"
+        );
+        assert_eq!(rs.rate(), None);
+        assert_eq!(q.delivered(), 20 * MSS, "the SACKed bytes counted once");
+    }
+
+    #[test]
+    fn segments_sent_while_short_of_data_give_application_limited_samples() {
+        let t0 = Instant::now();
+        let mut q = SentQueue::default();
+        q.push(1, 1 + MSS, t0);
+        q.mark_app_limited();
+        q.push(1 + MSS, 1 + 2 * MSS, t0 + ms(1));
+        q.ack(1 + MSS, t0 + ms(100), None);
+        assert!(!q.take_rate_sample(None).unwrap().app_limited);
+        q.ack(1 + 2 * MSS, t0 + ms(101), None);
+        assert!(q.take_rate_sample(None).unwrap().app_limited);
+        // Everything in flight at the mark delivered: what is sent now is not limited.
+        q.push(1 + 2 * MSS, 1 + 3 * MSS, t0 + ms(102));
+        q.ack(1 + 3 * MSS, t0 + ms(200), None);
+        assert!(!q.take_rate_sample(None).unwrap().app_limited);
     }
 }

@@ -65,12 +65,23 @@ pub struct UserStackConfig {
 
 /// How the engine runs each MPTCP connection: which subflow carries the next bytes, and how
 /// the subflows' congestion windows move (on their own or coupled).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
     /// `--scheduler`.
     pub scheduler: mptcp_proto::mptcp::SchedulerKind,
     /// `--congestion`.
     pub congestion: mptcp_proto::mptcp::Congestion,
+}
+
+impl Default for Tuning {
+    /// The engine's scheduler (min-RTT) and mpbond's congestion control
+    /// ([`crate::cli::DEFAULT_CONGESTION`]).
+    fn default() -> Self {
+        Self {
+            scheduler: mptcp_proto::mptcp::SchedulerKind::default(),
+            congestion: crate::cli::DEFAULT_CONGESTION,
+        }
+    }
 }
 
 /// Who waits for what on one connection.
@@ -373,6 +384,8 @@ impl UserStack {
                                 bytes_acked: tcp.bytes_acked,
                                 bytes_received: tcp.bytes_received,
                                 retransmits: u32::try_from(tcp.retransmits).unwrap_or(u32::MAX),
+                                congestion: (!tcp.congestion.is_empty())
+                                    .then(|| tcp.congestion.to_owned()),
                             }
                         })
                         .collect();

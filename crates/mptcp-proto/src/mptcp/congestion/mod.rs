@@ -3,7 +3,11 @@
 //! than one TCP flow would on its best path at a shared bottleneck, and moves its traffic away
 //! from congested paths).
 //!
-//! - `cubic`, `reno`: each subflow runs CUBIC or NewReno on its own (the default is CUBIC).
+//! - `cubic`, `reno`, `bbr`, `auto`: each subflow runs CUBIC, NewReno or BBR on its own (the
+//!   default is CUBIC). BBR is for lines whose loss is not congestion (LTE, Wi-Fi): it keeps
+//!   their rate where a loss-based window would shrink to `1.2 / sqrt(p)` segments; it does not
+//!   share a bottleneck fairly. `auto` runs CUBIC and gives a subflow BBR once its line's
+//!   losses come without a queue ([`crate::tcp::congestion::Auto`]).
 //! - [`lia`] (RFC 6356), [`olia`] (Khalili et al.) and [`balia`] (Peng et al.): coupled
 //!   increase in congestion avoidance; slow start stays per subflow and uncoupled (RFC 6356
 //!   §3 couples only the increase), and a retransmission timeout is TCP's on that subflow.
@@ -47,6 +51,10 @@ pub enum Congestion {
     Cubic,
     /// NewReno on each subflow, uncoupled (RFC 5681, RFC 6582).
     Reno,
+    /// BBR (v1) on each subflow, uncoupled.
+    Bbr,
+    /// CUBIC on each subflow, BBR on those whose line's losses are not congestion.
+    Auto,
     /// [`lia`].
     Lia,
     /// [`olia`].
@@ -57,9 +65,11 @@ pub enum Congestion {
 
 impl Congestion {
     /// Every algorithm, the default first.
-    pub const ALL: [Congestion; 5] = [
+    pub const ALL: [Congestion; 7] = [
         Congestion::Cubic,
         Congestion::Reno,
+        Congestion::Bbr,
+        Congestion::Auto,
         Congestion::Lia,
         Congestion::Olia,
         Congestion::Balia,
@@ -71,6 +81,8 @@ impl Congestion {
         match self {
             Congestion::Cubic => "cubic",
             Congestion::Reno => "reno",
+            Congestion::Bbr => "bbr",
+            Congestion::Auto => "auto",
             Congestion::Lia => "lia",
             Congestion::Olia => "olia",
             Congestion::Balia => "balia",
@@ -89,6 +101,8 @@ impl Congestion {
         match self {
             Congestion::Cubic => Some(Algorithm::Cubic),
             Congestion::Reno => Some(Algorithm::NewReno),
+            Congestion::Bbr => Some(Algorithm::Bbr),
+            Congestion::Auto => Some(Algorithm::Auto),
             _ => None,
         }
     }
@@ -102,7 +116,7 @@ impl fmt::Display for Congestion {
 
 /// A congestion-control name that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown congestion control {0:?} (one of: cubic, reno, lia, olia, balia)")]
+#[error("unknown congestion control {0:?} (one of: cubic, reno, bbr, auto, lia, olia, balia)")]
 pub struct UnknownCongestion(pub String);
 
 impl FromStr for Congestion {

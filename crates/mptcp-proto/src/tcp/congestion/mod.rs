@@ -1,11 +1,16 @@
 //! Congestion control behind one trait: [`NewReno`] (RFC 5681, RFC 6582) and [`Cubic`]
-//! (RFC 9438), both with HyStart++ slow start (RFC 9406). MPTCP's coupled algorithms (RFC 6356
-//! LIA, OLIA, BALIA) implement the same trait in [`crate::mptcp::congestion`].
+//! (RFC 9438), both with HyStart++ slow start (RFC 9406), [`Bbr`], which paces at the
+//! bottleneck rate it measures and does not take a random loss for congestion, and [`Auto`],
+//! CUBIC that hands a line whose losses come without a queue to BBR. MPTCP's
+//! coupled algorithms (RFC 6356 LIA, OLIA, BALIA) implement the same trait in
+//! [`crate::mptcp::congestion`].
 //!
 //! The connection tells its controller what happened (data acknowledged outside loss recovery,
 //! a loss found by duplicate ACKs or SACK, a retransmission timeout, the end of a recovery) and
 //! reads the window back; the controller owns `cwnd` and `ssthresh` and nothing else.
 
+mod auto;
+mod bbr;
 mod cubic;
 mod hystart;
 mod new_reno;
@@ -14,6 +19,9 @@ use core::fmt;
 use core::time::Duration;
 use std::time::Instant;
 
+pub use super::sent::RateSample;
+pub use auto::Auto;
+pub use bbr::Bbr;
 pub use cubic::Cubic;
 pub use hystart::HyStart;
 use hystart::Phase;
@@ -43,6 +51,22 @@ pub struct Ack {
     pub acked_to: u64,
     /// Highest sequence offset sent so far: a round of HyStart++ ends when this much is acked.
     pub sent_to: u64,
+}
+
+/// What an acknowledgment delivered, for a rate-based controller: every acknowledgment that
+/// delivered bytes (cumulatively or by SACK) gives one, in loss recovery too.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    /// When it arrived.
+    pub now: Instant,
+    /// Its delivery-rate sample.
+    pub sample: RateSample,
+    /// Bytes it delivered (acknowledged or SACKed).
+    pub acked: u64,
+    /// Bytes in flight after it (RFC 6675 `pipe`).
+    pub in_flight: u64,
+    /// The connection's sending maximum-segment size.
+    pub mss: u64,
 }
 
 /// A congestion-control algorithm.
@@ -79,8 +103,30 @@ pub trait Controller: fmt::Debug + Send {
         self.window() < self.ssthresh()
     }
 
+    /// An acknowledgment delivered bytes (called after [`Controller::on_ack`], also in
+    /// recovery). Only rate-based controllers use it.
+    fn on_delivery(&mut self, _delivery: &Delivery) {}
+
+    /// The rate to pace at, bytes per second; `None`: the connection paces from the window
+    /// and the smoothed round trip.
+    fn pacing_rate(&self) -> Option<f64> {
+        None
+    }
+
+    /// Whether what is sent now should count as application-limited in delivery-rate samples
+    /// (the controller holds the sender back on purpose: BBR's `ProbeRTT`).
+    fn holds_back(&self) -> bool {
+        false
+    }
+
     /// The algorithm's name (`newreno`, `cubic`).
     fn name(&self) -> &'static str;
+
+    /// What runs now, for people: the name, or for an algorithm that hands over to another,
+    /// both (`auto/bbr`).
+    fn running(&self) -> &'static str {
+        self.name()
+    }
 
     /// Starts afresh with an initial window of `initial_window` bytes: the connection calls it
     /// when the handshake has fixed the MSS (RFC 6928's window is in segments), also on a
@@ -96,6 +142,10 @@ pub enum Algorithm {
     /// RFC 9438.
     #[default]
     Cubic,
+    /// BBR (version 1).
+    Bbr,
+    /// CUBIC, then BBR once the line's losses show they are not congestion ([`Auto`]).
+    Auto,
 }
 
 impl Algorithm {
@@ -105,6 +155,8 @@ impl Algorithm {
         match self {
             Self::NewReno => "newreno",
             Self::Cubic => "cubic",
+            Self::Bbr => "bbr",
+            Self::Auto => "auto",
         }
     }
 
@@ -114,6 +166,8 @@ impl Algorithm {
         match self {
             Self::NewReno => Box::new(NewReno::new(initial_window)),
             Self::Cubic => Box::new(Cubic::new(initial_window)),
+            Self::Bbr => Box::new(Bbr::new(initial_window)),
+            Self::Auto => Box::new(Auto::new(initial_window)),
         }
     }
 }

@@ -1,0 +1,200 @@
+//! `auto`: CUBIC until the line shows that its losses are not congestion, then BBR.
+//!
+//! A tail-drop queue loses packets only when it is full, and a full queue shows in the round
+//! trip. So a loss that comes while the smoothed round trip is within a quarter (and 2 ms) of
+//! the smallest one was not this flow's queue overflowing: it was the line (a radio link's
+//! residual loss, a policer's random drop). On such a line CUBIC's window settles at
+//! `1.2 / sqrt(p)` segments whatever the line's rate (17 at 0.5 % loss: 3.3 Mbit/s on a 60 ms
+//! line). After [`QUIET_LOSSES`] such losses in a row and none with a queue between them,
+//! the connection hands its window to [`Bbr`], which paces at the rate it measures and does not
+//! take a random loss for congestion, and keeps it. The idea of telling random loss from
+//! congestion by the queue the round trip shows is TCP Veno's (Fu and Liew, IEEE JSAC 2003);
+//! Veno only reduced less on such losses, here the line gets a controller built for it.
+//!
+//! Where the queue is shallower than a quarter of the round trip, or an AQM drops early, a
+//! congestion loss looks like a random one and the line gets BBR: it then shares that
+//! bottleneck as BBR v1 does (it keeps its share of the rate, it does not yield to loss).
+//! A line whose round trip jitters by more than the margin stays on CUBIC.
+
+use core::time::Duration;
+use std::time::Instant;
+
+use super::{Ack, Bbr, Controller, Cubic, Delivery};
+
+/// Losses in a row without a queue before the line is given BBR.
+pub const QUIET_LOSSES: u32 = 3;
+/// A round trip this close to the smallest one shows no queue: a quarter of it and this.
+const QUEUE_SLACK: Duration = Duration::from_millis(2);
+
+/// CUBIC, then BBR on a line whose losses come without a queue.
+#[derive(Debug, Clone)]
+pub struct Auto {
+    cubic: Cubic,
+    bbr: Option<Bbr>,
+    /// Losses in a row that came without a queue.
+    quiet_losses: u32,
+    srtt: Option<Duration>,
+    min_rtt: Option<Duration>,
+}
+
+impl Auto {
+    /// CUBIC with an initial window of `initial_window` bytes.
+    #[must_use]
+    pub fn new(initial_window: u64) -> Self {
+        Self {
+            cubic: Cubic::new(initial_window),
+            bbr: None,
+            quiet_losses: 0,
+            srtt: None,
+            min_rtt: None,
+        }
+    }
+
+    /// Whether the line was handed to BBR.
+    #[must_use]
+    pub fn switched(&self) -> bool {
+        self.bbr.is_some()
+    }
+
+    fn active(&self) -> &dyn Controller {
+        match &self.bbr {
+            Some(b) => b,
+            None => &self.cubic,
+        }
+    }
+
+    fn active_mut(&mut self) -> &mut dyn Controller {
+        match &mut self.bbr {
+            Some(b) => b,
+            None => &mut self.cubic,
+        }
+    }
+
+    /// Whether the round trip shows no queue now.
+    fn queue_free(&self) -> bool {
+        match (self.srtt, self.min_rtt) {
+            (Some(srtt), Some(min)) => srtt <= min + min / 4 + QUEUE_SLACK,
+            _ => false,
+        }
+    }
+}
+
+impl Controller for Auto {
+    fn window(&self) -> u64 {
+        self.active().window()
+    }
+
+    fn ssthresh(&self) -> u64 {
+        self.active().ssthresh()
+    }
+
+    fn in_slow_start(&self) -> bool {
+        self.active().in_slow_start()
+    }
+
+    fn on_ack(&mut self, ack: &Ack) {
+        self.srtt = Some(ack.srtt);
+        self.min_rtt = Some(ack.min_rtt);
+        self.active_mut().on_ack(ack);
+    }
+
+    fn on_delivery(&mut self, delivery: &Delivery) {
+        if let Some(b) = &mut self.bbr {
+            b.on_delivery(delivery);
+        }
+    }
+
+    fn pacing_rate(&self) -> Option<f64> {
+        self.active().pacing_rate()
+    }
+
+    fn holds_back(&self) -> bool {
+        self.active().holds_back()
+    }
+
+    fn on_congestion_event(&mut self, now: Instant, in_flight: u64, mss: u64) {
+        if self.bbr.is_none() {
+            if self.queue_free() {
+                self.quiet_losses += 1;
+            } else {
+                self.quiet_losses = 0;
+            }
+            if self.quiet_losses >= QUIET_LOSSES {
+                self.bbr = Some(Bbr::taking_over(self.cubic.window()));
+            }
+        }
+        self.active_mut().on_congestion_event(now, in_flight, mss);
+    }
+
+    fn on_recovery_end(&mut self, now: Instant, mss: u64) {
+        self.active_mut().on_recovery_end(now, mss);
+    }
+
+    fn on_retransmission_timeout(&mut self, now: Instant, in_flight: u64, mss: u64) {
+        self.active_mut()
+            .on_retransmission_timeout(now, in_flight, mss);
+    }
+
+    fn on_repeated_timeout(&mut self, now: Instant, mss: u64) {
+        self.active_mut().on_repeated_timeout(now, mss);
+    }
+
+    fn name(&self) -> &'static str {
+        "auto"
+    }
+
+    fn running(&self) -> &'static str {
+        if self.switched() {
+            "auto/bbr"
+        } else {
+            "auto/cubic"
+        }
+    }
+
+    fn restart(&mut self, initial_window: u64) {
+        *self = Self::new(initial_window);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::ack;
+    use super::*;
+
+    fn on_rtt(a: &mut Auto, now: Instant, srtt_ms: u64) {
+        let mut k = ack(now, 1000, 10_000);
+        k.srtt = Duration::from_millis(srtt_ms);
+        k.min_rtt = Duration::from_millis(60);
+        a.on_ack(&k);
+    }
+
+    #[test]
+    fn losses_without_a_queue_hand_the_line_to_bbr() {
+        let now = Instant::now();
+        let mut a = Auto::new(10_000);
+        for k in 0..QUIET_LOSSES {
+            assert!(!a.switched(), "after {k} quiet losses");
+            on_rtt(&mut a, now, 62);
+            a.on_congestion_event(now, a.window(), 1000);
+            a.on_recovery_end(now, 1000);
+        }
+        assert!(a.switched());
+        assert_eq!((a.name(), a.running()), ("auto", "auto/bbr"));
+    }
+
+    #[test]
+    fn a_loss_with_a_queue_starts_the_count_again() {
+        let now = Instant::now();
+        let mut a = Auto::new(10_000);
+        for _ in 0..10 {
+            for srtt in [62, 62, 120] {
+                on_rtt(&mut a, now, srtt);
+                a.on_congestion_event(now, a.window(), 1000);
+                a.on_recovery_end(now, 1000);
+            }
+        }
+        assert!(!a.switched(), "every third loss came with a full queue");
+        // And CUBIC reduced its window for each.
+        assert!(a.window() < 10_000);
+    }
+}
