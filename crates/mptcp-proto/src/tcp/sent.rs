@@ -47,6 +47,10 @@ pub struct Segment {
     pub state: SegState,
     /// The delivery state when it was (last) sent.
     pub tx: TxSnapshot,
+    /// Its bytes were counted as delivered: it was SACKed, maybe before a timeout made it
+    /// lost again (RFC 6675 §5.1's reneging precaution); its acknowledgment then counts
+    /// nothing twice.
+    pub counted: bool,
 }
 
 /// The connection's delivery state when a segment was sent (the draft's `P.delivered`,
@@ -216,9 +220,12 @@ impl SentQueue {
     }
 
     /// The delivery state for a segment sent at `now`; a flight that starts after
-    /// everything was delivered starts its intervals at `now` (the draft's §3.2).
+    /// everything was acknowledged starts its intervals at `now` (the draft's §3.2: `SND.NXT
+    /// == SND.UNA`, Linux's `!packets_out`). Segments marked lost or SACKed are not
+    /// acknowledged: a retransmission after a timeout keeps the time of the last delivery, so
+    /// its sample spans the outage.
     fn snapshot(&mut self, now: Instant) -> TxSnapshot {
-        if self.in_flight == 0 {
+        if self.segs.is_empty() {
             self.first_sent_at = Some(now);
             self.delivered_at = Some(now);
         }
@@ -288,6 +295,7 @@ impl SentQueue {
             retransmitted: false,
             state: SegState::InFlight,
             tx,
+            counted: false,
         };
         self.count(&s, true);
         self.segs.push_back(s);
@@ -375,6 +383,7 @@ impl SentQueue {
             let s = self.segs[i];
             if s.state != SegState::Sacked {
                 self.set_state(i, SegState::Sacked);
+                self.segs[i].counted = true;
                 d.bytes += s.len();
                 // RFC 8985 §6.2 step 2: delivered below the highest SACKed sequence without
                 // being retransmitted: the network reordered.
@@ -398,12 +407,17 @@ impl SentQueue {
         d: &mut Delivered,
     ) {
         let rtt = now.saturating_duration_since(s.sent_at);
-        // The draft's §3.3 `UpdateRateSample`: the newest segment sent gives the sample.
-        self.delivered += s.len();
-        self.delivered_at = Some(now);
-        let newest = self.newest.is_none_or(|n| {
-            s.sent_at > n.sent_at || (s.sent_at == n.sent_at && s.tx.delivered >= n.tx.delivered)
-        });
+        // The draft's §3.3 `UpdateRateSample`: the newest segment sent gives the sample. A
+        // segment SACKed before a timeout forgot it was counted then.
+        if !s.counted {
+            self.delivered += s.len();
+            self.delivered_at = Some(now);
+        }
+        let newest = !s.counted
+            && self.newest.is_none_or(|n| {
+                s.sent_at > n.sent_at
+                    || (s.sent_at == n.sent_at && s.tx.delivered >= n.tx.delivered)
+            });
         if newest {
             self.newest = Some(Newest {
                 sent_at: s.sent_at,
@@ -730,6 +744,25 @@ mod tests {
         );
         assert_eq!(rs.rate(), None);
         assert_eq!(q.delivered(), 20 * MSS, "the SACKed bytes counted once");
+    }
+
+    #[test]
+    fn bytes_sacked_before_a_timeout_are_delivered_once() {
+        let t0 = Instant::now();
+        let mut q = queue(t0);
+        q.sack(1 + 5 * MSS, 1 + 10 * MSS, t0 + ms(100), None);
+        assert_eq!(q.delivered(), 5 * MSS);
+        q.take_rate_sample(None);
+        // Two timeouts: the second forgets the SACKs; everything is sent again.
+        q.mark_all_lost(false);
+        q.mark_all_lost(true);
+        q.retransmitted(1, 1 + 10 * MSS, t0 + ms(1000));
+        q.ack(1 + 10 * MSS, t0 + ms(1100), None);
+        assert_eq!(q.delivered(), 10 * MSS);
+        let rs = q.take_rate_sample(None).unwrap();
+        // The retransmission kept the last delivery's time: the sample spans the outage.
+        assert_eq!(rs.prior_delivered, 5 * MSS);
+        assert_eq!(rs.interval, ms(1000));
     }
 
     #[test]

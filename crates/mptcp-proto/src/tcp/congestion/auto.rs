@@ -2,13 +2,13 @@
 //!
 //! A tail-drop queue loses packets only when it is full, and a full queue shows in the round
 //! trip. So a loss that comes while the smoothed round trip is within a quarter (and 2 ms) of
-//! the smallest one was not this flow's queue overflowing: it was the line (a radio link's
-//! residual loss, a policer's random drop). On such a line CUBIC's window settles at
-//! `1.2 / sqrt(p)` segments whatever the line's rate (17 at 0.5 % loss: 3.3 Mbit/s on a 60 ms
-//! line). After [`QUIET_LOSSES`] such losses in a row, with no queue seen in the round trip
-//! between them either (the window never reached the line's capacity: the losses hold it
-//! down), the connection hands its window to [`Bbr`], which paces at the rate it measures and does not
-//! take a random loss for congestion, and keeps it.
+//! the smallest one of the last ten seconds was not this flow's queue overflowing: it was the
+//! line (a radio link's residual loss, a policer's random drop). On such a line CUBIC's window
+//! settles at `1.2 / sqrt(p)` segments whatever the line's rate (17 at 0.5 % loss: 3.3 Mbit/s
+//! on a 60 ms line). After [`QUIET_LOSSES`] such losses in a row, with no queue seen in the
+//! round trip between them either (the window never reached the line's capacity: the losses
+//! hold it down), the connection hands its window to [`Bbr`], which paces at the rate it
+//! measures and does not take a random loss for congestion, and keeps it.
 //!
 //! Only losses in congestion avoidance count. In slow start (also the one after a
 //! retransmission timeout) the window is still below what the line holds, so the queue is
@@ -36,6 +36,8 @@ use super::{Ack, Bbr, Controller, Cubic, Delivery};
 pub const QUIET_LOSSES: u32 = 3;
 /// A round trip this close to the smallest one shows no queue: a quarter of it and this.
 const QUEUE_SLACK: Duration = Duration::from_millis(2);
+/// How long a smallest round trip stands (BBR's filter's length).
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 
 /// CUBIC, then BBR on a line whose losses come without a queue.
 #[derive(Debug, Clone)]
@@ -45,7 +47,10 @@ pub struct Auto {
     /// Losses in a row that came without a queue.
     quiet_losses: u32,
     srtt: Option<Duration>,
-    min_rtt: Option<Duration>,
+    /// The smallest round trip of the last [`MIN_RTT_WINDOW`], and when it was seen: the
+    /// line's base round trip may grow (a new route, an LTE cell change), and a queue is
+    /// judged against what it is now.
+    min_rtt: Option<(Duration, Instant)>,
 }
 
 impl Auto {
@@ -84,7 +89,7 @@ impl Auto {
     /// Whether the round trip shows no queue now.
     fn queue_free(&self) -> bool {
         match (self.srtt, self.min_rtt) {
-            (Some(srtt), Some(min)) => srtt <= min + min / 4 + QUEUE_SLACK,
+            (Some(srtt), Some((min, _))) => srtt <= min + min / 4 + QUEUE_SLACK,
             _ => false,
         }
     }
@@ -105,7 +110,14 @@ impl Controller for Auto {
 
     fn on_ack(&mut self, ack: &Ack) {
         self.srtt = Some(ack.srtt);
-        self.min_rtt = Some(ack.min_rtt);
+        if let Some(rtt) = ack.rtt_sample {
+            let stale = self.min_rtt.is_none_or(|(m, at)| {
+                rtt <= m || ack.now.saturating_duration_since(at) > MIN_RTT_WINDOW
+            });
+            if stale {
+                self.min_rtt = Some((rtt, ack.now));
+            }
+        }
         if !self.queue_free() {
             // The window reached the line's capacity since the last loss: losses do not hold
             // it down, whatever their cause.
@@ -177,10 +189,15 @@ mod tests {
     use super::super::test_support::ack;
     use super::*;
 
+    /// An ACK with a 60 ms round trip sample and a smoothed round trip of `srtt_ms`.
     fn on_rtt(a: &mut Auto, now: Instant, srtt_ms: u64) {
+        on_rtts(a, now, 60, srtt_ms);
+    }
+
+    fn on_rtts(a: &mut Auto, now: Instant, sample_ms: u64, srtt_ms: u64) {
         let mut k = ack(now, 1000, 10_000);
+        k.rtt_sample = Some(Duration::from_millis(sample_ms));
         k.srtt = Duration::from_millis(srtt_ms);
-        k.min_rtt = Duration::from_millis(60);
         a.on_ack(&k);
     }
 
@@ -231,6 +248,25 @@ mod tests {
             on_rtt(&mut a, now, 100);
         }
         assert!(!a.switched());
+    }
+
+    #[test]
+    fn the_smallest_round_trip_follows_a_longer_path_after_ten_seconds() {
+        let t0 = Instant::now();
+        let mut a = Auto::new(10_000);
+        on_rtt(&mut a, t0, 60);
+        loss(&mut a, t0, 62);
+        // The path is 100 ms long from now: at first that looks like a queue ...
+        on_rtts(&mut a, t0 + Duration::from_secs(1), 100, 102);
+        assert!(!a.queue_free());
+        // ... and ten seconds on it is the path.
+        let later = t0 + Duration::from_secs(12);
+        for _ in 0..QUIET_LOSSES {
+            on_rtts(&mut a, later, 100, 102);
+            a.on_congestion_event(later, a.window(), 1000);
+            a.on_recovery_end(later, 1000);
+        }
+        assert!(a.switched());
     }
 
     #[test]

@@ -324,7 +324,6 @@ impl Bbr {
                 if self.probe_rtt_round_done && now >= done {
                     self.min_rtt_at = Some(now);
                     self.cwnd = self.cwnd.max(self.prior_cwnd);
-                    self.prior_cwnd = 0;
                     if self.filled_pipe {
                         self.enter_probe_bw(now, self.delivered / self.mss.max(1));
                     } else {
@@ -353,10 +352,15 @@ impl Bbr {
     /// §4.2.3.4–4.2.3.6: the window toward `cwnd_gain` bandwidth-delay products.
     fn set_cwnd(&mut self, d: &Delivery) {
         let acked = d.acked;
-        let target = self.bdp(self.cwnd_gain) + QUANTA_SEGS * self.mss;
+        let target = self
+            .bdp(self.cwnd_gain)
+            .saturating_add(QUANTA_SEGS * self.mss);
         match self.recovery {
             Recovery::Entering => {
                 self.cwnd = d.in_flight + acked;
+                // A round trip starts now (Linux's `bbr_set_cwnd_to_recover_or_restore`), so
+                // conservation lasts a whole one.
+                self.next_round_delivered = self.delivered;
                 self.recovery = Recovery::Conserving { round: self.round };
                 return self.clamp_cwnd();
             }
@@ -409,8 +413,9 @@ impl Controller for Bbr {
         let rs = &d.sample;
         self.mss = d.mss.max(1);
         self.delivered = rs.delivered;
-        // §4.1.1.3: a round trip ends when a segment sent after it began is delivered.
-        self.round_start = rs.prior_delivered >= self.next_round_delivered;
+        // §4.1.1.3: a round trip ends when a segment sent after it began is delivered. A
+        // sample without a rate counts no round (Linux's `bbr_update_bw` returns first).
+        self.round_start = rs.valid && rs.prior_delivered >= self.next_round_delivered;
         if self.round_start {
             self.next_round_delivered = rs.delivered;
             self.round += 1;
@@ -431,7 +436,9 @@ impl Controller for Bbr {
                 self.min_rtt_at = Some(now);
             }
         }
-        let loss = self.recovery == Recovery::Entering;
+        // Linux uses the segments this ACK marked lost; in loss recovery is the same signal
+        // for every ACK of the recovery, not only its first.
+        let loss = self.recovery != Recovery::Open;
         self.advance_cycle(d, loss);
         self.check_full_pipe(rs.app_limited);
         self.check_drain(now, d.in_flight);
@@ -462,7 +469,6 @@ impl Controller for Bbr {
         if self.mode != Mode::ProbeRtt {
             self.cwnd = self.cwnd.max(self.prior_cwnd);
         }
-        self.prior_cwnd = 0;
     }
 
     fn on_retransmission_timeout(&mut self, _now: Instant, _in_flight: u64, mss: u64) {
