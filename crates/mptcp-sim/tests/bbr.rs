@@ -98,14 +98,21 @@ fn goodput(name: &str, congestion: Congestion, lines: &[LinkParams]) -> f64 {
     mbit(&got, start, 5, 25)
 }
 
+/// [`goodput`] with `cubic`, `bbr` and `auto`, in that order.
+fn by_algorithm(name: &str, lines: &[LinkParams]) -> (f64, f64, f64) {
+    (
+        goodput(name, Congestion::Cubic, lines),
+        goodput(name, Congestion::Bbr, lines),
+        goodput(name, Congestion::Auto, lines),
+    )
+}
+
 /// One TCP flow over 40 Mbit/s, 60 ms, 0.5 % loss each way: CUBIC's window is what the loss
 /// lets it be, BBR's what the line carries.
 #[test]
 fn a_lossy_line_keeps_its_rate() {
     let lte = [line(40.0, 60, 0.005)];
-    let cubic = goodput("bbr-lossy", Congestion::Cubic, &lte);
-    let bbr = goodput("bbr-lossy", Congestion::Bbr, &lte);
-    let auto = goodput("bbr-lossy", Congestion::Auto, &lte);
+    let (cubic, bbr, auto) = by_algorithm("bbr-lossy", &lte);
     println!(
         "40 Mbit/s, 60 ms, 0.5 % loss: cubic {cubic:.2} Mbit/s, bbr {bbr:.2} Mbit/s, auto {auto:.2} Mbit/s"
     );
@@ -118,9 +125,7 @@ fn a_lossy_line_keeps_its_rate() {
 #[test]
 fn a_clean_line_is_filled() {
     let dsl = [line(16.0, 20, 0.0)];
-    let cubic = goodput("bbr-clean", Congestion::Cubic, &dsl);
-    let bbr = goodput("bbr-clean", Congestion::Bbr, &dsl);
-    let auto = goodput("bbr-clean", Congestion::Auto, &dsl);
+    let (cubic, bbr, auto) = by_algorithm("bbr-clean", &dsl);
     println!(
         "16 Mbit/s, 20 ms: cubic {cubic:.2} Mbit/s, bbr {bbr:.2} Mbit/s, auto {auto:.2} Mbit/s"
     );
@@ -138,9 +143,7 @@ fn a_clean_line_is_filled() {
 #[test]
 fn dsl_and_lossy_lte_together() {
     let lines = [line(16.0, 20, 0.0), line(40.0, 60, 0.005)];
-    let cubic = goodput("bbr-dsl-lte", Congestion::Cubic, &lines);
-    let bbr = goodput("bbr-dsl-lte", Congestion::Bbr, &lines);
-    let auto = goodput("bbr-dsl-lte", Congestion::Auto, &lines);
+    let (cubic, bbr, auto) = by_algorithm("bbr-dsl-lte", &lines);
     println!(
         "dsl 16 Mbit/s 20 ms + lte 40 Mbit/s 60 ms 0.5 % loss: cubic {cubic:.2} Mbit/s, bbr {bbr:.2} Mbit/s, auto {auto:.2} Mbit/s"
     );
@@ -200,9 +203,7 @@ fn three_clean_lines() {
         line(20.0, 40, 0.0),
         line(10.0, 120, 0.0),
     ];
-    let cubic = goodput("bbr-three-lines", Congestion::Cubic, &lines);
-    let bbr = goodput("bbr-three-lines", Congestion::Bbr, &lines);
-    let auto = goodput("bbr-three-lines", Congestion::Auto, &lines);
+    let (cubic, bbr, auto) = by_algorithm("bbr-three-lines", &lines);
     println!(
         "three lines, 80 Mbit/s: cubic {cubic:.2} Mbit/s, bbr {bbr:.2} Mbit/s, auto {auto:.2} Mbit/s"
     );

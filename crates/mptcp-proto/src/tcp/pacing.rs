@@ -29,8 +29,7 @@ impl Pacer {
         };
         let factor = if slow_start { 2.0 } else { 1.2 };
         let rate = factor * cwnd as f64 / srtt.as_secs_f64();
-        self.rate = Some(rate);
-        self.burst = (rate / 1000.0).max(2.0 * mss as f64);
+        self.set(rate, rate / 1000.0, mss);
     }
 
     /// Sets the rate the congestion controller chose, bytes per second. Such a rate is the
@@ -38,8 +37,13 @@ impl Pacer {
     /// [`RATE_BURST`] of it: a driver woken a millisecond or two late (a timer wheel's tick)
     /// sends what it owes instead of losing it, which would lower the next estimate.
     pub fn set_rate(&mut self, rate: f64, mss: u64) {
+        self.set(rate, rate * RATE_BURST.as_secs_f64(), mss);
+    }
+
+    /// Paces at `rate` bytes per second with a bucket of `burst` bytes, at least two segments.
+    fn set(&mut self, rate: f64, burst: f64, mss: u64) {
         self.rate = Some(rate);
-        self.burst = (rate * RATE_BURST.as_secs_f64()).max(2.0 * mss as f64);
+        self.burst = burst.max(2.0 * mss as f64);
     }
 
     /// Bytes per second, while pacing.

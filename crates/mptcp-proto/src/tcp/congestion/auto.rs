@@ -201,10 +201,16 @@ mod tests {
         a.on_ack(&k);
     }
 
-    fn loss(a: &mut Auto, now: Instant, srtt_ms: u64) {
-        on_rtt(a, now, srtt_ms);
+    /// A loss found and repaired at `now`.
+    fn lose(a: &mut Auto, now: Instant) {
         a.on_congestion_event(now, a.window(), 1000);
         a.on_recovery_end(now, 1000);
+    }
+
+    /// An ACK with a smoothed round trip of `srtt_ms`, then a loss.
+    fn loss(a: &mut Auto, now: Instant, srtt_ms: u64) {
+        on_rtt(a, now, srtt_ms);
+        lose(a, now);
     }
 
     #[test]
@@ -263,8 +269,7 @@ mod tests {
         let later = t0 + Duration::from_secs(12);
         for _ in 0..QUIET_LOSSES {
             on_rtts(&mut a, later, 100, 102);
-            a.on_congestion_event(later, a.window(), 1000);
-            a.on_recovery_end(later, 1000);
+            lose(&mut a, later);
         }
         assert!(a.switched());
     }
@@ -279,8 +284,7 @@ mod tests {
             // and a loss comes before it is back.
             a.on_retransmission_timeout(now, 20_000, 1000);
             assert!(a.in_slow_start());
-            a.on_congestion_event(now, a.window(), 1000);
-            a.on_recovery_end(now, 1000);
+            lose(&mut a, now);
         }
         assert!(!a.switched());
     }
