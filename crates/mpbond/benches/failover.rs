@@ -1,8 +1,10 @@
 //! Failover benchmark: the longest stall of a transfer through gateway and converter when the
-//! line carrying most of it is blackholed, with mpbond's path manager and with the kernel's
-//! in-kernel one, side by side in one run on the same lab (RFC 8684 gives no timing; this is
-//! what users feel). Downloads and uploads; the blackhole comes at a moment drawn for each run
-//! between 2 and 6 s into the transfer, so no figure holds only for one moment.
+//! line carrying most of it is blackholed, side by side in one run on the same lab (RFC 8684
+//! gives no timing; this is what users feel): the kernel stack with mpbond's path manager
+//! (`mpbond`) and with the kernel's in-kernel one (`kernel`), and gateway and converter on
+//! mpbond's own engine (`user`, `--stack user` at both ends, mpbond's path manager judging the
+//! lines). Downloads and uploads; the blackhole comes at a moment drawn for each run between 2
+//! and 6 s into the transfer, so no figure holds only for one moment.
 //!
 //! For mpbond's path manager it also says where the milliseconds go: *detection*, from the
 //! blackhole to the gateway's `line stopped working`, and what follows until bytes flow again
@@ -12,11 +14,16 @@
 //! Needs root (it builds a lab): `sudo cargo bench --bench failover`. Lines: dsl 20 Mbit/s and
 //! lte 10 Mbit/s, each with a round trip drawn per run between 20 and 80 ms (and the lab's
 //! default queue for it, two one-way delays); dsl, the busier, is blackholed during a 24 MiB
-//! transfer. Both path managers meet the same lines and the same moment in each round. `MPBOND_BENCH_RUNS` runs per path manager and direction (default 5), alternating;
+//! transfer. Every contender meets the same lines and the same moment in each round.
+//! `MPBOND_BENCH_RUNS` runs per contender and direction (default 5), alternating;
+//! `MPBOND_BENCH_CONTENDERS=mpbond,kernel,user` picks the contenders;
 //! `MPBOND_BENCH_DIRECTIONS=down,up` picks the directions; `MPBOND_BENCH_KEEP=1` keeps the
 //! gateway's log of each run (`MPBOND_TEST_LOG=debug` for the path manager's every step), and
-//! `MPBOND_BENCH_CAPTURE=1` captures of the gateway's and the converter's side of the lines next to it.
-//! Prints a Markdown table.
+//! `MPBOND_BENCH_CAPTURE=1` captures of the gateway's and the converter's side of the lines next
+//! to it. The lab's hosts run CUBIC, Linux's default (this matters to the kernel stack: with BBR
+//! hosts it fails over about twice as slowly, docs/path-manager.md);
+//! `MPBOND_BENCH_SYSCTL="net.ipv4.tcp_congestion_control=bbr"` (any `KEY=VALUE;...`, set in
+//! every namespace of the lab) says otherwise. Prints a Markdown table.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -31,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use mpbond::lab::failover;
-use mpbond::lab::testing::{TestLab, skip_unless_root, start_bonding};
+use mpbond::lab::testing::{TestLab, skip_unless_root, start_bonding_with};
 use mpbond::lab::{LineState, Role};
 
 const EXE: &str = env!("CARGO_BIN_EXE_mpbond");
@@ -109,12 +116,24 @@ fn log_time(line: &str) -> Option<SystemTime> {
     )
 }
 
-/// One blackhole run with `--pm pm`, `up` or down.
+/// The gateway's and the converter's extra arguments for contender `who`.
+fn arguments(who: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    match who {
+        "mpbond" => (&["--pm", "mpbond"], &[]),
+        "kernel" => (&["--pm", "kernel"], &[]),
+        "user" => (&["--stack", "user"], &["--stack", "user"]),
+        other => panic!("MPBOND_BENCH_CONTENDERS: `{other}` is not mpbond, kernel or user"),
+    }
+}
+
+/// One blackhole run of contender `pm` ([`arguments`]), `up` or down.
 fn run(lab: &TestLab, dir: &std::path::Path, pm: &str, up: bool, seed: u64) -> Run {
     let (dsl, lte) = delays(seed);
     shape(lab, "dsl", dsl);
     shape(lab, "lte", lte);
-    let (gateway, _converter) = start_bonding(lab, EXE, dir, &["dsl", "lte"], &["--pm", pm]);
+    let (gateway_args, converter_args) = arguments(pm);
+    let (gateway, _converter) =
+        start_bonding_with(lab, EXE, dir, &["dsl", "lte"], gateway_args, converter_args);
     let at = moment(seed);
     let name = lab.name().to_owned();
     let cut = Arc::new(Mutex::new(None));
@@ -161,7 +180,7 @@ fn run(lab: &TestLab, dir: &std::path::Path, pm: &str, up: bool, seed: u64) -> R
         failover::download(lan, PATTERN.parse().unwrap(), LEN, seed, None, schedule)
     }
     .unwrap();
-    assert!(t.intact(LEN), "--pm {pm}: {}", gateway.problems());
+    assert!(t.intact(LEN), "{pm}: {}", gateway.problems());
     let captured = !capture.is_empty();
     for mut c in capture {
         let _ = c.kill();
@@ -225,6 +244,33 @@ fn ms(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1e3)
 }
 
+/// Sets the hosts' congestion control to CUBIC, then `MPBOND_BENCH_SYSCTL="KEY=VALUE;..."`, in
+/// every namespace of the lab (to compare host settings side by side); returns the congestion
+/// control they run.
+fn configure_hosts(lab: &TestLab) -> String {
+    let sysctl = std::env::var("MPBOND_BENCH_SYSCTL").unwrap_or_default();
+    let settings = std::iter::once("net.ipv4.tcp_congestion_control=cubic")
+        .chain(sysctl.split(';').map(str::trim).filter(|s| !s.is_empty()));
+    for kv in settings {
+        for role in Role::ALL {
+            let ok = std::process::Command::new("ip")
+                .args(["netns", "exec", lab.info().netns(role), "sysctl", "-qw", kv])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "sysctl {kv} in {role}");
+        }
+    }
+    let congestion = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.info().netns(Role::Vps)])
+        .args(["sysctl", "-n", "net.ipv4.tcp_congestion_control"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&congestion.stdout)
+        .trim()
+        .to_owned()
+}
+
 fn main() {
     if skip_unless_root("failover benchmark") {
         return;
@@ -243,27 +289,19 @@ fn main() {
         })
         .collect();
     let lab = TestLab::up(EXE, &["dsl:20mbit:10ms", "lte:10mbit:40ms"]);
-    // MPBOND_BENCH_SYSCTL="KEY=VALUE;...": set in the gateway's and the vps's namespaces, to
-    // compare host settings side by side.
-    if let Ok(v) = std::env::var("MPBOND_BENCH_SYSCTL") {
-        for role in [Role::Gw, Role::Vps] {
-            for kv in v.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                let ok = std::process::Command::new("ip")
-                    .args(["netns", "exec", lab.info().netns(role), "sysctl", "-qw", kv])
-                    .status()
-                    .unwrap()
-                    .success();
-                assert!(ok, "sysctl {kv} in {role}");
-            }
-        }
-    }
+    let congestion = configure_hosts(&lab);
     failover::serve_pattern(lab.info().netns(Role::Web), PATTERN.parse().unwrap()).unwrap();
     let dir = PathBuf::from(format!("/run/mpbond/bench-failover-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let pms = ["mpbond", "kernel"];
+    let contenders =
+        std::env::var("MPBOND_BENCH_CONTENDERS").unwrap_or_else(|_| "mpbond,kernel,user".into());
+    let pms: Vec<&str> = contenders.split(',').map(str::trim).collect();
+    for pm in &pms {
+        let _ = arguments(pm);
+    }
     let mut results: Vec<(&str, bool, Vec<Run>)> = Vec::new();
     for &up in &directions {
-        for pm in pms {
+        for &pm in &pms {
             results.push((pm, up, Vec::new()));
         }
     }
@@ -274,7 +312,7 @@ fn main() {
             let (dsl, lte) = delays(seed);
             let got = run(&lab, &dir, pm, *up, seed);
             eprintln!(
-                "run {r}: --pm {pm} {}: RTT dsl {} ms, lte {} ms; cut at {} ms, stall {} ms from +{} ms, detection {} ms, stall over {} ms later; {:.1} s",
+                "run {r}: {pm} {}: RTT dsl {} ms, lte {} ms; cut at {} ms, stall {} ms from +{} ms, detection {} ms, stall over {} ms later; {:.1} s",
                 if *up { "upload" } else { "download" },
                 (2 * dsl).as_millis(),
                 (2 * lte).as_millis(),
@@ -294,7 +332,10 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     println!(
-        "| path manager | transfer | longest stall p50 | p95 | max | detection p50 (p95) | from then to the stall's end, p50 (p95) | 24 MiB took, p50 |"
+        "{runs} runs per contender and direction; the hosts' congestion control: {congestion}\n"
+    );
+    println!(
+        "| contender | transfer | longest stall p50 | p95 | max | detection p50 (p95) | from then to the stall's end, p50 (p95) | 24 MiB took, p50 |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (pm, up, res) in &results {
