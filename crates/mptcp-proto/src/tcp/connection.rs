@@ -1848,8 +1848,14 @@ impl Connection {
         }
     }
 
+    /// Whether segments are paced: the configuration paces and the congestion controller
+    /// wants it ([`Controller::paced`]).
+    fn pacing(&self) -> bool {
+        self.cfg.pacing && self.cc.paced()
+    }
+
     fn update_pacer(&mut self) {
-        if !self.cfg.pacing {
+        if !self.pacing() {
             return;
         }
         if let Some(rate) = self.cc.pacing_rate() {
@@ -2249,12 +2255,7 @@ impl Connection {
             return None;
         }
         let (start, len, retransmission) = self.next_range(now)?;
-        if let Some(at) = self
-            .cfg
-            .pacing
-            .then(|| self.pacer.delay(now, len))
-            .flatten()
-        {
+        if let Some(at) = self.pacing().then(|| self.pacer.delay(now, len)).flatten() {
             self.timers.set(Timer::Pacing, at);
             return None;
         }
@@ -2434,7 +2435,7 @@ impl Connection {
         if (data_len as u64) < self.smss() {
             self.snd_sml = self.snd_sml.max(end);
         }
-        if self.cfg.pacing && !syn {
+        if self.pacing() && !syn {
             self.pacer.on_send(now, data_len as u64);
         }
         let in_flight = self.in_flight();

@@ -11,6 +11,11 @@
 //! - [`lia`] (RFC 6356), [`olia`] (Khalili et al.) and [`balia`] (Peng et al.): coupled
 //!   increase in congestion avoidance; slow start stays per subflow and uncoupled (RFC 6356
 //!   §3 couples only the increase), and a retransmission timeout is TCP's on that subflow.
+//!   Their subflows are not paced: they send as ACKs open their windows, as the unpaced TCP
+//!   flows they share a bottleneck with do. A paced flow loses fewer packets at a full
+//!   drop-tail queue than the bursts of an unpaced one, so paced coupled subflows took twice a
+//!   competing Linux CUBIC flow's share in the lab (`mpbond bench --scenario
+//!   shared-bottleneck`, 2.0 ×), against 1.04 × unpaced.
 //!
 //! The coupled controllers of one connection share a [`Coupling`]: every subflow's controller
 //! writes its window, smoothed RTT and loss distance there on each event and reads its siblings'
@@ -302,6 +307,11 @@ impl Controller for Coupled {
         self.cwnd
     }
 
+    /// Unpaced (the module's documentation says why).
+    fn paced(&self) -> bool {
+        false
+    }
+
     fn ssthresh(&self) -> u64 {
         self.ssthresh
     }
@@ -393,6 +403,20 @@ mod tests {
         let e = "vegas".parse::<Congestion>().unwrap_err();
         assert!(e.to_string().contains("lia"), "{e}");
         assert!(Coupling::new(Congestion::Cubic).is_none());
+    }
+
+    /// Coupled subflows send as ACKs open their windows (the module says why); the
+    /// uncoupled controllers they sit beside pace.
+    #[test]
+    fn coupled_subflows_are_not_paced() {
+        for k in Congestion::ALL {
+            let paced = match (Coupling::new(k), k.uncoupled()) {
+                (Some(coupling), _) => coupling.controller().1.paced(),
+                (None, Some(algorithm)) => algorithm.build(14_600).paced(),
+                (None, None) => unreachable!("{k} is neither coupled nor uncoupled"),
+            };
+            assert_eq!(paced, !k.is_coupled(), "{k}");
+        }
     }
 
     /// Two coupled subflows of equal paths, past slow start: a window's worth of ACKs on each

@@ -136,6 +136,10 @@ impl Controller for Auto {
         self.active().pacing_rate()
     }
 
+    fn paced(&self) -> bool {
+        self.active().paced()
+    }
+
     fn holds_back(&self) -> bool {
         self.active().holds_back()
     }

@@ -113,6 +113,12 @@ pub trait Controller: fmt::Debug + Send {
         None
     }
 
+    /// Whether the connection paces what it sends (when its configuration paces at all);
+    /// `false`: segments go as ACKs open the window, as an unpaced TCP sends.
+    fn paced(&self) -> bool {
+        true
+    }
+
     /// Whether what is sent now should count as application-limited in delivery-rate samples
     /// (the controller holds the sender back on purpose: BBR's `ProbeRTT`).
     fn holds_back(&self) -> bool {
