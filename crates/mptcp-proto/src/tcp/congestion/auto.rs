@@ -30,14 +30,13 @@
 use core::time::Duration;
 use std::time::Instant;
 
+use super::bbr::MIN_RTT_WINDOW;
 use super::{Ack, Bbr, Controller, Cubic, Delivery};
 
 /// Losses in a row without a queue before the line is given BBR.
 pub const QUIET_LOSSES: u32 = 3;
 /// A round trip this close to the smallest one shows no queue: a quarter of it and this.
 const QUEUE_SLACK: Duration = Duration::from_millis(2);
-/// How long a smallest round trip stands (BBR's filter's length).
-const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 
 /// CUBIC, then BBR on a line whose losses come without a queue.
 #[derive(Debug, Clone)]

@@ -48,8 +48,9 @@ const CWND_GAIN: f64 = 2.0;
 const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
 /// The bandwidth filter's length, in round trips.
 const BW_ROUNDS: u64 = 10;
-/// How long a smallest round trip stands before `ProbeRTT` measures it again.
-const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// How long a smallest round trip stands before `ProbeRTT` measures it again (also how long
+/// `auto` judges queues against one).
+pub(super) const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// How long `ProbeRTT` holds the window at its minimum.
 const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
 /// The smallest window, in segments.
