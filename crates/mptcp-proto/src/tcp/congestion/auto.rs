@@ -2,10 +2,10 @@
 //!
 //! A tail-drop queue loses packets only when it is full, and a full queue shows in the round
 //! trip. So a loss that comes while the smoothed round trip is within a quarter (and 2 ms) of
-//! the smallest one of the last ten seconds was not this flow's queue overflowing: it was the
-//! line (a radio link's residual loss, a policer's random drop). On such a line CUBIC's window
-//! settles at `1.2 / sqrt(p)` segments whatever the line's rate (17 at 0.5 % loss: 3.3 Mbit/s
-//! on a 60 ms line). After [`QUIET_LOSSES`] such losses in a row, with no queue seen in the
+//! the smallest one of the last ten to twenty seconds was not this flow's queue overflowing:
+//! it was the line (a radio link's residual loss, a policer's random drop). On such a line
+//! CUBIC's window settles at `1.2 / sqrt(p)` segments whatever the line's rate (17 at 0.5 %
+//! loss: 3.3 Mbit/s on a 60 ms line). After [`QUIET_LOSSES`] such losses in a row, with no queue seen in the
 //! round trip between them either (the window never reached the line's capacity: the losses
 //! hold it down), the connection hands its window to [`Bbr`], which paces at the rate it
 //! measures and does not take a random loss for congestion, and keeps it.
@@ -46,10 +46,44 @@ pub struct Auto {
     /// Losses in a row that came without a queue.
     quiet_losses: u32,
     srtt: Option<Duration>,
-    /// The smallest round trip of the last [`MIN_RTT_WINDOW`], and when it was seen: the
-    /// line's base round trip may grow (a new route, an LTE cell change), and a queue is
-    /// judged against what it is now.
-    min_rtt: Option<(Duration, Instant)>,
+    /// The smallest round trip of the last one or two [`MIN_RTT_WINDOW`]s: the line's base
+    /// round trip may grow (a new route, an LTE cell change), and a queue is judged against
+    /// what it is now.
+    min_rtt: WindowedMin,
+}
+
+/// The smallest of the round trip samples of the current period of [`MIN_RTT_WINDOW`] and of
+/// the period before it (a windowed minimum in two buckets): it follows a longer path within
+/// two periods, and when a period ends it is the smallest sample of the last one, not
+/// whichever sample came first after it, which at a queue that other flows keep full was the
+/// top of that queue and made every loss look like one without a queue.
+#[derive(Debug, Clone, Copy, Default)]
+struct WindowedMin {
+    /// The current period's smallest sample and when the period began.
+    current: Option<(Duration, Instant)>,
+    /// The previous period's smallest sample.
+    previous: Option<Duration>,
+}
+
+impl WindowedMin {
+    fn update(&mut self, now: Instant, rtt: Duration) {
+        match &mut self.current {
+            Some((m, began)) if now.saturating_duration_since(*began) <= MIN_RTT_WINDOW => {
+                *m = (*m).min(rtt);
+            }
+            _ => {
+                self.previous = self.current.map(|(m, _)| m);
+                self.current = Some((rtt, now));
+            }
+        }
+    }
+
+    fn get(&self) -> Option<Duration> {
+        match (self.current.map(|(m, _)| m), self.previous) {
+            (Some(c), Some(p)) => Some(c.min(p)),
+            (c, p) => c.or(p),
+        }
+    }
 }
 
 impl Auto {
@@ -61,7 +95,7 @@ impl Auto {
             bbr: None,
             quiet_losses: 0,
             srtt: None,
-            min_rtt: None,
+            min_rtt: WindowedMin::default(),
         }
     }
 
@@ -87,8 +121,8 @@ impl Auto {
 
     /// Whether the round trip shows no queue now.
     fn queue_free(&self) -> bool {
-        match (self.srtt, self.min_rtt) {
-            (Some(srtt), Some((min, _))) => srtt <= min + min / 4 + QUEUE_SLACK,
+        match (self.srtt, self.min_rtt.get()) {
+            (Some(srtt), Some(min)) => srtt <= min + min / 4 + QUEUE_SLACK,
             _ => false,
         }
     }
@@ -110,12 +144,7 @@ impl Controller for Auto {
     fn on_ack(&mut self, ack: &Ack) {
         self.srtt = Some(ack.srtt);
         if let Some(rtt) = ack.rtt_sample {
-            let stale = self.min_rtt.is_none_or(|(m, at)| {
-                rtt <= m || ack.now.saturating_duration_since(at) > MIN_RTT_WINDOW
-            });
-            if stale {
-                self.min_rtt = Some((rtt, ack.now));
-            }
+            self.min_rtt.update(ack.now, rtt);
         }
         if !self.queue_free() {
             // The window reached the line's capacity since the last loss: losses do not hold
@@ -260,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn the_smallest_round_trip_follows_a_longer_path_after_ten_seconds() {
+    fn the_smallest_round_trip_follows_a_longer_path_within_two_windows() {
         let t0 = Instant::now();
         let mut a = Auto::new(10_000);
         on_rtt(&mut a, t0, 60);
@@ -268,13 +297,39 @@ mod tests {
         // The path is 100 ms long from now: at first that looks like a queue ...
         on_rtts(&mut a, t0 + Duration::from_secs(1), 100, 102);
         assert!(!a.queue_free());
-        // ... and ten seconds on it is the path.
-        let later = t0 + Duration::from_secs(12);
+        // ... still in the next period, which remembers the last one's 60 ms ...
+        on_rtts(&mut a, t0 + Duration::from_secs(12), 100, 102);
+        assert!(!a.queue_free());
+        // ... and after two periods it is the path.
+        let later = t0 + Duration::from_secs(23);
         for _ in 0..QUIET_LOSSES {
             on_rtts(&mut a, later, 100, 102);
             lose(&mut a, later);
         }
         assert!(a.switched());
+    }
+
+    /// At a queue that other flows keep from draining, the smallest round trip of the last
+    /// period is its lowest point, not the first sample after the period ended (the top of
+    /// the queue, against which a loss at the top looked like one without a queue).
+    #[test]
+    fn a_new_period_keeps_the_smallest_round_trip_of_the_last() {
+        let t0 = Instant::now();
+        let mut a = Auto::new(10_000);
+        loss(&mut a, t0, 62);
+        let mut at = t0;
+        for _ in 0..=QUIET_LOSSES {
+            // Each loss drains a part of the queue, which then fills again for 10.5 s, and the
+            // next loss comes at its top, in a new period.
+            on_rtts(&mut a, at + Duration::from_millis(100), 48, 50);
+            at += Duration::from_millis(10_500);
+            on_rtts(&mut a, at, 70, 70);
+            lose(&mut a, at);
+        }
+        assert!(
+            !a.switched(),
+            "every loss came 22 ms above the queue's lowest point"
+        );
     }
 
     #[test]
