@@ -654,16 +654,27 @@ fn captures_of_both_roles_check_out_in_mpbond_decode_and_tshark() {
     check_capture(&pcap, 3);
     let ours = format!("(ip.src == {gw_dsl} || ip.src == {gw_lte}) && tcp.len > 0");
     let count = |filter: &str| tshark_count(&pcap, filter).expect("tshark");
-    let (data, bare) = (
+    let (data, bare, slim) = (
         count(&ours),
         count(&format!("{ours} && !tcp.options.mptcp.subtype")),
+        count(&format!(
+            "{ours} && tcp.options.mptcp.subtype == 2 && tcp.options.mptcp.dataackpresent.flag == 0 \
+             && tcp.options.mptcp.dseqn8.flag == 0 && tcp.options.mptcp.datalvllen > 0"
+        )),
     );
-    eprintln!("our data segments: {data}, bare: {bare}");
+    eprintln!("our data segments: {data}, bare: {bare}, with the mapping alone: {slim}");
     // Each mapping's first segment carries it, and hand-outs are of three segments or more
     // (4292 of 5711 went bare when this was written).
     assert!(
         bare * 2 >= data,
         "half of our data segments or more go bare: {bare} of {data}"
+    );
+    // The first segment of such a run carries the mapping alone, with a 32-bit data sequence
+    // number and no DATA_ACK (a slim DSS); the kernel took every byte of it above.
+    assert!(
+        slim * 2 >= data - bare,
+        "half of our DSS-carrying data segments or more carry the mapping alone: {slim} of {}",
+        data - bare
     );
 }
 

@@ -1246,11 +1246,16 @@ pub trait EndpointHook {
         len
     }
 
-    /// Whether the data segment of `conn` from `stream_offset` goes without the hook's
-    /// options ([`SegmentHook::bare`]).
-    fn bare(&mut self, conn: ConnHandle, stream_offset: u64, retransmission: bool) -> bool {
+    /// Option bytes the hook's options take on the data segment of `conn` from
+    /// `stream_offset` ([`SegmentHook::data_option_len`]): all that is reserved by default.
+    fn data_option_len(
+        &mut self,
+        conn: ConnHandle,
+        stream_offset: u64,
+        retransmission: bool,
+    ) -> usize {
         let _ = (conn, stream_offset, retransmission);
-        false
+        usize::MAX
     }
 
     /// What becomes of `syn`, a SYN from `remote` to `local` that belongs to no connection:
@@ -1334,8 +1339,9 @@ impl SegmentHook for ForConnection<'_> {
         self.hook.segment_limit(self.conn, stream_offset, len)
     }
 
-    fn bare(&mut self, stream_offset: u64, retransmission: bool) -> bool {
-        self.hook.bare(self.conn, stream_offset, retransmission)
+    fn data_option_len(&mut self, stream_offset: u64, retransmission: bool) -> usize {
+        self.hook
+            .data_option_len(self.conn, stream_offset, retransmission)
     }
 }
 

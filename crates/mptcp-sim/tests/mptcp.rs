@@ -562,6 +562,84 @@ fn checksums_when_asked_for_carry_data_intact() {
     assert_eq!(r.client_stats().checksum_failures, 0);
 }
 
+/// Payload lengths of the full-size data segments that went client to server on `link`:
+/// (bare, with a DSS) as `(length, count)`, most common first.
+type Sizes = Rc<RefCell<std::collections::BTreeMap<(bool, usize), u64>>>;
+
+fn count_sizes(sim: &mut Sim<Stack>, link: usize) -> Sizes {
+    let sizes: Sizes = Rc::default();
+    let s = Rc::clone(&sizes);
+    sim.set_filter(
+        link,
+        0,
+        Box::new(move |_, p| {
+            if p.payload_len >= 1000 {
+                *s.borrow_mut()
+                    .entry((p.has_mptcp(DSS), p.payload_len))
+                    .or_default() += 1;
+            }
+            false
+        }),
+    );
+    sizes
+}
+
+/// In a bulk transfer each hand-out is a run of segments under one mapping: the segments after
+/// the first go bare, and the first carries the mapping alone (a slim DSS: no `DATA_ACK`, whose
+/// news the peer has, and a 32-bit data sequence number, RFC 8684 §3.3.1), 14 bytes (16 with a
+/// checksum) instead of 28, so it holds 16 (12) more payload bytes than a segment with a full
+/// DSS; all intact. Interop with Linux: `interop.rs`'s capture test.
+fn runs_start_with_a_slim_dss(checksums: bool) {
+    let total = 4_000_000;
+    let name = if checksums {
+        "slim-dss-checksums"
+    } else {
+        "slim-dss"
+    };
+    let mut sim = Sim::new_mptcp(name);
+    sim.endpoint_config.conn.checksums = checksums;
+    let mut sizes = None;
+    let st = start_with(
+        &mut sim,
+        &[path(10.0, 20), path(10.0, 40)],
+        &[false, false],
+        total,
+        |sim, links| sizes = Some(count_sizes(sim, links[0])),
+    );
+    let mut r = st.finish(sim);
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total));
+    let sizes = sizes.expect("filter set").borrow().clone();
+    let bare = sizes
+        .iter()
+        .filter(|((dss, _), _)| !dss)
+        .max_by_key(|(_, n)| **n)
+        .map(|((_, len), _)| *len)
+        .expect("bare segments");
+    let slim = bare - if checksums { 16 } else { 12 };
+    let full = bare - 28;
+    let count = |dss: bool, len: usize| sizes.get(&(dss, len)).copied().unwrap_or(0);
+    println!("{name}: segment sizes (with a DSS, payload): count {sizes:?}");
+    assert!(
+        count(true, slim) > 10 * count(true, full),
+        "{name}: a run's first segment carries {slim} bytes, not {full}: {sizes:?}"
+    );
+    assert!(
+        count(false, bare) > 2 * count(true, slim),
+        "{name}: the rest of each run goes bare: {sizes:?}"
+    );
+}
+
+#[test]
+fn a_run_of_segments_starts_with_a_slim_dss() {
+    runs_start_with_a_slim_dss(false);
+}
+
+#[test]
+fn a_run_of_segments_starts_with_a_slim_dss_with_checksums() {
+    runs_start_with_a_slim_dss(true);
+}
+
 /// A middlebox changes the payload of one data segment (TCP's checksum made right again) on
 /// the last of `paths`, 1 s in: the server's DSS checksum catches it, resets that subflow with
 /// `MP_FAIL` and `MP_TCPRST`, and the data arrives intact all the same.

@@ -263,7 +263,8 @@ fn scheduler_table_blest_3g_wlan() {
         of(&rows, SchedulerKind::Blest),
         of(&rows, SchedulerKind::Ecf),
     );
-    for (i, (&len, &floor)) in OBJECTS.iter().zip(&floors).enumerate() {
+    for (i, (&len, &bound)) in OBJECTS.iter().zip(&floors).enumerate() {
+        let floor = bound.median;
         let m = min_rtt.objects[i].0;
         let quickest = blest.objects[i].0.min(ecf.objects[i].0);
         let sooner = 0.9 * m;
@@ -282,13 +283,14 @@ fn scheduler_table_blest_3g_wlan() {
             len >> 10
         )
         .unwrap();
-        // A floor: no scheduler finishes much sooner than the lines carry apart (the medians
-        // come from different seeds, hence the slack).
+        // A floor: no scheduler finishes much sooner than the lines carry apart in their
+        // fastest seed (a median of three seeds against nine single ones, hence the slack).
         for (k, r) in &rows {
             assert!(
-                r.objects[i].0 >= 0.95 * floor,
-                "{k} finished {len} bytes in {:.3} s, under the floor {floor:.3} s",
-                r.objects[i].0
+                r.objects[i].0 >= 0.95 * bound.fastest,
+                "{k} finished {len} bytes in {:.3} s, under the fastest floor {:.3} s",
+                r.objects[i].0,
+                bound.fastest
             );
         }
         if len >= 256 << 10 {
@@ -305,13 +307,13 @@ fn scheduler_table_blest_3g_wlan() {
 const FLOOR_SEEDS: [u64; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
 
 /// A lower bound under every scheduler's completion time of each of [`OBJECTS`] over `paths`,
-/// median over [`FLOOR_SEEDS`]: each line carries an endless upload alone, on a connection of
+/// over [`FLOOR_SEEDS`] ([`Floor`]): each line carries an endless upload alone, on a connection of
 /// its own over the same engine (one path: the TCP, congestion control and loss of a subflow),
 /// all starting at the same moment; the object is done when their deliveries add up to it.
 /// No scheduler does better: it cannot make a subflow's window grow faster than a flow that
 /// always has data to send, nor spare it the line's random loss, and a multipath connection's
 /// later subflows start a handshake after its first.
-fn floor(case: &str, paths: &[PathSpec]) -> Vec<f64> {
+fn floor(case: &str, paths: &[PathSpec]) -> Vec<Floor> {
     let mut per_object: Vec<Vec<f64>> = vec![Vec::new(); OBJECTS.len()];
     for &seed in &FLOOR_SEEDS {
         let alone: Vec<Upload> = paths
@@ -337,9 +339,21 @@ fn floor(case: &str, paths: &[PathSpec]) -> Vec<f64> {
         .into_iter()
         .map(|mut t| {
             t.sort_by(f64::total_cmp);
-            t[t.len() / 2]
+            Floor {
+                median: t[t.len() / 2],
+                fastest: t[0],
+            }
         })
         .collect()
+}
+
+/// [`floor`] of one object: the median over [`FLOOR_SEEDS`], the yardstick of the table's
+/// verdicts, and the fastest seed, the bound no scheduler's median may pass (under random
+/// loss one seed differs from the next by a fifth: 5.6 to 7.9 s for 8 MiB on 3g-wlan).
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    median: f64,
+    fastest: f64,
 }
 
 /// When `uploads`, side by side, have delivered `len` bytes between them.

@@ -1049,8 +1049,21 @@ impl MpConn {
         };
         if seg.payload_len > 0 {
             if let Some(m) = sf.send_maps.find(seg.stream_offset) {
+                let slim = self.slim(i, seg.stream_offset);
+                let dsn = self.dsn(m.data_off);
+                if slim {
+                    dss.data_ack = None;
+                }
                 dss.mapping = Some(DssMapping {
-                    dsn: DataSeqField::Long(self.dsn(m.data_off)),
+                    #[expect(
+                        clippy::cast_possible_truncation,
+                        reason = "a slim DSS carries the lower 32 bits (§3.3.1)"
+                    )]
+                    dsn: if slim {
+                        DataSeqField::Short(dsn as u32)
+                    } else {
+                        DataSeqField::Long(dsn)
+                    },
                     ssn: self.send_ssn(i, m.sf_off),
                     data_len: u16::try_from(m.len).unwrap_or(u16::MAX),
                     checksum: if self.checksums { m.checksum } else { None },
@@ -1350,6 +1363,43 @@ impl MpConn {
             } else {
                 self.goes_bare(i)
             }
+    }
+
+    /// Whether the data segment of subflow `i` from `sf_off` carries its mapping alone (a
+    /// *slim* DSS, [`MpConn::slim_len`] bytes): the first segment of a mapping longer than a
+    /// segment (`SendMapping::run`) on a subflow
+    /// whose segments inside a mapping go bare ([`MpConn::goes_bare`]). A `DATA_ACK` would
+    /// say what the peer has already had (RFC 8684 §3.3: a DSS need not carry one), and a
+    /// 32-bit data sequence number is enough (§3.3.1: the receiver takes the upper half from
+    /// the data it has; Linux's `mptcp_expand_seq`, our `expand32`), so it takes 14 bytes
+    /// instead of 28 and the segment carries 16 more payload bytes after the timestamps.
+    fn slim(&self, i: usize, sf_off: u64) -> bool {
+        self.subflows.get(i).is_some_and(|sf| {
+            sf.send_maps
+                .find(sf_off)
+                .is_some_and(|m| m.run && m.sf_off == sf_off)
+                && self.goes_bare(i)
+        })
+    }
+
+    /// Bytes of a slim DSS ([`MpConn::slim`]): a 32-bit data sequence number, the subflow
+    /// sequence number and the length (14), and the checksum where one is used.
+    fn slim_len(&self) -> usize {
+        if self.checksums { 16 } else { 14 }
+    }
+
+    /// Option bytes on the data segment of subflow `i` from `sf_off`
+    /// ([`crate::tcp::SegmentHook::data_option_len`]): none when it goes bare
+    /// ([`MpConn::bare`]), a slim DSS on a mapping's first segment ([`MpConn::slim`]), all
+    /// that is reserved otherwise.
+    pub fn data_option_len(&self, i: usize, sf_off: u64, retransmission: bool) -> usize {
+        if self.bare(i, sf_off, retransmission) {
+            0
+        } else if self.slim(i, sf_off) {
+            self.slim_len()
+        } else {
+            usize::MAX
+        }
     }
 
     /// Notes which subflows' peers have the data segment that carried their last DSS.
@@ -2536,6 +2586,7 @@ impl MpConn {
                 && m.len + w64 <= MAX_MAPPING
         }) {
             last.len += w64;
+            last.run |= last.len > c.send_mss();
             sf.written += w64;
             sf.bytes_sent += w64;
             return Handed::Wrote(w64);
@@ -2546,6 +2597,7 @@ impl MpConn {
             len: w as u64,
             checksum,
             reinjected: false,
+            run: w64 > c.send_mss(),
         });
         sf.written += w as u64;
         sf.bytes_sent += w as u64;
@@ -2760,9 +2812,10 @@ impl MpConn {
                 continue;
             }
             let queued = c.send_undelivered();
-            let bare = self
-                .goes_bare(i)
-                .then(|| s.written.saturating_sub(c.sent_to()));
+            let bare = self.goes_bare(i).then(|| Bare {
+                unsent: s.written.saturating_sub(c.sent_to()),
+                first: c.send_mss_with(self.slim_len()),
+            });
             let room = room_of(c, bare);
             let cand = Candidate {
                 index: i,
@@ -3069,6 +3122,15 @@ fn rel_ssn(sf_off: u64) -> u32 {
     (sf_off + 1) as u32
 }
 
+/// A subflow whose segments inside a mapping go bare ([`room_of`]).
+#[derive(Debug, Clone, Copy)]
+struct Bare {
+    /// Bytes it has unsent.
+    unsent: u64,
+    /// Payload bytes of a mapping's first segment, which carries the mapping alone.
+    first: u64,
+}
+
 /// What subflow `c` may be handed now: enough to fill its congestion window and a little more,
 /// so that it stays limited by its window (or it will not grow it) without holding much that a
 /// dying line would take with it. In whole segments: a mapping ends a segment (its DSS
@@ -3078,22 +3140,23 @@ fn rel_ssn(sf_off: u64) -> u32 {
 /// retransmission; counting it left the subflow with nothing to send for most of a round trip
 /// after each loss, and its line idle once its queue drained. `bare`: the subflow's segments
 /// inside a mapping go bare ([`MpConn::goes_bare`]) and it has that many bytes unsent; whole
-/// segments are then one with the mapping and the rest a bare segment's size, and it may hold
+/// segments are then one with the mapping alone (`first` bytes, [`MpConn::slim`]) and the rest
+/// a bare segment's size, and it may hold
 /// [`BARE_RUN`] + 1 segments beyond its window rather than 2, but takes nothing while it has
 /// room for fewer than [`BARE_RUN`] and still a segment to send: a short hand-out would be a
 /// short mapping, whose first segment carries the DSS, and the line does not wait for it.
-fn room_of(c: &crate::tcp::Connection, bare: Option<u64>) -> u64 {
+fn room_of(c: &crate::tcp::Connection, bare: Option<Bare>) -> u64 {
     let queued = c.send_undelivered();
     let mss = c.send_mss().max(1);
     let ahead = if bare.is_some() { BARE_RUN + 1 } else { 2 };
     let want = (c.cwnd() + ahead * mss).saturating_sub(queued);
-    let room = if let Some(unsent) = bare {
+    let room = if let Some(Bare { unsent, first }) = bare {
         // The first segment carries the mapping, the others go bare and carry more.
         let full = c.send_mss_bare().max(mss);
         if want < BARE_RUN * full && unsent >= mss {
             return 0;
         }
-        (want.div_ceil(full) * full).saturating_sub(full - mss)
+        (want.div_ceil(full) * full).saturating_sub(full - first.clamp(mss, full))
     } else {
         want.div_ceil(mss) * mss
     };

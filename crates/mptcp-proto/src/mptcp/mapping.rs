@@ -40,6 +40,10 @@ pub(crate) struct SendMapping {
     pub checksum: Option<u16>,
     /// Already queued for sending again on another subflow.
     pub reinjected: bool,
+    /// Longer than one full segment: a run whose segments after the first may go bare, so
+    /// the first may carry the mapping alone (a slim DSS, `MpConn::slim`). A mapping of one
+    /// segment keeps its `DATA_ACK`, as Linux's segments do.
+    pub run: bool,
 }
 
 impl SendMapping {
@@ -226,6 +230,7 @@ mod tests {
             len,
             checksum: None,
             reinjected: false,
+            run: false,
         }
     }
 

@@ -1287,9 +1287,15 @@ impl EndpointHook for Inner {
             .map_or(len, |(c, i)| c.segment_limit(i, stream_offset, len))
     }
 
-    fn bare(&mut self, conn: ConnHandle, stream_offset: u64, retransmission: bool) -> bool {
-        self.conn_of(conn)
-            .is_some_and(|(c, i)| c.bare(i, stream_offset, retransmission))
+    fn data_option_len(
+        &mut self,
+        conn: ConnHandle,
+        stream_offset: u64,
+        retransmission: bool,
+    ) -> usize {
+        self.conn_of(conn).map_or(usize::MAX, |(c, i)| {
+            c.data_option_len(i, stream_offset, retransmission)
+        })
     }
 
     fn on_syn(&mut self, local: SocketAddr, _remote: SocketAddr, syn: &TcpRepr<'_>) -> SynDecision {

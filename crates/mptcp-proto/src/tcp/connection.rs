@@ -91,15 +91,16 @@ pub trait SegmentHook {
         len
     }
 
-    /// Whether the data segment from stream offset `stream_offset` (a retransmission when
-    /// `retransmission`) goes *bare*: without any of the hook's options, and so with the space
-    /// reserved for them ([`Connection::set_option_space`]) as payload. The MPTCP layer says
-    /// yes inside a DSS mapping whose first segment carries it, when a DSS would have nothing
-    /// new to say (RFC 8684 §3.3.1: a mapping need not ride on every segment it covers).
-    /// Never by default.
-    fn bare(&mut self, stream_offset: u64, retransmission: bool) -> bool {
+    /// Option bytes the hook's options take on the data segment from stream offset
+    /// `stream_offset` (a retransmission when `retransmission`), at most the space reserved for
+    /// them ([`Connection::set_option_space`]): the rest of that space carries payload. All of
+    /// it by default. The MPTCP layer says 0 (the segment goes *bare*) inside a DSS mapping
+    /// whose first segment carries it, when a DSS would have nothing new to say (RFC 8684
+    /// §3.3.1: a mapping need not ride on every segment it covers), and the size of the
+    /// mapping alone on that first segment then.
+    fn data_option_len(&mut self, stream_offset: u64, retransmission: bool) -> usize {
         let _ = (stream_offset, retransmission);
-        false
+        usize::MAX
     }
 }
 
@@ -791,10 +792,17 @@ impl Connection {
     }
 
     /// Payload bytes of a full bare segment, one without the hook's options
-    /// ([`SegmentHook::bare`]).
+    /// ([`SegmentHook::data_option_len`]).
     #[must_use]
     pub fn send_mss_bare(&self) -> u64 {
         self.smss_bare()
+    }
+
+    /// Payload bytes of a full segment whose hook options take `hook_len` bytes
+    /// ([`SegmentHook::data_option_len`]).
+    #[must_use]
+    pub fn send_mss_with(&self, hook_len: usize) -> u64 {
+        self.smss_with(hook_len.min(self.option_space))
     }
 
     /// Retransmission timeouts so far and payload bytes the peer acknowledged: how the MPTCP
@@ -1104,16 +1112,17 @@ impl Connection {
         self.smss_with(self.option_space)
     }
 
-    /// Payload bytes of a full bare segment ([`SegmentHook::bare`]): without the hook's
-    /// options.
+    /// Payload bytes of a full bare segment ([`SegmentHook::data_option_len`]): without the
+    /// hook's options.
     fn smss_bare(&self) -> u64 {
         self.smss_with(0)
     }
 
-    /// [`Connection::smss`] with `hook_space` bytes of the hook's options.
+    /// [`Connection::smss`] with `hook_space` bytes of the hook's options, packed after the
+    /// 10 bytes of timestamps as [`Connection::payload_room`] packs them.
     fn smss_with(&self, hook_space: usize) -> u64 {
         let ip = if self.local.is_ipv4() { 20 } else { 40 };
-        let opts = (if self.ts_ok { 12 } else { 0 }) + hook_space;
+        let opts = (if self.ts_ok { 10 } else { 0 }) + hook_space;
         let by_mtu = (self.cfg.mtu.saturating_sub(ip + HEADER_LEN)) as u64;
         let by_peer = self.peer_mss;
         by_mtu
@@ -2325,12 +2334,16 @@ impl Connection {
         let mut repr: TcpRepr<'_> = repr;
         with_fast_open(&mut repr, fast_open);
         let base_opts = repr.options_len();
-        let bare = data_len > 0
-            && !syn
-            && !rst
-            && self.option_space > 0
-            && hook.bare(start.saturating_sub(1), retransmission);
-        let fits = self.payload_room(base_opts, buf.len(), bare);
+        // What the hook's options take: all that is reserved for them, less on a data segment
+        // whose options the hook makes smaller (none at all: a bare segment).
+        let hook_len = if data_len > 0 && !syn && !rst {
+            hook.data_option_len(start.saturating_sub(1), retransmission)
+                .min(self.option_space)
+        } else {
+            self.option_space
+        };
+        let bare = self.option_space > 0 && hook_len == 0;
+        let fits = self.payload_room(base_opts, buf.len(), hook_len);
         let mut flags = flags;
         if data_len > fits {
             // The header left less room than planned: the rest (and any FIN) goes later.
@@ -2358,7 +2371,7 @@ impl Connection {
         let room = if syn {
             MAX_OPTIONS_LEN
         } else {
-            (base_opts + self.option_space).min(MAX_OPTIONS_LEN)
+            (base_opts + hook_len).min(MAX_OPTIONS_LEN)
         };
         let options = if bare {
             ArrayVec::new()
@@ -2454,11 +2467,10 @@ impl Connection {
 
     /// Room for payload in a segment whose options (ours) take `options` bytes, in a buffer of
     /// `buf_len`: the peer's MSS (plus the 20 bytes it excludes) or the buffer, less the header
-    /// with its options and the hook's reserved space (none in a bare segment,
-    /// [`SegmentHook::bare`]).
-    fn payload_room(&self, options: usize, buf_len: usize, bare: bool) -> usize {
-        let hooks = if bare { 0 } else { self.option_space };
-        let reserved = (options + hooks).min(MAX_OPTIONS_LEN);
+    /// with its options and the `hook_len` bytes of the hook's options
+    /// ([`SegmentHook::data_option_len`]).
+    fn payload_room(&self, options: usize, buf_len: usize, hook_len: usize) -> usize {
+        let reserved = (options + hook_len).min(MAX_OPTIONS_LEN);
         let header = HEADER_LEN + reserved.div_ceil(4) * 4;
         let limit = usize::try_from(self.peer_mss)
             .unwrap_or(usize::MAX)
