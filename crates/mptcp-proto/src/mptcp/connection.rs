@@ -1049,7 +1049,7 @@ impl MpConn {
         };
         if seg.payload_len > 0 {
             if let Some(m) = sf.send_maps.find(seg.stream_offset) {
-                let slim = self.slim(i, seg.stream_offset);
+                let slim = self.slim(i, m, seg.stream_offset);
                 let dsn = self.dsn(m.data_off);
                 if slim {
                     dss.data_ack = None;
@@ -1345,41 +1345,32 @@ impl MpConn {
         self.dss_ready() && sf.state == SubflowState::Active && sf.peer_data_ack
     }
 
-    /// Whether the data segment of subflow `i` from `sf_off` goes bare ([`MpConn::goes_bare`]):
-    /// not the first of its mapping, which carries it. A retransmission inside a mapping goes
-    /// bare while the last DSS still says what a new one would, to fit where the original
-    /// went, unless it is (or comes before) the segment that carried that DSS and the DSS has
-    /// not arrived: its original may be what was lost, and a bare copy acknowledged would pass
-    /// for the DSS's arrival ([`MpConn::note_dss_arrivals`]) while the peer never had it.
-    pub fn bare(&self, i: usize, sf_off: u64, retransmission: bool) -> bool {
-        let Some(sf) = self.subflows.get(i) else {
-            return false;
-        };
-        let inside = sf.send_maps.find(sf_off).is_some_and(|m| m.sf_off < sf_off);
-        inside
-            && if retransmission {
-                self.said_now(i)
-                    .is_some_and(|d| d.arrived || sf_off >= d.end)
-            } else {
-                self.goes_bare(i)
-            }
+    /// Whether the data segment of subflow `i` from `sf_off`, inside a mapping but not its first
+    /// segment (which carries it), goes bare ([`MpConn::goes_bare`]). A retransmission inside
+    /// a mapping goes bare while the last DSS still says what a new one would, to fit where
+    /// the original went, unless it is (or comes before) the segment that carried that DSS and
+    /// the DSS has not arrived: its original may be what was lost, and a bare copy acknowledged
+    /// would pass for the DSS's arrival ([`MpConn::note_dss_arrivals`]) while the peer never
+    /// had it.
+    fn bare_inside(&self, i: usize, sf_off: u64, retransmission: bool) -> bool {
+        if retransmission {
+            self.said_now(i)
+                .is_some_and(|d| d.arrived || sf_off >= d.end)
+        } else {
+            self.goes_bare(i)
+        }
     }
 
-    /// Whether the data segment of subflow `i` from `sf_off` carries its mapping alone (a
-    /// *slim* DSS, [`MpConn::slim_len`] bytes): the first segment of a mapping longer than a
-    /// segment (`SendMapping::run`) on a subflow
-    /// whose segments inside a mapping go bare ([`MpConn::goes_bare`]). A `DATA_ACK` would
-    /// say what the peer has already had (RFC 8684 §3.3: a DSS need not carry one), and a
-    /// 32-bit data sequence number is enough (§3.3.1: the receiver takes the upper half from
-    /// the data it has; Linux's `mptcp_expand_seq`, our `expand32`), so it takes 14 bytes
-    /// instead of 28 and the segment carries 16 more payload bytes after the timestamps.
-    fn slim(&self, i: usize, sf_off: u64) -> bool {
-        self.subflows.get(i).is_some_and(|sf| {
-            sf.send_maps
-                .find(sf_off)
-                .is_some_and(|m| m.run && m.sf_off == sf_off)
-                && self.goes_bare(i)
-        })
+    /// Whether the data segment of subflow `i` from `sf_off`, in mapping `m`, carries its
+    /// mapping alone (a *slim* DSS, [`MpConn::slim_len`] bytes): the first segment of a mapping
+    /// longer than a segment (`SendMapping::run`) on a subflow whose segments inside a mapping
+    /// go bare ([`MpConn::goes_bare`]). A `DATA_ACK` would say what the peer has already had
+    /// (RFC 8684 §3.3: a DSS need not carry one), and a 32-bit data sequence number is enough
+    /// (§3.3.1: the receiver takes the upper half from the data it has; Linux's
+    /// `mptcp_expand_seq`, our `expand32`), so it takes 14 bytes instead of 28 and the segment
+    /// carries 16 more payload bytes after the timestamps.
+    fn slim(&self, i: usize, m: &SendMapping, sf_off: u64) -> bool {
+        m.run && m.sf_off == sf_off && self.goes_bare(i)
     }
 
     /// Bytes of a slim DSS ([`MpConn::slim`]): a 32-bit data sequence number, the subflow
@@ -1389,17 +1380,25 @@ impl MpConn {
     }
 
     /// Option bytes on the data segment of subflow `i` from `sf_off`
-    /// ([`crate::tcp::SegmentHook::data_option_len`]): none when it goes bare
-    /// ([`MpConn::bare`]), a slim DSS on a mapping's first segment ([`MpConn::slim`]), all
-    /// that is reserved otherwise.
+    /// ([`crate::tcp::SegmentHook::data_option_len`]), its mapping looked up once: none when
+    /// it goes bare inside its mapping ([`MpConn::bare_inside`]), a slim DSS on a mapping's
+    /// first segment ([`MpConn::slim`]), all that is reserved otherwise.
     pub fn data_option_len(&self, i: usize, sf_off: u64, retransmission: bool) -> usize {
-        if self.bare(i, sf_off, retransmission) {
-            0
-        } else if self.slim(i, sf_off) {
-            self.slim_len()
-        } else {
-            usize::MAX
+        let Some(m) = self
+            .subflows
+            .get(i)
+            .and_then(|sf| sf.send_maps.find(sf_off))
+        else {
+            return usize::MAX;
+        };
+        if m.sf_off < sf_off {
+            if self.bare_inside(i, sf_off, retransmission) {
+                return 0;
+            }
+        } else if self.slim(i, m, sf_off) {
+            return self.slim_len();
         }
+        usize::MAX
     }
 
     /// Notes which subflows' peers have the data segment that carried their last DSS.
