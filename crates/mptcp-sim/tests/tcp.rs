@@ -949,3 +949,31 @@ fn nagle_coalesces_small_writes() {
     let sent = p.stats(true).segs_out - before;
     assert!(sent <= 3, "100 one-byte writes went out in {sent} segments");
 }
+
+/// An unpaced sender's slow start sends in bursts that the bottleneck spaces out: its ACKs
+/// come back as a train as long as the round's data takes to cross the bottleneck. HyStart's
+/// ACK train ends slow start once that train outlasts half the round trip, before the window
+/// passes the bandwidth-delay product and its queue; the delay test alone fired a round late
+/// and slow start ended in a burst of losses (45 segments sent again in the first second).
+#[test]
+fn an_unpaced_slow_start_ends_on_its_ack_train_before_the_queue_overflows() {
+    let mut sim = Sim::new("unpaced slow start");
+    sim.endpoint_config.tcp.pacing = false;
+    // 20 Mbit/s and 40 ms: 67 segments in the pipe and 67 more in the queue.
+    let (a, b) = sim.pair(LinkParams::bdp_queue(20.0, ms(40)));
+    let (sent, _got) = start(&mut sim, a, b, 10_000_000);
+    sim.run_for(ms(1200));
+    let c = sent.borrow().conn.unwrap();
+    let s = sim.endpoint(a).conn(c).unwrap().stats();
+    assert!(s.ssthresh < u64::MAX, "slow start ended: {s:?}");
+    assert_eq!(
+        (s.fast_recoveries, s.timeouts, s.retransmits),
+        (0, 0, 0),
+        "slow start ended without a loss: {s:?}"
+    );
+    assert!(
+        s.ssthresh / MSS >= 60,
+        "and not before the pipe was full: ssthresh {} segments",
+        s.ssthresh / MSS
+    );
+}

@@ -1749,6 +1749,7 @@ impl Connection {
                     min_rtt: self.rtt.min().unwrap_or(self.cfg.initial_rto),
                     acked_to: ack_off,
                     sent_to: self.snd_max,
+                    paced: self.pacing() && self.pacer.rate().is_some(),
                 };
                 self.cc.on_ack(&ack);
             }

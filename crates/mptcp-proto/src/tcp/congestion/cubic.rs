@@ -103,10 +103,7 @@ impl Controller for Cubic {
         let mss = ack.mss as f64;
         if self.window() < self.ssthresh {
             let grow = ack.acked.min(2 * ack.mss) as f64;
-            match self
-                .hystart
-                .on_ack(ack.acked_to, ack.sent_to, ack.rtt_sample)
-            {
+            match self.hystart.on_ack(ack, self.window()) {
                 Phase::SlowStart => self.cwnd += grow,
                 Phase::Conservative(div) => self.cwnd += grow / div as f64,
                 Phase::Exit => self.ssthresh = self.window(),

@@ -51,6 +51,9 @@ pub struct Ack {
     pub acked_to: u64,
     /// Highest sequence offset sent so far: a round of HyStart++ ends when this much is acked.
     pub sent_to: u64,
+    /// Whether the connection paces what it sends (segments leave spread over the round trip,
+    /// not in bursts as ACKs open the window).
+    pub paced: bool,
 }
 
 /// What an acknowledgment delivered, for a rate-based controller: every acknowledgment that
@@ -183,7 +186,7 @@ impl Algorithm {
 /// over.
 pub fn slow_start(hystart: &mut HyStart, cwnd: &mut u64, ssthresh: &mut u64, ack: &Ack) {
     let grow = ack.acked.min(2 * ack.mss);
-    match hystart.on_ack(ack.acked_to, ack.sent_to, ack.rtt_sample) {
+    match hystart.on_ack(ack, *cwnd) {
         Phase::SlowStart => *cwnd += grow,
         Phase::Conservative(div) => *cwnd += grow / div,
         Phase::Exit => *ssthresh = *cwnd,
@@ -215,6 +218,7 @@ pub(crate) mod test_support {
             min_rtt: Duration::from_millis(100),
             acked_to: 0,
             sent_to: 0,
+            paced: true,
         }
     }
 }
