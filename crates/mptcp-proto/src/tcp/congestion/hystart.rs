@@ -75,6 +75,10 @@ pub struct HyStart {
 impl HyStart {
     /// Feeds one ACK in slow start, with the window `cwnd` (bytes) it found.
     pub fn on_ack(&mut self, ack: &Ack, cwnd: u64) -> Phase {
+        // A round ends when what had been sent when it began is acknowledged. Linux's CUBIC
+        // waits for an ACK past it (`after(snd_una, end_seq)`), which starts the next round,
+        // and its ACK train, at the next flight's first ACK; here that moved the simulator's
+        // MPTCP subflows (a path at a shared bottleneck starved) and is not done yet.
         let round_over = self.window_end.is_none_or(|end| ack.acked_to >= end);
         if round_over {
             self.window_end = Some(ack.sent_to);
@@ -124,6 +128,11 @@ impl HyStart {
         let (Some(start), Some(end)) = (self.round_start, self.train_end) else {
             return false;
         };
+        if ack.rtt_sample.is_none() {
+            // The ACK of a retransmission (Karn's rule): after a timeout such ACKs come back
+            // to back as the holes fill, whatever the pipe; Linux leaves them out too.
+            return false;
+        }
         if ack.now.saturating_duration_since(end) > ACK_TRAIN_GAP {
             // The train broke: this round's ACKs are not back to back.
             return false;
@@ -166,7 +175,8 @@ mod tests {
     /// A slow start driven one round at a time, with a clock.
     struct Rounds {
         h: HyStart,
-        now: Instant,
+        /// When the current round's flight began to come back.
+        begin: Instant,
         /// Bytes acknowledged so far.
         acked: u64,
         /// The window, bytes (MSS 1000).
@@ -178,23 +188,25 @@ mod tests {
         fn new() -> Self {
             Self {
                 h: HyStart::default(),
-                now: Instant::now(),
+                begin: Instant::now(),
                 acked: 0,
                 cwnd: 100_000,
                 paced: true,
             }
         }
 
-        /// One round of `n` ACKs of 1000 bytes, `gap` apart, each with RTT `rtt`, while a
-        /// window's worth more stays in flight; the round's data was sent `rtt` before its
-        /// first ACK.
+        /// One round: the ACKs of a flight of `n` segments of 1000 bytes come back `gap`
+        /// apart, each with RTT `rtt`, while a flight's worth more is in flight. The next
+        /// flight's ACKs begin one round trip after this one's, or at once if this one's ACKs
+        /// took longer: a train shorter than the round trip is followed by a gap.
         fn round(&mut self, n: u64, gap: Duration, rtt: Duration) -> Phase {
             let end = self.acked + n * 1000;
+            let mut now = self.begin;
             let mut p = Phase::SlowStart;
             for _ in 0..n {
-                self.now += gap;
+                now += gap;
                 self.acked += 1000;
-                let mut a = ack(self.now, 1000, end - self.acked + 1000);
+                let mut a = ack(now, 1000, end - self.acked + 1000);
                 a.rtt_sample = Some(rtt);
                 a.min_rtt = ms(50);
                 a.acked_to = self.acked;
@@ -205,6 +217,9 @@ mod tests {
                     break;
                 }
             }
+            #[expect(clippy::cast_possible_truncation, reason = "a few ACKs")]
+            let train = gap * n as u32;
+            self.begin += rtt.max(train);
             p
         }
 
@@ -264,6 +279,25 @@ mod tests {
         r.paced = false;
         assert_eq!(r.round(20, ms(1), ms(50)), Phase::SlowStart);
         assert_eq!(r.round(30, ms(1), ms(50)), Phase::Exit);
+    }
+
+    #[test]
+    fn the_acks_of_retransmissions_are_no_train() {
+        let mut r = Rounds::new();
+        r.round(10, ms(5), ms(50));
+        // Back to back as holes fill after a timeout, but without an RTT sample (Karn).
+        let end = r.acked + 100_000;
+        let mut now = r.begin;
+        for _ in 0..100 {
+            now += ms(1);
+            r.acked += 1000;
+            let mut a = ack(now, 1000, end - r.acked + 1000);
+            a.rtt_sample = None;
+            a.min_rtt = ms(50);
+            a.acked_to = r.acked;
+            a.sent_to = end;
+            assert_eq!(r.h.on_ack(&a, r.cwnd), Phase::SlowStart);
+        }
     }
 
     #[test]
