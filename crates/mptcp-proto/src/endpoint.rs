@@ -29,7 +29,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use arrayvec::ArrayVec;
 
 use crate::tcp::connection::{OutgoingSegment, PeerSyn, Reaction, SegmentHook, wscale_for};
-use crate::tcp::fast_open::{self, CookieCache, CookieNews};
+use crate::tcp::fast_open::{self, CookieCache, CookieNews, Pair};
 use crate::tcp::isn::{self, Secret};
 use crate::tcp::rtt_cache::{PathRtt, RttCache};
 use crate::tcp::{Config, Connection, Event, State};
@@ -378,9 +378,14 @@ impl Endpoint {
         remote: SocketAddr,
     ) -> Result<ConnHandle, ConnectError> {
         let h = self.connect(now, local, remote)?;
-        // Not to a server whose SYNs with data got lost lately (a plain SYN then).
-        if self.cookies.may_open(remote.ip(), now) {
-            let cached = self.cookies.get(remote.ip()).cloned();
+        // Not to a server whose SYNs with data from this address got lost lately (a plain SYN
+        // then). A cookie is good for the address it was given to (RFC 7413 §4.1.3).
+        let pair = Pair {
+            client: local.ip(),
+            server: remote.ip(),
+        };
+        if self.cookies.may_open(pair, now) {
+            let cached = self.cookies.get(pair).cloned();
             if let Some(c) = self.conn_mut(h) {
                 c.set_fast_open(cached);
             }
@@ -388,7 +393,7 @@ impl Endpoint {
         Ok(h)
     }
 
-    /// The TCP Fast Open cookies this endpoint holds, by server.
+    /// The TCP Fast Open cookies this endpoint holds, by client and server address.
     #[must_use]
     pub fn fast_open_cookies(&self) -> &CookieCache {
         &self.cookies
@@ -667,7 +672,7 @@ impl Endpoint {
                 let r = conn.handle_segment(now, seg);
                 (r, conn.take_cookie_news())
             };
-            self.note_cookie(remote.ip(), news, now);
+            self.note_cookie(local.ip(), remote.ip(), news, now);
             self.mark_dirty(h);
             match reaction {
                 Reaction::None | Reaction::Forget => {}
@@ -725,12 +730,19 @@ impl Endpoint {
     }
 
     /// What a SYN-ACK (or a lost SYN with data) said of a server's cookie.
-    fn note_cookie(&mut self, server: IpAddr, news: Option<CookieNews>, now: Instant) {
+    fn note_cookie(
+        &mut self,
+        client: IpAddr,
+        server: IpAddr,
+        news: Option<CookieNews>,
+        now: Instant,
+    ) {
+        let pair = Pair { client, server };
         match news {
-            Some(CookieNews::Got(c)) => self.cookies.insert(server, c),
-            Some(CookieNews::Forget) => self.cookies.remove(server),
-            Some(CookieNews::Taken) => self.cookies.syn_answered(server),
-            Some(CookieNews::SynLost) => self.cookies.syn_lost(server, now),
+            Some(CookieNews::Got(c)) => self.cookies.insert(pair, c),
+            Some(CookieNews::Forget) => self.cookies.remove(pair),
+            Some(CookieNews::Taken) => self.cookies.syn_answered(pair),
+            Some(CookieNews::SynLost) => self.cookies.syn_lost(pair, now),
             None => {}
         }
     }
@@ -1139,8 +1151,8 @@ impl Endpoint {
                 slot.deadline.forget();
                 c.handle_timeout(now);
                 if let Some(news) = c.take_cookie_news() {
-                    let server = c.remote().ip();
-                    self.note_cookie(server, Some(news), now);
+                    let (client, server) = (c.local().ip(), c.remote().ip());
+                    self.note_cookie(client, server, Some(news), now);
                 }
                 let slot = &self.slots[i];
                 let h = ConnHandle {
@@ -1798,7 +1810,10 @@ mod tests {
         let (mut a, mut b, now) = fast_open_pair();
         let client = "10.0.0.1:0".parse().unwrap();
         a.cookies.insert(
-            server().ip(),
+            Pair {
+                client: "10.0.0.1".parse().unwrap(),
+                server: server().ip(),
+            },
             fast_open::CachedCookie {
                 cookie: [1u8, 2, 3, 4, 5, 6, 7, 8].into_iter().collect(),
                 mss: 1460,
@@ -1820,9 +1835,48 @@ mod tests {
         assert_eq!(b.stats().fast_open_refused, 1);
         let good = fast_open::make_cookie(&b.cfg.secret, "10.0.0.1".parse().unwrap());
         assert_eq!(
-            a.fast_open_cookies().get(server().ip()).unwrap().cookie,
+            a.fast_open_cookies()
+                .get(Pair {
+                    client: "10.0.0.1".parse().unwrap(),
+                    server: server().ip()
+                })
+                .unwrap()
+                .cookie,
             good
         );
+    }
+
+    /// RFC 7413 §4.1.3: a cookie is good for the client address it was given to. A client
+    /// with two addresses (a line each) keeps one per address: a connection from the second
+    /// asks for its own rather than presenting the first's, which the server would refuse
+    /// (losing the SYN's data and the round trip), and the first address's cookie stays.
+    #[test]
+    fn fast_open_a_multihomed_client_keeps_a_cookie_per_address() {
+        let (mut a, mut b, now) = fast_open_pair();
+        let (one_addr, other_addr): (SocketAddr, SocketAddr) =
+            ("10.0.0.1:0".parse().unwrap(), "10.0.1.1:0".parse().unwrap());
+        let open = |a: &mut Endpoint, b: &mut Endpoint, from: SocketAddr, data: &[u8]| {
+            let c = a.connect_fast_open(now, from, server()).unwrap();
+            a.conn_mut(c).unwrap().write(data).unwrap();
+            let syn = one(a, b, now);
+            let asked = seg_of(&syn).fast_open == Some(&[][..]);
+            let carried = seg_of(&syn).payload.len();
+            pump(a, b, now);
+            let bc = b.accept(server()).unwrap();
+            assert_eq!(read_all(b, bc), data, "every byte arrives");
+            (asked, carried, a.conn(c).unwrap().syn_data())
+        };
+        assert_eq!(open(&mut a, &mut b, one_addr, b"first"), (true, 0, 0));
+        assert_eq!(
+            open(&mut a, &mut b, other_addr, b"second"),
+            (true, 0, 0),
+            "the other address asks for its own cookie"
+        );
+        assert_eq!(a.fast_open_cookies().len(), 2);
+        assert_eq!(open(&mut a, &mut b, one_addr, b"third"), (false, 5, 5));
+        assert_eq!(open(&mut a, &mut b, other_addr, b"fourth"), (false, 6, 6));
+        assert_eq!(b.stats().fast_open_refused, 0, "no wrong cookie presented");
+        assert_eq!(b.stats().fast_open_accepted, 2);
     }
 
     #[test]
@@ -1830,7 +1884,10 @@ mod tests {
         let (mut a, mut b, now) = fast_open_pair();
         let client = "10.0.0.1:0".parse().unwrap();
         a.cookies.insert(
-            server().ip(),
+            Pair {
+                client: "10.0.0.1".parse().unwrap(),
+                server: server().ip(),
+            },
             fast_open::CachedCookie {
                 cookie: fast_open::make_cookie(&b.cfg.secret, "10.0.0.1".parse().unwrap()),
                 mss: 1460,
@@ -1874,7 +1931,10 @@ mod tests {
         let (mut a, mut b, now) = pair(1500);
         b.listen(server()).unwrap();
         a.cookies.insert(
-            server().ip(),
+            Pair {
+                client: "10.0.0.1".parse().unwrap(),
+                server: server().ip(),
+            },
             fast_open::CachedCookie {
                 cookie: [1u8; 8].into_iter().collect(),
                 mss: 1460,

@@ -475,6 +475,17 @@ pub const TSHARK_MPTCP_WARNINGS: &str = "mptcp.connection.echoed_key_mismatch \
 /// When tshark fails on the file.
 #[must_use]
 pub fn tshark_count(pcap: &Path, filter: &str) -> Option<usize> {
+    tshark_fields(pcap, filter, &["frame.number"]).map(|rows| rows.len())
+}
+
+/// The `fields` of each packet of the capture at `pcap` that matches the display `filter`
+/// (tab-separated, one line per packet), with the analysis [`tshark_count`] uses; `None`
+/// without tshark.
+///
+/// # Panics
+/// When tshark fails on the file.
+#[must_use]
+pub fn tshark_fields(pcap: &Path, filter: &str, fields: &[&str]) -> Option<Vec<String>> {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(pcap)
@@ -489,11 +500,15 @@ pub fn tshark_count(pcap: &Path, filter: &str) -> Option<usize> {
             filter,
             "-T",
             "fields",
-            "-e",
-            "frame.number",
         ])
+        .args(fields.iter().flat_map(|f| ["-e", f]))
         .output()
         .ok()?;
     assert!(out.status.success(), "tshark failed: {out:?}");
-    Some(String::from_utf8_lossy(&out.stdout).lines().count())
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+    )
 }

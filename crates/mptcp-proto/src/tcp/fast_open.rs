@@ -2,8 +2,10 @@
 //!
 //! A server answers a SYN that asks for a cookie (an empty Fast Open option) with a cookie in
 //! its SYN-ACK: a keyed hash of the client's address ([`make_cookie`], §4.1.2), so that it
-//! keeps no state per client. A client caches the cookie per server address
-//! ([`CookieCache`]) with the server's MSS, and the SYN of its next connection carries the
+//! keeps no state per client. A client caches the cookie per pair of its own address and the
+//! server's ([`CookieCache`], §4.1.3: a cookie is good for the client address it was given to,
+//! so a multihomed client keeps one per address) with the server's MSS, and the SYN of its
+//! next connection from that address carries the
 //! cookie and as much of the data already written as one segment holds (§4.1.3). The server
 //! takes that data when the cookie checks (§4.2.2): its SYN-ACK acknowledges it, and the
 //! application reads it at once. Otherwise the SYN-ACK acknowledges the SYN only, and the
@@ -63,13 +65,23 @@ pub struct CachedCookie {
     pub mss: u16,
 }
 
-/// Cookies of the servers a client talked to, bounded; and the servers to which SYNs with data
-/// got lost, held back from Fast Open for a while (RFC 7413 §4.1.3.1: a middlebox may drop
-/// such SYNs).
+/// A client address and a server address: what a cookie is good for (RFC 7413 §4.1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pair {
+    /// The client's address the SYN leaves from.
+    pub client: IpAddr,
+    /// The server's address.
+    pub server: IpAddr,
+}
+
+/// Cookies of the servers a client talked to, per client address (a multihomed client, such
+/// as one with a line per address, holds one per line: RFC 7413 §4.1.3), bounded; and the
+/// pairs on which SYNs with data got lost, held back from Fast Open for a while (§4.1.3.1: a
+/// middlebox on that path may drop such SYNs).
 #[derive(Debug, Default)]
 pub struct CookieCache {
-    entries: HashMap<IpAddr, CachedCookie>,
-    held_back: HashMap<IpAddr, HeldBack>,
+    entries: HashMap<Pair, CachedCookie>,
+    held_back: HashMap<Pair, HeldBack>,
 }
 
 /// A server whose SYNs with data got lost.
@@ -88,44 +100,44 @@ pub const HOLD_BACK_FIRST: Duration = Duration::from_secs(60);
 /// The longest hold.
 pub const HOLD_BACK_MAX: Duration = Duration::from_secs(3600);
 
-/// Servers a cache remembers at most (an arbitrary one is forgotten past it).
+/// Pairs a cache remembers at most (an arbitrary one is forgotten past it).
 const CACHE_MAX: usize = 4096;
 
 impl CookieCache {
-    /// The cookie of server `server`, if one is held.
+    /// The cookie the server of `pair` gave its client, if one is held.
     #[must_use]
-    pub fn get(&self, server: IpAddr) -> Option<&CachedCookie> {
-        self.entries.get(&server)
+    pub fn get(&self, pair: Pair) -> Option<&CachedCookie> {
+        self.entries.get(&pair)
     }
 
-    /// Remembers a cookie `server` gave.
-    pub fn insert(&mut self, server: IpAddr, c: CachedCookie) {
-        if self.entries.len() >= CACHE_MAX && !self.entries.contains_key(&server) {
+    /// Remembers a cookie the server of `pair` gave its client.
+    pub fn insert(&mut self, pair: Pair, c: CachedCookie) {
+        if self.entries.len() >= CACHE_MAX && !self.entries.contains_key(&pair) {
             if let Some(k) = self.entries.keys().next().copied() {
                 self.entries.remove(&k);
             }
         }
-        self.entries.insert(server, c);
+        self.entries.insert(pair, c);
     }
 
-    /// Forgets `server`'s cookie (it was refused).
-    pub fn remove(&mut self, server: IpAddr) {
-        self.entries.remove(&server);
+    /// Forgets `pair`'s cookie (it was refused).
+    pub fn remove(&mut self, pair: Pair) {
+        self.entries.remove(&pair);
     }
 
-    /// A SYN with data to `server` got no answer at `now`: no Fast Open to it for a while.
-    pub fn syn_lost(&mut self, server: IpAddr, now: Instant) {
-        if self.held_back.len() >= CACHE_MAX && !self.held_back.contains_key(&server) {
+    /// A SYN with data on `pair` got no answer at `now`: no Fast Open on it for a while.
+    pub fn syn_lost(&mut self, pair: Pair, now: Instant) {
+        if self.held_back.len() >= CACHE_MAX && !self.held_back.contains_key(&pair) {
             if let Some(k) = self.held_back.keys().next().copied() {
                 self.held_back.remove(&k);
             }
         }
-        let losses = self.held_back.get(&server).map_or(0, |h| h.losses) + 1;
+        let losses = self.held_back.get(&pair).map_or(0, |h| h.losses) + 1;
         let hold = HOLD_BACK_FIRST
             .saturating_mul(1 << (losses - 1).min(10))
             .min(HOLD_BACK_MAX);
         self.held_back.insert(
-            server,
+            pair,
             HeldBack {
                 losses,
                 until: now + hold,
@@ -133,19 +145,19 @@ impl CookieCache {
         );
     }
 
-    /// A SYN with data to `server` was answered: its losses are forgiven.
-    pub fn syn_answered(&mut self, server: IpAddr) {
-        self.held_back.remove(&server);
+    /// A SYN with data on `pair` was answered: its losses are forgiven.
+    pub fn syn_answered(&mut self, pair: Pair) {
+        self.held_back.remove(&pair);
     }
 
-    /// Whether a connection to `server` may use Fast Open at `now` (no SYN with data to it got
+    /// Whether a connection on `pair` may use Fast Open at `now` (no SYN with data on it got
     /// lost lately).
     #[must_use]
-    pub fn may_open(&self, server: IpAddr, now: Instant) -> bool {
-        self.held_back.get(&server).is_none_or(|h| now >= h.until)
+    pub fn may_open(&self, pair: Pair, now: Instant) -> bool {
+        self.held_back.get(&pair).is_none_or(|h| now >= h.until)
     }
 
-    /// How many servers it holds.
+    /// How many cookies it holds.
     #[must_use]
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -207,10 +219,14 @@ mod tests {
     fn the_cache_stays_bounded() {
         let mut cache = CookieCache::default();
         let max = u32::try_from(CACHE_MAX).unwrap();
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let pair = |i: u32| Pair {
+            client,
+            server: IpAddr::from(i.to_be_bytes()),
+        };
         for i in 0..max + 10 {
-            let ip = IpAddr::from(i.to_be_bytes());
             cache.insert(
-                ip,
+                pair(i),
                 CachedCookie {
                     cookie: Cookie::new(),
                     mss: 1460,
@@ -218,7 +234,7 @@ mod tests {
             );
         }
         assert_eq!(cache.len(), CACHE_MAX);
-        let last = IpAddr::from((max + 9).to_be_bytes());
+        let last = pair(max + 9);
         assert!(cache.get(last).is_some(), "the newest is kept");
         cache.remove(last);
         assert!(cache.get(last).is_none());
@@ -227,11 +243,22 @@ mod tests {
     #[test]
     fn lost_syns_with_data_hold_a_server_back_longer_each_time_until_one_is_answered() {
         let mut cache = CookieCache::default();
-        let s: IpAddr = "198.51.100.1".parse().unwrap();
+        let s = Pair {
+            client: "192.0.2.1".parse().unwrap(),
+            server: "198.51.100.1".parse().unwrap(),
+        };
+        let other_line = Pair {
+            client: "203.0.113.1".parse().unwrap(),
+            ..s
+        };
         let t0 = Instant::now();
         assert!(cache.may_open(s, t0));
         cache.syn_lost(s, t0);
         assert!(!cache.may_open(s, t0 + Duration::from_secs(59)));
+        assert!(
+            cache.may_open(other_line, t0),
+            "the loss was on one path: another client address still may"
+        );
         assert!(cache.may_open(s, t0 + HOLD_BACK_FIRST));
         // A second loss in a row: twice as long.
         let t1 = t0 + HOLD_BACK_FIRST;
