@@ -97,6 +97,9 @@ pub struct PacketInfo {
     pub mptcp: u16,
     /// Its DSS has the `DATA_FIN` flag.
     pub data_fin: bool,
+    /// The data-level length of the mapping its DSS carries, if it carries one (RFC 8684
+    /// §3.3.1; 0 is an infinite mapping).
+    pub mapping: Option<u16>,
 }
 
 impl PacketInfo {
@@ -117,14 +120,15 @@ impl PacketInfo {
         };
         let t = TcpPacket::new_checked(tcp).ok()?;
         let flags = t.flags();
-        let data_fin = mptcp_proto::wire::tcp_option::TcpOptions::new(t.options()).any(|o| {
-            matches!(
-                o,
+        let dss =
+            mptcp_proto::wire::tcp_option::TcpOptions::new(t.options()).find_map(|o| match o {
                 Ok(mptcp_proto::wire::tcp_option::TcpOption::Mptcp(
-                    mptcp_proto::wire::mptcp::MptcpOption::Dss(d)
-                )) if d.data_fin
-            )
-        });
+                    mptcp_proto::wire::mptcp::MptcpOption::Dss(d),
+                )) => Some(d),
+                _ => None,
+            });
+        let data_fin = dss.is_some_and(|d| d.data_fin);
+        let mapping = dss.and_then(|d| d.mapping).map(|m| m.data_len);
         let mptcp = mptcp_proto::wire::tcp_option::TcpOptions::new(t.options())
             .filter_map(|o| match o {
                 Ok(mptcp_proto::wire::tcp_option::TcpOption::Mptcp(m)) => Some(m.subtype()),
@@ -142,6 +146,7 @@ impl PacketInfo {
             payload_len: t.payload().len(),
             mptcp,
             data_fin,
+            mapping,
         })
     }
 

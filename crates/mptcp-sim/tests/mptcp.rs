@@ -496,6 +496,72 @@ fn a_lost_data_fin_is_sent_again() {
     assert_eq!(*dropped.borrow(), 1);
 }
 
+/// A segment that carries a mapping for more than itself (the first of a run, RFC 8684
+/// §3.3.1: a mapping rides on one segment only), lost mid-transfer, is sent again with its
+/// mapping: without it the receiver could place none of the run's bytes. Every byte arrives,
+/// and nothing falls back to TCP.
+#[test]
+fn a_lost_segment_that_carries_a_run_s_mapping_is_sent_again_with_it() {
+    #[derive(Default)]
+    struct Seen {
+        /// The subflow sequence number of the segment dropped, and its mapping's length.
+        dropped: Option<(mptcp_proto::wire::tcp::SeqNumber, u16)>,
+        /// Later segments from that sequence number, with a mapping and without.
+        again_mapped: u32,
+        again_bare: u32,
+    }
+    let total = 2_000_000;
+    let mut sim = Sim::new_mptcp("mptcp-lost-mapping");
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let s = Rc::clone(&seen);
+    let st = start_with(
+        &mut sim,
+        &[path(10.0, 20)],
+        &[false],
+        total,
+        |sim, links| {
+            sim.set_filter(
+                links[0],
+                0,
+                Box::new(move |_, p| {
+                    let mut s = s.borrow_mut();
+                    match (s.dropped, p.mapping) {
+                        // Past the handshake and slow start's first rounds, a run's first
+                        // segment whose mapping covers more than it does.
+                        (None, Some(len)) if p.index >= 200 && usize::from(len) > p.payload_len => {
+                            s.dropped = Some((p.seq, len));
+                            true
+                        }
+                        (Some((seq, _)), m) if p.seq == seq && p.payload_len > 0 => {
+                            if m.is_some() {
+                                s.again_mapped += 1;
+                            } else {
+                                s.again_bare += 1;
+                            }
+                            false
+                        }
+                        _ => false,
+                    }
+                }),
+            );
+        },
+    );
+    let mut r = st.finish(sim);
+    r.until_done(Duration::from_secs(30));
+    assert!(r.got.borrow().intact(total), "bytes differ");
+    assert!(!r.sent.borrow().fell_back, "fell back to TCP");
+    let s = seen.borrow();
+    let (_, len) = s
+        .dropped
+        .expect("no segment carried a mapping for more than itself");
+    assert!(
+        s.again_mapped >= 1 && s.again_bare == 0,
+        "the {len}-byte mapping's segment went again {} times with a mapping, {} without",
+        s.again_mapped,
+        s.again_bare
+    );
+}
+
 fn strip_run(name: &str, dir: usize, pick: impl FnMut(Duration, &PacketInfo) -> bool + 'static) {
     let total = 2_000_000;
     let mut sim = Sim::new_mptcp(name);
