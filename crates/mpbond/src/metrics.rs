@@ -154,6 +154,44 @@ fn line_metrics(reg: &mut Registry, pm: &PmStatus) {
     );
 }
 
+/// Daemon counters read afresh at each scrape: name (without `_total`), help, value.
+pub type CounterView = Arc<dyn Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync>;
+
+/// What the counters of mpbond's engine (`--stack user`) show of its TCP Fast Open (RFC 7413):
+/// as a client (a gateway's Convert message in the SYN, 0-RTT) and as a server.
+#[must_use]
+pub fn engine_counters(
+    st: &mptcp_proto::endpoint::EndpointStats,
+) -> Vec<(&'static str, &'static str, u64)> {
+    vec![
+        (
+            "engine_fast_open_taken",
+            "SYNs with data the engine sent whose data the server took (TCP Fast Open: no round trip before the first message)",
+            st.fast_open_data_taken,
+        ),
+        (
+            "engine_fast_open_refused",
+            "SYNs with data the engine sent whose data the server did not take (sent again after the handshake)",
+            st.fast_open_data_refused,
+        ),
+        (
+            "engine_fast_open_syns_lost",
+            "SYNs with data the engine sent that got no answer in time (Fast Open from that address to that server then held back for a minute or more)",
+            st.fast_open_syns_lost,
+        ),
+        (
+            "engine_fast_open_accepted",
+            "SYNs with data the engine's listener took (a valid cookie)",
+            st.fast_open_accepted,
+        ),
+        (
+            "engine_fast_open_cookies_sent",
+            "TCP Fast Open cookies the engine's listener gave",
+            st.fast_open_cookies_sent,
+        ),
+    ]
+}
+
 /// What the gauges of mpbond's engine (`--stack user`) show of its connections: how many, and
 /// their subflows (all, and established).
 #[must_use]
@@ -263,6 +301,30 @@ const TEXT: &str = "text/plain; charset=utf-8";
 mod tests {
     use super::*;
     use crate::pm::driver::LineStatus;
+
+    #[test]
+    fn the_engines_fast_opens_are_counted() {
+        let st = mptcp_proto::endpoint::EndpointStats {
+            fast_open_data_taken: 7,
+            fast_open_data_refused: 1,
+            fast_open_syns_lost: 2,
+            fast_open_accepted: 5,
+            ..Default::default()
+        };
+        let text = render(&Sample {
+            counters: engine_counters(&st),
+            ..Sample::default()
+        });
+        for line in [
+            "mpbond_engine_fast_open_taken_total 7",
+            "mpbond_engine_fast_open_refused_total 1",
+            "mpbond_engine_fast_open_syns_lost_total 2",
+            "mpbond_engine_fast_open_accepted_total 5",
+            "mpbond_engine_fast_open_cookies_sent_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+    }
 
     #[test]
     fn the_engines_connections_and_subflows_are_counted() {

@@ -771,7 +771,7 @@ fn fast_open_pair(gw: &str, conv: &str) {
     let extra: &[&str] = if gw == "kernel" {
         &["--fast-open"]
     } else {
-        &[]
+        &["--metrics", "127.0.0.1:9464"]
     };
     let pcap = dir.path("vps.pcap");
     let mut b = Bonded::start_stacks(lab, web, dir, &["dsl", "lte"], extra, gw, conv);
@@ -825,7 +825,7 @@ fn fast_open_pair(gw: &str, conv: &str) {
             );
         }
     }
-    judge_syns(
+    let (answered, lost) = judge_syns(
         &name,
         (gw, conv),
         &pcap,
@@ -833,6 +833,37 @@ fn fast_open_pair(gw: &str, conv: &str) {
         (&gw_before, &gw_after),
         &b.gateway.log_text(),
     );
+    // The engine's own count of its Fast Opens, in the gateway's metrics, is what the capture
+    // saw.
+    if gw == "user" {
+        let out = b
+            .lab
+            .cmd(Role::Gw, "curl")
+            .args(["-sS", "--max-time", "5", "http://127.0.0.1:9464/metrics"])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let metric = |n: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(n)?
+                        .strip_prefix(' ')?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or_else(|| panic!("{name}: no {n} in the metrics:\n{text}"))
+        };
+        assert_eq!(
+            (
+                metric("mpbond_engine_fast_open_taken_total"),
+                metric("mpbond_engine_fast_open_refused_total"),
+                metric("mpbond_engine_fast_open_syns_lost_total"),
+            ),
+            (answered as u64, 0, lost as u64),
+            "{name}: the metrics' Fast Opens taken, refused and lost, against the capture's"
+        );
+    }
     assert!(b.gateway.stop(), "gateway exit:\n{}", b.gateway.log_text());
     assert!(
         b.converter.stop(),
@@ -843,7 +874,8 @@ fn fast_open_pair(gw: &str, conv: &str) {
 
 /// What the vps's capture at `pcap` and the kernel counters (before, after) of the vps and of
 /// the gateway say of one pair's Fast Open: the SYNs carried the Convert message and the
-/// SYN-ACKs acknowledged it, and no MPTCP warning.
+/// SYN-ACKs acknowledged it, and no MPTCP warning. Returns how many SYNs with data were
+/// answered, and how many were sent again without their data.
 fn judge_syns(
     name: &str,
     (gw, conv): (&str, &str),
@@ -851,7 +883,7 @@ fn judge_syns(
     (vps_before, vps_after): (&Counters, &Counters),
     (gw_before, gw_after): (&Counters, &Counters),
     log: &str,
-) {
+) -> (usize, usize) {
     let count = |filter| mpbond::lab::testing::tshark_count(pcap, filter).expect("tshark");
     let syn_data = count("tcp.flags.syn == 1 && tcp.flags.ack == 0 && tcp.len > 0");
     let taken = count("tcp.flags.syn == 1 && tcp.flags.ack == 1 && tcp.ack > 1");
@@ -956,6 +988,7 @@ fn judge_syns(
             "{name}: the kernel's SYN data was not taken"
         );
     }
+    (answered, opens.iter().filter(|o| o.data && o.again).count())
 }
 
 /// TCP Fast Open on the engine (RFC 7413, RFC 8803 §4, RFC 8684 appendix B): a user-stack

@@ -158,6 +158,14 @@ pub struct EndpointStats {
     pub fast_open_accepted: u64,
     /// SYNs with a Fast Open cookie that did not check (their data waits for the handshake).
     pub fast_open_refused: u64,
+    /// Client: SYNs with data whose data the server took (0-RTT).
+    pub fast_open_data_taken: u64,
+    /// Client: SYNs with data whose data the server did not take (sent again after the
+    /// handshake; the cookie replaced or forgotten).
+    pub fast_open_data_refused: u64,
+    /// Client: SYNs with data that got no answer in time, after which that pair of addresses
+    /// is held back from Fast Open for a while (RFC 7413 §4.1.3.1).
+    pub fast_open_syns_lost: u64,
 }
 
 #[derive(Debug)]
@@ -740,9 +748,24 @@ impl Endpoint {
         let pair = Pair { client, server };
         match news {
             Some(CookieNews::Got(c)) => self.cookies.insert(pair, c),
-            Some(CookieNews::Forget) => self.cookies.remove(pair),
-            Some(CookieNews::Taken) => self.cookies.syn_answered(pair),
-            Some(CookieNews::SynLost) => self.cookies.syn_lost(pair, now),
+            Some(CookieNews::Taken(c)) => {
+                self.stats.fast_open_data_taken += 1;
+                self.cookies.syn_answered(pair);
+                if let Some(c) = c {
+                    self.cookies.insert(pair, c);
+                }
+            }
+            Some(CookieNews::Refused(c)) => {
+                self.stats.fast_open_data_refused += 1;
+                match c {
+                    Some(c) => self.cookies.insert(pair, c),
+                    None => self.cookies.remove(pair),
+                }
+            }
+            Some(CookieNews::SynLost) => {
+                self.stats.fast_open_syns_lost += 1;
+                self.cookies.syn_lost(pair, now);
+            }
             None => {}
         }
     }
@@ -1803,6 +1826,12 @@ mod tests {
         assert_eq!(read_all(&mut a, c2), b"200 OK");
         assert_eq!(read_all(&mut b, b2), b"more");
         assert_eq!(b.stats().fast_open_accepted, 1);
+        assert_eq!(
+            a.stats().fast_open_data_taken,
+            1,
+            "the client counts it too"
+        );
+        assert_eq!(a.stats().fast_open_data_refused, 0);
     }
 
     #[test]
@@ -1833,6 +1862,8 @@ mod tests {
             "sent again after the handshake"
         );
         assert_eq!(b.stats().fast_open_refused, 1);
+        assert_eq!(a.stats().fast_open_data_refused, 1);
+        assert_eq!(a.stats().fast_open_data_taken, 0);
         let good = fast_open::make_cookie(&b.cfg.secret, "10.0.0.1".parse().unwrap());
         assert_eq!(
             a.fast_open_cookies()
@@ -1877,6 +1908,7 @@ mod tests {
         assert_eq!(open(&mut a, &mut b, other_addr, b"fourth"), (false, 6, 6));
         assert_eq!(b.stats().fast_open_refused, 0, "no wrong cookie presented");
         assert_eq!(b.stats().fast_open_accepted, 2);
+        assert_eq!(a.stats().fast_open_data_taken, 2);
     }
 
     #[test]
@@ -1904,6 +1936,7 @@ mod tests {
         let t = a.poll_transmit(later, &mut buf).unwrap();
         let retry = seg_of(&buf[..t.len]);
         assert!(retry.payload.is_empty() && retry.fast_open.is_none());
+        assert_eq!(a.stats().fast_open_syns_lost, 1);
         b.handle_packet(later, &buf[..t.len]).unwrap();
         pump(&mut a, &mut b, later);
         let bc = b.accept(server()).unwrap();
@@ -1952,6 +1985,7 @@ mod tests {
             a.fast_open_cookies().is_empty(),
             "refused without a cookie: forgotten"
         );
+        assert_eq!(a.stats().fast_open_data_refused, 1);
     }
 
     #[test]

@@ -767,6 +767,7 @@ pub async fn run(mut config: Config) -> Result<()> {
         Stack::User => Plane::user(&config)?,
     };
     let engine = plane.user.as_ref().map(|u| u.status_view(Vec::new()));
+    let engine_counters = plane.user.as_ref().map(|u| u.counters_view());
     let _status = crate::status::serve_with(
         "converter",
         plane.announcer.as_ref().and_then(|a| a.pm()),
@@ -798,6 +799,9 @@ pub async fn run(mut config: Config) -> Result<()> {
                 let mut s = c.metrics_sample();
                 if let Some(e) = &engine {
                     s.gauges.extend(crate::metrics::engine_gauges(&e()));
+                }
+                if let Some(n) = &engine_counters {
+                    s.counters.extend(n());
                 }
                 s
             }),

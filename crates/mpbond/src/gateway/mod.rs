@@ -520,7 +520,8 @@ pub async fn run(config: Config) -> Result<()> {
         .map_err(|e| warn!("no status socket: {e:#}"))
         .ok();
     if let Some(addr) = config.metrics {
-        serve_metrics(addr, &gw, pm, engine)?;
+        let counters = plane.user.as_ref().map(|u| u.counters_view());
+        serve_metrics(addr, &gw, pm, engine, counters)?;
     }
     nft::remove_leftover_table();
     let mut bypass = config.bypass.clone();
@@ -579,12 +580,13 @@ pub async fn run(config: Config) -> Result<()> {
 }
 
 /// Serves the Prometheus metrics: the gateway's counters, the lines of mpbond's path manager,
-/// and the engine's connections (`--stack user`).
+/// and the engine's connections and Fast Opens (`--stack user`).
 fn serve_metrics(
     addr: SocketAddr,
     gw: &Arc<Gateway>,
     pm: Option<&crate::pm::PmHandle>,
     engine: Option<crate::status::EngineView>,
+    engine_counters: Option<crate::metrics::CounterView>,
 ) -> Result<()> {
     let g = Arc::clone(gw);
     let pm = pm.map(crate::pm::PmHandle::status_view);
@@ -595,6 +597,9 @@ fn serve_metrics(
                 g.metrics_sample(pm.as_ref().and_then(|v| v.lock().ok().map(|s| s.clone())));
             if let Some(e) = &engine {
                 s.gauges.extend(crate::metrics::engine_gauges(&e()));
+            }
+            if let Some(c) = &engine_counters {
+                s.counters.extend(c());
             }
             s
         }),

@@ -1544,19 +1544,24 @@ impl Connection {
             return;
         };
         self.syn_data = taken;
-        if let Some(c) = seg.fast_open.filter(|c| c.len() >= 4) {
-            self.fo_news = Some(CookieNews::Got(CachedCookie {
+        let cookie = seg
+            .fast_open
+            .filter(|c| c.len() >= 4)
+            .map(|c| CachedCookie {
                 cookie: c.iter().copied().collect(),
                 mss: seg.max_seg_size.unwrap_or(536),
-            }));
-        } else if fo.syn_data > 0 && taken == 0 && !fo.retried {
-            // Data and cookie refused without a new cookie: ask again next time. (The answer
-            // to a retry, which carried neither, says nothing of them.)
-            self.fo_news = Some(CookieNews::Forget);
-        } else if taken > 0 {
+            });
+        self.fo_news = if taken > 0 {
             // The cookie worked (a timeout may have doubted it).
-            self.fo_news = Some(CookieNews::Taken);
-        }
+            Some(CookieNews::Taken(cookie))
+        } else if fo.syn_data > 0 && !fo.retried {
+            // Data refused: a new cookie replaces the old, none means ask again next time.
+            Some(CookieNews::Refused(cookie))
+        } else {
+            // The answer to a cookie request, or to a retry (which carried neither cookie nor
+            // data and so says nothing of them).
+            cookie.map(CookieNews::Got)
+        };
     }
 
     fn establish(&mut self, _now: Instant) {

@@ -186,12 +186,14 @@ pub(crate) struct ClientOpen {
 /// What a client learned from the SYN-ACK, for its endpoint's cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CookieNews {
-    /// The server gave this cookie (and announced this MSS).
+    /// The server gave this cookie (and announced this MSS) to a SYN that carried no data.
     Got(CachedCookie),
-    /// The server took no data and gave no cookie: ask again next time.
-    Forget,
-    /// The server took the SYN's data.
-    Taken,
+    /// The server took the SYN's data, perhaps with a fresher cookie (Linux sends its current
+    /// one when the client's checked against the previous key).
+    Taken(Option<CachedCookie>),
+    /// The server did not take the SYN's data (it goes again after the handshake): with a
+    /// cookie, use that one next time; without, ask again.
+    Refused(Option<CachedCookie>),
     /// The SYN with data got no answer.
     SynLost,
 }

@@ -354,6 +354,13 @@ impl UserStack {
         Ok(stream)
     }
 
+    /// What the metrics count of the engine ([`crate::metrics::engine_counters`]).
+    #[must_use]
+    pub fn counters_view(&self) -> crate::metrics::CounterView {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move || crate::metrics::engine_counters(&shared.lock().ep.endpoint().stats()))
+    }
+
     /// What `mpbond status` shows of the engine's connections: tokens, ends, subflows with
     /// their line, address IDs, state, RTT, congestion window and bytes.
     #[must_use]
