@@ -157,10 +157,10 @@ fn line_metrics(reg: &mut Registry, pm: &PmStatus) {
 /// Daemon counters read afresh at each scrape: name (without `_total`), help, value.
 pub type CounterView = Arc<dyn Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync>;
 
-/// What the counters of mpbond's engine (`--stack user`) show of its TCP Fast Open (RFC 7413):
-/// as a client (a gateway's Convert message in the SYN, 0-RTT) and as a server.
+/// What the counters of mpbond's engine (`--stack user`) show of its TCP Fast Open (RFC 7413)
+/// as a client: a gateway's Convert message in the SYN (0-RTT).
 #[must_use]
-pub fn engine_counters(
+pub fn engine_client_counters(
     st: &mptcp_proto::endpoint::EndpointStats,
 ) -> Vec<(&'static str, &'static str, u64)> {
     vec![
@@ -176,9 +176,19 @@ pub fn engine_counters(
         ),
         (
             "engine_fast_open_syns_lost",
-            "SYNs with data the engine sent that got no answer in time (Fast Open from that address to that server then held back for a minute or more)",
+            "SYNs with data the engine sent that got no answer in time (Fast Open from that address to that server then held back for a minute or more, unless an answer comes after all)",
             st.fast_open_syns_lost,
         ),
+    ]
+}
+
+/// What the counters of mpbond's engine (`--stack user`) show of its TCP Fast Open (RFC 7413)
+/// as a server: a converter's.
+#[must_use]
+pub fn engine_server_counters(
+    st: &mptcp_proto::endpoint::EndpointStats,
+) -> Vec<(&'static str, &'static str, u64)> {
+    vec![
         (
             "engine_fast_open_accepted",
             "SYNs with data the engine's listener took (a valid cookie)",
@@ -312,7 +322,7 @@ mod tests {
             ..Default::default()
         };
         let text = render(&Sample {
-            counters: engine_counters(&st),
+            counters: [engine_client_counters(&st), engine_server_counters(&st)].concat(),
             ..Sample::default()
         });
         for line in [

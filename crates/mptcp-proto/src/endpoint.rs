@@ -164,7 +164,9 @@ pub struct EndpointStats {
     /// handshake; the cookie replaced or forgotten).
     pub fast_open_data_refused: u64,
     /// Client: SYNs with data that got no answer in time, after which that pair of addresses
-    /// is held back from Fast Open for a while (RFC 7413 §4.1.3.1).
+    /// is held back from Fast Open for a while (RFC 7413 §4.1.3.1). An answer that comes
+    /// after all (to the retry) also counts in [`Self::fast_open_data_taken`] or
+    /// [`Self::fast_open_data_refused`], and ends the hold.
     pub fast_open_syns_lost: u64,
 }
 
@@ -756,7 +758,9 @@ impl Endpoint {
                 }
             }
             Some(CookieNews::Refused(c)) => {
+                // Answered: the path carries SYNs with data (Linux forgives its losses too).
                 self.stats.fast_open_data_refused += 1;
+                self.cookies.syn_answered(pair);
                 match c {
                     Some(c) => self.cookies.insert(pair, c),
                     None => self.cookies.remove(pair),

@@ -767,7 +767,10 @@ pub async fn run(mut config: Config) -> Result<()> {
         Stack::User => Plane::user(&config)?,
     };
     let engine = plane.user.as_ref().map(|u| u.status_view(Vec::new()));
-    let engine_counters = plane.user.as_ref().map(|u| u.counters_view());
+    let engine_counters = plane
+        .user
+        .as_ref()
+        .map(|u| u.counters_view(crate::metrics::engine_server_counters));
     let _status = crate::status::serve_with(
         "converter",
         plane.announcer.as_ref().and_then(|a| a.pm()),

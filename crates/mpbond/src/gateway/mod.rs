@@ -520,7 +520,10 @@ pub async fn run(config: Config) -> Result<()> {
         .map_err(|e| warn!("no status socket: {e:#}"))
         .ok();
     if let Some(addr) = config.metrics {
-        let counters = plane.user.as_ref().map(|u| u.counters_view());
+        let counters = plane
+            .user
+            .as_ref()
+            .map(|u| u.counters_view(crate::metrics::engine_client_counters));
         serve_metrics(addr, &gw, pm, engine, counters)?;
     }
     nft::remove_leftover_table();

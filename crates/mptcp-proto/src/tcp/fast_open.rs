@@ -186,7 +186,8 @@ pub(crate) struct ClientOpen {
 /// What a client learned from the SYN-ACK, for its endpoint's cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CookieNews {
-    /// The server gave this cookie (and announced this MSS) to a SYN that carried no data.
+    /// The server gave this cookie (and announced this MSS) to a SYN that carried no data: a
+    /// cookie request, or the retry of a SYN with data.
     Got(CachedCookie),
     /// The server took the SYN's data, perhaps with a fresher cookie (Linux sends its current
     /// one when the client's checked against the previous key).

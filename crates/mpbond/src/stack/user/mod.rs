@@ -354,11 +354,18 @@ impl UserStack {
         Ok(stream)
     }
 
-    /// What the metrics count of the engine ([`crate::metrics::engine_counters`]).
+    /// What the metrics count of the engine: `which` of its counters
+    /// ([`crate::metrics::engine_client_counters`] or [`crate::metrics::engine_server_counters`]).
     #[must_use]
-    pub fn counters_view(&self) -> crate::metrics::CounterView {
+    pub fn counters_view(
+        &self,
+        which: fn(&mptcp_proto::endpoint::EndpointStats) -> Vec<(&'static str, &'static str, u64)>,
+    ) -> crate::metrics::CounterView {
         let shared = Arc::clone(&self.shared);
-        Arc::new(move || crate::metrics::engine_counters(&shared.lock().ep.endpoint().stats()))
+        Arc::new(move || {
+            let stats = shared.lock().ep.endpoint().stats();
+            which(&stats)
+        })
     }
 
     /// What `mpbond status` shows of the engine's connections: tokens, ends, subflows with
