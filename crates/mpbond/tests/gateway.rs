@@ -285,6 +285,9 @@ impl Drop for TempDir {
     }
 }
 
+/// Where a gateway started with `--metrics METRICS` serves them, in its namespace.
+const METRICS: &str = "127.0.0.1:9464";
+
 struct Bonded {
     // Field order is drop order: daemons stop before the lab goes.
     _capture: Option<Capture>,
@@ -296,6 +299,22 @@ struct Bonded {
 }
 
 impl Bonded {
+    /// The gateway's Prometheus metrics (it was started with `--metrics METRICS`).
+    fn metrics(&self) -> String {
+        let out = self
+            .lab
+            .cmd(Role::Gw, "curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://{METRICS}/metrics"),
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The lab with a web server; gateway and converter not started yet.
     fn lab(tag: &str) -> (TestLab, WebServer, TempDir) {
         let lab = TestLab::up(EXE, &LINES);
@@ -812,7 +831,7 @@ fn fast_open_pair(gw: &str, conv: &str) {
     let extra: &[&str] = if gw == "kernel" {
         &["--fast-open"]
     } else {
-        &["--metrics", "127.0.0.1:9464"]
+        &["--metrics", METRICS]
     };
     let pcap = dir.path("vps.pcap");
     let mut b = Bonded::start_stacks(lab, web, dir, &["dsl", "lte"], extra, gw, conv);
@@ -877,13 +896,7 @@ fn fast_open_pair(gw: &str, conv: &str) {
     // The engine's own count of its Fast Opens, in the gateway's metrics, is what the capture
     // saw.
     if gw == "user" {
-        let out = b
-            .lab
-            .cmd(Role::Gw, "curl")
-            .args(["-sS", "--max-time", "5", "http://127.0.0.1:9464/metrics"])
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = b.metrics();
         let metric = |n: &str| {
             text.lines()
                 .find_map(|l| {
@@ -1207,16 +1220,7 @@ fn a_blackholed_line_is_found_by_its_probes_and_used_again_when_it_returns() {
         return;
     }
     let (lab, web, dir) = Bonded::lab("hole");
-    let b = Bonded::start_with(lab, web, dir, &["--metrics", "127.0.0.1:9464"]);
-    let metrics = |b: &Bonded| {
-        let out = b
-            .lab
-            .cmd(Role::Gw, "curl")
-            .args(["-sS", "--max-time", "5", "http://127.0.0.1:9464/metrics"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let b = Bonded::start_with(lab, web, dir, &["--metrics", METRICS]);
     let size = 32 * MIB;
     let name = b.lab.name().to_owned();
     let cutter = std::thread::spawn(move || {
@@ -1245,7 +1249,7 @@ fn a_blackholed_line_is_found_by_its_probes_and_used_again_when_it_returns() {
         "status: {lines:?}"
     );
     assert!(dsl.failures >= 1, "status: {lines:?}");
-    let m = metrics(&b);
+    let m = b.metrics();
     assert!(
         m.contains("mpbond_line_state{line=\"dsl\"} 0"),
         "metrics: {m}"

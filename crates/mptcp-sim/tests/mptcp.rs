@@ -193,6 +193,16 @@ fn start_with(
     }
 }
 
+/// `total` bytes over one 10 Mbit/s, 20 ms path, `setup` given the links before the hosts
+/// start, run until all of it arrived (at most 30 s).
+fn one_path_run(name: &str, total: u64, setup: impl FnOnce(&mut Sim<Stack>, &[usize])) -> Run {
+    let mut sim = Sim::new_mptcp(name);
+    let st = start_with(&mut sim, &[path(10.0, 20)], &[false], total, setup);
+    let mut r = st.finish(sim);
+    r.until_done(Duration::from_secs(30));
+    r
+}
+
 impl Run {
     fn until_done(&mut self, limit: Duration) {
         let got = Rc::clone(&self.got);
@@ -478,20 +488,11 @@ fn each_lost_handshake_packet_is_sent_again() {
 #[test]
 fn a_lost_data_fin_is_sent_again() {
     let total = 500_000;
-    let mut sim = Sim::new_mptcp("mptcp-lost-data-fin");
     let mut dropped = None;
-    let st = start_with(
-        &mut sim,
-        &[path(10.0, 20)],
-        &[false],
-        total,
-        |sim, links| {
-            dropped = Some(drop_first(sim, links[0], 0, |p| p.data_fin));
-        },
-    );
+    let r = one_path_run("mptcp-lost-data-fin", total, |sim, links| {
+        dropped = Some(drop_first(sim, links[0], 0, |p| p.data_fin));
+    });
     let dropped = dropped.expect("filter set");
-    let mut r = st.finish(sim);
-    r.until_done(Duration::from_secs(30));
     assert!(r.got.borrow().intact(total));
     assert_eq!(*dropped.borrow(), 1);
 }
@@ -511,43 +512,34 @@ fn a_lost_segment_that_carries_a_run_s_mapping_is_sent_again_with_it() {
         again_bare: u32,
     }
     let total = 2_000_000;
-    let mut sim = Sim::new_mptcp("mptcp-lost-mapping");
     let seen = Rc::new(RefCell::new(Seen::default()));
     let s = Rc::clone(&seen);
-    let st = start_with(
-        &mut sim,
-        &[path(10.0, 20)],
-        &[false],
-        total,
-        |sim, links| {
-            sim.set_filter(
-                links[0],
-                0,
-                Box::new(move |_, p| {
-                    let mut s = s.borrow_mut();
-                    match (s.dropped, p.mapping) {
-                        // Past the handshake and slow start's first rounds, a run's first
-                        // segment whose mapping covers more than it does.
-                        (None, Some(len)) if p.index >= 200 && usize::from(len) > p.payload_len => {
-                            s.dropped = Some((p.seq, len));
-                            true
-                        }
-                        (Some((seq, _)), m) if p.seq == seq && p.payload_len > 0 => {
-                            if m.is_some() {
-                                s.again_mapped += 1;
-                            } else {
-                                s.again_bare += 1;
-                            }
-                            false
-                        }
-                        _ => false,
+    let r = one_path_run("mptcp-lost-mapping", total, |sim, links| {
+        sim.set_filter(
+            links[0],
+            0,
+            Box::new(move |_, p| {
+                let mut s = s.borrow_mut();
+                match (s.dropped, p.mapping) {
+                    // Past the handshake and slow start's first rounds, a run's first
+                    // segment whose mapping covers more than it does.
+                    (None, Some(len)) if p.index >= 200 && usize::from(len) > p.payload_len => {
+                        s.dropped = Some((p.seq, len));
+                        true
                     }
-                }),
-            );
-        },
-    );
-    let mut r = st.finish(sim);
-    r.until_done(Duration::from_secs(30));
+                    (Some((seq, _)), m) if p.seq == seq && p.payload_len > 0 => {
+                        if m.is_some() {
+                            s.again_mapped += 1;
+                        } else {
+                            s.again_bare += 1;
+                        }
+                        false
+                    }
+                    _ => false,
+                }
+            }),
+        );
+    });
     assert!(r.got.borrow().intact(total), "bytes differ");
     assert!(!r.sent.borrow().fell_back, "fell back to TCP");
     let s = seen.borrow();
@@ -564,18 +556,9 @@ fn a_lost_segment_that_carries_a_run_s_mapping_is_sent_again_with_it() {
 
 fn strip_run(name: &str, dir: usize, pick: impl FnMut(Duration, &PacketInfo) -> bool + 'static) {
     let total = 2_000_000;
-    let mut sim = Sim::new_mptcp(name);
-    let st = start_with(
-        &mut sim,
-        &[path(10.0, 20)],
-        &[false],
-        total,
-        |sim, links| {
-            sim.set_middlebox(links[0], dir, Box::new(pick));
-        },
-    );
-    let mut r = st.finish(sim);
-    r.until_done(Duration::from_secs(30));
+    let r = one_path_run(name, total, |sim, links| {
+        sim.set_middlebox(links[0], dir, Box::new(pick));
+    });
     assert!(r.got.borrow().intact(total), "{name}: bytes differ");
     assert!(r.sent.borrow().fell_back, "{name}: no fallback was seen");
 }
@@ -590,24 +573,15 @@ fn mp_capable_stripped_from_the_syn_or_the_syn_ack_falls_back_to_tcp() {
 fn options_stripped_mid_connection_fall_back_to_tcp_with_no_byte_lost() {
     // From 300 ms on, every packet both ways loses its MPTCP options.
     let total = 2_000_000;
-    let mut sim = Sim::new_mptcp("strip-mid");
-    let st = start_with(
-        &mut sim,
-        &[path(10.0, 20)],
-        &[false],
-        total,
-        |sim, links| {
-            for dir in 0..2 {
-                sim.set_middlebox(
-                    links[0],
-                    dir,
-                    Box::new(|t, _| t >= Duration::from_millis(300)),
-                );
-            }
-        },
-    );
-    let mut r = st.finish(sim);
-    r.until_done(Duration::from_secs(30));
+    let r = one_path_run("strip-mid", total, |sim, links| {
+        for dir in 0..2 {
+            sim.set_middlebox(
+                links[0],
+                dir,
+                Box::new(|t, _| t >= Duration::from_millis(300)),
+            );
+        }
+    });
     assert!(r.got.borrow().intact(total));
 }
 
